@@ -1,0 +1,13 @@
+//! The contract between the datapath (`lb-ebpf`) and the agent (`lb-userspace`).
+//!
+//! Every map key and value is `#[repr(C)]`, `Pod`, free of implicit padding
+//! (the kernel hashes whole keys, so padding bytes must be explicit and zero)
+//! and carries its byte order in its field names: `_be` fields hold network
+//! byte order exactly as the bytes sit in the packet.
+#![no_std]
+
+pub mod flow_hash;
+pub mod maps;
+pub mod reason;
+
+pub use maps::*;

@@ -1,0 +1,1 @@
+//! The lb agent: control path and operator commands.
