@@ -1,0 +1,42 @@
+//! Everything that touches the kernel: loading and attaching the programs,
+//! pinning, and typed access to the maps.
+//!
+//! `plan`/`apply` write through the [`DatapathMaps`] trait, so they can be
+//! tested against an in-memory implementation as well as the real maps.
+
+use lb_common::{Backend4, Frontend4Key, FrontendValue};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("map {map}: {operation} failed: {source}")]
+    Map {
+        map: &'static str,
+        operation: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("map {map} is full ({capacity} entries): raise the limit or remove objects")]
+    Full { map: &'static str, capacity: u32 },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The datapath's service tables, as plan/apply sees them.
+pub trait DatapathMaps {
+    /// Maglev tables the datapath can hold.
+    fn max_tables(&self) -> u32;
+    fn frontends(&self) -> Result<Vec<(Frontend4Key, FrontendValue)>, MapsError>;
+    fn backends(&self) -> Result<Vec<(u32, Backend4)>, MapsError>;
+    fn set_backend(&mut self, id: u32, backend: &Backend4) -> Result<(), MapsError>;
+    fn remove_backend(&mut self, id: u32) -> Result<(), MapsError>;
+    /// Writes a whole Maglev table: `slots.len() == MAGLEV_TABLE_SIZE`,
+    /// each a backend id.
+    fn write_table(&mut self, table_id: u32, slots: &[u32]) -> Result<(), MapsError>;
+    fn set_frontend(&mut self, key: &Frontend4Key, value: &FrontendValue) -> Result<(), MapsError>;
+    fn remove_frontend(&mut self, key: &Frontend4Key) -> Result<(), MapsError>;
+    /// Removes connection-table and socket reverse-translation entries whose
+    /// backend is one of `backends` (kube-proxy flushes UDP conntrack for
+    /// removed endpoints, so DNS clients are not black-holed). Returns how
+    /// many entries were removed.
+    fn purge_connections_to(&mut self, backends: &[Backend4]) -> Result<usize, MapsError>;
+}

@@ -1,0 +1,219 @@
+//! The agent's view of what the datapath should hold, in Kubernetes terms.
+//! Pure data: produced by `desired`, consumed by `plan`, `lb` output and
+//! `lb trace`.
+
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
+
+use lb_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    /// Kubernetes' spelling ("TCP"); `None` for anything else.
+    pub fn from_k8s(value: Option<&str>) -> Option<Protocol> {
+        match value.unwrap_or("TCP") {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+
+    pub const fn ip_number(self) -> u8 {
+        match self {
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+            Protocol::Sctp => PROTO_SCTP,
+        }
+    }
+
+    pub fn from_ip_number(number: u8) -> Option<Protocol> {
+        match number {
+            PROTO_TCP => Some(Protocol::Tcp),
+            PROTO_UDP => Some(Protocol::Udp),
+            PROTO_SCTP => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        })
+    }
+}
+
+/// kube-proxy's ServicePortName: one load-balanced unit.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct ServicePortName {
+    pub namespace: String,
+    pub name: String,
+    /// The Service port's name; empty for a single unnamed port.
+    pub port_name: String,
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for ServicePortName {
+    /// `namespace/name:portname` (the port name may be empty), as kube-proxy prints it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}:{}", self.namespace, self.name, self.port_name)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FrontendKind {
+    ClusterIp,
+    NodePort,
+    LoadBalancer,
+    ExternalIp,
+}
+
+impl FrontendKind {
+    /// The `FE_KIND_*` value stored in the frontend's flags.
+    pub const fn code(self) -> u32 {
+        match self {
+            FrontendKind::ClusterIp => lb_common::FE_KIND_CLUSTER_IP,
+            FrontendKind::NodePort => lb_common::FE_KIND_NODE_PORT,
+            FrontendKind::LoadBalancer => lb_common::FE_KIND_LOAD_BALANCER,
+            FrontendKind::ExternalIp => lb_common::FE_KIND_EXTERNAL_IP,
+        }
+    }
+}
+
+/// Which traffic a frontend entry serves (see `lb_common::SCOPE_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// From outside the node, seen by XDP on the external devices.
+    External,
+    /// From the node itself or its pods, seen by the socket hooks.
+    Internal,
+}
+
+impl Scope {
+    pub const fn code(self) -> u8 {
+        match self {
+            Scope::External => SCOPE_EXTERNAL,
+            Scope::Internal => SCOPE_INTERNAL,
+        }
+    }
+}
+
+/// One frontend entry: an address and port that, for one scope, leads to a
+/// Service port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Frontend {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub scope: Scope,
+}
+
+impl Frontend {
+    pub fn key(&self) -> lb_common::Frontend4Key {
+        lb_common::Frontend4Key {
+            addr_be: u32::from_ne_bytes(self.addr.octets()),
+            port_be: self.port.to_be(),
+            proto: self.protocol.ip_number(),
+            scope: self.scope.code(),
+        }
+    }
+}
+
+impl fmt::Display for Frontend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}/{}", self.addr, self.port, self.protocol)
+    }
+}
+
+/// A backend as the datapath sees it. Identity is (addr, port, protocol):
+/// the same pod port serving two Services is one backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Backend {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.addr, self.port)
+    }
+}
+
+/// A backend chosen for a frontend, with the facts that explain the choice.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Endpoint {
+    pub backend: Backend,
+    /// Chosen only because no ready endpoint was available (kube-proxy's
+    /// serving-and-terminating fallback).
+    pub terminating: bool,
+    /// The endpoint is on this node.
+    pub local: bool,
+    /// Pod or target name from the EndpointSlice, when it names one.
+    pub target: Option<String>,
+}
+
+/// What happens to new traffic when a frontend has no endpoint to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenEmpty {
+    /// The Service has no usable endpoint at all (kube-proxy: REJECT).
+    Reject,
+    /// Policy Local and no local endpoint (kube-proxy: DROP).
+    Drop,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FrontendSpec {
+    pub service: ServicePortName,
+    pub kind: FrontendKind,
+    /// Sorted by backend, no duplicates; may be empty.
+    pub endpoints: Vec<Endpoint>,
+    pub when_empty: WhenEmpty,
+    /// Why this endpoint set (for `lb service list` and `lb trace`), e.g.
+    /// "externalTrafficPolicy=Local: 1 of 3 endpoints on node-a".
+    pub selection: String,
+}
+
+/// The node's own facts that the desired state depends on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    pub name: String,
+    /// Addresses NodePorts listen on.
+    pub addresses: Vec<Ipv4Addr>,
+    /// The node's `topology.kubernetes.io/zone` label, if any.
+    pub zone: Option<String>,
+}
+
+/// A Kubernetes object that could not be used, and why. Everything else
+/// keeps working.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// "Service default/web", "EndpointSlice default/web-abc", or a file.
+    pub object: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.object, self.reason)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    pub frontends: BTreeMap<Frontend, FrontendSpec>,
+    pub problems: Vec<Problem>,
+}
