@@ -1,14 +1,32 @@
+//! The lb datapath: IPv4 TCP/UDP service translation.
+//!
+//! - `lb_xdp_ingress` (XDP, external devices): DNAT of north-south traffic.
+//! - `lb_tc_egress` (tcx egress, external devices): reverse NAT of replies.
+//! - `lb_connect4`, `lb_sendmsg4`, `lb_recvmsg4`, `lb_getpeername4` (cgroup
+//!   sock_addr): socket-level translation of east-west traffic.
+//!
+//! Map layouts, names and counter reasons are defined in `lb-common`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
-mod probe {
-    use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-    #[xdp]
-    pub fn lb_xdp(_ctx: XdpContext) -> u32 {
-        xdp_action::XDP_PASS
-    }
-}
+mod csum;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod parse;
+#[cfg(target_arch = "bpf")]
+mod reject;
+#[cfg(target_arch = "bpf")]
+mod select;
+#[cfg(target_arch = "bpf")]
+mod sock;
+#[cfg(target_arch = "bpf")]
+mod stats;
+#[cfg(target_arch = "bpf")]
+mod tc_egress;
+#[cfg(target_arch = "bpf")]
+mod xdp_ingress;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

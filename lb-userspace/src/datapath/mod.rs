@@ -40,3 +40,9 @@ pub trait DatapathMaps {
     /// many entries were removed.
     fn purge_connections_to(&mut self, backends: &[Backend4]) -> Result<usize, MapsError>;
 }
+
+pub mod kernel;
+pub mod loader;
+
+pub use kernel::KernelMaps;
+pub use loader::{Attached, Datapath, LoadOptions, XdpAttachMode};

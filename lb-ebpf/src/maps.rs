@@ -1,0 +1,64 @@
+//! Every map of the datapath, pinned by name under the agent's pin
+//! directory. Names, keys and values come from `lb-common` (the contract);
+//! the `name = "..."` literals below must equal lb-common's constants, which
+//! the assertions at the end check at compile time.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    Backend4, Ct4Key, Ct4Value, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES,
+    DEFAULT_SOCK_REVNAT_ENTRIES, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE, MAX_BACKENDS,
+    MAX_FRONTENDS, SockRevNat4Key, SockRevNat4Value, reason::REASON_COUNT,
+};
+
+/// `Frontend4Key -> FrontendValue`.
+#[map(name = "lb_fe4_v1")]
+pub static FRONTENDS4: HashMap<Frontend4Key, FrontendValue> = HashMap::pinned(MAX_FRONTENDS, 0);
+
+/// Backend id -> `Backend4`.
+#[map(name = "lb_be4_v1")]
+pub static BACKENDS4: HashMap<u32, Backend4> = HashMap::pinned(MAX_BACKENDS, 0);
+
+/// Flattened Maglev tables: `table_id * MAGLEV_TABLE_SIZE + slot` -> backend id.
+/// The agent resizes it at load time (`--max-tables`).
+#[map(name = "lb_maglev_v1")]
+pub static MAGLEV: Array<u32> = Array::pinned(DEFAULT_MAX_TABLES * MAGLEV_TABLE_SIZE, 0);
+
+/// Connection table of the packet hooks (both directions).
+#[map(name = "lb_ct4_v1")]
+pub static CT4: LruHashMap<Ct4Key, Ct4Value> = LruHashMap::pinned(DEFAULT_CT_ENTRIES, 0);
+
+/// Reverse translation of the socket hooks.
+#[map(name = "lb_sock_rnat4_v1")]
+pub static SOCK_REVNAT4: LruHashMap<SockRevNat4Key, SockRevNat4Value> =
+    LruHashMap::pinned(DEFAULT_SOCK_REVNAT_ENTRIES, 0);
+
+/// Per-CPU counters indexed by `lb_common::reason::Reason`.
+#[map(name = "lb_stats_v1")]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(REASON_COUNT, 0);
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+// The `#[map(name = ...)]` attribute takes a literal; keep it in step with
+// the contract.
+const _: () = assert!(str_eq("lb_fe4_v1", lb_common::FRONTENDS4));
+const _: () = assert!(str_eq("lb_be4_v1", lb_common::BACKENDS4));
+const _: () = assert!(str_eq("lb_maglev_v1", lb_common::MAGLEV));
+const _: () = assert!(str_eq("lb_ct4_v1", lb_common::CT4));
+const _: () = assert!(str_eq("lb_sock_rnat4_v1", lb_common::SOCK_REVNAT4));
+const _: () = assert!(str_eq("lb_stats_v1", lb_common::STATS));

@@ -1,0 +1,187 @@
+//! Bounds-checked Ethernet / IPv4 / TCP / UDP parsing.
+//!
+//! Two front ends share one set of rules ([`check_ipv4`]): [`xdp_ipv4`] reads
+//! the packet in place (direct packet access, every read bounds-checked
+//! against `data_end`), [`skb_ipv4`] reads it with `bpf_skb_load_bytes`.
+//! A packet that fails a check is never rewritten: the caller passes it on
+//! and counts the returned reason.
+
+use aya_ebpf::programs::TcContext;
+use lb_common::{PROTO_TCP, PROTO_UDP, reason::Reason};
+
+pub const ETH_HLEN: usize = 14;
+/// `ETH_P_IP` as it sits in the packet, loaded natively.
+const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+/// More-fragments flag and fragment offset, in network order.
+const IP_MF_OFFSET_BE: u16 = 0x3fffu16.to_be();
+pub const IPV4_MIN_HLEN: usize = 20;
+pub const TCP_HLEN: usize = 20;
+pub const UDP_HLEN: usize = 8;
+/// Offset of the checksum inside the TCP and UDP headers.
+pub const TCP_CSUM_OFF: usize = 16;
+pub const UDP_CSUM_OFF: usize = 6;
+/// Offsets inside the IPv4 header.
+pub const IPV4_CSUM_OFF: usize = 10;
+pub const IPV4_SADDR_OFF: usize = 12;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub ether_type_be: u16,
+}
+
+/// The fixed part of the IPv4 header. `packed(2)`: the header follows a
+/// 14-byte Ethernet header, so its 32-bit fields are only 2-byte aligned.
+#[repr(C, packed(2))]
+#[derive(Clone, Copy)]
+pub struct Ipv4Hdr {
+    pub ver_ihl: u8,
+    pub tos: u8,
+    pub tot_len_be: u16,
+    pub id_be: u16,
+    pub frag_off_be: u16,
+    pub ttl: u8,
+    pub proto: u8,
+    pub check: u16,
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+}
+
+/// The first four bytes of a TCP or UDP header.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Ports {
+    pub src_be: u16,
+    pub dst_be: u16,
+}
+
+/// The checks every IPv4 parser applies to the fixed header, before looking
+/// at the transport header. Returns the header length and the minimum
+/// transport header length for the protocol.
+#[inline(always)]
+pub fn check_ipv4(ip: &Ipv4Hdr) -> Result<(usize, usize), Reason> {
+    let ver_ihl = ip.ver_ihl;
+    if ver_ihl >> 4 != 4 {
+        return Err(Reason::PassMalformed);
+    }
+    let hlen = ((ver_ihl & 0x0f) as usize) * 4;
+    if hlen < IPV4_MIN_HLEN {
+        return Err(Reason::PassMalformed);
+    }
+    let tot_len = u16::from_be(ip.tot_len_be) as usize;
+    if tot_len < hlen {
+        return Err(Reason::PassMalformed);
+    }
+    if ip.frag_off_be & IP_MF_OFFSET_BE != 0 {
+        return Err(Reason::PassFragment);
+    }
+    let l4_min = match ip.proto {
+        PROTO_TCP => TCP_HLEN,
+        PROTO_UDP => UDP_HLEN,
+        _ => return Err(Reason::PassOtherProtocol),
+    };
+    if tot_len < hlen + l4_min {
+        return Err(Reason::PassMalformed);
+    }
+    Ok((hlen, l4_min))
+}
+
+/// A parsed IPv4 TCP/UDP packet in an XDP buffer. The pointers are
+/// bounds-checked: `ip` covers the fixed IPv4 header, `ports` and `csum` lie
+/// inside the transport header.
+pub struct XdpPacket {
+    pub ip: *mut Ipv4Hdr,
+    pub ports: *mut Ports,
+    pub csum: *mut u16,
+    pub proto: u8,
+}
+
+#[inline(always)]
+fn ptr_at<T>(data: usize, data_end: usize, offset: usize) -> Option<*mut T> {
+    let start = data + offset;
+    if start + size_of::<T>() > data_end {
+        return None;
+    }
+    Some(start as *mut T)
+}
+
+/// Parses an XDP buffer. Headers must sit in its linear part
+/// (`data..data_end`); `buff_len` is the whole frame, fragments included
+/// (multi-buffer XDP), against which the IPv4 total length is checked.
+#[inline(always)]
+pub fn xdp_ipv4(data: usize, data_end: usize, buff_len: usize) -> Result<XdpPacket, Reason> {
+    let eth: *const EthHdr = ptr_at(data, data_end, 0).ok_or(Reason::PassMalformed)?;
+    // SAFETY: bounds-checked above.
+    if unsafe { (*eth).ether_type_be } != ETH_P_IP_BE {
+        return Err(Reason::PassNotIpv4);
+    }
+    let ip: *mut Ipv4Hdr = ptr_at(data, data_end, ETH_HLEN).ok_or(Reason::PassMalformed)?;
+    // SAFETY: bounds-checked above.
+    let hdr = unsafe { *ip };
+    let (hlen, l4_min) = check_ipv4(&hdr)?;
+    // The whole datagram must be inside the frame.
+    let tot_len = u16::from_be(hdr.tot_len_be) as usize;
+    if ETH_HLEN + tot_len > buff_len {
+        return Err(Reason::PassMalformed);
+    }
+    let l4 = data + ETH_HLEN + hlen;
+    let (csum_off, proto) = if l4_min == TCP_HLEN {
+        (TCP_CSUM_OFF, PROTO_TCP)
+    } else {
+        (UDP_CSUM_OFF, PROTO_UDP)
+    };
+    if l4 + l4_min > data_end {
+        return Err(Reason::PassMalformed);
+    }
+    let csum: *mut u16 = ptr_at(l4, data_end, csum_off).ok_or(Reason::PassMalformed)?;
+    let ports: *mut Ports = ptr_at(l4, data_end, 0).ok_or(Reason::PassMalformed)?;
+    Ok(XdpPacket {
+        ip,
+        ports,
+        csum,
+        proto,
+    })
+}
+
+/// A parsed IPv4 TCP/UDP packet in an skb, as offsets and copies of the
+/// fields the reply path needs.
+pub struct SkbPacket {
+    pub l4_off: usize,
+    pub csum_off: usize,
+    pub proto: u8,
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    pub ports: Ports,
+}
+
+/// Parses an skb with `bpf_skb_load_bytes` (works on non-linear skbs too).
+#[inline(always)]
+pub fn skb_ipv4(ctx: &TcContext) -> Result<SkbPacket, Reason> {
+    let ether_type: u16 = ctx.load(12).map_err(|_| Reason::PassMalformed)?;
+    if ether_type != ETH_P_IP_BE {
+        return Err(Reason::PassNotIpv4);
+    }
+    let hdr: Ipv4Hdr = ctx.load(ETH_HLEN).map_err(|_| Reason::PassMalformed)?;
+    let (hlen, l4_min) = check_ipv4(&hdr)?;
+    let tot_len = u16::from_be(hdr.tot_len_be) as usize;
+    if ETH_HLEN + tot_len > ctx.len() as usize {
+        return Err(Reason::PassMalformed);
+    }
+    let l4_off = ETH_HLEN + hlen;
+    let ports: Ports = ctx.load(l4_off).map_err(|_| Reason::PassMalformed)?;
+    let (csum_off, proto) = if l4_min == TCP_HLEN {
+        (TCP_CSUM_OFF, PROTO_TCP)
+    } else {
+        (UDP_CSUM_OFF, PROTO_UDP)
+    };
+    Ok(SkbPacket {
+        l4_off,
+        csum_off: l4_off + csum_off,
+        proto,
+        saddr_be: hdr.saddr_be,
+        daddr_be: hdr.daddr_be,
+        ports,
+    })
+}

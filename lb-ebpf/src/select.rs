@@ -1,0 +1,48 @@
+//! Backend selection, shared by every hook so a flow lands on the same
+//! backend whichever hook saw it: frontend lookup, then Maglev slot ->
+//! backend id -> backend.
+
+use lb_common::{
+    Backend4, FE_FLAG_EMPTY_DROP, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE,
+    flow_hash::maglev_slot, reason::Reason,
+};
+
+use crate::maps::{BACKENDS4, FRONTENDS4, MAGLEV};
+
+/// The frontend at this destination for this scope, if any.
+#[inline(always)]
+pub fn frontend(addr_be: u32, port_be: u16, proto: u8, scope: u8) -> Option<FrontendValue> {
+    let key = Frontend4Key {
+        addr_be,
+        port_be,
+        proto,
+        scope,
+    };
+    // SAFETY: the value is copied out at once; a concurrent update can at
+    // worst give a torn copy of a 16-byte value, which the agent avoids by
+    // writing new tables before flipping the frontend.
+    unsafe { FRONTENDS4.get(&key).copied() }
+}
+
+/// Why a frontend without backends turns traffic away.
+#[inline(always)]
+pub fn empty_reason(fe: &FrontendValue) -> Reason {
+    if fe.flags & FE_FLAG_EMPTY_DROP != 0 {
+        Reason::DropNoLocalEndpoint
+    } else {
+        Reason::RejectNoEndpoints
+    }
+}
+
+/// The backend the frontend's Maglev table gives for `hash`.
+#[inline(always)]
+pub fn backend(fe: &FrontendValue, hash: u32) -> Result<(u32, Backend4), Reason> {
+    if fe.table_id > u32::MAX / MAGLEV_TABLE_SIZE - 1 {
+        return Err(Reason::DropBackendMissing);
+    }
+    let index = fe.table_id * MAGLEV_TABLE_SIZE + maglev_slot(hash);
+    let id = *MAGLEV.get(index).ok_or(Reason::DropBackendMissing)?;
+    // SAFETY: copied out at once (see `frontend`).
+    let backend = unsafe { BACKENDS4.get(&id).copied() }.ok_or(Reason::DropBackendMissing)?;
+    Ok((id, backend))
+}

@@ -1,0 +1,158 @@
+//! North-south ingress: traffic from outside the node to a NodePort,
+//! LoadBalancer IP or externalIP. Parse, look up, select, translate, pass
+//! to the stack (which forwards to the local backend).
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::generated::{bpf_ktime_get_ns, bpf_xdp_get_buff_len},
+    macros::xdp,
+    programs::XdpContext,
+};
+use lb_common::{
+    CT_DIR_ORIGINAL, CT_DIR_REPLY, Ct4Key, Ct4Value, PROTO_UDP, SCOPE_EXTERNAL,
+    flow_hash::flow_hash4, reason::Reason,
+};
+
+use crate::{csum, maps::CT4, parse, reject, select, stats};
+
+/// `frags`: multi-buffer aware (jumbo frames; on veth, a program without it
+/// disables TSO on the peer and caps the MTU). Headers are read from the
+/// linear part only.
+#[xdp(frags)]
+pub fn lb_xdp_ingress(ctx: XdpContext) -> u32 {
+    let (action, reason) = match ingress(&ctx) {
+        Ok(reason) => (xdp_action::XDP_PASS, reason),
+        Err(Verdict::Pass(reason)) => (xdp_action::XDP_PASS, reason),
+        Err(Verdict::Drop(reason)) => (xdp_action::XDP_DROP, reason),
+        Err(Verdict::Reject) => {
+            let action = match reject::icmp_port_unreachable(&ctx) {
+                Ok(()) => xdp_action::XDP_TX,
+                Err(()) => xdp_action::XDP_DROP,
+            };
+            (action, Reason::RejectNoEndpoints)
+        }
+    };
+    stats::count(reason);
+    action
+}
+
+enum Verdict {
+    Pass(Reason),
+    Drop(Reason),
+    /// No endpoints at all: answer with ICMP port unreachable.
+    Reject,
+}
+
+impl From<Reason> for Verdict {
+    fn from(reason: Reason) -> Self {
+        Verdict::Pass(reason)
+    }
+}
+
+/// Where a packet's destination is rewritten to.
+struct Nat {
+    addr_be: u32,
+    port_be: u16,
+}
+
+#[inline(always)]
+fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
+    // Parse.
+    // SAFETY: a plain helper call on our context.
+    let buff_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    let pkt = parse::xdp_ipv4(ctx.data(), ctx.data_end(), buff_len)?;
+    // SAFETY: `xdp_ipv4` bounds-checked every pointer it returns.
+    let (saddr, daddr, ports) = unsafe { ((*pkt.ip).saddr_be, (*pkt.ip).daddr_be, *pkt.ports) };
+
+    // Look up the frontend.
+    let fe = select::frontend(daddr, ports.dst_be, pkt.proto, SCOPE_EXTERNAL)
+        .ok_or(Reason::PassNoService)?;
+
+    // A known flow keeps its backend.
+    let key = Ct4Key {
+        src_addr_be: saddr,
+        dst_addr_be: daddr,
+        src_port_be: ports.src_be,
+        dst_port_be: ports.dst_be,
+        proto: pkt.proto,
+        dir: CT_DIR_ORIGINAL,
+        _pad: [0; 2],
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let (nat, reason) = if let Some(entry) = CT4.get_ptr_mut(&key) {
+        // SAFETY: a valid map value pointer; fields are plain data.
+        unsafe {
+            (*entry).last_seen_ns = now;
+            let nat = Nat {
+                addr_be: (*entry).nat_addr_be,
+                port_be: (*entry).nat_port_be,
+            };
+            (nat, Reason::DnatEstablished)
+        }
+    } else {
+        // Select.
+        if fe.backend_count == 0 {
+            return Err(match select::empty_reason(&fe) {
+                Reason::RejectNoEndpoints => Verdict::Reject,
+                reason => Verdict::Drop(reason),
+            });
+        }
+        let hash = flow_hash4(saddr, daddr, ports.src_be, ports.dst_be, pkt.proto);
+        let (backend_id, backend) = select::backend(&fe, hash).map_err(Verdict::Drop)?;
+        let original = Ct4Value {
+            nat_addr_be: backend.addr_be,
+            nat_port_be: backend.port_be,
+            _pad: 0,
+            backend_id,
+            service_id: fe.service_id,
+            created_ns: now,
+            last_seen_ns: now,
+        };
+        let reply_key = Ct4Key {
+            src_addr_be: backend.addr_be,
+            dst_addr_be: saddr,
+            src_port_be: backend.port_be,
+            dst_port_be: ports.src_be,
+            proto: pkt.proto,
+            dir: CT_DIR_REPLY,
+            _pad: [0; 2],
+        };
+        let reply = Ct4Value {
+            nat_addr_be: daddr,
+            nat_port_be: ports.dst_be,
+            ..original
+        };
+        // The reply entry first: once the original entry exists, later
+        // packets of the flow rely on it. An insert can only fail on memory
+        // pressure; the flow is still translated (its replies then pass
+        // untranslated, which the client's stack resets).
+        let _ = CT4.insert(&reply_key, &reply, 0);
+        let _ = CT4.insert(&key, &original, 0);
+        let nat = Nat {
+            addr_be: backend.addr_be,
+            port_be: backend.port_be,
+        };
+        (nat, Reason::DnatNew)
+    };
+
+    // Translate: destination address and port, with incremental checksums.
+    // SAFETY: bounds-checked pointers from `xdp_ipv4`.
+    unsafe {
+        let ip = pkt.ip;
+        (*ip).check = csum::replace4((*ip).check, daddr, nat.addr_be);
+        (*ip).daddr_be = nat.addr_be;
+        let l4_check = *pkt.csum;
+        // A UDP checksum of zero means "none": leave it so.
+        if pkt.proto != PROTO_UDP || l4_check != 0 {
+            let mut check = csum::replace4(l4_check, daddr, nat.addr_be);
+            check = csum::replace2(check, ports.dst_be, nat.port_be);
+            if pkt.proto == PROTO_UDP && check == 0 {
+                check = 0xffff;
+            }
+            *pkt.csum = check;
+        }
+        (*pkt.ports).dst_be = nat.port_be;
+    }
+    // Forward: the node's stack routes the packet to the local backend.
+    Ok(reason)
+}

@@ -1,0 +1,652 @@
+//! Loading the datapath, pinning its maps and links, and attaching it.
+//!
+//! Everything lives under one bpffs directory (`pin_dir`):
+//!
+//! ```text
+//! <pin_dir>/lb_fe4_v1, lb_be4_v1, ...        maps, pinned by name (lb-common)
+//! <pin_dir>/links/lb_xdp_ingress@eth0         XDP link
+//! <pin_dir>/links/lb_tc_egress@eth0           tcx egress link
+//! <pin_dir>/links/lb_connect4@cgroup-1234     cgroup sock_addr links (cgroup id)
+//! ```
+//!
+//! A restarted (or upgraded) agent finds the pinned maps and reuses them, so
+//! established connections survive, and finds the pinned links and swaps
+//! its freshly loaded programs into them with `BPF_LINK_UPDATE`: an atomic
+//! replacement, with no moment where no program is attached.
+
+use std::{
+    ffi::CString,
+    fs::File,
+    io,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Map, MapData, MapError},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, LinkOrder, ProgramError, SchedClassifier, TcAttach,
+        TcAttachType, TestRunOptions, Xdp,
+        cgroup_sock_addr::CgroupSockAddrLink,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
+    },
+    sys::SyscallError,
+};
+use lb_common::{ALL_MAPS, CT4, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES, MAGLEV, MAGLEV_TABLE_SIZE};
+
+use super::kernel::KernelMaps;
+
+/// The XDP program (north-south ingress).
+pub const PROG_XDP_INGRESS: &str = "lb_xdp_ingress";
+/// The tc (tcx) egress program (reply path).
+pub const PROG_TC_EGRESS: &str = "lb_tc_egress";
+/// The cgroup sock_addr programs (east-west).
+pub const PROG_CONNECT4: &str = "lb_connect4";
+pub const PROG_SENDMSG4: &str = "lb_sendmsg4";
+pub const PROG_RECVMSG4: &str = "lb_recvmsg4";
+pub const PROG_GETPEERNAME4: &str = "lb_getpeername4";
+/// Every cgroup program, in attach order.
+pub const CGROUP_PROGRAMS: [&str; 4] = [
+    PROG_CONNECT4,
+    PROG_SENDMSG4,
+    PROG_RECVMSG4,
+    PROG_GETPEERNAME4,
+];
+
+/// Where the agent pins by default.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
+/// Subdirectory of the pin directory holding the pinned links.
+pub const LINKS_DIR: &str = "links";
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The datapath object, built by `build.rs` for the bpf target.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// bpffs directory where maps (by name) and links are pinned. Maps
+    /// already pinned there are reused (same layout and size required).
+    ///
+    /// `None` loads a private, unpinned datapath: its maps live as long as
+    /// this process holds them and its attachments end when the
+    /// [`Datapath`] is dropped (tests, one-shot tools).
+    pub pin_dir: Option<PathBuf>,
+    /// Maglev tables the datapath can hold (sizes `lb_maglev_v1`).
+    pub max_tables: u32,
+    /// Connection-table entries (sizes `lb_ct4_v1`).
+    pub ct_entries: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            pin_dir: None,
+            max_tables: DEFAULT_MAX_TABLES,
+            ct_entries: DEFAULT_CT_ENTRIES,
+        }
+    }
+}
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdpAttachMode {
+    /// Native (driver) mode where the driver supports it, generic otherwise
+    /// (the kernel's choice).
+    #[default]
+    Auto,
+    /// Native (driver) mode only: fails on drivers without XDP support.
+    Native,
+    /// Generic (skb) mode: works on any device, slower.
+    Generic,
+}
+
+/// `true` asks for generic mode (the agent's `--xdp-generic` flag).
+impl From<bool> for XdpAttachMode {
+    fn from(generic: bool) -> Self {
+        if generic { Self::Generic } else { Self::Auto }
+    }
+}
+
+impl From<XdpAttachMode> for aya::programs::XdpMode {
+    fn from(mode: XdpAttachMode) -> Self {
+        match mode {
+            XdpAttachMode::Auto => Self::Default,
+            XdpAttachMode::Native => Self::Driver,
+            XdpAttachMode::Generic => Self::Skb,
+        }
+    }
+}
+
+/// How an attachment came about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// A new link (pinned when the datapath is pinned).
+    New,
+    /// An existing pinned link now runs the new program (atomic swap).
+    Replaced,
+}
+
+/// The loaded datapath: programs (loaded, verified) and maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datapath")
+            .field("pin_dir", &self.pin_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Datapath {
+    /// Loads the maps (reusing pinned ones) and every program (running the
+    /// verifier), without attaching anything.
+    pub fn load(opts: &LoadOptions) -> Result<Datapath> {
+        if opts.max_tables == 0 {
+            bail!("max_tables must be at least 1");
+        }
+        let maglev_entries = opts
+            .max_tables
+            .checked_mul(MAGLEV_TABLE_SIZE)
+            .with_context(|| {
+                format!(
+                    "max_tables {} is too large (at most {})",
+                    opts.max_tables,
+                    u32::MAX / MAGLEV_TABLE_SIZE
+                )
+            })?;
+        if opts.ct_entries == 0 {
+            bail!("ct_entries must be at least 1");
+        }
+        // Maps are declared pinned-by-name, so the loader always pins them;
+        // an unpinned datapath uses a private directory removed right after
+        // loading (the maps then live as long as our file descriptors).
+        let (map_dir, ephemeral) = match &opts.pin_dir {
+            Some(dir) => (dir.clone(), false),
+            None => (ephemeral_dir(), true),
+        };
+        prepare_pin_dir(&map_dir)?;
+        let loaded = EbpfLoader::new()
+            .default_map_pin_directory(&map_dir)
+            .map_max_entries(MAGLEV, maglev_entries)
+            .map_max_entries(CT4, opts.ct_entries)
+            .load(OBJECT);
+        if ephemeral {
+            remove_map_pins(&map_dir);
+            let _ = std::fs::remove_dir(&map_dir);
+        }
+        let mut ebpf = loaded.map_err(|err| load_error(err, &map_dir, opts))?;
+        load_programs(&mut ebpf)?;
+        Ok(Datapath {
+            ebpf,
+            pin_dir: opts.pin_dir.clone(),
+        })
+    }
+
+    /// The pin directory, when the datapath is pinned.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin_dir.as_deref()
+    }
+
+    /// Typed access to the maps (new file descriptors: independent of this
+    /// `Datapath`'s lifetime).
+    pub fn maps(&self) -> Result<KernelMaps> {
+        let mut data = Vec::with_capacity(ALL_MAPS.len());
+        for name in ALL_MAPS {
+            let map = self
+                .ebpf
+                .map(name)
+                .with_context(|| format!("map {name} missing from the datapath object"))?;
+            let map_data = match map {
+                Map::HashMap(d) | Map::LruHashMap(d) | Map::Array(d) | Map::PerCpuArray(d) => d,
+                _ => bail!("map {name} has an unexpected type"),
+            };
+            let fd = map_data
+                .fd()
+                .as_fd_owned()
+                .with_context(|| format!("duplicating the file descriptor of map {name}"))?;
+            data.push(MapData::from_fd(fd).with_context(|| format!("opening map {name}"))?);
+        }
+        let [fe, be, maglev, ct, sock, stats]: [MapData; 6] =
+            data.try_into().map_err(|_| anyhow!("map count mismatch"))?;
+        Ok(KernelMaps::from_map_data(fe, be, maglev, ct, sock, stats)?)
+    }
+
+    /// The XDP program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn xdp_program(&self) -> Result<&Xdp> {
+        Ok(self
+            .ebpf
+            .program(PROG_XDP_INGRESS)
+            .context(PROG_XDP_INGRESS)?
+            .try_into()?)
+    }
+
+    /// The tc egress program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn tc_egress_program(&self) -> Result<&SchedClassifier> {
+        Ok(self
+            .ebpf
+            .program(PROG_TC_EGRESS)
+            .context(PROG_TC_EGRESS)?
+            .try_into()?)
+    }
+
+    /// Runs the XDP program once on `frame` (`BPF_PROG_TEST_RUN`; touches no
+    /// interface, but does use and update the live maps). Returns the
+    /// action and the frame as the program left it.
+    pub fn run_xdp(&self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+        test_run(self.xdp_program()?, frame)
+    }
+
+    /// Runs the tc egress program once on `frame` (see [`Self::run_xdp`]).
+    /// Returns the tc verdict and the frame.
+    pub fn run_tc_egress(&self, frame: &[u8]) -> Result<(i32, Vec<u8>)> {
+        let (ret, out) = test_run(self.tc_egress_program()?, frame)?;
+        Ok((ret as i32, out))
+    }
+
+    /// Attaches the XDP program to `iface`, or swaps it into the link pinned
+    /// for `iface` by an earlier agent. A replaced link keeps its mode.
+    pub fn attach_xdp(&mut self, iface: &str, mode: impl Into<XdpAttachMode>) -> Result<Attached> {
+        let mode = mode.into();
+        let pin = self.link_pin(PROG_XDP_INGRESS, iface)?;
+        let name = iface_name(iface)?;
+        let prog: &mut Xdp = program_mut(&mut self.ebpf, PROG_XDP_INGRESS)?;
+        if let Some(pin) = &pin
+            && let Some(link) = open_pinned_link(pin)?
+        {
+            match XdpLink::try_from(link)
+                .context("the pinned link is not an XDP link")
+                .and_then(|link| {
+                    let id = prog.attach_to_link(link)?;
+                    Ok(prog.take_link(id)?)
+                }) {
+                Ok(_link) => return Ok(Attached::Replaced),
+                Err(err) if is_defunct(&err) => remove_stale_pin(pin)?,
+                Err(err) => {
+                    return Err(err.context(format!("replacing the program of {}", pin.display())));
+                }
+            }
+        }
+        let id = prog
+            .attach(&name, mode.into())
+            .with_context(|| format!("attaching XDP ({mode:?}) to {iface}"))?;
+        if let Some(pin) = &pin {
+            let link: FdLink = prog
+                .take_link(id)?
+                .try_into()
+                .context("the kernel attached XDP without a bpf_link (netlink); cannot pin it")?;
+            pin_link(link, pin)?;
+        }
+        Ok(Attached::New)
+    }
+
+    /// Attaches the tc program to `iface`'s egress (tcx, kernel 6.6+), or
+    /// swaps it into the link pinned for `iface`.
+    pub fn attach_tc_egress(&mut self, iface: &str) -> Result<Attached> {
+        let pin = self.link_pin(PROG_TC_EGRESS, iface)?;
+        let name = iface_name(iface)?;
+        let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, PROG_TC_EGRESS)?;
+        if let Some(pin) = &pin
+            && let Some(link) = open_pinned_link(pin)?
+        {
+            match SchedClassifierLink::try_from(link)
+                .context("the pinned link is not a tcx link")
+                .and_then(|link| {
+                    let id = prog.attach_to_link(link)?;
+                    Ok(prog.take_link(id)?)
+                }) {
+                Ok(_link) => return Ok(Attached::Replaced),
+                Err(err) if is_defunct(&err) => remove_stale_pin(pin)?,
+                Err(err) => {
+                    return Err(err.context(format!("replacing the program of {}", pin.display())));
+                }
+            }
+        }
+        let id = prog
+            .attach(
+                &name,
+                TcAttach::Tcx {
+                    attach_type: TcAttachType::Egress,
+                    order: LinkOrder::default(),
+                },
+            )
+            .with_context(|| format!("attaching tcx egress to {iface}"))?;
+        if let Some(pin) = &pin {
+            let link: FdLink = prog
+                .take_link(id)?
+                .try_into()
+                .context("tcx attachment without a bpf_link")?;
+            pin_link(link, pin)?;
+        }
+        Ok(Attached::New)
+    }
+
+    /// Attaches the four socket programs to the cgroup v2 directory `cgroup`
+    /// (never this machine's root cgroup in tests: it governs every
+    /// connection on the machine), or swaps them into links pinned for it.
+    pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<Attached> {
+        let dir =
+            File::open(cgroup).with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+        let id = dir
+            .metadata()
+            .with_context(|| format!("stat {}", cgroup.display()))?
+            .ino();
+        let target = format!("cgroup-{id}");
+        let mut outcome = Attached::Replaced;
+        for name in CGROUP_PROGRAMS {
+            let pin = self.link_pin(name, &target)?;
+            let prog: &mut CgroupSockAddr = program_mut(&mut self.ebpf, name)?;
+            if let Some(pin) = &pin
+                && let Some(link) = open_pinned_link(pin)?
+            {
+                match CgroupSockAddrLink::try_from(link)
+                    .context("the pinned link is not a cgroup link")
+                    .and_then(|link| {
+                        let id = prog.attach_to_link(link)?;
+                        Ok(prog.take_link(id)?)
+                    }) {
+                    Ok(_link) => continue,
+                    Err(err) if is_defunct(&err) => remove_stale_pin(pin)?,
+                    Err(err) => {
+                        return Err(
+                            err.context(format!("replacing the program of {}", pin.display()))
+                        );
+                    }
+                }
+            }
+            let link_id = prog
+                .attach(&dir, CgroupAttachMode::Single)
+                .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+            if let Some(pin) = &pin {
+                let link: FdLink = prog
+                    .take_link(link_id)?
+                    .try_into()
+                    .context("cgroup attachment without a bpf_link")?;
+                pin_link(link, pin)?;
+            }
+            outcome = Attached::New;
+        }
+        Ok(outcome)
+    }
+
+    /// Detaches everything pinned under `pin_dir` and removes its pinned
+    /// maps (`lb cleanup`): every translated connection loses its state.
+    /// Links still held open by a running process stay attached until it
+    /// closes them. Files that are not ours are left alone.
+    pub fn detach_all(pin_dir: &Path) -> Result<()> {
+        let links = pin_dir.join(LINKS_DIR);
+        match std::fs::read_dir(&links) {
+            Ok(entries) => {
+                for entry in entries {
+                    let path = entry?.path();
+                    let is_ours = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        n.split_once('@').is_some_and(|(prog, _)| {
+                            prog == PROG_XDP_INGRESS
+                                || prog == PROG_TC_EGRESS
+                                || CGROUP_PROGRAMS.contains(&prog)
+                        })
+                    });
+                    if is_ours {
+                        std::fs::remove_file(&path)
+                            .with_context(|| format!("unpinning {}", path.display()))?;
+                    }
+                }
+                remove_dir_if_empty(&links)?;
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).with_context(|| format!("reading {}", links.display())),
+        }
+        for name in ALL_MAPS {
+            let path = pin_dir.join(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    return Err(err).with_context(|| format!("unpinning {}", path.display()));
+                }
+            }
+        }
+        if pin_dir.exists() {
+            remove_dir_if_empty(pin_dir)?;
+        }
+        Ok(())
+    }
+
+    /// Same as [`Self::detach_all`] (`lb cleanup`).
+    pub fn remove_pins(pin_dir: &Path) -> Result<()> {
+        Self::detach_all(pin_dir)
+    }
+
+    /// `<pin_dir>/links/<prog>@<target>`, with the links directory created;
+    /// `None` for an unpinned datapath.
+    fn link_pin(&self, prog: &str, target: &str) -> Result<Option<PathBuf>> {
+        let Some(pin_dir) = &self.pin_dir else {
+            return Ok(None);
+        };
+        if target.is_empty() || target.contains('/') {
+            bail!("invalid attach target {target:?}");
+        }
+        let links = pin_dir.join(LINKS_DIR);
+        std::fs::create_dir_all(&links).with_context(|| format!("creating {}", links.display()))?;
+        Ok(Some(links.join(format!("{prog}@{}", pin_name(target)))))
+    }
+}
+
+/// bpffs refuses names containing a dot (VLAN devices are `eth0.100`):
+/// escape `%` and `.` the URL way.
+fn pin_name(target: &str) -> String {
+    target.replace('%', "%25").replace('.', "%2e")
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the datapath object"))?;
+    Ok(prog.try_into()?)
+}
+
+fn load_programs(ebpf: &mut Ebpf) -> Result<()> {
+    program_mut::<Xdp>(ebpf, PROG_XDP_INGRESS)?
+        .load()
+        .with_context(|| format!("loading {PROG_XDP_INGRESS}"))?;
+    program_mut::<SchedClassifier>(ebpf, PROG_TC_EGRESS)?
+        .load()
+        .with_context(|| format!("loading {PROG_TC_EGRESS}"))?;
+    for name in CGROUP_PROGRAMS {
+        program_mut::<CgroupSockAddr>(ebpf, name)?
+            .load()
+            .with_context(|| format!("loading {name}"))?;
+    }
+    Ok(())
+}
+
+fn test_run<P>(prog: &P, frame: &[u8]) -> Result<(u32, Vec<u8>)>
+where
+    for<'a> P: aya::programs::TestRun<Opts<'a> = TestRunOptions<'a>, Result = aya::programs::TestRunResult>,
+{
+    // Room for anything the program might grow the frame by.
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    out.truncate(result.data_size_out as usize);
+    Ok((result.return_value, out))
+}
+
+/// Turns the loader's error into one an operator can act on.
+fn load_error(err: EbpfError, dir: &Path, opts: &LoadOptions) -> anyhow::Error {
+    if let EbpfError::MapError(MapError::IncompatiblePinnedMap {
+        name,
+        property,
+        expected,
+        actual,
+    }) = &err
+    {
+        let hint = if name == MAGLEV && *property == "max_entries" {
+            format!(
+                "it holds {} Maglev tables ({actual} entries) and {} were asked for ({expected} entries): \
+                 start with max_tables {}",
+                actual / u64::from(MAGLEV_TABLE_SIZE),
+                opts.max_tables,
+                actual / u64::from(MAGLEV_TABLE_SIZE),
+            )
+        } else if name == CT4 && *property == "max_entries" {
+            format!(
+                "it holds {actual} connection entries and {expected} were asked for: start with ct_entries {actual}"
+            )
+        } else {
+            format!(
+                "its {property} is {actual}, this datapath needs {expected} (a layout change needs a migration)"
+            )
+        };
+        return anyhow!(
+            "pinned map {} does not fit this datapath: {hint}, or remove the pinned datapath with `lb cleanup --pin-dir {}` \
+             (drops every established connection)",
+            dir.join(name).display(),
+            dir.display(),
+        );
+    }
+    anyhow::Error::new(err).context(format!(
+        "loading the datapath (maps pinned in {})",
+        dir.display()
+    ))
+}
+
+/// Makes sure `dir` exists on a bpf filesystem.
+fn prepare_pin_dir(dir: &Path) -> Result<()> {
+    // The nearest existing ancestor tells whether bpffs is mounted there
+    // (if it is not, /sys/fs/bpf is a read-only sysfs directory).
+    let mut existing = dir;
+    while !existing.exists() {
+        existing = existing
+            .parent()
+            .context("pin directory has no existing ancestor")?;
+    }
+    if !is_bpffs(existing)? {
+        bail!(
+            "{} is not on a bpf filesystem (bpffs is not mounted there): run `mount -t bpf bpf /sys/fs/bpf`",
+            existing.display()
+        );
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating pin directory {}", dir.display()))?;
+    Ok(())
+}
+
+fn is_bpffs(path: &Path) -> Result<bool> {
+    let c_path = CString::new(path.as_os_str().as_encoded_bytes()).context("path contains NUL")?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a zeroed out-parameter.
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("statfs {}", path.display()));
+    }
+    #[allow(clippy::unnecessary_cast)]
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+fn ephemeral_dir() -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    // bpffs refuses names with a dot.
+    PathBuf::from(format!(
+        "/sys/fs/bpf/lb-unpinned-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+fn remove_map_pins(dir: &Path) {
+    for name in ALL_MAPS {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+}
+
+fn remove_dir_if_empty(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(err)
+            if err.kind() == io::ErrorKind::DirectoryNotEmpty
+                || err.kind() == io::ErrorKind::NotFound =>
+        {
+            Ok(())
+        }
+        Err(err) => Err(err).with_context(|| format!("removing {}", dir.display())),
+    }
+}
+
+fn iface_name(iface: &str) -> Result<CString> {
+    CString::new(iface).with_context(|| format!("invalid interface name {iface:?}"))
+}
+
+/// Opens the link pinned at `pin`, if there is one.
+fn open_pinned_link(pin: &Path) -> Result<Option<FdLink>> {
+    if !pin.exists() {
+        return Ok(None);
+    }
+    let link = PinnedLink::from_pin(pin)
+        .with_context(|| format!("opening pinned link {}", pin.display()))?;
+    // Converting keeps the pin: only our file descriptor goes with the value.
+    Ok(Some(FdLink::from(link)))
+}
+
+fn pin_link(link: FdLink, pin: &Path) -> Result<()> {
+    // Dropping the returned PinnedLink closes our descriptor; the pin keeps
+    // the attachment alive.
+    link.pin(pin)
+        .with_context(|| format!("pinning link {}", pin.display()))?;
+    Ok(())
+}
+
+/// A pinned link whose target went away (device deleted, cgroup removed):
+/// `BPF_LINK_UPDATE` answers `ENOLINK`.
+fn is_defunct(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        let io = if let Some(io_error) = cause.downcast_ref::<io::Error>() {
+            Some(io_error)
+        } else if let Some(SyscallError { io_error, .. }) = cause.downcast_ref() {
+            Some(io_error)
+        } else if let Some(ProgramError::SyscallError(SyscallError { io_error, .. })) =
+            cause.downcast_ref()
+        {
+            Some(io_error)
+        } else if let Some(LinkError::SyscallError(SyscallError { io_error, .. })) =
+            cause.downcast_ref()
+        {
+            Some(io_error)
+        } else {
+            None
+        };
+        io.and_then(io::Error::raw_os_error) == Some(libc::ENOLINK)
+    })
+}
+
+fn remove_stale_pin(pin: &Path) -> Result<()> {
+    tracing::warn!(pin = %pin.display(), "pinned link is defunct (its target is gone); attaching anew");
+    std::fs::remove_file(pin).with_context(|| format!("removing stale link {}", pin.display()))
+}
+
+trait AsFdOwned {
+    fn as_fd_owned(&self) -> io::Result<std::os::fd::OwnedFd>;
+}
+
+impl<T: std::os::fd::AsFd> AsFdOwned for T {
+    fn as_fd_owned(&self) -> io::Result<std::os::fd::OwnedFd> {
+        self.as_fd().try_clone_to_owned()
+    }
+}
