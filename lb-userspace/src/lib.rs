@@ -1,3 +1,8 @@
 //! The lb agent: control path and operator commands.
+pub mod agent;
 pub mod datapath;
+pub mod desired;
+pub mod maglev;
+pub mod manifest;
 pub mod model;
+pub mod plan;

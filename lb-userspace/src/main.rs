@@ -1,1 +1,139 @@
-fn main() {}
+use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use lb::{
+    agent::{self, AgentConfig},
+    datapath::loader::Datapath,
+    model::NodeFacts,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "lb",
+    version,
+    about = "eBPF/XDP service load balancer for Kubernetes (a kube-proxy replacement)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the datapath, attach it, and keep its maps in sync with the
+    /// Services and EndpointSlices.
+    Agent(AgentArgs),
+    /// Detach the datapath and remove its pinned maps and links. Drops every
+    /// translated connection: use only to uninstall.
+    Cleanup {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+}
+
+const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// Standalone mode: a directory of Service and EndpointSlice YAML,
+    /// applied again whenever a file in it changes.
+    #[arg(long)]
+    manifests: PathBuf,
+    /// External device(s) for north-south traffic (XDP ingress, tc egress).
+    #[arg(long = "device")]
+    devices: Vec<String>,
+    /// Attach XDP in generic (skb) mode instead of the driver's native mode.
+    #[arg(long)]
+    xdp_generic: bool,
+    /// This node's name, as EndpointSlices' nodeName says it (default: hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Addresses NodePorts listen on (default: every non-loopback IPv4
+    /// address of this network namespace).
+    #[arg(long = "node-address")]
+    node_addresses: Vec<Ipv4Addr>,
+    /// This node's zone, for topology-aware routing.
+    #[arg(long)]
+    zone: Option<String>,
+    /// cgroup v2 directory for the socket hooks (in a cluster: the root
+    /// cgroup, e.g. /sys/fs/cgroup). Without it, only north-south traffic
+    /// is served.
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
+    /// bpffs directory where maps and links are pinned.
+    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    /// Maglev tables the datapath can hold (services with distinct backend
+    /// sets); each costs 4 KiB of kernel memory.
+    #[arg(long, default_value_t = lb_common::DEFAULT_MAX_TABLES)]
+    max_tables: u32,
+    /// Re-read everything this often, to repair any drift.
+    #[arg(long, default_value = "30", value_name = "SECONDS")]
+    resync_seconds: u64,
+    /// Print the plan for the manifests against an empty datapath and exit,
+    /// without touching the kernel.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("lb: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Agent(args) => {
+            let config = agent_config(args)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(agent::run(config))
+        }
+        Command::Cleanup { pin_dir } => Datapath::remove_pins(&pin_dir),
+    }
+}
+
+fn agent_config(args: AgentArgs) -> Result<AgentConfig> {
+    let name = match args.node_name {
+        Some(name) => name,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("reading the hostname: pass --node-name")?
+            .trim()
+            .to_string(),
+    };
+    let addresses = if args.node_addresses.is_empty() {
+        agent::local_ipv4_addresses()?
+    } else {
+        args.node_addresses
+    };
+    Ok(AgentConfig {
+        manifests: args.manifests,
+        devices: args.devices,
+        xdp_generic: args.xdp_generic,
+        node: NodeFacts {
+            name,
+            addresses,
+            zone: args.zone,
+        },
+        cgroup: args.cgroup,
+        pin_dir: args.pin_dir,
+        max_tables: args.max_tables,
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+        dry_run: args.dry_run,
+    })
+}
