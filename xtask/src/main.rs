@@ -1,1 +1,102 @@
-fn main() {}
+use std::process::{Command, ExitCode};
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+use xtask::{demo, setup, traffic::target_dir};
+
+#[derive(Parser)]
+#[command(about = "Project tasks for lb")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what a new machine needs (Debian packages, toolchain
+    /// components, bpf-linker), mount bpffs, locate cgroup v2.
+    Setup,
+    /// Setup, then build every binary.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Setup, build, and run the agent on this machine (a dev VM):
+    /// `cargo xtask run -- --device eth0 --manifests DIR ...`.
+    Run {
+        #[arg(long)]
+        release: bool,
+        /// Arguments for `lb agent`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Setup, then every check and test: formatting, unit, kernel and
+    /// end-to-end tests (root tests need root, as CI has).
+    Test,
+    /// Setup, build, and show Services load-balanced across three pods in
+    /// a namespace topology; exits non-zero if anything fails.
+    Demo,
+    /// Print the demo's EndpointSlices (regenerates
+    /// deploy/examples/demo/endpointslices.yaml).
+    #[command(hide = true)]
+    RenderDemoSlices,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    match task {
+        Task::Setup => setup::setup(),
+        Task::Build { release } => {
+            setup::setup()?;
+            build(release)
+        }
+        Task::Run { release, args } => {
+            setup::setup()?;
+            build(release)?;
+            let profile = if release { "release" } else { "debug" };
+            let lb = target_dir().join(profile).join("lb");
+            let status = Command::new(lb).arg("agent").args(args).status()?;
+            if !status.success() {
+                bail!("lb agent exited with {status}");
+            }
+            Ok(())
+        }
+        Task::Test => {
+            setup::setup()?;
+            cargo(&["fmt", "--all", "--", "--check"])?;
+            build(false)?;
+            cargo(&["test", "--no-fail-fast"])
+        }
+        Task::RenderDemoSlices => {
+            print!("{}", xtask::manifests::endpoint_slices(&[0, 1, 2]));
+            Ok(())
+        }
+        Task::Demo => {
+            setup::setup()?;
+            build(false)?;
+            demo::demo()
+        }
+    }
+}
+
+fn build(release: bool) -> Result<()> {
+    let mut args = vec!["build", "--bins"];
+    if release {
+        args.push("--release");
+    }
+    cargo(&args)
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    eprintln!("xtask: cargo {}", args.join(" "));
+    setup::run(Command::new(env!("CARGO")).args(args))
+}

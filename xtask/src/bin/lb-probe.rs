@@ -1,0 +1,221 @@
+//! `lb-probe`: the pods and clients of the demo and the end-to-end tests.
+//!
+//! A server answers every TCP line and every UDP datagram with its own name,
+//! so a client learns which backend it reached. Every operation is bounded
+//! by a timeout. `--netns` and `--cgroup` put the process where a pod or an
+//! external client would be before any socket exists (setns applies to the
+//! sockets created afterwards; the socket hooks see the cgroup of the
+//! process that creates a socket).
+use std::{
+    fs,
+    io::{BufRead, BufReader, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
+    path::PathBuf,
+    process::ExitCode,
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    /// Network namespace to enter first (a path such as /var/run/netns/NAME).
+    #[arg(long, global = true)]
+    netns: Option<PathBuf>,
+    /// cgroup v2 directory to join first.
+    #[arg(long, global = true)]
+    cgroup: Option<PathBuf>,
+    /// Per-operation timeout in milliseconds.
+    #[arg(long, global = true, default_value_t = 2000)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Answer TCP lines and UDP datagrams with NAME until killed.
+    Serve {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        tcp: Option<u16>,
+        #[arg(long)]
+        udp: Option<u16>,
+    },
+    /// COUNT TCP connections, one request each; prints the name that answered
+    /// each (or `error: ...`). Exits 1 if any failed.
+    Tcp {
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// COUNT UDP exchanges, each from a new socket (a new source port).
+    Udp {
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// One long-lived TCP connection: prints `peer <addr>` (what
+    /// getpeername() says), then for each stdin line sends it and prints
+    /// the answer. For tests that hold a connection across changes.
+    Chat { addr: SocketAddr },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("lb-probe: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<bool> {
+    if let Some(cgroup) = &cli.cgroup {
+        let procs = cgroup.join("cgroup.procs");
+        fs::write(&procs, std::process::id().to_string())
+            .with_context(|| format!("joining cgroup {}", cgroup.display()))?;
+    }
+    if let Some(netns) = &cli.netns {
+        enter_netns(netns)?;
+    }
+    let timeout = Duration::from_millis(cli.timeout_ms);
+    match cli.command {
+        Command::Serve { name, tcp, udp } => serve(&name, tcp, udp),
+        Command::Tcp { addr, count } => Ok(repeat(count, || tcp_request(addr, timeout))),
+        Command::Udp { addr, count } => Ok(repeat(count, || udp_request(addr, timeout))),
+        Command::Chat { addr } => chat(addr, timeout),
+    }
+}
+
+fn enter_netns(path: &PathBuf) -> Result<()> {
+    let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: plain syscall on a valid fd; the process is still single-threaded.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!(
+            "setns {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+fn repeat(count: u32, mut request: impl FnMut() -> Result<String>) -> bool {
+    let mut ok = true;
+    for _ in 0..count {
+        match request() {
+            Ok(name) => println!("{name}"),
+            Err(err) => {
+                println!("error: {err:#}");
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
+fn tcp_request(addr: SocketAddr, timeout: Duration) -> Result<String> {
+    let stream =
+        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    exchange(&stream, &mut BufReader::new(&stream), "hello")
+}
+
+fn exchange(
+    mut stream: &TcpStream,
+    reader: &mut BufReader<&TcpStream>,
+    line: &str,
+) -> Result<String> {
+    stream.write_all(format!("{line}\n").as_bytes())?;
+    let mut answer = String::new();
+    if reader.read_line(&mut answer)? == 0 {
+        bail!("connection closed by peer");
+    }
+    Ok(answer.trim_end().to_string())
+}
+
+fn udp_request(addr: SocketAddr, timeout: Duration) -> Result<String> {
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    socket.set_read_timeout(Some(timeout))?;
+    socket
+        .send_to(b"hello", addr)
+        .with_context(|| format!("send to {addr}"))?;
+    let mut buf = [0u8; 512];
+    let (len, from) = socket
+        .recv_from(&mut buf)
+        .with_context(|| format!("no answer from {addr}"))?;
+    // The socket hooks must make the answer appear to come from the frontend.
+    if from != addr {
+        bail!("answer came from {from}, not {addr}");
+    }
+    Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
+fn chat(addr: SocketAddr, timeout: Duration) -> Result<bool> {
+    let stream =
+        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    println!("peer {}", stream.peer_addr()?);
+    let mut reader = BufReader::new(&stream);
+    let mut ok = true;
+    for line in std::io::stdin().lines() {
+        match exchange(&stream, &mut reader, &line?) {
+            Ok(answer) => println!("{answer}"),
+            Err(err) => {
+                println!("error: {err:#}");
+                ok = false;
+            }
+        }
+    }
+    Ok(ok)
+}
+
+fn serve(name: &str, tcp: Option<u16>, udp: Option<u16>) -> Result<bool> {
+    let mut workers = Vec::new();
+    if let Some(port) = tcp {
+        let listener =
+            TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("bind tcp {port}"))?;
+        let name = name.to_string();
+        workers.push(thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let name = name.clone();
+                thread::spawn(move || answer_lines(stream, &name));
+            }
+        }));
+    }
+    if let Some(port) = udp {
+        let socket =
+            UdpSocket::bind(("0.0.0.0", port)).with_context(|| format!("bind udp {port}"))?;
+        let name = name.to_string();
+        workers.push(thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((_, from)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(name.as_bytes(), from);
+            }
+        }));
+    }
+    println!("ready");
+    std::io::stdout().flush()?;
+    for worker in workers {
+        let _ = worker.join();
+    }
+    Ok(true)
+}
+
+fn answer_lines(stream: TcpStream, name: &str) {
+    let mut writer = &stream;
+    for line in BufReader::new(&stream).lines() {
+        if line.is_err() || writer.write_all(format!("{name}\n").as_bytes()).is_err() {
+            break;
+        }
+    }
+}

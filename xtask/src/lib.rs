@@ -1,0 +1,7 @@
+//! Project tasks for lb, and the namespace testbed its demo and end-to-end
+//! tests share.
+pub mod demo;
+pub mod manifests;
+pub mod setup;
+pub mod testbed;
+pub mod traffic;

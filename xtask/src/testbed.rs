@@ -1,0 +1,352 @@
+//! A node, its pods and an external client, in network namespaces of their
+//! own, for the demo and the end-to-end tests.
+//!
+//! ```text
+//!  client ns               node ns (agent, XDP + tc on ext0)           pod ns (x N)
+//!  eth0 198.51.100.2 ---- ext0 198.51.100.1    br0 203.0.113.1 ---- eth0 203.0.113.1N
+//! ```
+//!
+//! Everything lives inside namespaces this process creates: no veth end in
+//! the machine's own namespace and no route out, so an untranslated packet
+//! can never leave the machine. The socket hooks attach to a cgroup made
+//! for the purpose, never to the machine's root cgroup. `Drop` removes the
+//! namespaces, the cgroup, the bpffs pins and every process it started,
+//! also when a test fails.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+pub const NODE_NAME: &str = "node-a";
+pub const NODE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+/// Service frontends (ClusterIPs, LoadBalancer and external IPs) live here;
+/// the client routes it through the node.
+pub const SERVICE_RANGE: &str = "192.0.2.0/24";
+pub const POD_TCP_PORT: u16 = 8080;
+pub const POD_UDP_PORT: u16 = 5353;
+/// The device the agent serves external traffic on.
+pub const EXTERNAL_DEVICE: &str = "ext0";
+
+pub fn pod_addr(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(203, 0, 113, 11 + index as u8)
+}
+
+pub fn pod_name(index: usize) -> String {
+    format!("pod-{}", index + 1)
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+pub struct Testbed {
+    /// Unique per testbed: names namespaces, the cgroup and the pin dir.
+    pub prefix: String,
+    pub pods: usize,
+    pub cgroup: PathBuf,
+    pub pin_dir: PathBuf,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Testbed {
+    /// Builds the topology with `pods` pods (at most 200).
+    pub fn new(pods: usize) -> Result<Testbed> {
+        let prefix = format!(
+            "lbt{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let cgroup = cgroup2_mount()?.join(&prefix);
+        let mut bed = Testbed {
+            pin_dir: Path::new("/sys/fs/bpf").join(&prefix),
+            cgroup,
+            prefix,
+            pods,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+        };
+        bed.build()
+            .with_context(|| format!("building testbed {}", bed.prefix))?;
+        Ok(bed)
+    }
+
+    pub fn netns_path(&self, ns: &str) -> PathBuf {
+        Path::new("/var/run/netns").join(ns)
+    }
+
+    pub fn client_ns(&self) -> String {
+        format!("{}-client", self.prefix)
+    }
+
+    pub fn node_ns(&self) -> String {
+        format!("{}-node", self.prefix)
+    }
+
+    pub fn pod_ns(&self, index: usize) -> String {
+        format!("{}-pod{}", self.prefix, index + 1)
+    }
+
+    fn build(&mut self) -> Result<()> {
+        let (client, node) = (self.client_ns(), self.node_ns());
+        let pods: Vec<String> = (0..self.pods).map(|i| self.pod_ns(i)).collect();
+        for ns in [client.clone(), node.clone()].into_iter().chain(pods) {
+            ip(&["netns", "add", &ns])?;
+            self.namespaces.push(ns.clone());
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        fs::create_dir(&self.cgroup)
+            .with_context(|| format!("creating cgroup {}", self.cgroup.display()))?;
+
+        // External client <-> node.
+        ip(&[
+            "-n",
+            &client,
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            EXTERNAL_DEVICE,
+            "netns",
+            &node,
+        ])?;
+        ip(&[
+            "-n",
+            &client,
+            "addr",
+            "add",
+            &format!("{CLIENT_ADDR}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", &client, "link", "set", "eth0", "up"])?;
+        ip(&[
+            "-n",
+            &client,
+            "route",
+            "add",
+            SERVICE_RANGE,
+            "via",
+            &NODE_ADDR.to_string(),
+        ])?;
+        ip(&[
+            "-n",
+            &node,
+            "addr",
+            "add",
+            &format!("{NODE_ADDR}/24"),
+            "dev",
+            EXTERNAL_DEVICE,
+        ])?;
+        ip(&["-n", &node, "link", "set", EXTERNAL_DEVICE, "up"])?;
+
+        // Node bridge and pods.
+        ip(&["-n", &node, "link", "add", "br0", "type", "bridge"])?;
+        ip(&[
+            "-n",
+            &node,
+            "addr",
+            "add",
+            &format!("{POD_GATEWAY}/24"),
+            "dev",
+            "br0",
+        ])?;
+        ip(&["-n", &node, "link", "set", "br0", "up"])?;
+        for i in 0..self.pods {
+            let (pod, host_end) = (self.pod_ns(i), format!("veth{}", i + 1));
+            ip(&[
+                "-n", &pod, "link", "add", "eth0", "type", "veth", "peer", "name", &host_end,
+                "netns", &node,
+            ])?;
+            ip(&[
+                "-n",
+                &pod,
+                "addr",
+                "add",
+                &format!("{}/24", pod_addr(i)),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", &pod, "link", "set", "eth0", "up"])?;
+            ip(&[
+                "-n",
+                &pod,
+                "route",
+                "add",
+                "default",
+                "via",
+                &POD_GATEWAY.to_string(),
+            ])?;
+            ip(&["-n", &node, "link", "set", &host_end, "master", "br0", "up"])?;
+            // Locally generated TCP on a veth carries a partial checksum that
+            // XDP cannot see; real NICs hand XDP complete ones.
+            ethtool_tx_off(&pod)?;
+        }
+        ethtool_tx_off(&client)?;
+        for (key, value) in [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv4.conf.all.rp_filter", "0"),
+        ] {
+            run(Command::new("ip").args([
+                "netns",
+                "exec",
+                &node,
+                "sysctl",
+                "-qw",
+                &format!("{key}={value}"),
+            ]))?;
+        }
+        Ok(())
+    }
+
+    /// Starts an `lb-probe` server in every pod, answering with the pod's name.
+    pub fn start_pod_servers(&mut self, probe: &Path) -> Result<()> {
+        for i in 0..self.pods {
+            let mut child = Command::new(probe)
+                .arg("--netns")
+                .arg(self.netns_path(&self.pod_ns(i)))
+                .args(["serve", "--name", &pod_name(i)])
+                .args([
+                    "--tcp",
+                    &POD_TCP_PORT.to_string(),
+                    "--udp",
+                    &POD_UDP_PORT.to_string(),
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("starting lb-probe serve")?;
+            let stdout = child.stdout.take().context("probe stdout")?;
+            self.children.push(child);
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line)?;
+            if line.trim() != "ready" {
+                bail!("pod server {} did not start", pod_name(i));
+            }
+        }
+        Ok(())
+    }
+
+    /// The command line that runs the agent inside the node namespace.
+    /// `nsenter` (unlike `ip netns exec`) keeps bpffs and the cgroup mount visible.
+    pub fn agent_command(&self, lb: &Path, manifests: &Path) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!(
+            "--net={}",
+            self.netns_path(&self.node_ns()).display()
+        ))
+        .arg(lb)
+        .arg("agent")
+        .arg("--manifests")
+        .arg(manifests)
+        .args(["--device", EXTERNAL_DEVICE, "--node-name", NODE_NAME])
+        .args(["--node-address", &NODE_ADDR.to_string()])
+        .arg("--cgroup")
+        .arg(&self.cgroup)
+        .arg("--pin-dir")
+        .arg(&self.pin_dir);
+        cmd
+    }
+
+    /// An `lb-probe` command run from the external client.
+    pub fn from_client(&self, probe: &Path) -> Command {
+        let mut cmd = Command::new(probe);
+        cmd.arg("--netns").arg(self.netns_path(&self.client_ns()));
+        cmd
+    }
+
+    /// An `lb-probe` command run from pod `index`, inside the hooked cgroup.
+    pub fn from_pod(&self, probe: &Path, index: usize) -> Command {
+        let mut cmd = Command::new(probe);
+        cmd.arg("--netns")
+            .arg(self.netns_path(&self.pod_ns(index)))
+            .arg("--cgroup")
+            .arg(&self.cgroup);
+        cmd
+    }
+
+    /// Keeps a process to be killed when the testbed goes.
+    pub fn adopt(&mut self, child: Child) {
+        self.children.push(child);
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        kill_cgroup_members(&self.cgroup);
+        // Unpinning the links detaches the programs; then the maps go.
+        let _ = fs::remove_dir_all(&self.pin_dir);
+        for ns in self.namespaces.drain(..).rev() {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.cgroup.exists()
+            && fs::remove_dir(&self.cgroup).is_err()
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn kill_cgroup_members(cgroup: &Path) {
+    // Only processes this testbed started can be in its cgroup.
+    if let Ok(procs) = fs::read_to_string(cgroup.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            // SAFETY: plain syscall.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Where cgroup v2 is mounted (on this machine `/sys/fs/cgroup/unified`).
+pub fn cgroup2_mount() -> Result<PathBuf> {
+    let mounts = fs::read_to_string("/proc/mounts")?;
+    mounts
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, path, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            (kind == "cgroup2").then(|| PathBuf::from(path))
+        })
+        .context("no cgroup v2 mount: run `cargo xtask setup`")
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    run(Command::new("ip").args(args))
+}
+
+fn ethtool_tx_off(ns: &str) -> Result<()> {
+    run(Command::new("ip")
+        .args(["netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"])
+        .stdout(Stdio::null()))
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let output = cmd
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}

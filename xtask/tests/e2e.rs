@@ -1,0 +1,205 @@
+//! End-to-end: the real agent on the demo manifests, in a namespace
+//! topology (external client, node, three pods), with real TCP and UDP.
+//! Needs root, as CI has. Every wait is bounded; the testbed removes
+//! namespaces, cgroup, pins and processes even when a test fails.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, ChildStdout},
+    sync::Mutex,
+    thread,
+    time::Duration,
+};
+
+use xtask::demo::{Env, FRONTENDS, Frontend, Origin};
+
+/// One topology at a time: they are cheap, but the agents and the probes
+/// share two cores, and timing assertions ("within a second") should not
+/// compete with a neighbour's start-up.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn env() -> (std::sync::MutexGuard<'static, ()>, Env) {
+    let guard = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // SAFETY: plain syscall.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "end-to-end tests need root (namespaces, BPF)"
+    );
+    let env = Env::start().expect("starting the testbed and agent");
+    (guard, env)
+}
+
+fn frontend(label_part: &str) -> Frontend {
+    *FRONTENDS
+        .iter()
+        .find(|f| f.label.contains(label_part))
+        .expect("known frontend")
+}
+
+/// A held connection: send a line, read which pod answered.
+struct Chat {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    peer: String,
+}
+
+impl Chat {
+    fn open(env: &mut Env, origin: Origin, addr: &str) -> Chat {
+        let mut child = env.chat(origin, addr).expect("chat");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut peer = String::new();
+        stdout.read_line(&mut peer).unwrap();
+        Chat {
+            child,
+            stdout,
+            peer: peer.trim().trim_start_matches("peer ").to_string(),
+        }
+    }
+
+    fn ask(&mut self) -> String {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "ping").unwrap();
+        stdin.flush().unwrap();
+        let mut answer = String::new();
+        // lb-probe bounds each exchange by its own timeout and prints an
+        // `error:` line, so this read cannot hang.
+        self.stdout.read_line(&mut answer).unwrap();
+        answer.trim().to_string()
+    }
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn every_frontend_type_reaches_every_backend() {
+    let (_serial, env) = env();
+    for frontend in FRONTENDS {
+        let tally = env.request(frontend, 30).unwrap();
+        assert!(
+            tally.errors.is_empty(),
+            "{} {}: {:?}",
+            frontend.label,
+            frontend.addr,
+            tally.errors
+        );
+        assert_eq!(
+            tally.pods_reached(),
+            3,
+            "{} {} reached only {:?}\n{}",
+            frontend.label,
+            frontend.addr,
+            tally.answers,
+            env.agent_log_text()
+        );
+    }
+}
+
+#[test]
+fn established_flows_keep_their_backend_while_the_backend_set_changes() {
+    let (_serial, mut env) = env();
+    let nodeport = frontend("web-nodeport:http");
+    let clusterip = frontend("web:http");
+    let mut external = Chat::open(&mut env, Origin::Client, nodeport.addr);
+    let mut internal = Chat::open(&mut env, Origin::Pod(0), clusterip.addr);
+    // getpeername() shows the frontend, not the backend it was rewritten to.
+    assert_eq!(external.peer, nodeport.addr);
+    assert_eq!(internal.peer, clusterip.addr);
+    let external_pod = external.ask();
+    let internal_pod = internal.ask();
+    assert!(external_pod.starts_with("pod-"), "{external_pod}");
+
+    // Take the external flow's own pod out of the Service (the pod keeps
+    // running, like a terminating pod draining): new connections avoid it,
+    // the established one stays on it.
+    let index: usize = external_pod
+        .trim_start_matches("pod-")
+        .parse::<usize>()
+        .unwrap()
+        - 1;
+    let remaining: Vec<usize> = (0..3).filter(|i| *i != index).collect();
+    env.set_endpoints(&remaining).unwrap();
+    thread::sleep(Duration::from_secs(1));
+    for _ in 0..5 {
+        assert_eq!(external.ask(), external_pod);
+        assert_eq!(internal.ask(), internal_pod);
+    }
+    let fresh = env.request(&nodeport, 30).unwrap();
+    assert!(fresh.errors.is_empty(), "{:?}", fresh.errors);
+    assert!(
+        !fresh.answers.contains_key(&external_pod),
+        "{:?}",
+        fresh.answers
+    );
+}
+
+#[test]
+fn a_removed_endpoint_gets_no_new_connections_within_a_second() {
+    let (_serial, env) = env();
+    env.set_endpoints(&[0, 1]).unwrap();
+    thread::sleep(Duration::from_secs(1));
+    for frontend in FRONTENDS {
+        let tally = env.request(frontend, 30).unwrap();
+        assert!(
+            tally.errors.is_empty(),
+            "{}: {:?}",
+            frontend.label,
+            tally.errors
+        );
+        assert!(
+            !tally.answers.contains_key("pod-3"),
+            "{}: {:?}",
+            frontend.label,
+            tally.answers
+        );
+        assert_eq!(
+            tally.pods_reached(),
+            2,
+            "{}: {:?}",
+            frontend.label,
+            tally.answers
+        );
+    }
+    // And back: the endpoint returns just as fast.
+    env.set_endpoints(&[0, 1, 2]).unwrap();
+    thread::sleep(Duration::from_secs(1));
+    let tally = env.request(&frontend("web-nodeport:http"), 30).unwrap();
+    assert!(tally.answers.contains_key("pod-3"), "{:?}", tally.answers);
+}
+
+#[test]
+fn killing_the_agent_and_starting_it_again_keeps_open_connections() {
+    let (_serial, mut env) = env();
+    let mut external = Chat::open(&mut env, Origin::Client, frontend("web-nodeport:http").addr);
+    let mut internal = Chat::open(&mut env, Origin::Pod(0), frontend("web:http").addr);
+    let (external_pod, internal_pod) = (external.ask(), internal.ask());
+
+    env.kill_agent().unwrap();
+    // The pinned datapath serves on with no agent at all.
+    assert_eq!(external.ask(), external_pod);
+    assert_eq!(internal.ask(), internal_pod);
+    let unattended = env.request(&frontend("web-lb:http"), 10).unwrap();
+    assert!(unattended.errors.is_empty(), "{:?}", unattended.errors);
+
+    env.start_agent().unwrap();
+    for _ in 0..5 {
+        assert_eq!(external.ask(), external_pod);
+        assert_eq!(internal.ask(), internal_pod);
+    }
+    for frontend in FRONTENDS {
+        let tally = env.request(frontend, 20).unwrap();
+        assert!(
+            tally.errors.is_empty(),
+            "{} after restart: {:?}",
+            frontend.label,
+            tally.errors
+        );
+    }
+}
