@@ -6,8 +6,10 @@
 //! byte order exactly as the bytes sit in the packet.
 #![no_std]
 
+pub mod csum;
 pub mod flow_hash;
 pub mod maps;
+pub mod packet;
 pub mod reason;
 
 pub use maps::*;

@@ -9,11 +9,13 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    CT_DIR_ORIGINAL, CT_DIR_REPLY, Ct4Key, Ct4Value, PROTO_UDP, SCOPE_EXTERNAL,
-    flow_hash::flow_hash4, reason::Reason,
+    CT_DIR_ORIGINAL, CT_DIR_REPLY, Ct4Key, Ct4Value, SCOPE_EXTERNAL, flow_hash::flow_hash4,
+    reason::Reason,
 };
 
-use crate::{csum, maps::CT4, parse, reject, select, stats};
+use lb_common::csum;
+
+use crate::{maps::CT4, parse, reject, select, stats};
 
 /// `frags`: multi-buffer aware (jumbo frames; on veth, a program without it
 /// disables TSO on the peer and caps the MTU). Headers are read from the
@@ -141,16 +143,14 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
         let ip = pkt.ip;
         (*ip).check = csum::replace4((*ip).check, daddr, nat.addr_be);
         (*ip).daddr_be = nat.addr_be;
-        let l4_check = *pkt.csum;
-        // A UDP checksum of zero means "none": leave it so.
-        if pkt.proto != PROTO_UDP || l4_check != 0 {
-            let mut check = csum::replace4(l4_check, daddr, nat.addr_be);
-            check = csum::replace2(check, ports.dst_be, nat.port_be);
-            if pkt.proto == PROTO_UDP && check == 0 {
-                check = 0xffff;
-            }
-            *pkt.csum = check;
-        }
+        *pkt.csum = csum::l4_after_rewrite(
+            pkt.proto,
+            *pkt.csum,
+            daddr,
+            nat.addr_be,
+            ports.dst_be,
+            nat.port_be,
+        );
         (*pkt.ports).dst_be = nat.port_be;
     }
     // Forward: the node's stack routes the packet to the local backend.
