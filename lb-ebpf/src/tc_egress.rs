@@ -4,7 +4,7 @@
 //! update, they handle CHECKSUM_PARTIAL skbs (locally generated TCP).
 
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_SHOT},
     helpers::bpf_ktime_get_ns,
     macros::classifier,
     programs::TcContext,
@@ -17,12 +17,17 @@ use crate::{
     stats,
 };
 
+/// `TCX_NEXT` (the same value as `TC_ACT_UNSPEC`): let the next program on
+/// the device (a CNI's, say) see the packet too, translated or not; with
+/// none after us the kernel passes it. `TC_ACT_OK` would end the chain.
+const TCX_NEXT: i32 = -1;
+
 #[classifier]
 pub fn lb_tc_egress(ctx: TcContext) -> i32 {
     match egress(&ctx) {
         Ok(reason) => {
             stats::count(reason);
-            TC_ACT_OK
+            TCX_NEXT
         }
         Err(Reason::DropRewriteFailed) => {
             stats::count(Reason::DropRewriteFailed);
@@ -30,7 +35,7 @@ pub fn lb_tc_egress(ctx: TcContext) -> i32 {
         }
         Err(reason) => {
             stats::count(reason);
-            TC_ACT_OK
+            TCX_NEXT
         }
     }
 }

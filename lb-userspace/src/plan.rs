@@ -46,20 +46,52 @@ pub struct Applied {
 }
 
 impl Applied {
-    /// Reads what a (possibly pinned, possibly busy) datapath holds.
+    /// Reads what a (possibly pinned, possibly busy) datapath holds. A live
+    /// table is adopted when it is exactly what this agent would write for
+    /// its backend set, so a restart with nothing changed writes nothing;
+    /// any other live table is left alone until nothing references it.
     pub fn read(maps: &dyn DatapathMaps) -> Result<Applied, MapsError> {
         let frontends: BTreeMap<_, _> = maps.frontends()?.into_iter().collect();
-        let foreign_tables = frontends
+        let mut applied = Applied {
+            backends: maps.backends()?.into_iter().collect(),
+            ..Applied::default()
+        };
+        let live: BTreeSet<u32> = frontends
             .values()
             .filter(|fe| fe.backend_count > 0)
             .map(|fe| fe.table_id)
             .collect();
-        Ok(Applied {
-            frontends,
-            backends: maps.backends()?.into_iter().collect(),
-            foreign_tables,
-            ..Applied::default()
-        })
+        for table_id in live {
+            let slots = maps.read_table(table_id)?;
+            match applied.recognise_table(&slots) {
+                Some(backends) => {
+                    applied.tables.insert(backends, table_id);
+                }
+                None => {
+                    applied.foreign_tables.insert(table_id);
+                }
+            }
+        }
+        applied.frontends = frontends;
+        Ok(applied)
+    }
+
+    /// The backend set whose Maglev table is exactly `slots`, if any.
+    fn recognise_table(&self, slots: &[u32]) -> Option<Vec<Backend>> {
+        let ids: BTreeSet<u32> = slots.iter().copied().collect();
+        let mut backends: Vec<(Backend, u32)> = ids
+            .iter()
+            .map(|id| Some((backend_from_value(self.backends.get(id)?)?, *id)))
+            .collect::<Option<_>>()?;
+        backends.sort();
+        let set: Vec<Backend> = backends.iter().map(|(b, _)| *b).collect();
+        let expected = maglev::table(&set, MAGLEV_TABLE_SIZE);
+        let same = expected.len() == slots.len()
+            && expected
+                .iter()
+                .zip(slots)
+                .all(|(index, id)| backends[*index as usize].1 == *id);
+        same.then_some(set)
     }
 
     fn backend_ids(&self) -> BTreeMap<(u32, u16, u8), u32> {
@@ -511,6 +543,9 @@ mod tests {
             self.backends.remove(&id);
             Ok(())
         }
+        fn read_table(&self, table_id: u32) -> Result<Vec<u32>, MapsError> {
+            Ok(self.tables[&table_id].clone())
+        }
         fn write_table(&mut self, table_id: u32, slots: &[u32]) -> Result<(), MapsError> {
             // The invariant that makes flips safe: no frontend references a
             // table while it is being written.
@@ -772,7 +807,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restarted_agent_reuses_backend_ids_and_never_writes_a_live_table() {
+    fn a_restarted_agent_adopts_what_the_maps_hold_and_writes_nothing() {
         let (a, b) = (backend(11, Protocol::Tcp), backend(12, Protocol::Tcp));
         let state = desired(&[(frontend(80, Scope::Internal), spec("web", &[a, b]))]);
         let mut maps = MemoryMaps::default();
@@ -783,17 +818,36 @@ mod tests {
         let mut restarted = Applied::read(&maps).unwrap();
         maps.log.clear();
         let replan = sync(&state, &mut maps, &mut restarted);
-        assert!(
-            replan.set_backends.is_empty(),
-            "backend ids are reused: {replan}"
-        );
-        // The live table's contents are unknown, so a new one is written
-        // (write_table asserts it is not the live one), then flipped.
-        assert_eq!(maps.log, ["table 1", "frontend 80"]);
+        assert!(replan.is_empty(), "{replan}");
+        assert!(maps.log.is_empty(), "{:?}", maps.log);
         assert_eq!(
             maps.frontends.values().next().unwrap().service_id,
             service_id
         );
+        // And it goes on from there: a change writes a new table beside the live one.
+        let next = sync(
+            &desired(&[(frontend(80, Scope::Internal), spec("web", &[a]))]),
+            &mut maps,
+            &mut restarted,
+        );
+        assert_eq!(next.write_tables[0].table_id, 1);
+    }
+
+    #[test]
+    fn a_live_table_the_agent_cannot_recognise_is_never_written() {
+        let (a, b) = (backend(11, Protocol::Tcp), backend(12, Protocol::Tcp));
+        let state = desired(&[(frontend(80, Scope::Internal), spec("web", &[a, b]))]);
+        let mut maps = MemoryMaps::default();
+        let mut applied = Applied::default();
+        sync(&state, &mut maps, &mut applied);
+        // Say an older agent version filled slots differently.
+        maps.tables.get_mut(&0).unwrap().reverse();
+        let mut restarted = Applied::read(&maps).unwrap();
+        maps.log.clear();
+        let replan = sync(&state, &mut maps, &mut restarted);
+        // A new table (write_table asserts it is not the live one), then the flip.
+        assert_eq!(maps.log, ["table 1", "frontend 80"]);
+        assert_eq!(replan.release_tables, [0]);
         assert!(plan(&state, &restarted, 4).unwrap().is_empty());
     }
 

@@ -41,7 +41,7 @@ fn tcp_reply_gets_the_frontend_as_source() {
     let reply = tcp_frame(POD, 8080, CLIENT, 40000, false, b"HTTP/1.1 200 OK\r\n\r\n");
     let (verdict, out) = t.run_tc(&reply);
 
-    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(verdict, TCX_NEXT);
     assert_eq!(out.len(), reply.len());
     let p = check_frame(&out);
     assert_eq!(
@@ -65,7 +65,7 @@ fn udp_replies_are_translated_with_and_without_checksum() {
     t.run_xdp(&udp_frame(CLIENT, 5353, NODE, 30053, b"query", true));
 
     let (verdict, out) = t.run_tc(&udp_frame(POD, 53, CLIENT, 5353, b"answer", true));
-    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(verdict, TCX_NEXT);
     let p = check_frame(&out);
     assert_ne!(p.l4_checksum, 0);
     assert_eq!(
@@ -75,7 +75,7 @@ fn udp_replies_are_translated_with_and_without_checksum() {
     assert_eq!(p.payload, b"answer");
 
     let (verdict, out) = t.run_tc(&udp_frame(POD, 53, CLIENT, 5353, b"answer", false));
-    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(verdict, TCX_NEXT);
     let p = check_frame(&out);
     assert_eq!(p.l4_checksum, 0, "a zero UDP checksum stays zero");
     assert_eq!((p.src, p.sport), (NODE, 30053));
@@ -99,7 +99,7 @@ fn packets_without_a_reply_entry_pass_untouched() {
     ];
     for frame in &frames {
         let (verdict, out) = t.run_tc(frame);
-        assert_eq!((verdict, &out), (TC_ACT_OK, frame));
+        assert_eq!((verdict, &out), (TCX_NEXT, frame));
     }
     assert_eq!(t.stat(Reason::PassNoConnection), frames.len() as u64);
     assert_eq!(t.stat(Reason::ReverseNat), 0);
@@ -127,7 +127,7 @@ fn non_ipv4_and_malformed_pass_untouched() {
     ] {
         let before = t.stat(reason);
         let (verdict, out) = t.run_tc(frame);
-        assert_eq!((verdict, &out), (TC_ACT_OK, frame));
+        assert_eq!((verdict, &out), (TCX_NEXT, frame));
         assert_eq!(t.stat(reason), before + 1, "{reason:?}");
     }
     assert_eq!(t.stat(Reason::ReverseNat), 0);

@@ -267,6 +267,10 @@ impl DatapathMaps for KernelMaps {
         Ok(())
     }
 
+    fn read_table(&self, table_id: u32) -> Result<Vec<u32>, MapsError> {
+        self.table(table_id)
+    }
+
     fn set_frontend(&mut self, key: &Frontend4Key, value: &FrontendValue) -> Result<(), MapsError> {
         self.frontends
             .insert(key, value, 0)

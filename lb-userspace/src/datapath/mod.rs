@@ -32,6 +32,9 @@ pub trait DatapathMaps {
     /// Writes a whole Maglev table: `slots.len() == MAGLEV_TABLE_SIZE`,
     /// each a backend id.
     fn write_table(&mut self, table_id: u32, slots: &[u32]) -> Result<(), MapsError>;
+    /// Reads a whole Maglev table back (a restarted agent adopts the tables
+    /// it finds instead of rewriting them).
+    fn read_table(&self, table_id: u32) -> Result<Vec<u32>, MapsError>;
     fn set_frontend(&mut self, key: &Frontend4Key, value: &FrontendValue) -> Result<(), MapsError>;
     fn remove_frontend(&mut self, key: &Frontend4Key) -> Result<(), MapsError>;
     /// Removes connection-table and socket reverse-translation entries whose

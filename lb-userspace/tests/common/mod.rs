@@ -23,7 +23,9 @@ use lb_common::{
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
-pub const TC_ACT_OK: i32 = 0;
+/// What lb_tc_egress returns for every packet it lets through (tcx: run
+/// the next program, else pass).
+pub const TCX_NEXT: i32 = -1;
 pub const TC_ACT_SHOT: i32 = 2;
 
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
