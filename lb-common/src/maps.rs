@@ -20,8 +20,35 @@ pub const SOCK_REVNAT4: &str = "lb_sock_rnat4_v1";
 /// Per-CPU counters indexed by [`crate::reason::Reason`] (per-CPU array of `u64`).
 pub const STATS: &str = "lb_stats_v1";
 
+/// Service ports, by the id frontends carry: `u32 -> ServiceInfo` (hash).
+/// Written by the agent so that operators' commands can name what the
+/// datapath holds from the maps alone.
+pub const SERVICES: &str = "lb_svc_v1";
+/// Per-CPU counters per service port: index `service_id` -> `ServiceCounters`
+/// (per-CPU array).
+pub const SERVICE_STATS: &str = "lb_svc_stats_v1";
+/// `lb trace` only: the decisions of one traced packet (array of one
+/// `TraceRecord`). Never pinned: each trace has its own.
+pub const TRACE: &str = "lb_trace";
+/// `lb trace` only: what the trace program needs besides the packet (array
+/// of one `TraceRequest`). Never pinned.
+pub const TRACE_REQUEST: &str = "lb_trace_req";
+
 /// Every pinned map, for the agent's pin directory checks.
-pub const ALL_MAPS: [&str; 6] = [FRONTENDS4, BACKENDS4, MAGLEV, CT4, SOCK_REVNAT4, STATS];
+pub const ALL_MAPS: [&str; 8] = [
+    FRONTENDS4,
+    BACKENDS4,
+    MAGLEV,
+    CT4,
+    SOCK_REVNAT4,
+    STATS,
+    SERVICES,
+    SERVICE_STATS,
+];
+
+/// Map names whose layout this build understands are `..._v1`; a pinned
+/// map with any other version suffix was written by another lb version.
+pub const MAP_VERSION_SUFFIX: &str = "_v1";
 
 /// Slots in one Maglev table. Prime, as Maglev requires, and large against
 /// the backend count of a typical Service (spread error stays under ~1%
@@ -34,6 +61,8 @@ pub const MAX_FRONTENDS: u32 = 65_536;
 pub const MAX_BACKENDS: u32 = 65_536;
 pub const DEFAULT_CT_ENTRIES: u32 = 262_144;
 pub const DEFAULT_SOCK_REVNAT_ENTRIES: u32 = 65_536;
+/// Service ports (ids are allocated from 1 upwards, smallest free first).
+pub const MAX_SERVICES: u32 = 16_384;
 
 /// IP protocol numbers as they appear in the IPv4 header.
 pub const PROTO_TCP: u8 = 6;
@@ -70,7 +99,7 @@ pub const FE_KIND_LOAD_BALANCER: u32 = 3;
 pub const FE_KIND_EXTERNAL_IP: u32 = 4;
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct FrontendValue {
     /// The Service port this frontend belongs to (agent-assigned).
     pub service_id: u32,
@@ -160,6 +189,97 @@ pub struct SockRevNat4Value {
     pub service_id: u32,
 }
 
+/// Fixed-size, NUL-padded names (Kubernetes limits: namespace and Service
+/// names are DNS labels of at most 63 characters, port names at most 15).
+pub const NAME_LEN: usize = 64;
+pub const PORT_NAME_LEN: usize = 16;
+
+/// externalTrafficPolicy is Local.
+pub const SVC_FLAG_EXTERNAL_LOCAL: u8 = 1 << 0;
+/// internalTrafficPolicy is Local.
+pub const SVC_FLAG_INTERNAL_LOCAL: u8 = 1 << 1;
+/// Topology-aware routing filtered the endpoints.
+pub const SVC_FLAG_TOPOLOGY: u8 = 1 << 2;
+
+/// How a service port picks a backend for a new flow.
+pub const ALGORITHM_MAGLEV: u8 = 0;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct ServiceInfo {
+    pub namespace: [u8; NAME_LEN],
+    pub name: [u8; NAME_LEN],
+    pub port_name: [u8; PORT_NAME_LEN],
+    /// The Service port (not a frontend port: NodePorts differ).
+    pub port_be: u16,
+    pub proto: u8,
+    /// `SVC_FLAG_*`.
+    pub flags: u8,
+    /// `ALGORITHM_*`.
+    pub algorithm: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Per-service-port counters (per CPU; sum them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct ServiceCounters {
+    /// New flows (packet hooks) and new sockets (socket hooks) translated.
+    pub new_flows: u64,
+    /// Packets of established flows translated by the connection table.
+    pub established: u64,
+    /// Rejected: the Service has no endpoint.
+    pub rejected: u64,
+    /// Dropped: no endpoint this traffic may use (policy Local).
+    pub dropped: u64,
+}
+
+/// Where a traced packet enters.
+pub const TRACE_ENTRY_EXTERNAL: u8 = 0;
+/// From a process on the node (a pod or the node itself): the socket hooks.
+pub const TRACE_ENTRY_SOCKET: u8 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct TraceRequest {
+    /// For `TRACE_ENTRY_SOCKET`: the socket cookie whose hash selects the
+    /// backend, exactly as `connect4` would for that socket.
+    pub cookie: u64,
+    pub entry: u8,
+    pub _pad: [u8; 7],
+}
+
+/// `TraceRecord.steps` bits: which decisions the datapath took.
+pub const TRACE_FRONTEND: u32 = 1 << 0;
+/// The connection table decided (an established flow).
+pub const TRACE_CONNECTION: u32 = 1 << 1;
+/// The Maglev table decided (a new flow).
+pub const TRACE_MAGLEV: u32 = 1 << 2;
+/// A backend was found and the packet (or socket) would be translated.
+pub const TRACE_BACKEND: u32 = 1 << 3;
+/// Selection hashed the socket cookie (socket hooks), not the flow tuple.
+pub const TRACE_SOCKET_HASH: u32 = 1 << 4;
+
+/// What the datapath decided for one traced packet. Zeroed before each
+/// trace; filled as decisions are taken.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct TraceRecord {
+    /// `TRACE_*` bits.
+    pub steps: u32,
+    /// The final `reason::Reason`.
+    pub reason: u32,
+    /// The frontend found (valid with `TRACE_FRONTEND`).
+    pub frontend: FrontendValue,
+    /// The Maglev slot (valid with `TRACE_MAGLEV`).
+    pub slot: u32,
+    pub backend_id: u32,
+    /// Where the packet or socket would be sent (valid with `TRACE_BACKEND`).
+    pub nat_addr_be: u32,
+    pub nat_port_be: u16,
+    pub _pad: u16,
+}
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;
@@ -172,6 +292,10 @@ mod user {
     unsafe impl aya::Pod for Ct4Value {}
     unsafe impl aya::Pod for SockRevNat4Key {}
     unsafe impl aya::Pod for SockRevNat4Value {}
+    unsafe impl aya::Pod for ServiceInfo {}
+    unsafe impl aya::Pod for ServiceCounters {}
+    unsafe impl aya::Pod for TraceRequest {}
+    unsafe impl aya::Pod for TraceRecord {}
 }
 
 // The layouts are the contract: a size change must be a deliberate, versioned one.
@@ -182,3 +306,7 @@ const _: () = assert!(size_of::<Ct4Key>() == 16);
 const _: () = assert!(size_of::<Ct4Value>() == 32);
 const _: () = assert!(size_of::<SockRevNat4Key>() == 16);
 const _: () = assert!(size_of::<SockRevNat4Value>() == 12);
+const _: () = assert!(size_of::<ServiceInfo>() == 152);
+const _: () = assert!(size_of::<ServiceCounters>() == 32);
+const _: () = assert!(size_of::<TraceRequest>() == 16);
+const _: () = assert!(size_of::<TraceRecord>() == 40);

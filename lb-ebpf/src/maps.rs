@@ -12,6 +12,7 @@ use lb_common::{
     DEFAULT_SOCK_REVNAT_ENTRIES, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE, MAX_BACKENDS,
     MAX_FRONTENDS, SockRevNat4Key, SockRevNat4Value, reason::REASON_COUNT,
 };
+use lb_common::{MAX_SERVICES, ServiceCounters, ServiceInfo, TraceRecord, TraceRequest};
 
 /// `Frontend4Key -> FrontendValue`.
 #[map(name = "lb_fe4_v1")]
@@ -39,6 +40,23 @@ pub static SOCK_REVNAT4: LruHashMap<SockRevNat4Key, SockRevNat4Value> =
 #[map(name = "lb_stats_v1")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(REASON_COUNT, 0);
 
+/// Service id -> names and policies (read by operators' commands; the
+/// datapath itself never reads it).
+#[map(name = "lb_svc_v1")]
+pub static SERVICES: HashMap<u32, ServiceInfo> = HashMap::pinned(MAX_SERVICES, 0);
+
+/// Per-CPU counters per service id.
+#[map(name = "lb_svc_stats_v1")]
+pub static SERVICE_STATS: PerCpuArray<ServiceCounters> = PerCpuArray::pinned(MAX_SERVICES, 0);
+
+/// `lb trace` only (never pinned: private to each trace).
+#[map(name = "lb_trace")]
+pub static TRACE: Array<TraceRecord> = Array::with_max_entries(1, 0);
+
+/// `lb trace` only (never pinned: private to each trace).
+#[map(name = "lb_trace_req")]
+pub static TRACE_REQUEST: Array<TraceRequest> = Array::with_max_entries(1, 0);
+
 const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
@@ -62,3 +80,7 @@ const _: () = assert!(str_eq("lb_maglev_v1", lb_common::MAGLEV));
 const _: () = assert!(str_eq("lb_ct4_v1", lb_common::CT4));
 const _: () = assert!(str_eq("lb_sock_rnat4_v1", lb_common::SOCK_REVNAT4));
 const _: () = assert!(str_eq("lb_stats_v1", lb_common::STATS));
+const _: () = assert!(str_eq("lb_svc_v1", lb_common::SERVICES));
+const _: () = assert!(str_eq("lb_svc_stats_v1", lb_common::SERVICE_STATS));
+const _: () = assert!(str_eq("lb_trace", lb_common::TRACE));
+const _: () = assert!(str_eq("lb_trace_req", lb_common::TRACE_REQUEST));

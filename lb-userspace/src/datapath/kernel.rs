@@ -9,8 +9,9 @@ use aya::{
 };
 use lb_common::{
     ALL_MAPS, BACKENDS4, Backend4, CT_DIR_ORIGINAL, CT_DIR_REPLY, CT4, Ct4Key, Ct4Value,
-    FRONTENDS4, Frontend4Key, FrontendValue, MAGLEV, MAGLEV_TABLE_SIZE, SOCK_REVNAT4, STATS,
-    SockRevNat4Key, SockRevNat4Value, reason::Reason,
+    FRONTENDS4, Frontend4Key, FrontendValue, MAGLEV, MAGLEV_TABLE_SIZE, SERVICE_STATS, SERVICES,
+    SOCK_REVNAT4, STATS, ServiceCounters, ServiceInfo, SockRevNat4Key, SockRevNat4Value,
+    reason::Reason,
 };
 
 use super::{DatapathMaps, MapsError};
@@ -26,6 +27,8 @@ pub struct KernelMaps {
     ct: HashMap<MapData, Ct4Key, Ct4Value>,
     sock_revnat: HashMap<MapData, SockRevNat4Key, SockRevNat4Value>,
     stats: PerCpuArray<MapData, u64>,
+    services: HashMap<MapData, u32, ServiceInfo>,
+    service_stats: PerCpuArray<MapData, ServiceCounters>,
 }
 
 impl std::fmt::Debug for KernelMaps {
@@ -99,21 +102,25 @@ impl KernelMaps {
             })?;
             data.push(map);
         }
-        let [fe, be, maglev, ct, sock, stats]: [MapData; 6] = data
+        let maps: [MapData; ALL_MAPS.len()] = data
             .try_into()
             .map_err(|_| MapsError::Invalid("map count mismatch".into()))?;
-        Self::from_map_data(fe, be, maglev, ct, sock, stats)
+        Self::from_map_data(maps)
     }
 
-    /// Builds the typed view, checking each map's type and sizes.
-    pub(crate) fn from_map_data(
-        frontends: MapData,
-        backends: MapData,
-        maglev: MapData,
-        ct: MapData,
-        sock_revnat: MapData,
-        stats: MapData,
-    ) -> Result<KernelMaps, MapsError> {
+    /// Builds the typed view, checking each map's type and sizes. The maps
+    /// come in `ALL_MAPS` order.
+    pub(crate) fn from_map_data(maps: [MapData; ALL_MAPS.len()]) -> Result<KernelMaps, MapsError> {
+        let [
+            frontends,
+            backends,
+            maglev,
+            ct,
+            sock_revnat,
+            stats,
+            services,
+            service_stats,
+        ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
                 .map(|info| info.max_entries())
@@ -145,7 +152,29 @@ impl KernelMaps {
             stats: typed(STATS, stats)?
                 .try_into()
                 .map_err(map_err(STATS, "open"))?,
+            services: typed(SERVICES, services)?
+                .try_into()
+                .map_err(map_err(SERVICES, "open"))?,
+            service_stats: typed(SERVICE_STATS, service_stats)?
+                .try_into()
+                .map_err(map_err(SERVICE_STATS, "open"))?,
         })
+    }
+
+    /// The counters of one service port, summed over CPUs.
+    pub fn service_counters(&self, service_id: u32) -> Result<ServiceCounters, MapsError> {
+        let values = self
+            .service_stats
+            .get(&service_id, 0)
+            .map_err(map_err(SERVICE_STATS, "lookup"))?;
+        Ok(values
+            .iter()
+            .fold(ServiceCounters::default(), |sum, c| ServiceCounters {
+                new_flows: sum.new_flows.wrapping_add(c.new_flows),
+                established: sum.established.wrapping_add(c.established),
+                rejected: sum.rejected.wrapping_add(c.rejected),
+                dropped: sum.dropped.wrapping_add(c.dropped),
+            }))
     }
 
     /// Every counter, summed over CPUs, in reason order.

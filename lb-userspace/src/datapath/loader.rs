@@ -215,9 +215,9 @@ impl Datapath {
                 .with_context(|| format!("duplicating the file descriptor of map {name}"))?;
             data.push(MapData::from_fd(fd).with_context(|| format!("opening map {name}"))?);
         }
-        let [fe, be, maglev, ct, sock, stats]: [MapData; 6] =
+        let maps: [MapData; ALL_MAPS.len()] =
             data.try_into().map_err(|_| anyhow!("map count mismatch"))?;
-        Ok(KernelMaps::from_map_data(fe, be, maglev, ct, sock, stats)?)
+        Ok(KernelMaps::from_map_data(maps)?)
     }
 
     /// The XDP program, e.g. for `BPF_PROG_TEST_RUN`.
