@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::{
     datapath::{
-        DatapathMaps,
+        DatapathMaps, KernelMaps,
         loader::{Datapath, LoadOptions},
     },
     desired, manifest,
@@ -175,12 +175,30 @@ impl Syncer {
     }
 }
 
+/// Prints the plan against what the pinned datapath holds (read only), or
+/// against an empty one when nothing is pinned. Touches nothing.
 fn dry_run(config: &AgentConfig) -> Result<()> {
     let desired = desired_from_manifests(&config.manifests, &config.node)?;
     for problem in &desired.problems {
         println!("skipped: {problem}");
     }
-    let plan = plan::plan(&desired, &Applied::default(), config.max_tables)?;
+    let (applied, max_tables) = match KernelMaps::open_pinned(&config.pin_dir) {
+        Ok(maps) => {
+            println!(
+                "# against the datapath pinned at {}",
+                config.pin_dir.display()
+            );
+            (Applied::read(&maps)?, maps.max_tables())
+        }
+        Err(err) => {
+            println!("# against an empty datapath ({err})");
+            (Applied::default(), config.max_tables)
+        }
+    };
+    let plan = plan::plan(&desired, &applied, max_tables)?;
+    if plan.is_empty() {
+        println!("# nothing to do: the datapath already matches");
+    }
     print!("{plan}");
     Ok(())
 }

@@ -20,7 +20,7 @@ use k8s_openapi::api::{
 
 use crate::model::{
     Backend, DesiredState, Endpoint, Frontend, FrontendKind, FrontendSpec, NodeFacts, Problem,
-    Protocol, Scope, ServicePortName, WhenEmpty,
+    Protocol, Scope, ServicePortInfo, ServicePortName, WhenEmpty,
 };
 
 /// Services with this label belong to another proxy (kube-proxy's selector).
@@ -43,6 +43,7 @@ pub fn compute(services: &[Service], slices: &[EndpointSlice], node: &NodeFacts)
     let mut problems = Problems::default();
     let slices = SliceIndex::build(slices, &mut problems);
     let mut claims = Vec::new();
+    let mut service_ports = BTreeMap::new();
     let mut seen = BTreeSet::new();
     for svc in sorted_by_name(services, |s| &s.metadata) {
         let Some(view) = ServiceView::parse(svc, &mut problems) else {
@@ -57,12 +58,15 @@ pub fn compute(services: &[Service], slices: &[EndpointSlice], node: &NodeFacts)
         }
         for port in &view.ports {
             let candidates = slices.candidates(&view.namespace, &view.name, &port.name, node);
-            claims.extend(view.frontends(port, &candidates, node));
+            let (port_claims, info) = view.frontends(port, &candidates, node);
+            claims.extend(port_claims);
+            service_ports.insert(port.name.clone(), info);
         }
     }
     let frontends = resolve_conflicts(claims, &mut problems);
     DesiredState {
         frontends,
+        services: service_ports,
         problems: problems.into_vec(),
     }
 }
@@ -393,6 +397,8 @@ struct Choice {
     endpoints: Vec<Endpoint>,
     when_empty: WhenEmpty,
     selection: String,
+    /// Topology hints narrowed the endpoints.
+    topology: bool,
 }
 
 impl Choice {
@@ -409,6 +415,7 @@ impl Choice {
             endpoints,
             when_empty,
             selection,
+            topology: false,
         }
     }
 
@@ -483,7 +490,10 @@ fn cluster_choice(candidates: &[Candidate], wish: TopologyWish, node: &NodeFacts
             hint.describe(),
             ready.len()
         );
-        return Choice::new(&picked, false, WhenEmpty::Reject, selection);
+        return Choice {
+            topology: true,
+            ..Choice::new(&picked, false, WhenEmpty::Reject, selection)
+        };
     }
     if !ready.is_empty() {
         let selection = format!("cluster: {} ready", ready.len());
@@ -658,9 +668,21 @@ impl ServiceView {
         })
     }
 
-    /// Every frontend of one port, with the endpoint set each scope uses.
-    fn frontends(&self, port: &PortView, candidates: &[Candidate], node: &NodeFacts) -> Vec<Claim> {
+    /// Every frontend of one port, with the endpoint set each scope uses,
+    /// and the facts that hold for the whole port.
+    fn frontends(
+        &self,
+        port: &PortView,
+        candidates: &[Candidate],
+        node: &NodeFacts,
+    ) -> (Vec<Claim>, ServicePortInfo) {
         let cluster = cluster_choice(candidates, self.topology, node);
+        let info = ServicePortInfo {
+            port: port.port,
+            external_policy_local: self.etp_local,
+            internal_policy_local: self.itp_local,
+            topology_aware: cluster.topology,
+        };
         let internal = if self.itp_local {
             local_choice("internalTrafficPolicy", candidates, &cluster, node)
         } else {
@@ -709,7 +731,7 @@ impl ServiceView {
                 claim(*addr, number, Scope::Internal, kind, &internal_external);
             }
         }
-        claims
+        (claims, info)
     }
 
     fn claim(

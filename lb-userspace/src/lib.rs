@@ -2,7 +2,9 @@
 pub mod agent;
 pub mod datapath;
 pub mod desired;
+pub mod inspect;
 pub mod maglev;
 pub mod manifest;
 pub mod model;
+pub mod output;
 pub mod plan;

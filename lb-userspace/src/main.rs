@@ -4,8 +4,10 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use lb::{
     agent::{self, AgentConfig},
-    datapath::loader::Datapath,
+    datapath::{KernelMaps, loader::Datapath},
+    inspect::Inspector,
     model::NodeFacts,
+    output::{self, Format},
 };
 
 #[derive(Parser)]
@@ -24,12 +26,77 @@ enum Command {
     /// Load the datapath, attach it, and keep its maps in sync with the
     /// Services and EndpointSlices.
     Agent(AgentArgs),
+    /// Service ports the datapath serves: frontends, policies, backends.
+    Service {
+        #[command(subcommand)]
+        command: ListOnly,
+    },
+    /// Backends the datapath can send to, and which services use them.
+    Backend {
+        #[command(subcommand)]
+        command: ListOnly,
+    },
+    /// Translated flows of the packet hooks (north-south traffic).
+    Conntrack {
+        #[command(subcommand)]
+        command: ConntrackCommand,
+    },
+    /// Verdicts and drops by reason, and per service.
+    Stats(ReadArgs),
     /// Detach the datapath and remove its pinned maps and links. Drops every
     /// translated connection: use only to uninstall.
     Cleanup {
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ListOnly {
+    List(ReadArgs),
+}
+
+#[derive(Subcommand)]
+enum ConntrackCommand {
+    List {
+        #[command(flatten)]
+        read: ReadArgs,
+        /// Only flows with this address as client, frontend or backend.
+        #[arg(long)]
+        addr: Option<Ipv4Addr>,
+        /// Only flows with this port as client, frontend or backend port.
+        #[arg(long)]
+        port: Option<u16>,
+    },
+}
+
+/// Where a running agent's maps are, and how to print them.
+#[derive(clap::Args)]
+struct ReadArgs {
+    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    #[arg(short, long, value_enum, default_value = "table")]
+    output: Format,
+}
+
+impl ReadArgs {
+    fn inspector(&self) -> Result<Inspector> {
+        let maps = KernelMaps::open_pinned(&self.pin_dir).with_context(|| {
+            format!(
+                "reading the datapath pinned at {} (is `lb agent` running with --pin-dir {0}?)",
+                self.pin_dir.display()
+            )
+        })?;
+        Ok(Inspector::open(maps)?)
+    }
+
+    fn print<T: serde::Serialize>(&self, view: &T, human: impl FnOnce(&T) -> String) -> Result<()> {
+        match self.output {
+            Format::Json => println!("{}", serde_json::to_string_pretty(view)?),
+            Format::Table => print!("{}", human(view)),
+        }
+        Ok(())
+    }
 }
 
 const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
@@ -78,6 +145,10 @@ struct AgentArgs {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of our output goes
+    // away (`lb service list | head`) instead of panicking on EPIPE.
+    // SAFETY: plain syscall at start-up, before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -104,6 +175,18 @@ fn run(cli: Cli) -> Result<()> {
                 .build()?;
             runtime.block_on(agent::run(config))
         }
+        Command::Service {
+            command: ListOnly::List(read),
+        } => read.print(&read.inspector()?.services()?, |v| output::services(v)),
+        Command::Backend {
+            command: ListOnly::List(read),
+        } => read.print(&read.inspector()?.backends()?, |v| output::backends(v)),
+        Command::Conntrack {
+            command: ConntrackCommand::List { read, addr, port },
+        } => read.print(&read.inspector()?.connections(addr, port)?, |v| {
+            output::connections(v)
+        }),
+        Command::Stats(read) => read.print(&read.inspector()?.stats()?, output::stats),
         Command::Cleanup { pin_dir } => Datapath::remove_pins(&pin_dir),
     }
 }

@@ -20,7 +20,7 @@ use std::{
 
 use lb_common::{
     BE_FLAG_LOCAL, BE_FLAG_TERMINATING, Backend4, FE_FLAG_EMPTY_DROP, FE_KIND_SHIFT, Frontend4Key,
-    FrontendValue, MAGLEV_TABLE_SIZE, MAX_BACKENDS, PROTO_TCP,
+    FrontendValue, MAGLEV_TABLE_SIZE, MAX_BACKENDS, PROTO_TCP, ServiceInfo,
 };
 
 use crate::{
@@ -42,7 +42,9 @@ pub struct Applied {
     foreign_tables: BTreeSet<u32>,
     /// Freed by the previous plan; reusable from the next one on.
     quarantined_tables: BTreeSet<u32>,
+    /// Service port ids, and the service map's values for them.
     services: BTreeMap<ServicePortName, u32>,
+    pub service_infos: BTreeMap<u32, ServiceInfo>,
 }
 
 impl Applied {
@@ -52,8 +54,15 @@ impl Applied {
     /// any other live table is left alone until nothing references it.
     pub fn read(maps: &dyn DatapathMaps) -> Result<Applied, MapsError> {
         let frontends: BTreeMap<_, _> = maps.frontends()?.into_iter().collect();
+        let service_infos: BTreeMap<u32, ServiceInfo> = maps.services()?.into_iter().collect();
+        let services = service_infos
+            .iter()
+            .filter_map(|(id, info)| Some((ServicePortName::from_info(info)?.0, *id)))
+            .collect();
         let mut applied = Applied {
             backends: maps.backends()?.into_iter().collect(),
+            services,
+            service_infos,
             ..Applied::default()
         };
         let live: BTreeSet<u32> = frontends
@@ -114,11 +123,15 @@ impl Applied {
 /// The ordered map writes that take `Applied` to the desired state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// Names and policies, written before any frontend refers to them.
+    pub set_services: Vec<(u32, ServiceInfo)>,
     pub set_backends: Vec<(u32, Backend4)>,
     pub write_tables: Vec<TableWrite>,
     pub set_frontends: Vec<(Frontend4Key, FrontendValue)>,
     pub remove_frontends: Vec<Frontend4Key>,
     pub remove_backends: Vec<(u32, Backend4)>,
+    /// Service ports no frontend refers to any more.
+    pub remove_services: Vec<u32>,
     /// Removed backends of connectionless protocols whose connection
     /// entries must go (kube-proxy's UDP conntrack flush).
     pub purge_connections: Vec<Backend4>,
@@ -151,7 +164,9 @@ pub enum PlanError {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.set_backends.is_empty()
+        self.set_services.is_empty()
+            && self.remove_services.is_empty()
+            && self.set_backends.is_empty()
             && self.write_tables.is_empty()
             && self.set_frontends.is_empty()
             && self.remove_frontends.is_empty()
@@ -201,6 +216,33 @@ pub fn plan(desired: &DesiredState, applied: &Applied, max_tables: u32) -> Resul
         }
     }
 
+    // Names and policies of every service port a frontend refers to.
+    let mut services_used = BTreeSet::new();
+    for (key, value) in desired
+        .frontends
+        .keys()
+        .map(|f| f.key())
+        .zip(desired.frontends.values())
+    {
+        let id = ids.service_id(&value.service, applied, key, &mut out);
+        if !services_used.insert(id) {
+            continue;
+        }
+        let Some(port) = desired.services.get(&value.service) else {
+            continue;
+        };
+        let info = value.service.to_info(port);
+        if applied.service_infos.get(&id) != Some(&info) {
+            out.set_services.push((id, info));
+        }
+    }
+    out.remove_services = applied
+        .service_infos
+        .keys()
+        .filter(|id| !services_used.contains(id))
+        .copied()
+        .collect();
+
     // 4. Frontends that are gone.
     out.remove_frontends = applied
         .frontends
@@ -239,6 +281,9 @@ pub fn apply(
     maps: &mut dyn DatapathMaps,
     applied: &mut Applied,
 ) -> Result<(), MapsError> {
+    for (id, info) in &plan.set_services {
+        maps.set_service(*id, info)?;
+    }
     for (id, value) in &plan.set_backends {
         maps.set_backend(*id, value)?;
     }
@@ -254,6 +299,9 @@ pub fn apply(
     for (id, _) in &plan.remove_backends {
         maps.remove_backend(*id)?;
     }
+    for id in &plan.remove_services {
+        maps.remove_service(*id)?;
+    }
     if !plan.purge_connections.is_empty() {
         maps.purge_connections_to(&plan.purge_connections)?;
     }
@@ -262,6 +310,15 @@ pub fn apply(
 }
 
 fn record(plan: &Plan, applied: &mut Applied) {
+    applied
+        .service_infos
+        .extend(plan.set_services.iter().copied());
+    for id in &plan.remove_services {
+        applied.service_infos.remove(id);
+    }
+    applied
+        .services
+        .retain(|_, id| !plan.remove_services.contains(id));
     applied.backends.extend(plan.set_backends.iter().copied());
     for (id, _) in &plan.remove_backends {
         applied.backends.remove(id);
@@ -275,7 +332,12 @@ fn record(plan: &Plan, applied: &mut Applied) {
     applied.foreign_tables.retain(|id| !released.contains(id));
     applied.tables.extend(plan.new_tables.iter().cloned());
     applied.quarantined_tables = released;
-    applied.services.extend(plan.new_services.iter().cloned());
+    applied.services.extend(
+        plan.new_services
+            .iter()
+            .filter(|(_, id)| !plan.remove_services.contains(id))
+            .cloned(),
+    );
 }
 
 /// Allocation of backend, table and service ids for one plan.
@@ -303,6 +365,7 @@ impl<'a> Ids<'a> {
                 .values()
                 .copied()
                 .chain(applied.frontends.values().map(|fe| fe.service_id))
+                .chain(applied.service_infos.keys().copied())
                 .collect(),
             planned_tables: BTreeMap::new(),
         }
@@ -447,6 +510,16 @@ impl fmt::Display for Plan {
     /// The plan as `lb agent --dry-run` prints it, one write per line, in
     /// the order they are applied.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (id, info) in &self.set_services {
+            match ServicePortName::from_info(info) {
+                Some((name, port)) => writeln!(
+                    f,
+                    "set service {id} = {name} ({}, port {})",
+                    name.protocol, port.port
+                )?,
+                None => writeln!(f, "set service {id}")?,
+            }
+        }
         for (id, be) in &self.set_backends {
             writeln!(f, "set backend {id} = {}", describe_backend(be))?;
         }
@@ -474,6 +547,9 @@ impl fmt::Display for Plan {
         }
         for (id, be) in &self.remove_backends {
             writeln!(f, "remove backend {id} = {}", describe_backend(be))?;
+        }
+        for id in &self.remove_services {
+            writeln!(f, "remove service {id}")?;
         }
         for be in &self.purge_connections {
             writeln!(f, "purge connections to {}", describe_backend(be))?;
@@ -511,11 +587,12 @@ mod tests {
     use lb_common::{MAGLEV_TABLE_SIZE, PROTO_UDP};
 
     use super::*;
-    use crate::model::{Endpoint, Frontend, FrontendKind, Scope};
+    use crate::model::{Endpoint, Frontend, FrontendKind, Scope, ServicePortInfo};
 
     /// The maps as plain collections, recording the order of writes.
     #[derive(Default)]
     struct MemoryMaps {
+        services: BTreeMap<u32, ServiceInfo>,
         frontends: BTreeMap<Frontend4Key, FrontendValue>,
         backends: BTreeMap<u32, Backend4>,
         tables: BTreeMap<u32, Vec<u32>>,
@@ -541,6 +618,23 @@ mod tests {
         fn remove_backend(&mut self, id: u32) -> Result<(), MapsError> {
             self.log.push(format!("-backend {id}"));
             self.backends.remove(&id);
+            Ok(())
+        }
+        fn services(&self) -> Result<Vec<(u32, ServiceInfo)>, MapsError> {
+            Ok(self.services.iter().map(|(k, v)| (*k, *v)).collect())
+        }
+        fn set_service(&mut self, id: u32, info: &ServiceInfo) -> Result<(), MapsError> {
+            self.log.push(format!("service {id}"));
+            self.services.insert(id, *info);
+            Ok(())
+        }
+        fn remove_service(&mut self, id: u32) -> Result<(), MapsError> {
+            assert!(
+                !self.frontends.values().any(|fe| fe.service_id == id),
+                "service {id} removed while referenced"
+            );
+            self.log.push(format!("-service {id}"));
+            self.services.remove(&id);
             Ok(())
         }
         fn read_table(&self, table_id: u32) -> Result<Vec<u32>, MapsError> {
@@ -577,6 +671,10 @@ mod tests {
                     "frontend flipped to an unwritten table"
                 );
             }
+            assert!(
+                self.services.contains_key(&value.service_id),
+                "frontend names an unwritten service"
+            );
             self.log
                 .push(format!("frontend {}", u16::from_be(key.port_be)));
             self.frontends.insert(*key, *value);
@@ -645,8 +743,21 @@ mod tests {
     }
 
     fn desired(entries: &[(Frontend, FrontendSpec)]) -> DesiredState {
+        let services = entries
+            .iter()
+            .map(|(fe, spec)| {
+                let info = ServicePortInfo {
+                    port: fe.port,
+                    external_policy_local: false,
+                    internal_policy_local: false,
+                    topology_aware: false,
+                };
+                (spec.service.clone(), info)
+            })
+            .collect();
         DesiredState {
             frontends: entries.iter().cloned().collect(),
+            services,
             problems: vec![],
         }
     }
@@ -658,7 +769,7 @@ mod tests {
     }
 
     #[test]
-    fn first_sync_writes_backends_then_table_then_frontend() {
+    fn first_sync_writes_service_backends_table_then_frontend() {
         let (a, b) = (backend(11, Protocol::Tcp), backend(12, Protocol::Tcp));
         let state = desired(&[(frontend(80, Scope::Internal), spec("web", &[a, b]))]);
         let mut maps = MemoryMaps::default();
@@ -666,7 +777,13 @@ mod tests {
         sync(&state, &mut maps, &mut applied);
         assert_eq!(
             maps.log,
-            ["backend 1", "backend 2", "table 0", "frontend 80"]
+            [
+                "service 1",
+                "backend 1",
+                "backend 2",
+                "table 0",
+                "frontend 80"
+            ]
         );
         let table = &maps.tables[&0];
         assert_eq!(table.len(), MAGLEV_TABLE_SIZE as usize);
@@ -886,7 +1003,7 @@ mod tests {
     }
 
     #[test]
-    fn removed_frontends_go_after_the_flips() {
+    fn removed_frontends_and_services_go_after_the_flips() {
         let a = backend(11, Protocol::Tcp);
         let mut maps = MemoryMaps::default();
         let mut applied = Applied::default();
@@ -901,6 +1018,9 @@ mod tests {
             &mut maps,
             &mut applied,
         );
-        assert_eq!(maps.log, ["frontend 81", "-frontend 80"]);
+        assert_eq!(
+            maps.log,
+            ["service 2", "frontend 81", "-frontend 80", "-service 1"]
+        );
     }
 }

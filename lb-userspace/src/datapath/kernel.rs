@@ -82,6 +82,7 @@ impl KernelMaps {
     /// Opens the maps pinned in `pin_dir` (operator commands, a second
     /// process next to the agent).
     pub fn open_pinned(pin_dir: &Path) -> Result<KernelMaps, MapsError> {
+        check_layout_version(pin_dir)?;
         let mut data = Vec::with_capacity(ALL_MAPS.len());
         for name in ALL_MAPS {
             let path = pin_dir.join(name);
@@ -238,6 +239,32 @@ impl KernelMaps {
     }
 }
 
+/// Refuses a pin directory holding maps of another layout version (an
+/// older or newer lb wrote them): reading them as ours would misreport.
+pub fn check_layout_version(pin_dir: &Path) -> Result<(), MapsError> {
+    let Ok(entries) = std::fs::read_dir(pin_dir) else {
+        return Ok(()); // Opening the maps reports a missing directory.
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((_, version)) = name.rsplit_once("_v") else {
+            continue;
+        };
+        let versioned = name.starts_with("lb_")
+            && !version.is_empty()
+            && version.bytes().all(|b| b.is_ascii_digit());
+        if versioned && !ALL_MAPS.contains(&name.as_str()) {
+            return Err(MapsError::Invalid(format!(
+                "maps in {} were written by another lb version (found {name}; this lb understands {}): \
+                 use the lb binary of the running agent",
+                pin_dir.display(),
+                lb_common::MAP_VERSION_SUFFIX
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Whether a connection-table entry belongs to a flow translated to `b`.
 fn ct_entry_uses(key: &Ct4Key, value: &Ct4Value, b: &Backend4) -> bool {
     key.proto == b.proto
@@ -277,6 +304,25 @@ impl DatapathMaps for KernelMaps {
         ignore_missing(self.backends.remove(&id))
             .map(drop)
             .map_err(map_err(BACKENDS4, "delete"))
+    }
+
+    fn services(&self) -> Result<Vec<(u32, ServiceInfo)>, MapsError> {
+        self.services
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(SERVICES, "iterate"))
+    }
+
+    fn set_service(&mut self, id: u32, info: &ServiceInfo) -> Result<(), MapsError> {
+        self.services
+            .insert(&id, info, 0)
+            .map_err(insert_err(SERVICES, lb_common::MAX_SERVICES))
+    }
+
+    fn remove_service(&mut self, id: u32) -> Result<(), MapsError> {
+        ignore_missing(self.services.remove(&id))
+            .map(drop)
+            .map_err(map_err(SERVICES, "delete"))
     }
 
     fn write_table(&mut self, table_id: u32, slots: &[u32]) -> Result<(), MapsError> {

@@ -4,7 +4,7 @@
 //! `plan`/`apply` write through the [`DatapathMaps`] trait, so they can be
 //! tested against an in-memory implementation as well as the real maps.
 
-use lb_common::{Backend4, Frontend4Key, FrontendValue};
+use lb_common::{Backend4, Frontend4Key, FrontendValue, ServiceInfo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -36,6 +36,10 @@ pub trait DatapathMaps {
     /// it finds instead of rewriting them).
     fn read_table(&self, table_id: u32) -> Result<Vec<u32>, MapsError>;
     fn set_frontend(&mut self, key: &Frontend4Key, value: &FrontendValue) -> Result<(), MapsError>;
+    /// Names and policies of service ports, by service id.
+    fn services(&self) -> Result<Vec<(u32, ServiceInfo)>, MapsError>;
+    fn set_service(&mut self, id: u32, info: &ServiceInfo) -> Result<(), MapsError>;
+    fn remove_service(&mut self, id: u32) -> Result<(), MapsError>;
     fn remove_frontend(&mut self, key: &Frontend4Key) -> Result<(), MapsError>;
     /// Removes connection-table and socket reverse-translation entries whose
     /// backend is one of `backends` (kube-proxy flushes UDP conntrack for

@@ -1,0 +1,347 @@
+//! What the datapath holds, in Kubernetes terms, read from the pinned maps
+//! of a running agent: the data behind `lb service list`, `lb backend list`,
+//! `lb conntrack list` and `lb stats` (and their JSON documents).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{Ipv4Addr, SocketAddrV4},
+};
+
+use lb_common::{
+    BE_FLAG_LOCAL, BE_FLAG_TERMINATING, Backend4, CT_DIR_ORIGINAL, FE_FLAG_EMPTY_DROP,
+    FE_KIND_CLUSTER_IP, FE_KIND_EXTERNAL_IP, FE_KIND_LOAD_BALANCER, FE_KIND_NODE_PORT,
+    Frontend4Key, FrontendValue, SCOPE_EXTERNAL, ServiceCounters,
+};
+use serde::Serialize;
+
+use crate::{
+    datapath::{DatapathMaps, KernelMaps, MapsError},
+    model::{Protocol, ServicePortName},
+};
+
+#[derive(Debug, Serialize)]
+pub struct ServiceView {
+    /// `namespace/name:portname`.
+    pub service: String,
+    pub namespace: String,
+    pub name: String,
+    pub port_name: String,
+    pub protocol: String,
+    pub port: u16,
+    pub external_traffic_policy: &'static str,
+    pub internal_traffic_policy: &'static str,
+    pub topology_aware: bool,
+    pub algorithm: &'static str,
+    pub frontends: Vec<FrontendView>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FrontendView {
+    /// `ip:port`.
+    pub address: String,
+    /// `cluster-ip`, `node-port`, `load-balancer`, `external-ip`.
+    pub kind: &'static str,
+    /// `external` (XDP) or `internal` (socket hooks).
+    pub scope: &'static str,
+    /// What new traffic meets when there is no backend: `reject` or `drop`.
+    pub when_empty: &'static str,
+    pub backends: Vec<BackendRef>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackendRef {
+    pub address: String,
+    /// `ready` or `terminating` (a fallback: no ready endpoint left).
+    pub state: &'static str,
+    pub local: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Counters {
+    pub new_flows: u64,
+    pub established: u64,
+    pub rejected: u64,
+    pub dropped: u64,
+}
+
+impl From<ServiceCounters> for Counters {
+    fn from(c: ServiceCounters) -> Self {
+        Counters {
+            new_flows: c.new_flows,
+            established: c.established,
+            rejected: c.rejected,
+            dropped: c.dropped,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackendView {
+    pub id: u32,
+    pub address: String,
+    pub protocol: String,
+    pub state: &'static str,
+    pub local: bool,
+    /// The service ports whose frontends can select it.
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConnectionView {
+    pub protocol: String,
+    pub client: String,
+    pub frontend: String,
+    pub backend: String,
+    pub service: Option<String>,
+    pub age_seconds: u64,
+    pub idle_seconds: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatsView {
+    /// Every verdict and drop reason, in counter order.
+    pub reasons: Vec<ReasonCount>,
+    pub services: Vec<ServiceCountersView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReasonCount {
+    pub reason: &'static str,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceCountersView {
+    pub service: String,
+    #[serde(flatten)]
+    pub counters: Counters,
+}
+
+/// A consistent-enough read of the maps (each map is read once).
+pub struct Inspector {
+    maps: KernelMaps,
+    services: BTreeMap<u32, ServicePortName>,
+    frontends: Vec<(Frontend4Key, FrontendValue)>,
+    backends: BTreeMap<u32, Backend4>,
+}
+
+impl Inspector {
+    pub fn open(maps: KernelMaps) -> Result<Inspector, MapsError> {
+        let services = maps
+            .services()?
+            .into_iter()
+            .filter_map(|(id, info)| Some((id, ServicePortName::from_info(&info)?.0)))
+            .collect();
+        let frontends = maps.frontends()?;
+        let backends = maps.backends()?.into_iter().collect();
+        Ok(Inspector {
+            maps,
+            services,
+            frontends,
+            backends,
+        })
+    }
+
+    pub fn maps(&self) -> &KernelMaps {
+        &self.maps
+    }
+
+    pub fn service_name(&self, id: u32) -> Option<String> {
+        self.services.get(&id).map(ToString::to_string)
+    }
+
+    /// The distinct backend ids a frontend's table can select.
+    pub fn backend_ids(&self, value: &FrontendValue) -> Result<BTreeSet<u32>, MapsError> {
+        if value.backend_count == 0 {
+            return Ok(BTreeSet::new());
+        }
+        Ok(self.maps.read_table(value.table_id)?.into_iter().collect())
+    }
+
+    pub fn services(&self) -> Result<Vec<ServiceView>, MapsError> {
+        let infos: BTreeMap<u32, _> = self
+            .maps
+            .services()?
+            .into_iter()
+            .filter_map(|(id, info)| Some((id, ServicePortName::from_info(&info)?)))
+            .collect();
+        let mut views = Vec::new();
+        for (id, (name, info)) in infos {
+            let mut frontends = Vec::new();
+            for (key, value) in self.frontends.iter().filter(|(_, v)| v.service_id == id) {
+                let mut backends = Vec::new();
+                for backend_id in self.backend_ids(value)? {
+                    if let Some(be) = self.backends.get(&backend_id) {
+                        backends.push(backend_ref(be));
+                    }
+                }
+                frontends.push(FrontendView {
+                    address: socket(key.addr_be, key.port_be),
+                    kind: kind_name(value),
+                    scope: if key.scope == SCOPE_EXTERNAL {
+                        "external"
+                    } else {
+                        "internal"
+                    },
+                    when_empty: if value.flags & FE_FLAG_EMPTY_DROP != 0 {
+                        "drop"
+                    } else {
+                        "reject"
+                    },
+                    backends,
+                });
+            }
+            frontends
+                .sort_by(|a, b| (a.kind, &a.address, a.scope).cmp(&(b.kind, &b.address, b.scope)));
+            views.push(ServiceView {
+                service: name.to_string(),
+                namespace: name.namespace.clone(),
+                name: name.name.clone(),
+                port_name: name.port_name.clone(),
+                protocol: name.protocol.to_string(),
+                port: info.port,
+                external_traffic_policy: policy(info.external_policy_local),
+                internal_traffic_policy: policy(info.internal_policy_local),
+                topology_aware: info.topology_aware,
+                algorithm: "maglev",
+                frontends,
+                counters: self.maps.service_counters(id)?.into(),
+            });
+        }
+        views.sort_by(|a, b| a.service.cmp(&b.service));
+        Ok(views)
+    }
+
+    pub fn backends(&self) -> Result<Vec<BackendView>, MapsError> {
+        let mut users: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+        for (_, value) in &self.frontends {
+            let name = self
+                .service_name(value.service_id)
+                .unwrap_or_else(|| format!("service {}", value.service_id));
+            for id in self.backend_ids(value)? {
+                users.entry(id).or_default().insert(name.clone());
+            }
+        }
+        Ok(self
+            .backends
+            .iter()
+            .map(|(id, be)| {
+                let r = backend_ref(be);
+                BackendView {
+                    id: *id,
+                    address: r.address,
+                    protocol: protocol_name(be.proto),
+                    state: r.state,
+                    local: r.local,
+                    services: users.remove(id).unwrap_or_default().into_iter().collect(),
+                }
+            })
+            .collect())
+    }
+
+    /// Translated flows of the packet hooks (one row per flow: its original
+    /// direction), optionally only those touching `addr` and/or `port`.
+    pub fn connections(
+        &self,
+        addr: Option<Ipv4Addr>,
+        port: Option<u16>,
+    ) -> Result<Vec<ConnectionView>, MapsError> {
+        let now = monotonic_ns();
+        let mut rows = Vec::new();
+        for (key, value) in self.maps.connections()? {
+            if key.dir != CT_DIR_ORIGINAL {
+                continue;
+            }
+            let ends = [
+                (key.src_addr_be, key.src_port_be),
+                (key.dst_addr_be, key.dst_port_be),
+                (value.nat_addr_be, value.nat_port_be),
+            ];
+            let addr_ok = addr.is_none_or(|a| {
+                ends.iter()
+                    .any(|(x, _)| *x == u32::from_ne_bytes(a.octets()))
+            });
+            let port_ok = port.is_none_or(|p| ends.iter().any(|(_, y)| u16::from_be(*y) == p));
+            if !(addr_ok && port_ok) {
+                continue;
+            }
+            rows.push(ConnectionView {
+                protocol: protocol_name(key.proto),
+                client: socket(key.src_addr_be, key.src_port_be),
+                frontend: socket(key.dst_addr_be, key.dst_port_be),
+                backend: socket(value.nat_addr_be, value.nat_port_be),
+                service: self.service_name(value.service_id),
+                age_seconds: now.saturating_sub(value.created_ns) / 1_000_000_000,
+                idle_seconds: now.saturating_sub(value.last_seen_ns) / 1_000_000_000,
+            });
+        }
+        rows.sort_by(|a, b| (&a.frontend, &a.client).cmp(&(&b.frontend, &b.client)));
+        Ok(rows)
+    }
+
+    pub fn stats(&self) -> Result<StatsView, MapsError> {
+        let reasons = self
+            .maps
+            .stats()?
+            .into_iter()
+            .map(|(reason, count)| ReasonCount {
+                reason: reason.name(),
+                count,
+            })
+            .collect();
+        let mut services = Vec::new();
+        for (id, name) in &self.services {
+            services.push(ServiceCountersView {
+                service: name.to_string(),
+                counters: self.maps.service_counters(*id)?.into(),
+            });
+        }
+        Ok(StatsView { reasons, services })
+    }
+}
+
+pub fn backend_ref(be: &Backend4) -> BackendRef {
+    BackendRef {
+        address: socket(be.addr_be, be.port_be),
+        state: if be.flags & BE_FLAG_TERMINATING != 0 {
+            "terminating"
+        } else {
+            "ready"
+        },
+        local: be.flags & BE_FLAG_LOCAL != 0,
+    }
+}
+
+pub fn socket(addr_be: u32, port_be: u16) -> String {
+    SocketAddrV4::new(Ipv4Addr::from(addr_be.to_ne_bytes()), u16::from_be(port_be)).to_string()
+}
+
+pub fn kind_name(value: &FrontendValue) -> &'static str {
+    match value.kind() {
+        FE_KIND_CLUSTER_IP => "cluster-ip",
+        FE_KIND_NODE_PORT => "node-port",
+        FE_KIND_LOAD_BALANCER => "load-balancer",
+        FE_KIND_EXTERNAL_IP => "external-ip",
+        _ => "unknown",
+    }
+}
+
+fn policy(local: bool) -> &'static str {
+    if local { "Local" } else { "Cluster" }
+}
+
+fn protocol_name(number: u8) -> String {
+    Protocol::from_ip_number(number).map_or_else(|| number.to_string(), |p| p.to_string())
+}
+
+/// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: plain syscall into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
