@@ -1161,6 +1161,15 @@ mod tests {
             ),
         ]);
         assert_eq!(state.frontends, expected);
+        assert_eq!(
+            state.services[&svc],
+            ServicePortInfo {
+                port: 80,
+                external_policy_local: true,
+                internal_policy_local: false,
+                topology_aware: false,
+            }
+        );
     }
 
     #[test]
@@ -1468,6 +1477,16 @@ mod tests {
             zoned.selection,
             "cluster: 2 ready in zone zone-a by topology hints (of 3 ready)"
         );
+        // The port's facts record that hints applied, and only where they did.
+        let topology = |name: &str| {
+            let key = state.services.keys().find(|k| k.name == name).unwrap();
+            state.services[key].topology_aware
+        };
+        assert!(topology(&zoned.service.name));
+        let unhinted = &state.frontends[&fe("10.96.0.91", 80, Tcp, Internal)]
+            .service
+            .name;
+        assert!(!topology(unhinted));
         for (addr, count) in [("10.96.0.91", 2), ("10.96.0.92", 1), ("10.96.0.93", 2)] {
             let spec = &state.frontends[&fe(addr, 80, Tcp, Internal)];
             assert_eq!(spec.endpoints.len(), count, "{addr}");

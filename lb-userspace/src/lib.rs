@@ -2,6 +2,7 @@
 pub mod agent;
 pub mod datapath;
 pub mod desired;
+pub mod explain;
 pub mod inspect;
 pub mod maglev;
 pub mod manifest;

@@ -54,6 +54,42 @@ pub fn endpoint_slices(pods: &[usize]) -> String {
     out
 }
 
+/// Two Services for the verdicts other than translation: `empty` has no
+/// endpoints at all (kube-proxy rejects), and `remote-only` is
+/// `externalTrafficPolicy: Local` with its one endpoint on another node
+/// (kube-proxy drops external traffic, while pods still reach it).
+pub const EDGE_CASES: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: empty, namespace: default}
+spec:
+  type: NodePort
+  clusterIP: 192.0.2.20
+  ports: [{name: http, protocol: TCP, port: 80, targetPort: 8080, nodePort: 30090}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: remote-only, namespace: default}
+spec:
+  type: NodePort
+  clusterIP: 192.0.2.21
+  externalTrafficPolicy: Local
+  ports: [{name: http, protocol: TCP, port: 80, targetPort: 8080, nodePort: 30091}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: remote-only-1
+  namespace: default
+  labels: {kubernetes.io/service-name: remote-only}
+addressType: IPv4
+ports: [{name: http, protocol: TCP, port: 8080}]
+endpoints:
+  - addresses: [\"203.0.113.11\"]
+    conditions: {ready: true}
+    nodeName: node-b
+";
+
 /// Copies the demo manifests into `dir` with the slices for `pods`.
 pub fn write_demo(dir: &Path, pods: &[usize]) -> Result<()> {
     fs::create_dir_all(dir)?;

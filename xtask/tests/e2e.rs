@@ -44,18 +44,29 @@ struct Chat {
     child: Child,
     stdout: BufReader<ChildStdout>,
     peer: String,
+    /// The socket's cookie (the socket hooks hash it to pick a backend).
+    cookie: u64,
 }
 
 impl Chat {
     fn open(env: &mut Env, origin: Origin, addr: &str) -> Chat {
         let mut child = env.chat(origin, addr).expect("chat");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut peer = String::new();
-        stdout.read_line(&mut peer).unwrap();
+        let mut line = |prefix: &str| {
+            let mut text = String::new();
+            stdout.read_line(&mut text).unwrap();
+            text.trim()
+                .strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("{prefix:?} expected, got {text:?}"))
+                .to_string()
+        };
+        let peer = line("peer ");
+        let cookie = line("cookie ").parse().unwrap();
         Chat {
             child,
             stdout,
-            peer: peer.trim().trim_start_matches("peer ").to_string(),
+            peer,
+            cookie,
         }
     }
 

@@ -52,16 +52,24 @@ enum Command {
         addr: SocketAddr,
         #[arg(long, default_value_t = 1)]
         count: u32,
+        /// Connect from this source port (with --count 1): a trace of the
+        /// same 5-tuple must pick the same backend.
+        #[arg(long)]
+        source_port: Option<u16>,
     },
     /// COUNT UDP exchanges, each from a new socket (a new source port).
     Udp {
         addr: SocketAddr,
         #[arg(long, default_value_t = 1)]
         count: u32,
+        /// Send from this source port (with --count 1).
+        #[arg(long)]
+        source_port: Option<u16>,
     },
     /// One long-lived TCP connection: prints `peer <addr>` (what
-    /// getpeername() says), then for each stdin line sends it and prints
-    /// the answer. For tests that hold a connection across changes.
+    /// getpeername() says) and `cookie <n>` (its socket cookie, which the
+    /// socket hooks hash to pick a backend), then for each stdin line sends
+    /// it and prints the answer. For tests that hold a connection.
     Chat { addr: SocketAddr },
 }
 
@@ -89,8 +97,16 @@ fn run(cli: Cli) -> Result<bool> {
     let timeout = Duration::from_millis(cli.timeout_ms);
     match cli.command {
         Command::Serve { name, tcp, udp } => serve(&name, tcp, udp),
-        Command::Tcp { addr, count } => Ok(repeat(count, || tcp_request(addr, timeout))),
-        Command::Udp { addr, count } => Ok(repeat(count, || udp_request(addr, timeout))),
+        Command::Tcp {
+            addr,
+            count,
+            source_port,
+        } => Ok(repeat(count, || tcp_request(addr, source_port, timeout))),
+        Command::Udp {
+            addr,
+            count,
+            source_port,
+        } => Ok(repeat(count, || udp_request(addr, source_port, timeout))),
         Command::Chat { addr } => chat(addr, timeout),
     }
 }
@@ -122,12 +138,44 @@ fn repeat(count: u32, mut request: impl FnMut() -> Result<String>) -> bool {
     ok
 }
 
-fn tcp_request(addr: SocketAddr, timeout: Duration) -> Result<String> {
-    let stream =
-        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
+fn tcp_request(addr: SocketAddr, source_port: Option<u16>, timeout: Duration) -> Result<String> {
+    let stream = match source_port {
+        None => TcpStream::connect_timeout(&addr, timeout),
+        Some(port) => connect_from(port, addr, timeout),
+    }
+    .with_context(|| format!("connect {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     exchange(&stream, &mut BufReader::new(&stream), "hello")
+}
+
+/// A TCP connection from a chosen local port, with a connect timeout.
+fn connect_from(port: u16, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())?;
+    socket.connect_timeout(&addr.into(), timeout)?;
+    Ok(socket.into())
+}
+
+/// The kernel's cookie of a socket (SO_COOKIE).
+fn socket_cookie(stream: &TcpStream) -> Result<u64> {
+    let mut cookie = 0u64;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        bail!("SO_COOKIE: {}", std::io::Error::last_os_error());
+    }
+    Ok(cookie)
 }
 
 fn exchange(
@@ -143,8 +191,8 @@ fn exchange(
     Ok(answer.trim_end().to_string())
 }
 
-fn udp_request(addr: SocketAddr, timeout: Duration) -> Result<String> {
-    let socket = UdpSocket::bind("0.0.0.0:0")?;
+fn udp_request(addr: SocketAddr, source_port: Option<u16>, timeout: Duration) -> Result<String> {
+    let socket = UdpSocket::bind(("0.0.0.0", source_port.unwrap_or(0)))?;
     socket.set_read_timeout(Some(timeout))?;
     socket
         .send_to(b"hello", addr)
@@ -165,6 +213,7 @@ fn chat(addr: SocketAddr, timeout: Duration) -> Result<bool> {
         TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     println!("peer {}", stream.peer_addr()?);
+    println!("cookie {}", socket_cookie(&stream)?);
     let mut reader = BufReader::new(&stream);
     let mut ok = true;
     for line in std::io::stdin().lines() {

@@ -1,0 +1,296 @@
+//! `lb trace` reports: the datapath's own decisions for one packet (a
+//! `TraceRecord` from the live program run in dry-run mode) told in
+//! Kubernetes terms.
+
+use std::net::SocketAddrV4;
+
+use lb_common::{
+    BE_FLAG_LOCAL, BE_FLAG_TERMINATING, FE_FLAG_EMPTY_DROP, FE_KIND_CLUSTER_IP, FrontendValue,
+    MAGLEV_TABLE_SIZE, TRACE_BACKEND, TRACE_CONNECTION, TRACE_FRONTEND, TRACE_MAGLEV,
+    TRACE_SOCKET_HASH, TraceRecord, reason::Reason,
+};
+use serde::Serialize;
+
+use crate::{
+    datapath::{DatapathMaps, MapsError},
+    inspect::{Inspector, kind_name, socket},
+    model::{Protocol, ServicePortName},
+};
+
+/// Where the traced packet enters the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Entry {
+    /// From outside, through an external device (XDP).
+    External,
+    /// From a pod on this node (socket hooks).
+    Pod,
+    /// From a process of the node itself (socket hooks).
+    Node,
+}
+
+/// The stable document `lb trace -o json` prints.
+#[derive(Debug, Serialize)]
+pub struct TraceReport {
+    /// `dnat`, `pass`, `drop` or `reject`.
+    pub verdict: &'static str,
+    /// `ip:port` the packet or connection goes to, when translated.
+    pub backend: Option<String>,
+    /// Whether the source would be rewritten (this datapath never
+    /// masquerades yet: backends are on this node).
+    pub snat: bool,
+    /// `namespace/name:portname` of the frontend that matched.
+    pub service: Option<String>,
+    /// The datapath's stable reason name (see `lb stats`).
+    pub reason: &'static str,
+    pub entry: Entry,
+    pub packet: PacketView,
+    pub frontend: Option<FrontendMatch>,
+    /// `connection-table`, `maglev` or `socket-hash`.
+    pub decided_by: Option<&'static str>,
+    pub maglev_slot: Option<u32>,
+    pub backend_state: Option<&'static str>,
+    /// Each decision, in order, in words.
+    pub steps: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PacketView {
+    pub source: String,
+    pub destination: String,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FrontendMatch {
+    pub address: String,
+    pub kind: &'static str,
+    pub scope: &'static str,
+    /// The traffic policy that chose this frontend's endpoints.
+    pub policy: String,
+    pub backend_count: u32,
+}
+
+pub fn report(
+    entry: Entry,
+    source: SocketAddrV4,
+    destination: SocketAddrV4,
+    protocol: Protocol,
+    record: &TraceRecord,
+    inspector: &Inspector,
+) -> Result<TraceReport, MapsError> {
+    let reason = Reason::from_index(record.reason).unwrap_or(Reason::PassMalformed);
+    let translated = record.steps & TRACE_BACKEND != 0;
+    let verdict = verdict(reason, translated);
+    let mut steps = Vec::new();
+    let packet = PacketView {
+        source: source.to_string(),
+        destination: destination.to_string(),
+        protocol,
+    };
+    let socket_entry = entry != Entry::External;
+    steps.push(match entry {
+        Entry::External => "enters from outside the node: XDP on the external device".to_string(),
+        Entry::Pod | Entry::Node => {
+            "connect()/sendmsg() from this node: the socket hooks".to_string()
+        }
+    });
+
+    let mut service = None;
+    let mut frontend = None;
+    if record.steps & TRACE_FRONTEND == 0 {
+        steps.push(format!(
+            "no frontend at {destination}/{protocol} for {} traffic: {}",
+            if socket_entry { "internal" } else { "external" },
+            if socket_entry {
+                "the socket is left alone"
+            } else {
+                "passed to the stack untouched"
+            }
+        ));
+    } else {
+        let fe = &record.frontend;
+        let name = inspector.service_name(fe.service_id);
+        let info = service_info(inspector, fe.service_id)?;
+        let policy = policy_text(fe, socket_entry, info.as_ref());
+        steps.push(format!(
+            "frontend {destination}/{protocol} ({}, {} scope) of {}",
+            kind_name(fe),
+            scope_name(socket_entry),
+            name.as_deref().unwrap_or("an unnamed service")
+        ));
+        steps.push(format!(
+            "{policy}: {} backend(s) to choose from",
+            fe.backend_count
+        ));
+        if info.as_ref().is_some_and(|(_, i)| i.topology_aware) {
+            steps.push(
+                "topology hints narrowed the cluster-wide endpoints to this zone".to_string(),
+            );
+        }
+        frontend = Some(FrontendMatch {
+            address: destination.to_string(),
+            kind: kind_name(fe),
+            scope: scope_name(socket_entry),
+            policy,
+            backend_count: fe.backend_count,
+        });
+        service = name;
+    }
+
+    let decided_by = if record.steps & TRACE_CONNECTION != 0 {
+        steps.push(
+            "the connection table decided: an established flow keeps its backend".to_string(),
+        );
+        Some("connection-table")
+    } else if record.steps & TRACE_MAGLEV != 0 {
+        let how = if record.steps & TRACE_SOCKET_HASH != 0 {
+            "the socket's cookie"
+        } else {
+            "the flow's 5-tuple"
+        };
+        steps.push(format!(
+            "new flow: the hash of {how} picked Maglev slot {} of {MAGLEV_TABLE_SIZE}",
+            record.slot
+        ));
+        Some(if record.steps & TRACE_SOCKET_HASH != 0 {
+            "socket-hash"
+        } else {
+            "maglev"
+        })
+    } else {
+        None
+    };
+
+    let mut backend = None;
+    let mut backend_state = None;
+    if translated {
+        let address = socket(record.nat_addr_be, record.nat_port_be);
+        let flags = inspector
+            .maps()
+            .backends()?
+            .into_iter()
+            .find(|(id, _)| *id == record.backend_id)
+            .map(|(_, b)| b.flags);
+        let state = match flags {
+            Some(f) if f & BE_FLAG_TERMINATING != 0 => "terminating",
+            Some(_) => "ready",
+            None => "unknown",
+        };
+        let why = match flags {
+            Some(f) if f & BE_FLAG_TERMINATING != 0 => {
+                "serving but terminating: chosen because no endpoint is ready"
+            }
+            Some(f) if f & BE_FLAG_LOCAL != 0 => "ready, on this node",
+            Some(_) => "ready, on another node",
+            None => "no longer a backend (the established flow keeps it)",
+        };
+        steps.push(format!(
+            "{} {address}: {why}",
+            if socket_entry {
+                "the socket connects straight to"
+            } else {
+                "destination rewritten to"
+            }
+        ));
+        steps.push("source kept: no SNAT (the backend is on this node)".to_string());
+        backend = Some(address);
+        backend_state = Some(state);
+    }
+    steps.push(final_words(reason, verdict, socket_entry));
+
+    Ok(TraceReport {
+        verdict,
+        backend,
+        snat: false,
+        service,
+        reason: reason.name(),
+        entry,
+        packet,
+        frontend,
+        decided_by,
+        maglev_slot: (record.steps & TRACE_MAGLEV != 0).then_some(record.slot),
+        backend_state,
+        steps,
+    })
+}
+
+fn verdict(reason: Reason, translated: bool) -> &'static str {
+    match reason {
+        _ if translated => "dnat",
+        Reason::RejectNoEndpoints => "reject",
+        Reason::DropNoLocalEndpoint | Reason::DropBackendMissing | Reason::DropRewriteFailed => {
+            "drop"
+        }
+        _ => "pass",
+    }
+}
+
+fn final_words(reason: Reason, verdict: &str, socket_entry: bool) -> String {
+    match (verdict, socket_entry) {
+        ("reject", false) => {
+            "rejected: the Service has no endpoints; ICMP port unreachable goes back to the client"
+                .into()
+        }
+        ("reject", true) => {
+            "rejected: the Service has no endpoints; connect() fails with ECONNREFUSED".into()
+        }
+        ("drop", _) if reason == Reason::DropNoLocalEndpoint => {
+            "dropped: the traffic policy is Local and no endpoint runs on this node (as kube-proxy)"
+                .into()
+        }
+        ("drop", _) => format!("dropped ({})", reason.name()),
+        ("dnat", _) => format!("verdict: translated ({})", reason.name()),
+        _ => format!("verdict: passed ({})", reason.name()),
+    }
+}
+
+fn scope_name(socket_entry: bool) -> &'static str {
+    if socket_entry { "internal" } else { "external" }
+}
+
+fn service_info(
+    inspector: &Inspector,
+    service_id: u32,
+) -> Result<Option<(ServicePortName, crate::model::ServicePortInfo)>, MapsError> {
+    Ok(inspector
+        .maps()
+        .services()?
+        .into_iter()
+        .find(|(id, _)| *id == service_id)
+        .and_then(|(_, info)| ServicePortName::from_info(&info)))
+}
+
+/// Which Kubernetes policy chose the endpoints of this frontend and scope.
+fn policy_text(
+    fe: &FrontendValue,
+    socket_entry: bool,
+    info: Option<&(ServicePortName, crate::model::ServicePortInfo)>,
+) -> String {
+    let Some((_, info)) = info else {
+        return "policy unknown".to_string();
+    };
+    let local = |yes: bool| if yes { "Local" } else { "Cluster" };
+    let mut text = if fe.kind() == FE_KIND_CLUSTER_IP {
+        format!(
+            "internalTrafficPolicy={}",
+            local(info.internal_policy_local)
+        )
+    } else if socket_entry {
+        "pods and the node reach every endpoint (externalTrafficPolicy does not apply to them)"
+            .to_string()
+    } else {
+        format!(
+            "externalTrafficPolicy={}",
+            local(info.external_policy_local)
+        )
+    };
+    if fe.backend_count == 0 {
+        text.push_str(if fe.flags & FE_FLAG_EMPTY_DROP != 0 {
+            ", and no endpoint on this node"
+        } else {
+            ", and the Service has no endpoints"
+        });
+    }
+    text
+}
