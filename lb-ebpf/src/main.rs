@@ -4,6 +4,11 @@
 //! - `lb_tc_egress` (tcx egress, external devices): reverse NAT of replies.
 //! - `lb_connect4`, `lb_sendmsg4`, `lb_recvmsg4`, `lb_getpeername4` (cgroup
 //!   sock_addr): socket-level translation of east-west traffic.
+//! - `lb_trace_socket` (XDP, never attached): `lb trace` of the socket
+//!   hooks' decision under `BPF_PROG_TEST_RUN`.
+//!
+//! Loaded with the global `DRY_RUN` set (see `trace`), the programs change
+//! no shared state and record their decisions for `lb trace`.
 //!
 //! Map layouts, names and counter reasons are defined in `lb-common`.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -23,6 +28,8 @@ mod sock;
 mod stats;
 #[cfg(target_arch = "bpf")]
 mod tc_egress;
+#[cfg(target_arch = "bpf")]
+mod trace;
 #[cfg(target_arch = "bpf")]
 mod xdp_ingress;
 

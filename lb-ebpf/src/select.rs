@@ -7,7 +7,10 @@ use lb_common::{
     flow_hash::maglev_slot, reason::Reason,
 };
 
-use crate::maps::{BACKENDS4, FRONTENDS4, MAGLEV};
+use crate::{
+    maps::{BACKENDS4, FRONTENDS4, MAGLEV},
+    trace,
+};
 
 /// The frontend at this destination for this scope, if any.
 #[inline(always)]
@@ -21,7 +24,9 @@ pub fn frontend(addr_be: u32, port_be: u16, proto: u8, scope: u8) -> Option<Fron
     // SAFETY: the value is copied out at once; a concurrent update can at
     // worst give a torn copy of a 16-byte value, which the agent avoids by
     // writing new tables before flipping the frontend.
-    unsafe { FRONTENDS4.get(&key).copied() }
+    let fe = unsafe { FRONTENDS4.get(&key).copied() }?;
+    trace::frontend(&fe);
+    Some(fe)
 }
 
 /// Why a frontend without backends turns traffic away.
@@ -40,8 +45,10 @@ pub fn backend(fe: &FrontendValue, hash: u32) -> Result<(u32, Backend4), Reason>
     if fe.table_id > u32::MAX / MAGLEV_TABLE_SIZE - 1 {
         return Err(Reason::DropBackendMissing);
     }
-    let index = fe.table_id * MAGLEV_TABLE_SIZE + maglev_slot(hash);
+    let slot = maglev_slot(hash);
+    let index = fe.table_id * MAGLEV_TABLE_SIZE + slot;
     let id = *MAGLEV.get(index).ok_or(Reason::DropBackendMissing)?;
+    trace::maglev(slot, id);
     // SAFETY: copied out at once (see `frontend`).
     let backend = unsafe { BACKENDS4.get(&id).copied() }.ok_or(Reason::DropBackendMissing)?;
     Ok((id, backend))

@@ -2,20 +2,30 @@
 //! Translation happens once, at connect()/sendmsg() time, with no per-packet
 //! cost; recvmsg()/getpeername() translate the backend back to the frontend
 //! the application asked for.
+//!
+//! The decision ([`decide`]) is one function shared by `lb_connect4`,
+//! `lb_sendmsg4` and `lb_trace_socket`, an XDP program that is never
+//! attached: `lb trace` runs it with `BPF_PROG_TEST_RUN` on a packet whose
+//! destination is what connect()/sendmsg() would be called with (the kernel
+//! has no test run for sock_addr programs).
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::bpf_sock_addr,
-    helpers::generated::{bpf_get_socket_cookie, bpf_set_retval},
-    macros::cgroup_sock_addr,
-    programs::SockAddrContext,
+    bindings::{bpf_sock_addr, xdp_action},
+    helpers::generated::{bpf_get_socket_cookie, bpf_set_retval, bpf_xdp_get_buff_len},
+    macros::{cgroup_sock_addr, xdp},
+    programs::{SockAddrContext, XdpContext},
 };
 use lb_common::{
-    PROTO_TCP, PROTO_UDP, SCOPE_INTERNAL, SockRevNat4Key, SockRevNat4Value, flow_hash::socket_hash,
-    reason::Reason,
+    Backend4, PROTO_TCP, PROTO_UDP, SCOPE_INTERNAL, SockRevNat4Key, SockRevNat4Value,
+    flow_hash::socket_hash, reason::Reason,
 };
 
-use crate::{maps::SOCK_REVNAT4, select, stats};
+use crate::{
+    maps::{SOCK_REVNAT4, TRACE_REQUEST},
+    parse, select, stats, trace,
+    xdp_ingress::{Nat, rewrite_destination},
+};
 
 const ECONNREFUSED: i32 = 111;
 /// Let the syscall proceed.
@@ -89,6 +99,53 @@ fn proto(addr: &Addr) -> Option<u8> {
     }
 }
 
+/// What a socket hook does with a connect()/sendmsg() destination.
+pub enum Decision {
+    /// Not a frontend: the syscall proceeds untouched.
+    Pass,
+    /// Translate the destination to `backend`.
+    Translate {
+        service_id: u32,
+        backend: Backend4,
+        cookie: u64,
+    },
+    /// Refuse the syscall (`ECONNREFUSED`): the frontend has no endpoint
+    /// this traffic may use (`reason` says which case).
+    Refuse { service_id: u32, reason: Reason },
+    /// The Maglev table named a backend that does not exist.
+    Fail(Reason),
+}
+
+/// The socket hooks' decision for a destination: the internal-scope
+/// frontend, then the backend the socket's cookie hashes to. `cookie` is
+/// only asked for when a backend is selected (a helper call the hooks skip
+/// for non-service traffic).
+#[inline(always)]
+pub fn decide(addr_be: u32, port_be: u16, proto: u8, cookie: impl FnOnce() -> u64) -> Decision {
+    let Some(fe) = select::frontend(addr_be, port_be, proto, SCOPE_INTERNAL) else {
+        return Decision::Pass;
+    };
+    if fe.backend_count == 0 {
+        return Decision::Refuse {
+            service_id: fe.service_id,
+            reason: select::empty_reason(&fe),
+        };
+    }
+    let cookie = cookie();
+    trace::socket_hash();
+    match select::backend(&fe, socket_hash(cookie, addr_be, port_be)) {
+        Ok((_, backend)) => {
+            trace::backend(backend.addr_be, backend.port_be);
+            Decision::Translate {
+                service_id: fe.service_id,
+                backend,
+                cookie,
+            }
+        }
+        Err(reason) => Decision::Fail(reason),
+    }
+}
+
 /// connect4 / sendmsg4: a frontend destination becomes a backend.
 #[inline(always)]
 fn translate(ctx: &SockAddrContext, counted: Reason) -> i32 {
@@ -97,20 +154,23 @@ fn translate(ctx: &SockAddrContext, counted: Reason) -> i32 {
         return ALLOW;
     };
     let (fe_addr, fe_port) = (addr.ip4(), addr.port());
-    let Some(fe) = select::frontend(fe_addr, fe_port, proto, SCOPE_INTERNAL) else {
-        return ALLOW;
-    };
-    if fe.backend_count == 0 {
-        stats::count(select::empty_reason(&fe));
-        // SAFETY: a plain helper call; connect4/sendmsg4 may set the errno.
-        unsafe { bpf_set_retval(-ECONNREFUSED) };
-        return DENY;
-    }
     // SAFETY: a plain helper call on our context.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let backend = match select::backend(&fe, socket_hash(cookie, fe_addr, fe_port)) {
-        Ok((_, backend)) => backend,
-        Err(reason) => {
+    let cookie = || unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let (service_id, backend, cookie) = match decide(fe_addr, fe_port, proto, cookie) {
+        Decision::Pass => return ALLOW,
+        Decision::Translate {
+            service_id,
+            backend,
+            cookie,
+        } => (service_id, backend, cookie),
+        Decision::Refuse { service_id, reason } => {
+            stats::count(reason);
+            stats::count_service(service_id, reason);
+            // SAFETY: a plain helper call; connect4/sendmsg4 may set the errno.
+            unsafe { bpf_set_retval(-ECONNREFUSED) };
+            return DENY;
+        }
+        Decision::Fail(reason) => {
             stats::count(reason);
             return DENY;
         }
@@ -125,14 +185,61 @@ fn translate(ctx: &SockAddrContext, counted: Reason) -> i32 {
         frontend_addr_be: fe_addr,
         frontend_port_be: fe_port,
         _pad: 0,
-        service_id: fe.service_id,
+        service_id,
     };
     // On failure (memory pressure) the socket still reaches the backend;
     // only getpeername()/recvmsg() would show the backend's address.
     let _ = SOCK_REVNAT4.insert(&key, &value, 0);
     addr.set(backend.addr_be, backend.port_be);
     stats::count(counted);
+    stats::count_service(service_id, counted);
     ALLOW
+}
+
+/// `lb trace` for traffic from the node's own processes and pods: the
+/// packet's destination and protocol are what connect()/sendmsg() would be
+/// called with, `TRACE_REQUEST[0].cookie` the socket's cookie. Runs
+/// [`decide`] exactly as the hooks do; records, writes no reverse
+/// translation and counts nothing. A translated packet leaves with the
+/// backend as its destination (what the socket would send); refused ones
+/// are dropped.
+#[xdp]
+pub fn lb_trace_socket(ctx: XdpContext) -> u32 {
+    let (action, reason) = trace_socket(&ctx);
+    trace::finish(reason);
+    action
+}
+
+#[inline(always)]
+fn trace_socket(ctx: &XdpContext) -> (u32, Reason) {
+    // SAFETY: a plain helper call on our context.
+    let buff_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    let pkt = match parse::xdp_ipv4(ctx.data(), ctx.data_end(), buff_len) {
+        Ok(pkt) => pkt,
+        Err(reason) => return (xdp_action::XDP_PASS, reason),
+    };
+    // SAFETY: `xdp_ipv4` bounds-checked every pointer it returns.
+    let (daddr, dport) = unsafe { ((*pkt.ip).daddr_be, (*pkt.ports).dst_be) };
+    let cookie = TRACE_REQUEST.get(0).map_or(0, |req| req.cookie);
+    match decide(daddr, dport, pkt.proto, || cookie) {
+        Decision::Pass => (xdp_action::XDP_PASS, Reason::PassNoService),
+        Decision::Translate { backend, .. } => {
+            let nat = Nat {
+                addr_be: backend.addr_be,
+                port_be: backend.port_be,
+            };
+            rewrite_destination(&pkt, daddr, dport, &nat);
+            // A stream socket is translated at connect(), a datagram
+            // socket (unless connected) at each sendmsg().
+            let reason = if pkt.proto == PROTO_TCP {
+                Reason::SockConnect
+            } else {
+                Reason::SockSendmsg
+            };
+            (xdp_action::XDP_PASS, reason)
+        }
+        Decision::Refuse { reason, .. } | Decision::Fail(reason) => (xdp_action::XDP_DROP, reason),
+    }
 }
 
 /// recvmsg4 / getpeername4: a backend source becomes the frontend again.

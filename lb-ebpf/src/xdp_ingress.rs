@@ -1,6 +1,11 @@
 //! North-south ingress: traffic from outside the node to a NodePort,
 //! LoadBalancer IP or externalIP. Parse, look up, select, translate, pass
 //! to the stack (which forwards to the local backend).
+//!
+//! In a trace (`DRY_RUN`, see [`crate::trace`]) the same code runs, but
+//! writes no connection-table entry, refreshes no last-seen time and counts
+//! nothing; it records its decisions instead. The packet is still rewritten:
+//! under `BPF_PROG_TEST_RUN` that is a copy, shown to the user.
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -15,7 +20,11 @@ use lb_common::{
 
 use lb_common::csum;
 
-use crate::{maps::CT4, parse, reject, select, stats};
+use crate::{
+    maps::CT4,
+    parse::{self, XdpPacket},
+    reject, select, stats, trace,
+};
 
 /// `frags`: multi-buffer aware (jumbo frames; on veth, a program without it
 /// disables TSO on the peer and caps the MTU). Headers are read from the
@@ -35,6 +44,7 @@ pub fn lb_xdp_ingress(ctx: XdpContext) -> u32 {
         }
     };
     stats::count(reason);
+    trace::finish(reason);
     action
 }
 
@@ -52,9 +62,9 @@ impl From<Reason> for Verdict {
 }
 
 /// Where a packet's destination is rewritten to.
-struct Nat {
-    addr_be: u32,
-    port_be: u16,
+pub struct Nat {
+    pub addr_be: u32,
+    pub port_be: u16,
 }
 
 #[inline(always)]
@@ -69,6 +79,7 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
     // Look up the frontend.
     let fe = select::frontend(daddr, ports.dst_be, pkt.proto, SCOPE_EXTERNAL)
         .ok_or(Reason::PassNoService)?;
+    let dry_run = trace::dry_run();
 
     // A known flow keeps its backend.
     let key = Ct4Key {
@@ -84,7 +95,10 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
     let (nat, reason) = if let Some(entry) = CT4.get_ptr_mut(&key) {
         // SAFETY: a valid map value pointer; fields are plain data.
         unsafe {
-            (*entry).last_seen_ns = now;
+            if !dry_run {
+                (*entry).last_seen_ns = now;
+            }
+            trace::connection((*entry).backend_id);
             let nat = Nat {
                 addr_be: (*entry).nat_addr_be,
                 port_be: (*entry).nat_port_be,
@@ -94,7 +108,9 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
     } else {
         // Select.
         if fe.backend_count == 0 {
-            return Err(match select::empty_reason(&fe) {
+            let reason = select::empty_reason(&fe);
+            stats::count_service(fe.service_id, reason);
+            return Err(match reason {
                 Reason::RejectNoEndpoints => Verdict::Reject,
                 reason => Verdict::Drop(reason),
             });
@@ -128,8 +144,10 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
         // packets of the flow rely on it. An insert can only fail on memory
         // pressure; the flow is still translated (its replies then pass
         // untranslated, which the client's stack resets).
-        let _ = CT4.insert(&reply_key, &reply, 0);
-        let _ = CT4.insert(&key, &original, 0);
+        if !dry_run {
+            let _ = CT4.insert(&reply_key, &reply, 0);
+            let _ = CT4.insert(&key, &original, 0);
+        }
         let nat = Nat {
             addr_be: backend.addr_be,
             port_be: backend.port_be,
@@ -137,7 +155,20 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
         (nat, Reason::DnatNew)
     };
 
-    // Translate: destination address and port, with incremental checksums.
+    stats::count_service(fe.service_id, reason);
+    trace::backend(nat.addr_be, nat.port_be);
+
+    // Translate.
+    rewrite_destination(&pkt, daddr, ports.dst_be, &nat);
+    // Forward: the node's stack routes the packet to the local backend.
+    Ok(reason)
+}
+
+/// Rewrites the destination address and port of a parsed packet, with
+/// incremental checksum updates. `daddr` and `dport_be` are its current
+/// destination.
+#[inline(always)]
+pub fn rewrite_destination(pkt: &XdpPacket, daddr: u32, dport_be: u16, nat: &Nat) {
     // SAFETY: bounds-checked pointers from `xdp_ipv4`.
     unsafe {
         let ip = pkt.ip;
@@ -148,11 +179,9 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
             *pkt.csum,
             daddr,
             nat.addr_be,
-            ports.dst_be,
+            dport_be,
             nat.port_be,
         );
         (*pkt.ports).dst_be = nat.port_be;
     }
-    // Forward: the node's stack routes the packet to the local backend.
-    Ok(reason)
 }

@@ -13,6 +13,10 @@
 //! established connections survive, and finds the pinned links and swaps
 //! its freshly loaded programs into them with `BPF_LINK_UPDATE`: an atomic
 //! replacement, with no moment where no program is attached.
+//!
+//! Operator commands (`lb trace`) load the same object again over the pinned
+//! maps with [`Datapath::load_existing`]: nothing is created, pinned or
+//! attached, and in dry-run mode the programs change no shared state.
 
 use std::{
     ffi::CString,
@@ -26,7 +30,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Map, MapData, MapError},
+    maps::{Array, Map, MapData, MapError},
     programs::{
         CgroupAttachMode, CgroupSockAddr, LinkOrder, ProgramError, SchedClassifier, TcAttach,
         TcAttachType, TestRunOptions, Xdp,
@@ -37,7 +41,10 @@ use aya::{
     },
     sys::SyscallError,
 };
-use lb_common::{ALL_MAPS, CT4, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES, MAGLEV, MAGLEV_TABLE_SIZE};
+use lb_common::{
+    ALL_MAPS, CT4, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES, MAGLEV, MAGLEV_TABLE_SIZE,
+    MAP_VERSION_SUFFIX, TRACE, TRACE_REQUEST, TraceRecord, TraceRequest,
+};
 
 use super::kernel::KernelMaps;
 
@@ -50,6 +57,8 @@ pub const PROG_CONNECT4: &str = "lb_connect4";
 pub const PROG_SENDMSG4: &str = "lb_sendmsg4";
 pub const PROG_RECVMSG4: &str = "lb_recvmsg4";
 pub const PROG_GETPEERNAME4: &str = "lb_getpeername4";
+/// `lb trace` of the socket hooks' decision (XDP, never attached).
+pub const PROG_TRACE_SOCKET: &str = "lb_trace_socket";
 /// Every cgroup program, in attach order.
 pub const CGROUP_PROGRAMS: [&str; 4] = [
     PROG_CONNECT4,
@@ -67,6 +76,11 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The datapath object, built by `build.rs` for the bpf target.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
+
+/// The object's load-time switch (`.rodata`): 1 makes every program a dry
+/// run that changes no shared state and records its decisions in
+/// `lb_trace`.
+const GLOBAL_DRY_RUN: &str = "DRY_RUN";
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -136,6 +150,9 @@ pub enum Attached {
 pub struct Datapath {
     ebpf: Ebpf,
     pin_dir: Option<PathBuf>,
+    /// Loaded by [`Datapath::load_existing`]: for inspection only, attaching
+    /// is refused.
+    inspect_only: bool,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -174,11 +191,7 @@ impl Datapath {
             None => (ephemeral_dir(), true),
         };
         prepare_pin_dir(&map_dir)?;
-        let loaded = EbpfLoader::new()
-            .default_map_pin_directory(&map_dir)
-            .map_max_entries(MAGLEV, maglev_entries)
-            .map_max_entries(CT4, opts.ct_entries)
-            .load(OBJECT);
+        let loaded = load_object(&map_dir, maglev_entries, opts.ct_entries, false);
         if ephemeral {
             remove_map_pins(&map_dir);
             let _ = std::fs::remove_dir(&map_dir);
@@ -188,6 +201,98 @@ impl Datapath {
         Ok(Datapath {
             ebpf,
             pin_dir: opts.pin_dir.clone(),
+            inspect_only: false,
+        })
+    }
+
+    /// Loads the object again over the maps an agent pinned in `pin_dir`,
+    /// for operator commands. The maps must all exist (a clear error
+    /// otherwise, and for maps of another layout version): nothing is
+    /// created or pinned in `pin_dir`, and attaching the result is refused.
+    /// Only the programs `lb trace` runs are loaded: `lb_xdp_ingress` and
+    /// `lb_trace_socket`.
+    ///
+    /// With `dry_run` the programs change no shared state under
+    /// `BPF_PROG_TEST_RUN` (no connection entry, no counter) and record
+    /// their decisions in the datapath's own, unpinned `lb_trace` map.
+    /// Without it, a test run acts on the live maps like traffic would.
+    pub fn load_existing(pin_dir: &Path, dry_run: bool) -> Result<Datapath> {
+        check_pinned_versions(pin_dir)?;
+        // Hold every pinned map open first, so what is loaded is what was
+        // checked even if the agent cleans up meanwhile.
+        let mut pinned = Vec::with_capacity(ALL_MAPS.len());
+        let mut missing = Vec::new();
+        for name in ALL_MAPS {
+            let path = pin_dir.join(name);
+            match MapData::from_pin(&path) {
+                Ok(map) => pinned.push((name, map)),
+                Err(MapError::SyscallError(SyscallError { io_error, .. }))
+                    if io_error.kind() == io::ErrorKind::NotFound =>
+                {
+                    missing.push(name);
+                }
+                Err(err) => {
+                    return Err(err)
+                        .with_context(|| format!("opening pinned map {}", path.display()));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let detail = if pinned.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} missing there)", missing.join(", "))
+            };
+            bail!(
+                "no lb datapath pinned at {}: is the agent running? (see `lb agent --pin-dir`){detail}",
+                pin_dir.display()
+            );
+        }
+        let entries = |name: &str| -> Result<u32> {
+            let (_, map) = pinned
+                .iter()
+                .find(|(n, _)| *n == name)
+                .context("map list")?;
+            Ok(map
+                .info()
+                .with_context(|| format!("reading {name}"))?
+                .max_entries())
+        };
+        let (maglev_entries, ct_entries) = (entries(MAGLEV)?, entries(CT4)?);
+        // The loader reuses maps pinned by name in the directory it is given:
+        // give it a private one holding pins of exactly the maps opened
+        // above, so it can never create (or pin) one in `pin_dir`.
+        let map_dir = ephemeral_dir();
+        prepare_pin_dir(&map_dir)?;
+        let loaded = pinned
+            .iter()
+            .try_for_each(|(name, map)| {
+                map.pin(map_dir.join(name))
+                    .with_context(|| format!("re-pinning {name} privately"))
+            })
+            .and_then(|()| {
+                load_object(&map_dir, maglev_entries, ct_entries, dry_run).map_err(|err| {
+                    let opts = LoadOptions {
+                        pin_dir: Some(pin_dir.to_path_buf()),
+                        max_tables: maglev_entries / MAGLEV_TABLE_SIZE,
+                        ct_entries,
+                    };
+                    load_error(err, pin_dir, &opts)
+                })
+            });
+        remove_map_pins(&map_dir);
+        let _ = std::fs::remove_dir(&map_dir);
+        let mut ebpf = loaded?;
+        program_mut::<Xdp>(&mut ebpf, PROG_XDP_INGRESS)?
+            .load()
+            .with_context(|| format!("loading {PROG_XDP_INGRESS}"))?;
+        program_mut::<Xdp>(&mut ebpf, PROG_TRACE_SOCKET)?
+            .load()
+            .with_context(|| format!("loading {PROG_TRACE_SOCKET}"))?;
+        Ok(Datapath {
+            ebpf,
+            pin_dir: Some(pin_dir.to_path_buf()),
+            inspect_only: true,
         })
     }
 
@@ -229,6 +334,51 @@ impl Datapath {
             .try_into()?)
     }
 
+    /// The socket-decision trace program (loaded by
+    /// [`Self::load_existing`] only).
+    pub fn trace_socket_program(&self) -> Result<&Xdp> {
+        Ok(self
+            .ebpf
+            .program(PROG_TRACE_SOCKET)
+            .context(PROG_TRACE_SOCKET)?
+            .try_into()?)
+    }
+
+    /// What the last dry run recorded (`lb_trace[0]`). A datapath loaded
+    /// normally never writes it: all zeroes.
+    pub fn trace_record(&self) -> Result<TraceRecord> {
+        self.trace_maps()?.0.get(&0, 0).context("reading lb_trace")
+    }
+
+    /// The datapath's own `lb_trace` and `lb_trace_req` maps (new file
+    /// descriptors).
+    pub(crate) fn trace_maps(
+        &self,
+    ) -> Result<(Array<MapData, TraceRecord>, Array<MapData, TraceRequest>)> {
+        let open = |name: &str| -> Result<Map> {
+            let Some(Map::Array(data)) = self.ebpf.map(name) else {
+                bail!("map {name} missing from the datapath object");
+            };
+            let fd = data
+                .fd()
+                .as_fd_owned()
+                .with_context(|| format!("duplicating the file descriptor of map {name}"))?;
+            Ok(Map::Array(
+                MapData::from_fd(fd).with_context(|| format!("opening map {name}"))?,
+            ))
+        };
+        Ok((
+            Array::try_from(open(TRACE)?)?,
+            Array::try_from(open(TRACE_REQUEST)?)?,
+        ))
+    }
+
+    /// Runs the socket-decision trace program once on `frame` (see
+    /// [`Self::run_xdp`]).
+    pub fn run_trace_socket(&self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+        test_run(self.trace_socket_program()?, frame)
+    }
+
     /// The tc egress program, e.g. for `BPF_PROG_TEST_RUN`.
     pub fn tc_egress_program(&self) -> Result<&SchedClassifier> {
         Ok(self
@@ -255,6 +405,7 @@ impl Datapath {
     /// Attaches the XDP program to `iface`, or swaps it into the link pinned
     /// for `iface` by an earlier agent. A replaced link keeps its mode.
     pub fn attach_xdp(&mut self, iface: &str, mode: impl Into<XdpAttachMode>) -> Result<Attached> {
+        self.check_attachable()?;
         let mode = mode.into();
         let pin = self.link_pin(PROG_XDP_INGRESS, iface)?;
         let name = iface_name(iface)?;
@@ -291,6 +442,7 @@ impl Datapath {
     /// Attaches the tc program to `iface`'s egress (tcx, kernel 6.6+), or
     /// swaps it into the link pinned for `iface`.
     pub fn attach_tc_egress(&mut self, iface: &str) -> Result<Attached> {
+        self.check_attachable()?;
         let pin = self.link_pin(PROG_TC_EGRESS, iface)?;
         let name = iface_name(iface)?;
         let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, PROG_TC_EGRESS)?;
@@ -333,6 +485,7 @@ impl Datapath {
     /// (never this machine's root cgroup in tests: it governs every
     /// connection on the machine), or swaps them into links pinned for it.
     pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<Attached> {
+        self.check_attachable()?;
         let dir =
             File::open(cgroup).with_context(|| format!("opening cgroup {}", cgroup.display()))?;
         let id = dir
@@ -425,6 +578,15 @@ impl Datapath {
         Self::detach_all(pin_dir)
     }
 
+    fn check_attachable(&self) -> Result<()> {
+        if self.inspect_only {
+            bail!(
+                "this datapath was loaded for inspection over the agent's pinned maps: it is never attached"
+            );
+        }
+        Ok(())
+    }
+
     /// `<pin_dir>/links/<prog>@<target>`, with the links directory created;
     /// `None` for an unpinned datapath.
     fn link_pin(&self, prog: &str, target: &str) -> Result<Option<PathBuf>> {
@@ -467,6 +629,62 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<()> {
         program_mut::<CgroupSockAddr>(ebpf, name)?
             .load()
             .with_context(|| format!("loading {name}"))?;
+    }
+    Ok(())
+}
+
+/// Loads the object's maps (pinned-by-name ones reused from, or created in,
+/// `map_dir`) with the given sizes and the dry-run switch; programs are not
+/// loaded yet.
+fn load_object(
+    map_dir: &Path,
+    maglev_entries: u32,
+    ct_entries: u32,
+    dry_run: bool,
+) -> Result<Ebpf, EbpfError> {
+    EbpfLoader::new()
+        .default_map_pin_directory(map_dir)
+        .map_max_entries(MAGLEV, maglev_entries)
+        .map_max_entries(CT4, ct_entries)
+        .override_global(GLOBAL_DRY_RUN, &u8::from(dry_run), true)
+        .load(OBJECT)
+}
+
+/// Refuses a pin directory holding `lb_*` maps of another layout version
+/// (`lb_fe4_v2`): this build would misread them.
+fn check_pinned_versions(pin_dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(pin_dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => bail!(
+            "no lb datapath pinned at {}: is the agent running? (see `lb agent --pin-dir`)",
+            pin_dir.display()
+        ),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", pin_dir.display())),
+    };
+    let mut foreign = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", pin_dir.display()))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with("lb_") || ALL_MAPS.contains(&name) {
+            continue;
+        }
+        let Some((_, version)) = name.rsplit_once("_v") else {
+            continue;
+        };
+        if !version.is_empty()
+            && version.bytes().all(|b| b.is_ascii_digit())
+            && format!("_v{version}") != MAP_VERSION_SUFFIX
+        {
+            foreign.push(name.to_string());
+        }
+    }
+    foreign.sort();
+    if let Some(found) = foreign.first() {
+        bail!(
+            "maps in {} were written by another lb version (found {found}; this lb understands {MAP_VERSION_SUFFIX})",
+            pin_dir.display()
+        );
     }
     Ok(())
 }

@@ -50,6 +50,7 @@ pub trait DatapathMaps {
 
 pub mod kernel;
 pub mod loader;
+pub mod trace;
 
 pub use kernel::KernelMaps;
 pub use loader::{Attached, Datapath, LoadOptions, XdpAttachMode};

@@ -1,0 +1,91 @@
+//! Dry-run (trace) mode: `lb trace` loads this very object a second time
+//! with `DRY_RUN` set to 1 and runs the real programs on a crafted packet
+//! with `BPF_PROG_TEST_RUN`. The programs then take exactly the same
+//! decisions but change no shared state (no connection-table entry, no
+//! last-seen refresh, no counter) and record what they decided in
+//! `TRACE[0]`.
+//!
+//! `DRY_RUN` is a load-time constant in `.rodata`: in normal mode the
+//! verifier knows it is 0 and removes every branch below, so the hot path
+//! pays nothing for tracing.
+
+use lb_common::{
+    FrontendValue, TRACE_BACKEND, TRACE_CONNECTION, TRACE_FRONTEND, TRACE_MAGLEV,
+    TRACE_SOCKET_HASH, TraceRecord, reason::Reason,
+};
+
+use crate::maps::TRACE;
+
+/// 1: trace mode (set by the loader, `EbpfLoader::override_global`).
+#[unsafe(no_mangle)]
+static DRY_RUN: u8 = 0;
+
+/// Whether this load is a trace: no shared state may change.
+#[inline(always)]
+pub fn dry_run() -> bool {
+    // SAFETY: a plain read of our own static; volatile so the compiler
+    // keeps the load the loader's value lands in.
+    unsafe { core::ptr::read_volatile(&raw const DRY_RUN) != 0 }
+}
+
+/// Records into `TRACE[0]`; a no-op (pruned by the verifier) unless
+/// `DRY_RUN`.
+#[inline(always)]
+fn record(f: impl FnOnce(&mut TraceRecord)) {
+    if dry_run()
+        && let Some(rec) = TRACE.get_ptr_mut(0)
+    {
+        // SAFETY: a valid map value pointer; only the one test run writes it.
+        f(unsafe { &mut *rec })
+    }
+}
+
+/// A frontend was found.
+#[inline(always)]
+pub fn frontend(fe: &FrontendValue) {
+    record(|r| {
+        r.steps |= TRACE_FRONTEND;
+        r.frontend = *fe;
+    })
+}
+
+/// The connection table decided: an established flow to `backend_id`.
+#[inline(always)]
+pub fn connection(backend_id: u32) {
+    record(|r| {
+        r.steps |= TRACE_CONNECTION;
+        r.backend_id = backend_id;
+    })
+}
+
+/// The Maglev table's `slot` chose `backend_id`.
+#[inline(always)]
+pub fn maglev(slot: u32, backend_id: u32) {
+    record(|r| {
+        r.steps |= TRACE_MAGLEV;
+        r.slot = slot;
+        r.backend_id = backend_id;
+    })
+}
+
+/// Selection hashed the socket cookie.
+#[inline(always)]
+pub fn socket_hash() {
+    record(|r| r.steps |= TRACE_SOCKET_HASH)
+}
+
+/// The packet (or socket) goes to this address and port.
+#[inline(always)]
+pub fn backend(addr_be: u32, port_be: u16) {
+    record(|r| {
+        r.steps |= TRACE_BACKEND;
+        r.nat_addr_be = addr_be;
+        r.nat_port_be = port_be;
+    })
+}
+
+/// The final verdict.
+#[inline(always)]
+pub fn finish(reason: Reason) {
+    record(|r| r.reason = reason as u32)
+}
