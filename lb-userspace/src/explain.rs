@@ -193,7 +193,7 @@ pub fn report(
                 "destination rewritten to"
             }
         ));
-        steps.push("source kept: no SNAT (the backend is on this node)".to_string());
+        steps.push("source kept: no SNAT (this datapath does not masquerade yet)".to_string());
         backend = Some(address);
         backend_state = Some(state);
     }

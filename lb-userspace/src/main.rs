@@ -1,12 +1,22 @@
-use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use lb::{
     agent::{self, AgentConfig},
-    datapath::{KernelMaps, loader::Datapath},
+    datapath::{
+        KernelMaps,
+        loader::Datapath,
+        trace::{Tracer, build_frame},
+    },
+    explain::{self, Entry},
     inspect::Inspector,
-    model::NodeFacts,
+    model::{NodeFacts, Protocol},
     output::{self, Format},
 };
 
@@ -43,6 +53,9 @@ enum Command {
     },
     /// Verdicts and drops by reason, and per service.
     Stats(ReadArgs),
+    /// Run the live datapath on one packet, changing nothing, and tell what
+    /// it decides and why: frontend, policy, backend, verdict.
+    Trace(TraceArgs),
     /// Detach the datapath and remove its pinned maps and links. Drops every
     /// translated connection: use only to uninstall.
     Cleanup {
@@ -68,6 +81,34 @@ enum ConntrackCommand {
         #[arg(long)]
         port: Option<u16>,
     },
+}
+
+#[derive(clap::Args)]
+struct TraceArgs {
+    #[command(flatten)]
+    read: ReadArgs,
+    /// Where the packet enters: from outside through an external device,
+    /// or from a pod or the node itself (the socket hooks).
+    #[arg(long, value_enum, default_value = "external")]
+    from: Entry,
+    /// Source address and port (the client).
+    #[arg(long)]
+    src: SocketAddrV4,
+    /// Destination address and port (the frontend, or anything else).
+    #[arg(long)]
+    dst: SocketAddrV4,
+    #[arg(long, value_enum, default_value = "tcp")]
+    protocol: TraceProtocol,
+    /// With --from pod|node: the socket cookie (SO_COOKIE) of a real socket,
+    /// whose hash picks its backend; without it a new socket is shown.
+    #[arg(long)]
+    cookie: Option<u64>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TraceProtocol {
+    Tcp,
+    Udp,
 }
 
 /// Where a running agent's maps are, and how to print them.
@@ -187,8 +228,40 @@ fn run(cli: Cli) -> Result<()> {
             output::connections(v)
         }),
         Command::Stats(read) => read.print(&read.inspector()?.stats()?, output::stats),
+        Command::Trace(args) => trace(&args),
         Command::Cleanup { pin_dir } => Datapath::remove_pins(&pin_dir),
     }
+}
+
+fn trace(args: &TraceArgs) -> Result<()> {
+    let protocol = match args.protocol {
+        TraceProtocol::Tcp => Protocol::Tcp,
+        TraceProtocol::Udp => Protocol::Udp,
+    };
+    let tracer = Tracer::load(&args.read.pin_dir)?;
+    let frame = build_frame(args.src, args.dst, protocol);
+    // A new socket's cookie is unknowable beforehand; 1 stands for "some socket".
+    let cookie = args.cookie.unwrap_or(1);
+    let outcome = match args.from {
+        Entry::External => tracer.trace_external(&frame)?,
+        Entry::Pod | Entry::Node => tracer.trace_socket(&frame, cookie)?,
+    };
+    let inspector = Inspector::open(tracer.maps()?)?;
+    let mut report = explain::report(
+        args.from,
+        args.src,
+        args.dst,
+        protocol,
+        &outcome.record,
+        &inspector,
+    )?;
+    if args.from != Entry::External && args.cookie.is_none() && report.decided_by.is_some() {
+        report.steps.insert(
+            1,
+            "no --cookie given: each new socket hashes its own cookie, so this is one possible backend".to_string(),
+        );
+    }
+    args.read.print(&report, output::trace)
 }
 
 fn agent_config(args: AgentArgs) -> Result<AgentConfig> {

@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
-use crate::inspect::{BackendView, ConnectionView, ServiceView, StatsView};
+use crate::{
+    explain::TraceReport,
+    inspect::{BackendView, ConnectionView, ServiceView, StatsView},
+};
 
 /// `table` for people, `json` for scripts (a stable document).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -158,6 +161,35 @@ pub fn stats(view: &StatsView) -> String {
             &services
         )
     )
+}
+
+pub fn trace(report: &TraceReport) -> String {
+    let mut out = String::new();
+    let target = match (&report.backend, &report.service) {
+        (Some(backend), Some(service)) => format!(" -> {backend} ({service})"),
+        (None, Some(service)) => format!(" ({service})"),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "packet   {} -> {}/{}, from {}",
+        report.packet.source,
+        report.packet.destination,
+        report.packet.protocol,
+        serde_json::to_value(report.entry)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "verdict  {}{target}, reason {}, snat {}",
+        report.verdict, report.reason, report.snat
+    );
+    for (i, step) in report.steps.iter().enumerate() {
+        let _ = writeln!(out, "  {}. {step}", i + 1);
+    }
+    out
 }
 
 #[cfg(test)]

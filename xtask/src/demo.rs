@@ -4,8 +4,9 @@
 use std::{
     fmt::Write as _,
     fs,
+    io::{BufRead, BufReader, Write as _},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, ChildStdout, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -222,6 +223,56 @@ impl Drop for Env {
     fn drop(&mut self) {
         let _ = self.kill_agent();
         let _ = fs::remove_dir_all(&self.workdir);
+    }
+}
+
+/// A held connection: send a line, read which pod answered.
+pub struct Chat {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    pub peer: String,
+    /// The socket's cookie (the socket hooks hash it to pick a backend).
+    pub cookie: u64,
+}
+
+impl Chat {
+    pub fn open(env: &mut Env, origin: Origin, addr: &str) -> Chat {
+        let mut child = env.chat(origin, addr).expect("chat");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = |prefix: &str| {
+            let mut text = String::new();
+            stdout.read_line(&mut text).unwrap();
+            text.trim()
+                .strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("{prefix:?} expected, got {text:?}"))
+                .to_string()
+        };
+        let peer = line("peer ");
+        let cookie = line("cookie ").parse().unwrap();
+        Chat {
+            child,
+            stdout,
+            peer,
+            cookie,
+        }
+    }
+
+    pub fn ask(&mut self) -> String {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "ping").unwrap();
+        stdin.flush().unwrap();
+        let mut answer = String::new();
+        // lb-probe bounds each exchange by its own timeout and prints an
+        // `error:` line, so this read cannot hang.
+        self.stdout.read_line(&mut answer).unwrap();
+        answer.trim().to_string()
+    }
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -3,15 +3,9 @@
 //! Needs root, as CI has. Every wait is bounded; the testbed removes
 //! namespaces, cgroup, pins and processes even when a test fails.
 
-use std::{
-    io::{BufRead, BufReader, Write},
-    process::{Child, ChildStdout},
-    sync::Mutex,
-    thread,
-    time::Duration,
-};
+use std::{sync::Mutex, thread, time::Duration};
 
-use xtask::demo::{Env, FRONTENDS, Frontend, Origin};
+use xtask::demo::{Chat, Env, FRONTENDS, Frontend, Origin};
 
 /// One topology at a time: they are cheap, but the agents and the probes
 /// share two cores, and timing assertions ("within a second") should not
@@ -37,56 +31,6 @@ fn frontend(label_part: &str) -> Frontend {
         .iter()
         .find(|f| f.label.contains(label_part))
         .expect("known frontend")
-}
-
-/// A held connection: send a line, read which pod answered.
-struct Chat {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
-    peer: String,
-    /// The socket's cookie (the socket hooks hash it to pick a backend).
-    cookie: u64,
-}
-
-impl Chat {
-    fn open(env: &mut Env, origin: Origin, addr: &str) -> Chat {
-        let mut child = env.chat(origin, addr).expect("chat");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = |prefix: &str| {
-            let mut text = String::new();
-            stdout.read_line(&mut text).unwrap();
-            text.trim()
-                .strip_prefix(prefix)
-                .unwrap_or_else(|| panic!("{prefix:?} expected, got {text:?}"))
-                .to_string()
-        };
-        let peer = line("peer ");
-        let cookie = line("cookie ").parse().unwrap();
-        Chat {
-            child,
-            stdout,
-            peer,
-            cookie,
-        }
-    }
-
-    fn ask(&mut self) -> String {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "ping").unwrap();
-        stdin.flush().unwrap();
-        let mut answer = String::new();
-        // lb-probe bounds each exchange by its own timeout and prints an
-        // `error:` line, so this read cannot hang.
-        self.stdout.read_line(&mut answer).unwrap();
-        answer.trim().to_string()
-    }
-}
-
-impl Drop for Chat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
