@@ -57,7 +57,7 @@ pub fn endpoint_slices(pods: &[usize]) -> String {
 /// Two Services for the verdicts other than translation: `empty` has no
 /// endpoints at all (kube-proxy rejects), and `remote-only` is
 /// `externalTrafficPolicy: Local` with its one endpoint on another node
-/// (kube-proxy drops external traffic, while pods still reach it).
+/// (kube-proxy drops external traffic; pods and the node are sent to it).
 pub const EDGE_CASES: &str = "\
 apiVersion: v1
 kind: Service
@@ -85,7 +85,7 @@ metadata:
 addressType: IPv4
 ports: [{name: http, protocol: TCP, port: 8080}]
 endpoints:
-  - addresses: [\"203.0.113.11\"]
+  - addresses: [\"203.0.113.50\"]
     conditions: {ready: true}
     nodeName: node-b
 ";

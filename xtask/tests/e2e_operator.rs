@@ -286,9 +286,11 @@ fn trace_reports_what_real_traffic_meets() {
         false,
         None,
     );
+    // Pods and the node reach every endpoint, the remote one included.
     assert_eq!(
-        report["verdict"], "dnat",
-        "pods reach every endpoint: {report:#}"
+        (report["verdict"].as_str(), report["backend"].as_str()),
+        (Some("dnat"), Some("203.0.113.50:8080")),
+        "{report:#}"
     );
 
     // Not a frontend at all: passed untouched.
@@ -386,7 +388,8 @@ fn list_commands_show_what_the_manifests_say() {
     );
 
     let backends = json(&env, &["backend", "list"]);
-    assert_eq!(backends.as_array().unwrap().len(), 6, "{backends:#}");
+    // Three pods, TCP and UDP each, and remote-only's endpoint on node-b.
+    assert_eq!(backends.as_array().unwrap().len(), 7, "{backends:#}");
 
     // A flow from a known port shows up, filtered by port.
     let nodeport = FRONTENDS
