@@ -193,6 +193,14 @@ fn translate(ctx: &SockAddrContext, counted: Reason) -> i32 {
     addr.set(backend.addr_be, backend.port_be);
     stats::count(counted);
     stats::count_service(service_id, counted);
+    if crate::debug::enabled() {
+        aya_log_ebpf::debug!(
+            ctx,
+            "socket hook: reason {} service {}",
+            counted as u32,
+            service_id
+        );
+    }
     ALLOW
 }
 

@@ -24,20 +24,20 @@ const TCX_NEXT: i32 = -1;
 
 #[classifier]
 pub fn lb_tc_egress(ctx: TcContext) -> i32 {
-    match egress(&ctx) {
-        Ok(reason) => {
-            stats::count(reason);
-            TCX_NEXT
-        }
-        Err(Reason::DropRewriteFailed) => {
-            stats::count(Reason::DropRewriteFailed);
-            TC_ACT_SHOT
-        }
-        Err(reason) => {
-            stats::count(reason);
-            TCX_NEXT
-        }
+    let (reason, verdict) = match egress(&ctx) {
+        Err(Reason::DropRewriteFailed) => (Reason::DropRewriteFailed, TC_ACT_SHOT),
+        Ok(reason) | Err(reason) => (reason, TCX_NEXT),
+    };
+    stats::count(reason);
+    if crate::debug::enabled() {
+        aya_log_ebpf::debug!(
+            &ctx,
+            "lb_tc_egress: reason {} verdict {}",
+            reason as u32,
+            verdict
+        );
     }
+    verdict
 }
 
 #[inline(always)]

@@ -21,6 +21,7 @@ use lb_common::{
 use lb_common::csum;
 
 use crate::{
+    debug,
     maps::CT4,
     parse::{self, XdpPacket},
     reject, select, stats, trace,
@@ -45,6 +46,14 @@ pub fn lb_xdp_ingress(ctx: XdpContext) -> u32 {
     };
     stats::count(reason);
     trace::finish(reason);
+    if debug::enabled() {
+        aya_log_ebpf::debug!(
+            &ctx,
+            "lb_xdp_ingress: reason {} action {}",
+            reason as u32,
+            action
+        );
+    }
     action
 }
 

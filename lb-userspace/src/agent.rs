@@ -38,6 +38,8 @@ pub struct AgentConfig {
     pub max_tables: u32,
     pub resync: Duration,
     pub dry_run: bool,
+    /// Log each verdict from the datapath (aya-log), for debugging.
+    pub bpf_log: bool,
 }
 
 /// Reads the manifests and derives the desired state. Fails (so that the
@@ -61,9 +63,13 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     let mut datapath = Datapath::load(&LoadOptions {
         pin_dir: Some(config.pin_dir.clone()),
         max_tables: config.max_tables,
+        bpf_log: config.bpf_log,
         ..LoadOptions::default()
     })
     .context("loading the datapath")?;
+    if config.bpf_log {
+        forward_bpf_logs(&mut datapath)?;
+    }
     for device in &config.devices {
         let xdp = datapath
             .attach_xdp(device, config.xdp_generic)
@@ -117,6 +123,28 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         }
     }
     info!("stopping; the pinned datapath keeps serving established and new connections");
+    Ok(())
+}
+
+/// Forwards the datapath's aya-log records into the agent's log (they reach
+/// tracing through its `log` bridge) as they arrive.
+fn forward_bpf_logs(datapath: &mut Datapath) -> Result<()> {
+    let logger = datapath.logger(log::logger())?;
+    // SAFETY: the logger owns its map fd and flushing neither closes nor
+    // replaces it, as tokio's AsyncFd requires.
+    let mut logger = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    }?;
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = logger.readable_mut().await else {
+                break;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+    warn!("datapath debug logging is on: every packet is logged, which costs throughput");
     Ok(())
 }
 

@@ -179,10 +179,14 @@ struct AgentArgs {
     /// Re-read everything this often, to repair any drift.
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     resync_seconds: u64,
-    /// Print the plan for the manifests against an empty datapath and exit,
-    /// without touching the kernel.
+    /// Print the plan for the manifests against what the pinned datapath
+    /// holds (or an empty one) and exit, without changing the kernel.
     #[arg(long)]
     dry_run: bool,
+    /// Log every verdict the datapath takes (aya-log, at debug level: run
+    /// with RUST_LOG=debug). For debugging only: it costs throughput.
+    #[arg(long)]
+    bpf_log: bool,
 }
 
 fn main() -> ExitCode {
@@ -291,5 +295,6 @@ fn agent_config(args: AgentArgs) -> Result<AgentConfig> {
         max_tables: args.max_tables,
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         dry_run: args.dry_run,
+        bpf_log: args.bpf_log,
     })
 }

@@ -15,6 +15,7 @@ fn load(pin_dir: &std::path::Path) -> Datapath {
         pin_dir: Some(pin_dir.to_path_buf()),
         max_tables: 8,
         ct_entries: 4096,
+        ..LoadOptions::default()
     })
     .unwrap()
 }

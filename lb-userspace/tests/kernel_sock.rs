@@ -378,6 +378,7 @@ fn restarted_agent_replaces_programs_in_the_pinned_links() {
         pin_dir: Some(s.t.pin_dir.clone()),
         max_tables: 8,
         ct_entries: 4096,
+        ..lb::datapath::LoadOptions::default()
     })
     .unwrap();
     assert_eq!(
@@ -416,6 +417,7 @@ fn mismatched_pinned_map_size_is_a_clear_error() {
         pin_dir: Some(t.pin_dir.clone()),
         max_tables: 16,
         ct_entries: 4096,
+        ..lb::datapath::LoadOptions::default()
     })
     .unwrap_err();
     let msg = format!("{err:#}");

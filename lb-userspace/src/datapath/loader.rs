@@ -81,6 +81,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb
 /// run that changes no shared state and records its decisions in
 /// `lb_trace`.
 const GLOBAL_DRY_RUN: &str = "DRY_RUN";
+const GLOBAL_DEBUG: &str = "DEBUG";
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -95,6 +96,9 @@ pub struct LoadOptions {
     pub max_tables: u32,
     /// Connection-table entries (sizes `lb_ct4_v1`).
     pub ct_entries: u32,
+    /// Log each verdict through aya-log (`lb agent --bpf-log`). Off, the
+    /// log calls are pruned by the verifier: no cost on the hot path.
+    pub bpf_log: bool,
 }
 
 impl Default for LoadOptions {
@@ -103,6 +107,7 @@ impl Default for LoadOptions {
             pin_dir: None,
             max_tables: DEFAULT_MAX_TABLES,
             ct_entries: DEFAULT_CT_ENTRIES,
+            bpf_log: false,
         }
     }
 }
@@ -191,7 +196,13 @@ impl Datapath {
             None => (ephemeral_dir(), true),
         };
         prepare_pin_dir(&map_dir)?;
-        let loaded = load_object(&map_dir, maglev_entries, opts.ct_entries, false);
+        let loaded = load_object(
+            &map_dir,
+            maglev_entries,
+            opts.ct_entries,
+            false,
+            opts.bpf_log,
+        );
         if ephemeral {
             remove_map_pins(&map_dir);
             let _ = std::fs::remove_dir(&map_dir);
@@ -271,11 +282,12 @@ impl Datapath {
                     .with_context(|| format!("re-pinning {name} privately"))
             })
             .and_then(|()| {
-                load_object(&map_dir, maglev_entries, ct_entries, dry_run).map_err(|err| {
+                load_object(&map_dir, maglev_entries, ct_entries, dry_run, false).map_err(|err| {
                     let opts = LoadOptions {
                         pin_dir: Some(pin_dir.to_path_buf()),
                         max_tables: maglev_entries / MAGLEV_TABLE_SIZE,
                         ct_entries,
+                        bpf_log: false,
                     };
                     load_error(err, pin_dir, &opts)
                 })
@@ -323,6 +335,13 @@ impl Datapath {
         let maps: [MapData; ALL_MAPS.len()] =
             data.try_into().map_err(|_| anyhow!("map count mismatch"))?;
         Ok(KernelMaps::from_map_data(maps)?)
+    }
+
+    /// Starts reading the programs' aya-log records (loaded with
+    /// `bpf_log`) into `logger`; the caller flushes it when it is readable.
+    pub fn logger<T: log::Log>(&mut self, logger: T) -> Result<aya_log::EbpfLogger<T>> {
+        aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, logger)
+            .context("reading the datapath's log records (was it loaded with bpf_log?)")
     }
 
     /// The XDP program, e.g. for `BPF_PROG_TEST_RUN`.
@@ -634,19 +653,21 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<()> {
 }
 
 /// Loads the object's maps (pinned-by-name ones reused from, or created in,
-/// `map_dir`) with the given sizes and the dry-run switch; programs are not
-/// loaded yet.
+/// `map_dir`) with the given sizes and the dry-run and debug-log switches;
+/// programs are not loaded yet.
 fn load_object(
     map_dir: &Path,
     maglev_entries: u32,
     ct_entries: u32,
     dry_run: bool,
+    bpf_log: bool,
 ) -> Result<Ebpf, EbpfError> {
     EbpfLoader::new()
         .default_map_pin_directory(map_dir)
         .map_max_entries(MAGLEV, maglev_entries)
         .map_max_entries(CT4, ct_entries)
         .override_global(GLOBAL_DRY_RUN, &u8::from(dry_run), true)
+        .override_global(GLOBAL_DEBUG, &u8::from(bpf_log), true)
         .load(OBJECT)
 }
 

@@ -96,13 +96,23 @@ impl TestDatapath {
         max_tables: u32,
         ct_entries: u32,
     ) -> anyhow::Result<TestDatapath> {
+        let opts = LoadOptions {
+            max_tables,
+            ct_entries,
+            ..LoadOptions::default()
+        };
+        Self::load_at_with(pin_dir, opts)
+    }
+
+    /// Loads at an explicit pin directory with any options (`pin_dir` in
+    /// them is replaced).
+    pub fn load_at_with(pin_dir: PathBuf, opts: LoadOptions) -> anyhow::Result<TestDatapath> {
         // The guard exists before the load, so a half-created directory is
         // removed too.
         let cleanup = PinGuard(pin_dir.clone());
         let dp = Datapath::load(&LoadOptions {
             pin_dir: Some(pin_dir.clone()),
-            max_tables,
-            ct_entries,
+            ..opts
         })?;
         let maps = dp.maps()?;
         std::mem::forget(cleanup);
