@@ -59,8 +59,7 @@ fn logged(bpf_log: bool) -> Vec<String> {
     t.run_xdp(&tcp_frame(CLIENT, 40000, NODE, 30080, true, b""));
     t.run_xdp(&tcp_frame(CLIENT, 40000, NODE, 22, true, b""));
     logger.flush();
-    let out = records.lock().unwrap().clone();
-    out
+    records.lock().unwrap().clone()
 }
 
 #[test]

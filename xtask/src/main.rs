@@ -30,8 +30,8 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Setup, then every check and test: formatting, unit, kernel and
-    /// end-to-end tests (root tests need root, as CI has).
+    /// Setup, then every check and test: formatting, clippy, unit, kernel
+    /// and end-to-end tests (root tests need root, as CI has).
     Test,
     /// Setup, build, and show Services load-balanced across three pods in
     /// a namespace topology; exits non-zero if anything fails.
@@ -74,6 +74,7 @@ fn run(task: Task) -> Result<()> {
             setup::setup()?;
             cargo(&["fmt", "--all", "--", "--check"])?;
             build(false)?;
+            lint()?;
             cargo(&["test", "--no-fail-fast"])
         }
         Task::RenderDemoSlices => {
@@ -86,6 +87,28 @@ fn run(task: Task) -> Result<()> {
             demo::demo()
         }
     }
+}
+
+/// Clippy on the host crates, then on the datapath for the bpf target (a
+/// host build of lb-ebpf means nothing, so it is linted where it runs).
+fn lint() -> Result<()> {
+    cargo(&["clippy", "--all-targets", "--quiet", "--", "-D", "warnings"])?;
+    eprintln!("xtask: cargo clippy (lb-ebpf, bpf target)");
+    let ebpf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lb-ebpf");
+    setup::run(
+        Command::new(env!("CARGO"))
+            .current_dir(ebpf)
+            .args([
+                "clippy",
+                "--quiet",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+            ])
+            .args(["--", "-D", "warnings"])
+            .env("RUSTC_BOOTSTRAP", "1"),
+    )
 }
 
 fn build(release: bool) -> Result<()> {
