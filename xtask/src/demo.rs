@@ -276,6 +276,27 @@ impl Drop for Chat {
     }
 }
 
+/// One environment at a time within a test process: they are cheap, but
+/// agents and probes share two cores, and timing assertions ("within a
+/// second") should not compete with a neighbour's start-up.
+static EXCLUSIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// For tests: a started environment, held exclusively (see [`EXCLUSIVE`]).
+/// Needs root, as CI has.
+pub fn exclusive_env() -> (std::sync::MutexGuard<'static, ()>, Env) {
+    let guard = EXCLUSIVE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // SAFETY: plain syscall.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "end-to-end tests need root (namespaces, BPF)"
+    );
+    let env = Env::start().expect("starting the testbed and agent");
+    (guard, env)
+}
+
 pub fn demo() -> Result<()> {
     println!("Building a node with three pods and an external client in network namespaces...");
     let env = Env::start()?;

@@ -3,28 +3,9 @@
 //! Needs root, as CI has. Every wait is bounded; the testbed removes
 //! namespaces, cgroup, pins and processes even when a test fails.
 
-use std::{sync::Mutex, thread, time::Duration};
+use std::{thread, time::Duration};
 
-use xtask::demo::{Chat, Env, FRONTENDS, Frontend, Origin};
-
-/// One topology at a time: they are cheap, but the agents and the probes
-/// share two cores, and timing assertions ("within a second") should not
-/// compete with a neighbour's start-up.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn env() -> (std::sync::MutexGuard<'static, ()>, Env) {
-    let guard = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    // SAFETY: plain syscall.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "end-to-end tests need root (namespaces, BPF)"
-    );
-    let env = Env::start().expect("starting the testbed and agent");
-    (guard, env)
-}
+use xtask::demo::{Chat, FRONTENDS, Frontend, Origin, exclusive_env as env};
 
 fn frontend(label_part: &str) -> Frontend {
     *FRONTENDS

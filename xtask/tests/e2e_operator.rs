@@ -5,32 +5,20 @@
 use std::{
     net::Ipv4Addr,
     process::{Command, Output},
-    sync::Mutex,
     thread,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 use xtask::{
-    demo::{Chat, Env, FRONTENDS, Origin},
+    demo::{Chat, Env, FRONTENDS, Origin, exclusive_env},
     manifests::EDGE_CASES,
     testbed::{CLIENT_ADDR, POD_TCP_PORT, POD_UDP_PORT, pod_addr},
 };
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
 /// The demo environment plus the reject and drop Services.
 fn env() -> (std::sync::MutexGuard<'static, ()>, Env) {
-    let guard = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    // SAFETY: plain syscall.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "end-to-end tests need root (namespaces, BPF)"
-    );
-    let env = Env::start().expect("starting the testbed and agent");
+    let (guard, env) = exclusive_env();
     std::fs::write(env.manifests().join("edge-cases.yaml"), EDGE_CASES).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !services(&env)

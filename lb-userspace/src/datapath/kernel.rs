@@ -239,30 +239,49 @@ impl KernelMaps {
     }
 }
 
-/// Refuses a pin directory holding maps of another layout version (an
-/// older or newer lb wrote them): reading them as ours would misreport.
+/// Refuses a pin directory that holds no datapath, or maps of another
+/// layout version (`lb_fe4_v2`, written by an older or newer lb): reading
+/// them as ours would misreport.
 pub fn check_layout_version(pin_dir: &Path) -> Result<(), MapsError> {
-    let Ok(entries) = std::fs::read_dir(pin_dir) else {
-        return Ok(()); // Opening the maps reports a missing directory.
+    let read_error =
+        |err: io::Error| MapsError::Invalid(format!("reading {}: {err}", pin_dir.display()));
+    let entries = match std::fs::read_dir(pin_dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            return Err(MapsError::Invalid(format!(
+                "no lb datapath pinned at {}: is the agent running? (see `lb agent --pin-dir`)",
+                pin_dir.display()
+            )));
+        }
+        Err(err) => return Err(read_error(err)),
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    let mut foreign = Vec::new();
+    for entry in entries {
+        let name = entry.map_err(read_error)?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with("lb_") || ALL_MAPS.contains(&name) {
+            continue;
+        }
         let Some((_, version)) = name.rsplit_once("_v") else {
             continue;
         };
-        let versioned = name.starts_with("lb_")
-            && !version.is_empty()
-            && version.bytes().all(|b| b.is_ascii_digit());
-        if versioned && !ALL_MAPS.contains(&name.as_str()) {
-            return Err(MapsError::Invalid(format!(
-                "maps in {} were written by another lb version (found {name}; this lb understands {}): \
-                 use the lb binary of the running agent",
-                pin_dir.display(),
-                lb_common::MAP_VERSION_SUFFIX
-            )));
+        if !version.is_empty()
+            && version.bytes().all(|b| b.is_ascii_digit())
+            && format!("_v{version}") != lb_common::MAP_VERSION_SUFFIX
+        {
+            foreign.push(name.to_string());
         }
     }
-    Ok(())
+    foreign.sort();
+    match foreign.first() {
+        Some(found) => Err(MapsError::Invalid(format!(
+            "maps in {} were written by another lb version (found {found}; this lb understands {}): \
+             use the lb binary of the running agent",
+            pin_dir.display(),
+            lb_common::MAP_VERSION_SUFFIX
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Whether a connection-table entry belongs to a flow translated to `b`.

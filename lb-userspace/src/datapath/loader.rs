@@ -42,8 +42,8 @@ use aya::{
     sys::SyscallError,
 };
 use lb_common::{
-    ALL_MAPS, CT4, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES, MAGLEV, MAGLEV_TABLE_SIZE,
-    MAP_VERSION_SUFFIX, TRACE, TRACE_REQUEST, TraceRecord, TraceRequest,
+    ALL_MAPS, CT4, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES, MAGLEV, MAGLEV_TABLE_SIZE, TRACE,
+    TRACE_REQUEST, TraceRecord, TraceRequest,
 };
 
 use super::kernel::KernelMaps;
@@ -228,7 +228,7 @@ impl Datapath {
     /// their decisions in the datapath's own, unpinned `lb_trace` map.
     /// Without it, a test run acts on the live maps like traffic would.
     pub fn load_existing(pin_dir: &Path, dry_run: bool) -> Result<Datapath> {
-        check_pinned_versions(pin_dir)?;
+        super::kernel::check_layout_version(pin_dir)?;
         // Hold every pinned map open first, so what is loaded is what was
         // checked even if the agent cleans up meanwhile.
         let mut pinned = Vec::with_capacity(ALL_MAPS.len());
@@ -429,31 +429,18 @@ impl Datapath {
         let pin = self.link_pin(PROG_XDP_INGRESS, iface)?;
         let name = iface_name(iface)?;
         let prog: &mut Xdp = program_mut(&mut self.ebpf, PROG_XDP_INGRESS)?;
-        if let Some(pin) = &pin
-            && let Some(link) = open_pinned_link(pin)?
-        {
-            match XdpLink::try_from(link)
-                .context("the pinned link is not an XDP link")
-                .and_then(|link| {
-                    let id = prog.attach_to_link(link)?;
-                    Ok(prog.take_link(id)?)
-                }) {
-                Ok(_link) => return Ok(Attached::Replaced),
-                Err(err) if is_defunct(&err) => remove_stale_pin(pin)?,
-                Err(err) => {
-                    return Err(err.context(format!("replacing the program of {}", pin.display())));
-                }
-            }
+        if replace_pinned(pin.as_deref(), "XDP", |link: XdpLink| {
+            let id = prog.attach_to_link(link)?;
+            prog.take_link(id)?;
+            Ok(())
+        })? {
+            return Ok(Attached::Replaced);
         }
         let id = prog
             .attach(&name, mode.into())
             .with_context(|| format!("attaching XDP ({mode:?}) to {iface}"))?;
         if let Some(pin) = &pin {
-            let link: FdLink = prog
-                .take_link(id)?
-                .try_into()
-                .context("the kernel attached XDP without a bpf_link (netlink); cannot pin it")?;
-            pin_link(link, pin)?;
+            pin_new(prog.take_link(id)?, pin, "XDP")?;
         }
         Ok(Attached::New)
     }
@@ -465,37 +452,22 @@ impl Datapath {
         let pin = self.link_pin(PROG_TC_EGRESS, iface)?;
         let name = iface_name(iface)?;
         let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, PROG_TC_EGRESS)?;
-        if let Some(pin) = &pin
-            && let Some(link) = open_pinned_link(pin)?
-        {
-            match SchedClassifierLink::try_from(link)
-                .context("the pinned link is not a tcx link")
-                .and_then(|link| {
-                    let id = prog.attach_to_link(link)?;
-                    Ok(prog.take_link(id)?)
-                }) {
-                Ok(_link) => return Ok(Attached::Replaced),
-                Err(err) if is_defunct(&err) => remove_stale_pin(pin)?,
-                Err(err) => {
-                    return Err(err.context(format!("replacing the program of {}", pin.display())));
-                }
-            }
+        if replace_pinned(pin.as_deref(), "tcx", |link: SchedClassifierLink| {
+            let id = prog.attach_to_link(link)?;
+            prog.take_link(id)?;
+            Ok(())
+        })? {
+            return Ok(Attached::Replaced);
         }
+        let egress = TcAttach::Tcx {
+            attach_type: TcAttachType::Egress,
+            order: LinkOrder::default(),
+        };
         let id = prog
-            .attach(
-                &name,
-                TcAttach::Tcx {
-                    attach_type: TcAttachType::Egress,
-                    order: LinkOrder::default(),
-                },
-            )
+            .attach(&name, egress)
             .with_context(|| format!("attaching tcx egress to {iface}"))?;
         if let Some(pin) = &pin {
-            let link: FdLink = prog
-                .take_link(id)?
-                .try_into()
-                .context("tcx attachment without a bpf_link")?;
-            pin_link(link, pin)?;
+            pin_new(prog.take_link(id)?, pin, "tcx")?;
         }
         Ok(Attached::New)
     }
@@ -516,33 +488,18 @@ impl Datapath {
         for name in CGROUP_PROGRAMS {
             let pin = self.link_pin(name, &target)?;
             let prog: &mut CgroupSockAddr = program_mut(&mut self.ebpf, name)?;
-            if let Some(pin) = &pin
-                && let Some(link) = open_pinned_link(pin)?
-            {
-                match CgroupSockAddrLink::try_from(link)
-                    .context("the pinned link is not a cgroup link")
-                    .and_then(|link| {
-                        let id = prog.attach_to_link(link)?;
-                        Ok(prog.take_link(id)?)
-                    }) {
-                    Ok(_link) => continue,
-                    Err(err) if is_defunct(&err) => remove_stale_pin(pin)?,
-                    Err(err) => {
-                        return Err(
-                            err.context(format!("replacing the program of {}", pin.display()))
-                        );
-                    }
-                }
+            if replace_pinned(pin.as_deref(), "cgroup", |link: CgroupSockAddrLink| {
+                let id = prog.attach_to_link(link)?;
+                prog.take_link(id)?;
+                Ok(())
+            })? {
+                continue;
             }
             let link_id = prog
                 .attach(&dir, CgroupAttachMode::Single)
                 .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
             if let Some(pin) = &pin {
-                let link: FdLink = prog
-                    .take_link(link_id)?
-                    .try_into()
-                    .context("cgroup attachment without a bpf_link")?;
-                pin_link(link, pin)?;
+                pin_new(prog.take_link(link_id)?, pin, "cgroup")?;
             }
             outcome = Attached::New;
         }
@@ -669,45 +626,6 @@ fn load_object(
         .override_global(GLOBAL_DRY_RUN, &u8::from(dry_run), true)
         .override_global(GLOBAL_DEBUG, &u8::from(bpf_log), true)
         .load(OBJECT)
-}
-
-/// Refuses a pin directory holding `lb_*` maps of another layout version
-/// (`lb_fe4_v2`): this build would misread them.
-fn check_pinned_versions(pin_dir: &Path) -> Result<()> {
-    let entries = match std::fs::read_dir(pin_dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => bail!(
-            "no lb datapath pinned at {}: is the agent running? (see `lb agent --pin-dir`)",
-            pin_dir.display()
-        ),
-        Err(err) => return Err(err).with_context(|| format!("reading {}", pin_dir.display())),
-    };
-    let mut foreign = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("reading {}", pin_dir.display()))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !name.starts_with("lb_") || ALL_MAPS.contains(&name) {
-            continue;
-        }
-        let Some((_, version)) = name.rsplit_once("_v") else {
-            continue;
-        };
-        if !version.is_empty()
-            && version.bytes().all(|b| b.is_ascii_digit())
-            && format!("_v{version}") != MAP_VERSION_SUFFIX
-        {
-            foreign.push(name.to_string());
-        }
-    }
-    foreign.sort();
-    if let Some(found) = foreign.first() {
-        bail!(
-            "maps in {} were written by another lb version (found {found}; this lb understands {MAP_VERSION_SUFFIX})",
-            pin_dir.display()
-        );
-    }
-    Ok(())
 }
 
 fn test_run<P>(prog: &P, frame: &[u8]) -> Result<(u32, Vec<u8>)>
@@ -842,6 +760,46 @@ fn open_pinned_link(pin: &Path) -> Result<Option<FdLink>> {
         .with_context(|| format!("opening pinned link {}", pin.display()))?;
     // Converting keeps the pin: only our file descriptor goes with the value.
     Ok(Some(FdLink::from(link)))
+}
+
+/// Swaps a program into the link pinned at `pin`, if there is one, with
+/// an atomic `BPF_LINK_UPDATE` (`swap`): no moment without a program.
+/// `Ok(true)`: replaced. `Ok(false)`: nothing pinned, or the pin was
+/// defunct and is removed; the caller attaches anew.
+fn replace_pinned<L>(
+    pin: Option<&Path>,
+    kind: &str,
+    swap: impl FnOnce(L) -> Result<()>,
+) -> Result<bool>
+where
+    L: TryFrom<FdLink, Error = LinkError>,
+{
+    let Some(pin) = pin else { return Ok(false) };
+    let Some(link) = open_pinned_link(pin)? else {
+        return Ok(false);
+    };
+    match L::try_from(link)
+        .with_context(|| format!("the pinned link is not a {kind} link"))
+        .and_then(swap)
+    {
+        Ok(()) => Ok(true),
+        Err(err) if is_defunct(&err) => {
+            remove_stale_pin(pin)?;
+            Ok(false)
+        }
+        Err(err) => Err(err.context(format!("replacing the program of {}", pin.display()))),
+    }
+}
+
+/// Pins a link just attached.
+fn pin_new<L>(link: L, pin: &Path, kind: &str) -> Result<()>
+where
+    L: TryInto<FdLink, Error = LinkError>,
+{
+    let link: FdLink = link.try_into().with_context(|| {
+        format!("the kernel attached {kind} without a bpf_link (netlink); cannot pin it")
+    })?;
+    pin_link(link, pin)
 }
 
 fn pin_link(link: FdLink, pin: &Path) -> Result<()> {
