@@ -196,12 +196,22 @@ pub fn plan(desired: &DesiredState, applied: &Applied, max_tables: u32) -> Resul
     }
 
     // 2 and 3. Tables by content, then frontend values.
+    // Each service port's names and policies go with its first frontend.
     let mut tables_used = BTreeSet::new();
     let mut wanted_frontends = BTreeSet::new();
+    let mut services_used = BTreeSet::new();
     for (frontend, spec) in &desired.frontends {
         let key = frontend.key();
         wanted_frontends.insert(key);
         let service_id = ids.service_id(&spec.service, applied, key, &mut out);
+        if services_used.insert(service_id)
+            && let Some(port) = desired.services.get(&spec.service)
+        {
+            let info = spec.service.to_info(port);
+            if applied.service_infos.get(&service_id) != Some(&info) {
+                out.set_services.push((service_id, info));
+            }
+        }
         let backends: Vec<Backend> = spec.endpoints.iter().map(|ep| ep.backend).collect();
         let table_id = if backends.is_empty() {
             0
@@ -216,26 +226,6 @@ pub fn plan(desired: &DesiredState, applied: &Applied, max_tables: u32) -> Resul
         }
     }
 
-    // Names and policies of every service port a frontend refers to.
-    let mut services_used = BTreeSet::new();
-    for (key, value) in desired
-        .frontends
-        .keys()
-        .map(|f| f.key())
-        .zip(desired.frontends.values())
-    {
-        let id = ids.service_id(&value.service, applied, key, &mut out);
-        if !services_used.insert(id) {
-            continue;
-        }
-        let Some(port) = desired.services.get(&value.service) else {
-            continue;
-        };
-        let info = value.service.to_info(port);
-        if applied.service_infos.get(&id) != Some(&info) {
-            out.set_services.push((id, info));
-        }
-    }
     out.remove_services = applied
         .service_infos
         .keys()
