@@ -12,7 +12,6 @@ use lb_common::{
 use serde::Serialize;
 
 use crate::{
-    datapath::{DatapathMaps, MapsError},
     inspect::{Inspector, kind_name, socket},
     model::{Protocol, ServicePortName},
 };
@@ -27,6 +26,17 @@ pub enum Entry {
     Pod,
     /// From a process of the node itself (socket hooks).
     Node,
+}
+
+impl Entry {
+    /// As the JSON document and the command line spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Entry::External => "external",
+            Entry::Pod => "pod",
+            Entry::Node => "node",
+        }
+    }
 }
 
 /// The stable document `lb trace -o json` prints.
@@ -78,7 +88,7 @@ pub fn report(
     protocol: Protocol,
     record: &TraceRecord,
     inspector: &Inspector,
-) -> Result<TraceReport, MapsError> {
+) -> TraceReport {
     let reason = Reason::from_index(record.reason).unwrap_or(Reason::PassMalformed);
     let translated = record.steps & TRACE_BACKEND != 0;
     let verdict = verdict(reason, translated);
@@ -111,8 +121,8 @@ pub fn report(
     } else {
         let fe = &record.frontend;
         let name = inspector.service_name(fe.service_id);
-        let info = service_info(inspector, fe.service_id)?;
-        let policy = policy_text(fe, socket_entry, info.as_ref());
+        let info = inspector.service(fe.service_id);
+        let policy = policy_text(fe, socket_entry, info);
         steps.push(format!(
             "frontend {destination}/{protocol} ({}, {} scope) of {}",
             kind_name(fe),
@@ -166,12 +176,7 @@ pub fn report(
     let mut backend_state = None;
     if translated {
         let address = socket(record.nat_addr_be, record.nat_port_be);
-        let flags = inspector
-            .maps()
-            .backends()?
-            .into_iter()
-            .find(|(id, _)| *id == record.backend_id)
-            .map(|(_, b)| b.flags);
+        let flags = inspector.backend(record.backend_id).map(|b| b.flags);
         let state = match flags {
             Some(f) if f & BE_FLAG_TERMINATING != 0 => "terminating",
             Some(_) => "ready",
@@ -199,7 +204,7 @@ pub fn report(
     }
     steps.push(final_words(reason, verdict, socket_entry));
 
-    Ok(TraceReport {
+    TraceReport {
         verdict,
         backend,
         snat: false,
@@ -212,7 +217,7 @@ pub fn report(
         maglev_slot: (record.steps & TRACE_MAGLEV != 0).then_some(record.slot),
         backend_state,
         steps,
-    })
+    }
 }
 
 fn verdict(reason: Reason, translated: bool) -> &'static str {
@@ -247,18 +252,6 @@ fn final_words(reason: Reason, verdict: &str, socket_entry: bool) -> String {
 
 fn scope_name(socket_entry: bool) -> &'static str {
     if socket_entry { "internal" } else { "external" }
-}
-
-fn service_info(
-    inspector: &Inspector,
-    service_id: u32,
-) -> Result<Option<(ServicePortName, crate::model::ServicePortInfo)>, MapsError> {
-    Ok(inspector
-        .maps()
-        .services()?
-        .into_iter()
-        .find(|(id, _)| *id == service_id)
-        .and_then(|(_, info)| ServicePortName::from_info(&info)))
 }
 
 /// Which Kubernetes policy chose the endpoints of this frontend and scope.

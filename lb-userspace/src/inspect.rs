@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::{
     datapath::{DatapathMaps, KernelMaps, MapsError},
-    model::{Protocol, ServicePortName},
+    model::{Protocol, ServicePortInfo, ServicePortName},
 };
 
 #[derive(Debug, Serialize)]
@@ -121,7 +121,7 @@ pub struct ServiceCountersView {
 /// A consistent-enough read of the maps (each map is read once).
 pub struct Inspector {
     maps: KernelMaps,
-    services: BTreeMap<u32, ServicePortName>,
+    services: BTreeMap<u32, (ServicePortName, ServicePortInfo)>,
     frontends: Vec<(Frontend4Key, FrontendValue)>,
     backends: BTreeMap<u32, Backend4>,
 }
@@ -131,7 +131,7 @@ impl Inspector {
         let services = maps
             .services()?
             .into_iter()
-            .filter_map(|(id, info)| Some((id, ServicePortName::from_info(&info)?.0)))
+            .filter_map(|(id, info)| Some((id, ServicePortName::from_info(&info)?)))
             .collect();
         let frontends = maps.frontends()?;
         let backends = maps.backends()?.into_iter().collect();
@@ -147,8 +147,17 @@ impl Inspector {
         &self.maps
     }
 
+    /// A service port's name and facts, by the id frontends carry.
+    pub fn service(&self, id: u32) -> Option<&(ServicePortName, ServicePortInfo)> {
+        self.services.get(&id)
+    }
+
     pub fn service_name(&self, id: u32) -> Option<String> {
-        self.services.get(&id).map(ToString::to_string)
+        self.service(id).map(|(name, _)| name.to_string())
+    }
+
+    pub fn backend(&self, id: u32) -> Option<&Backend4> {
+        self.backends.get(&id)
     }
 
     /// The distinct backend ids a frontend's table can select.
@@ -160,14 +169,8 @@ impl Inspector {
     }
 
     pub fn services(&self) -> Result<Vec<ServiceView>, MapsError> {
-        let infos: BTreeMap<u32, _> = self
-            .maps
-            .services()?
-            .into_iter()
-            .filter_map(|(id, info)| Some((id, ServicePortName::from_info(&info)?)))
-            .collect();
         let mut views = Vec::new();
-        for (id, (name, info)) in infos {
+        for (&id, (name, info)) in &self.services {
             let mut frontends = Vec::new();
             for (key, value) in self.frontends.iter().filter(|(_, v)| v.service_id == id) {
                 let mut backends = Vec::new();
@@ -291,7 +294,7 @@ impl Inspector {
             })
             .collect();
         let mut services = Vec::new();
-        for (id, name) in &self.services {
+        for (id, (name, _)) in &self.services {
             services.push(ServiceCountersView {
                 service: name.to_string(),
                 counters: self.maps.service_counters(*id)?.into(),

@@ -258,7 +258,7 @@ fn trace(args: &TraceArgs) -> Result<()> {
         protocol,
         &outcome.record,
         &inspector,
-    )?;
+    );
     if args.from != Entry::External && args.cookie.is_none() && report.decided_by.is_some() {
         report.steps.insert(
             1,

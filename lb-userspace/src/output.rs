@@ -176,10 +176,7 @@ pub fn trace(report: &TraceReport) -> String {
         report.packet.source,
         report.packet.destination,
         report.packet.protocol,
-        serde_json::to_value(report.entry)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
+        report.entry.name()
     );
     let _ = writeln!(
         out,
