@@ -1,5 +1,5 @@
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddrV4},
     path::PathBuf,
     process::ExitCode,
     time::Duration,
@@ -14,10 +14,12 @@ use lb::{
         loader::Datapath,
         trace::{Tracer, build_frame},
     },
-    explain::{self, Entry},
-    inspect::Inspector,
     model::{NodeFacts, Protocol},
-    output::{self, Format},
+    ops::{
+        explain::{self, Entry},
+        inspect::Inspector,
+        output::{self, Format},
+    },
 };
 
 #[derive(Parser)]
@@ -160,7 +162,7 @@ struct AgentArgs {
     /// Addresses NodePorts listen on (default: every non-loopback IPv4
     /// address of this network namespace).
     #[arg(long = "node-address")]
-    node_addresses: Vec<Ipv4Addr>,
+    node_addresses: Vec<IpAddr>,
     /// This node's zone, for topology-aware routing.
     #[arg(long)]
     zone: Option<String>,
@@ -278,6 +280,9 @@ fn agent_config(args: AgentArgs) -> Result<AgentConfig> {
     };
     let addresses = if args.node_addresses.is_empty() {
         agent::local_ipv4_addresses()?
+            .into_iter()
+            .map(IpAddr::V4)
+            .collect()
     } else {
         args.node_addresses
     };

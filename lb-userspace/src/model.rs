@@ -1,8 +1,9 @@
 //! The agent's view of what the datapath should hold, in Kubernetes terms.
 //! Pure data: produced by `desired`, consumed by `plan`, `lb` output and
-//! `lb trace`.
+//! `lb trace`. Addresses are family-neutral (`IpAddr`); only
+//! `datapath::codec` knows how a family is laid out in the maps.
 
-use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
+use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 use lb_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL};
 
@@ -170,21 +171,10 @@ impl Scope {
 /// Service port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct Frontend {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
     pub scope: Scope,
-}
-
-impl Frontend {
-    pub fn key(&self) -> lb_common::Frontend4Key {
-        lb_common::Frontend4Key {
-            addr_be: u32::from_ne_bytes(self.addr.octets()),
-            port_be: self.port.to_be(),
-            proto: self.protocol.ip_number(),
-            scope: self.scope.code(),
-        }
-    }
 }
 
 impl fmt::Display for Frontend {
@@ -197,7 +187,7 @@ impl fmt::Display for Frontend {
 /// the same pod port serving two Services is one backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct Backend {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
 }
@@ -248,7 +238,7 @@ pub struct FrontendSpec {
 pub struct NodeFacts {
     pub name: String,
     /// Addresses NodePorts listen on.
-    pub addresses: Vec<Ipv4Addr>,
+    pub addresses: Vec<IpAddr>,
     /// The node's `topology.kubernetes.io/zone` label, if any.
     pub zone: Option<String>,
 }

@@ -75,7 +75,15 @@ fn run(task: Task) -> Result<()> {
             cargo(&["fmt", "--all", "--", "--check"])?;
             build(false)?;
             lint()?;
-            cargo(&["test", "--no-fail-fast"])
+            // Every layer: unit tests (the default members), then the
+            // privileged kernel and end-to-end suites.
+            cargo(&[
+                "test",
+                "--no-fail-fast",
+                "--workspace",
+                "--exclude",
+                "lb-ebpf",
+            ])
         }
         Task::RenderDemoSlices => {
             print!("{}", xtask::manifests::endpoint_slices(&[0, 1, 2]));
@@ -92,7 +100,17 @@ fn run(task: Task) -> Result<()> {
 /// Clippy on the host crates, then on the datapath for the bpf target (a
 /// host build of lb-ebpf means nothing, so it is linted where it runs).
 fn lint() -> Result<()> {
-    cargo(&["clippy", "--all-targets", "--quiet", "--", "-D", "warnings"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "lb-ebpf",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     eprintln!("xtask: cargo clippy (lb-ebpf, bpf target)");
     let ebpf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lb-ebpf");
     setup::run(
@@ -119,7 +137,13 @@ fn build(release: bool) -> Result<()> {
     cargo(&args)
 }
 
+/// Runs cargo for a task. The tasks' builds must embed the real datapath,
+/// never the empty stand-in a machine without bpf-linker gets.
 fn cargo(args: &[&str]) -> Result<()> {
     eprintln!("xtask: cargo {}", args.join(" "));
-    setup::run(Command::new(env!("CARGO")).args(args))
+    setup::run(
+        Command::new(env!("CARGO"))
+            .args(args)
+            .env("LB_REQUIRE_EBPF", "1"),
+    )
 }

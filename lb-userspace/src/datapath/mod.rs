@@ -48,6 +48,7 @@ pub trait DatapathMaps {
     fn purge_connections_to(&mut self, backends: &[Backend4]) -> Result<usize, MapsError>;
 }
 
+pub mod codec;
 pub mod kernel;
 pub mod loader;
 pub mod trace;

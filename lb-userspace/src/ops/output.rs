@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use crate::{
-    explain::TraceReport,
-    inspect::{BackendView, ConnectionView, ServiceView, StatsView},
+    ops::explain::TraceReport,
+    ops::inspect::{BackendView, ConnectionView, ServiceView, StatsView},
 };
 
 /// `table` for people, `json` for scripts (a stable document).

@@ -12,6 +12,8 @@
 //! reuse, so a packet that read the old frontend value just before a flip
 //! never indexes a table being rewritten.
 
+pub mod maglev;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
@@ -24,8 +26,10 @@ use lb_common::{
 };
 
 use crate::{
-    datapath::{DatapathMaps, MapsError},
-    maglev,
+    datapath::{
+        DatapathMaps, MapsError,
+        codec::{CodecError, backend_from_value, backend_value, frontend_key},
+    },
     model::{Backend, DesiredState, FrontendSpec, Protocol, ServicePortName, WhenEmpty},
 };
 
@@ -160,6 +164,8 @@ pub enum PlanError {
     TablesExhausted { max: u32 },
     #[error("all {MAX_BACKENDS} backend ids are in use: too many distinct endpoints for this node")]
     BackendsExhausted,
+    #[error(transparent)]
+    Codec(#[from] CodecError),
 }
 
 impl Plan {
@@ -184,7 +190,7 @@ pub fn plan(desired: &DesiredState, applied: &Applied, max_tables: u32) -> Resul
     let wanted_backends = wanted_backends(desired);
     let mut backend_id = BTreeMap::new();
     for (backend, flags) in &wanted_backends {
-        let value = backend_value(backend, *flags);
+        let value = backend_value(backend, *flags)?;
         let id = match ids.backend_ids.get(&identity(&value)) {
             Some(id) => *id,
             None => ids.next_backend()?,
@@ -201,7 +207,7 @@ pub fn plan(desired: &DesiredState, applied: &Applied, max_tables: u32) -> Resul
     let mut wanted_frontends = BTreeSet::new();
     let mut services_used = BTreeSet::new();
     for (frontend, spec) in &desired.frontends {
-        let key = frontend.key();
+        let key = frontend_key(frontend)?;
         wanted_frontends.insert(key);
         let service_id = ids.service_id(&spec.service, applied, key, &mut out);
         if services_used.insert(service_id)
@@ -456,15 +462,6 @@ fn wanted_backends(desired: &DesiredState) -> BTreeMap<Backend, u8> {
     wanted
 }
 
-fn backend_value(backend: &Backend, flags: u8) -> Backend4 {
-    Backend4 {
-        addr_be: u32::from_ne_bytes(backend.addr.octets()),
-        port_be: backend.port.to_be(),
-        proto: backend.protocol.ip_number(),
-        flags,
-    }
-}
-
 fn frontend_value(
     spec: &FrontendSpec,
     service_id: u32,
@@ -485,15 +482,6 @@ fn frontend_value(
 
 fn identity(backend: &Backend4) -> (u32, u16, u8) {
     (backend.addr_be, backend.port_be, backend.proto)
-}
-
-/// A backend value in model terms, for output.
-pub fn backend_from_value(value: &Backend4) -> Option<Backend> {
-    Some(Backend {
-        addr: Ipv4Addr::from(value.addr_be.to_ne_bytes()),
-        port: u16::from_be(value.port_be),
-        protocol: Protocol::from_ip_number(value.proto)?,
-    })
 }
 
 impl fmt::Display for Plan {
@@ -685,7 +673,7 @@ mod tests {
     impl MemoryMaps {
         /// Which backend a frontend's table sends slot `slot` to.
         fn backend_at(&self, port: u16, scope: Scope, slot: usize) -> Option<Backend> {
-            let key = frontend(port, scope).key();
+            let key = frontend_key(&frontend(port, scope)).unwrap();
             let fe = self.frontends.get(&key)?;
             let id = self.tables.get(&fe.table_id)?[slot];
             backend_from_value(&self.backends[&id])
@@ -694,7 +682,7 @@ mod tests {
 
     fn frontend(port: u16, scope: Scope) -> Frontend {
         Frontend {
-            addr: Ipv4Addr::new(192, 0, 2, 10),
+            addr: Ipv4Addr::new(192, 0, 2, 10).into(),
             port,
             protocol: Protocol::Tcp,
             scope,
@@ -703,7 +691,7 @@ mod tests {
 
     fn backend(last: u8, protocol: Protocol) -> Backend {
         Backend {
-            addr: Ipv4Addr::new(203, 0, 113, last),
+            addr: Ipv4Addr::new(203, 0, 113, last).into(),
             port: 8080,
             protocol,
         }
@@ -970,7 +958,7 @@ mod tests {
         let mut applied = Applied::default();
         let plan = sync(&state, &mut maps, &mut applied);
         assert!(plan.write_tables.is_empty());
-        let fe = |port| maps.frontends[&frontend(port, Scope::External).key()];
+        let fe = |port| maps.frontends[&frontend_key(&frontend(port, Scope::External)).unwrap()];
         assert_eq!(fe(80).flags & FE_FLAG_EMPTY_DROP, FE_FLAG_EMPTY_DROP);
         assert_eq!(fe(81).flags & FE_FLAG_EMPTY_DROP, 0);
         assert_eq!(fe(80).backend_count, 0);

@@ -21,9 +21,10 @@ use crate::{
         DatapathMaps, KernelMaps,
         loader::{Datapath, LoadOptions},
     },
-    desired, manifest,
+    desired,
     model::{DesiredState, NodeFacts},
     plan::{self, Applied},
+    source::manifests,
 };
 
 /// Everything the agent needs to run, from the command line.
@@ -48,7 +49,7 @@ pub struct AgentConfig {
 pub fn desired_from_manifests(dir: &Path, node: &NodeFacts) -> Result<DesiredState> {
     std::fs::read_dir(dir)
         .with_context(|| format!("reading manifest directory {}", dir.display()))?;
-    let set = manifest::load_dir(dir);
+    let set = manifests::load_dir(dir);
     let mut state = desired::compute(&set.services, &set.slices, node);
     let mut problems = set.problems;
     problems.append(&mut state.problems);

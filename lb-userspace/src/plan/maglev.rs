@@ -12,6 +12,8 @@
 //! - A backend change moves few flows (minimal disruption), and backends get
 //!   near-equal shares (each within one slot of the others).
 
+use std::net::IpAddr;
+
 use crate::model::Backend;
 
 /// FNV-1a 64-bit parameters (http://www.isthe.com/chongo/tech/comp/fnv/).
@@ -43,13 +45,17 @@ fn fmix64(mut hash: u64) -> u64 {
     hash
 }
 
-/// A backend's identity as bytes: address octets, port big-endian, IP
-/// protocol number. Any change here changes every table (see the golden
-/// test).
-fn identity_bytes(backend: &Backend) -> [u8; 7] {
-    let [a, b, c, d] = backend.addr.octets();
-    let [p0, p1] = backend.port.to_be_bytes();
-    [a, b, c, d, p0, p1, backend.protocol.ip_number()]
+/// A backend's identity as bytes: address octets (4 or 16), port
+/// big-endian, IP protocol number. Any change here changes every table (see
+/// the golden test).
+fn identity_bytes(backend: &Backend) -> Vec<u8> {
+    let mut bytes = match backend.addr {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    bytes.extend_from_slice(&backend.port.to_be_bytes());
+    bytes.push(backend.protocol.ip_number());
+    bytes
 }
 
 /// h1 of the paper: where the backend's permutation starts.
@@ -173,7 +179,7 @@ mod tests {
 
     fn backend(i: u32) -> Backend {
         Backend {
-            addr: Ipv4Addr::from(0x0a00_0000 + i),
+            addr: Ipv4Addr::from(0x0a00_0000 + i).into(),
             port: 8080,
             protocol: Protocol::Tcp,
         }
@@ -413,17 +419,17 @@ mod tests {
     fn golden_table() {
         let fixed = [
             Backend {
-                addr: Ipv4Addr::new(10, 0, 0, 1),
+                addr: Ipv4Addr::new(10, 0, 0, 1).into(),
                 port: 80,
                 protocol: Protocol::Tcp,
             },
             Backend {
-                addr: Ipv4Addr::new(10, 0, 0, 2),
+                addr: Ipv4Addr::new(10, 0, 0, 2).into(),
                 port: 80,
                 protocol: Protocol::Tcp,
             },
             Backend {
-                addr: Ipv4Addr::new(10, 0, 1, 7),
+                addr: Ipv4Addr::new(10, 0, 1, 7).into(),
                 port: 8443,
                 protocol: Protocol::Udp,
             },

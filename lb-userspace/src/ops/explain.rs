@@ -12,8 +12,8 @@ use lb_common::{
 use serde::Serialize;
 
 use crate::{
-    inspect::{Inspector, kind_name, socket},
     model::{Protocol, ServicePortName},
+    ops::inspect::{Inspector, kind_name, socket},
 };
 
 /// Where the traced packet enters the node.

@@ -148,7 +148,7 @@ fn protocol_problem(field: &str, value: Option<&str>) -> String {
 /// An endpoint of a slice, reduced to what endpoint choice needs.
 #[derive(Clone, Debug)]
 struct SliceEp {
-    addrs: Vec<Ipv4Addr>,
+    addrs: Vec<IpAddr>,
     ready: bool,
     serving: bool,
     terminating: bool,
@@ -317,7 +317,7 @@ fn slice_endpoint(
     let mut addrs = Vec::new();
     if let Some(text) = ep.addresses.first() {
         match parse_addr(text) {
-            Addr::V4(addr) => addrs.push(addr),
+            Addr::V4(addr) => addrs.push(addr.into()),
             Addr::V6 | Addr::Invalid => problems.push(
                 object,
                 format!("endpoints[{index}].addresses[0] \"{text}\" is not an IPv4 address"),
@@ -588,9 +588,9 @@ struct ServiceView {
     name: String,
     etp_local: bool,
     itp_local: bool,
-    cluster_ips: Vec<Ipv4Addr>,
-    external_ips: Vec<Ipv4Addr>,
-    lb_ips: Vec<Ipv4Addr>,
+    cluster_ips: Vec<IpAddr>,
+    external_ips: Vec<IpAddr>,
+    lb_ips: Vec<IpAddr>,
     ports: Vec<PortView>,
     topology: TopologyWish,
 }
@@ -713,7 +713,13 @@ impl ServiceView {
                 &internal,
             );
         }
-        let mut node_addrs = node.addresses.clone();
+        // IPv6 node addresses wait for the IPv6 datapath.
+        let mut node_addrs: Vec<IpAddr> = node
+            .addresses
+            .iter()
+            .copied()
+            .filter(IpAddr::is_ipv4)
+            .collect();
         node_addrs.sort();
         node_addrs.dedup();
         for (kind, number, addrs) in [
@@ -737,7 +743,7 @@ impl ServiceView {
     fn claim(
         &self,
         port: &PortView,
-        addr: Ipv4Addr,
+        addr: IpAddr,
         number: u16,
         scope: Scope,
         kind: FrontendKind,
@@ -811,7 +817,7 @@ fn local_policy(value: Option<&str>, field: &str, object: &str, problems: &mut P
 /// The IPv4 cluster IPs; `None` for a headless Service and for one that has
 /// cluster IPs but no IPv4 one (kube-proxy's IPv4 proxier ignores those
 /// Services entirely, NodePorts included).
-fn cluster_ips(spec: &ServiceSpec, object: &str, problems: &mut Problems) -> Option<Vec<Ipv4Addr>> {
+fn cluster_ips(spec: &ServiceSpec, object: &str, problems: &mut Problems) -> Option<Vec<IpAddr>> {
     let fields: Vec<(String, &str)> = match spec.cluster_ips.as_deref() {
         Some(ips) if !ips.is_empty() => indexed("spec.clusterIPs", ips),
         _ => spec
@@ -847,11 +853,11 @@ fn indexed<'a>(field: &str, values: &'a [String]) -> Vec<(String, &'a str)> {
 
 /// The IPv4 addresses among named field values; invalid entries become
 /// problems naming the field, IPv6 ones are skipped. Sorted, deduplicated.
-fn addresses(fields: Vec<(String, &str)>, object: &str, problems: &mut Problems) -> Vec<Ipv4Addr> {
+fn addresses(fields: Vec<(String, &str)>, object: &str, problems: &mut Problems) -> Vec<IpAddr> {
     let mut out = Vec::new();
     for (field, text) in fields {
         match parse_addr(text) {
-            Addr::V4(addr) => out.push(addr),
+            Addr::V4(addr) => out.push(addr.into()),
             Addr::V6 => {}
             Addr::Invalid => {
                 problems.push(object, format!("{field} \"{text}\" is not an IP address"))
@@ -865,7 +871,7 @@ fn addresses(fields: Vec<(String, &str)>, object: &str, problems: &mut Problems)
 
 /// LoadBalancer ingress IPs, except `ipMode: Proxy` ones: there the load
 /// balancer proxies and traffic arrives for the node, not for the VIP.
-fn lb_ips(svc: &Service, object: &str, problems: &mut Problems) -> Vec<Ipv4Addr> {
+fn lb_ips(svc: &Service, object: &str, problems: &mut Problems) -> Vec<IpAddr> {
     let ingress = svc
         .status
         .as_ref()
@@ -1013,7 +1019,7 @@ mod tests {
     use std::{net::SocketAddrV4, path::Path};
 
     use super::*;
-    use crate::manifest::{ManifestSet, load_dir, parse_documents};
+    use crate::source::manifests::{ManifestSet, load_dir, parse_documents};
 
     use FrontendKind::{ClusterIp, ExternalIp, LoadBalancer, NodePort};
     use Protocol::{Sctp, Tcp, Udp};
@@ -1032,7 +1038,7 @@ mod tests {
     fn node(name: &str) -> NodeFacts {
         NodeFacts {
             name: name.to_owned(),
-            addresses: vec![Ipv4Addr::new(192, 168, 1, 10)],
+            addresses: vec![Ipv4Addr::new(192, 168, 1, 10).into()],
             zone: Some("zone-a".to_owned()),
         }
     }
@@ -1067,7 +1073,7 @@ mod tests {
         let sock: SocketAddrV4 = addr_port.parse().expect("test socket address");
         Endpoint {
             backend: Backend {
-                addr: *sock.ip(),
+                addr: IpAddr::V4(*sock.ip()),
                 port: sock.port(),
                 protocol,
             },
@@ -1191,9 +1197,9 @@ mod tests {
     fn node_ports_on_every_node_address() {
         let mut facts = node("node-a");
         facts.addresses = vec![
-            Ipv4Addr::new(10, 0, 0, 5),
-            Ipv4Addr::new(192, 168, 1, 10),
-            Ipv4Addr::new(10, 0, 0, 5),
+            Ipv4Addr::new(10, 0, 0, 5).into(),
+            Ipv4Addr::new(192, 168, 1, 10).into(),
+            Ipv4Addr::new(10, 0, 0, 5).into(),
         ];
         let state = desired("nodeport-local.yaml", &facts);
         let node_ports: Vec<Frontend> = state

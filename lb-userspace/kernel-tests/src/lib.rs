@@ -1,0 +1,1 @@
+//! Kernel tests of the lb datapath live in `tests/`; they need root.

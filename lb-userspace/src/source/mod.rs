@@ -1,0 +1,2 @@
+//! Where Services, EndpointSlices and the node's facts come from.
+pub mod manifests;

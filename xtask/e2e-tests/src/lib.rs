@@ -1,0 +1,1 @@
+//! End-to-end tests of lb live in `tests/`; they need root.
