@@ -7,9 +7,12 @@
 #![no_std]
 
 pub mod csum;
+pub mod flow;
 pub mod flow_hash;
+pub mod icmp;
 pub mod maps;
 pub mod packet;
 pub mod reason;
 
+pub use flow::{Endpoint4, Flow4};
 pub use maps::*;
