@@ -6,7 +6,7 @@
 //! them (the `_be` convention of the map types).
 
 use crate::{
-    Backend4, CT_DIR_ORIGINAL, CT_DIR_REPLY, Ct4Key, Ct4Value, SockRevNat4Key,
+    Backend4, CT_DIR_ORIGINAL, CT_DIR_REPLY, Ct4Key, Ct4Value, SockRevNat4Key, SockRevNat4Value,
     flow_hash::flow_hash4,
 };
 
@@ -183,6 +183,24 @@ impl SockRevNat4Key {
     #[inline(always)]
     pub const fn backend(&self) -> Endpoint4 {
         Endpoint4::new(self.backend_addr_be, self.backend_port_be)
+    }
+}
+
+impl SockRevNat4Value {
+    /// What a socket of the service port `service_id` asked for: `frontend`.
+    #[inline(always)]
+    pub const fn new(frontend: Endpoint4, service_id: u32) -> Self {
+        Self {
+            frontend_addr_be: frontend.addr_be,
+            frontend_port_be: frontend.port_be,
+            _pad: 0,
+            service_id,
+        }
+    }
+
+    #[inline(always)]
+    pub const fn frontend(&self) -> Endpoint4 {
+        Endpoint4::new(self.frontend_addr_be, self.frontend_port_be)
     }
 }
 

@@ -10,14 +10,21 @@
 //! Loaded with the global `DRY_RUN` set (see `trace`), the programs change
 //! no shared state and record their decisions for `lb trace`.
 //!
-//! Map layouts, names and counter reasons are defined in `lb-common`.
+//! Every hook shares the same steps, one module each: `parse`, `select`
+//! (frontend and backend), `ct` (connection table), `nat` (rewrites and
+//! checksums), `reject`, `stats`, `trace`. Map layouts, key construction,
+//! names and counter reasons are defined in `lb-common`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod ct;
+#[cfg(target_arch = "bpf")]
 mod debug;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod nat;
 #[cfg(target_arch = "bpf")]
 mod parse;
 #[cfg(target_arch = "bpf")]

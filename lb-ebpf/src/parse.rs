@@ -7,7 +7,7 @@
 //! and counts the returned reason.
 
 use aya_ebpf::programs::TcContext;
-use lb_common::{PROTO_TCP, PROTO_UDP, reason::Reason};
+use lb_common::{Endpoint4, Flow4, PROTO_TCP, PROTO_UDP, reason::Reason};
 
 pub use lb_common::packet::*;
 
@@ -19,6 +19,25 @@ pub struct XdpPacket {
     pub ports: *mut Ports,
     pub csum: *mut u16,
     pub proto: u8,
+}
+
+impl XdpPacket {
+    /// The tuple the packet carries.
+    #[inline(always)]
+    pub fn flow(&self) -> Flow4 {
+        // SAFETY: `xdp_ipv4` bounds-checked both pointers.
+        let (ip, ports) = unsafe { (*self.ip, *self.ports) };
+        flow(&ip, ports, self.proto)
+    }
+}
+
+#[inline(always)]
+fn flow(ip: &Ipv4Hdr, ports: Ports, proto: u8) -> Flow4 {
+    Flow4::new(
+        Endpoint4::new(ip.saddr_be, ports.src_be),
+        Endpoint4::new(ip.daddr_be, ports.dst_be),
+        proto,
+    )
 }
 
 #[inline(always)]
@@ -68,15 +87,12 @@ pub fn xdp_ipv4(data: usize, data_end: usize, buff_len: usize) -> Result<XdpPack
     })
 }
 
-/// A parsed IPv4 TCP/UDP packet in an skb, as offsets and copies of the
-/// fields the reply path needs.
+/// A parsed IPv4 TCP/UDP packet in an skb: the transport header's offsets
+/// and the tuple it carries.
 pub struct SkbPacket {
     pub l4_off: usize,
     pub csum_off: usize,
-    pub proto: u8,
-    pub saddr_be: u32,
-    pub daddr_be: u32,
-    pub ports: Ports,
+    pub flow: Flow4,
 }
 
 /// Parses an skb with `bpf_skb_load_bytes` (works on non-linear skbs too).
@@ -102,9 +118,6 @@ pub fn skb_ipv4(ctx: &TcContext) -> Result<SkbPacket, Reason> {
     Ok(SkbPacket {
         l4_off,
         csum_off: l4_off + csum_off,
-        proto,
-        saddr_be: hdr.saddr_be,
-        daddr_be: hdr.daddr_be,
-        ports,
+        flow: flow(&hdr, ports, proto),
     })
 }

@@ -3,7 +3,8 @@
 //! the client, for TCP and UDP alike (a TCP client's connect() then fails
 //! with ECONNREFUSED at once instead of timing out).
 //!
-//! The frame is turned into the reply in place and sent back out of the
+//! The answer itself is built by `lb_common::icmp` (checked on the host);
+//! here the frame is turned into it in place and sent back out of the
 //! device it came in on (`XDP_TX`):
 //!
 //! ```text
@@ -15,49 +16,22 @@ use aya_ebpf::{
     helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
     programs::XdpContext,
 };
+use lb_common::icmp::{PORT_UNREACHABLE_LEN, PortUnreachable, QUOTE_LEN, Quote};
 
-use crate::parse::{ETH_HLEN, EthHdr, IPV4_MIN_HLEN, Ipv4Hdr};
+use crate::parse::{ETH_HLEN, EthHdr};
 
-const ICMP_HLEN: usize = 8;
-/// The original IP header (without options) and the first 8 bytes of its
-/// payload, as RFC 792 asks.
-const QUOTE_LEN: usize = IPV4_MIN_HLEN + 8;
-const GROW: usize = IPV4_MIN_HLEN + ICMP_HLEN;
-const REPLY_LEN: usize = ETH_HLEN + GROW + QUOTE_LEN;
-const IPPROTO_ICMP: u8 = 1;
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_PORT_UNREACH: u8 = 3;
+/// What the answer adds in front of the quote.
+const GROW: usize = PORT_UNREACHABLE_LEN - QUOTE_LEN;
+const REPLY_LEN: usize = ETH_HLEN + PORT_UNREACHABLE_LEN;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Reply {
     eth: EthHdr,
-    ip: Ipv4Hdr,
-    icmp_type: u8,
-    icmp_code: u8,
-    icmp_check: u16,
-    icmp_unused: [u16; 2],
-    quote: [u16; QUOTE_LEN / 2],
+    answer: PortUnreachable,
 }
 
 const _: () = assert!(size_of::<Reply>() == REPLY_LEN);
-
-/// One's complement sum of 16-bit words as loaded (native order).
-#[inline(always)]
-fn sum16(words: &[u16]) -> u32 {
-    let mut sum = 0u32;
-    for w in words {
-        sum += *w as u32;
-    }
-    sum
-}
-
-#[inline(always)]
-fn finish(mut sum: u32) -> u16 {
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
-}
 
 /// Rewrites the frame (already parsed as IPv4 TCP/UDP) into an ICMP port
 /// unreachable for its sender. `Err` leaves the verdict to the caller
@@ -73,18 +47,10 @@ pub fn icmp_port_unreachable(ctx: &XdpContext) -> Result<(), ()> {
     let (eth, quote) = unsafe {
         (
             core::ptr::read_unaligned(data as *const EthHdr),
-            core::ptr::read_unaligned((data + ETH_HLEN) as *const [u16; QUOTE_LEN / 2]),
+            core::ptr::read_unaligned((data + ETH_HLEN) as *const Quote),
         )
     };
-    // SAFETY: as above.
-    let ip = unsafe { core::ptr::read_unaligned((data + ETH_HLEN) as *const Ipv4Hdr) };
-    if ip.ver_ihl != 0x45 {
-        return Err(());
-    }
-    let src = u32::from_be(ip.saddr_be);
-    if src == 0 || src >> 28 >= 0xe || src == u32::MAX {
-        return Err(());
-    }
+    let answer = PortUnreachable::answering(&quote).ok_or(())?;
 
     // Room for the new IP and ICMP headers in front, the rest cut off.
     // SAFETY: plain helper calls on our context.
@@ -101,38 +67,14 @@ pub fn icmp_port_unreachable(ctx: &XdpContext) -> Result<(), ()> {
     if data + REPLY_LEN > data_end {
         return Err(());
     }
-
-    let mut reply = Reply {
+    let reply = Reply {
         eth: EthHdr {
             dst: eth.src,
             src: eth.dst,
             ether_type_be: eth.ether_type_be,
         },
-        ip: Ipv4Hdr {
-            ver_ihl: 0x45,
-            tos: 0xc0, // internetwork control, as the kernel sends ICMP errors
-            tot_len_be: ((GROW + QUOTE_LEN) as u16).to_be(),
-            id_be: 0,
-            frag_off_be: 0x4000u16.to_be(), // DF
-            ttl: 64,
-            proto: IPPROTO_ICMP,
-            check: 0,
-            saddr_be: ip.daddr_be,
-            daddr_be: ip.saddr_be,
-        },
-        icmp_type: ICMP_DEST_UNREACH,
-        icmp_code: ICMP_PORT_UNREACH,
-        icmp_check: 0,
-        icmp_unused: [0; 2],
-        quote,
+        answer,
     };
-    // SAFETY: `Reply` is plain data of an even size; viewed as words.
-    let words = unsafe { &*(&raw const reply as *const [u16; REPLY_LEN / 2]) };
-    let ip_words = &words[ETH_HLEN / 2..(ETH_HLEN + IPV4_MIN_HLEN) / 2];
-    let icmp_words = &words[(ETH_HLEN + IPV4_MIN_HLEN) / 2..];
-    let (ip_check, icmp_check) = (finish(sum16(ip_words)), finish(sum16(icmp_words)));
-    reply.ip.check = ip_check;
-    reply.icmp_check = icmp_check;
     // SAFETY: bounds-checked above.
     unsafe { core::ptr::write_unaligned(data as *mut Reply, reply) };
     Ok(())

@@ -3,7 +3,7 @@
 //! backend id -> backend.
 
 use lb_common::{
-    Backend4, FE_FLAG_EMPTY_DROP, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE,
+    Backend4, Endpoint4, FE_FLAG_EMPTY_DROP, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE,
     flow_hash::maglev_slot, reason::Reason,
 };
 
@@ -14,10 +14,10 @@ use crate::{
 
 /// The frontend at this destination for this scope, if any.
 #[inline(always)]
-pub fn frontend(addr_be: u32, port_be: u16, proto: u8, scope: u8) -> Option<FrontendValue> {
+pub fn frontend(dst: Endpoint4, proto: u8, scope: u8) -> Option<FrontendValue> {
     let key = Frontend4Key {
-        addr_be,
-        port_be,
+        addr_be: dst.addr_be,
+        port_be: dst.port_be,
         proto,
         scope,
     };

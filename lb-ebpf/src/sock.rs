@@ -17,14 +17,13 @@ use aya_ebpf::{
     programs::{SockAddrContext, XdpContext},
 };
 use lb_common::{
-    Backend4, PROTO_TCP, PROTO_UDP, SCOPE_INTERNAL, SockRevNat4Key, SockRevNat4Value,
+    Endpoint4, PROTO_TCP, PROTO_UDP, SCOPE_INTERNAL, SockRevNat4Key, SockRevNat4Value,
     flow_hash::socket_hash, reason::Reason,
 };
 
 use crate::{
     maps::{SOCK_REVNAT4, TRACE_REQUEST},
-    parse, select, stats, trace,
-    xdp_ingress::{Nat, rewrite_destination},
+    nat, parse, select, stats, trace,
 };
 
 const ECONNREFUSED: i32 = 111;
@@ -64,16 +63,17 @@ impl Addr {
     fn new(ctx: &SockAddrContext) -> Self {
         Self { sa: ctx.sock_addr }
     }
+    /// The address and port, in network order (the kernel keeps the port
+    /// in the low 16 bits).
     #[inline(always)]
-    fn ip4(&self) -> u32 {
+    fn endpoint(&self) -> Endpoint4 {
         // SAFETY: the context the kernel passed us.
-        unsafe { core::ptr::read_volatile(&raw const (*self.sa).user_ip4) }
-    }
-    /// The port in network order (the kernel keeps it in the low 16 bits).
-    #[inline(always)]
-    fn port(&self) -> u16 {
-        // SAFETY: as above.
-        unsafe { core::ptr::read_volatile(&raw const (*self.sa).user_port) as u16 }
+        unsafe {
+            Endpoint4::new(
+                core::ptr::read_volatile(&raw const (*self.sa).user_ip4),
+                core::ptr::read_volatile(&raw const (*self.sa).user_port) as u16,
+            )
+        }
     }
     #[inline(always)]
     fn protocol(&self) -> u32 {
@@ -81,11 +81,11 @@ impl Addr {
         unsafe { core::ptr::read_volatile(&raw const (*self.sa).protocol) }
     }
     #[inline(always)]
-    fn set(&self, addr_be: u32, port_be: u16) {
+    fn set(&self, to: Endpoint4) {
         // SAFETY: as above; both fields are writable for these hooks.
         unsafe {
-            core::ptr::write_volatile(&raw mut (*self.sa).user_ip4, addr_be);
-            core::ptr::write_volatile(&raw mut (*self.sa).user_port, port_be as u32);
+            core::ptr::write_volatile(&raw mut (*self.sa).user_ip4, to.addr_be);
+            core::ptr::write_volatile(&raw mut (*self.sa).user_port, to.port_be as u32);
         }
     }
 }
@@ -106,7 +106,7 @@ pub enum Decision {
     /// Translate the destination to `backend`.
     Translate {
         service_id: u32,
-        backend: Backend4,
+        backend: Endpoint4,
         cookie: u64,
     },
     /// Refuse the syscall (`ECONNREFUSED`): the frontend has no endpoint
@@ -121,8 +121,8 @@ pub enum Decision {
 /// only asked for when a backend is selected (a helper call the hooks skip
 /// for non-service traffic).
 #[inline(always)]
-pub fn decide(addr_be: u32, port_be: u16, proto: u8, cookie: impl FnOnce() -> u64) -> Decision {
-    let Some(fe) = select::frontend(addr_be, port_be, proto, SCOPE_INTERNAL) else {
+pub fn decide(dst: Endpoint4, proto: u8, cookie: impl FnOnce() -> u64) -> Decision {
+    let Some(fe) = select::frontend(dst, proto, SCOPE_INTERNAL) else {
         return Decision::Pass;
     };
     if fe.backend_count == 0 {
@@ -133,9 +133,10 @@ pub fn decide(addr_be: u32, port_be: u16, proto: u8, cookie: impl FnOnce() -> u6
     }
     let cookie = cookie();
     trace::socket_hash();
-    match select::backend(&fe, socket_hash(cookie, addr_be, port_be)) {
+    match select::backend(&fe, socket_hash(cookie, dst.addr_be, dst.port_be)) {
         Ok((_, backend)) => {
-            trace::backend(backend.addr_be, backend.port_be);
+            let backend = backend.endpoint();
+            trace::backend(backend);
             Decision::Translate {
                 service_id: fe.service_id,
                 backend,
@@ -153,10 +154,10 @@ fn translate(ctx: &SockAddrContext, counted: Reason) -> i32 {
     let Some(proto) = proto(&addr) else {
         return ALLOW;
     };
-    let (fe_addr, fe_port) = (addr.ip4(), addr.port());
+    let frontend = addr.endpoint();
     // SAFETY: a plain helper call on our context.
     let cookie = || unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let (service_id, backend, cookie) = match decide(fe_addr, fe_port, proto, cookie) {
+    let (service_id, backend, cookie) = match decide(frontend, proto, cookie) {
         Decision::Pass => return ALLOW,
         Decision::Translate {
             service_id,
@@ -175,22 +176,12 @@ fn translate(ctx: &SockAddrContext, counted: Reason) -> i32 {
             return DENY;
         }
     };
-    let key = SockRevNat4Key {
-        cookie,
-        backend_addr_be: backend.addr_be,
-        backend_port_be: backend.port_be,
-        _pad: 0,
-    };
-    let value = SockRevNat4Value {
-        frontend_addr_be: fe_addr,
-        frontend_port_be: fe_port,
-        _pad: 0,
-        service_id,
-    };
+    let key = SockRevNat4Key::new(cookie, backend);
+    let value = SockRevNat4Value::new(frontend, service_id);
     // On failure (memory pressure) the socket still reaches the backend;
     // only getpeername()/recvmsg() would show the backend's address.
     let _ = SOCK_REVNAT4.insert(&key, &value, 0);
-    addr.set(backend.addr_be, backend.port_be);
+    addr.set(backend);
     stats::count(counted);
     stats::count_service(service_id, counted);
     if crate::debug::enabled() {
@@ -226,17 +217,12 @@ fn trace_socket(ctx: &XdpContext) -> (u32, Reason) {
         Ok(pkt) => pkt,
         Err(reason) => return (xdp_action::XDP_PASS, reason),
     };
-    // SAFETY: `xdp_ipv4` bounds-checked every pointer it returns.
-    let (daddr, dport) = unsafe { ((*pkt.ip).daddr_be, (*pkt.ports).dst_be) };
+    let frontend = pkt.flow().dst;
     let cookie = TRACE_REQUEST.get(0).map_or(0, |req| req.cookie);
-    match decide(daddr, dport, pkt.proto, || cookie) {
+    match decide(frontend, pkt.proto, || cookie) {
         Decision::Pass => (xdp_action::XDP_PASS, Reason::PassNoService),
         Decision::Translate { backend, .. } => {
-            let nat = Nat {
-                addr_be: backend.addr_be,
-                port_be: backend.port_be,
-            };
-            rewrite_destination(&pkt, daddr, dport, &nat);
+            nat::rewrite_xdp_destination(&pkt, frontend, backend);
             // A stream socket is translated at connect(), a datagram
             // socket (unless connected) at each sendmsg().
             let reason = if pkt.proto == PROTO_TCP {
@@ -256,15 +242,10 @@ fn reverse(ctx: &SockAddrContext, counted: Reason) -> i32 {
     let addr = Addr::new(ctx);
     // SAFETY: a plain helper call on our context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let key = SockRevNat4Key {
-        cookie,
-        backend_addr_be: addr.ip4(),
-        backend_port_be: addr.port(),
-        _pad: 0,
-    };
+    let key = SockRevNat4Key::new(cookie, addr.endpoint());
     // SAFETY: copied out at once.
     if let Some(value) = unsafe { SOCK_REVNAT4.get(&key).copied() } {
-        addr.set(value.frontend_addr_be, value.frontend_port_be);
+        addr.set(value.frontend());
         stats::count(counted);
     }
     ALLOW

@@ -10,7 +10,7 @@
 //! pays nothing for tracing.
 
 use lb_common::{
-    FrontendValue, TRACE_BACKEND, TRACE_CONNECTION, TRACE_FRONTEND, TRACE_MAGLEV,
+    Endpoint4, FrontendValue, TRACE_BACKEND, TRACE_CONNECTION, TRACE_FRONTEND, TRACE_MAGLEV,
     TRACE_SOCKET_HASH, TraceRecord, reason::Reason,
 };
 
@@ -76,11 +76,11 @@ pub fn socket_hash() {
 
 /// The packet (or socket) goes to this address and port.
 #[inline(always)]
-pub fn backend(addr_be: u32, port_be: u16) {
+pub fn backend(to: Endpoint4) {
     record(|r| {
         r.steps |= TRACE_BACKEND;
-        r.nat_addr_be = addr_be;
-        r.nat_port_be = port_be;
+        r.nat_addr_be = to.addr_be;
+        r.nat_port_be = to.port_be;
     })
 }
 

@@ -92,6 +92,17 @@ fn socket_key_holds_cookie_and_backend() {
         }
     );
     assert_eq!(key.backend(), BACKEND);
+    let value = SockRevNat4Value::new(FRONTEND, 7);
+    assert_eq!(
+        value,
+        SockRevNat4Value {
+            frontend_addr_be: FRONTEND.addr_be,
+            frontend_port_be: FRONTEND.port_be,
+            _pad: 0,
+            service_id: 7,
+        }
+    );
+    assert_eq!(value.frontend(), FRONTEND);
 }
 
 #[test]
@@ -125,6 +136,8 @@ proptest! {
         }
         let sock = SockRevNat4Key::new(cookie, backend);
         prop_assert_eq!(&bytemuck::bytes_of(&sock)[14..], &[0u8, 0][..]);
+        let sock = SockRevNat4Value::new(flow.dst, cookie as u32);
+        prop_assert_eq!(&bytemuck::bytes_of(&sock)[6..8], &[0u8, 0][..]);
     }
 
     /// Both entries a new flow gets read back as that flow and its backend.

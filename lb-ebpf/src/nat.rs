@@ -1,0 +1,81 @@
+//! Address and port rewrites with their checksum updates, for every hook
+//! that translates packets: the destination of an XDP packet (forward
+//! translation, and what `lb trace` shows for the socket hooks) and the
+//! source of an skb (reverse translation on tc).
+//!
+//! XDP updates checksums incrementally (`lb_common::csum`); tc uses the
+//! kernel's helpers, which unlike an incremental update also handle
+//! CHECKSUM_PARTIAL skbs (locally generated TCP).
+
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    programs::TcContext,
+};
+use lb_common::{Endpoint4, PROTO_UDP, csum, reason::Reason};
+
+use crate::parse::{ETH_HLEN, IPV4_CSUM_OFF, IPV4_SADDR_OFF, SkbPacket, XdpPacket};
+
+/// Rewrites the destination of a parsed XDP packet from `from` (its
+/// current destination) to `to`.
+#[inline(always)]
+pub fn rewrite_xdp_destination(pkt: &XdpPacket, from: Endpoint4, to: Endpoint4) {
+    // SAFETY: bounds-checked pointers from `parse::xdp_ipv4`.
+    unsafe {
+        let ip = pkt.ip;
+        (*ip).check = csum::replace4((*ip).check, from.addr_be, to.addr_be);
+        (*ip).daddr_be = to.addr_be;
+        *pkt.csum = csum::l4_after_rewrite(
+            pkt.proto,
+            *pkt.csum,
+            from.addr_be,
+            to.addr_be,
+            from.port_be,
+            to.port_be,
+        );
+        (*pkt.ports).dst_be = to.port_be;
+    }
+}
+
+/// Rewrites the source of a parsed skb to `to`. A failed helper call
+/// (`DropRewriteFailed`) may leave the packet half rewritten: drop it.
+#[inline(always)]
+pub fn rewrite_skb_source(ctx: &TcContext, pkt: &SkbPacket, to: Endpoint4) -> Result<(), Reason> {
+    let fail = |_| Reason::DropRewriteFailed;
+    let from = pkt.flow.src;
+    let mut l4_flags = 0u64;
+    let mut l4_csum = true;
+    if pkt.flow.proto == PROTO_UDP {
+        // Zero means "no checksum"; MARK_MANGLED_0 keeps it so and turns a
+        // computed zero into 0xffff.
+        l4_flags = BPF_F_MARK_MANGLED_0 as u64;
+        let check: u16 = ctx.load(pkt.csum_off).map_err(fail)?;
+        l4_csum = check != 0;
+    }
+    if l4_csum {
+        ctx.l4_csum_replace(
+            pkt.csum_off,
+            from.addr_be as u64,
+            to.addr_be as u64,
+            l4_flags | BPF_F_PSEUDO_HDR as u64 | 4,
+        )
+        .map_err(fail)?;
+        ctx.l4_csum_replace(
+            pkt.csum_off,
+            from.port_be as u64,
+            to.port_be as u64,
+            l4_flags | 2,
+        )
+        .map_err(fail)?;
+    }
+    ctx.l3_csum_replace(
+        ETH_HLEN + IPV4_CSUM_OFF,
+        from.addr_be as u64,
+        to.addr_be as u64,
+        4,
+    )
+    .map_err(fail)?;
+    ctx.store(ETH_HLEN + IPV4_SADDR_OFF, &to.addr_be, 0)
+        .map_err(fail)?;
+    ctx.store(pkt.l4_off, &to.port_be, 0).map_err(fail)?;
+    Ok(())
+}
