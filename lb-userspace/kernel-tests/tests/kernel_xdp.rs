@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use common::*;
 use lb::datapath::DatapathMaps as _;
 use lb_common::{
-    CT_DIR_ORIGINAL, CT_DIR_REPLY, FE_FLAG_EMPTY_DROP, FE_KIND_NODE_PORT, FE_KIND_SHIFT, PROTO_TCP,
+    Ct4Key, Endpoint4, FE_FLAG_EMPTY_DROP, FE_KIND_NODE_PORT, FE_KIND_SHIFT, Flow4, PROTO_TCP,
     PROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL, reason::Reason,
 };
 
@@ -58,11 +58,11 @@ fn tcp_syn_is_dnated_and_creates_both_ct_entries() {
     assert_eq!(conns.len(), 2, "{conns:?}");
     let orig = conns
         .iter()
-        .find(|(k, _)| k.dir == CT_DIR_ORIGINAL)
+        .find(|(k, _)| k.is_original())
         .expect("original entry");
     assert_eq!(
         orig.0,
-        ct_key(CLIENT, 40000, NODE, NODE_PORT, PROTO_TCP, CT_DIR_ORIGINAL)
+        Ct4Key::original(flow(CLIENT, 40000, NODE, NODE_PORT, PROTO_TCP))
     );
     assert_eq!(
         (orig.1.nat_addr_be, orig.1.nat_port_be),
@@ -72,11 +72,11 @@ fn tcp_syn_is_dnated_and_creates_both_ct_entries() {
     assert!(orig.1.created_ns > 0 && orig.1.last_seen_ns == orig.1.created_ns);
     let reply = conns
         .iter()
-        .find(|(k, _)| k.dir == CT_DIR_REPLY)
+        .find(|(k, _)| k.is_reply())
         .expect("reply entry");
     assert_eq!(
         reply.0,
-        ct_key(POD_A, POD_PORT, CLIENT, 40000, PROTO_TCP, CT_DIR_REPLY)
+        Ct4Key::reply(flow(POD_A, POD_PORT, CLIENT, 40000, PROTO_TCP))
     );
     assert_eq!(
         (reply.1.nat_addr_be, reply.1.nat_port_be),
@@ -553,9 +553,7 @@ fn purge_removes_the_connections_of_removed_backends() {
     assert_eq!(conns.len(), 34);
     let to_a = conns
         .iter()
-        .filter(|(k, v)| {
-            k.proto == PROTO_UDP && k.dir == CT_DIR_ORIGINAL && v.nat_addr_be == be32(POD_A)
-        })
+        .filter(|(k, v)| k.proto == PROTO_UDP && k.is_original() && v.nat_addr_be == be32(POD_A))
         .count();
     assert!(
         to_a > 0 && to_a < 16,
@@ -570,8 +568,8 @@ fn purge_removes_the_connections_of_removed_backends() {
     let left = t.maps.connections().unwrap();
     assert_eq!(left.len(), 34 - 2 * to_a);
     assert!(left.iter().all(|(k, v)| !(k.proto == PROTO_UDP
-        && ((k.dir == CT_DIR_ORIGINAL && v.nat_addr_be == be32(POD_A))
-            || (k.dir == CT_DIR_REPLY && k.src_addr_be == be32(POD_A))))));
+        && ((k.is_original() && v.nat_addr_be == be32(POD_A))
+            || (k.is_reply() && k.src_addr_be == be32(POD_A))))));
     assert_eq!(
         left.iter().filter(|(k, _)| k.proto == PROTO_TCP).count(),
         2,
@@ -635,27 +633,17 @@ fn jumbo_frames_in_several_buffers_are_translated() {
     assert_eq!(t.nonzero_stats(), vec![(Reason::DnatNew, 1)]);
 }
 
-fn ct_key(
-    src: Ipv4Addr,
-    sport: u16,
-    dst: Ipv4Addr,
-    dport: u16,
-    proto: u8,
-    dir: u8,
-) -> lb_common::Ct4Key {
-    lb_common::Ct4Key {
-        src_addr_be: be32(src),
-        dst_addr_be: be32(dst),
-        src_port_be: be16(sport),
-        dst_port_be: be16(dport),
+/// A flow's tuple as a packet carries it.
+fn flow(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, proto: u8) -> Flow4 {
+    Flow4::new(
+        Endpoint4::new(be32(src), be16(sport)),
+        Endpoint4::new(be32(dst), be16(dport)),
         proto,
-        dir,
-        _pad: [0; 2],
-    }
+    )
 }
 
 fn ct_entry(t: &TestDatapath, client: Ipv4Addr, sport: u16) -> lb_common::Ct4Value {
-    let key = ct_key(client, sport, NODE, NODE_PORT, PROTO_TCP, CT_DIR_ORIGINAL);
+    let key = Ct4Key::original(flow(client, sport, NODE, NODE_PORT, PROTO_TCP));
     t.maps
         .connections()
         .unwrap()

@@ -8,10 +8,9 @@ use aya::{
     sys::SyscallError,
 };
 use lb_common::{
-    ALL_MAPS, BACKENDS4, Backend4, CT_DIR_ORIGINAL, CT_DIR_REPLY, CT4, Ct4Key, Ct4Value,
-    FRONTENDS4, Frontend4Key, FrontendValue, MAGLEV, MAGLEV_TABLE_SIZE, SERVICE_STATS, SERVICES,
-    SOCK_REVNAT4, STATS, ServiceCounters, ServiceInfo, SockRevNat4Key, SockRevNat4Value,
-    reason::Reason,
+    ALL_MAPS, BACKENDS4, Backend4, CT4, Ct4Key, Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue,
+    MAGLEV, MAGLEV_TABLE_SIZE, SERVICE_STATS, SERVICES, SOCK_REVNAT4, STATS, ServiceCounters,
+    ServiceInfo, SockRevNat4Key, SockRevNat4Value, reason::Reason,
 };
 
 use super::{DatapathMaps, MapsError};
@@ -286,12 +285,7 @@ pub fn check_layout_version(pin_dir: &Path) -> Result<(), MapsError> {
 
 /// Whether a connection-table entry belongs to a flow translated to `b`.
 fn ct_entry_uses(key: &Ct4Key, value: &Ct4Value, b: &Backend4) -> bool {
-    key.proto == b.proto
-        && match key.dir {
-            CT_DIR_ORIGINAL => value.nat_addr_be == b.addr_be && value.nat_port_be == b.port_be,
-            CT_DIR_REPLY => key.src_addr_be == b.addr_be && key.src_port_be == b.port_be,
-            _ => false,
-        }
+    key.proto == b.proto && key.backend(value) == Some(b.endpoint())
 }
 
 impl DatapathMaps for KernelMaps {
@@ -394,11 +388,7 @@ impl DatapathMaps for KernelMaps {
         let sock_keys: Vec<SockRevNat4Key> = self
             .socket_translations()?
             .into_iter()
-            .filter(|(k, _)| {
-                backends
-                    .iter()
-                    .any(|b| k.backend_addr_be == b.addr_be && k.backend_port_be == b.port_be)
-            })
+            .filter(|(k, _)| backends.iter().any(|b| k.backend() == b.endpoint()))
             .map(|(k, _)| k)
             .collect();
         let mut removed = 0;

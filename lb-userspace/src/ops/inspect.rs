@@ -8,9 +8,9 @@ use std::{
 };
 
 use lb_common::{
-    BE_FLAG_LOCAL, BE_FLAG_TERMINATING, Backend4, CT_DIR_ORIGINAL, FE_FLAG_EMPTY_DROP,
-    FE_KIND_CLUSTER_IP, FE_KIND_EXTERNAL_IP, FE_KIND_LOAD_BALANCER, FE_KIND_NODE_PORT,
-    Frontend4Key, FrontendValue, SCOPE_EXTERNAL, ServiceCounters,
+    BE_FLAG_LOCAL, BE_FLAG_TERMINATING, Backend4, FE_FLAG_EMPTY_DROP, FE_KIND_CLUSTER_IP,
+    FE_KIND_EXTERNAL_IP, FE_KIND_LOAD_BALANCER, FE_KIND_NODE_PORT, Frontend4Key, FrontendValue,
+    SCOPE_EXTERNAL, ServiceCounters,
 };
 use serde::Serialize;
 
@@ -253,27 +253,25 @@ impl Inspector {
         let now = monotonic_ns();
         let mut rows = Vec::new();
         for (key, value) in self.maps.connections()? {
-            if key.dir != CT_DIR_ORIGINAL {
+            if !key.is_original() {
                 continue;
             }
-            let ends = [
-                (key.src_addr_be, key.src_port_be),
-                (key.dst_addr_be, key.dst_port_be),
-                (value.nat_addr_be, value.nat_port_be),
-            ];
+            let (flow, backend) = (key.flow(), value.nat());
+            let ends = [flow.src, flow.dst, backend];
             let addr_ok = addr.is_none_or(|a| {
                 ends.iter()
-                    .any(|(x, _)| *x == u32::from_ne_bytes(a.octets()))
+                    .any(|end| end.addr_be == u32::from_ne_bytes(a.octets()))
             });
-            let port_ok = port.is_none_or(|p| ends.iter().any(|(_, y)| u16::from_be(*y) == p));
+            let port_ok =
+                port.is_none_or(|p| ends.iter().any(|end| u16::from_be(end.port_be) == p));
             if !(addr_ok && port_ok) {
                 continue;
             }
             rows.push(ConnectionView {
                 protocol: protocol_name(key.proto),
-                client: socket(key.src_addr_be, key.src_port_be),
-                frontend: socket(key.dst_addr_be, key.dst_port_be),
-                backend: socket(value.nat_addr_be, value.nat_port_be),
+                client: socket(flow.src.addr_be, flow.src.port_be),
+                frontend: socket(flow.dst.addr_be, flow.dst.port_be),
+                backend: socket(backend.addr_be, backend.port_be),
                 service: self.service_name(value.service_id),
                 age_seconds: now.saturating_sub(value.created_ns) / 1_000_000_000,
                 idle_seconds: now.saturating_sub(value.last_seen_ns) / 1_000_000_000,
