@@ -132,3 +132,29 @@ fn non_ipv4_and_malformed_pass_untouched() {
     }
     assert_eq!(t.stat(Reason::ReverseNat), 0);
 }
+
+#[test]
+fn a_reply_refreshes_its_entry_only() {
+    let mut t = TestDatapath::load();
+    services(&mut t);
+    t.run_xdp(&tcp_frame(CLIENT, 40000, NODE, 30080, true, b""));
+    let seen = |t: &TestDatapath| {
+        let conns = t.maps.connections().unwrap();
+        let of = |original: bool| {
+            conns
+                .iter()
+                .find(|(k, _)| k.is_original() == original)
+                .expect("both entries")
+                .1
+                .last_seen_ns
+        };
+        (of(true), of(false))
+    };
+    let (original, reply) = seen(&t);
+
+    t.run_tc(&tcp_frame(POD, 8080, CLIENT, 40000, false, b"ack"));
+
+    let (original_after, reply_after) = seen(&t);
+    assert!(reply_after > reply, "the reply entry is refreshed");
+    assert_eq!(original_after, original, "the original entry is not");
+}

@@ -85,6 +85,30 @@ fn tcp_syn_is_dnated_and_creates_both_ct_entries() {
     assert_eq!(t.nonzero_stats(), vec![(Reason::DnatNew, 1)]);
 }
 
+/// What userspace reads back from the entries the datapath wrote (through
+/// lb-common's helpers, as `lb conntrack` and the purge do): both name the
+/// client's flow and its backend.
+#[test]
+fn both_entries_read_back_as_the_client_s_flow_and_its_backend() {
+    let mut t = TestDatapath::load();
+    tcp_service(&mut t);
+    t.run_xdp(&tcp_frame(CLIENT, 40000, NODE, NODE_PORT, true, b""));
+    let conns = t.maps.connections().unwrap();
+    assert_eq!(conns.len(), 2);
+    for (key, value) in &conns {
+        assert_eq!(
+            key.original_flow(value),
+            Some(flow(CLIENT, 40000, NODE, NODE_PORT, PROTO_TCP)),
+            "{key:?}"
+        );
+        assert_eq!(
+            key.backend(value),
+            Some(Endpoint4::new(be32(POD_A), be16(POD_PORT))),
+            "{key:?}"
+        );
+    }
+}
+
 #[test]
 fn established_flow_keeps_its_backend_after_the_table_changes() {
     let mut t = TestDatapath::load();
