@@ -46,8 +46,9 @@ pub struct TraceReport {
     pub verdict: &'static str,
     /// `ip:port` the packet or connection goes to, when translated.
     pub backend: Option<String>,
-    /// Whether the source would be rewritten (this datapath never
-    /// masquerades yet: backends are on this node).
+    /// Whether the source would be rewritten: never yet, because this
+    /// datapath does not masquerade, even where policy Cluster sends an
+    /// external client to a backend on another node (SNAT comes later).
     pub snat: bool,
     /// `namespace/name:portname` of the frontend that matched.
     pub service: Option<String>,

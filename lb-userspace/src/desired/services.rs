@@ -1,0 +1,530 @@
+//! Services: each one read and checked into a [`ServiceView`] that holds
+//! only what its frontends depend on.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+
+use super::{
+    endpoints::TopologyWish,
+    family,
+    labels::{
+        ANNOTATION_TOPOLOGY_HINTS, ANNOTATION_TOPOLOGY_MODE, LABEL_HEADLESS,
+        LABEL_SERVICE_PROXY_NAME,
+    },
+    meta::namespace_of,
+    problems::Problems,
+    validate::{addresses, indexed, parse_addr, port_number, protocol_problem},
+};
+use crate::model::{Protocol, ServicePortName};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ServiceType {
+    ClusterIp,
+    NodePort,
+    LoadBalancer,
+}
+
+/// A Service port with its numbers checked.
+#[derive(Debug)]
+pub(super) struct PortView {
+    pub(super) name: ServicePortName,
+    pub(super) port: u16,
+    pub(super) node_port: Option<u16>,
+}
+
+/// A Service reduced to what its frontends depend on, every field checked.
+#[derive(Debug)]
+pub(super) struct ServiceView {
+    pub(super) object: String,
+    pub(super) namespace: String,
+    pub(super) name: String,
+    pub(super) etp_local: bool,
+    pub(super) itp_local: bool,
+    pub(super) cluster_ips: Vec<IpAddr>,
+    pub(super) external_ips: Vec<IpAddr>,
+    pub(super) lb_ips: Vec<IpAddr>,
+    pub(super) ports: Vec<PortView>,
+    pub(super) topology: TopologyWish,
+}
+
+impl ServiceView {
+    /// `None` when the Service is not ours to proxy (skipped quietly) or is
+    /// unusable as a whole (with a problem).
+    pub(super) fn parse(svc: &Service, problems: &mut Problems) -> Option<ServiceView> {
+        let namespace = namespace_of(&svc.metadata.namespace).to_owned();
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let object = format!("Service {namespace}/{name}");
+        if let Some(why) = not_proxied_label(svc) {
+            tracing::debug!(%object, why, "skipping service");
+            return None;
+        }
+        if name.is_empty() {
+            problems.push(&object, "has no metadata.name");
+            return None;
+        }
+        let Some(spec) = svc.spec.as_ref() else {
+            problems.push(&object, "has no spec");
+            return None;
+        };
+        let svc_type = service_type(spec, &object, problems)?;
+        let cluster_ips = cluster_ips(spec, &object, problems)?;
+        let external_ips = addresses(
+            indexed(
+                "spec.externalIPs",
+                spec.external_ips.as_deref().unwrap_or_default(),
+            ),
+            &object,
+            problems,
+        );
+        let externally_accessible = svc_type != ServiceType::ClusterIp
+            || !spec.external_ips.as_deref().unwrap_or_default().is_empty();
+        let etp_local = local_policy(
+            spec.external_traffic_policy.as_deref(),
+            "spec.externalTrafficPolicy",
+            &object,
+            problems,
+        ) && externally_accessible;
+        let itp_local = local_policy(
+            spec.internal_traffic_policy.as_deref(),
+            "spec.internalTrafficPolicy",
+            &object,
+            problems,
+        );
+        let ports = spec
+            .ports
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, port)| {
+                port_view(i, port, svc_type, &namespace, &name, &object, problems)
+            })
+            .collect();
+        Some(ServiceView {
+            lb_ips: lb_ips(svc, &object, problems),
+            topology: topology_wish(svc, spec),
+            object,
+            namespace,
+            name,
+            etp_local,
+            itp_local,
+            cluster_ips,
+            external_ips,
+            ports,
+        })
+    }
+}
+
+/// Why kube-proxy's watch selector would not even see this Service.
+fn not_proxied_label(svc: &Service) -> Option<&'static str> {
+    let labels = svc.metadata.labels.as_ref()?;
+    if labels.contains_key(LABEL_SERVICE_PROXY_NAME) {
+        Some("labelled for another proxy")
+    } else if labels.contains_key(LABEL_HEADLESS) {
+        Some("labelled headless")
+    } else {
+        None
+    }
+}
+
+/// The type, or `None` for ExternalName (a DNS alias, nothing to proxy).
+/// An unknown type still gets its cluster IPs served.
+fn service_type(spec: &ServiceSpec, object: &str, problems: &mut Problems) -> Option<ServiceType> {
+    match spec.type_.as_deref().unwrap_or("ClusterIP") {
+        "ClusterIP" | "" => Some(ServiceType::ClusterIp),
+        "NodePort" => Some(ServiceType::NodePort),
+        "LoadBalancer" => Some(ServiceType::LoadBalancer),
+        "ExternalName" => None,
+        other => {
+            problems.push(
+                object,
+                format!("spec.type \"{other}\" is unknown; serving it as ClusterIP"),
+            );
+            Some(ServiceType::ClusterIp)
+        }
+    }
+}
+
+/// Whether a traffic policy is Local; anything unknown counts as Cluster,
+/// as in kube-proxy, with a problem so the typo gets noticed.
+fn local_policy(value: Option<&str>, field: &str, object: &str, problems: &mut Problems) -> bool {
+    match value.unwrap_or("Cluster") {
+        "Local" => true,
+        "Cluster" | "" => false,
+        other => {
+            problems.push(
+                object,
+                format!("{field} \"{other}\" is unknown; using Cluster"),
+            );
+            false
+        }
+    }
+}
+
+/// The served cluster IPs; `None` for a headless Service and for one whose
+/// cluster IPs are all of a family not served (kube-proxy's IPv4 proxier
+/// ignores IPv6-only Services entirely, NodePorts included).
+fn cluster_ips(spec: &ServiceSpec, object: &str, problems: &mut Problems) -> Option<Vec<IpAddr>> {
+    let fields: Vec<(String, &str)> = match spec.cluster_ips.as_deref() {
+        Some(ips) if !ips.is_empty() => indexed("spec.clusterIPs", ips),
+        _ => spec
+            .cluster_ip
+            .iter()
+            .filter(|ip| !ip.is_empty())
+            .map(|ip| ("spec.clusterIP".to_owned(), ip.as_str()))
+            .collect(),
+    };
+    if fields.iter().any(|(_, ip)| *ip == "None") {
+        tracing::debug!(%object, "skipping headless service");
+        return None;
+    }
+    let any_unserved = fields
+        .iter()
+        .any(|(_, ip)| parse_addr(ip).is_some_and(|addr| !family::is_served(addr)));
+    let served = addresses(fields, object, problems);
+    if served.is_empty() && any_unserved {
+        tracing::debug!(%object, "skipping IPv6-only service");
+        return None;
+    }
+    Some(served)
+}
+
+/// LoadBalancer ingress IPs, except `ipMode: Proxy` ones: there the load
+/// balancer proxies and traffic arrives for the node, not for the VIP.
+fn lb_ips(svc: &Service, object: &str, problems: &mut Problems) -> Vec<IpAddr> {
+    let ingress = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    let fields = ingress
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, entry)| entry.ip_mode.as_deref() != Some("Proxy"))
+        .filter_map(|(i, entry)| {
+            // Hostname-only entries (some cloud load balancers) have no IP.
+            let ip = entry.ip.as_deref().filter(|ip| !ip.is_empty())?;
+            Some((format!("status.loadBalancer.ingress[{i}].ip"), ip))
+        })
+        .collect();
+    addresses(fields, object, problems)
+}
+
+fn topology_wish(svc: &Service, spec: &ServiceSpec) -> TopologyWish {
+    let annotation = |key: &str| {
+        svc.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .is_some_and(|v| v.eq_ignore_ascii_case("auto"))
+    };
+    let distribution = spec.traffic_distribution.as_deref();
+    // PreferSameZone is PreferClose's newer name; PreferSameNode falls back
+    // to zone hints, which the EndpointSlice controller also sets.
+    let zone_distribution = matches!(
+        distribution,
+        Some("PreferClose" | "PreferSameZone" | "PreferSameNode")
+    );
+    TopologyWish {
+        zone: annotation(ANNOTATION_TOPOLOGY_MODE)
+            || annotation(ANNOTATION_TOPOLOGY_HINTS)
+            || zone_distribution,
+        node: distribution == Some("PreferSameNode"),
+    }
+}
+
+/// One Service port, or `None` (with a problem) when it cannot be served.
+fn port_view(
+    index: usize,
+    port: &ServicePort,
+    svc_type: ServiceType,
+    namespace: &str,
+    name: &str,
+    object: &str,
+    problems: &mut Problems,
+) -> Option<PortView> {
+    let Some(protocol) = Protocol::from_k8s(port.protocol.as_deref()) else {
+        let field = format!("spec.ports[{index}].protocol");
+        problems.push(object, protocol_problem(&field, port.protocol.as_deref()));
+        return None;
+    };
+    let Some(number) = port_number(port.port) else {
+        // The API types read a missing port as 0.
+        let reason = match port.port {
+            0 => format!("spec.ports[{index}].port is missing or 0"),
+            other => format!("spec.ports[{index}].port {other} is out of range 1-65535"),
+        };
+        problems.push(object, reason);
+        return None;
+    };
+    Some(PortView {
+        name: ServicePortName {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            port_name: port.name.clone().unwrap_or_default(),
+            protocol,
+        },
+        port: number,
+        node_port: node_port(index, port, svc_type, object, problems),
+    })
+}
+
+/// The port's nodePort, when its type has NodePorts. kube-proxy serves any
+/// nodePort that is set, so a LoadBalancer with
+/// `allocateLoadBalancerNodePorts: false` has NodePorts only where one was
+/// given explicitly.
+fn node_port(
+    index: usize,
+    port: &ServicePort,
+    svc_type: ServiceType,
+    object: &str,
+    problems: &mut Problems,
+) -> Option<u16> {
+    let value = port.node_port?;
+    if svc_type == ServiceType::ClusterIp {
+        problems.push(
+            object,
+            format!("spec.ports[{index}].nodePort is set but the type has no NodePorts; ignored"),
+        );
+        return None;
+    }
+    let number = port_number(value);
+    if number.is_none() {
+        problems.push(
+            object,
+            format!("spec.ports[{index}].nodePort {value} is out of range 1-65535"),
+        );
+    }
+    number
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::desired::test_support::*;
+
+    /// kube-proxy's older `TestCategorizeEndpoints` cases read the hints
+    /// annotation: "normal endpoint filtering, auto annotation" and "...,
+    /// Auto annotation" filter; "hintsAnnotation empty, no filtering
+    /// applied" and "hintsAnnotation disabled, no filtering applied" do not.
+    #[test]
+    fn topology_wish_from_annotations_and_traffic_distribution() {
+        let wish = |metadata: &str, spec: &str| {
+            let text = format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: w, {metadata}}}\nspec: {{clusterIP: 10.96.0.1, {spec} ports: [{{port: 80}}]}}\n"
+            );
+            let set = parse_documents("wish.yaml", &text);
+            let svc = &set.services[0];
+            let wish = super::topology_wish(svc, svc.spec.as_ref().expect("spec"));
+            (wish.zone, wish.node)
+        };
+        let mode = |value: &str| {
+            format!("annotations: {{service.kubernetes.io/topology-mode: \"{value}\"}}")
+        };
+        assert_eq!(wish(&mode("auto"), ""), (true, false));
+        assert_eq!(wish(&mode("Auto"), ""), (true, false));
+        assert_eq!(wish(&mode(""), ""), (false, false));
+        assert_eq!(wish(&mode("disabled"), ""), (false, false));
+        let hints = "annotations: {service.kubernetes.io/topology-aware-hints: auto}";
+        assert_eq!(wish(hints, ""), (true, false));
+        assert_eq!(wish("", ""), (false, false));
+        for (distribution, expected) in [
+            ("PreferClose", (true, false)),
+            ("PreferSameZone", (true, false)),
+            ("PreferSameNode", (true, true)),
+            ("Elsewhere", (false, false)),
+        ] {
+            let spec = format!("trafficDistribution: {distribution},");
+            assert_eq!(wish("", &spec), expected, "{distribution}");
+        }
+    }
+
+    #[test]
+    fn load_balancer_skips_proxy_mode_ingress() {
+        let state = desired("loadbalancer.yaml", &node("node-a"));
+        let edge = spn("lb", "edge", "https", Tcp);
+        let direct = spn("lb", "direct", "https", Tcp);
+        let backend = [ep("10.244.2.30:8443", Tcp, false, None)];
+        let ready = "cluster: 1 ready";
+        let expected = BTreeMap::from([
+            (
+                fe("10.96.0.30", 443, Tcp, Internal),
+                spec(&edge, ClusterIp, &backend, Reject, ready),
+            ),
+            (
+                fe("10.96.0.31", 443, Tcp, Internal),
+                spec(&direct, ClusterIp, &[], Reject, "no endpoints"),
+            ),
+            (
+                fe("192.168.1.10", 30443, Tcp, External),
+                spec(&edge, NodePort, &backend, Reject, ready),
+            ),
+            (
+                fe("192.168.1.10", 30443, Tcp, Internal),
+                spec(&edge, NodePort, &backend, Reject, ready),
+            ),
+            (
+                fe("203.0.113.10", 443, Tcp, External),
+                spec(&edge, LoadBalancer, &backend, Reject, ready),
+            ),
+            (
+                fe("203.0.113.10", 443, Tcp, Internal),
+                spec(&edge, LoadBalancer, &backend, Reject, ready),
+            ),
+            (
+                fe("203.0.113.20", 443, Tcp, External),
+                spec(&direct, LoadBalancer, &[], Reject, "no endpoints"),
+            ),
+            (
+                fe("203.0.113.20", 443, Tcp, Internal),
+                spec(&direct, LoadBalancer, &[], Reject, "no endpoints"),
+            ),
+        ]);
+        assert_eq!(state.frontends, expected);
+    }
+
+    #[test]
+    fn services_kube_proxy_ignores_are_skipped_silently() {
+        let state = desired("skipped.yaml", &node("node-a"));
+        assert_eq!(state, DesiredState::default());
+    }
+
+    #[test]
+    fn unknown_type_and_policies_are_problems_with_safe_defaults() {
+        let text = "apiVersion: v1
+kind: Service
+metadata: {name: odd, namespace: x}
+spec:
+  type: Weird
+  clusterIP: 10.96.0.140
+  externalTrafficPolicy: Global
+  internalTrafficPolicy: Nearby
+  ports: [{port: 80, nodePort: 30140}]
+";
+        let set = parse_documents("odd.yaml", text);
+        let state = compute(&set.services, &set.slices, &node("node-a"));
+        let object = "Service x/odd";
+        assert_eq!(
+            state.problems,
+            vec![
+                problem(
+                    object,
+                    "spec.type \"Weird\" is unknown; serving it as ClusterIP"
+                ),
+                problem(
+                    object,
+                    "spec.externalTrafficPolicy \"Global\" is unknown; using Cluster"
+                ),
+                problem(
+                    object,
+                    "spec.internalTrafficPolicy \"Nearby\" is unknown; using Cluster"
+                ),
+                problem(
+                    object,
+                    "spec.ports[0].nodePort is set but the type has no NodePorts; ignored"
+                ),
+            ]
+        );
+        let frontends: Vec<String> = state.frontends.keys().map(|f| f.to_string()).collect();
+        assert_eq!(frontends, vec!["10.96.0.140:80/TCP"]);
+    }
+
+    #[test]
+    fn invalid_fields_skip_only_what_is_broken() {
+        let state = desired("invalid.yaml", &node("node-a"));
+        let object = "Service invalid/typo";
+        assert_eq!(
+            state.problems,
+            vec![
+                problem("Service invalid/nospec", "has no spec"),
+                problem(
+                    object,
+                    "spec.clusterIP \"10.96.0.300\" is not an IP address"
+                ),
+                problem(
+                    object,
+                    "spec.externalIPs[0] \"198.51.100.300\" is not an IP address"
+                ),
+                problem(object, "spec.ports[1].port 70000 is out of range 1-65535"),
+                problem(object, "spec.ports[2].nodePort 0 is out of range 1-65535"),
+                problem(
+                    object,
+                    "spec.ports[4].protocol \"QUIC\" is not TCP, UDP or SCTP"
+                ),
+            ]
+        );
+        let frontends: Vec<(String, Scope, FrontendKind, String)> = state
+            .frontends
+            .iter()
+            .map(|(f, s)| (f.to_string(), f.scope, s.kind, s.service.to_string()))
+            .collect();
+        let row = |f: &str, scope, kind, svc: &str| (f.to_owned(), scope, kind, svc.to_owned());
+        assert_eq!(
+            frontends,
+            vec![
+                row("10.96.0.110:80/TCP", Internal, ClusterIp, "invalid/fine:"),
+                row(
+                    "192.168.1.10:30110/TCP",
+                    External,
+                    NodePort,
+                    "invalid/typo:http"
+                ),
+                row(
+                    "192.168.1.10:30110/TCP",
+                    Internal,
+                    NodePort,
+                    "invalid/typo:http"
+                ),
+                row(
+                    "192.168.1.10:30111/SCTP",
+                    External,
+                    NodePort,
+                    "invalid/typo:sctp"
+                ),
+                row(
+                    "192.168.1.10:30111/SCTP",
+                    Internal,
+                    NodePort,
+                    "invalid/typo:sctp"
+                ),
+                row(
+                    "198.51.100.8:80/TCP",
+                    External,
+                    ExternalIp,
+                    "invalid/typo:http"
+                ),
+                row(
+                    "198.51.100.8:80/TCP",
+                    Internal,
+                    ExternalIp,
+                    "invalid/typo:http"
+                ),
+                row(
+                    "198.51.100.8:81/TCP",
+                    External,
+                    ExternalIp,
+                    "invalid/typo:bad-node-port"
+                ),
+                row(
+                    "198.51.100.8:81/TCP",
+                    Internal,
+                    ExternalIp,
+                    "invalid/typo:bad-node-port"
+                ),
+                row(
+                    "198.51.100.8:82/SCTP",
+                    External,
+                    ExternalIp,
+                    "invalid/typo:sctp"
+                ),
+                row(
+                    "198.51.100.8:82/SCTP",
+                    Internal,
+                    ExternalIp,
+                    "invalid/typo:sctp"
+                ),
+            ]
+        );
+        assert!(state.frontends.values().any(|s| s.service.protocol == Sctp));
+    }
+}

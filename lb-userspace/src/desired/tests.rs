@@ -1,0 +1,66 @@
+//! Tests of `compute` as a whole: input order, duplicates, every fixture at once.
+
+use super::test_support::*;
+
+#[test]
+fn malformed_document_does_not_hide_the_others() {
+    let set = fixture("malformed.yaml");
+    assert_eq!(set.problems.len(), 1);
+    assert_eq!(set.problems[0].object, "malformed.yaml (document 2)");
+    assert!(
+        set.problems[0].reason.starts_with("invalid YAML: "),
+        "{}",
+        set.problems[0].reason
+    );
+    let state = compute(&set.services, &set.slices, &node("node-a"));
+    let addrs: Vec<String> = state.frontends.keys().map(|f| f.to_string()).collect();
+    assert_eq!(addrs, vec!["10.96.0.100:80/TCP", "10.96.0.102:80/TCP"]);
+}
+
+#[test]
+fn duplicate_service_definition_is_a_problem() {
+    let mut set = fixture("clusterip.yaml");
+    let first = set.services[0].clone();
+    set.services.push(first);
+    let state = compute(&set.services, &set.slices, &node("node-a"));
+    assert_eq!(
+        state.problems,
+        vec![problem(
+            "Service shop/web",
+            "defined more than once; the first definition is used"
+        )]
+    );
+    assert_eq!(state.frontends.len(), 1);
+}
+
+#[test]
+fn independent_of_input_order() {
+    let set = load_dir(&fixtures_dir());
+    let facts = node("node-a");
+    let forward = compute(&set.services, &set.slices, &facts);
+    let mut services = set.services.clone();
+    let mut slices = set.slices.clone();
+    services.reverse();
+    slices.reverse();
+    assert_eq!(compute(&services, &slices, &facts), forward);
+}
+
+/// The whole fixture directory at once: the fixtures use distinct
+/// namespaces and addresses, so only their deliberate problems appear.
+#[test]
+fn whole_fixture_directory() {
+    let set = load_dir(&fixtures_dir());
+    let load_problems: Vec<&str> = set.problems.iter().map(|p| p.object.as_str()).collect();
+    assert_eq!(load_problems, vec!["malformed.yaml (document 2)"]);
+    let state = compute(&set.services, &set.slices, &node("node-a"));
+    let objects: BTreeSet<&str> = state.problems.iter().map(|p| p.object.as_str()).collect();
+    assert_eq!(
+        objects,
+        BTreeSet::from([
+            "Service conflict/b",
+            "Service invalid/nospec",
+            "Service invalid/typo"
+        ])
+    );
+    assert_eq!(state.frontends.len(), 42);
+}

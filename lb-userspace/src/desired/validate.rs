@@ -1,0 +1,54 @@
+//! Field checks shared by Services and EndpointSlices: what the API server
+//! would have refused (standalone mode has none). Each failure becomes a
+//! problem naming the field, and only that field's part is skipped.
+
+use std::net::IpAddr;
+
+use super::{family, problems::Problems};
+
+/// An address from the API; `None` when it does not parse.
+pub(super) fn parse_addr(text: &str) -> Option<IpAddr> {
+    text.trim().parse().ok()
+}
+
+/// A port number from the API, if it fits a `u16` and is not 0.
+pub(super) fn port_number(value: i32) -> Option<u16> {
+    u16::try_from(value).ok().filter(|port| *port != 0)
+}
+
+pub(super) fn protocol_problem(field: &str, value: Option<&str>) -> String {
+    format!(
+        "{field} \"{}\" is not TCP, UDP or SCTP",
+        value.unwrap_or_default()
+    )
+}
+
+/// Each entry of a list field with its name ("spec.externalIPs[1]").
+pub(super) fn indexed<'a>(field: &str, values: &'a [String]) -> Vec<(String, &'a str)> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| (format!("{field}[{i}]"), value.as_str()))
+        .collect()
+}
+
+/// The served addresses among named field values; invalid entries become
+/// problems naming the field, valid ones of another family are skipped
+/// ([`family::is_served`]). Sorted, deduplicated.
+pub(super) fn addresses(
+    fields: Vec<(String, &str)>,
+    object: &str,
+    problems: &mut Problems,
+) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for (field, text) in fields {
+        match parse_addr(text) {
+            Some(addr) if family::is_served(addr) => out.push(addr),
+            Some(_) => {}
+            None => problems.push(object, format!("{field} \"{text}\" is not an IP address")),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
