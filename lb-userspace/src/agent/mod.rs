@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::{
     datapath::{
-        DatapathMaps, KernelMaps,
+        DatapathMaps, KernelMaps, MemoryMaps,
         loader::{Datapath, LoadOptions},
     },
     desired,
@@ -216,7 +216,8 @@ fn dry_run(config: &AgentConfig) -> Result<()> {
         }
         Err(err) => {
             println!("# against an empty datapath ({err})");
-            (Applied::default(), config.max_tables)
+            let empty = MemoryMaps::new(config.max_tables);
+            (Applied::read(&empty)?, empty.max_tables())
         }
     };
     let plan = plan::plan(&desired, &applied, max_tables);
