@@ -182,7 +182,7 @@ impl Syncer {
             ),
             Err(err) => {
                 warn!("applying the plan failed, will retry: {err}");
-                match Applied::read(maps) {
+                match Applied::reread(maps, applied) {
                     Ok(fresh) => *applied = fresh,
                     Err(err) => warn!("re-reading the maps failed: {err}"),
                 }

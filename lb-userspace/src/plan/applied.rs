@@ -73,6 +73,21 @@ impl Applied {
         Ok(applied)
     }
 
+    /// Reads the maps again after an apply failed part way, keeping in
+    /// quarantine every table `previous` had in use that nothing references
+    /// now: a flip that did happen may have left a packet indexing its old
+    /// table, which must not be rewritten in the very next plan.
+    pub fn reread(maps: &dyn DatapathMaps, previous: &Applied) -> Result<Applied, MapsError> {
+        let mut fresh = Applied::read(maps)?;
+        let in_use = fresh.table_ids_in_use();
+        fresh.quarantined_tables = previous
+            .table_ids_in_use()
+            .into_iter()
+            .filter(|id| !in_use.contains(id))
+            .collect();
+        Ok(fresh)
+    }
+
     /// The backend set whose Maglev table is exactly `slots`, if any.
     fn recognise_table(&self, slots: &[u32]) -> Option<Vec<Backend>> {
         let ids: BTreeSet<u32> = slots.iter().copied().collect();

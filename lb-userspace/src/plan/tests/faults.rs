@@ -130,7 +130,7 @@ fn an_interrupted_apply_leaves_whole_state_and_a_retry_converges() {
         );
 
         // The agent's retry: what the maps hold, planned and applied again.
-        let mut reread = Applied::read(&maps).unwrap();
+        let mut reread = Applied::reread(&maps, &applied).unwrap();
         let retry = plan(&after(), &reread, TABLES);
         apply(&retry, &mut maps, &mut reread).unwrap();
         assert_eq!(
@@ -154,6 +154,56 @@ fn an_interrupted_apply_leaves_whole_state_and_a_retry_converges() {
         let again = plan(&after(), &reread, TABLES);
         assert!(again.is_empty(), "not converged after write {k}: {again}");
     }
+}
+
+/// Tables live before the failed apply that no frontend references now.
+fn freed_tables(before: &Applied, maps: &MemoryMaps) -> BTreeSet<u32> {
+    let live = |frontends: &mut dyn Iterator<Item = &lb_common::FrontendValue>| {
+        frontends
+            .filter(|fe| fe.backend_count > 0)
+            .map(|fe| fe.table_id)
+            .collect::<BTreeSet<u32>>()
+    };
+    let now = live(&mut maps.frontends.values());
+    let then = live(&mut before.frontends.values());
+    then.difference(&now).copied().collect()
+}
+
+/// An apply interrupted after its flips, then a new change before the
+/// retry: the tables the flips freed stay quarantined for that plan, since
+/// a packet may still be indexing them.
+#[test]
+fn tables_freed_by_an_interrupted_apply_stay_quarantined() {
+    let (mut maps, mut applied) = synced(&before());
+    let first = plan(&after(), &applied, TABLES);
+    let up_to_flips = first.set_services.len()
+        + first.set_backends.len()
+        + first.write_tables.len()
+        + first.set_frontends.len();
+    maps.fail_after(up_to_flips);
+    assert!(apply(&first, &mut maps, &mut applied).is_err());
+    let freed = freed_tables(&applied, &maps);
+    assert!(!freed.is_empty(), "the flips freed tables");
+
+    let mut reread = Applied::reread(&maps, &applied).unwrap();
+    let changed_again = desired(&[
+        (
+            frontend(80, Scope::Internal),
+            spec("web", &[tcp(1), tcp(6)]),
+        ),
+        (udp_frontend(53), udp_spec("dns", &[udp(1), udp(3)])),
+    ]);
+    let retry = plan(&changed_again, &reread, TABLES);
+    assert_eq!(retry.write_tables.len(), 2);
+    for table in &retry.write_tables {
+        assert!(
+            !freed.contains(&table.table_id),
+            "table {} rewritten right after it was freed",
+            table.table_id
+        );
+    }
+    apply(&retry, &mut maps, &mut reread).unwrap();
+    assert_eq!(maps.dangling(), Vec::<String>::new());
 }
 
 fn udp_value(last: u8) -> lb_common::Backend4 {
