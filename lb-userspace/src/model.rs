@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
-use lb_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL};
+use lb_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -64,62 +64,6 @@ pub struct ServicePortName {
     pub protocol: Protocol,
 }
 
-impl ServicePortName {
-    /// The service map's value for this port. Names longer than the map's
-    /// fields (longer than Kubernetes allows) are cut.
-    pub fn to_info(&self, info: &ServicePortInfo) -> lb_common::ServiceInfo {
-        let mut flags = 0;
-        if info.external_policy_local {
-            flags |= lb_common::SVC_FLAG_EXTERNAL_LOCAL;
-        }
-        if info.internal_policy_local {
-            flags |= lb_common::SVC_FLAG_INTERNAL_LOCAL;
-        }
-        if info.topology_aware {
-            flags |= lb_common::SVC_FLAG_TOPOLOGY;
-        }
-        lb_common::ServiceInfo {
-            namespace: fixed(&self.namespace),
-            name: fixed(&self.name),
-            port_name: fixed(&self.port_name),
-            port_be: info.port.to_be(),
-            proto: self.protocol.ip_number(),
-            flags,
-            algorithm: lb_common::ALGORITHM_MAGLEV,
-            _pad: [0; 3],
-        }
-    }
-
-    /// Reads a service map value back; `None` if it is not one we wrote.
-    pub fn from_info(value: &lb_common::ServiceInfo) -> Option<(ServicePortName, ServicePortInfo)> {
-        let name = ServicePortName {
-            namespace: unfixed(&value.namespace)?,
-            name: unfixed(&value.name)?,
-            port_name: unfixed(&value.port_name)?,
-            protocol: Protocol::from_ip_number(value.proto)?,
-        };
-        let info = ServicePortInfo {
-            port: u16::from_be(value.port_be),
-            external_policy_local: value.flags & lb_common::SVC_FLAG_EXTERNAL_LOCAL != 0,
-            internal_policy_local: value.flags & lb_common::SVC_FLAG_INTERNAL_LOCAL != 0,
-            topology_aware: value.flags & lb_common::SVC_FLAG_TOPOLOGY != 0,
-        };
-        Some((name, info))
-    }
-}
-
-fn fixed<const N: usize>(text: &str) -> [u8; N] {
-    let mut out = [0; N];
-    let len = text.len().min(N - 1);
-    out[..len].copy_from_slice(&text.as_bytes()[..len]);
-    out
-}
-
-fn unfixed(bytes: &[u8]) -> Option<String> {
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8(bytes[..end].to_vec()).ok()
-}
-
 impl fmt::Display for ServicePortName {
     /// `namespace/name:portname` (the port name may be empty), as kube-proxy prints it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -136,19 +80,7 @@ pub enum FrontendKind {
     ExternalIp,
 }
 
-impl FrontendKind {
-    /// The `FE_KIND_*` value stored in the frontend's flags.
-    pub const fn code(self) -> u32 {
-        match self {
-            FrontendKind::ClusterIp => lb_common::FE_KIND_CLUSTER_IP,
-            FrontendKind::NodePort => lb_common::FE_KIND_NODE_PORT,
-            FrontendKind::LoadBalancer => lb_common::FE_KIND_LOAD_BALANCER,
-            FrontendKind::ExternalIp => lb_common::FE_KIND_EXTERNAL_IP,
-        }
-    }
-}
-
-/// Which traffic a frontend entry serves (see `lb_common::SCOPE_*`).
+/// Which traffic a frontend entry serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
@@ -156,15 +88,6 @@ pub enum Scope {
     External,
     /// From the node itself or its pods, seen by the socket hooks.
     Internal,
-}
-
-impl Scope {
-    pub const fn code(self) -> u8 {
-        match self {
-            Scope::External => SCOPE_EXTERNAL,
-            Scope::Internal => SCOPE_INTERNAL,
-        }
-    }
 }
 
 /// One frontend entry: an address and port that, for one scope, leads to a

@@ -18,11 +18,11 @@ use tracing::{info, warn};
 
 use crate::{
     datapath::{
-        DatapathMaps, KernelMaps,
+        DatapathMaps, KernelMaps, MemoryMaps,
         loader::{Datapath, LoadOptions},
     },
     desired,
-    model::{DesiredState, NodeFacts},
+    model::{DesiredState, NodeFacts, Problem},
     plan::{self, Applied},
     source::manifests,
 };
@@ -166,18 +166,13 @@ impl Syncer {
                 return;
             }
         };
-        self.report(&desired);
-        let plan = match plan::plan(&desired, applied, maps.max_tables()) {
-            Ok(plan) => plan,
-            Err(err) => {
-                warn!("keeping the current state: {err}");
-                return;
-            }
-        };
-        if plan.is_empty() {
-            return;
-        }
+        let plan = plan::plan(&desired, applied, maps.max_tables());
+        self.report(desired.problems.iter().chain(&plan.problems));
+        // Applied even with nothing to write: that ends the quarantine of
+        // the tables the previous plan freed, which a skipped Service may
+        // be waiting for.
         match plan::apply(&plan, maps, applied) {
+            Ok(()) if plan.is_empty() => {}
             Ok(()) => info!(
                 frontends = desired.frontends.len(),
                 changes = plan.set_frontends.len() + plan.remove_frontends.len(),
@@ -187,7 +182,7 @@ impl Syncer {
             ),
             Err(err) => {
                 warn!("applying the plan failed, will retry: {err}");
-                match Applied::read(maps) {
+                match Applied::reread(maps, applied) {
                     Ok(fresh) => *applied = fresh,
                     Err(err) => warn!("re-reading the maps failed: {err}"),
                 }
@@ -195,8 +190,8 @@ impl Syncer {
         }
     }
 
-    fn report(&mut self, desired: &DesiredState) {
-        let now: BTreeSet<String> = desired.problems.iter().map(ToString::to_string).collect();
+    fn report<'a>(&mut self, problems: impl Iterator<Item = &'a Problem>) {
+        let now: BTreeSet<String> = problems.map(ToString::to_string).collect();
         for problem in now.difference(&self.reported) {
             warn!("skipped: {problem}");
         }
@@ -221,10 +216,14 @@ fn dry_run(config: &AgentConfig) -> Result<()> {
         }
         Err(err) => {
             println!("# against an empty datapath ({err})");
-            (Applied::default(), config.max_tables)
+            let empty = MemoryMaps::new(config.max_tables);
+            (Applied::read(&empty)?, empty.max_tables())
         }
     };
-    let plan = plan::plan(&desired, &applied, max_tables)?;
+    let plan = plan::plan(&desired, &applied, max_tables);
+    for problem in &plan.problems {
+        println!("skipped: {problem}");
+    }
     if plan.is_empty() {
         println!("# nothing to do: the datapath already matches");
     }

@@ -1,17 +1,26 @@
 //! The one place that knows how the model is laid out in the maps
 //! (`lb-common`'s types), in both directions. Everything above it speaks
-//! `IpAddr`; a family the maps cannot hold yet is an error here, never a
-//! truncated address.
+//! `IpAddr`, `FrontendKind`, `WhenEmpty` and flags as booleans; a family the
+//! maps cannot hold yet is an error here, never a truncated address. A map
+//! value this agent does not understand (written by another version)
+//! decodes to `None` rather than to a guess.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use lb_common::{Backend4, Frontend4Key};
+use lb_common::{
+    ALGORITHM_MAGLEV, BE_FLAG_LOCAL, BE_FLAG_TERMINATING, Backend4, FE_FLAG_EMPTY_DROP,
+    FE_KIND_CLUSTER_IP, FE_KIND_EXTERNAL_IP, FE_KIND_LOAD_BALANCER, FE_KIND_NODE_PORT,
+    FE_KIND_SHIFT, Frontend4Key, FrontendValue, SCOPE_EXTERNAL, SCOPE_INTERNAL,
+    SVC_FLAG_EXTERNAL_LOCAL, SVC_FLAG_INTERNAL_LOCAL, SVC_FLAG_TOPOLOGY, ServiceInfo,
+};
 
-use crate::model::{Backend, Frontend, Protocol};
+use crate::model::{
+    Backend, Frontend, FrontendKind, Protocol, Scope, ServicePortInfo, ServicePortName, WhenEmpty,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
-    #[error("{0}: IPv6 is not in the datapath yet (IPv4 only)")]
+    #[error("{0}: IPv6 is not in the datapath yet (IPv4 only): serve this Service over IPv4")]
     Family(IpAddr),
 }
 
@@ -27,23 +36,149 @@ pub fn ipv4_from_be(addr_be: u32) -> Ipv4Addr {
     Ipv4Addr::from(addr_be.to_ne_bytes())
 }
 
+/// An address and port pair as the maps store them.
+pub fn socket_from_be(addr_be: u32, port_be: u16) -> SocketAddr {
+    SocketAddr::new(ipv4_from_be(addr_be).into(), u16::from_be(port_be))
+}
+
+const fn scope_code(scope: Scope) -> u8 {
+    match scope {
+        Scope::External => SCOPE_EXTERNAL,
+        Scope::Internal => SCOPE_INTERNAL,
+    }
+}
+
 /// The frontend map key of a frontend.
 pub fn frontend_key(frontend: &Frontend) -> Result<Frontend4Key, CodecError> {
     Ok(Frontend4Key {
         addr_be: ipv4_be(frontend.addr)?,
         port_be: frontend.port.to_be(),
         proto: frontend.protocol.ip_number(),
-        scope: frontend.scope.code(),
+        scope: scope_code(frontend.scope),
     })
 }
 
+/// A frontend map key in model terms; `None` for a protocol or scope this
+/// agent does not know.
+pub fn frontend_from_key(key: &Frontend4Key) -> Option<Frontend> {
+    let address = key_address(key);
+    Some(Frontend {
+        addr: address.ip(),
+        port: address.port(),
+        protocol: Protocol::from_ip_number(key.proto)?,
+        scope: key_scope(key)?,
+    })
+}
+
+/// The address and port of a frontend key, whatever its protocol.
+pub fn key_address(key: &Frontend4Key) -> SocketAddr {
+    socket_from_be(key.addr_be, key.port_be)
+}
+
+/// The scope of a frontend key; `None` for a code this agent does not know.
+pub fn key_scope(key: &Frontend4Key) -> Option<Scope> {
+    match key.scope {
+        SCOPE_EXTERNAL => Some(Scope::External),
+        SCOPE_INTERNAL => Some(Scope::Internal),
+        _ => None,
+    }
+}
+
+/// A frontend map value in model terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrontendEntry {
+    pub service_id: u32,
+    /// Meaningless when `backend_count` is 0.
+    pub table_id: u32,
+    /// 0: new traffic meets `when_empty`.
+    pub backend_count: u32,
+    /// `None` for a kind this agent does not know.
+    pub kind: Option<FrontendKind>,
+    pub when_empty: WhenEmpty,
+}
+
+const fn kind_code(kind: FrontendKind) -> u32 {
+    match kind {
+        FrontendKind::ClusterIp => FE_KIND_CLUSTER_IP,
+        FrontendKind::NodePort => FE_KIND_NODE_PORT,
+        FrontendKind::LoadBalancer => FE_KIND_LOAD_BALANCER,
+        FrontendKind::ExternalIp => FE_KIND_EXTERNAL_IP,
+    }
+}
+
+fn kind_from_code(code: u32) -> Option<FrontendKind> {
+    match code {
+        FE_KIND_CLUSTER_IP => Some(FrontendKind::ClusterIp),
+        FE_KIND_NODE_PORT => Some(FrontendKind::NodePort),
+        FE_KIND_LOAD_BALANCER => Some(FrontendKind::LoadBalancer),
+        FE_KIND_EXTERNAL_IP => Some(FrontendKind::ExternalIp),
+        _ => None,
+    }
+}
+
+/// The frontend map value of an entry.
+pub fn frontend_value(entry: &FrontendEntry) -> FrontendValue {
+    let mut flags = entry.kind.map_or(0, kind_code) << FE_KIND_SHIFT;
+    if entry.when_empty == WhenEmpty::Drop {
+        flags |= FE_FLAG_EMPTY_DROP;
+    }
+    FrontendValue {
+        service_id: entry.service_id,
+        table_id: entry.table_id,
+        backend_count: entry.backend_count,
+        flags,
+    }
+}
+
+/// A frontend map value in model terms.
+pub fn frontend_entry(value: &FrontendValue) -> FrontendEntry {
+    FrontendEntry {
+        service_id: value.service_id,
+        table_id: value.table_id,
+        backend_count: value.backend_count,
+        kind: kind_from_code(value.kind()),
+        when_empty: if value.flags & FE_FLAG_EMPTY_DROP != 0 {
+            WhenEmpty::Drop
+        } else {
+            WhenEmpty::Reject
+        },
+    }
+}
+
+/// What the datapath and operators know about a backend besides its address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendFlags {
+    /// Chosen only as a fallback: no ready endpoint was left.
+    pub terminating: bool,
+    /// The endpoint is on this node.
+    pub local: bool,
+}
+
+impl BackendFlags {
+    /// The flags of a backend several frontends use: a flag holds only if
+    /// it holds for every one of them.
+    pub fn both(self, other: BackendFlags) -> BackendFlags {
+        BackendFlags {
+            terminating: self.terminating && other.terminating,
+            local: self.local && other.local,
+        }
+    }
+}
+
 /// The backend map value of a backend, with its flags.
-pub fn backend_value(backend: &Backend, flags: u8) -> Result<Backend4, CodecError> {
+pub fn backend_value(backend: &Backend, flags: BackendFlags) -> Result<Backend4, CodecError> {
+    let mut bits = 0;
+    if flags.terminating {
+        bits |= BE_FLAG_TERMINATING;
+    }
+    if flags.local {
+        bits |= BE_FLAG_LOCAL;
+    }
     Ok(Backend4 {
         addr_be: ipv4_be(backend.addr)?,
         port_be: backend.port.to_be(),
         proto: backend.protocol.ip_number(),
-        flags,
+        flags: bits,
     })
 }
 
@@ -56,3 +191,102 @@ pub fn backend_from_value(value: &Backend4) -> Option<Backend> {
         protocol: Protocol::from_ip_number(value.proto)?,
     })
 }
+
+pub fn backend_flags(value: &Backend4) -> BackendFlags {
+    BackendFlags {
+        terminating: value.flags & BE_FLAG_TERMINATING != 0,
+        local: value.flags & BE_FLAG_LOCAL != 0,
+    }
+}
+
+/// The identity of a backend value (its flags aside): two values with the
+/// same identity are the same backend and share an id.
+pub fn backend_identity(value: &Backend4) -> (u32, u16, u8) {
+    (value.addr_be, value.port_be, value.proto)
+}
+
+/// The service map's value for a service port. Names longer than the map's
+/// fields (longer than Kubernetes allows) are cut.
+pub fn service_info(name: &ServicePortName, info: &ServicePortInfo) -> ServiceInfo {
+    let mut flags = 0;
+    if info.external_policy_local {
+        flags |= SVC_FLAG_EXTERNAL_LOCAL;
+    }
+    if info.internal_policy_local {
+        flags |= SVC_FLAG_INTERNAL_LOCAL;
+    }
+    if info.topology_aware {
+        flags |= SVC_FLAG_TOPOLOGY;
+    }
+    ServiceInfo {
+        namespace: fixed(&name.namespace),
+        name: fixed(&name.name),
+        port_name: fixed(&name.port_name),
+        port_be: info.port.to_be(),
+        proto: name.protocol.ip_number(),
+        flags,
+        algorithm: ALGORITHM_MAGLEV,
+        _pad: [0; 3],
+    }
+}
+
+/// Reads a service map value back; `None` if it is not one we wrote.
+pub fn service_from_info(value: &ServiceInfo) -> Option<(ServicePortName, ServicePortInfo)> {
+    let name = ServicePortName {
+        namespace: unfixed(&value.namespace)?,
+        name: unfixed(&value.name)?,
+        port_name: unfixed(&value.port_name)?,
+        protocol: Protocol::from_ip_number(value.proto)?,
+    };
+    let info = ServicePortInfo {
+        port: u16::from_be(value.port_be),
+        external_policy_local: value.flags & SVC_FLAG_EXTERNAL_LOCAL != 0,
+        internal_policy_local: value.flags & SVC_FLAG_INTERNAL_LOCAL != 0,
+        topology_aware: value.flags & SVC_FLAG_TOPOLOGY != 0,
+    };
+    Some((name, info))
+}
+
+/// NUL-padded, always NUL-terminated.
+fn fixed<const N: usize>(text: &str) -> [u8; N] {
+    let mut out = [0; N];
+    let len = text.len().min(N - 1);
+    out[..len].copy_from_slice(&text.as_bytes()[..len]);
+    out
+}
+
+fn unfixed(bytes: &[u8]) -> Option<String> {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8(bytes[..end].to_vec()).ok()
+}
+
+/// `addr:port/PROTO (scope)`, readable even for values of another version.
+pub fn describe_frontend(key: &Frontend4Key) -> String {
+    let scope = match key_scope(key) {
+        Some(Scope::External) => "external".to_string(),
+        Some(Scope::Internal) => "internal".to_string(),
+        None => format!("scope {}", key.scope),
+    };
+    format!(
+        "{}/{} ({scope})",
+        key_address(key),
+        protocol_name(key.proto)
+    )
+}
+
+/// `addr:port/PROTO`, readable even for values of another version.
+pub fn describe_backend(value: &Backend4) -> String {
+    format!(
+        "{}/{}",
+        socket_from_be(value.addr_be, value.port_be),
+        protocol_name(value.proto)
+    )
+}
+
+/// `TCP`, `UDP`, `SCTP`, or the number of a protocol this agent does not know.
+pub fn protocol_name(number: u8) -> String {
+    Protocol::from_ip_number(number).map_or_else(|| number.to_string(), |p| p.to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -51,7 +51,9 @@ pub trait DatapathMaps {
 pub mod codec;
 pub mod kernel;
 pub mod loader;
+pub mod memory;
 pub mod trace;
 
 pub use kernel::KernelMaps;
 pub use loader::{Attached, Datapath, LoadOptions, XdpAttachMode};
+pub use memory::MemoryMaps;

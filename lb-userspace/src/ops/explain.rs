@@ -5,14 +5,14 @@
 use std::net::SocketAddrV4;
 
 use lb_common::{
-    BE_FLAG_LOCAL, BE_FLAG_TERMINATING, FE_FLAG_EMPTY_DROP, FE_KIND_CLUSTER_IP, FrontendValue,
-    MAGLEV_TABLE_SIZE, TRACE_BACKEND, TRACE_CONNECTION, TRACE_FRONTEND, TRACE_MAGLEV,
-    TRACE_SOCKET_HASH, TraceRecord, reason::Reason,
+    FrontendValue, MAGLEV_TABLE_SIZE, TRACE_BACKEND, TRACE_CONNECTION, TRACE_FRONTEND,
+    TRACE_MAGLEV, TRACE_SOCKET_HASH, TraceRecord, reason::Reason,
 };
 use serde::Serialize;
 
 use crate::{
-    model::{Protocol, ServicePortName},
+    datapath::codec::{backend_flags, frontend_entry},
+    model::{FrontendKind, Protocol, ServicePortName, WhenEmpty},
     ops::inspect::{Inspector, kind_name, socket},
 };
 
@@ -177,17 +177,17 @@ pub fn report(
     let mut backend_state = None;
     if translated {
         let address = socket(record.nat_addr_be, record.nat_port_be);
-        let flags = inspector.backend(record.backend_id).map(|b| b.flags);
+        let flags = inspector.backend(record.backend_id).map(backend_flags);
         let state = match flags {
-            Some(f) if f & BE_FLAG_TERMINATING != 0 => "terminating",
+            Some(f) if f.terminating => "terminating",
             Some(_) => "ready",
             None => "unknown",
         };
         let why = match flags {
-            Some(f) if f & BE_FLAG_TERMINATING != 0 => {
+            Some(f) if f.terminating => {
                 "serving but terminating: chosen because no endpoint is ready"
             }
-            Some(f) if f & BE_FLAG_LOCAL != 0 => "ready, on this node",
+            Some(f) if f.local => "ready, on this node",
             Some(_) => "ready, on another node",
             None => "no longer a backend (the established flow keeps it)",
         };
@@ -265,7 +265,8 @@ fn policy_text(
         return "policy unknown".to_string();
     };
     let local = |yes: bool| if yes { "Local" } else { "Cluster" };
-    let mut text = if fe.kind() == FE_KIND_CLUSTER_IP {
+    let entry = frontend_entry(fe);
+    let mut text = if entry.kind == Some(FrontendKind::ClusterIp) {
         format!(
             "internalTrafficPolicy={}",
             local(info.internal_policy_local)
@@ -280,7 +281,7 @@ fn policy_text(
         )
     };
     if fe.backend_count == 0 {
-        text.push_str(if fe.flags & FE_FLAG_EMPTY_DROP != 0 {
+        text.push_str(if entry.when_empty == WhenEmpty::Drop {
             ", and no endpoint on this node"
         } else {
             ", and the Service has no endpoints"

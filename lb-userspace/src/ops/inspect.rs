@@ -4,19 +4,21 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{Ipv4Addr, SocketAddrV4},
+    net::Ipv4Addr,
 };
 
-use lb_common::{
-    BE_FLAG_LOCAL, BE_FLAG_TERMINATING, Backend4, FE_FLAG_EMPTY_DROP, FE_KIND_CLUSTER_IP,
-    FE_KIND_EXTERNAL_IP, FE_KIND_LOAD_BALANCER, FE_KIND_NODE_PORT, Frontend4Key, FrontendValue,
-    SCOPE_EXTERNAL, ServiceCounters,
-};
+use lb_common::{Backend4, Frontend4Key, FrontendValue, ServiceCounters};
 use serde::Serialize;
 
 use crate::{
-    datapath::{DatapathMaps, KernelMaps, MapsError},
-    model::{Protocol, ServicePortInfo, ServicePortName},
+    datapath::{
+        DatapathMaps, KernelMaps, MapsError,
+        codec::{
+            backend_flags, frontend_entry, key_address, key_scope, protocol_name,
+            service_from_info, socket_from_be,
+        },
+    },
+    model::{FrontendKind, Scope, ServicePortInfo, ServicePortName, WhenEmpty},
 };
 
 #[derive(Debug, Serialize)]
@@ -131,7 +133,7 @@ impl Inspector {
         let services = maps
             .services()?
             .into_iter()
-            .filter_map(|(id, info)| Some((id, ServicePortName::from_info(&info)?)))
+            .filter_map(|(id, info)| Some((id, service_from_info(&info)?)))
             .collect();
         let frontends = maps.frontends()?;
         let backends = maps.backends()?.into_iter().collect();
@@ -180,17 +182,12 @@ impl Inspector {
                     }
                 }
                 frontends.push(FrontendView {
-                    address: socket(key.addr_be, key.port_be),
+                    address: key_address(key).to_string(),
                     kind: kind_name(value),
-                    scope: if key.scope == SCOPE_EXTERNAL {
-                        "external"
-                    } else {
-                        "internal"
-                    },
-                    when_empty: if value.flags & FE_FLAG_EMPTY_DROP != 0 {
-                        "drop"
-                    } else {
-                        "reject"
+                    scope: scope_name(key),
+                    when_empty: match frontend_entry(value).when_empty {
+                        WhenEmpty::Drop => "drop",
+                        WhenEmpty::Reject => "reject",
                     },
                     backends,
                 });
@@ -303,37 +300,43 @@ impl Inspector {
 }
 
 pub fn backend_ref(be: &Backend4) -> BackendRef {
+    let flags = backend_flags(be);
     BackendRef {
         address: socket(be.addr_be, be.port_be),
-        state: if be.flags & BE_FLAG_TERMINATING != 0 {
+        state: if flags.terminating {
             "terminating"
         } else {
             "ready"
         },
-        local: be.flags & BE_FLAG_LOCAL != 0,
+        local: flags.local,
     }
 }
 
 pub fn socket(addr_be: u32, port_be: u16) -> String {
-    SocketAddrV4::new(Ipv4Addr::from(addr_be.to_ne_bytes()), u16::from_be(port_be)).to_string()
+    socket_from_be(addr_be, port_be).to_string()
 }
 
 pub fn kind_name(value: &FrontendValue) -> &'static str {
-    match value.kind() {
-        FE_KIND_CLUSTER_IP => "cluster-ip",
-        FE_KIND_NODE_PORT => "node-port",
-        FE_KIND_LOAD_BALANCER => "load-balancer",
-        FE_KIND_EXTERNAL_IP => "external-ip",
-        _ => "unknown",
+    match frontend_entry(value).kind {
+        Some(FrontendKind::ClusterIp) => "cluster-ip",
+        Some(FrontendKind::NodePort) => "node-port",
+        Some(FrontendKind::LoadBalancer) => "load-balancer",
+        Some(FrontendKind::ExternalIp) => "external-ip",
+        None => "unknown",
+    }
+}
+
+/// `external` (XDP) or `internal` (socket hooks); a scope of another
+/// version reads as internal, as it always did.
+fn scope_name(key: &Frontend4Key) -> &'static str {
+    match key_scope(key) {
+        Some(Scope::External) => "external",
+        Some(Scope::Internal) | None => "internal",
     }
 }
 
 fn policy(local: bool) -> &'static str {
     if local { "Local" } else { "Cluster" }
-}
-
-fn protocol_name(number: u8) -> String {
-    Protocol::from_ip_number(number).map_or_else(|| number.to_string(), |p| p.to_string())
 }
 
 /// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.

@@ -1,0 +1,254 @@
+//! [`DatapathMaps`] as plain collections: the datapath `plan`/`apply` are
+//! tested against, and the empty datapath a dry run plans against.
+//!
+//! It checks the write-order invariants that keep every packet on a whole
+//! state (a table is never rewritten while a frontend uses it, a frontend
+//! never names a table, backend or service that is not written yet, nothing
+//! is removed while referenced) and panics when a write breaks one: that is
+//! a bug in the writer, which this double exists to catch. It records the
+//! order of writes, and can fail a chosen write (`fail_after`) to test what
+//! an interrupted apply leaves behind.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lb_common::{
+    Backend4, DEFAULT_MAX_TABLES, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE, ServiceInfo,
+};
+
+use super::{
+    DatapathMaps, MapsError,
+    codec::{backend_identity, describe_frontend, key_address},
+};
+
+#[derive(Clone, Debug)]
+pub struct MemoryMaps {
+    pub services: BTreeMap<u32, ServiceInfo>,
+    pub frontends: BTreeMap<Frontend4Key, FrontendValue>,
+    pub backends: BTreeMap<u32, Backend4>,
+    pub tables: BTreeMap<u32, Vec<u32>>,
+    /// Every successful write, in order: `service 1`, `backend 2`,
+    /// `table 0`, `frontend 80` (its port), and `-...` for removals.
+    pub log: Vec<String>,
+    /// Backends whose connection entries were purged, in order.
+    pub purged: Vec<Backend4>,
+    max_tables: u32,
+    writes: usize,
+    fail_at: Option<usize>,
+}
+
+impl Default for MemoryMaps {
+    fn default() -> Self {
+        MemoryMaps::new(DEFAULT_MAX_TABLES)
+    }
+}
+
+impl MemoryMaps {
+    /// Empty maps with room for `max_tables` Maglev tables.
+    pub fn new(max_tables: u32) -> MemoryMaps {
+        MemoryMaps {
+            services: BTreeMap::new(),
+            frontends: BTreeMap::new(),
+            backends: BTreeMap::new(),
+            tables: BTreeMap::new(),
+            log: Vec::new(),
+            purged: Vec::new(),
+            max_tables,
+            writes: 0,
+            fail_at: None,
+        }
+    }
+
+    /// Lets the next `k` writes succeed and fails the one after, once (as
+    /// a full map or a failing syscall would). A failing table write has
+    /// written its first half, as a kernel array written slot by slot
+    /// would have.
+    pub fn fail_after(&mut self, k: usize) {
+        self.fail_at = Some(self.writes + k);
+    }
+
+    /// Writes that succeeded so far.
+    pub fn writes(&self) -> usize {
+        self.writes
+    }
+
+    /// What a packet could meet that is not whole: a frontend naming a
+    /// missing or partial table, a missing backend or a missing service.
+    /// Empty when every frontend leads somewhere.
+    pub fn dangling(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for (key, fe) in &self.frontends {
+            let name = describe_frontend(key);
+            if !self.services.contains_key(&fe.service_id) {
+                found.push(format!("{name} names missing service {}", fe.service_id));
+            }
+            if fe.backend_count == 0 {
+                continue;
+            }
+            match self.tables.get(&fe.table_id) {
+                Some(slots) if slots.len() == MAGLEV_TABLE_SIZE as usize => {
+                    let missing: BTreeSet<u32> = slots
+                        .iter()
+                        .filter(|id| !self.backends.contains_key(id))
+                        .copied()
+                        .collect();
+                    if !missing.is_empty() {
+                        found.push(format!("{name} can select missing backends {missing:?}"));
+                    }
+                }
+                _ => found.push(format!("{name} names unwritten table {}", fe.table_id)),
+            }
+        }
+        found
+    }
+
+    /// The table slots (backend ids) the frontend at `key` selects from;
+    /// `None` when it has no backend.
+    pub fn table_of(&self, key: &Frontend4Key) -> Option<&[u32]> {
+        let fe = self.frontends.get(key)?;
+        (fe.backend_count > 0).then(|| self.tables.get(&fe.table_id).map(Vec::as_slice))?
+    }
+
+    fn write(&mut self, entry: String) -> Result<(), MapsError> {
+        if self.fail_at == Some(self.writes) {
+            self.fail_at = None;
+            return Err(MapsError::Invalid(format!("injected fault at {entry}")));
+        }
+        self.writes += 1;
+        self.log.push(entry);
+        Ok(())
+    }
+
+    fn live_tables(&self) -> impl Iterator<Item = u32> + '_ {
+        self.frontends
+            .values()
+            .filter(|fe| fe.backend_count > 0)
+            .map(|fe| fe.table_id)
+    }
+
+    fn referenced(&self, backend_id: u32) -> bool {
+        self.live_tables()
+            .filter_map(|table| self.tables.get(&table))
+            .any(|slots| slots.contains(&backend_id))
+    }
+}
+
+impl DatapathMaps for MemoryMaps {
+    fn max_tables(&self) -> u32 {
+        self.max_tables
+    }
+
+    fn frontends(&self) -> Result<Vec<(Frontend4Key, FrontendValue)>, MapsError> {
+        Ok(self.frontends.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    fn backends(&self) -> Result<Vec<(u32, Backend4)>, MapsError> {
+        Ok(self.backends.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    fn set_backend(&mut self, id: u32, backend: &Backend4) -> Result<(), MapsError> {
+        if let Some(old) = self.backends.get(&id) {
+            assert!(
+                backend_identity(old) == backend_identity(backend) || !self.referenced(id),
+                "backend {id} given another address while a live table names it"
+            );
+        }
+        self.write(format!("backend {id}"))?;
+        self.backends.insert(id, *backend);
+        Ok(())
+    }
+
+    fn remove_backend(&mut self, id: u32) -> Result<(), MapsError> {
+        assert!(
+            !self.referenced(id),
+            "backend {id} removed while a live table names it"
+        );
+        self.write(format!("-backend {id}"))?;
+        self.backends.remove(&id);
+        Ok(())
+    }
+
+    fn write_table(&mut self, table_id: u32, slots: &[u32]) -> Result<(), MapsError> {
+        if slots.len() != MAGLEV_TABLE_SIZE as usize || table_id >= self.max_tables {
+            return Err(MapsError::Invalid(format!(
+                "table {table_id} of {} slots does not fit",
+                slots.len()
+            )));
+        }
+        // The invariant that makes flips safe: no frontend references a
+        // table while it is being written.
+        assert!(
+            !self.live_tables().any(|live| live == table_id),
+            "table {table_id} rewritten while referenced"
+        );
+        for id in slots {
+            assert!(
+                self.backends.contains_key(id),
+                "table names backend {id} before it exists"
+            );
+        }
+        if let Err(err) = self.write(format!("table {table_id}")) {
+            let half = slots.len() / 2;
+            let table = self.tables.entry(table_id).or_default();
+            table.resize(slots.len(), 0);
+            table[..half].copy_from_slice(&slots[..half]);
+            return Err(err);
+        }
+        self.tables.insert(table_id, slots.to_vec());
+        Ok(())
+    }
+
+    fn read_table(&self, table_id: u32) -> Result<Vec<u32>, MapsError> {
+        // An array map reads zeros where nothing was written.
+        let mut slots = self.tables.get(&table_id).cloned().unwrap_or_default();
+        slots.resize(MAGLEV_TABLE_SIZE as usize, 0);
+        Ok(slots)
+    }
+
+    fn set_frontend(&mut self, key: &Frontend4Key, value: &FrontendValue) -> Result<(), MapsError> {
+        if value.backend_count > 0 {
+            assert!(
+                self.tables.get(&value.table_id).map(Vec::len) == Some(MAGLEV_TABLE_SIZE as usize),
+                "frontend flipped to an unwritten table"
+            );
+        }
+        assert!(
+            self.services.contains_key(&value.service_id),
+            "frontend names an unwritten service"
+        );
+        self.write(format!("frontend {}", key_address(key).port()))?;
+        self.frontends.insert(*key, *value);
+        Ok(())
+    }
+
+    fn services(&self) -> Result<Vec<(u32, ServiceInfo)>, MapsError> {
+        Ok(self.services.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    fn set_service(&mut self, id: u32, info: &ServiceInfo) -> Result<(), MapsError> {
+        self.write(format!("service {id}"))?;
+        self.services.insert(id, *info);
+        Ok(())
+    }
+
+    fn remove_service(&mut self, id: u32) -> Result<(), MapsError> {
+        assert!(
+            !self.frontends.values().any(|fe| fe.service_id == id),
+            "service {id} removed while referenced"
+        );
+        self.write(format!("-service {id}"))?;
+        self.services.remove(&id);
+        Ok(())
+    }
+
+    fn remove_frontend(&mut self, key: &Frontend4Key) -> Result<(), MapsError> {
+        self.write(format!("-frontend {}", key_address(key).port()))?;
+        self.frontends.remove(key);
+        Ok(())
+    }
+
+    fn purge_connections_to(&mut self, backends: &[Backend4]) -> Result<usize, MapsError> {
+        self.write(format!("purge {}", backends.len()))?;
+        self.purged.extend_from_slice(backends);
+        Ok(backends.len())
+    }
+}

@@ -1,0 +1,174 @@
+//! What the agent knows the maps hold: read from the maps at start-up
+//! (adopting the live Maglev tables it can recognise), then kept in step
+//! with every applied plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lb_common::{Backend4, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE, ServiceInfo};
+
+use super::{Plan, maglev};
+use crate::{
+    datapath::{
+        DatapathMaps, MapsError,
+        codec::{backend_from_value, backend_identity, service_from_info},
+    },
+    model::{Backend, ServicePortName},
+};
+
+/// What the agent knows the maps hold. Rebuilt from the maps at start-up
+/// (`Applied::read`), then kept in step by `apply`.
+#[derive(Clone, Debug, Default)]
+pub struct Applied {
+    pub frontends: BTreeMap<Frontend4Key, FrontendValue>,
+    pub backends: BTreeMap<u32, Backend4>,
+    /// Tables whose contents the agent wrote, by the backend set they hold.
+    pub(super) tables: BTreeMap<Vec<Backend>, u32>,
+    /// Table ids in use whose contents are unknown (found in the maps at
+    /// start-up), with the backend ids they name: never written to until
+    /// nothing references them.
+    pub(super) foreign_tables: BTreeMap<u32, BTreeSet<u32>>,
+    /// Freed by the previous plan; reusable from the next one on.
+    pub(super) quarantined_tables: BTreeSet<u32>,
+    /// Service port ids, and the service map's values for them.
+    pub(super) services: BTreeMap<ServicePortName, u32>,
+    pub service_infos: BTreeMap<u32, ServiceInfo>,
+}
+
+impl Applied {
+    /// Reads what a (possibly pinned, possibly busy) datapath holds. A live
+    /// table is adopted when it is exactly what this agent would write for
+    /// its backend set, so a restart with nothing changed writes nothing;
+    /// any other live table is left alone until nothing references it.
+    pub fn read(maps: &dyn DatapathMaps) -> Result<Applied, MapsError> {
+        let frontends: BTreeMap<_, _> = maps.frontends()?.into_iter().collect();
+        let service_infos: BTreeMap<u32, ServiceInfo> = maps.services()?.into_iter().collect();
+        let services = service_infos
+            .iter()
+            .filter_map(|(id, info)| Some((service_from_info(info)?.0, *id)))
+            .collect();
+        let mut applied = Applied {
+            backends: maps.backends()?.into_iter().collect(),
+            services,
+            service_infos,
+            ..Applied::default()
+        };
+        let live: BTreeSet<u32> = frontends
+            .values()
+            .filter(|fe| fe.backend_count > 0)
+            .map(|fe| fe.table_id)
+            .collect();
+        for table_id in live {
+            let slots = maps.read_table(table_id)?;
+            match applied.recognise_table(&slots) {
+                Some(backends) => {
+                    applied.tables.insert(backends, table_id);
+                }
+                None => {
+                    let named = slots.into_iter().collect();
+                    applied.foreign_tables.insert(table_id, named);
+                }
+            }
+        }
+        applied.frontends = frontends;
+        Ok(applied)
+    }
+
+    /// Reads the maps again after an apply failed part way, keeping in
+    /// quarantine every table `previous` had in use that nothing references
+    /// now: a flip that did happen may have left a packet indexing its old
+    /// table, which must not be rewritten in the very next plan.
+    pub fn reread(maps: &dyn DatapathMaps, previous: &Applied) -> Result<Applied, MapsError> {
+        let mut fresh = Applied::read(maps)?;
+        let in_use = fresh.table_ids_in_use();
+        fresh.quarantined_tables = previous
+            .table_ids_in_use()
+            .into_iter()
+            .filter(|id| !in_use.contains(id))
+            .collect();
+        Ok(fresh)
+    }
+
+    /// The backend set whose Maglev table is exactly `slots`, if any.
+    fn recognise_table(&self, slots: &[u32]) -> Option<Vec<Backend>> {
+        let ids: BTreeSet<u32> = slots.iter().copied().collect();
+        let mut backends: Vec<(Backend, u32)> = ids
+            .iter()
+            .map(|id| Some((backend_from_value(self.backends.get(id)?)?, *id)))
+            .collect::<Option<_>>()?;
+        backends.sort();
+        let set: Vec<Backend> = backends.iter().map(|(b, _)| *b).collect();
+        let expected = maglev::table(&set, MAGLEV_TABLE_SIZE);
+        let same = expected.len() == slots.len()
+            && expected
+                .iter()
+                .zip(slots)
+                .all(|(index, id)| backends[*index as usize].1 == *id);
+        same.then_some(set)
+    }
+
+    /// Backend ids by identity (address, port, protocol).
+    pub(super) fn backend_ids(&self) -> BTreeMap<(u32, u16, u8), u32> {
+        self.backends
+            .iter()
+            .map(|(id, be)| (backend_identity(be), *id))
+            .collect()
+    }
+
+    pub(super) fn table_ids_in_use(&self) -> BTreeSet<u32> {
+        self.tables
+            .values()
+            .chain(self.foreign_tables.keys())
+            .chain(&self.quarantined_tables)
+            .copied()
+            .collect()
+    }
+
+    /// The backend ids a live table names.
+    pub(super) fn table_backend_ids(&self, table_id: u32) -> BTreeSet<u32> {
+        if let Some(named) = self.foreign_tables.get(&table_id) {
+            return named.clone();
+        }
+        let Some((backends, _)) = self.tables.iter().find(|(_, id)| **id == table_id) else {
+            return BTreeSet::new();
+        };
+        let wanted: BTreeSet<&Backend> = backends.iter().collect();
+        self.backends
+            .iter()
+            .filter(|(_, value)| backend_from_value(value).is_some_and(|b| wanted.contains(&b)))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Records an applied plan.
+    pub(super) fn record(&mut self, plan: &Plan) {
+        self.service_infos.extend(plan.set_services.iter().copied());
+        for id in &plan.remove_services {
+            self.service_infos.remove(id);
+        }
+        self.services
+            .retain(|_, id| !plan.remove_services.contains(id));
+        self.backends.extend(plan.set_backends.iter().copied());
+        for (id, _) in &plan.remove_backends {
+            self.backends.remove(id);
+        }
+        self.frontends.extend(plan.set_frontends.iter().copied());
+        for key in &plan.remove_frontends {
+            self.frontends.remove(key);
+        }
+        let released: BTreeSet<u32> = plan.release_tables.iter().copied().collect();
+        self.tables.retain(|_, id| !released.contains(id));
+        self.foreign_tables.retain(|id, _| !released.contains(id));
+        self.tables.extend(
+            plan.write_tables
+                .iter()
+                .map(|table| (table.backends.clone(), table.table_id)),
+        );
+        self.quarantined_tables = released;
+        self.services.extend(
+            plan.new_services
+                .iter()
+                .filter(|(_, id)| !plan.remove_services.contains(id))
+                .cloned(),
+        );
+    }
+}

@@ -1,0 +1,44 @@
+//! Applying a plan: its writes in the order that keeps every packet on a
+//! whole state (see the module comment of `plan`).
+
+use super::{Applied, Plan};
+use crate::datapath::{DatapathMaps, MapsError};
+
+/// Applies a plan in order, then records it in `applied`. On error the maps
+/// hold a consistent prefix of the plan (every step leaves them valid), and
+/// `applied` is re-read by the caller before the next attempt.
+pub fn apply(
+    plan: &Plan,
+    maps: &mut dyn DatapathMaps,
+    applied: &mut Applied,
+) -> Result<(), MapsError> {
+    for (id, info) in &plan.set_services {
+        maps.set_service(*id, info)?;
+    }
+    for (id, value) in &plan.set_backends {
+        maps.set_backend(*id, value)?;
+    }
+    for table in &plan.write_tables {
+        maps.write_table(table.table_id, &table.slots)?;
+    }
+    for (key, value) in &plan.set_frontends {
+        maps.set_frontend(key, value)?;
+    }
+    for key in &plan.remove_frontends {
+        maps.remove_frontend(key)?;
+    }
+    // Purged while the backends are still in the maps: an apply
+    // interrupted after the purge still finds them to remove next time,
+    // while one interrupted before it would otherwise never purge again.
+    if !plan.purge_connections.is_empty() {
+        maps.purge_connections_to(&plan.purge_connections)?;
+    }
+    for (id, _) in &plan.remove_backends {
+        maps.remove_backend(*id)?;
+    }
+    for id in &plan.remove_services {
+        maps.remove_service(*id)?;
+    }
+    applied.record(plan);
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! The plan itself: a pure function of the desired state and what the maps
+//! hold. Each Service port is planned on its own, so one that cannot be
+//! planned becomes a problem, keeps what it had, and stalls nothing else.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lb_common::{Backend4, Frontend4Key, FrontendValue};
+
+use super::{
+    Applied, Plan, PlanError, TableWrite,
+    ids::{Ids, Mark},
+};
+use crate::{
+    datapath::codec::{
+        BackendFlags, FrontendEntry, backend_from_value, backend_identity, backend_value,
+        frontend_key, frontend_value, service_info,
+    },
+    model::{Backend, DesiredState, Frontend, FrontendSpec, Problem, Protocol, ServicePortName},
+};
+
+/// Each wanted backend's id and map value, or why it has none.
+type BackendIds = BTreeMap<Backend, Result<(u32, Backend4), PlanError>>;
+
+/// The frontends of one Service port, in the desired state's order.
+type ServiceFrontends<'a> = Vec<(&'a Frontend, &'a FrontendSpec)>;
+
+/// What the plan keeps: everything else the maps hold is removed.
+#[derive(Default)]
+struct InUse {
+    frontends: BTreeSet<Frontend4Key>,
+    services: BTreeSet<u32>,
+    tables: BTreeSet<u32>,
+    /// Backends the planned frontends select (written when changed).
+    planned_backends: BTreeSet<u32>,
+    /// Backends that frontends kept as they were still select.
+    kept_backends: BTreeSet<u32>,
+}
+
+/// The writes of one Service port, added to the plan only when the whole
+/// port could be planned.
+struct ServicePart {
+    service_id: u32,
+    info: Option<lb_common::ServiceInfo>,
+    tables: Vec<TableWrite>,
+    tables_used: BTreeSet<u32>,
+    backends_used: BTreeSet<u32>,
+    frontends: Vec<(Frontend4Key, FrontendValue)>,
+}
+
+/// Computes the plan. Pure: reads only its arguments.
+pub fn plan(desired: &DesiredState, applied: &Applied, max_tables: u32) -> Plan {
+    let mut ids = Ids::new(applied, max_tables);
+    let backend_ids = assign_backend_ids(desired, applied, &mut ids);
+    let mut out = Plan::default();
+    let mut in_use = InUse::default();
+    let mut failed = Vec::new();
+    for (service, frontends) in by_service(desired) {
+        let mark: Mark = ids.mark();
+        match plan_service(
+            service,
+            &frontends,
+            desired,
+            applied,
+            &backend_ids,
+            &mut ids,
+        ) {
+            Ok(part) => add_part(part, applied, &mut out, &mut in_use),
+            Err(err) => {
+                ids.undo(mark);
+                failed.push((service, frontends, err));
+            }
+        }
+    }
+    // After every plannable port has claimed its frontends: a frontend that
+    // moved to another Service goes to it.
+    for (service, frontends, err) in failed {
+        let kept = keep_serving(service, &frontends, applied, &mut in_use);
+        out.problems.push(problem(service, &err, kept));
+    }
+    out.set_backends = backend_ids
+        .values()
+        .filter_map(|result| result.as_ref().ok())
+        .filter(|(id, value)| {
+            in_use.planned_backends.contains(id) && applied.backends.get(id) != Some(value)
+        })
+        .copied()
+        .collect();
+    removals(applied, &in_use, &mut out);
+    out.new_services = ids.into_new_services();
+    out
+}
+
+/// Groups frontends by Service port, ports in the order of their first
+/// frontend.
+fn by_service(desired: &DesiredState) -> Vec<(&ServicePortName, ServiceFrontends<'_>)> {
+    let mut order: Vec<&ServicePortName> = Vec::new();
+    let mut groups: BTreeMap<&ServicePortName, ServiceFrontends<'_>> = BTreeMap::new();
+    for (frontend, spec) in &desired.frontends {
+        let group = groups.entry(&spec.service).or_insert_with(|| {
+            order.push(&spec.service);
+            Vec::new()
+        });
+        group.push((frontend, spec));
+    }
+    order
+        .into_iter()
+        .map(|service| (service, groups.remove(service).unwrap_or_default()))
+        .collect()
+}
+
+/// Every backend any frontend uses, with its flags (a flag holds if it
+/// holds for every frontend using the backend), and its id: the one the
+/// maps have for it, else a new one.
+fn assign_backend_ids(desired: &DesiredState, applied: &Applied, ids: &mut Ids) -> BackendIds {
+    let mut wanted: BTreeMap<Backend, BackendFlags> = BTreeMap::new();
+    for endpoint in desired.frontends.values().flat_map(|spec| &spec.endpoints) {
+        let flags = BackendFlags {
+            terminating: endpoint.terminating,
+            local: endpoint.local,
+        };
+        wanted
+            .entry(endpoint.backend)
+            .and_modify(|f| *f = f.both(flags))
+            .or_insert(flags);
+    }
+    let known = applied.backend_ids();
+    wanted
+        .into_iter()
+        .map(|(backend, flags)| {
+            let result = backend_value(&backend, flags)
+                .map_err(PlanError::from)
+                .and_then(|value| {
+                    let id = match known.get(&backend_identity(&value)) {
+                        Some(id) => *id,
+                        None => ids.next_backend()?,
+                    };
+                    Ok((id, value))
+                });
+            (backend, result)
+        })
+        .collect()
+}
+
+fn plan_service(
+    service: &ServicePortName,
+    frontends: &ServiceFrontends<'_>,
+    desired: &DesiredState,
+    applied: &Applied,
+    backend_ids: &BackendIds,
+    ids: &mut Ids,
+) -> Result<ServicePart, PlanError> {
+    let keys = frontends
+        .iter()
+        .map(|(frontend, _)| frontend_key(frontend))
+        .collect::<Result<Vec<_>, _>>()?;
+    let carried = keys
+        .first()
+        .and_then(|key| applied.frontends.get(key))
+        .map(|fe| fe.service_id);
+    let service_id = ids.service_id(service, carried)?;
+    let mut part = ServicePart {
+        service_id,
+        info: desired
+            .services
+            .get(service)
+            .map(|port| service_info(service, port)),
+        tables: Vec::new(),
+        tables_used: BTreeSet::new(),
+        backends_used: BTreeSet::new(),
+        frontends: Vec::new(),
+    };
+    for ((_, spec), key) in frontends.iter().zip(keys) {
+        let backends: Vec<Backend> = spec.endpoints.iter().map(|ep| ep.backend).collect();
+        let selected = backends
+            .iter()
+            .map(|backend| backend_ids[backend].clone().map(|(id, _)| id))
+            .collect::<Result<Vec<u32>, _>>()?;
+        let table_id = if backends.is_empty() {
+            0
+        } else {
+            let (id, write) = ids.table_for(&backends, &selected)?;
+            part.tables.extend(write);
+            part.tables_used.insert(id);
+            part.backends_used.extend(&selected);
+            id
+        };
+        let value = frontend_value(&FrontendEntry {
+            service_id,
+            table_id,
+            backend_count: backends.len() as u32,
+            kind: Some(spec.kind),
+            when_empty: spec.when_empty,
+        });
+        part.frontends.push((key, value));
+    }
+    Ok(part)
+}
+
+fn add_part(part: ServicePart, applied: &Applied, out: &mut Plan, in_use: &mut InUse) {
+    if let Some(info) = part.info
+        && applied.service_infos.get(&part.service_id) != Some(&info)
+    {
+        out.set_services.push((part.service_id, info));
+    }
+    in_use.services.insert(part.service_id);
+    out.write_tables.extend(part.tables);
+    in_use.tables.extend(part.tables_used);
+    in_use.planned_backends.extend(part.backends_used);
+    for (key, value) in part.frontends {
+        in_use.frontends.insert(key);
+        if applied.frontends.get(&key) != Some(&value) {
+            out.set_frontends.push((key, value));
+        }
+    }
+}
+
+/// Keeps the frontends a Service port that cannot be planned has in the
+/// maps (those carrying its id, and those at its frontends' addresses)
+/// exactly as they are, with what they reference. Returns how many.
+fn keep_serving(
+    service: &ServicePortName,
+    frontends: &ServiceFrontends<'_>,
+    applied: &Applied,
+    in_use: &mut InUse,
+) -> usize {
+    let known_id = applied.services.get(service).copied();
+    let at_its_addresses: BTreeSet<Frontend4Key> = frontends
+        .iter()
+        .filter_map(|(frontend, _)| frontend_key(frontend).ok())
+        .collect();
+    let mut kept = 0;
+    for (key, value) in &applied.frontends {
+        let its_own = Some(value.service_id) == known_id || at_its_addresses.contains(key);
+        if !its_own || !in_use.frontends.insert(*key) {
+            continue;
+        }
+        kept += 1;
+        in_use.services.insert(value.service_id);
+        if value.backend_count > 0 {
+            in_use.tables.insert(value.table_id);
+            in_use
+                .kept_backends
+                .extend(applied.table_backend_ids(value.table_id));
+        }
+    }
+    kept
+}
+
+fn problem(service: &ServicePortName, err: &PlanError, kept: usize) -> Problem {
+    let port = if service.port_name.is_empty() {
+        format!("port {}", service.protocol)
+    } else {
+        format!("port {} ({})", service.port_name, service.protocol)
+    };
+    let meanwhile = if kept == 0 {
+        "until then it is not served".to_string()
+    } else {
+        format!("until then its {kept} frontend(s) keep their last state")
+    };
+    Problem {
+        object: format!("Service {}/{}", service.namespace, service.name),
+        reason: format!("{port}: {err}; {meanwhile}"),
+    }
+}
+
+/// Frontends, service ports, backends and tables nothing keeps.
+fn removals(applied: &Applied, in_use: &InUse, out: &mut Plan) {
+    out.remove_services = applied
+        .service_infos
+        .keys()
+        .filter(|id| !in_use.services.contains(id))
+        .copied()
+        .collect();
+    out.remove_frontends = applied
+        .frontends
+        .keys()
+        .filter(|key| !in_use.frontends.contains(key))
+        .copied()
+        .collect();
+    for (id, value) in &applied.backends {
+        if in_use.planned_backends.contains(id) || in_use.kept_backends.contains(id) {
+            continue;
+        }
+        out.remove_backends.push((*id, *value));
+        let connectionless = backend_from_value(value).is_none_or(|b| b.protocol != Protocol::Tcp);
+        if connectionless {
+            out.purge_connections.push(*value);
+        }
+    }
+    out.release_tables = applied
+        .tables
+        .values()
+        .chain(applied.foreign_tables.keys())
+        .filter(|id| !in_use.tables.contains(id))
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+}

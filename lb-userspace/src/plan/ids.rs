@@ -1,0 +1,166 @@
+//! Allocation of backend, table and service ids for one plan. Ids in use,
+//! and table ids freed by the previous plan (quarantined), are never handed
+//! out. Table and service ids taken for a Service port can be handed back
+//! (`undo`) when that port turns out not to be plannable, so a failed port
+//! costs nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lb_common::{MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_SERVICES};
+
+use super::{Applied, PlanError, TableWrite, maglev};
+use crate::model::{Backend, ServicePortName};
+
+/// The largest service id. Ids run from 1 (0 is never used) to
+/// `MAX_SERVICES - 1`, because a service id indexes the per-service counter
+/// array, which has `MAX_SERVICES` slots: an id of `MAX_SERVICES` would
+/// have no counters.
+pub const MAX_SERVICE_ID: u32 = MAX_SERVICES - 1;
+
+/// Whether a service id found in the maps can be kept.
+fn usable_service_id(id: u32) -> bool {
+    (1..=MAX_SERVICE_ID).contains(&id)
+}
+
+/// Where the allocations of one Service port start, for `undo`.
+#[derive(Clone, Copy)]
+pub(super) struct Mark {
+    tables: usize,
+    services: usize,
+}
+
+pub(super) struct Ids<'a> {
+    applied: &'a Applied,
+    used_backend_ids: BTreeSet<u32>,
+    used_table_ids: BTreeSet<u32>,
+    max_tables: u32,
+    used_service_ids: BTreeSet<u32>,
+    /// Service ids the maps already carry: never handed back by `undo`.
+    applied_service_ids: BTreeSet<u32>,
+    /// Tables this plan writes, by content, and in allocation order.
+    planned_tables: BTreeMap<Vec<Backend>, u32>,
+    table_order: Vec<Vec<Backend>>,
+    /// Service ids this plan assigns, in allocation order.
+    new_services: Vec<(ServicePortName, u32)>,
+}
+
+impl<'a> Ids<'a> {
+    pub(super) fn new(applied: &'a Applied, max_tables: u32) -> Ids<'a> {
+        let applied_service_ids: BTreeSet<u32> = applied
+            .services
+            .values()
+            .copied()
+            .chain(applied.frontends.values().map(|fe| fe.service_id))
+            .chain(applied.service_infos.keys().copied())
+            .collect();
+        Ids {
+            applied,
+            used_backend_ids: applied.backends.keys().copied().collect(),
+            used_table_ids: applied.table_ids_in_use(),
+            max_tables,
+            used_service_ids: applied_service_ids.clone(),
+            applied_service_ids,
+            planned_tables: BTreeMap::new(),
+            table_order: Vec::new(),
+            new_services: Vec::new(),
+        }
+    }
+
+    pub(super) fn next_backend(&mut self) -> Result<u32, PlanError> {
+        // Id 0 is never used, so a zeroed table slot can never name a backend.
+        let id = (1..MAX_BACKENDS).find(|id| !self.used_backend_ids.contains(id));
+        let id = id.ok_or(PlanError::BackendsExhausted)?;
+        self.used_backend_ids.insert(id);
+        Ok(id)
+    }
+
+    pub(super) fn mark(&self) -> Mark {
+        Mark {
+            tables: self.table_order.len(),
+            services: self.new_services.len(),
+        }
+    }
+
+    /// Hands back every table and service id taken since `mark`.
+    pub(super) fn undo(&mut self, mark: Mark) {
+        for backends in self.table_order.drain(mark.tables..) {
+            if let Some(id) = self.planned_tables.remove(&backends) {
+                self.used_table_ids.remove(&id);
+            }
+        }
+        for (_, id) in self.new_services.drain(mark.services..) {
+            if !self.applied_service_ids.contains(&id) {
+                self.used_service_ids.remove(&id);
+            }
+        }
+    }
+
+    /// The table holding exactly `backends` (whose ids are `backend_ids`,
+    /// in the same order): the one already written, or a new one in a free
+    /// slot, returned with its contents to write.
+    pub(super) fn table_for(
+        &mut self,
+        backends: &[Backend],
+        backend_ids: &[u32],
+    ) -> Result<(u32, Option<TableWrite>), PlanError> {
+        if let Some(id) = self
+            .applied
+            .tables
+            .get(backends)
+            .or_else(|| self.planned_tables.get(backends))
+        {
+            return Ok((*id, None));
+        }
+        let id = (0..self.max_tables)
+            .find(|id| !self.used_table_ids.contains(id))
+            .ok_or(PlanError::TablesExhausted {
+                max: self.max_tables,
+            })?;
+        self.used_table_ids.insert(id);
+        self.planned_tables.insert(backends.to_vec(), id);
+        self.table_order.push(backends.to_vec());
+        let slots = maglev::table(backends, MAGLEV_TABLE_SIZE)
+            .into_iter()
+            .map(|index| backend_ids[index as usize])
+            .collect();
+        let write = TableWrite {
+            table_id: id,
+            backends: backends.to_vec(),
+            slots,
+        };
+        Ok((id, Some(write)))
+    }
+
+    /// A stable id per Service port: the one already known, else the one the
+    /// maps carry for this frontend (after a restart), else the smallest
+    /// free one. An id out of range (an older agent's) is not kept.
+    pub(super) fn service_id(
+        &mut self,
+        service: &ServicePortName,
+        carried: Option<u32>,
+    ) -> Result<u32, PlanError> {
+        if let Some(id) = self.applied.services.get(service).copied()
+            && usable_service_id(id)
+        {
+            return Ok(id);
+        }
+        if let Some((_, id)) = self.new_services.iter().find(|(name, _)| name == service) {
+            return Ok(*id);
+        }
+        let taken = |id: u32| self.new_services.iter().any(|(_, taken)| *taken == id);
+        let id = match carried.filter(|id| usable_service_id(*id) && !taken(*id)) {
+            Some(id) => id,
+            None => (1..=MAX_SERVICE_ID)
+                .find(|id| !self.used_service_ids.contains(id))
+                .ok_or(PlanError::ServicesExhausted)?,
+        };
+        self.used_service_ids.insert(id);
+        self.new_services.push((service.clone(), id));
+        Ok(id)
+    }
+
+    /// The service ids this plan assigned.
+    pub(super) fn into_new_services(self) -> Vec<(ServicePortName, u32)> {
+        self.new_services
+    }
+}

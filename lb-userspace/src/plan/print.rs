@@ -1,0 +1,57 @@
+//! The plan as `lb agent --dry-run` prints it.
+
+use std::fmt;
+
+use super::Plan;
+use crate::datapath::codec::{describe_backend, describe_frontend, service_from_info};
+
+impl fmt::Display for Plan {
+    /// One write per line, in the order they are applied.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (id, info) in &self.set_services {
+            match service_from_info(info) {
+                Some((name, port)) => writeln!(
+                    f,
+                    "set service {id} = {name} ({}, port {})",
+                    name.protocol, port.port
+                )?,
+                None => writeln!(f, "set service {id}")?,
+            }
+        }
+        for (id, be) in &self.set_backends {
+            writeln!(f, "set backend {id} = {}", describe_backend(be))?;
+        }
+        for table in &self.write_tables {
+            let names: Vec<String> = table.backends.iter().map(ToString::to_string).collect();
+            writeln!(
+                f,
+                "write maglev table {} over [{}]",
+                table.table_id,
+                names.join(", ")
+            )?;
+        }
+        for (key, value) in &self.set_frontends {
+            writeln!(
+                f,
+                "set frontend {} -> service {} table {} ({} backends)",
+                describe_frontend(key),
+                value.service_id,
+                value.table_id,
+                value.backend_count
+            )?;
+        }
+        for key in &self.remove_frontends {
+            writeln!(f, "remove frontend {}", describe_frontend(key))?;
+        }
+        for be in &self.purge_connections {
+            writeln!(f, "purge connections to {}", describe_backend(be))?;
+        }
+        for (id, be) in &self.remove_backends {
+            writeln!(f, "remove backend {id} = {}", describe_backend(be))?;
+        }
+        for id in &self.remove_services {
+            writeln!(f, "remove service {id}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,227 @@
+//! An apply interrupted at any write leaves a datapath where every frontend
+//! leads somewhere whole, and the agent's retry (re-read the maps, plan,
+//! apply) converges on the state an uninterrupted apply reaches.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+use crate::datapath::codec::service_from_info;
+
+const TABLES: u32 = 8;
+
+fn udp_frontend(port: u16) -> Frontend {
+    Frontend {
+        protocol: Protocol::Udp,
+        ..frontend(port, Scope::Internal)
+    }
+}
+
+fn udp_spec(name: &str, backends: &[Backend]) -> FrontendSpec {
+    let mut s = spec(name, backends);
+    s.service.protocol = Protocol::Udp;
+    s
+}
+
+fn tcp(last: u8) -> Backend {
+    backend(last, Protocol::Tcp)
+}
+
+fn udp(last: u8) -> Backend {
+    backend(last, Protocol::Udp)
+}
+
+fn before() -> DesiredState {
+    desired(&[
+        (
+            frontend(80, Scope::Internal),
+            spec("web", &[tcp(1), tcp(2), tcp(3)]),
+        ),
+        (
+            frontend(80, Scope::External),
+            spec("web", &[tcp(1), tcp(2), tcp(3)]),
+        ),
+        (udp_frontend(53), udp_spec("dns", &[udp(1), udp(2)])),
+        (frontend(90, Scope::Internal), spec("old", &[tcp(4)])),
+    ])
+}
+
+/// Every kind of write: new and removed backends, a new table, a shared
+/// one reused, a new service, a removed service and frontend, a purge.
+fn after() -> DesiredState {
+    desired(&[
+        (
+            frontend(80, Scope::Internal),
+            spec("web", &[tcp(1), tcp(2), tcp(5)]),
+        ),
+        (
+            frontend(80, Scope::External),
+            spec("web", &[tcp(1), tcp(2), tcp(5)]),
+        ),
+        (udp_frontend(53), udp_spec("dns", &[udp(1)])),
+        (frontend(91, Scope::Internal), spec("api", &[tcp(4)])),
+    ])
+}
+
+fn synced(state: &DesiredState) -> (MemoryMaps, Applied) {
+    let mut maps = MemoryMaps::new(TABLES);
+    let mut applied = Applied::default();
+    sync(state, &mut maps, &mut applied);
+    (maps, applied)
+}
+
+/// What each frontend serves, in terms independent of the ids chosen.
+fn served(maps: &MemoryMaps) -> BTreeMap<Frontend4Key, (String, BTreeSet<Backend>, u32)> {
+    maps.frontends
+        .iter()
+        .map(|(key, fe)| {
+            let name = service_from_info(&maps.services[&fe.service_id])
+                .map(|(name, _)| name.to_string())
+                .unwrap_or_default();
+            let backends = maps
+                .table_of(key)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|id| backend_from_value(&maps.backends[id]))
+                .collect();
+            (*key, (name, backends, fe.flags))
+        })
+        .collect()
+}
+
+#[test]
+fn an_interrupted_apply_leaves_whole_state_and_a_retry_converges() {
+    let (mut clean, mut clean_applied) = synced(&before());
+    let start = clean.writes();
+    let whole = plan(&after(), &clean_applied, TABLES);
+    apply(&whole, &mut clean, &mut clean_applied).unwrap();
+    let writes = clean.writes() - start;
+    let kinds: BTreeSet<&str> = clean.log[start..]
+        .iter()
+        .filter_map(|write| write.split(' ').next())
+        .collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "service",
+            "backend",
+            "table",
+            "frontend",
+            "-frontend",
+            "purge",
+            "-backend",
+            "-service"
+        ]),
+        "the plan exercises every kind of write: {:?}",
+        clean.log
+    );
+
+    for k in 0..writes {
+        let (mut maps, mut applied) = synced(&before());
+        maps.fail_after(k);
+        let first = plan(&after(), &applied, TABLES);
+        assert!(
+            apply(&first, &mut maps, &mut applied).is_err(),
+            "write {k} did not fail"
+        );
+        assert_eq!(
+            maps.dangling(),
+            Vec::<String>::new(),
+            "after failing write {k}"
+        );
+
+        // The agent's retry: what the maps hold, planned and applied again.
+        let mut reread = Applied::reread(&maps, &applied).unwrap();
+        let retry = plan(&after(), &reread, TABLES);
+        apply(&retry, &mut maps, &mut reread).unwrap();
+        assert_eq!(
+            maps.dangling(),
+            Vec::<String>::new(),
+            "after retrying write {k}"
+        );
+        assert_eq!(served(&maps), served(&clean), "retry after write {k}");
+        assert_eq!(
+            maps.backends.values().collect::<BTreeSet<_>>(),
+            clean.backends.values().collect::<BTreeSet<_>>(),
+            "backends after write {k}"
+        );
+        // Purged once, or again by the retry: never lost.
+        let purged: BTreeSet<_> = maps.purged.iter().collect();
+        assert_eq!(
+            purged,
+            BTreeSet::from([&udp_value(2)]),
+            "UDP purge, write {k}"
+        );
+        let again = plan(&after(), &reread, TABLES);
+        assert!(again.is_empty(), "not converged after write {k}: {again}");
+    }
+}
+
+/// Tables live before the failed apply that no frontend references now.
+fn freed_tables(before: &Applied, maps: &MemoryMaps) -> BTreeSet<u32> {
+    let live = |frontends: &mut dyn Iterator<Item = &lb_common::FrontendValue>| {
+        frontends
+            .filter(|fe| fe.backend_count > 0)
+            .map(|fe| fe.table_id)
+            .collect::<BTreeSet<u32>>()
+    };
+    let now = live(&mut maps.frontends.values());
+    let then = live(&mut before.frontends.values());
+    then.difference(&now).copied().collect()
+}
+
+/// An apply interrupted after its flips, then a new change before the
+/// retry: the tables the flips freed stay quarantined for that plan, since
+/// a packet may still be indexing them.
+#[test]
+fn tables_freed_by_an_interrupted_apply_stay_quarantined() {
+    let (mut maps, mut applied) = synced(&before());
+    let first = plan(&after(), &applied, TABLES);
+    let up_to_flips = first.set_services.len()
+        + first.set_backends.len()
+        + first.write_tables.len()
+        + first.set_frontends.len();
+    maps.fail_after(up_to_flips);
+    assert!(apply(&first, &mut maps, &mut applied).is_err());
+    let freed = freed_tables(&applied, &maps);
+    assert!(!freed.is_empty(), "the flips freed tables");
+
+    let mut reread = Applied::reread(&maps, &applied).unwrap();
+    let changed_again = desired(&[
+        (
+            frontend(80, Scope::Internal),
+            spec("web", &[tcp(1), tcp(6)]),
+        ),
+        (udp_frontend(53), udp_spec("dns", &[udp(1), udp(3)])),
+    ]);
+    let retry = plan(&changed_again, &reread, TABLES);
+    assert_eq!(retry.write_tables.len(), 2);
+    for table in &retry.write_tables {
+        assert!(
+            !freed.contains(&table.table_id),
+            "table {} rewritten right after it was freed",
+            table.table_id
+        );
+    }
+    apply(&retry, &mut maps, &mut reread).unwrap();
+    assert_eq!(maps.dangling(), Vec::<String>::new());
+}
+
+fn udp_value(last: u8) -> lb_common::Backend4 {
+    crate::datapath::codec::backend_value(&udp(last), Default::default())
+        .map(|mut v| {
+            v.flags = lb_common::BE_FLAG_LOCAL;
+            v
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_failed_write_is_reported_and_changes_nothing_after_it() {
+    let (mut maps, mut applied) = synced(&before());
+    let frontends = maps.frontends.clone();
+    maps.fail_after(0);
+    let plan = plan(&after(), &applied, TABLES);
+    let err = apply(&plan, &mut maps, &mut applied).unwrap_err();
+    assert!(err.to_string().contains("injected fault"), "{err}");
+    assert_eq!(maps.frontends, frontends);
+}
