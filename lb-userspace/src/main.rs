@@ -14,12 +14,13 @@ use lb::{
         loader::Datapath,
         trace::{Tracer, build_frame},
     },
-    model::{NodeFacts, Protocol},
+    model::Protocol,
     ops::{
         explain::{self, Entry},
         inspect::Inspector,
         output::{self, Format},
     },
+    source::node,
 };
 
 #[derive(Parser)]
@@ -271,30 +272,11 @@ fn trace(args: &TraceArgs) -> Result<()> {
 }
 
 fn agent_config(args: AgentArgs) -> Result<AgentConfig> {
-    let name = match args.node_name {
-        Some(name) => name,
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .context("reading the hostname: pass --node-name")?
-            .trim()
-            .to_string(),
-    };
-    let addresses = if args.node_addresses.is_empty() {
-        agent::local_ipv4_addresses()?
-            .into_iter()
-            .map(IpAddr::V4)
-            .collect()
-    } else {
-        args.node_addresses
-    };
     Ok(AgentConfig {
         manifests: args.manifests,
         devices: args.devices,
         xdp_generic: args.xdp_generic,
-        node: NodeFacts {
-            name,
-            addresses,
-            zone: args.zone,
-        },
+        node: node::facts(args.node_name, args.node_addresses, args.zone)?,
         cgroup: args.cgroup,
         pin_dir: args.pin_dir,
         max_tables: args.max_tables,
