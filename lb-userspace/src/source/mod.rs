@@ -32,6 +32,8 @@ pub trait Source {
     /// caller keeps what it has.
     fn snapshot(&self) -> Result<Snapshot, SourceError>;
 
-    /// Resolves when the source may hold something new.
+    /// Resolves when the source may hold something new. The agent drops
+    /// this future when it syncs for another reason (a resync), so dropping
+    /// it must lose nothing but the wake-up itself.
     fn changed(&mut self) -> impl Future<Output = ()> + Send;
 }
