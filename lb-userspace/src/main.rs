@@ -1,3 +1,6 @@
+//! `lb`: argument parsing and dispatch; what each command does is in
+//! `lb::ops::commands`.
+
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddrV4},
     path::PathBuf,
@@ -5,21 +8,17 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use lb::{
-    agent::{self, AgentConfig},
-    datapath::{
-        KernelMaps,
-        loader::Datapath,
-        trace::{Tracer, build_frame},
-    },
-    model::{NodeFacts, Protocol},
+    agent::AgentConfig,
+    model::Protocol,
     ops::{
-        explain::{self, Entry},
-        inspect::Inspector,
-        output::{self, Format},
+        commands::{self, Reader, TraceRequest},
+        explain::Entry,
+        output::Format,
     },
+    source::node,
 };
 
 #[derive(Parser)]
@@ -123,22 +122,11 @@ struct ReadArgs {
 }
 
 impl ReadArgs {
-    fn inspector(&self) -> Result<Inspector> {
-        let maps = KernelMaps::open_pinned(&self.pin_dir).with_context(|| {
-            format!(
-                "reading the datapath pinned at {} (is `lb agent` running with --pin-dir {0}?)",
-                self.pin_dir.display()
-            )
-        })?;
-        Ok(Inspector::open(maps)?)
-    }
-
-    fn print<T: serde::Serialize>(&self, view: &T, human: impl FnOnce(&T) -> String) -> Result<()> {
-        match self.output {
-            Format::Json => println!("{}", serde_json::to_string_pretty(view)?),
-            Format::Table => print!("{}", human(view)),
+    fn reader(self) -> Reader {
+        Reader {
+            pin_dir: self.pin_dir,
+            format: self.output,
         }
-        Ok(())
     }
 }
 
@@ -214,92 +202,51 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Agent(args) => {
-            let config = agent_config(args)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            runtime.block_on(agent::run(config))
-        }
+        Command::Agent(args) => commands::agent(args.into_config()?),
         Command::Service {
             command: ListOnly::List(read),
-        } => read.print(&read.inspector()?.services()?, |v| output::services(v)),
+        } => commands::list_services(&read.reader()),
         Command::Backend {
             command: ListOnly::List(read),
-        } => read.print(&read.inspector()?.backends()?, |v| output::backends(v)),
+        } => commands::list_backends(&read.reader()),
         Command::Conntrack {
             command: ConntrackCommand::List { read, addr, port },
-        } => read.print(&read.inspector()?.connections(addr, port)?, |v| {
-            output::connections(v)
-        }),
-        Command::Stats(read) => read.print(&read.inspector()?.stats()?, output::stats),
-        Command::Trace(args) => trace(&args),
-        Command::Cleanup { pin_dir } => Datapath::remove_pins(&pin_dir),
+        } => commands::list_connections(&read.reader(), addr, port),
+        Command::Stats(read) => commands::stats(&read.reader()),
+        Command::Trace(args) => commands::trace(&args.into_request()),
+        Command::Cleanup { pin_dir } => commands::cleanup(&pin_dir),
     }
 }
 
-fn trace(args: &TraceArgs) -> Result<()> {
-    let protocol = match args.protocol {
-        TraceProtocol::Tcp => Protocol::Tcp,
-        TraceProtocol::Udp => Protocol::Udp,
-    };
-    let tracer = Tracer::load(&args.read.pin_dir)?;
-    let frame = build_frame(args.src, args.dst, protocol);
-    // A new socket's cookie is unknowable beforehand; 1 stands for "some socket".
-    let cookie = args.cookie.unwrap_or(1);
-    let outcome = match args.from {
-        Entry::External => tracer.trace_external(&frame)?,
-        Entry::Pod | Entry::Node => tracer.trace_socket(&frame, cookie)?,
-    };
-    let inspector = Inspector::open(tracer.maps()?)?;
-    let mut report = explain::report(
-        args.from,
-        args.src,
-        args.dst,
-        protocol,
-        &outcome.record,
-        &inspector,
-    );
-    if args.from != Entry::External && args.cookie.is_none() && report.decided_by.is_some() {
-        report.steps.insert(
-            1,
-            "no --cookie given: each new socket hashes its own cookie, so this is one possible backend".to_string(),
-        );
+impl TraceArgs {
+    fn into_request(self) -> TraceRequest {
+        TraceRequest {
+            reader: self.read.reader(),
+            from: self.from,
+            src: self.src,
+            dst: self.dst,
+            protocol: match self.protocol {
+                TraceProtocol::Tcp => Protocol::Tcp,
+                TraceProtocol::Udp => Protocol::Udp,
+            },
+            cookie: self.cookie,
+        }
     }
-    args.read.print(&report, output::trace)
 }
 
-fn agent_config(args: AgentArgs) -> Result<AgentConfig> {
-    let name = match args.node_name {
-        Some(name) => name,
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .context("reading the hostname: pass --node-name")?
-            .trim()
-            .to_string(),
-    };
-    let addresses = if args.node_addresses.is_empty() {
-        agent::local_ipv4_addresses()?
-            .into_iter()
-            .map(IpAddr::V4)
-            .collect()
-    } else {
-        args.node_addresses
-    };
-    Ok(AgentConfig {
-        manifests: args.manifests,
-        devices: args.devices,
-        xdp_generic: args.xdp_generic,
-        node: NodeFacts {
-            name,
-            addresses,
-            zone: args.zone,
-        },
-        cgroup: args.cgroup,
-        pin_dir: args.pin_dir,
-        max_tables: args.max_tables,
-        resync: Duration::from_secs(args.resync_seconds.max(1)),
-        dry_run: args.dry_run,
-        bpf_log: args.bpf_log,
-    })
+impl AgentArgs {
+    fn into_config(self) -> Result<AgentConfig> {
+        Ok(AgentConfig {
+            manifests: self.manifests,
+            devices: self.devices,
+            xdp_generic: self.xdp_generic,
+            node: node::facts(self.node_name, self.node_addresses, self.zone)?,
+            cgroup: self.cgroup,
+            pin_dir: self.pin_dir,
+            max_tables: self.max_tables,
+            resync: Duration::from_secs(self.resync_seconds.max(1)),
+            dry_run: self.dry_run,
+            bpf_log: self.bpf_log,
+        })
+    }
 }

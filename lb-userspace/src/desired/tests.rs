@@ -35,7 +35,7 @@ fn duplicate_service_definition_is_a_problem() {
 
 #[test]
 fn independent_of_input_order() {
-    let set = load_dir(&fixtures_dir());
+    let set = load_dir(&fixtures_dir()).expect("the fixture directory is readable");
     let facts = node("node-a");
     let forward = compute(&set.services, &set.slices, &facts);
     let mut services = set.services.clone();
@@ -49,7 +49,7 @@ fn independent_of_input_order() {
 /// namespaces and addresses, so only their deliberate problems appear.
 #[test]
 fn whole_fixture_directory() {
-    let set = load_dir(&fixtures_dir());
+    let set = load_dir(&fixtures_dir()).expect("the fixture directory is readable");
     let load_problems: Vec<&str> = set.problems.iter().map(|p| p.object.as_str()).collect();
     assert_eq!(load_problems, vec!["malformed.yaml (document 2)"]);
     let state = compute(&set.services, &set.slices, &node("node-a"));

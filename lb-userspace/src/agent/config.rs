@@ -1,0 +1,25 @@
+//! What the agent is told to do, from the command line.
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::model::NodeFacts;
+
+/// Everything the agent needs to run.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Standalone mode's source: a directory of manifests.
+    pub manifests: PathBuf,
+    /// External devices (XDP ingress, tc egress).
+    pub devices: Vec<String>,
+    pub xdp_generic: bool,
+    pub node: NodeFacts,
+    /// cgroup v2 directory for the socket hooks; none: north-south only.
+    pub cgroup: Option<PathBuf>,
+    pub pin_dir: PathBuf,
+    pub max_tables: u32,
+    /// How often everything is re-read and re-planned, to repair drift.
+    pub resync: Duration,
+    pub dry_run: bool,
+    /// Log each verdict from the datapath (aya-log), for debugging.
+    pub bpf_log: bool,
+}

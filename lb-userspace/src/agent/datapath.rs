@@ -1,0 +1,60 @@
+//! Bringing the datapath up: load (or adopt the pinned one), attach to the
+//! devices and the cgroup, and forward its debug log.
+
+use anyhow::{Context, Result};
+use tracing::{info, warn};
+
+use super::AgentConfig;
+use crate::datapath::loader::{Datapath, LoadOptions};
+
+/// Loads the datapath and attaches it where the config says.
+pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
+    let mut datapath = Datapath::load(&LoadOptions {
+        pin_dir: Some(config.pin_dir.clone()),
+        max_tables: config.max_tables,
+        bpf_log: config.bpf_log,
+        ..LoadOptions::default()
+    })
+    .context("loading the datapath")?;
+    if config.bpf_log {
+        forward_bpf_logs(&mut datapath)?;
+    }
+    for device in &config.devices {
+        let xdp = datapath
+            .attach_xdp(device, config.xdp_generic)
+            .with_context(|| format!("attaching XDP to {device}"))?;
+        let tc = datapath
+            .attach_tc_egress(device)
+            .with_context(|| format!("attaching tc egress to {device}"))?;
+        info!(device, xdp = ?xdp, tc_egress = ?tc, "attached to device");
+    }
+    if let Some(cgroup) = &config.cgroup {
+        let hooks = datapath
+            .attach_cgroup(cgroup)
+            .with_context(|| format!("attaching socket hooks to {}", cgroup.display()))?;
+        info!(cgroup = %cgroup.display(), socket_hooks = ?hooks, "attached to cgroup");
+    }
+    Ok(datapath)
+}
+
+/// Forwards the datapath's aya-log records into the agent's log (they reach
+/// tracing through its `log` bridge) as they arrive.
+fn forward_bpf_logs(datapath: &mut Datapath) -> Result<()> {
+    let logger = datapath.logger(log::logger())?;
+    // SAFETY: the logger owns its map fd and flushing neither closes nor
+    // replaces it, as tokio's AsyncFd requires.
+    let mut logger = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    }?;
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = logger.readable_mut().await else {
+                break;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+    warn!("datapath debug logging is on: every packet is logged, which costs throughput");
+    Ok(())
+}

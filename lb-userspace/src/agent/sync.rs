@@ -1,0 +1,174 @@
+//! One reconciliation: source snapshot -> desired state -> plan -> apply.
+
+use std::{collections::BTreeSet, time::Instant};
+
+use tracing::{info, warn};
+
+use crate::{
+    datapath::DatapathMaps,
+    desired,
+    model::{DesiredState, NodeFacts, Problem},
+    plan::{self, Applied},
+    source::{Snapshot, Source},
+};
+
+/// The desired state of a snapshot: the objects the source could not read
+/// are reported first, then those the desired state could not use.
+pub(super) fn desired_state(snapshot: Snapshot, node: &NodeFacts) -> DesiredState {
+    let mut state = desired::compute(&snapshot.services, &snapshot.slices, node);
+    let mut problems = snapshot.problems;
+    problems.append(&mut state.problems);
+    state.problems = problems;
+    state
+}
+
+/// Reconciles the maps to a source; remembers what was last reported, so a
+/// periodic resync does not repeat the same warnings.
+pub(super) struct Syncer {
+    node: NodeFacts,
+    reported: BTreeSet<String>,
+}
+
+impl Syncer {
+    pub fn new(node: NodeFacts) -> Syncer {
+        Syncer {
+            node,
+            reported: BTreeSet::new(),
+        }
+    }
+
+    /// Makes the maps what the source says. Whatever fails keeps the current
+    /// state, to be retried at the next change or resync.
+    pub fn sync(
+        &mut self,
+        source: &impl Source,
+        maps: &mut dyn DatapathMaps,
+        applied: &mut Applied,
+    ) {
+        let started = Instant::now();
+        let snapshot = match source.snapshot() {
+            Ok(snapshot) => snapshot,
+            Err(err) => {
+                warn!("keeping the current state: {err}");
+                return;
+            }
+        };
+        let desired = desired_state(snapshot, &self.node);
+        let plan = plan::plan(&desired, applied, maps.max_tables());
+        self.report(desired.problems.iter().chain(&plan.problems));
+        // Applied even with nothing to write: that ends the quarantine of
+        // the tables the previous plan freed, which a skipped Service may
+        // be waiting for.
+        match plan::apply(&plan, maps, applied) {
+            Ok(()) if plan.is_empty() => {}
+            Ok(()) => info!(
+                frontends = desired.frontends.len(),
+                changes = plan.set_frontends.len() + plan.remove_frontends.len(),
+                tables = plan.write_tables.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "synced"
+            ),
+            Err(err) => {
+                warn!("applying the plan failed, will retry: {err}");
+                match Applied::reread(maps, applied) {
+                    Ok(fresh) => *applied = fresh,
+                    Err(err) => warn!("re-reading the maps failed: {err}"),
+                }
+            }
+        }
+    }
+
+    fn report<'a>(&mut self, problems: impl Iterator<Item = &'a Problem>) {
+        let now: BTreeSet<String> = problems.map(ToString::to_string).collect();
+        for problem in now.difference(&self.reported) {
+            warn!("skipped: {problem}");
+        }
+        self.reported = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{cell::RefCell, path::Path};
+
+    use super::*;
+    use crate::{
+        datapath::MemoryMaps,
+        source::{SourceError, manifests},
+    };
+
+    /// A source that answers whatever the test last told it to.
+    struct Scripted(RefCell<Option<Snapshot>>);
+
+    impl Scripted {
+        fn answer(&self, snapshot: Option<Snapshot>) {
+            *self.0.borrow_mut() = snapshot;
+        }
+    }
+
+    impl Source for Scripted {
+        fn snapshot(&self) -> Result<Snapshot, SourceError> {
+            self.0
+                .borrow()
+                .clone()
+                .ok_or_else(|| SourceError::Unreadable {
+                    path: Path::new("/manifests").to_owned(),
+                    source: std::io::ErrorKind::NotFound.into(),
+                })
+        }
+        fn changed(&mut self) -> impl Future<Output = ()> + Send {
+            std::future::pending()
+        }
+    }
+
+    const WEB: &str = "apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: shop
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- addresses: [10.244.1.7]
+  conditions: {ready: true}
+";
+
+    #[test]
+    fn a_source_that_cannot_tell_keeps_the_current_state_and_an_empty_one_empties_it() {
+        let source = Scripted(RefCell::new(Some(manifests::parse_documents(
+            "web.yaml", WEB,
+        ))));
+        let mut maps = MemoryMaps::new(4);
+        let mut applied = Applied::default();
+        let mut syncer = Syncer::new(NodeFacts {
+            name: "node-a".into(),
+            ..NodeFacts::default()
+        });
+
+        syncer.sync(&source, &mut maps, &mut applied);
+        assert_eq!(maps.frontends().unwrap().len(), 1);
+        assert_eq!(maps.backends().unwrap().len(), 1);
+
+        source.answer(None);
+        syncer.sync(&source, &mut maps, &mut applied);
+        assert_eq!(
+            maps.frontends().unwrap().len(),
+            1,
+            "an unreadable source deleted the state"
+        );
+        assert_eq!(maps.backends().unwrap().len(), 1);
+
+        source.answer(Some(Snapshot::default()));
+        syncer.sync(&source, &mut maps, &mut applied);
+        assert!(maps.frontends().unwrap().is_empty());
+        assert!(maps.backends().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,232 @@
+//! Reading Services and EndpointSlices out of a YAML stream.
+//!
+//! Users keep whole application manifests in the directory, so anything
+//! that is not a Service or an EndpointSlice is skipped quietly, and one
+//! broken document never hides the others: it becomes a problem and
+//! reading goes on.
+
+use k8s_openapi::{
+    Resource,
+    api::{core::v1::Service, discovery::v1::EndpointSlice},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{
+    documents::{Document, split_documents},
+    yaml::{self, DocumentText},
+};
+use crate::source::Snapshot;
+
+/// The namespace Kubernetes assumes when a manifest names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Parses a YAML stream that may hold several documents. `source_name` names
+/// the stream in problems ("web.yaml (document 2)").
+pub fn parse_documents(source_name: &str, text: &str) -> Snapshot {
+    let mut set = Snapshot::default();
+    for doc in split_documents(text) {
+        let place = format!("{source_name} (document {})", doc.number);
+        parse_document(&place, &doc, &mut set);
+    }
+    set
+}
+
+/// Reads one document and files what it holds into `set`.
+fn parse_document(place: &str, doc: &Document, set: &mut Snapshot) {
+    let text = DocumentText {
+        text: &doc.text,
+        first_line: doc.first_line,
+    };
+    let value = match yaml::parse_value(text) {
+        Ok(value) => value,
+        Err(err) => {
+            set.problem(place, format!("invalid YAML: {err}"));
+            return;
+        }
+    };
+    if value.is_null() {
+        return;
+    }
+    dispatch(place, &value, Origin::Document(text), set);
+}
+
+/// Where an object's text comes from: deserializing from the document text
+/// keeps the file line in error messages; items of a List only exist as
+/// values.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    Document(DocumentText<'a>),
+    ListItem,
+}
+
+/// The kinds this module reads.
+enum Kind {
+    Service,
+    EndpointSlice,
+    List,
+    /// A typed list (`ServiceList`), whose items may omit apiVersion/kind.
+    TypedList {
+        api_version: &'static str,
+        kind: &'static str,
+    },
+    /// A kind lb would use, in an API version Kubernetes no longer serves.
+    Retired(&'static str),
+    Other,
+}
+
+fn kind_of(api_version: &str, kind: &str) -> Kind {
+    match (api_version, kind) {
+        (Service::API_VERSION, Service::KIND) => Kind::Service,
+        (EndpointSlice::API_VERSION, EndpointSlice::KIND) => Kind::EndpointSlice,
+        ("v1", "List") => Kind::List,
+        ("v1", "ServiceList") => Kind::TypedList {
+            api_version: Service::API_VERSION,
+            kind: Service::KIND,
+        },
+        ("discovery.k8s.io/v1", "EndpointSliceList") => Kind::TypedList {
+            api_version: EndpointSlice::API_VERSION,
+            kind: EndpointSlice::KIND,
+        },
+        ("discovery.k8s.io/v1beta1", "EndpointSlice") => Kind::Retired(
+            "discovery.k8s.io/v1beta1 EndpointSlice was removed in Kubernetes 1.25; use discovery.k8s.io/v1",
+        ),
+        _ => Kind::Other,
+    }
+}
+
+fn dispatch(place: &str, value: &Value, origin: Origin<'_>, set: &mut Snapshot) {
+    if !value.is_object() {
+        set.problem(
+            place,
+            "not a Kubernetes object: expected a mapping with apiVersion and kind",
+        );
+        return;
+    }
+    let (Some(api_version), Some(kind)) =
+        (str_field(value, "apiVersion"), str_field(value, "kind"))
+    else {
+        set.problem(
+            place,
+            "not a Kubernetes object: apiVersion or kind is missing",
+        );
+        return;
+    };
+    match kind_of(api_version, kind) {
+        Kind::Service => {
+            if let Some(svc) = read_object::<Service>(place, value, origin, set) {
+                set.services.push(svc);
+            }
+        }
+        Kind::EndpointSlice => {
+            if let Some(slice) = read_object::<EndpointSlice>(place, value, origin, set) {
+                set.slices.push(slice);
+            }
+        }
+        Kind::List => read_list(place, value, None, set),
+        Kind::TypedList { api_version, kind } => {
+            read_list(place, value, Some((api_version, kind)), set)
+        }
+        Kind::Retired(reason) => set.problem(place, reason),
+        Kind::Other => {
+            tracing::debug!(%place, api_version, kind, "skipping a kind lb does not use");
+        }
+    }
+}
+
+fn str_field<'v>(value: &'v Value, key: &str) -> Option<&'v str> {
+    value.get(key).and_then(Value::as_str)
+}
+
+/// Reads each item of a List as a document of its own. `item_kind` fills in
+/// apiVersion and kind for typed lists, whose items carry neither.
+fn read_list(place: &str, value: &Value, item_kind: Option<(&str, &str)>, set: &mut Snapshot) {
+    let items = match value.get("items") {
+        None | Some(Value::Null) => return,
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            set.problem(place, "items: expected a list");
+            return;
+        }
+    };
+    for (index, item) in items.iter().enumerate() {
+        let item_place = format!("{place} items[{index}]");
+        let mut item = item.clone();
+        if let (Some((api_version, kind)), Value::Object(map)) = (item_kind, &mut item) {
+            map.entry("apiVersion").or_insert(api_version.into());
+            map.entry("kind").or_insert(kind.into());
+        }
+        dispatch(&item_place, &item, Origin::ListItem, set);
+    }
+}
+
+/// An object of a kind lb uses: metadata and namespace checked, deserialized.
+trait Object: Resource + DeserializeOwned {
+    fn meta_mut(&mut self) -> &mut ObjectMeta;
+}
+
+impl Object for Service {
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl Object for EndpointSlice {
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// Deserializes a Service or EndpointSlice, reporting a missing name or wrong
+/// field types as a problem. Once the name is known the problem is filed
+/// under the object ("Service ns/name"), which is what a user searches for.
+fn read_object<T: Object>(
+    place: &str,
+    value: &Value,
+    origin: Origin<'_>,
+    set: &mut Snapshot,
+) -> Option<T> {
+    let Some(name) = value_name(value) else {
+        set.problem(place, format!("{} has no metadata.name", T::KIND));
+        return None;
+    };
+    let namespace = value_namespace(value);
+    let read = match origin {
+        Origin::Document(text) => yaml::from_document::<T>(text),
+        Origin::ListItem => yaml::from_value::<T>(value),
+    };
+    match read {
+        Ok(mut object) => {
+            let meta = object.meta_mut();
+            if meta.namespace.as_deref().is_none_or(str::is_empty) {
+                meta.namespace = Some(DEFAULT_NAMESPACE.to_owned());
+            }
+            Some(object)
+        }
+        Err(reason) => {
+            set.problem(
+                format!("{} {namespace}/{name}", T::KIND),
+                format!("in {place}: {reason}"),
+            );
+            None
+        }
+    }
+}
+
+fn value_name(value: &Value) -> Option<&str> {
+    value
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .filter(|name| !name.is_empty())
+}
+
+fn value_namespace(value: &Value) -> &str {
+    value
+        .get("metadata")
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or(DEFAULT_NAMESPACE)
+}

@@ -1,0 +1,89 @@
+//! The YAML reader (serde-saphyr, the reader kube-client uses) and the
+//! shape of its messages: one line each, with the field path and the line
+//! of the file, because problems end up in logs and in `--dry-run` output.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use serde_saphyr::{DefaultMessageFormatter, MessageFormatter, NonFiniteFloatPolicy, SnippetMode};
+
+/// One document of a file, and the file line it starts on, so messages
+/// name the file's lines rather than the document's.
+#[derive(Clone, Copy)]
+pub(super) struct DocumentText<'a> {
+    pub text: &'a str,
+    pub first_line: usize,
+}
+
+/// Reads a document without a schema, to look at its apiVersion and kind
+/// (and at a List's items). Without a schema, YAML 1.1 would read
+/// `namespace: n` as `false`: only `true` and `false` are booleans here,
+/// numeric-looking spellings (`0755`, `1_000`) stay strings and `.inf`
+/// stays text, so that this untyped look neither rejects nor changes what
+/// the typed read of the same text accepts.
+pub(super) fn parse_value(doc: DocumentText<'_>) -> Result<Value, String> {
+    let options = serde_saphyr::options! {
+        with_snippet: false,
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
+        non_finite_float_policy: NonFiniteFloatPolicy::AsString,
+    };
+    serde_saphyr::from_str_with_options(doc.text, options).map_err(|err| located(&err, doc))
+}
+
+/// Reads a typed object from a document's text: errors carry the field path
+/// and the file line.
+pub(super) fn from_document<T: DeserializeOwned>(doc: DocumentText<'_>) -> Result<T, String> {
+    typed(doc.text, |err| located(err, doc))
+}
+
+/// Reads a typed object from a List item. The item is written back as YAML
+/// rather than converted from the JSON value, so that YAML's reading of
+/// plain scalars still applies (`version: 1.2` into a string field is the
+/// string "1.2", as in a document of its own). Line numbers of that
+/// re-written text would mislead, so the message has none.
+pub(super) fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
+    let text = serde_saphyr::to_string(value).map_err(|err| err.to_string())?;
+    typed(&text, message_only)
+}
+
+/// Deserializes `T`; an error names the field path where it arose and
+/// `render`s the reader's message.
+fn typed<T: DeserializeOwned>(
+    text: &str,
+    render: impl FnOnce(&serde_saphyr::Error) -> String,
+) -> Result<T, String> {
+    let mut path = None;
+    let options = serde_saphyr::options! { with_snippet: false };
+    serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_path_to_error::deserialize(de).map_err(|err| {
+            // An empty path (an error at the top) would print as ".".
+            if err.path().iter().next().is_some() {
+                path = Some(err.path().to_string());
+            }
+            err.into_inner()
+        })
+    })
+    .map_err(|err| match path {
+        Some(path) => format!("{path}: {}", render(&err)),
+        None => render(&err),
+    })
+}
+
+/// The message with the file's line and column ("... at line 8, column 11").
+fn located(err: &serde_saphyr::Error, doc: DocumentText<'_>) -> String {
+    err.render_with_options(serde_saphyr::render_options! {
+        snippets: SnippetMode::Off,
+        line_offset: doc.first_line.saturating_sub(1) as u64,
+    })
+}
+
+/// The message without any location. Called directly, the formatter does
+/// not neutralize control characters as rendering does, so do it here.
+fn message_only(err: &serde_saphyr::Error) -> String {
+    DefaultMessageFormatter
+        .format_message(err)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
