@@ -174,7 +174,9 @@ fn find_program(id: u32) -> Result<ProgramInfo> {
     }
     match first_error {
         Some(err) => Err(err).with_context(|| {
-            format!("program {id} not found; listing the loaded programs failed (run as root)")
+            format!(
+                "no program with id {id} found, and some loaded programs could not be listed (listing them needs root)"
+            )
         }),
         None => bail!("no program with id {id} is loaded"),
     }
