@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::MapError,
@@ -215,7 +216,6 @@ pub(super) fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Resu
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
-    use anyhow::Context as _;
     let prog = ebpf
         .program_mut(name)
         .with_context(|| format!("program {name} missing from the datapath object"))?;
@@ -224,7 +224,6 @@ where
 
 /// Loads (verifies) every program the agent attaches.
 pub(super) fn load_attachable_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    use anyhow::Context as _;
     program_mut::<Xdp>(ebpf, PROG_XDP_INGRESS)?
         .load()
         .with_context(|| format!("loading {PROG_XDP_INGRESS}"))?;
@@ -241,7 +240,6 @@ pub(super) fn load_attachable_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
 
 /// Loads (verifies) the programs `lb trace` runs.
 pub(super) fn load_trace_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    use anyhow::Context as _;
     for name in [PROG_XDP_INGRESS, PROG_TRACE_SOCKET] {
         program_mut::<Xdp>(ebpf, name)?
             .load()
