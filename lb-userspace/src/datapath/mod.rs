@@ -1,5 +1,13 @@
 //! Everything that touches the kernel: loading and attaching the programs,
-//! pinning, and typed access to the maps.
+//! pinning, test runs, and typed access to the maps.
+//!
+//! - [`object`]: the embedded object, its programs, load options and errors.
+//! - [`pins`]: the pin directory on bpffs, pinned maps and links.
+//! - [`loader`]: the [`Datapath`] (the object loaded over its maps).
+//! - [`attach`]: XDP, tcx and cgroup attachment, swapping pinned links.
+//! - [`test_run`]: `BPF_PROG_TEST_RUN`, also of the agent's own programs.
+//! - [`cleanup`]: `lb cleanup`.
+//! - [`kernel`], [`codec`]: the maps, typed; [`trace`]: `lb trace`.
 //!
 //! `plan`/`apply` write through the [`DatapathMaps`] trait, so they can be
 //! tested against an in-memory implementation as well as the real maps.
@@ -48,12 +56,20 @@ pub trait DatapathMaps {
     fn purge_connections_to(&mut self, backends: &[Backend4]) -> Result<usize, MapsError>;
 }
 
+pub mod attach;
+pub mod cleanup;
 pub mod codec;
 pub mod kernel;
 pub mod loader;
 pub mod memory;
+pub mod object;
+pub mod pins;
+pub mod test_run;
 pub mod trace;
 
+pub use attach::{Attached, XdpAttachMode};
 pub use kernel::KernelMaps;
-pub use loader::{Attached, Datapath, LoadOptions, XdpAttachMode};
+pub use loader::Datapath;
 pub use memory::MemoryMaps;
+pub use object::{LoadError, LoadOptions};
+pub use test_run::{LiveProgram, TestRunOutcome};

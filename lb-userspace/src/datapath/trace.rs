@@ -21,6 +21,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use aya::maps::{Array, MapData};
+use etherparse::{IpNumber, PacketBuilder};
 use lb_common::{TRACE_ENTRY_EXTERNAL, TRACE_ENTRY_SOCKET, TraceRecord, TraceRequest};
 
 use super::{KernelMaps, loader::Datapath};
@@ -126,91 +127,52 @@ impl Tracer {
 pub const FRAME_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const FRAME_DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 
-const ETH_HLEN: usize = 14;
-const IPV4_HLEN: usize = 20;
+/// TTL of crafted frames.
+const FRAME_TTL: u8 = 64;
+/// Initial sequence number (TCP), initiate tag and initial TSN (SCTP).
+const FRAME_ISN: u32 = 0x1000_0000;
+/// TCP window of the SYN.
+const FRAME_TCP_WINDOW: u16 = 64240;
 
 /// Crafts the first packet of a flow from `src` to `dst`, with valid
 /// checksums: Ethernet + IPv4 (DF, TTL 64) + a TCP SYN, an empty UDP
 /// datagram, or an SCTP INIT.
 pub fn build_frame(src: SocketAddrV4, dst: SocketAddrV4, protocol: Protocol) -> Vec<u8> {
-    let (sport, dport) = (src.port().to_be_bytes(), dst.port().to_be_bytes());
-    let mut l4 = Vec::with_capacity(32);
-    l4.extend_from_slice(&sport);
-    l4.extend_from_slice(&dport);
+    let ip = PacketBuilder::ethernet2(FRAME_SRC_MAC, FRAME_DST_MAC).ipv4(
+        src.ip().octets(),
+        dst.ip().octets(),
+        FRAME_TTL,
+    );
+    let mut frame = Vec::with_capacity(64);
+    // Writing into a Vec fails only on lengths far beyond these headers.
     match protocol {
-        Protocol::Tcp => {
-            l4.extend_from_slice(&0x1000_0000u32.to_be_bytes()); // sequence
-            l4.extend_from_slice(&[0; 4]); // acknowledgment
-            l4.extend_from_slice(&[5 << 4, 0x02]); // 20-byte header, SYN
-            l4.extend_from_slice(&64240u16.to_be_bytes()); // window
-            l4.extend_from_slice(&[0; 4]); // checksum, urgent pointer
-        }
-        Protocol::Udp => l4.extend_from_slice(&[0, 8, 0, 0]), // length, checksum
-        Protocol::Sctp => {
-            l4.extend_from_slice(&[0; 8]); // verification tag 0 (INIT), checksum
-            l4.extend_from_slice(&[1, 0, 0, 20]); // INIT chunk, 20 bytes
-            l4.extend_from_slice(&0x1000_0000u32.to_be_bytes()); // initiate tag
-            l4.extend_from_slice(&65535u32.to_be_bytes()); // a_rwnd
-            l4.extend_from_slice(&[0, 1, 0, 1]); // outbound, inbound streams
-            l4.extend_from_slice(&0x1000_0000u32.to_be_bytes()); // initial TSN
-        }
+        Protocol::Tcp => ip
+            .tcp(src.port(), dst.port(), FRAME_ISN, FRAME_TCP_WINDOW)
+            .syn()
+            .write(&mut frame, &[]),
+        Protocol::Udp => ip.udp(src.port(), dst.port()).write(&mut frame, &[]),
+        // etherparse has no SCTP layer: the INIT goes as the IPv4 payload.
+        Protocol::Sctp => ip.write(&mut frame, IpNumber::SCTP, &sctp_init(src, dst)),
     }
-    let proto = protocol.ip_number();
-    let (saddr, daddr) = (src.ip().octets(), dst.ip().octets());
-    match protocol {
-        Protocol::Tcp | Protocol::Udp => {
-            let mut pseudo = Vec::with_capacity(12);
-            pseudo.extend_from_slice(&saddr);
-            pseudo.extend_from_slice(&daddr);
-            pseudo.extend_from_slice(&[0, proto]);
-            pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-            let mut sum = internet_checksum(&[&pseudo, &l4]);
-            let at = if protocol == Protocol::Tcp { 16 } else { 6 };
-            if protocol == Protocol::Udp && sum == 0 {
-                sum = 0xffff; // zero means "no checksum" (RFC 768)
-            }
-            l4[at..at + 2].copy_from_slice(&sum.to_be_bytes());
-        }
-        Protocol::Sctp => {
-            // CRC32c, stored little-endian (RFC 9260, appendix A).
-            let crc = crc32c(&l4);
-            l4[8..12].copy_from_slice(&crc.to_le_bytes());
-        }
-    }
-    let mut ip = [0u8; IPV4_HLEN];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&((IPV4_HLEN + l4.len()) as u16).to_be_bytes());
-    ip[6] = 0x40; // don't fragment
-    ip[8] = 64;
-    ip[9] = proto;
-    ip[12..16].copy_from_slice(&saddr);
-    ip[16..20].copy_from_slice(&daddr);
-    let sum = internet_checksum(&[&ip]);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-
-    let mut frame = Vec::with_capacity(ETH_HLEN + IPV4_HLEN + l4.len());
-    frame.extend_from_slice(&FRAME_DST_MAC);
-    frame.extend_from_slice(&FRAME_SRC_MAC);
-    frame.extend_from_slice(&0x0800u16.to_be_bytes());
-    frame.extend_from_slice(&ip);
-    frame.extend_from_slice(&l4);
+    .expect("a frame of fixed, small headers");
     frame
 }
 
-/// The RFC 1071 checksum of the concatenated `parts` (each of even length
-/// except the last).
-fn internet_checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum = 0u32;
-    for part in parts {
-        for word in part.chunks(2) {
-            let hi = u32::from(word[0]) << 8;
-            sum += hi | word.get(1).map_or(0, |&lo| u32::from(lo));
-        }
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+/// An SCTP INIT packet (common header and chunk) with its CRC32c.
+fn sctp_init(src: SocketAddrV4, dst: SocketAddrV4) -> Vec<u8> {
+    let mut sctp = Vec::with_capacity(32);
+    sctp.extend_from_slice(&src.port().to_be_bytes());
+    sctp.extend_from_slice(&dst.port().to_be_bytes());
+    sctp.extend_from_slice(&[0; 8]); // verification tag 0 (INIT), checksum
+    sctp.extend_from_slice(&[1, 0, 0, 20]); // INIT chunk, 20 bytes
+    sctp.extend_from_slice(&FRAME_ISN.to_be_bytes()); // initiate tag
+    sctp.extend_from_slice(&65535u32.to_be_bytes()); // a_rwnd
+    sctp.extend_from_slice(&[0, 1, 0, 1]); // outbound, inbound streams
+    sctp.extend_from_slice(&FRAME_ISN.to_be_bytes()); // initial TSN
+    // CRC32c, stored little-endian (RFC 9260, appendix A).
+    let crc = crc32c(&sctp);
+    sctp[8..12].copy_from_slice(&crc.to_le_bytes());
+    sctp
 }
 
 /// CRC-32C (Castagnoli), bitwise: only a few dozen bytes are ever summed.
@@ -261,7 +223,7 @@ mod tests {
             assert_eq!(ip.header_checksum, ip.calc_header_checksum());
             assert_eq!(Ipv4Addr::from(ip.source), *src.ip());
             assert_eq!(Ipv4Addr::from(ip.destination), *dst.ip());
-            assert_eq!(ip.total_len as usize, frame.len() - ETH_HLEN);
+            assert_eq!(ip.total_len as usize, frame.len() - 14);
             assert!(ip.dont_fragment && !ip.more_fragments);
             assert!(h.payload.slice().is_empty());
             match (&h.transport, protocol) {
@@ -286,17 +248,47 @@ mod tests {
         assert_eq!(crc32c(&[0; 32]), 0x8a91_36aa);
         let (src, dst) = addrs(40000, 30080);
         let frame = build_frame(src, dst, Protocol::Sctp);
-        let l4 = &frame[ETH_HLEN + IPV4_HLEN..];
+        let h = PacketHeaders::from_ethernet_slice(&frame).unwrap();
+        let Some(NetHeaders::Ipv4(ip, _)) = &h.net else {
+            panic!("{:?}", h.net)
+        };
+        assert_eq!(ip.protocol, IpNumber::SCTP);
+        assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+        assert!(ip.dont_fragment && ip.time_to_live == 64);
+        let l4 = h.payload.slice();
         assert_eq!(l4.len(), 32);
-        assert_eq!(frame[ETH_HLEN + 9], 132);
+        assert_eq!(l4[..4], [0x9c, 0x40, 0x75, 0x80]);
         let mut zeroed = l4.to_vec();
         zeroed[8..12].fill(0);
         assert_eq!(l4[8..12], crc32c(&zeroed).to_le_bytes());
-        assert_eq!(internet_checksum(&[&frame[ETH_HLEN..ETH_HLEN + 20]]), 0);
     }
 
+    /// The frames the hand-written builder made before etherparse did:
+    /// kernel tests and traces depend on TTL, DF, flags, ISN and window.
     #[test]
-    fn checksum_of_odd_length_pads_with_zero() {
-        assert_eq!(internet_checksum(&[&[0x12, 0x34, 0x56]]), !0x6834);
+    fn frames_are_byte_for_byte_the_ones_lb_always_built() {
+        let golden = [
+            (
+                Protocol::Tcp,
+                "0200000000020200000000010800450000280000400040064e8bc6336407c000020a\
+                 9c40758010000000000000005002faf0a6eb0000",
+            ),
+            (
+                Protocol::Udp,
+                "02000000000202000000000108004500001c0000400040114e8cc6336407c000020a\
+                 9c407580000801d8",
+            ),
+            (
+                Protocol::Sctp,
+                "0200000000020200000000010800450000340000400040844e01c6336407c000020a\
+                 9c4075800000000040d15a4601000014100000000000ffff0001000110000000",
+            ),
+        ];
+        let (src, dst) = addrs(40000, 30080);
+        for (protocol, hex) in golden {
+            let frame = build_frame(src, dst, protocol);
+            let frame: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(frame, hex, "{protocol:?}");
+        }
     }
 }
