@@ -20,6 +20,17 @@ fn load(pin_dir: &std::path::Path) -> Datapath {
     .unwrap()
 }
 
+/// Held by every test here that loads an unpinned datapath: its private
+/// map directory (`lb-unpinned-<pid>-<n>`) exists only while it loads, and
+/// `unpinned_datapath_leaves_nothing_behind` must not see another test's.
+static UNPINNED_LOADS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn unpinned_loads() -> std::sync::MutexGuard<'static, ()> {
+    UNPINNED_LOADS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn prog_ids(dp: &Datapath) -> (u32, u32) {
     (
         dp.xdp_program().unwrap().info().unwrap().id(),
@@ -67,6 +78,7 @@ fn restart_swaps_programs_into_pinned_links_and_cleanup_detaches() {
         assert!(!pin_dir.exists(), "pin directory removed");
         // One XDP attachment per device: a fresh one succeeds once the old
         // link is gone.
+        let _unpinned = unpinned_loads();
         let mut fresh = Datapath::load(&LoadOptions {
             max_tables: 4,
             ct_entries: 1024,
@@ -116,6 +128,7 @@ fn a_defunct_pinned_link_is_replaced_by_a_new_attachment() {
 #[test]
 fn unpinned_datapath_leaves_nothing_behind() {
     ensure_bpffs();
+    let _unpinned = unpinned_loads();
     let before: Vec<_> = std::fs::read_dir("/sys/fs/bpf")
         .unwrap()
         .map(|e| e.unwrap().file_name())
