@@ -5,3 +5,4 @@ pub mod manifests;
 pub mod setup;
 pub mod testbed;
 pub mod traffic;
+pub mod xdp_pass;

@@ -17,7 +17,7 @@ use std::{
     fs,
     io::{BufRead, BufReader},
     net::Ipv4Addr,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -205,7 +205,7 @@ impl Testbed {
         // A veth only delivers XDP_TX frames (the datapath's ICMP rejects)
         // promptly when its peer runs XDP itself, as a real NIC transmits
         // them on its own: give the client's end a program that passes all.
-        self.peer_xdp = Some(attach_xdp_pass(&self.netns_path(&client), "eth0")?);
+        self.peer_xdp = Some(crate::xdp_pass::attach(&self.netns_path(&client), "eth0")?);
         sysctl(&node, "net.ipv4.ip_forward", "1")?;
         sysctl(&node, "net.ipv4.conf.all.rp_filter", "0")?;
         Ok(())
@@ -329,63 +329,6 @@ pub fn cgroup2_mount() -> Result<PathBuf> {
 
 fn ip(args: &[&str]) -> Result<()> {
     run(Command::new("ip").args(args))
-}
-
-/// Attaches `r0 = XDP_PASS; exit` to `dev` inside the namespace at
-/// `netns`, with plain bpf(2) calls; the link lives as long as the fd.
-fn attach_xdp_pass(netns: &Path, dev: &str) -> Result<OwnedFd> {
-    const BPF_PROG_LOAD: libc::c_long = 5;
-    const BPF_LINK_CREATE: libc::c_long = 28;
-    const BPF_PROG_TYPE_XDP: u32 = 6;
-    const BPF_XDP: u32 = 37;
-    const XDP_PASS: u8 = 2;
-    // mov64 r0, XDP_PASS; exit
-    let insns: [u8; 16] = [0xb7, 0, 0, 0, XDP_PASS, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
-    let license = c"GPL";
-    let mut attr = [0u8; 128];
-    attr[0..4].copy_from_slice(&BPF_PROG_TYPE_XDP.to_ne_bytes());
-    attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
-    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
-    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
-    attr[68..72].copy_from_slice(&BPF_XDP.to_ne_bytes());
-    let prog = bpf(BPF_PROG_LOAD, &mut attr).context("loading the XDP_PASS program")?;
-
-    // The interface index is looked up in the caller's namespace: do it
-    // from a thread that enters the client's (setns affects only itself).
-    let netns = fs::File::open(netns)?;
-    let dev = std::ffi::CString::new(dev)?;
-    let prog_fd = prog.as_raw_fd();
-    thread::scope(|scope| {
-        scope
-            .spawn(|| -> Result<OwnedFd> {
-                // SAFETY: plain syscalls on valid fds and a C string.
-                if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    bail!("setns: {}", std::io::Error::last_os_error());
-                }
-                // SAFETY: as above.
-                let ifindex = unsafe { libc::if_nametoindex(dev.as_ptr()) };
-                if ifindex == 0 {
-                    bail!("no device {dev:?}");
-                }
-                let mut attr = [0u8; 128];
-                attr[0..4].copy_from_slice(&(prog_fd as u32).to_ne_bytes());
-                attr[4..8].copy_from_slice(&ifindex.to_ne_bytes());
-                attr[8..12].copy_from_slice(&BPF_XDP.to_ne_bytes());
-                bpf(BPF_LINK_CREATE, &mut attr).context("attaching the XDP_PASS program")
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("the attaching thread panicked"))?
-    })
-}
-
-fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> Result<OwnedFd> {
-    // SAFETY: bpf(2) reads `attr` (zero-filled beyond the fields set).
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-    if fd < 0 {
-        bail!("bpf({cmd}): {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: a new fd the kernel just returned to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {

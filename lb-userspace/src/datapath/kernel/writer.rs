@@ -1,0 +1,132 @@
+//! [`DatapathMaps`] over the real maps: what plan/apply writes through.
+
+use lb_common::{
+    BACKENDS4, Backend4, CT4, Ct4Key, Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue, MAGLEV,
+    MAGLEV_TABLE_SIZE, SERVICES, SOCK_REVNAT4, ServiceInfo, SockRevNat4Key,
+};
+
+use super::{KernelMaps, ignore_missing, insert_err, map_err};
+use crate::datapath::{DatapathMaps, MapsError};
+
+/// Whether a connection-table entry belongs to a flow translated to `b`.
+fn ct_entry_uses(key: &Ct4Key, value: &Ct4Value, b: &Backend4) -> bool {
+    key.proto == b.proto && key.backend(value) == Some(b.endpoint())
+}
+
+impl DatapathMaps for KernelMaps {
+    fn max_tables(&self) -> u32 {
+        self.max_tables
+    }
+
+    fn frontends(&self) -> Result<Vec<(Frontend4Key, FrontendValue)>, MapsError> {
+        self.frontends
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(FRONTENDS4, "iterate"))
+    }
+
+    fn backends(&self) -> Result<Vec<(u32, Backend4)>, MapsError> {
+        self.backends
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(BACKENDS4, "iterate"))
+    }
+
+    fn set_backend(&mut self, id: u32, backend: &Backend4) -> Result<(), MapsError> {
+        self.backends
+            .insert(&id, backend, 0)
+            .map_err(insert_err(BACKENDS4, self.backends_capacity))
+    }
+
+    fn remove_backend(&mut self, id: u32) -> Result<(), MapsError> {
+        ignore_missing(self.backends.remove(&id))
+            .map(drop)
+            .map_err(map_err(BACKENDS4, "delete"))
+    }
+
+    fn services(&self) -> Result<Vec<(u32, ServiceInfo)>, MapsError> {
+        self.services
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(SERVICES, "iterate"))
+    }
+
+    fn set_service(&mut self, id: u32, info: &ServiceInfo) -> Result<(), MapsError> {
+        self.services
+            .insert(&id, info, 0)
+            .map_err(insert_err(SERVICES, lb_common::MAX_SERVICES))
+    }
+
+    fn remove_service(&mut self, id: u32) -> Result<(), MapsError> {
+        ignore_missing(self.services.remove(&id))
+            .map(drop)
+            .map_err(map_err(SERVICES, "delete"))
+    }
+
+    fn write_table(&mut self, table_id: u32, slots: &[u32]) -> Result<(), MapsError> {
+        if slots.len() != MAGLEV_TABLE_SIZE as usize {
+            return Err(MapsError::Invalid(format!(
+                "Maglev table {table_id} has {} slots, expected {MAGLEV_TABLE_SIZE}",
+                slots.len()
+            )));
+        }
+        self.check_table(table_id)?;
+        let base = table_id * MAGLEV_TABLE_SIZE;
+        for (index, id) in (base..).zip(slots) {
+            self.maglev
+                .set(index, id, 0)
+                .map_err(map_err(MAGLEV, "update"))?;
+        }
+        Ok(())
+    }
+
+    fn read_table(&self, table_id: u32) -> Result<Vec<u32>, MapsError> {
+        self.table(table_id)
+    }
+
+    fn set_frontend(&mut self, key: &Frontend4Key, value: &FrontendValue) -> Result<(), MapsError> {
+        self.frontends
+            .insert(key, value, 0)
+            .map_err(insert_err(FRONTENDS4, self.frontends_capacity))
+    }
+
+    fn remove_frontend(&mut self, key: &Frontend4Key) -> Result<(), MapsError> {
+        ignore_missing(self.frontends.remove(key))
+            .map(drop)
+            .map_err(map_err(FRONTENDS4, "delete"))
+    }
+
+    fn purge_connections_to(&mut self, backends: &[Backend4]) -> Result<usize, MapsError> {
+        if backends.is_empty() {
+            return Ok(0);
+        }
+        // Collect first: deleting while walking a hash map restarts the walk.
+        let ct_keys: Vec<Ct4Key> = self
+            .connections()?
+            .into_iter()
+            .filter(|(k, v)| backends.iter().any(|b| ct_entry_uses(k, v, b)))
+            .map(|(k, _)| k)
+            .collect();
+        // The socket table has no protocol: an entry for the same address
+        // and port goes whatever its protocol (it only serves getpeername
+        // and recvmsg of sockets translated to this backend).
+        let sock_keys: Vec<SockRevNat4Key> = self
+            .socket_translations()?
+            .into_iter()
+            .filter(|(k, _)| backends.iter().any(|b| k.backend() == b.endpoint()))
+            .map(|(k, _)| k)
+            .collect();
+        let mut removed = 0;
+        for key in &ct_keys {
+            removed +=
+                usize::from(ignore_missing(self.ct.remove(key)).map_err(map_err(CT4, "delete"))?);
+        }
+        for key in &sock_keys {
+            removed += usize::from(
+                ignore_missing(self.sock_revnat.remove(key))
+                    .map_err(map_err(SOCK_REVNAT4, "delete"))?,
+            );
+        }
+        Ok(removed)
+    }
+}
