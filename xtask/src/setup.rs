@@ -21,6 +21,9 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "util-linux",
     "bpftool",
+    // The bench loads kube-proxy's own rule shapes to compare with.
+    "iptables",
+    "nftables",
 ];
 const BPF_LINKER_VERSION: &str = "0.13";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
