@@ -1,6 +1,5 @@
 //! Project tasks for lb, and the namespace testbed its demo and end-to-end
 //! tests share.
-pub mod bench;
 pub mod demo;
 pub mod manifests;
 pub mod setup;

@@ -33,6 +33,18 @@ enum Task {
     /// Setup, then every check and test: formatting, clippy, unit, kernel
     /// and end-to-end tests (root tests need root, as CI has).
     Test,
+    /// Setup, build (release), and measure lb against kube-proxy's rule
+    /// shapes and against the limit; writes a report with plots (root).
+    Bench {
+        /// A reduced set in a minute or two that proves the bench works
+        /// (`cargo xtask test` runs it); its numbers mean little.
+        #[arg(long)]
+        quick: bool,
+        /// Where the run's directory (named by date) goes [default:
+        /// xtask/bench/results, or target/bench-quick with --quick].
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Setup, build, and show Services load-balanced across three pods in
     /// a namespace topology; exits non-zero if anything fails.
     Demo,
@@ -85,6 +97,10 @@ fn run(task: Task) -> Result<()> {
                 "lb-ebpf",
             ])
         }
+        Task::Bench { quick, out } => {
+            setup::setup()?;
+            bench(quick, out)
+        }
         Task::RenderDemoSlices => {
             print!("{}", xtask::manifests::endpoint_slices(&[0, 1, 2]));
             Ok(())
@@ -127,6 +143,31 @@ fn lint() -> Result<()> {
             .args(["--", "-D", "warnings"])
             .env("RUSTC_BOOTSTRAP", "1"),
     )
+}
+
+/// Builds the release binaries and runs the bench runner (`lb-bench`),
+/// which drives them.
+fn bench(quick: bool, out: Option<std::path::PathBuf>) -> Result<()> {
+    build(true)?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = out.unwrap_or_else(|| {
+        if quick {
+            target_dir().join("bench-quick")
+        } else {
+            root.join("xtask/bench/results")
+        }
+    });
+    let mut runner = Command::new(target_dir().join("release/lb-bench"));
+    runner.arg("--out").arg(out);
+    if quick {
+        runner.arg("--quick");
+    }
+    eprintln!("xtask: lb-bench{}", if quick { " --quick" } else { "" });
+    let status = runner.status()?;
+    if !status.success() {
+        bail!("the bench failed ({status})");
+    }
+    Ok(())
 }
 
 fn build(release: bool) -> Result<()> {

@@ -1,0 +1,116 @@
+//! `cargo xtask bench`: where lb stands against kube-proxy and against the
+//! limit, measured side by side in one run (design.md section 7), written
+//! as a report with plots and the raw numbers.
+//!
+//! Each section measures one thing and fills a [`report::Section`]; the
+//! repetitions of a section are interleaved (A B C, A B C, ...) so that a
+//! noisy neighbour slows every subject alike and the ratios hold.
+
+pub mod fixture;
+pub mod kube_proxy_rules;
+pub mod report;
+pub mod rule_loads;
+pub mod stats;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use self::report::{Machine, Report};
+
+/// What `cargo xtask bench` was asked for.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// A reduced set that proves every section still works, in a minute or
+    /// two (CI runs it; its numbers mean little).
+    pub quick: bool,
+    /// Where the run's directory goes.
+    pub out: PathBuf,
+}
+
+impl BenchOptions {
+    /// Interleaved repetitions of every measurement.
+    pub fn repetitions(&self) -> usize {
+        if self.quick { 1 } else { 3 }
+    }
+
+    /// The Service counts each scaling section runs at.
+    pub fn service_counts(&self, full: &[usize]) -> Vec<usize> {
+        if self.quick {
+            full.iter()
+                .copied()
+                .filter(|&n| n <= 1000)
+                .take(2)
+                .collect()
+        } else {
+            full.to_vec()
+        }
+    }
+}
+
+/// Runs every section and writes the report; returns the report's path.
+pub fn run(options: &BenchOptions) -> Result<PathBuf> {
+    let date = today();
+    let sections = Vec::new();
+    let report = Report {
+        date: date.clone(),
+        quick: options.quick,
+        repetitions: options.repetitions(),
+        machine: Machine::this(),
+        sections,
+    };
+    report.write(&options.out.join(&date))
+}
+
+/// The UTC date, `YYYY-MM-DD`, without a date crate.
+fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    civil_date(secs / 86_400)
+}
+
+/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+fn civil_date(days: u64) -> String {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_date(0), "1970-01-01");
+        assert_eq!(civil_date(20_788), "2026-12-01");
+        assert_eq!(civil_date(11_016), "2000-02-29");
+    }
+
+    #[test]
+    fn quick_runs_a_reduced_set() {
+        let quick = BenchOptions {
+            quick: true,
+            out: PathBuf::new(),
+        };
+        assert_eq!(
+            quick.service_counts(&[1, 1000, 10_000, 100_000]),
+            vec![1, 1000]
+        );
+        assert_eq!(quick.repetitions(), 1);
+        let full = BenchOptions {
+            quick: false,
+            out: PathBuf::new(),
+        };
+        assert_eq!(full.service_counts(&[1, 10_000]), vec![1, 10_000]);
+    }
+}
