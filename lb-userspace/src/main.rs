@@ -12,6 +12,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use lb::{
     agent::AgentConfig,
+    desired::{Cidr, PortRange, Rules},
     model::Protocol,
     ops::{
         commands::{self, Reader, TraceRequest},
@@ -154,6 +155,20 @@ struct AgentArgs {
     /// This node's zone, for topology-aware routing.
     #[arg(long)]
     zone: Option<String>,
+    /// The cluster's Service CIDR (the API server's and kube-proxy's
+    /// --service-cluster-ip-range), repeatable: ClusterIPs outside every
+    /// one are not served. Without it, ClusterIPs are not range-checked.
+    #[arg(long = "service-cidr", value_name = "CIDR")]
+    service_cidrs: Vec<Cidr>,
+    /// The API server's --service-node-port-range: NodePorts outside it are
+    /// not served (they could take a port the node itself listens on).
+    #[arg(long, default_value_t = PortRange::DEFAULT_NODE_PORTS, value_name = "FIRST-LAST")]
+    service_node_port_range: PortRange,
+    /// Ranges externalIPs may come from, repeatable: externalIPs outside
+    /// every one are not served. Without it any externalIP is served, as by
+    /// kube-proxy (one of the node's own addresses with a warning).
+    #[arg(long = "allow-external-ip-cidr", value_name = "CIDR")]
+    allowed_external_ip_cidrs: Vec<Cidr>,
     /// cgroup v2 directory for the socket hooks (in a cluster: the root
     /// cgroup, e.g. /sys/fs/cgroup). Without it, only north-south traffic
     /// is served.
@@ -241,6 +256,11 @@ impl AgentArgs {
             devices: self.devices,
             xdp_generic: self.xdp_generic,
             node: node::facts(self.node_name, self.node_addresses, self.zone)?,
+            rules: Rules {
+                service_cidrs: self.service_cidrs,
+                node_port_range: self.service_node_port_range,
+                allowed_external_ip_cidrs: self.allowed_external_ip_cidrs,
+            },
             cgroup: self.cgroup,
             pin_dir: self.pin_dir,
             max_tables: self.max_tables,

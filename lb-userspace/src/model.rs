@@ -275,6 +275,8 @@ pub enum ProblemCode {
     ExternalIpIsNodeAddress,
     /// An endpoint address that is some Service's ClusterIP.
     EndpointIsClusterIp,
+    /// A ClusterIP that is an endpoint's (a pod's or node's) address.
+    ClusterIpIsEndpoint,
     /// A namespace, name or port name longer than the datapath stores.
     NameTooLong,
     // Between objects.
@@ -290,7 +292,7 @@ pub enum ProblemCode {
 }
 
 impl ProblemCode {
-    pub const ALL: [ProblemCode; 22] = [
+    pub const ALL: [ProblemCode; 23] = [
         ProblemCode::UnreadableFile,
         ProblemCode::InvalidYaml,
         ProblemCode::InvalidManifest,
@@ -308,6 +310,7 @@ impl ProblemCode {
         ProblemCode::ExternalIpNotAllowed,
         ProblemCode::ExternalIpIsNodeAddress,
         ProblemCode::EndpointIsClusterIp,
+        ProblemCode::ClusterIpIsEndpoint,
         ProblemCode::NameTooLong,
         ProblemCode::DuplicateObject,
         ProblemCode::Conflict,
@@ -335,6 +338,7 @@ impl ProblemCode {
             ProblemCode::ExternalIpNotAllowed => "external-ip-not-allowed",
             ProblemCode::ExternalIpIsNodeAddress => "external-ip-is-node-address",
             ProblemCode::EndpointIsClusterIp => "endpoint-is-cluster-ip",
+            ProblemCode::ClusterIpIsEndpoint => "cluster-ip-is-endpoint",
             ProblemCode::NameTooLong => "name-too-long",
             ProblemCode::DuplicateObject => "duplicate-object",
             ProblemCode::Conflict => "conflict",

@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use crate::model::NodeFacts;
+use crate::{desired::Rules, model::NodeFacts};
 
 /// Everything the agent needs to run.
 #[derive(Clone, Debug)]
@@ -13,6 +13,8 @@ pub struct AgentConfig {
     pub devices: Vec<String>,
     pub xdp_generic: bool,
     pub node: NodeFacts,
+    /// The cluster's settings that decide which Services are valid.
+    pub rules: Rules,
     /// cgroup v2 directory for the socket hooks; none: north-south only.
     pub cgroup: Option<PathBuf>,
     pub pin_dir: PathBuf,

@@ -41,7 +41,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         "datapath attached"
     );
     let mut source = ManifestDir::watch(&config.manifests)?;
-    let mut syncer = Syncer::new(config.node.clone());
+    let mut syncer = Syncer::new(config.node.clone(), config.rules.clone());
     reconcile_until_stopped(
         &mut source,
         &mut syncer,

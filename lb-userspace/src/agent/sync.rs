@@ -5,34 +5,58 @@ use std::{collections::BTreeSet, time::Instant};
 use tracing::{info, warn};
 
 use crate::{
-    datapath::DatapathMaps,
-    desired,
+    datapath::{DatapathMaps, codec},
+    desired::{self, Holders, Rules},
     model::{DesiredState, NodeFacts, Problem},
     plan::{self, Applied},
     source::{Snapshot, Source},
 };
 
 /// The desired state of a snapshot: the objects the source could not read
-/// are reported first, then those the desired state could not use.
-pub(super) fn desired_state(snapshot: Snapshot, node: &NodeFacts) -> DesiredState {
-    let mut state = desired::compute(&snapshot.services, &snapshot.slices, node);
+/// are reported first, then those the desired state could not use. The
+/// frontends `applied` holds keep their owners against newcomers.
+pub(super) fn desired_state(
+    snapshot: Snapshot,
+    node: &NodeFacts,
+    rules: &Rules,
+    applied: &Applied,
+) -> DesiredState {
+    let holders = holders(applied);
+    let mut state = desired::compute(&snapshot.services, &snapshot.slices, node, rules, &holders);
     let mut problems = snapshot.problems;
     problems.append(&mut state.problems);
     state.problems = problems;
     state
 }
 
+/// Who each programmed frontend leads to, as the pinned maps say; entries
+/// this agent cannot read (another version's) hold nothing.
+fn holders(applied: &Applied) -> Holders {
+    applied
+        .frontends
+        .iter()
+        .filter_map(|(key, value)| {
+            let frontend = codec::frontend_from_key(key)?;
+            let info = applied.service_infos.get(&value.service_id)?;
+            let (service, _) = codec::service_from_info(info)?;
+            Some((frontend, service))
+        })
+        .collect()
+}
+
 /// Reconciles the maps to a source; remembers what was last reported, so a
 /// periodic resync does not repeat the same warnings.
 pub(super) struct Syncer {
     node: NodeFacts,
+    rules: Rules,
     reported: BTreeSet<String>,
 }
 
 impl Syncer {
-    pub fn new(node: NodeFacts) -> Syncer {
+    pub fn new(node: NodeFacts, rules: Rules) -> Syncer {
         Syncer {
             node,
+            rules,
             reported: BTreeSet::new(),
         }
     }
@@ -53,7 +77,7 @@ impl Syncer {
                 return;
             }
         };
-        let desired = desired_state(snapshot, &self.node);
+        let desired = desired_state(snapshot, &self.node, &self.rules, applied);
         let plan = plan::plan(&desired, applied, maps.max_tables());
         self.report(desired.problems.iter().chain(&plan.problems));
         // Applied even with nothing to write: that ends the quarantine of
@@ -148,10 +172,13 @@ endpoints:
         ))));
         let mut maps = MemoryMaps::new(4);
         let mut applied = Applied::default();
-        let mut syncer = Syncer::new(NodeFacts {
-            name: "node-a".into(),
-            ..NodeFacts::default()
-        });
+        let mut syncer = Syncer::new(
+            NodeFacts {
+                name: "node-a".into(),
+                ..NodeFacts::default()
+            },
+            Rules::default(),
+        );
 
         syncer.sync(&source, &mut maps, &mut applied);
         assert_eq!(maps.frontends().unwrap().len(), 1);

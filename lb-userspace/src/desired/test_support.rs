@@ -2,12 +2,14 @@
 
 use std::{net::SocketAddrV4, path::Path};
 
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+
 pub(super) use std::{
     collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr},
 };
 
-pub(super) use super::compute;
+pub(super) use super::{Holders, Rules};
 pub(super) use crate::{
     model::{
         Backend, DesiredState, Endpoint, Frontend, FrontendKind, FrontendSpec, NodeFacts, Problem,
@@ -19,6 +21,21 @@ pub(super) use FrontendKind::{ClusterIp, ExternalIp, LoadBalancer, NodePort};
 pub(super) use Protocol::{Sctp, Tcp, Udp};
 pub(super) use Scope::{External, Internal};
 pub(super) use WhenEmpty::{Drop, Reject};
+
+/// The desired state with the default rules and no current holders.
+pub(super) fn compute(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    node: &NodeFacts,
+) -> DesiredState {
+    super::compute(
+        services,
+        slices,
+        node,
+        &Rules::default(),
+        &Holders::default(),
+    )
+}
 
 pub(super) fn fixtures_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
