@@ -43,6 +43,8 @@ mod slices;
 mod validate;
 
 #[cfg(test)]
+mod corpus;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;
