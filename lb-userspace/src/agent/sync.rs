@@ -198,4 +198,69 @@ endpoints:
         assert!(maps.frontends().unwrap().is_empty());
         assert!(maps.backends().unwrap().is_empty());
     }
+
+    /// Who serves each frontend, as the maps say: `addr:port/PROTO owner`.
+    fn map_owners(maps: &MemoryMaps) -> Vec<String> {
+        let applied = Applied::read(maps).unwrap();
+        let mut out: Vec<String> = holders(&applied)
+            .iter()
+            .map(|(f, s)| format!("{f} {:?} {s}", f.scope))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A restarted agent learns who serves from the pinned maps: a newcomer
+    /// whose name sorts first still does not take the NodePort.
+    #[test]
+    fn a_restarted_agent_keeps_the_frontend_owners_of_the_pinned_maps() {
+        const GOOD: &str = "apiVersion: v1
+kind: Service
+metadata: {name: good}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, nodePort: 30080}]
+";
+        const STEAL: &str = "apiVersion: v1
+kind: Service
+metadata: {name: aaa-steal}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.11
+  ports: [{name: http, port: 80, nodePort: 30080}]
+";
+        let node = NodeFacts {
+            name: "node-a".into(),
+            addresses: vec!["192.168.1.10".parse().unwrap()],
+            ..NodeFacts::default()
+        };
+        let mut maps = MemoryMaps::new(4);
+        let source = Scripted(RefCell::new(Some(manifests::parse_documents(
+            "good.yaml",
+            GOOD,
+        ))));
+        let mut applied = Applied::default();
+        Syncer::new(node.clone(), Rules::default()).sync(&source, &mut maps, &mut applied);
+        let before = map_owners(&maps);
+        assert!(before.contains(&"192.168.1.10:30080/TCP External default/good:http".to_owned()));
+
+        // A new agent process: nothing remembered but the maps.
+        let both = manifests::parse_documents("steal.yaml", STEAL)
+            .merge(manifests::parse_documents("good.yaml", GOOD));
+        source.answer(Some(both));
+        let mut applied = Applied::read(&maps).unwrap();
+        Syncer::new(node, Rules::default()).sync(&source, &mut maps, &mut applied);
+        let after = map_owners(&maps);
+        assert!(
+            after.contains(&"192.168.1.10:30080/TCP External default/good:http".to_owned()),
+            "{after:?}"
+        );
+        assert!(after.contains(&"10.96.0.11:80/TCP Internal default/aaa-steal:http".to_owned()));
+        assert_eq!(
+            after.len(),
+            before.len() + 1,
+            "the newcomer got only its ClusterIP"
+        );
+    }
 }

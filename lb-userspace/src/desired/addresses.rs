@@ -135,3 +135,138 @@ fn list(cidrs: &[super::rules::Cidr]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{rules::Cidr, test_support::node};
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("test address")
+    }
+
+    fn code(verdict: Verdict) -> Option<ProblemCode> {
+        match verdict {
+            Verdict::Accept => None,
+            Verdict::Warn(code, _) | Verdict::Refuse(code, _) => Some(code),
+        }
+    }
+
+    /// Upstream: `ValidateNonSpecialIP` (unspecified, loopback, link-local
+    /// unicast, link-local multicast), here widened to all multicast and
+    /// the limited broadcast address; the edges of each range.
+    #[test]
+    fn special_addresses_are_validate_non_special_ip_widened() {
+        for special_ip in [
+            "0.0.0.0",
+            "127.0.0.0",
+            "127.255.255.255",
+            "169.254.0.0",
+            "169.254.255.255",
+            "224.0.0.0",
+            "224.0.0.255",
+            "239.255.255.255",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "fe80::1",
+            "ff02::1",
+        ] {
+            assert!(special(ip(special_ip)).is_some(), "{special_ip}");
+        }
+        for plain in [
+            "0.0.0.1",
+            "126.255.255.255",
+            "128.0.0.0",
+            "169.253.255.255",
+            "169.255.0.0",
+            "223.255.255.255",
+            "240.0.0.0",
+            "255.255.255.254",
+            "10.96.0.1",
+            "fd00::1",
+        ] {
+            assert_eq!(special(ip(plain)), None, "{plain}");
+        }
+    }
+
+    /// Upstream: the ClusterIP allocator takes addresses only from
+    /// `--service-cluster-ip-range`; `ValidateService`'s `validateClusterIPs`.
+    #[test]
+    fn cluster_ips_are_neither_special_nor_outside_the_service_cidrs() {
+        let open = Rules::default();
+        assert_eq!(code(cluster_ip("f", ip("10.200.0.1"), &open)), None);
+        assert_eq!(
+            code(cluster_ip("f", ip("127.0.0.1"), &open)),
+            Some(ProblemCode::ReservedAddress)
+        );
+        let ranged = Rules {
+            service_cidrs: vec!["10.96.0.0/12".parse::<Cidr>().unwrap()],
+            ..Rules::default()
+        };
+        assert_eq!(code(cluster_ip("f", ip("10.111.255.255"), &ranged)), None);
+        assert_eq!(
+            code(cluster_ip("f", ip("10.112.0.0"), &ranged)),
+            Some(ProblemCode::OutsideServiceCidr)
+        );
+        // Special before range: the reason says what is dangerous.
+        assert_eq!(
+            code(cluster_ip("f", ip("0.0.0.0"), &ranged)),
+            Some(ProblemCode::ReservedAddress)
+        );
+    }
+
+    /// Upstream: `ValidateService` runs `ValidateNonSpecialIP` on each
+    /// externalIP; DenyServiceExternalIPs / externalip-webhook restrict
+    /// them; kube-proxy serves one that is a node address (CVE-2020-8554).
+    #[test]
+    fn external_ips_are_checked_restricted_and_warned_about() {
+        let node = node("node-a");
+        let open = Rules::default();
+        assert_eq!(
+            code(external_ip("f", ip("203.0.113.9"), &open, &node)),
+            None
+        );
+        assert_eq!(
+            code(external_ip("f", ip("169.254.169.254"), &open, &node)),
+            Some(ProblemCode::ReservedAddress)
+        );
+        let own = external_ip("f", ip("192.168.1.10"), &open, &node);
+        assert!(
+            matches!(own, Verdict::Warn(ProblemCode::ExternalIpIsNodeAddress, _)),
+            "a node address is served with a warning: {own:?}"
+        );
+        let restricted = Rules {
+            allowed_external_ip_cidrs: vec!["198.51.100.0/24".parse().unwrap()],
+            ..Rules::default()
+        };
+        assert_eq!(
+            code(external_ip("f", ip("198.51.100.200"), &restricted, &node)),
+            None
+        );
+        assert_eq!(
+            code(external_ip("f", ip("203.0.113.9"), &restricted, &node)),
+            Some(ProblemCode::ExternalIpNotAllowed)
+        );
+        assert_eq!(
+            code(external_ip("f", ip("192.168.1.10"), &restricted, &node)),
+            Some(ProblemCode::ExternalIpNotAllowed),
+            "outside the allowed ranges, even the node's own address is refused"
+        );
+    }
+
+    /// Upstream: discovery validation runs `ValidateNonSpecialIP` on every
+    /// endpoint address; a node's own address (hostNetwork pods) is fine.
+    #[test]
+    fn endpoints_may_be_node_addresses_but_not_special_ones() {
+        assert_eq!(code(endpoint("f", ip("192.168.1.10"))), None);
+        assert_eq!(
+            code(endpoint("f", ip("127.0.0.1"))),
+            Some(ProblemCode::ReservedAddress)
+        );
+        assert_eq!(
+            code(load_balancer_ip("f", ip("0.0.0.0"))),
+            Some(ProblemCode::ReservedAddress)
+        );
+    }
+}

@@ -130,4 +130,94 @@ spec:
             .collect();
         assert_eq!(kinds, vec![(External, ExternalIp), (Internal, ClusterIp)]);
     }
+
+    const GOOD: &str = "apiVersion: v1
+kind: Service
+metadata: {name: good, creationTimestamp: '2024-01-01T00:00:00Z'}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, nodePort: 30080}]
+";
+
+    fn newcomer(name: &str, created: Option<&str>) -> String {
+        let created = created.map_or(String::new(), |t| format!(", creationTimestamp: '{t}'"));
+        format!(
+            "apiVersion: v1
+kind: Service
+metadata: {{name: {name}{created}}}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.11
+  ports: [{{name: web, port: 81, nodePort: 30080}}]
+"
+        )
+    }
+
+    fn node_port_owner(yaml: &[&str], holders: &Holders) -> (String, Vec<Problem>) {
+        let text = yaml.join("---\n");
+        let set = parse_documents("both.yaml", &text);
+        assert_eq!(set.problems, vec![]);
+        let state = crate::desired::compute(
+            &set.services,
+            &set.slices,
+            &node("node-a"),
+            &Rules::default(),
+            holders,
+        );
+        let owner = state.frontends[&fe("192.168.1.10", 30080, Tcp, External)]
+            .service
+            .to_string();
+        (owner, state.problems)
+    }
+
+    /// lb's rule (no upstream counterpart: the API server's allocator never
+    /// hands out one NodePort twice, manifests can): the Service port
+    /// serving a frontend keeps it, whatever the newcomer's name or age.
+    #[test]
+    fn the_service_serving_a_frontend_keeps_it_against_any_newcomer() {
+        let alone = node_port_owner(&[GOOD], &Holders::default());
+        assert_eq!(alone.0, "default/good:http");
+        let set = parse_documents("good.yaml", GOOD);
+        let holders = holders_of(&compute(&set.services, &set.slices, &node("node-a")));
+        for steal in [
+            newcomer("aaa-steal", None),
+            newcomer("aaa-steal", Some("2000-01-01T00:00:00Z")),
+        ] {
+            let (owner, problems) = node_port_owner(&[&steal, GOOD], &holders);
+            assert_eq!(owner, "default/good:http", "{steal}");
+            assert_eq!(problems.len(), 1);
+            assert_eq!(problems[0].object, "Service default/aaa-steal");
+            assert_eq!(problems[0].code, ProblemCode::Conflict);
+            assert!(
+                problems[0]
+                    .reason
+                    .contains("already used by default/good:http, which is serving it"),
+                "{}",
+                problems[0].reason
+            );
+        }
+    }
+
+    /// With nothing programmed (a fresh node): the older Service, then one
+    /// with a creation time before one without, then the name.
+    #[test]
+    fn without_holders_the_older_service_then_the_name_keeps_a_frontend() {
+        let none = Holders::default();
+        let older = newcomer("aaa", Some("2000-01-01T00:00:00Z"));
+        assert_eq!(node_port_owner(&[GOOD, &older], &none).0, "default/aaa:web");
+        let newer = newcomer("aaa", Some("2025-01-01T00:00:00Z"));
+        let (owner, problems) = node_port_owner(&[GOOD, &newer], &none);
+        assert_eq!(owner, "default/good:http");
+        assert!(problems[0].reason.contains("which was created first"));
+        let undated = newcomer("aaa", None);
+        assert_eq!(
+            node_port_owner(&[GOOD, &undated], &none).0,
+            "default/good:http"
+        );
+        let good_undated = GOOD.replace(", creationTimestamp: '2024-01-01T00:00:00Z'", "");
+        let (owner, problems) = node_port_owner(&[&good_undated, &undated], &none);
+        assert_eq!(owner, "default/aaa:web");
+        assert!(problems[0].reason.contains("sorts first by name"));
+    }
 }

@@ -116,3 +116,79 @@ fn describe(view: &ServiceView) -> String {
         }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::desired::test_support::*;
+
+    fn good(cluster_ip: &str, created: &str) -> String {
+        format!(
+            "apiVersion: v1
+kind: Service
+metadata: {{name: good{created}}}
+spec:
+  clusterIP: {cluster_ip}
+  ports: [{{name: http, port: 80}}]
+"
+        )
+    }
+
+    fn kept(docs: &[&str], holders: &Holders) -> (Vec<String>, Vec<Problem>) {
+        let set = parse_documents("dup.yaml", &docs.join("---\n"));
+        assert_eq!(set.problems, vec![]);
+        let state = crate::desired::compute(
+            &set.services,
+            &set.slices,
+            &node("node-a"),
+            &Rules::default(),
+            holders,
+        );
+        (owners(&state), state.problems)
+    }
+
+    /// lb's rule (the API server stores one object per name; manifests may
+    /// hold two): the definition serving now is kept, even when the other
+    /// comes first in source order or is older.
+    #[test]
+    fn the_definition_serving_now_is_kept() {
+        let serving = good("10.96.0.10", "");
+        let holders = holders_of(&compute(
+            &parse_documents("a.yaml", &serving).services,
+            &[],
+            &node("node-a"),
+        ));
+        for stray in [
+            good("10.96.0.99", ""),
+            good("10.96.0.99", ", creationTimestamp: '2000-01-01T00:00:00Z'"),
+        ] {
+            let (owners, problems) = kept(&[&stray, &serving], &holders);
+            assert_eq!(owners, vec!["10.96.0.10:80/TCP Internal default/good:http"]);
+            assert_eq!(
+                problems,
+                vec![error(
+                    ProblemCode::DuplicateObject,
+                    "Service default/good",
+                    "defined more than once; the definition serving now (clusterIP 10.96.0.10, ports 80/TCP) is used, this one (clusterIP 10.96.0.99, ports 80/TCP) is not"
+                )]
+            );
+        }
+    }
+
+    /// Neither serving: the older, then the first in source order.
+    #[test]
+    fn otherwise_the_older_then_the_first_definition_is_kept() {
+        let none = Holders::default();
+        let first = good("10.96.0.10", "");
+        let older = good("10.96.0.99", ", creationTimestamp: '2000-01-01T00:00:00Z'");
+        let (owners, problems) = kept(&[&first, &older], &none);
+        assert_eq!(owners, vec!["10.96.0.99:80/TCP Internal default/good:http"]);
+        assert!(problems[0].reason.contains("the older definition"));
+        let second = good("10.96.0.99", "");
+        let (owners, problems) = kept(&[&first, &second], &none);
+        assert_eq!(owners, vec!["10.96.0.10:80/TCP Internal default/good:http"]);
+        assert_eq!(
+            problems[0].reason,
+            "defined more than once; the first definition is used"
+        );
+    }
+}

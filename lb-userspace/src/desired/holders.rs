@@ -23,6 +23,11 @@ impl Holders {
         self.frontends.is_empty()
     }
 
+    /// Every frontend with its Service port.
+    pub fn iter(&self) -> impl Iterator<Item = (&Frontend, &ServicePortName)> {
+        self.frontends.iter()
+    }
+
     /// Whether `frontend` is programmed for `service` now.
     pub(super) fn holds(&self, frontend: &Frontend, service: &ServicePortName) -> bool {
         self.frontends.get(frontend) == Some(service)

@@ -186,3 +186,109 @@ fn node_port(
     }
     Some(number)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::desired::test_support::*;
+
+    fn state_of(spec: &str) -> DesiredState {
+        let text = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: svc}}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.5\n{spec}"
+        );
+        let set = parse_documents("svc.yaml", &text);
+        assert_eq!(set.problems, vec![]);
+        compute(&set.services, &set.slices, &node("node-a"))
+    }
+
+    fn served_ports(state: &DesiredState) -> Vec<String> {
+        state
+            .frontends
+            .iter()
+            .filter(|(f, _)| f.scope == Internal)
+            .map(|(f, s)| format!("{f} {}", s.service))
+            .collect()
+    }
+
+    /// Upstream: `ValidateService`, "Check for duplicate Ports, considering
+    /// (protocol,port) pairs": the later port is not served, the first is.
+    #[test]
+    fn a_port_and_protocol_twice_keeps_the_first() {
+        let state = state_of(
+            "  ports:\n  - {name: a, port: 80}\n  - {name: b, port: 80}\n  - {name: c, port: 80, protocol: UDP}\n",
+        );
+        assert_eq!(
+            state.problems,
+            vec![error(
+                ProblemCode::DuplicatePort,
+                "Service default/svc",
+                "spec.ports[1]: port 80/TCP is used by an earlier port (ValidateService: Duplicate value); this port is not served"
+            )]
+        );
+        assert_eq!(
+            served_ports(&state),
+            vec![
+                "10.96.0.5:80/TCP default/svc:a",
+                "10.96.0.5:80/UDP default/svc:c"
+            ]
+        );
+    }
+
+    /// Upstream: `validateServicePort`, port names are unique (an unset
+    /// name counts: with more than one port each needs one).
+    #[test]
+    fn a_port_name_twice_keeps_the_first() {
+        let state = state_of("  ports:\n  - {port: 80}\n  - {port: 81}\n");
+        assert_eq!(state.problems.len(), 1);
+        assert_eq!(state.problems[0].code, ProblemCode::DuplicatePort);
+        assert_eq!(served_ports(&state), vec!["10.96.0.5:80/TCP default/svc:"]);
+    }
+
+    /// Upstream: `ValidateService`, "Check for duplicate NodePorts,
+    /// considering (protocol,port) pairs": the later port keeps its
+    /// ClusterIP, loses the NodePort; the same number over UDP is another.
+    #[test]
+    fn a_node_port_twice_is_served_for_the_first_port_only() {
+        let state = state_of(
+            "  ports:\n  - {name: a, port: 80, nodePort: 30100}\n  - {name: b, port: 81, nodePort: 30100}\n  - {name: c, port: 82, nodePort: 30100, protocol: UDP}\n",
+        );
+        assert_eq!(state.problems.len(), 1, "{:?}", state.problems);
+        assert_eq!(state.problems[0].code, ProblemCode::DuplicatePort);
+        let node_ports: Vec<String> = state
+            .frontends
+            .iter()
+            .filter(|(f, s)| f.scope == External && s.kind == NodePort)
+            .map(|(f, s)| format!("{f} {}", s.service))
+            .collect();
+        assert_eq!(
+            node_ports,
+            vec![
+                "192.168.1.10:30100/TCP default/svc:a",
+                "192.168.1.10:30100/UDP default/svc:c"
+            ]
+        );
+        assert!(served_ports(&state).contains(&"10.96.0.5:81/TCP default/svc:b".to_owned()));
+    }
+
+    /// Upstream: the API server's NodePort allocator takes only ports of
+    /// `--service-node-port-range`; the edges of the default 30000-32767.
+    #[test]
+    fn node_ports_outside_the_range_are_not_served_and_the_edges_are() {
+        let state = state_of(
+            "  ports:\n  - {name: a, port: 80, nodePort: 30000}\n  - {name: b, port: 81, nodePort: 32767}\n  - {name: c, port: 82, nodePort: 29999}\n  - {name: d, port: 83, nodePort: 32768}\n  - {name: e, port: 84, nodePort: 22}\n",
+        );
+        let codes: Vec<ProblemCode> = state.problems.iter().map(|p| p.code).collect();
+        assert_eq!(codes, vec![ProblemCode::NodePortOutOfRange; 3]);
+        let node_ports: BTreeSet<u16> = state
+            .frontends
+            .iter()
+            .filter(|(_, s)| s.kind == NodePort)
+            .map(|(f, _)| f.port)
+            .collect();
+        assert_eq!(node_ports, BTreeSet::from([30000, 32767]));
+        assert_eq!(
+            served_ports(&state).len(),
+            5 + 2,
+            "every ClusterIP port stays"
+        );
+    }
+}

@@ -37,6 +37,24 @@ pub(super) fn compute(
     )
 }
 
+/// The frontends a state serves, as the holders a later computation sees.
+pub(super) fn holders_of(state: &DesiredState) -> Holders {
+    state
+        .frontends
+        .iter()
+        .map(|(frontend, spec)| (*frontend, spec.service.clone()))
+        .collect()
+}
+
+/// Which Service port serves each frontend, as `addr:port/PROTO scope owner`.
+pub(super) fn owners(state: &DesiredState) -> Vec<String> {
+    state
+        .frontends
+        .iter()
+        .map(|(f, s)| format!("{f} {:?} {}", f.scope, s.service))
+        .collect()
+}
+
 pub(super) fn fixtures_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
