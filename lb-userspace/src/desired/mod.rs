@@ -3,7 +3,7 @@
 //! semantics we owe", section 4 of the design notes).
 //!
 //! The agent's sync loop and `lb agent --dry-run` both get it from
-//! [`compute`] (through `agent::desired_from_manifests`), so what is applied
+//! [`compute`] (through `agent::sync::desired_state`), so what is applied
 //! and what the dry run prints can never disagree; `lb trace` runs the
 //! live program over the maps those writes filled. Broken objects become
 //! [`Problem`](crate::model::Problem)s and only the broken part is skipped:
