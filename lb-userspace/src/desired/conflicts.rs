@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::{frontends::Claim, problems::Problems};
-use crate::model::{Frontend, FrontendSpec};
+use crate::model::{Frontend, FrontendSpec, ProblemCode};
 
 /// One owner per frontend: the Service port whose name sorts first keeps it,
 /// the others get a problem. The same Service port claiming one frontend
@@ -27,6 +27,7 @@ pub(super) fn resolve_conflicts(
             }
             Some(kept) => problems.push(
                 &claim.object,
+                ProblemCode::Conflict,
                 format!(
                     "frontend {} already used by {}",
                     claim.frontend, kept.service
@@ -46,7 +47,8 @@ mod tests {
         let state = desired("conflict.yaml", &node("node-a"));
         assert_eq!(
             state.problems,
-            vec![problem(
+            vec![error(
+                ProblemCode::Conflict,
                 "Service conflict/b",
                 "frontend 192.0.2.10:80/TCP already used by conflict/a:http"
             )]

@@ -48,7 +48,7 @@ use self::{
     conflicts::resolve_conflicts, meta::sorted_by_name, problems::Problems, services::ServiceView,
     slices::SliceIndex,
 };
-use crate::model::{DesiredState, NodeFacts};
+use crate::model::{DesiredState, NodeFacts, ProblemCode};
 
 /// Computes every frontend this node serves and the endpoints behind each.
 ///
@@ -68,6 +68,7 @@ pub fn compute(services: &[Service], slices: &[EndpointSlice], node: &NodeFacts)
         if !seen.insert((view.namespace.clone(), view.name.clone())) {
             problems.push(
                 &view.object,
+                ProblemCode::DuplicateObject,
                 "defined more than once; the first definition is used",
             );
             continue;

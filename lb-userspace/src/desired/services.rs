@@ -16,7 +16,7 @@ use super::{
     problems::Problems,
     validate::{addresses, indexed, parse_addr, port_number, protocol_problem},
 };
-use crate::model::{Protocol, ServicePortName};
+use crate::model::{ProblemCode, Protocol, ServicePortName};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ServiceType {
@@ -60,11 +60,11 @@ impl ServiceView {
             return None;
         }
         if name.is_empty() {
-            problems.push(&object, "has no metadata.name");
+            problems.push(&object, ProblemCode::MissingField, "has no metadata.name");
             return None;
         }
         let Some(spec) = svc.spec.as_ref() else {
-            problems.push(&object, "has no spec");
+            problems.push(&object, ProblemCode::MissingField, "has no spec");
             return None;
         };
         let svc_type = service_type(spec, &object, problems)?;
@@ -136,8 +136,9 @@ fn service_type(spec: &ServiceSpec, object: &str, problems: &mut Problems) -> Op
         "LoadBalancer" => Some(ServiceType::LoadBalancer),
         "ExternalName" => None,
         other => {
-            problems.push(
+            problems.warn(
                 object,
+                ProblemCode::InvalidValue,
                 format!("spec.type \"{other}\" is unknown; serving it as ClusterIP"),
             );
             Some(ServiceType::ClusterIp)
@@ -152,8 +153,9 @@ fn local_policy(value: Option<&str>, field: &str, object: &str, problems: &mut P
         "Local" => true,
         "Cluster" | "" => false,
         other => {
-            problems.push(
+            problems.warn(
                 object,
+                ProblemCode::InvalidValue,
                 format!("{field} \"{other}\" is unknown; using Cluster"),
             );
             false
@@ -246,7 +248,11 @@ fn port_view(
 ) -> Option<PortView> {
     let Some(protocol) = Protocol::from_k8s(port.protocol.as_deref()) else {
         let field = format!("spec.ports[{index}].protocol");
-        problems.push(object, protocol_problem(&field, port.protocol.as_deref()));
+        problems.push(
+            object,
+            ProblemCode::UnknownProtocol,
+            protocol_problem(&field, port.protocol.as_deref()),
+        );
         return None;
     };
     let Some(number) = port_number(port.port) else {
@@ -255,7 +261,7 @@ fn port_view(
             0 => format!("spec.ports[{index}].port is missing or 0"),
             other => format!("spec.ports[{index}].port {other} is out of range 1-65535"),
         };
-        problems.push(object, reason);
+        problems.push(object, ProblemCode::PortOutOfRange, reason);
         return None;
     };
     Some(PortView {
@@ -283,8 +289,9 @@ fn node_port(
 ) -> Option<u16> {
     let value = port.node_port?;
     if svc_type == ServiceType::ClusterIp {
-        problems.push(
+        problems.warn(
             object,
+            ProblemCode::IgnoredField,
             format!("spec.ports[{index}].nodePort is set but the type has no NodePorts; ignored"),
         );
         return None;
@@ -293,6 +300,7 @@ fn node_port(
     if number.is_none() {
         problems.push(
             object,
+            ProblemCode::PortOutOfRange,
             format!("spec.ports[{index}].nodePort {value} is out of range 1-65535"),
         );
     }
@@ -407,19 +415,23 @@ spec:
         assert_eq!(
             state.problems,
             vec![
-                problem(
+                warning(
+                    ProblemCode::InvalidValue,
                     object,
                     "spec.type \"Weird\" is unknown; serving it as ClusterIP"
                 ),
-                problem(
+                warning(
+                    ProblemCode::InvalidValue,
                     object,
                     "spec.externalTrafficPolicy \"Global\" is unknown; using Cluster"
                 ),
-                problem(
+                warning(
+                    ProblemCode::InvalidValue,
                     object,
                     "spec.internalTrafficPolicy \"Nearby\" is unknown; using Cluster"
                 ),
-                problem(
+                warning(
+                    ProblemCode::IgnoredField,
                     object,
                     "spec.ports[0].nodePort is set but the type has no NodePorts; ignored"
                 ),
@@ -436,18 +448,33 @@ spec:
         assert_eq!(
             state.problems,
             vec![
-                problem("Service invalid/nospec", "has no spec"),
-                problem(
+                error(
+                    ProblemCode::MissingField,
+                    "Service invalid/nospec",
+                    "has no spec"
+                ),
+                error(
+                    ProblemCode::InvalidAddress,
                     object,
                     "spec.clusterIP \"10.96.0.300\" is not an IP address"
                 ),
-                problem(
+                error(
+                    ProblemCode::InvalidAddress,
                     object,
                     "spec.externalIPs[0] \"198.51.100.300\" is not an IP address"
                 ),
-                problem(object, "spec.ports[1].port 70000 is out of range 1-65535"),
-                problem(object, "spec.ports[2].nodePort 0 is out of range 1-65535"),
-                problem(
+                error(
+                    ProblemCode::PortOutOfRange,
+                    object,
+                    "spec.ports[1].port 70000 is out of range 1-65535"
+                ),
+                error(
+                    ProblemCode::PortOutOfRange,
+                    object,
+                    "spec.ports[2].nodePort 0 is out of range 1-65535"
+                ),
+                error(
+                    ProblemCode::UnknownProtocol,
                     object,
                     "spec.ports[4].protocol \"QUIC\" is not TCP, UDP or SCTP"
                 ),

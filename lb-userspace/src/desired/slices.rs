@@ -14,7 +14,7 @@ use super::{
     problems::Problems,
     validate::{parse_addr, port_number, protocol_problem},
 };
-use crate::model::{Backend, Endpoint, NodeFacts, Protocol, ServicePortName};
+use crate::model::{Backend, Endpoint, NodeFacts, ProblemCode, Protocol, ServicePortName};
 
 /// An endpoint of a slice, reduced to what endpoint choice needs.
 #[derive(Clone, Debug)]
@@ -169,7 +169,7 @@ fn slice_view(slice: &EndpointSlice, object: &str, problems: &mut Problems) -> O
         Ok(true) => {}
         Ok(false) => return None,
         Err(problem) => {
-            problems.push(object, problem);
+            problems.push(object, ProblemCode::InvalidValue, problem);
             return None;
         }
     }
@@ -198,7 +198,11 @@ fn slice_port(
 ) -> Option<SlicePort> {
     let Some(protocol) = Protocol::from_k8s(port.protocol.as_deref()) else {
         let field = format!("ports[{index}].protocol");
-        problems.push(object, protocol_problem(&field, port.protocol.as_deref()));
+        problems.push(
+            object,
+            ProblemCode::UnknownProtocol,
+            protocol_problem(&field, port.protocol.as_deref()),
+        );
         return None;
     };
     // An unset port means "all ports", which a Service port cannot use.
@@ -206,6 +210,7 @@ fn slice_port(
     let Some(number) = port_number(value) else {
         problems.push(
             object,
+            ProblemCode::PortOutOfRange,
             format!("ports[{index}].port {value} is out of range 1-65535"),
         );
         return None;
@@ -231,6 +236,7 @@ fn slice_endpoint(
             Some(addr @ IpAddr::V4(_)) => addrs.push(addr),
             _ => problems.push(
                 object,
+                ProblemCode::InvalidAddress,
                 format!("endpoints[{index}].addresses[0] \"{text}\" is not an IPv4 address"),
             ),
         }
@@ -391,9 +397,18 @@ endpoints:
         assert_eq!(
             state.problems,
             vec![
-                problem(object, "ports[0].protocol \"QUIC\" is not TCP, UDP or SCTP"),
-                problem(object, "ports[1].port 0 is out of range 1-65535"),
-                problem(
+                error(
+                    ProblemCode::UnknownProtocol,
+                    object,
+                    "ports[0].protocol \"QUIC\" is not TCP, UDP or SCTP"
+                ),
+                error(
+                    ProblemCode::PortOutOfRange,
+                    object,
+                    "ports[1].port 0 is out of range 1-65535"
+                ),
+                error(
+                    ProblemCode::InvalidAddress,
                     object,
                     "endpoints[0].addresses[0] \"10.244.9.300\" is not an IPv4 address"
                 ),

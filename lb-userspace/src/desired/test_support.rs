@@ -11,7 +11,7 @@ pub(super) use super::compute;
 pub(super) use crate::{
     model::{
         Backend, DesiredState, Endpoint, Frontend, FrontendKind, FrontendSpec, NodeFacts, Problem,
-        Protocol, Scope, ServicePortInfo, ServicePortName, WhenEmpty,
+        ProblemCode, Protocol, Scope, ServicePortInfo, ServicePortName, WhenEmpty,
     },
     source::manifests::{ManifestSet, load_dir, parse_documents},
 };
@@ -110,9 +110,10 @@ pub(super) fn spec(
     }
 }
 
-pub(super) fn problem(object: &str, reason: &str) -> Problem {
-    Problem {
-        object: object.to_owned(),
-        reason: reason.to_owned(),
-    }
+pub(super) fn error(code: ProblemCode, object: &str, reason: &str) -> Problem {
+    Problem::error(object, code, reason)
+}
+
+pub(super) fn warning(code: ProblemCode, object: &str, reason: &str) -> Problem {
+    Problem::warning(object, code, reason)
 }

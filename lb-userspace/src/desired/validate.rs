@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use super::{family, problems::Problems};
+use crate::model::ProblemCode;
 
 /// An address from the API; `None` when it does not parse.
 pub(super) fn parse_addr(text: &str) -> Option<IpAddr> {
@@ -45,7 +46,11 @@ pub(super) fn addresses(
         match parse_addr(text) {
             Some(addr) if family::is_served(addr) => out.push(addr),
             Some(_) => {}
-            None => problems.push(object, format!("{field} \"{text}\" is not an IP address")),
+            None => problems.push(
+                object,
+                ProblemCode::InvalidAddress,
+                format!("{field} \"{text}\" is not an IP address"),
+            ),
         }
     }
     out.sort();

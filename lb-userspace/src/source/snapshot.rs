@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
-use crate::model::Problem;
+use crate::model::{Problem, ProblemCode};
 
 /// The Services and EndpointSlices a source holds, plus the objects it had
 /// to skip (a broken document, an unreadable file) and why.
@@ -35,10 +35,9 @@ impl Snapshot {
     }
 
     pub(crate) fn problem(&mut self, object: impl Into<String>, reason: impl Into<String>) {
-        self.problems.push(Problem {
-            object: object.into(),
-            reason: reason.into(),
-        });
+        // The source's own codes are the source's to refine.
+        self.problems
+            .push(Problem::error(object, ProblemCode::InvalidManifest, reason));
     }
 }
 
