@@ -12,7 +12,8 @@ use crate::{
 /// Prints the plan against what the pinned datapath holds (read only), or
 /// against an empty one when nothing is pinned.
 pub(super) fn print_plan(config: &AgentConfig) -> Result<()> {
-    let desired = desired_state(manifests::load_dir(&config.manifests)?, &config.node);
+    let snapshot = manifests::Loader::new(&config.manifests, config.limits).load()?;
+    let desired = desired_state(snapshot, &config.node);
     for problem in &desired.problems {
         println!("skipped: {problem}");
     }

@@ -1,20 +1,26 @@
 //! Standalone mode's source: a directory of manifests (no API server), also
 //! read by `lb agent --dry-run`.
 //!
-//! `dir` lists and reads the files, `documents` cuts a file into YAML
-//! documents, `parse` finds the Services and EndpointSlices in them, `yaml`
-//! is the YAML reader itself.
+//! `dir` lists the files, `cache` remembers what each held (and its last
+//! good version), `file` reads one within its `limits`, `documents` cuts a
+//! file into YAML documents, `parse` finds the Services and EndpointSlices
+//! in them, `yaml` is the YAML reader itself.
+mod cache;
 mod dir;
 mod documents;
+mod file;
+mod limits;
 mod parse;
 #[cfg(test)]
 mod tests;
 mod yaml;
 
-use std::path::{Path, PathBuf};
+use std::{path::Path, sync::Arc};
 
-pub use dir::load_dir;
-pub use parse::{DEFAULT_NAMESPACE, parse_documents};
+pub(crate) use dir::HeldFiles;
+pub use dir::{Loader, load_dir};
+pub use limits::Limits;
+pub use parse::{DEFAULT_NAMESPACE, parse_documents, parse_documents_with};
 
 use super::{
     Snapshot, Source, SourceError,
@@ -27,24 +33,42 @@ pub type ManifestSet = Snapshot;
 
 /// A manifest directory, watched for changes.
 pub struct ManifestDir {
-    path: PathBuf,
+    loader: Arc<Loader>,
     watcher: DirWatcher,
 }
 
 impl ManifestDir {
+    /// Starts watching `path` with the default limits.
+    pub fn watch(path: &Path) -> Result<ManifestDir, WatchError> {
+        ManifestDir::watch_with(path, Limits::default())
+    }
+
     /// Starts watching `path`. The directory must exist now: a watch on a
     /// missing directory would never report its creation.
-    pub fn watch(path: &Path) -> Result<ManifestDir, WatchError> {
+    pub fn watch_with(path: &Path, limits: Limits) -> Result<ManifestDir, WatchError> {
+        let loader = Arc::new(Loader::new(path, limits));
         Ok(ManifestDir {
-            path: path.to_owned(),
-            watcher: DirWatcher::new(path)?,
+            watcher: DirWatcher::new(path, loader.held())?,
+            loader,
         })
+    }
+
+    /// The reader behind the watch (tests count its parses).
+    pub fn loader(&self) -> &Loader {
+        &self.loader
     }
 }
 
 impl Source for ManifestDir {
-    fn snapshot(&self) -> Result<Snapshot, SourceError> {
-        load_dir(&self.path)
+    /// Parsing runs on a blocking thread: however long a file takes, the
+    /// agent's runtime (its signals, its metrics endpoint) goes on.
+    fn snapshot(&self) -> impl Future<Output = Result<Snapshot, SourceError>> + Send {
+        let loader = self.loader.clone();
+        async move {
+            tokio::task::spawn_blocking(move || loader.load())
+                .await
+                .unwrap_or_else(|err| Err(SourceError::Failed(err.to_string())))
+        }
     }
 
     async fn changed(&mut self) {

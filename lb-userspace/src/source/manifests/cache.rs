@@ -1,0 +1,126 @@
+//! What each manifest file held when last read, so an unchanged file is
+//! not parsed again at each resync, and a file that stops parsing keeps
+//! serving its last good version.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs::Metadata,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use super::{
+    file::{read_manifest_file, unusable},
+    limits::Limits,
+};
+use crate::source::Snapshot;
+
+/// Which version of a file was read: a rewrite changes the inode (rename
+/// into place) or the size or mtime (in place).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+}
+
+impl FileKey {
+    fn of(meta: &Metadata) -> FileKey {
+        FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        }
+    }
+}
+
+struct Entry {
+    /// None when the file could not even be stat'ed.
+    key: Option<FileKey>,
+    /// What the file contributes now.
+    yields: Snapshot,
+    /// The last read with no file-level problem.
+    last_good: Option<Snapshot>,
+}
+
+/// Per-file memo of reads. Counts parses, so tests can tell a cached file
+/// from a re-read one.
+#[derive(Default)]
+pub(super) struct FileCache {
+    entries: HashMap<PathBuf, Entry>,
+    pub parses: usize,
+}
+
+impl FileCache {
+    /// What `path` contributes: from the cache when its version is the one
+    /// read last, or when `held` (a writer has it open: its current text
+    /// may be half written).
+    pub fn load(&mut self, path: &Path, name: &str, limits: &Limits, held: bool) -> Snapshot {
+        if held && let Some(entry) = self.entries.get(path) {
+            return entry.yields.clone();
+        }
+        let key = std::fs::metadata(path).ok().map(|m| FileKey::of(&m));
+        if let Some(entry) = self.entries.get(path)
+            && key.is_some()
+            && entry.key == key
+        {
+            return entry.yields.clone();
+        }
+        self.parses += 1;
+        let read = read_manifest_file(path, name, limits);
+        let previous = self.entries.remove(path).and_then(|e| e.last_good);
+        let entry = settle(read, previous, key);
+        let yields = entry.yields.clone();
+        self.entries.insert(path.to_owned(), entry);
+        yields
+    }
+
+    /// Forgets the files that are gone, so a file that comes back is read.
+    pub fn retain(&mut self, present: &HashSet<PathBuf>) {
+        self.entries.retain(|path, _| present.contains(path));
+    }
+}
+
+/// A good read replaces the last good one; a bad read reports its problems
+/// but serves the objects of the last good one, when there is one.
+fn settle(read: Snapshot, last_good: Option<Snapshot>, key: Option<FileKey>) -> Entry {
+    if !read.problems.iter().any(|p| unusable(p.code)) {
+        return Entry {
+            key,
+            yields: read.clone(),
+            last_good: Some(read),
+        };
+    }
+    let Some(good) = last_good else {
+        return Entry {
+            key,
+            yields: read,
+            last_good: None,
+        };
+    };
+    let mut yields = Snapshot {
+        services: good.services.clone(),
+        slices: good.slices.clone(),
+        problems: Vec::new(),
+        files: good.files.clone(),
+    };
+    for mut problem in read.problems {
+        if unusable(problem.code) {
+            problem
+                .reason
+                .push_str("; serving the file's last good version until it is fixed");
+        }
+        yields
+            .files
+            .entry(problem.object.clone())
+            .or_insert_with(|| read.files.get(&problem.object).cloned().unwrap_or_default());
+        yields.problems.push(problem);
+    }
+    Entry {
+        key,
+        yields,
+        last_good: Some(good),
+    }
+}
