@@ -12,6 +12,8 @@ mod file;
 mod limits;
 mod parse;
 #[cfg(test)]
+mod robustness_tests;
+#[cfg(test)]
 mod tests;
 mod yaml;
 

@@ -55,17 +55,24 @@ pub(super) fn parse_value(doc: DocumentText<'_>, max_depth: usize) -> Result<Val
 }
 
 /// A breached depth or budget is told apart from a syntax error, so that
-/// `lb status` and the metric say which limit a file hit.
+/// `lb status` and the metric say which limit a file hit. The breach may
+/// come wrapped (an alias's error names where it was defined and used), so
+/// the message, which always names it, is what is matched.
 fn code_of(err: &serde_saphyr::Error) -> ProblemCode {
-    match err.without_snippet() {
-        serde_saphyr::Error::Budget {
-            breach: BudgetBreach::Depth { .. },
-            ..
-        } => ProblemCode::TooDeep,
-        serde_saphyr::Error::Budget { .. } => ProblemCode::YamlBudget,
-        // The scanner's own cap on nested flow collections (`[[[...`).
-        other if other.to_string().contains("recursion limit") => ProblemCode::TooDeep,
-        _ => ProblemCode::InvalidYaml,
+    if let serde_saphyr::Error::Budget { breach, .. } = err.without_snippet() {
+        return match breach {
+            BudgetBreach::Depth { .. } => ProblemCode::TooDeep,
+            _ => ProblemCode::YamlBudget,
+        };
+    }
+    let message = err.to_string();
+    if message.contains("budget breached: Depth") || message.contains("recursion limit") {
+        // The latter: the scanner's own cap on nested flow collections.
+        ProblemCode::TooDeep
+    } else if message.contains("budget breached") {
+        ProblemCode::YamlBudget
+    } else {
+        ProblemCode::InvalidYaml
     }
 }
 
