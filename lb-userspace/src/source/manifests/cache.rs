@@ -7,6 +7,7 @@ use std::{
     fs::Metadata,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use super::{
@@ -40,9 +41,10 @@ struct Entry {
     /// None when the file could not even be stat'ed.
     key: Option<FileKey>,
     /// What the file contributes now.
-    yields: Snapshot,
-    /// The last read with no file-level problem.
-    last_good: Option<Snapshot>,
+    yields: Arc<Snapshot>,
+    /// The last read with no file-level problem (shared with `yields`
+    /// when that is it: a large file is held once, not twice).
+    last_good: Option<Arc<Snapshot>>,
 }
 
 /// Per-file memo of reads. Counts parses, so tests can tell a cached file
@@ -59,20 +61,20 @@ impl FileCache {
     /// may be half written).
     pub fn load(&mut self, path: &Path, name: &str, limits: &Limits, held: bool) -> Snapshot {
         if held && let Some(entry) = self.entries.get(path) {
-            return entry.yields.clone();
+            return Snapshot::clone(&entry.yields);
         }
         let key = std::fs::metadata(path).ok().map(|m| FileKey::of(&m));
         if let Some(entry) = self.entries.get(path)
             && key.is_some()
             && entry.key == key
         {
-            return entry.yields.clone();
+            return Snapshot::clone(&entry.yields);
         }
         self.parses += 1;
         let read = read_manifest_file(path, name, limits);
         let previous = self.entries.remove(path).and_then(|e| e.last_good);
         let entry = settle(read, previous, key);
-        let yields = entry.yields.clone();
+        let yields = Snapshot::clone(&entry.yields);
         self.entries.insert(path.to_owned(), entry);
         yields
     }
@@ -85,8 +87,9 @@ impl FileCache {
 
 /// A good read replaces the last good one; a bad read reports its problems
 /// but serves the objects of the last good one, when there is one.
-fn settle(read: Snapshot, last_good: Option<Snapshot>, key: Option<FileKey>) -> Entry {
+fn settle(read: Snapshot, last_good: Option<Arc<Snapshot>>, key: Option<FileKey>) -> Entry {
     if !read.problems.iter().any(|p| unusable(p.code)) {
+        let read = Arc::new(read);
         return Entry {
             key,
             yields: read.clone(),
@@ -96,7 +99,7 @@ fn settle(read: Snapshot, last_good: Option<Snapshot>, key: Option<FileKey>) -> 
     let Some(good) = last_good else {
         return Entry {
             key,
-            yields: read,
+            yields: Arc::new(read),
             last_good: None,
         };
     };
@@ -120,7 +123,7 @@ fn settle(read: Snapshot, last_good: Option<Snapshot>, key: Option<FileKey>) -> 
     }
     Entry {
         key,
-        yields,
+        yields: Arc::new(yields),
         last_good: Some(good),
     }
 }

@@ -253,10 +253,10 @@ async fn a_file_being_written_is_read_when_its_writer_closes_it() {
     // Drain the wake-up the first write may still owe.
     let _ = tokio::time::timeout(Duration::from_millis(300), source.changed()).await;
 
+    let next = SERVICE.replace("name: web", "name: new");
+    let (head, tail) = next.split_at(25);
     let mut writer = fs::File::create(&file).expect("open for writing");
-    writer
-        .write_all(b"apiVersion: v1\nkind: Serv")
-        .expect("write");
+    writer.write_all(head.as_bytes()).expect("write");
     writer.flush().expect("flush");
     let held = source.loader().held();
     wait_until("the write is seen", || held.lock().unwrap().contains(&file));
@@ -272,12 +272,7 @@ async fn a_file_being_written_is_read_when_its_writer_closes_it() {
         "a write alone woke the agent"
     );
 
-    writer
-        .write_all(
-            SERVICE.replace("name: web", "name: new")["apiVersion: v1\nkind: Serv".len()..]
-                .as_bytes(),
-        )
-        .expect("write the rest");
+    writer.write_all(tail.as_bytes()).expect("write the rest");
     drop(writer);
     tokio::time::timeout(Duration::from_secs(10), source.changed())
         .await
