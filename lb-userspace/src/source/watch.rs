@@ -32,6 +32,7 @@ pub struct DirWatcher {
     // Dropping the watcher ends the watch: it lives as long as we do.
     _watcher: RecommendedWatcher,
     events: mpsc::UnboundedReceiver<()>,
+    wake: mpsc::UnboundedSender<()>,
 }
 
 impl DirWatcher {
@@ -41,6 +42,7 @@ impl DirWatcher {
             source,
         };
         let (tx, events) = mpsc::unbounded_channel();
+        let wake = tx.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 // Errors are answered by the agent's periodic resync.
@@ -57,7 +59,14 @@ impl DirWatcher {
         Ok(DirWatcher {
             _watcher: watcher,
             events,
+            wake,
         })
+    }
+
+    /// A sender whose message [`DirWatcher::changed`] reports like a change
+    /// (a parse that finished late).
+    pub fn waker(&self) -> mpsc::UnboundedSender<()> {
+        self.wake.clone()
     }
     /// Resolves after a change, once the burst it belongs to has settled.
     pub async fn changed(&mut self) {

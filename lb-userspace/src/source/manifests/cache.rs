@@ -10,16 +10,13 @@ use std::{
     sync::Arc,
 };
 
-use super::{
-    file::{read_manifest_file, unusable},
-    limits::Limits,
-};
+use super::file::unusable;
 use crate::source::Snapshot;
 
 /// Which version of a file was read: a rewrite changes the inode (rename
 /// into place) or the size or mtime (in place).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileKey {
+pub(super) struct FileKey {
     dev: u64,
     ino: u64,
     size: u64,
@@ -27,7 +24,7 @@ struct FileKey {
 }
 
 impl FileKey {
-    fn of(meta: &Metadata) -> FileKey {
+    pub fn of(meta: &Metadata) -> FileKey {
         FileKey {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -47,36 +44,55 @@ struct Entry {
     last_good: Option<Arc<Snapshot>>,
 }
 
-/// Per-file memo of reads. Counts parses, so tests can tell a cached file
-/// from a re-read one.
+/// Per-file memo of reads.
 #[derive(Default)]
 pub(super) struct FileCache {
     entries: HashMap<PathBuf, Entry>,
-    pub parses: usize,
+}
+
+/// What the cache knows of a file's current version.
+pub(super) enum Lookup {
+    /// Read before: what it contributes.
+    Hit(Snapshot),
+    /// To be read; the version found (none: cannot stat, a problem to read).
+    Miss(Option<FileKey>),
 }
 
 impl FileCache {
-    /// What `path` contributes: from the cache when its version is the one
-    /// read last, or when `held` (a writer has it open: its current text
-    /// may be half written).
-    pub fn load(&mut self, path: &Path, name: &str, limits: &Limits, held: bool) -> Snapshot {
-        if held && let Some(entry) = self.entries.get(path) {
-            return Snapshot::clone(&entry.yields);
+    /// What `path` contributes, when its version is the one read last, or
+    /// when `held` (a writer has it open: its current text may be half
+    /// written, the version read before stands).
+    pub fn lookup(&self, path: &Path, held: bool) -> Lookup {
+        let entry = self.entries.get(path);
+        if held && let Some(entry) = entry {
+            return Lookup::Hit(Snapshot::clone(&entry.yields));
         }
         let key = std::fs::metadata(path).ok().map(|m| FileKey::of(&m));
-        if let Some(entry) = self.entries.get(path)
-            && key.is_some()
-            && entry.key == key
-        {
-            return Snapshot::clone(&entry.yields);
+        match entry {
+            Some(entry) if key.is_some() && entry.key == key => {
+                Lookup::Hit(Snapshot::clone(&entry.yields))
+            }
+            _ => Lookup::Miss(key),
         }
-        self.parses += 1;
-        let read = read_manifest_file(path, name, limits);
+    }
+
+    /// Files a new read of `path` (of version `key`); returns what the file
+    /// contributes now.
+    pub fn store(&mut self, path: &Path, key: Option<FileKey>, read: Snapshot) -> Snapshot {
         let previous = self.entries.remove(path).and_then(|e| e.last_good);
         let entry = settle(read, previous, key);
         let yields = Snapshot::clone(&entry.yields);
         self.entries.insert(path.to_owned(), entry);
         yields
+    }
+
+    /// What `path` contributed last (nothing, if never read): for a file
+    /// whose new version is still being parsed.
+    pub fn stale(&self, path: &Path) -> Snapshot {
+        self.entries
+            .get(path)
+            .map(|e| Snapshot::clone(&e.yields))
+            .unwrap_or_default()
     }
 
     /// Forgets the files that are gone, so a file that comes back is read.

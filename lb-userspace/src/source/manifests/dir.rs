@@ -5,9 +5,16 @@ use std::{
     fs,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
 };
 
-use super::{cache::FileCache, limits::Limits};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{
+    cache::{FileCache, Lookup},
+    limits::Limits,
+    parser::{Parsed, Parser},
+};
 use crate::source::{Snapshot, SourceError};
 
 /// Loads every `*.yaml` / `*.yml` file directly in `dir`, with the default
@@ -24,22 +31,66 @@ pub(crate) type HeldFiles = Arc<Mutex<HashSet<PathBuf>>>;
 pub struct Loader {
     dir: PathBuf,
     limits: Limits,
-    cache: Mutex<FileCache>,
+    state: Mutex<State>,
     held: HeldFiles,
 }
 
+struct State {
+    cache: FileCache,
+    parser: Parser,
+}
+
 impl Loader {
+    /// A loader that parses on the caller's thread (`--dry-run`, tests).
     pub fn new(dir: &Path, limits: Limits) -> Loader {
+        Loader::with_parser(dir, limits, HeldFiles::default(), Parser::new(None))
+    }
+
+    /// A watched directory's loader: parses run on their own threads and
+    /// `wake` is told when one finishes after its load stopped waiting.
+    pub(crate) fn watched(
+        dir: &Path,
+        limits: Limits,
+        held: HeldFiles,
+        wake: UnboundedSender<()>,
+    ) -> Loader {
+        Loader::with_parser(dir, limits, held, Parser::new(Some(wake)))
+    }
+
+    fn with_parser(dir: &Path, limits: Limits, held: HeldFiles, parser: Parser) -> Loader {
         Loader {
             dir: dir.to_owned(),
             limits,
-            cache: Mutex::default(),
-            held: HeldFiles::default(),
+            state: Mutex::new(State {
+                cache: FileCache::default(),
+                parser,
+            }),
+            held,
         }
     }
 
+    #[cfg(test)]
+    pub(super) fn with_read(self, read: super::parser::ReadFn) -> Loader {
+        let state = self
+            .state
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        Loader::with_parser(
+            &self.dir,
+            self.limits,
+            self.held,
+            state.parser.with_read(read),
+        )
+    }
+
+    #[cfg(test)]
     pub(crate) fn held(&self) -> HeldFiles {
         self.held.clone()
+    }
+
+    /// Everything in the directory, every file parsed (see [`Loader::load_within`]).
+    pub fn load(&self) -> Result<Snapshot, SourceError> {
+        self.load_until(None)
     }
 
     /// Files are read in name order so the result (and which of two
@@ -47,9 +98,16 @@ impl Loader {
     /// and editor leftovers are ignored: an editor's temporary copy must not
     /// double every object while a file is being edited.
     ///
+    /// A file whose parse takes longer than `wait` contributes its previous
+    /// version (nothing, if it is new) until its parse is done.
+    ///
     /// A directory that cannot be listed is an error, not an empty
     /// snapshot; a file that cannot be read is a problem of that file alone.
-    pub fn load(&self) -> Result<Snapshot, SourceError> {
+    pub fn load_within(&self, wait: Duration) -> Result<Snapshot, SourceError> {
+        self.load_until(Some(Instant::now() + wait))
+    }
+
+    fn load_until(&self, deadline: Option<Instant>) -> Result<Snapshot, SourceError> {
         let files = manifest_files(&self.dir).map_err(|source| SourceError::Unreadable {
             path: self.dir.clone(),
             source,
@@ -59,11 +117,29 @@ impl Loader {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let State { cache, parser } = &mut *state;
+        let lookups: Vec<_> = files
+            .iter()
+            .map(|path| {
+                let lookup = cache.lookup(path, held.contains(path));
+                if let Lookup::Miss(key) = lookup {
+                    parser.start(path, &display_name(path), key, &self.limits);
+                }
+                lookup
+            })
+            .collect();
         let mut set = Snapshot::default();
-        for path in &files {
-            let name = display_name(path);
-            set.extend(cache.load(path, &name, &self.limits, held.contains(path)));
+        for (path, lookup) in files.iter().zip(lookups) {
+            set.extend(match lookup {
+                Lookup::Hit(snapshot) => snapshot,
+                Lookup::Miss(key) => {
+                    match parser.finish(path, &display_name(path), &self.limits, deadline) {
+                        Parsed::Done(read) => cache.store(path, key, read),
+                        Parsed::Late => cache.stale(path),
+                    }
+                }
+            });
         }
         cache.retain(&files.into_iter().collect());
         Ok(set)
@@ -71,10 +147,11 @@ impl Loader {
 
     /// How many files were parsed so far (not answered from the cache).
     pub fn parses(&self) -> usize {
-        self.cache
+        self.state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .parses
+            .parser
+            .started
     }
 }
 

@@ -11,13 +11,21 @@ mod documents;
 mod file;
 mod limits;
 mod parse;
+mod parser;
 #[cfg(test)]
 mod robustness_tests;
 #[cfg(test)]
 mod tests;
 mod yaml;
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 pub(crate) use dir::HeldFiles;
 pub use dir::{Loader, load_dir};
@@ -33,10 +41,18 @@ use super::{
 /// desired-state tests) know a [`Snapshot`] by.
 pub type ManifestSet = Snapshot;
 
+/// How long a sync waits for a changed file's parse before it goes on
+/// with that file's previous version (the file is applied when done).
+const PARSE_WAIT: Duration = Duration::from_millis(500);
+
 /// A manifest directory, watched for changes.
 pub struct ManifestDir {
     loader: Arc<Loader>,
     watcher: DirWatcher,
+    /// The first snapshot waits for every file: at start-up a file's
+    /// "previous version" is none, and serving none would delete its
+    /// Services from the pinned datapath.
+    started: Arc<AtomicBool>,
 }
 
 impl ManifestDir {
@@ -48,10 +64,13 @@ impl ManifestDir {
     /// Starts watching `path`. The directory must exist now: a watch on a
     /// missing directory would never report its creation.
     pub fn watch_with(path: &Path, limits: Limits) -> Result<ManifestDir, WatchError> {
-        let loader = Arc::new(Loader::new(path, limits));
+        let held = HeldFiles::default();
+        let watcher = DirWatcher::new(path, held.clone())?;
+        let loader = Loader::watched(path, limits, held, watcher.waker());
         Ok(ManifestDir {
-            watcher: DirWatcher::new(path, loader.held())?,
-            loader,
+            loader: Arc::new(loader),
+            watcher,
+            started: Arc::default(),
         })
     }
 
@@ -65,11 +84,17 @@ impl Source for ManifestDir {
     /// Parsing runs on a blocking thread: however long a file takes, the
     /// agent's runtime (its signals, its metrics endpoint) goes on.
     fn snapshot(&self) -> impl Future<Output = Result<Snapshot, SourceError>> + Send {
-        let loader = self.loader.clone();
+        let (loader, started) = (self.loader.clone(), self.started.clone());
         async move {
-            tokio::task::spawn_blocking(move || loader.load())
-                .await
-                .unwrap_or_else(|err| Err(SourceError::Failed(err.to_string())))
+            tokio::task::spawn_blocking(move || {
+                if started.swap(true, Ordering::SeqCst) {
+                    loader.load_within(PARSE_WAIT)
+                } else {
+                    loader.load()
+                }
+            })
+            .await
+            .unwrap_or_else(|err| Err(SourceError::Failed(err.to_string())))
         }
     }
 

@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Limits, Loader, ManifestDir, documents::split_documents, parse_documents_with};
+use super::{
+    HeldFiles, Limits, Loader, ManifestDir, documents::split_documents, file::read_manifest_file,
+    parse_documents_with,
+};
 use crate::{model::ProblemCode, source::Source};
 
 const SERVICE: &str = "apiVersion: v1
@@ -296,4 +299,70 @@ async fn a_file_renamed_into_place_is_read() {
         .expect("the rename wakes the agent");
     assert!(source.loader().held().lock().unwrap().is_empty());
     assert_eq!(source.loader().load().expect("listable").services.len(), 1);
+}
+
+/// Holds the reads of `slow.yaml` until released.
+static SLOW_RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+fn slow_read(path: &std::path::Path, name: &str, limits: &Limits) -> super::ManifestSet {
+    while name == "slow.yaml" && !SLOW_RELEASED.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    read_manifest_file(path, name, limits)
+}
+
+fn service_names(set: &super::ManifestSet) -> Vec<&str> {
+    set.services
+        .iter()
+        .filter_map(|s| s.metadata.name.as_deref())
+        .collect()
+}
+
+/// A file whose parse outlasts the wait serves its previous version while
+/// the other files' changes go through; its parse is not started again by
+/// the next load, and its end wakes the agent.
+#[test]
+fn a_slow_file_delays_only_itself() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, service: &str| {
+        fs::write(
+            dir.path().join(name),
+            SERVICE.replace("name: web", &format!("name: {service}")),
+        )
+        .expect("write")
+    };
+    write("a.yaml", "a");
+    write("slow.yaml", "s");
+    let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel();
+    let loader = Loader::watched(dir.path(), Limits::default(), HeldFiles::default(), wake)
+        .with_read(slow_read);
+    assert_eq!(
+        service_names(&loader.load().expect("listable")),
+        vec!["a", "s"]
+    );
+
+    SLOW_RELEASED.store(false, Ordering::SeqCst);
+    write("a.yaml", "a2");
+    write("slow.yaml", "s2-longer");
+    let meanwhile = loader
+        .load_within(Duration::from_millis(200))
+        .expect("listable");
+    assert_eq!(service_names(&meanwhile), vec!["a2", "s"]);
+    let again = loader
+        .load_within(Duration::from_millis(50))
+        .expect("listable");
+    assert_eq!(service_names(&again), vec!["a2", "s"]);
+    assert_eq!(loader.parses(), 4, "the running parse was started again");
+    assert!(woken.try_recv().is_err(), "woken before the parse ended");
+
+    SLOW_RELEASED.store(true, Ordering::SeqCst);
+    wait_until("the late parse wakes the agent", || {
+        woken.try_recv().is_ok()
+    });
+    let done = loader
+        .load_within(Duration::from_millis(50))
+        .expect("listable");
+    assert_eq!(service_names(&done), vec!["a2", "s2-longer"]);
+    assert_eq!(loader.parses(), 4);
 }
