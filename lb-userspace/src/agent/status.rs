@@ -81,33 +81,32 @@ pub fn publish(state_dir: &Path, status: &AgentStatus) -> std::io::Result<()> {
     fs::rename(&temporary, status_path(state_dir))
 }
 
-/// Reads what an agent published.
+/// Reads what an agent published. (The errors name their cause in their
+/// message, not as a `source`, so that `{:#}` does not say it twice.)
 pub fn read(state_dir: &Path) -> Result<AgentStatus, StatusError> {
     let path = status_path(state_dir);
-    let text = fs::read_to_string(&path).map_err(|source| StatusError::Unreadable {
+    let text = fs::read_to_string(&path).map_err(|error| StatusError::Unreadable {
         path: path.clone(),
-        source,
+        error,
     })?;
-    serde_json::from_str(&text).map_err(|source| StatusError::Invalid { path, source })
+    serde_json::from_str(&text).map_err(|error| StatusError::Invalid { path, error })
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
     #[error(
-        "cannot read {}: {source}; is `lb agent` running with --state-dir {}?",
+        "cannot read {}: {error}; is `lb agent` running with --state-dir {}?",
         path.display(),
         path.parent().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
     )]
     Unreadable {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{} is not an lb status file ({source}); was it written by another lb version?", path.display())]
+    #[error("{} is not an lb status file ({error}); was it written by another lb version?", path.display())]
     Invalid {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }
 
