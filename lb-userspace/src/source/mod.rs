@@ -29,7 +29,8 @@ pub use snapshot::{Snapshot, SourceError};
 /// after a watch expiry (so deletions missed meanwhile are applied).
 pub trait Source {
     /// Everything the source holds now. An error means "cannot tell": the
-    /// caller keeps what it has.
+    /// caller keeps what it has. A future, so that reading (parsing a large
+    /// manifest) runs off the agent's runtime threads.
     fn snapshot(&self) -> impl Future<Output = Result<Snapshot, SourceError>> + Send;
 
     /// Resolves when the source may hold something new. The agent drops
