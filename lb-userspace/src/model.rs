@@ -242,6 +242,16 @@ pub enum ProblemCode {
     // Reading the source.
     /// A manifest file could not be read.
     UnreadableFile,
+    /// A manifest file is not UTF-8 text.
+    NotUtf8,
+    /// A manifest file is larger than `--manifest-max-file-bytes`.
+    FileTooLarge,
+    /// A manifest file holds more than `--manifest-max-documents` documents.
+    TooManyDocuments,
+    /// A document nests deeper than `--manifest-max-depth`.
+    TooDeep,
+    /// A document exceeds the YAML reader's budget (aliases, nodes: a YAML bomb).
+    YamlBudget,
     /// A document is not YAML.
     InvalidYaml,
     /// A document is not a Kubernetes object lb can decode.
@@ -292,8 +302,13 @@ pub enum ProblemCode {
 }
 
 impl ProblemCode {
-    pub const ALL: [ProblemCode; 23] = [
+    pub const ALL: [ProblemCode; 28] = [
         ProblemCode::UnreadableFile,
+        ProblemCode::NotUtf8,
+        ProblemCode::FileTooLarge,
+        ProblemCode::TooManyDocuments,
+        ProblemCode::TooDeep,
+        ProblemCode::YamlBudget,
         ProblemCode::InvalidYaml,
         ProblemCode::InvalidManifest,
         ProblemCode::RetiredApi,
@@ -322,6 +337,11 @@ impl ProblemCode {
     pub const fn as_str(self) -> &'static str {
         match self {
             ProblemCode::UnreadableFile => "unreadable-file",
+            ProblemCode::NotUtf8 => "not-utf8",
+            ProblemCode::FileTooLarge => "file-too-large",
+            ProblemCode::TooManyDocuments => "too-many-documents",
+            ProblemCode::TooDeep => "too-deep",
+            ProblemCode::YamlBudget => "yaml-budget",
             ProblemCode::InvalidYaml => "invalid-yaml",
             ProblemCode::InvalidManifest => "invalid-manifest",
             ProblemCode::RetiredApi => "retired-api",

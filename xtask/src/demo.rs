@@ -135,6 +135,16 @@ impl Env {
         self.workdir.join("agent.log")
     }
 
+    /// The agent's `--state-dir` (its status.json, for `lb status`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.workdir.join("state")
+    }
+
+    /// The running agent's process id (nsenter execs it, keeping the pid).
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
     /// Starts the agent and waits (at most 20 s) until the NodePort answers.
     pub fn start_agent(&mut self) -> Result<()> {
         let log = fs::OpenOptions::new()
@@ -144,6 +154,8 @@ impl Env {
         let child = self
             .bed
             .agent_command(&self.lb, &self.manifests())
+            .arg("--state-dir")
+            .arg(self.state_dir())
             .env("RUST_LOG", "info")
             .stdout(log.try_clone()?)
             .stderr(log)

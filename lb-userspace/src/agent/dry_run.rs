@@ -12,7 +12,7 @@ use crate::{
 /// Prints the plan against what the pinned datapath holds (read only), or
 /// against an empty one when nothing is pinned.
 pub(super) fn print_plan(config: &AgentConfig) -> Result<()> {
-    let snapshot = manifests::load_dir(&config.manifests)?;
+    let snapshot = manifests::Loader::new(&config.manifests, config.limits).load()?;
     let (applied, max_tables) = match KernelMaps::open_pinned(&config.pin_dir) {
         Ok(maps) => {
             println!(

@@ -1,9 +1,13 @@
 //! One reconciliation: source snapshot -> desired state -> plan -> apply.
 
-use std::{collections::BTreeSet, time::Instant};
+use std::{collections::BTreeSet, path::PathBuf, sync::Arc, time::Instant};
 
 use tracing::{info, warn};
 
+use super::{
+    metrics::Metrics,
+    status::{self, AgentStatus, StatusProblem},
+};
 use crate::{
     datapath::{DatapathMaps, codec},
     desired::{self, Holders, Rules},
@@ -44,70 +48,146 @@ fn holders(applied: &Applied) -> Holders {
         .collect()
 }
 
+/// Where a sync's outcome goes besides the log: the status file and the
+/// metrics. Tests run without either.
+#[derive(Default)]
+pub(super) struct Outputs {
+    pub status: Option<StatusOutput>,
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+pub(super) struct StatusOutput {
+    pub state_dir: PathBuf,
+    pub source: String,
+}
+
 /// Reconciles the maps to a source; remembers what was last reported, so a
 /// periodic resync does not repeat the same warnings.
 pub(super) struct Syncer {
     node: NodeFacts,
     rules: Rules,
     reported: BTreeSet<String>,
+    outputs: Outputs,
+    status: AgentStatus,
+    status_failed: bool,
 }
 
 impl Syncer {
-    pub fn new(node: NodeFacts, rules: Rules) -> Syncer {
+    pub fn new(node: NodeFacts, rules: Rules, outputs: Outputs) -> Syncer {
+        let status = AgentStatus {
+            pid: std::process::id(),
+            source: outputs
+                .status
+                .as_ref()
+                .map(|s| s.source.clone())
+                .unwrap_or_default(),
+            ..AgentStatus::default()
+        };
         Syncer {
             node,
             rules,
             reported: BTreeSet::new(),
+            outputs,
+            status,
+            status_failed: false,
         }
     }
 
     /// Makes the maps what the source says. Whatever fails keeps the current
     /// state, to be retried at the next change or resync.
-    pub fn sync(
+    pub async fn sync(
         &mut self,
         source: &impl Source,
         maps: &mut dyn DatapathMaps,
         applied: &mut Applied,
     ) {
         let started = Instant::now();
-        let snapshot = match source.snapshot() {
+        let mut snapshot = match source.snapshot().await {
             Ok(snapshot) => snapshot,
             Err(err) => {
                 warn!("keeping the current state: {err}");
+                self.publish(Err(err.to_string()));
                 return;
             }
         };
+        let files = Snapshot {
+            files: std::mem::take(&mut snapshot.files),
+            ..Snapshot::default()
+        };
         let desired = desired_state(snapshot, &self.node, &self.rules, applied);
         let plan = plan::plan(&desired, applied, maps.max_tables());
-        self.report(desired.problems.iter().chain(&plan.problems));
+        let problems: Vec<Problem> = desired
+            .problems
+            .iter()
+            .chain(&plan.problems)
+            .cloned()
+            .collect();
+        self.report(&problems);
+        self.status.problems = problems
+            .iter()
+            .map(|p| StatusProblem::of(p, &files))
+            .collect();
+        if let Some(metrics) = &self.outputs.metrics {
+            metrics.count_problems(&problems);
+        }
         // Applied even with nothing to write: that ends the quarantine of
         // the tables the previous plan freed, which a skipped Service may
         // be waiting for.
-        match plan::apply(&plan, maps, applied) {
-            Ok(()) if plan.is_empty() => {}
-            Ok(()) => info!(
-                frontends = desired.frontends.len(),
-                changes = plan.set_frontends.len() + plan.remove_frontends.len(),
-                tables = plan.write_tables.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "synced"
-            ),
+        let outcome = match plan::apply(&plan, maps, applied) {
+            Ok(()) if plan.is_empty() => Ok(()),
+            Ok(()) => {
+                info!(
+                    frontends = desired.frontends.len(),
+                    changes = plan.set_frontends.len() + plan.remove_frontends.len(),
+                    tables = plan.write_tables.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "synced"
+                );
+                Ok(())
+            }
             Err(err) => {
                 warn!("applying the plan failed, will retry: {err}");
                 match Applied::reread(maps, applied) {
                     Ok(fresh) => *applied = fresh,
                     Err(err) => warn!("re-reading the maps failed: {err}"),
                 }
+                Err(format!("applying the plan failed: {err}"))
             }
-        }
+        };
+        self.publish(outcome);
     }
 
-    fn report<'a>(&mut self, problems: impl Iterator<Item = &'a Problem>) {
-        let now: BTreeSet<String> = problems.map(ToString::to_string).collect();
+    /// Each problem is logged once when it appears and once when it clears.
+    fn report(&mut self, problems: &[Problem]) {
+        let now: BTreeSet<String> = problems.iter().map(ToString::to_string).collect();
         for problem in now.difference(&self.reported) {
             warn!("skipped: {problem}");
         }
+        for problem in self.reported.difference(&now) {
+            info!("resolved: {problem}");
+        }
         self.reported = now;
+    }
+
+    /// Writes the status file; a failure is logged once, not at each sync.
+    fn publish(&mut self, outcome: Result<(), String>) {
+        self.status.last_sync_unix = status::unix_now();
+        self.status.last_sync_ok = outcome.is_ok();
+        self.status.last_sync_error = outcome.err();
+        let Some(output) = &self.outputs.status else {
+            return;
+        };
+        match status::publish(&output.state_dir, &self.status) {
+            Ok(()) => self.status_failed = false,
+            Err(err) if !self.status_failed => {
+                self.status_failed = true;
+                warn!(
+                    "cannot write the status for `lb status` in {}: {err}; check --state-dir",
+                    output.state_dir.display()
+                );
+            }
+            Err(_) => {}
+        }
     }
 }
 
@@ -131,14 +211,16 @@ mod tests {
     }
 
     impl Source for Scripted {
-        fn snapshot(&self) -> Result<Snapshot, SourceError> {
-            self.0
-                .borrow()
-                .clone()
-                .ok_or_else(|| SourceError::Unreadable {
-                    path: Path::new("/manifests").to_owned(),
-                    source: std::io::ErrorKind::NotFound.into(),
-                })
+        fn snapshot(&self) -> impl Future<Output = Result<Snapshot, SourceError>> + Send {
+            std::future::ready(
+                self.0
+                    .borrow()
+                    .clone()
+                    .ok_or_else(|| SourceError::Unreadable {
+                        path: Path::new("/manifests").to_owned(),
+                        source: std::io::ErrorKind::NotFound.into(),
+                    }),
+            )
         }
         fn changed(&mut self) -> impl Future<Output = ()> + Send {
             std::future::pending()
@@ -165,27 +247,28 @@ endpoints:
   conditions: {ready: true}
 ";
 
-    #[test]
-    fn a_source_that_cannot_tell_keeps_the_current_state_and_an_empty_one_empties_it() {
+    fn node() -> NodeFacts {
+        NodeFacts {
+            name: "node-a".into(),
+            ..NodeFacts::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_that_cannot_tell_keeps_the_current_state_and_an_empty_one_empties_it() {
         let source = Scripted(RefCell::new(Some(manifests::parse_documents(
             "web.yaml", WEB,
         ))));
         let mut maps = MemoryMaps::new(4);
         let mut applied = Applied::default();
-        let mut syncer = Syncer::new(
-            NodeFacts {
-                name: "node-a".into(),
-                ..NodeFacts::default()
-            },
-            Rules::default(),
-        );
+        let mut syncer = Syncer::new(node(), Rules::default(), Outputs::default());
 
-        syncer.sync(&source, &mut maps, &mut applied);
+        syncer.sync(&source, &mut maps, &mut applied).await;
         assert_eq!(maps.frontends().unwrap().len(), 1);
         assert_eq!(maps.backends().unwrap().len(), 1);
 
         source.answer(None);
-        syncer.sync(&source, &mut maps, &mut applied);
+        syncer.sync(&source, &mut maps, &mut applied).await;
         assert_eq!(
             maps.frontends().unwrap().len(),
             1,
@@ -194,7 +277,7 @@ endpoints:
         assert_eq!(maps.backends().unwrap().len(), 1);
 
         source.answer(Some(Snapshot::default()));
-        syncer.sync(&source, &mut maps, &mut applied);
+        syncer.sync(&source, &mut maps, &mut applied).await;
         assert!(maps.frontends().unwrap().is_empty());
         assert!(maps.backends().unwrap().is_empty());
     }
@@ -212,8 +295,8 @@ endpoints:
 
     /// A restarted agent learns who serves from the pinned maps: a newcomer
     /// whose name sorts first still does not take the NodePort.
-    #[test]
-    fn a_restarted_agent_keeps_the_frontend_owners_of_the_pinned_maps() {
+    #[tokio::test]
+    async fn a_restarted_agent_keeps_the_frontend_owners_of_the_pinned_maps() {
         const GOOD: &str = "apiVersion: v1
 kind: Service
 metadata: {name: good}
@@ -241,7 +324,9 @@ spec:
             GOOD,
         ))));
         let mut applied = Applied::default();
-        Syncer::new(node.clone(), Rules::default()).sync(&source, &mut maps, &mut applied);
+        Syncer::new(node.clone(), Rules::default(), Outputs::default())
+            .sync(&source, &mut maps, &mut applied)
+            .await;
         let before = map_owners(&maps);
         assert!(before.contains(&"192.168.1.10:30080/TCP External default/good:http".to_owned()));
 
@@ -250,7 +335,9 @@ spec:
             .merge(manifests::parse_documents("good.yaml", GOOD));
         source.answer(Some(both));
         let mut applied = Applied::read(&maps).unwrap();
-        Syncer::new(node, Rules::default()).sync(&source, &mut maps, &mut applied);
+        Syncer::new(node, Rules::default(), Outputs::default())
+            .sync(&source, &mut maps, &mut applied)
+            .await;
         let after = map_owners(&maps);
         assert!(
             after.contains(&"192.168.1.10:30080/TCP External default/good:http".to_owned()),
@@ -261,6 +348,62 @@ spec:
             after.len(),
             before.len() + 1,
             "the newcomer got only its ClusterIP"
+        );
+    }
+
+    /// The status names each problem's file and code, and follows the
+    /// source: a problem that clears leaves the status, a source that
+    /// cannot tell marks the sync failed but keeps the problems it knew.
+    #[tokio::test]
+    async fn the_status_lists_problems_with_their_file_and_follows_the_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broken = manifests::parse_documents("web.yaml", WEB)
+            .merge(manifests::parse_documents("bad.yaml", "a: [\n"));
+        let source = Scripted(RefCell::new(Some(broken)));
+        let mut maps = MemoryMaps::new(4);
+        let mut applied = Applied::default();
+        let metrics = Metrics::new();
+        let mut syncer = Syncer::new(
+            node(),
+            Rules::default(),
+            Outputs {
+                status: Some(StatusOutput {
+                    state_dir: dir.path().to_owned(),
+                    source: "manifests:/m".into(),
+                }),
+                metrics: Some(metrics.clone()),
+            },
+        );
+        syncer.sync(&source, &mut maps, &mut applied).await;
+        let published = status::read(dir.path()).expect("published");
+        assert!(published.last_sync_ok);
+        assert_eq!(published.source, "manifests:/m");
+        assert_eq!(published.problems.len(), 1, "{published:?}");
+        let problem = &published.problems[0];
+        assert_eq!(problem.file.as_deref(), Some("bad.yaml"));
+        assert_eq!(problem.code, "invalid-yaml");
+        assert!(
+            metrics
+                .render()
+                .contains("lb_skipped_objects{reason=\"invalid-yaml\"} 1")
+        );
+
+        source.answer(None);
+        syncer.sync(&source, &mut maps, &mut applied).await;
+        let published = status::read(dir.path()).expect("published");
+        assert!(!published.last_sync_ok);
+        assert!(published.last_sync_error.is_some());
+        assert_eq!(published.problems.len(), 1);
+
+        source.answer(Some(manifests::parse_documents("web.yaml", WEB)));
+        syncer.sync(&source, &mut maps, &mut applied).await;
+        assert!(syncer.reported.is_empty(), "the problem resolved");
+        let published = status::read(dir.path()).expect("published");
+        assert!(published.last_sync_ok && published.problems.is_empty());
+        assert!(
+            metrics
+                .render()
+                .contains("lb_skipped_objects{reason=\"invalid-yaml\"} 0")
         );
     }
 }
