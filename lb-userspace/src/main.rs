@@ -37,7 +37,7 @@ struct Cli {
 enum Command {
     /// Load the datapath, attach it, and keep its maps in sync with the
     /// Services and EndpointSlices.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Service ports the datapath serves: frontends, policies, backends.
     Service {
         #[command(subcommand)]

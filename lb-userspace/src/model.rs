@@ -252,6 +252,9 @@ pub enum ProblemCode {
     TooDeep,
     /// A document exceeds the YAML reader's budget (aliases, nodes: a YAML bomb).
     YamlBudget,
+    /// An object of a kind lb does not read that looks like one it does
+    /// (`kind: service`, `apiVersion: v2`): skipped, with the kind meant.
+    UnknownKind,
     /// A document is not YAML.
     InvalidYaml,
     /// A document is not a Kubernetes object lb can decode.
@@ -302,13 +305,14 @@ pub enum ProblemCode {
 }
 
 impl ProblemCode {
-    pub const ALL: [ProblemCode; 28] = [
+    pub const ALL: [ProblemCode; 29] = [
         ProblemCode::UnreadableFile,
         ProblemCode::NotUtf8,
         ProblemCode::FileTooLarge,
         ProblemCode::TooManyDocuments,
         ProblemCode::TooDeep,
         ProblemCode::YamlBudget,
+        ProblemCode::UnknownKind,
         ProblemCode::InvalidYaml,
         ProblemCode::InvalidManifest,
         ProblemCode::RetiredApi,
@@ -342,6 +346,7 @@ impl ProblemCode {
             ProblemCode::TooManyDocuments => "too-many-documents",
             ProblemCode::TooDeep => "too-deep",
             ProblemCode::YamlBudget => "yaml-budget",
+            ProblemCode::UnknownKind => "unknown-kind",
             ProblemCode::InvalidYaml => "invalid-yaml",
             ProblemCode::InvalidManifest => "invalid-manifest",
             ProblemCode::RetiredApi => "retired-api",

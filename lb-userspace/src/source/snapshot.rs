@@ -54,6 +54,17 @@ impl Snapshot {
         self.problems.push(Problem::error(object, code, reason));
     }
 
+    /// A problem that leaves nothing unserved that would be served without
+    /// it, but that the user should hear of.
+    pub(crate) fn coded_warning(
+        &mut self,
+        code: ProblemCode,
+        object: impl Into<String>,
+        reason: impl Into<String>,
+    ) {
+        self.problems.push(Problem::warning(object, code, reason));
+    }
+
     /// The file `object` (as a problem names it) came from, if known.
     pub fn file_of(&self, object: &str) -> Option<&str> {
         self.files.get(object).map(String::as_str)

@@ -9,6 +9,7 @@ mod cache;
 mod dir;
 mod documents;
 mod file;
+mod kinds;
 mod limits;
 mod parse;
 mod parser;

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::{
     documents::{Document, TooManyDocuments, split_documents},
+    kinds,
     limits::Limits,
     yaml::{self, DocumentText},
 };
@@ -164,9 +165,19 @@ fn dispatch(place: &str, value: &Value, origin: Origin<'_>, set: &mut Snapshot) 
             read_list(place, value, Some((api_version, kind)), set)
         }
         Kind::Retired(reason) => set.coded_problem(ProblemCode::RetiredApi, place, reason),
-        Kind::Other => {
-            tracing::debug!(%place, api_version, kind, "skipping a kind lb does not use");
-        }
+        Kind::Other => match kinds::near_miss(api_version, kind) {
+            Some((known_version, known_kind)) => set.coded_warning(
+                ProblemCode::UnknownKind,
+                place,
+                format!(
+                    "apiVersion {api_version:?} kind {kind:?} is not a kind lb reads, so it is not served: \
+                     did you mean apiVersion {known_version:?} kind {known_kind:?}?"
+                ),
+            ),
+            None => {
+                tracing::debug!(%place, api_version, kind, "skipping a kind lb does not use");
+            }
+        },
     }
 }
 

@@ -117,18 +117,26 @@ fn typed<T: DeserializeOwned>(
 
 /// The message with the file's line and column ("... at line 8, column 11").
 fn located(err: &serde_saphyr::Error, doc: DocumentText<'_>) -> String {
-    err.render_with_options(serde_saphyr::render_options! {
+    for_users(err.render_with_options(serde_saphyr::render_options! {
         snippets: SnippetMode::Off,
         line_offset: doc.first_line.saturating_sub(1) as u64,
-    })
+    }))
+}
+
+/// The reader's advice to programmers ("set DuplicateKeyPolicy in Options
+/// if acceptable") is no advice to a user, who must fix the file.
+fn for_users(message: String) -> String {
+    message.replace(", set DuplicateKeyPolicy in Options if acceptable", "")
 }
 
 /// The message without any location. Called directly, the formatter does
 /// not neutralize control characters as rendering does, so do it here.
 fn message_only(err: &serde_saphyr::Error) -> String {
-    DefaultMessageFormatter
-        .format_message(err)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    for_users(
+        DefaultMessageFormatter
+            .format_message(err)
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect(),
+    )
 }
