@@ -18,7 +18,7 @@ use std::{
 };
 
 use serde_json::Value;
-use xtask::demo::{Env, FRONTENDS, Frontend, exclusive_env};
+use xtask::demo::{Env, FRONTENDS, Frontend, Origin, exclusive_env, exclusive_env_with};
 
 /// What the agent may reach at its peak, corpus included: the largest
 /// file it reads is what the limits allow, and the others are refused
@@ -28,6 +28,49 @@ const MAX_PEAK_RSS_KIB: u64 = 256 * 1024;
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lb-userspace/tests/corpus")
 }
+
+/// The settings the corpus is written for (the header of
+/// `corpus/good/service.yaml`), as the agent's flags: the node's own
+/// address (the testbed's 198.51.100.1 is the other), the service CIDR and
+/// the externalIP ranges the operator owns.
+const CORPUS_AGENT_ARGS: &[&str] = &[
+    "--node-address",
+    "192.168.1.10",
+    "--service-cidr",
+    "10.96.0.0/12",
+    "--allow-external-ip-cidr",
+    "198.51.100.0/24",
+    "--allow-external-ip-cidr",
+    "192.168.1.0/24",
+];
+
+/// The corpus's good Service, its endpoints moved onto the testbed's pods
+/// so that real requests reach it; every frontend a bad object may try to
+/// take stays as the corpus has it.
+fn write_good_service(dir: &Path) -> anyhow::Result<()> {
+    let text = fs::read_to_string(corpus_dir().join("good/service.yaml"))?
+        .replace("10.244.1.7", "203.0.113.11")
+        .replace("10.244.2.8", "203.0.113.12");
+    fs::write(dir.join("good.yaml"), text)?;
+    Ok(())
+}
+
+/// The good Service's frontends that requests go to: its NodePort from
+/// outside (XDP), its ClusterIP from a pod (socket hooks).
+const GOOD_FRONTENDS: [Frontend; 2] = [
+    Frontend {
+        label: "NodePort       default/good:http",
+        origin: Origin::Client,
+        udp: false,
+        addr: "198.51.100.1:30080",
+    },
+    Frontend {
+        label: "ClusterIP      default/good:http",
+        origin: Origin::Pod(2),
+        udp: false,
+        addr: "10.96.0.10:80",
+    },
+];
 
 /// A file to place, and what `lb status` must then say about it.
 struct Case {
@@ -180,12 +223,20 @@ fn frontend(label_part: &str) -> Frontend {
         .expect("known frontend")
 }
 
-/// Runs `work` while clients keep requesting the good Services (from
-/// outside through XDP, from a pod through the socket hooks); returns
-/// every failed request.
-fn under_traffic(env: &Env, work: impl FnOnce()) -> Vec<String> {
+/// Sets its flag when dropped, also when `work` panics: the clients must
+/// stop, or the scope would wait for them forever.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs `work` while clients keep requesting `targets`; returns every
+/// failed request.
+fn under_traffic(env: &Env, targets: [Frontend; 2], work: impl FnOnce()) -> Vec<String> {
     let stop = AtomicBool::new(false);
-    let targets = [frontend("web-nodeport:http"), frontend("web:http")];
     thread::scope(|scope| {
         let clients: Vec<_> = targets
             .iter()
@@ -209,8 +260,10 @@ fn under_traffic(env: &Env, work: impl FnOnce()) -> Vec<String> {
                 })
             })
             .collect();
-        work();
-        stop.store(true, Ordering::Relaxed);
+        {
+            let _stop = StopOnDrop(&stop);
+            work();
+        }
         clients
             .into_iter()
             .flat_map(|c| c.join().unwrap())
@@ -230,11 +283,11 @@ fn peak_rss_kib(env: &Env) -> u64 {
 
 #[test]
 fn no_corpus_file_hurts_the_good_services() {
-    let (_serial, env) = exclusive_env();
+    let (_serial, env) = exclusive_env_with(write_good_service, CORPUS_AGENT_ARGS);
     let dir = env.manifests();
     let cases = corpus_cases();
-    assert!(cases.len() >= 10, "only {} corpus cases", cases.len());
-    let failed = under_traffic(&env, || {
+    assert!(cases.len() >= 100, "only {} corpus cases", cases.len());
+    let failed = under_traffic(&env, GOOD_FRONTENDS, || {
         for case in &cases {
             (case.place)(&dir);
             wait_for(&env, &format!("{} is reported", case.name), |now| {
@@ -271,7 +324,8 @@ fn an_endpoint_slice_rewritten_in_small_pieces_refuses_no_connection() {
     let (_serial, env) = exclusive_env();
     let path = env.manifests().join("endpointslices.yaml");
     let text = fs::read(&path).unwrap();
-    let failed = under_traffic(&env, || {
+    let targets = [frontend("web-nodeport:http"), frontend("web:http")];
+    let failed = under_traffic(&env, targets, || {
         for _ in 0..3 {
             let mut writer = fs::File::create(&path).unwrap();
             for piece in text.chunks(64) {
