@@ -2,7 +2,7 @@
 //! `lb::ops::commands`.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     path::PathBuf,
     process::ExitCode,
     time::Duration,
@@ -12,13 +12,14 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use lb::{
     agent::AgentConfig,
+    desired::{Cidr, PortRange, Rules},
     model::Protocol,
     ops::{
         commands::{self, Reader, TraceRequest},
         explain::Entry,
         output::Format,
     },
-    source::node,
+    source::{Limits, node},
 };
 
 #[derive(Parser)]
@@ -36,7 +37,7 @@ struct Cli {
 enum Command {
     /// Load the datapath, attach it, and keep its maps in sync with the
     /// Services and EndpointSlices.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Service ports the datapath serves: frontends, policies, backends.
     Service {
         #[command(subcommand)]
@@ -54,6 +55,14 @@ enum Command {
     },
     /// Verdicts and drops by reason, and per service.
     Stats(ReadArgs),
+    /// What the running agent reports: its source, its last sync, and every
+    /// object it could not use, with the file and the reason.
+    Status {
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// Run the live datapath on one packet, changing nothing, and tell what
     /// it decides and why: frontend, policy, backend, verdict.
     Trace(TraceArgs),
@@ -131,6 +140,7 @@ impl ReadArgs {
 }
 
 const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
+const DEFAULT_STATE_DIR: &str = "/run/lb";
 
 #[derive(clap::Args)]
 struct AgentArgs {
@@ -154,6 +164,20 @@ struct AgentArgs {
     /// This node's zone, for topology-aware routing.
     #[arg(long)]
     zone: Option<String>,
+    /// The cluster's Service CIDR (the API server's and kube-proxy's
+    /// --service-cluster-ip-range), repeatable: ClusterIPs outside every
+    /// one are not served. Without it, ClusterIPs are not range-checked.
+    #[arg(long = "service-cidr", value_name = "CIDR")]
+    service_cidrs: Vec<Cidr>,
+    /// The API server's --service-node-port-range: NodePorts outside it are
+    /// not served (they could take a port the node itself listens on).
+    #[arg(long, default_value_t = PortRange::DEFAULT_NODE_PORTS, value_name = "FIRST-LAST")]
+    service_node_port_range: PortRange,
+    /// Ranges externalIPs may come from, repeatable: externalIPs outside
+    /// every one are not served. Without it any externalIP is served, as by
+    /// kube-proxy (one of the node's own addresses with a warning).
+    #[arg(long = "allow-external-ip-cidr", value_name = "CIDR")]
+    allowed_external_ip_cidrs: Vec<Cidr>,
     /// cgroup v2 directory for the socket hooks (in a cluster: the root
     /// cgroup, e.g. /sys/fs/cgroup). Without it, only north-south traffic
     /// is served.
@@ -166,6 +190,22 @@ struct AgentArgs {
     /// sets); each costs 4 KiB of kernel memory.
     #[arg(long, default_value_t = lb_common::DEFAULT_MAX_TABLES)]
     max_tables: u32,
+    /// Manifest files larger than this are not read (a problem of the file).
+    #[arg(long, default_value_t = Limits::DEFAULT.max_file_bytes, value_name = "BYTES")]
+    manifest_max_file_bytes: u64,
+    /// Manifest files with more YAML documents than this are not used.
+    #[arg(long, default_value_t = Limits::DEFAULT.max_documents, value_name = "COUNT")]
+    manifest_max_documents: usize,
+    /// Documents nesting mappings and sequences deeper than this are not used.
+    #[arg(long, default_value_t = Limits::DEFAULT.max_depth, value_name = "LEVELS")]
+    manifest_max_depth: usize,
+    /// Where the agent writes its status (status.json) for `lb status`.
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Prometheus endpoint (path /metrics), as kube-proxy's flag; an empty
+    /// value disables it.
+    #[arg(long, default_value = "127.0.0.1:10249", value_name = "ADDRESS:PORT")]
+    metrics_bind_address: String,
     /// Re-read everything this often, to repair any drift.
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     resync_seconds: u64,
@@ -213,6 +253,7 @@ fn run(cli: Cli) -> Result<()> {
             command: ConntrackCommand::List { read, addr, port },
         } => commands::list_connections(&read.reader(), addr, port),
         Command::Stats(read) => commands::stats(&read.reader()),
+        Command::Status { state_dir, output } => commands::status(&state_dir, output),
         Command::Trace(args) => commands::trace(&args.into_request()),
         Command::Cleanup { pin_dir } => commands::cleanup(&pin_dir),
     }
@@ -238,9 +279,21 @@ impl AgentArgs {
     fn into_config(self) -> Result<AgentConfig> {
         Ok(AgentConfig {
             manifests: self.manifests,
+            limits: Limits {
+                max_file_bytes: self.manifest_max_file_bytes,
+                max_documents: self.manifest_max_documents,
+                max_depth: self.manifest_max_depth,
+            },
+            state_dir: self.state_dir,
+            metrics_address: metrics_address(&self.metrics_bind_address)?,
             devices: self.devices,
             xdp_generic: self.xdp_generic,
             node: node::facts(self.node_name, self.node_addresses, self.zone)?,
+            rules: Rules {
+                service_cidrs: self.service_cidrs,
+                node_port_range: self.service_node_port_range,
+                allowed_external_ip_cidrs: self.allowed_external_ip_cidrs,
+            },
             cgroup: self.cgroup,
             pin_dir: self.pin_dir,
             max_tables: self.max_tables,
@@ -249,4 +302,16 @@ impl AgentArgs {
             bpf_log: self.bpf_log,
         })
     }
+}
+
+/// `--metrics-bind-address`: empty disables the endpoint.
+fn metrics_address(text: &str) -> Result<Option<SocketAddr>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|err| {
+        anyhow::anyhow!(
+            "--metrics-bind-address {text:?}: {err}; give an address and port such as 127.0.0.1:10249, or '' to disable"
+        )
+    })
 }

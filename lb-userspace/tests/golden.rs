@@ -51,7 +51,13 @@ fn render(fixture: &Path) -> String {
     let name = fixture.file_name().unwrap().to_string_lossy();
     let text = std::fs::read_to_string(fixture).expect("fixture is readable");
     let set = manifests::parse_documents(&name, &text);
-    let state = desired::compute(&set.services, &set.slices, &node());
+    let state = desired::compute(
+        &set.services,
+        &set.slices,
+        &node(),
+        &desired::Rules::default(),
+        &desired::Holders::default(),
+    );
     let maps = MemoryMaps::default();
     let applied = Applied::read(&maps).expect("empty maps read");
     let plan = plan::plan(&state, &applied, maps.max_tables());

@@ -5,7 +5,7 @@ use std::{
     fmt::Write as _,
     fs,
     io::{BufRead, BufReader, Write as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -96,6 +96,8 @@ pub struct Env {
     pub lb: PathBuf,
     pub probe: PathBuf,
     pub workdir: PathBuf,
+    /// More `lb agent` flags than the testbed's own.
+    agent_args: Vec<String>,
     agent: Option<Child>,
 }
 
@@ -103,6 +105,13 @@ impl Env {
     /// Builds the topology, starts the pods and the agent with all pods as
     /// endpoints, and waits until the datapath answers.
     pub fn start() -> Result<Env> {
+        Env::start_with(|dir| manifests::write_demo(dir, &[0, 1, 2]), &[])
+    }
+
+    /// [`Env::start`] with other manifests (`write` fills the directory)
+    /// and more agent flags. The agent is ready when the NodePort
+    /// 198.51.100.1:30080 answers, so the manifests must serve it.
+    pub fn start_with(write: impl FnOnce(&Path) -> Result<()>, agent_args: &[&str]) -> Result<Env> {
         let (lb, probe) = (target_bin("lb"), target_bin("lb-probe"));
         for bin in [&lb, &probe] {
             if !bin.exists() {
@@ -114,13 +123,15 @@ impl Env {
         }
         let mut bed = Testbed::new(PODS)?;
         let workdir = std::env::temp_dir().join(&bed.prefix);
-        manifests::write_demo(&workdir.join("manifests"), &[0, 1, 2])?;
+        fs::create_dir_all(workdir.join("manifests"))?;
+        write(&workdir.join("manifests"))?;
         bed.start_pod_servers(&probe)?;
         let mut env = Env {
             bed,
             lb,
             probe,
             workdir,
+            agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
             agent: None,
         };
         env.start_agent()?;
@@ -135,6 +146,16 @@ impl Env {
         self.workdir.join("agent.log")
     }
 
+    /// The agent's `--state-dir` (its status.json, for `lb status`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.workdir.join("state")
+    }
+
+    /// The running agent's process id (nsenter execs it, keeping the pid).
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
     /// Starts the agent and waits (at most 20 s) until the NodePort answers.
     pub fn start_agent(&mut self) -> Result<()> {
         let log = fs::OpenOptions::new()
@@ -144,6 +165,9 @@ impl Env {
         let child = self
             .bed
             .agent_command(&self.lb, &self.manifests())
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(&self.agent_args)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -284,6 +308,14 @@ static EXCLUSIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// For tests: a started environment, held exclusively (see [`EXCLUSIVE`]).
 /// Needs root, as CI has.
 pub fn exclusive_env() -> (std::sync::MutexGuard<'static, ()>, Env) {
+    exclusive_env_with(|dir| manifests::write_demo(dir, &[0, 1, 2]), &[])
+}
+
+/// [`exclusive_env`] over [`Env::start_with`].
+pub fn exclusive_env_with(
+    write: impl FnOnce(&Path) -> Result<()>,
+    agent_args: &[&str],
+) -> (std::sync::MutexGuard<'static, ()>, Env) {
     let guard = EXCLUSIVE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -293,7 +325,7 @@ pub fn exclusive_env() -> (std::sync::MutexGuard<'static, ()>, Env) {
         0,
         "end-to-end tests need root (namespaces, BPF)"
     );
-    let env = Env::start().expect("starting the testbed and agent");
+    let env = Env::start_with(write, agent_args).expect("starting the testbed and agent");
     (guard, env)
 }
 

@@ -12,10 +12,7 @@ use crate::{
 /// Prints the plan against what the pinned datapath holds (read only), or
 /// against an empty one when nothing is pinned.
 pub(super) fn print_plan(config: &AgentConfig) -> Result<()> {
-    let desired = desired_state(manifests::load_dir(&config.manifests)?, &config.node);
-    for problem in &desired.problems {
-        println!("skipped: {problem}");
-    }
+    let snapshot = manifests::Loader::new(&config.manifests, config.limits).load()?;
     let (applied, max_tables) = match KernelMaps::open_pinned(&config.pin_dir) {
         Ok(maps) => {
             println!(
@@ -30,6 +27,12 @@ pub(super) fn print_plan(config: &AgentConfig) -> Result<()> {
             (Applied::read(&empty)?, empty.max_tables())
         }
     };
+    // Computed against what is pinned, as the agent would: the current
+    // holders of frontends keep them.
+    let desired = desired_state(snapshot, &config.node, &config.rules, &applied);
+    for problem in &desired.problems {
+        println!("skipped: {problem}");
+    }
     let plan = plan::plan(&desired, &applied, max_tables);
     for problem in &plan.problems {
         println!("skipped: {problem}");

@@ -4,12 +4,15 @@
 //! apply (ordered map writes). The datapath is pinned, so the agent can be
 //! stopped, killed or upgraded while established connections keep flowing.
 //!
-//! `datapath` brings the datapath up, `sync` is one reconciliation, this
-//! module is the loop that decides when to reconcile. The health and
-//! metrics servers, when they come, run beside that loop.
+//! `datapath` brings the datapath up, `sync` is one reconciliation,
+//! `status` what it publishes for `lb status`, `metrics` the Prometheus
+//! endpoint beside the loop; this module is the loop that decides when to
+//! reconcile.
 pub mod config;
 mod datapath;
 mod dry_run;
+pub mod metrics;
+pub mod status;
 mod sync;
 
 use std::time::Duration;
@@ -19,7 +22,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
 pub use config::AgentConfig;
-use sync::Syncer;
+use sync::{Outputs, StatusOutput, Syncer};
+
+use metrics::Metrics;
 
 use crate::{
     datapath::DatapathMaps,
@@ -40,8 +45,19 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         pin_dir = %config.pin_dir.display(),
         "datapath attached"
     );
-    let mut source = ManifestDir::watch(&config.manifests)?;
-    let mut syncer = Syncer::new(config.node.clone());
+    let mut source = ManifestDir::watch_with(&config.manifests, config.limits)?;
+    let metrics = Metrics::new();
+    if let Some(address) = config.metrics_address {
+        metrics::serve(address, metrics.clone()).await?;
+    }
+    let outputs = Outputs {
+        status: Some(StatusOutput {
+            state_dir: config.state_dir.clone(),
+            source: format!("manifests:{}", config.manifests.display()),
+        }),
+        metrics: Some(metrics),
+    };
+    let mut syncer = Syncer::new(config.node.clone(), config.rules.clone(), outputs);
     reconcile_until_stopped(
         &mut source,
         &mut syncer,
@@ -63,7 +79,7 @@ async fn reconcile_until_stopped(
     applied: &mut Applied,
     resync: Duration,
 ) -> Result<()> {
-    syncer.sync(source, maps, applied);
+    syncer.sync(source, maps, applied).await;
     let mut resync = tokio::time::interval(resync);
     resync.tick().await;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -71,8 +87,8 @@ async fn reconcile_until_stopped(
         // A wake-up dropped because another branch won is no loss: every
         // branch that does not stop the loop syncs from a fresh snapshot.
         tokio::select! {
-            () = source.changed() => syncer.sync(source, maps, applied),
-            _ = resync.tick() => syncer.sync(source, maps, applied),
+            () = source.changed() => syncer.sync(source, maps, applied).await,
+            _ = resync.tick() => syncer.sync(source, maps, applied).await,
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
         }

@@ -205,8 +205,9 @@ pub fn backend_identity(value: &Backend4) -> (u32, u16, u8) {
     (value.addr_be, value.port_be, value.proto)
 }
 
-/// The service map's value for a service port. Names longer than the map's
-/// fields (longer than Kubernetes allows) are cut.
+/// The service map's value for a service port. `desired` refuses names
+/// longer than the map's fields (a `name-too-long` problem), so none
+/// reaches this point; `fixed` still never writes past a field.
 pub fn service_info(name: &ServicePortName, info: &ServicePortInfo) -> ServiceInfo {
     let mut flags = 0;
     if info.external_policy_local {

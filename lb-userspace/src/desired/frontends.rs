@@ -14,11 +14,14 @@
 
 use std::net::IpAddr;
 
+use k8s_openapi::jiff::Timestamp;
+
 use super::{
     choice::{Choice, cluster_choice, local_choice},
     endpoints::{PortPolicy, categorize_endpoints},
     family,
-    services::{PortView, ServiceView},
+    ports::PortView,
+    services::ServiceView,
     slices::Candidate,
 };
 use crate::model::{Frontend, FrontendKind, FrontendSpec, NodeFacts, Scope, ServicePortInfo};
@@ -28,6 +31,8 @@ pub(super) struct Claim {
     pub(super) frontend: Frontend,
     pub(super) spec: FrontendSpec,
     pub(super) object: String,
+    /// The Service's `metadata.creationTimestamp`.
+    pub(super) created: Option<Timestamp>,
 }
 
 impl ServiceView {
@@ -142,6 +147,7 @@ impl ServiceView {
                 selection: choice.selection.clone(),
             },
             object: self.object.clone(),
+            created: self.created,
         }
     }
 }

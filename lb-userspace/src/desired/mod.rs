@@ -3,7 +3,7 @@
 //! semantics we owe", section 4 of the design notes).
 //!
 //! The agent's sync loop and `lb agent --dry-run` both get it from
-//! [`compute`] (through `agent::desired_from_manifests`), so what is applied
+//! [`compute`] (through `agent::sync::desired_state`), so what is applied
 //! and what the dry run prints can never disagree; `lb trace` runs the
 //! live program over the maps those writes filled. Broken objects become
 //! [`Problem`](crate::model::Problem)s and only the broken part is skipped:
@@ -12,40 +12,56 @@
 //! IPv4 only for now: IPv6 addresses are valid and skipped, in `family.rs`.
 //!
 //! The rooms, in the order data flows, validation at the bottom:
-//! `validate` (field checks), `family` (what is served), `meta`, `problems`,
-//! `labels`; `slices` (EndpointSlices merged per Service port); `endpoints`
-//! (kube-proxy's `CategorizeEndpoints`) and `choice` (its sets in words);
-//! `services` (Service views) and `frontends` (their frontends);
-//! `conflicts` (two objects claiming one frontend); here, [`compute`].
+//! `rules` (the cluster's settings), `validate` (field checks), `addresses`
+//! (addresses that would capture traffic), `names` (what the maps hold),
+//! `family` (what is served), `meta`, `problems`, `labels`; `slices`
+//! (EndpointSlices merged per Service port); `endpoints` (kube-proxy's
+//! `CategorizeEndpoints`) and `choice` (its sets in words); `ports` and
+//! `services` (Service views) and `frontends` (their frontends); between
+//! objects, where a newcomer never takes over from who serves now
+//! (`holders`): `duplicates` (one namespace/name twice), `captures` (a
+//! ClusterIP that is an endpoint address), `conflicts` (two Service ports
+//! claiming one frontend); here, [`compute`].
 
+mod addresses;
+mod captures;
 mod choice;
 mod conflicts;
+mod duplicates;
 mod endpoints;
 mod family;
 mod frontends;
+mod holders;
 mod labels;
 mod meta;
+mod names;
+mod ports;
 mod problems;
+mod rules;
 mod services;
 mod slices;
 mod validate;
 
 #[cfg(test)]
+mod corpus;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
+pub use holders::Holders;
 pub use labels::{
     ANNOTATION_TOPOLOGY_HINTS, ANNOTATION_TOPOLOGY_MODE, LABEL_HEADLESS, LABEL_SERVICE_NAME,
     LABEL_SERVICE_PROXY_NAME,
 };
+pub use names::{MAX_NAME_BYTES, MAX_PORT_NAME_BYTES};
+pub use rules::{Cidr, PortRange, RuleError, Rules};
 
 use self::{
-    conflicts::resolve_conflicts, meta::sorted_by_name, problems::Problems, services::ServiceView,
+    captures::separate_cluster_ips_from_endpoints, conflicts::resolve_conflicts,
+    duplicates::one_per_name, meta::sorted_by_name, problems::Problems, services::ServiceView,
     slices::SliceIndex,
 };
 use crate::model::{DesiredState, NodeFacts};
@@ -54,24 +70,29 @@ use crate::model::{DesiredState, NodeFacts};
 ///
 /// Deterministic whatever the input order (a reflector's store has none):
 /// Services and slices are visited sorted by namespace and name, and
-/// problems come out in that order.
-pub fn compute(services: &[Service], slices: &[EndpointSlice], node: &NodeFacts) -> DesiredState {
+/// problems come out in that order. `rules` are the cluster's settings
+/// that decide what is valid; `holders` who serves each frontend now, so
+/// that a newcomer never takes a frontend, a name or an address from a
+/// Service that works (empty: the older object, then the name that sorts
+/// first).
+pub fn compute(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    node: &NodeFacts,
+    rules: &Rules,
+    holders: &Holders,
+) -> DesiredState {
     let mut problems = Problems::default();
-    let slices = SliceIndex::build(slices, &mut problems);
+    let mut slices = SliceIndex::build(slices, &mut problems);
+    let views: Vec<ServiceView> = sorted_by_name(services, |s| &s.metadata)
+        .into_iter()
+        .filter_map(|svc| ServiceView::parse(svc, rules, node, &mut problems))
+        .collect();
+    let mut views = one_per_name(views, holders, node, &mut problems);
+    separate_cluster_ips_from_endpoints(&mut views, &mut slices, holders, &mut problems);
     let mut claims = Vec::new();
-    let mut service_ports = BTreeMap::new();
-    let mut seen = BTreeSet::new();
-    for svc in sorted_by_name(services, |s| &s.metadata) {
-        let Some(view) = ServiceView::parse(svc, &mut problems) else {
-            continue;
-        };
-        if !seen.insert((view.namespace.clone(), view.name.clone())) {
-            problems.push(
-                &view.object,
-                "defined more than once; the first definition is used",
-            );
-            continue;
-        }
+    let mut service_ports = std::collections::BTreeMap::new();
+    for view in &views {
         for port in &view.ports {
             let candidates = slices.candidates(&view.namespace, &view.name, &port.name, node);
             let (port_claims, info) = view.frontends(port, &candidates, node);
@@ -79,7 +100,7 @@ pub fn compute(services: &[Service], slices: &[EndpointSlice], node: &NodeFacts)
             service_ports.insert(port.name.clone(), info);
         }
     }
-    let frontends = resolve_conflicts(claims, &mut problems);
+    let frontends = resolve_conflicts(claims, holders, &mut problems);
     DesiredState {
         frontends,
         services: service_ports,

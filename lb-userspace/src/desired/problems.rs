@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::model::Problem;
+use crate::model::{Problem, ProblemCode};
 
 /// Problems in the order found, each reported once.
 #[derive(Default)]
@@ -12,13 +12,22 @@ pub(super) struct Problems {
 }
 
 impl Problems {
-    pub(super) fn push(&mut self, object: &str, reason: impl Into<String>) {
-        let reason = reason.into();
-        if self.seen.insert((object.to_owned(), reason.clone())) {
-            self.list.push(Problem {
-                object: object.to_owned(),
-                reason,
-            });
+    /// Part or all of `object` is not served.
+    pub(super) fn push(&mut self, object: &str, code: ProblemCode, reason: impl Into<String>) {
+        self.add(Problem::error(object, code, reason));
+    }
+
+    /// `object` is served, with a caveat.
+    pub(super) fn warn(&mut self, object: &str, code: ProblemCode, reason: impl Into<String>) {
+        self.add(Problem::warning(object, code, reason));
+    }
+
+    fn add(&mut self, problem: Problem) {
+        if self
+            .seen
+            .insert((problem.object.clone(), problem.reason.clone()))
+        {
+            self.list.push(problem);
         }
     }
 

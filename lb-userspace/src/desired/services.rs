@@ -3,9 +3,13 @@
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::{
+    api::core::v1::{Service, ServiceSpec},
+    jiff::Timestamp,
+};
 
 use super::{
+    addresses::{self as check},
     endpoints::TopologyWish,
     family,
     labels::{
@@ -13,25 +17,13 @@ use super::{
         LABEL_SERVICE_PROXY_NAME,
     },
     meta::namespace_of,
+    names,
+    ports::{Owner, PortView, ServiceType, port_views},
     problems::Problems,
-    validate::{addresses, indexed, parse_addr, port_number, protocol_problem},
+    rules::Rules,
+    validate::{addresses, indexed, parse_addr},
 };
-use crate::model::{Protocol, ServicePortName};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ServiceType {
-    ClusterIp,
-    NodePort,
-    LoadBalancer,
-}
-
-/// A Service port with its numbers checked.
-#[derive(Debug)]
-pub(super) struct PortView {
-    pub(super) name: ServicePortName,
-    pub(super) port: u16,
-    pub(super) node_port: Option<u16>,
-}
+use crate::model::{NodeFacts, ProblemCode};
 
 /// A Service reduced to what its frontends depend on, every field checked.
 #[derive(Debug)]
@@ -39,6 +31,8 @@ pub(super) struct ServiceView {
     pub(super) object: String,
     pub(super) namespace: String,
     pub(super) name: String,
+    /// `metadata.creationTimestamp`: of two claims, the older one wins.
+    pub(super) created: Option<Timestamp>,
     pub(super) etp_local: bool,
     pub(super) itp_local: bool,
     pub(super) cluster_ips: Vec<IpAddr>,
@@ -51,7 +45,12 @@ pub(super) struct ServiceView {
 impl ServiceView {
     /// `None` when the Service is not ours to proxy (skipped quietly) or is
     /// unusable as a whole (with a problem).
-    pub(super) fn parse(svc: &Service, problems: &mut Problems) -> Option<ServiceView> {
+    pub(super) fn parse(
+        svc: &Service,
+        rules: &Rules,
+        node: &NodeFacts,
+        problems: &mut Problems,
+    ) -> Option<ServiceView> {
         let namespace = namespace_of(&svc.metadata.namespace).to_owned();
         let name = svc.metadata.name.clone().unwrap_or_default();
         let object = format!("Service {namespace}/{name}");
@@ -60,15 +59,21 @@ impl ServiceView {
             return None;
         }
         if name.is_empty() {
-            problems.push(&object, "has no metadata.name");
+            problems.push(&object, ProblemCode::MissingField, "has no metadata.name");
+            return None;
+        }
+        let too_long = names::check_name("metadata.namespace", &namespace)
+            .and_then(|()| names::check_name("metadata.name", &name));
+        if let Err(reason) = too_long {
+            problems.push(&object, ProblemCode::NameTooLong, reason);
             return None;
         }
         let Some(spec) = svc.spec.as_ref() else {
-            problems.push(&object, "has no spec");
+            problems.push(&object, ProblemCode::MissingField, "has no spec");
             return None;
         };
         let svc_type = service_type(spec, &object, problems)?;
-        let cluster_ips = cluster_ips(spec, &object, problems)?;
+        let cluster_ips = cluster_ips(spec, rules, &object, problems)?;
         let external_ips = addresses(
             indexed(
                 "spec.externalIPs",
@@ -76,6 +81,7 @@ impl ServiceView {
             ),
             &object,
             problems,
+            |field, addr| check::external_ip(field, addr, rules, node),
         );
         let externally_accessible = svc_type != ServiceType::ClusterIp
             || !spec.external_ips.as_deref().unwrap_or_default().is_empty();
@@ -91,16 +97,20 @@ impl ServiceView {
             &object,
             problems,
         );
-        let ports = spec
-            .ports
-            .iter()
-            .flatten()
-            .enumerate()
-            .filter_map(|(i, port)| {
-                port_view(i, port, svc_type, &namespace, &name, &object, problems)
-            })
-            .collect();
+        let owner = Owner {
+            namespace: &namespace,
+            name: &name,
+            object: &object,
+            svc_type,
+        };
+        let ports = port_views(
+            spec.ports.as_deref().unwrap_or_default(),
+            &owner,
+            rules,
+            problems,
+        );
         Some(ServiceView {
+            created: svc.metadata.creation_timestamp.as_ref().map(|t| t.0),
             lb_ips: lb_ips(svc, &object, problems),
             topology: topology_wish(svc, spec),
             object,
@@ -136,8 +146,9 @@ fn service_type(spec: &ServiceSpec, object: &str, problems: &mut Problems) -> Op
         "LoadBalancer" => Some(ServiceType::LoadBalancer),
         "ExternalName" => None,
         other => {
-            problems.push(
+            problems.warn(
                 object,
+                ProblemCode::InvalidValue,
                 format!("spec.type \"{other}\" is unknown; serving it as ClusterIP"),
             );
             Some(ServiceType::ClusterIp)
@@ -152,8 +163,9 @@ fn local_policy(value: Option<&str>, field: &str, object: &str, problems: &mut P
         "Local" => true,
         "Cluster" | "" => false,
         other => {
-            problems.push(
+            problems.warn(
                 object,
+                ProblemCode::InvalidValue,
                 format!("{field} \"{other}\" is unknown; using Cluster"),
             );
             false
@@ -164,7 +176,12 @@ fn local_policy(value: Option<&str>, field: &str, object: &str, problems: &mut P
 /// The served cluster IPs; `None` for a headless Service and for one whose
 /// cluster IPs are all of a family not served (kube-proxy's IPv4 proxier
 /// ignores IPv6-only Services entirely, NodePorts included).
-fn cluster_ips(spec: &ServiceSpec, object: &str, problems: &mut Problems) -> Option<Vec<IpAddr>> {
+fn cluster_ips(
+    spec: &ServiceSpec,
+    rules: &Rules,
+    object: &str,
+    problems: &mut Problems,
+) -> Option<Vec<IpAddr>> {
     let fields: Vec<(String, &str)> = match spec.cluster_ips.as_deref() {
         Some(ips) if !ips.is_empty() => indexed("spec.clusterIPs", ips),
         _ => spec
@@ -181,7 +198,9 @@ fn cluster_ips(spec: &ServiceSpec, object: &str, problems: &mut Problems) -> Opt
     let any_unserved = fields
         .iter()
         .any(|(_, ip)| parse_addr(ip).is_some_and(|addr| !family::is_served(addr)));
-    let served = addresses(fields, object, problems);
+    let served = addresses(fields, object, problems, |field, addr| {
+        check::cluster_ip(field, addr, rules)
+    });
     if served.is_empty() && any_unserved {
         tracing::debug!(%object, "skipping IPv6-only service");
         return None;
@@ -208,7 +227,7 @@ fn lb_ips(svc: &Service, object: &str, problems: &mut Problems) -> Vec<IpAddr> {
             Some((format!("status.loadBalancer.ingress[{i}].ip"), ip))
         })
         .collect();
-    addresses(fields, object, problems)
+    addresses(fields, object, problems, check::load_balancer_ip)
 }
 
 fn topology_wish(svc: &Service, spec: &ServiceSpec) -> TopologyWish {
@@ -232,71 +251,6 @@ fn topology_wish(svc: &Service, spec: &ServiceSpec) -> TopologyWish {
             || zone_distribution,
         node: distribution == Some("PreferSameNode"),
     }
-}
-
-/// One Service port, or `None` (with a problem) when it cannot be served.
-fn port_view(
-    index: usize,
-    port: &ServicePort,
-    svc_type: ServiceType,
-    namespace: &str,
-    name: &str,
-    object: &str,
-    problems: &mut Problems,
-) -> Option<PortView> {
-    let Some(protocol) = Protocol::from_k8s(port.protocol.as_deref()) else {
-        let field = format!("spec.ports[{index}].protocol");
-        problems.push(object, protocol_problem(&field, port.protocol.as_deref()));
-        return None;
-    };
-    let Some(number) = port_number(port.port) else {
-        // The API types read a missing port as 0.
-        let reason = match port.port {
-            0 => format!("spec.ports[{index}].port is missing or 0"),
-            other => format!("spec.ports[{index}].port {other} is out of range 1-65535"),
-        };
-        problems.push(object, reason);
-        return None;
-    };
-    Some(PortView {
-        name: ServicePortName {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            port_name: port.name.clone().unwrap_or_default(),
-            protocol,
-        },
-        port: number,
-        node_port: node_port(index, port, svc_type, object, problems),
-    })
-}
-
-/// The port's nodePort, when its type has NodePorts. kube-proxy serves any
-/// nodePort that is set, so a LoadBalancer with
-/// `allocateLoadBalancerNodePorts: false` has NodePorts only where one was
-/// given explicitly.
-fn node_port(
-    index: usize,
-    port: &ServicePort,
-    svc_type: ServiceType,
-    object: &str,
-    problems: &mut Problems,
-) -> Option<u16> {
-    let value = port.node_port?;
-    if svc_type == ServiceType::ClusterIp {
-        problems.push(
-            object,
-            format!("spec.ports[{index}].nodePort is set but the type has no NodePorts; ignored"),
-        );
-        return None;
-    }
-    let number = port_number(value);
-    if number.is_none() {
-        problems.push(
-            object,
-            format!("spec.ports[{index}].nodePort {value} is out of range 1-65535"),
-        );
-    }
-    number
 }
 
 #[cfg(test)]
@@ -407,19 +361,23 @@ spec:
         assert_eq!(
             state.problems,
             vec![
-                problem(
+                warning(
+                    ProblemCode::InvalidValue,
                     object,
                     "spec.type \"Weird\" is unknown; serving it as ClusterIP"
                 ),
-                problem(
+                warning(
+                    ProblemCode::InvalidValue,
                     object,
                     "spec.externalTrafficPolicy \"Global\" is unknown; using Cluster"
                 ),
-                problem(
+                warning(
+                    ProblemCode::InvalidValue,
                     object,
                     "spec.internalTrafficPolicy \"Nearby\" is unknown; using Cluster"
                 ),
-                problem(
+                warning(
+                    ProblemCode::IgnoredField,
                     object,
                     "spec.ports[0].nodePort is set but the type has no NodePorts; ignored"
                 ),
@@ -436,18 +394,33 @@ spec:
         assert_eq!(
             state.problems,
             vec![
-                problem("Service invalid/nospec", "has no spec"),
-                problem(
+                error(
+                    ProblemCode::MissingField,
+                    "Service invalid/nospec",
+                    "has no spec"
+                ),
+                error(
+                    ProblemCode::InvalidAddress,
                     object,
                     "spec.clusterIP \"10.96.0.300\" is not an IP address"
                 ),
-                problem(
+                error(
+                    ProblemCode::InvalidAddress,
                     object,
                     "spec.externalIPs[0] \"198.51.100.300\" is not an IP address"
                 ),
-                problem(object, "spec.ports[1].port 70000 is out of range 1-65535"),
-                problem(object, "spec.ports[2].nodePort 0 is out of range 1-65535"),
-                problem(
+                error(
+                    ProblemCode::PortOutOfRange,
+                    object,
+                    "spec.ports[1].port 70000 is out of range 1-65535"
+                ),
+                error(
+                    ProblemCode::PortOutOfRange,
+                    object,
+                    "spec.ports[2].nodePort 0 is out of range 1-65535"
+                ),
+                error(
+                    ProblemCode::UnknownProtocol,
                     object,
                     "spec.ports[4].protocol \"QUIC\" is not TCP, UDP or SCTP"
                 ),

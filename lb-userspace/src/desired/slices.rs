@@ -3,22 +3,28 @@
 //! port. `Candidate` lives here, below endpoint choice, which reads it: no
 //! import goes in a circle.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use k8s_openapi::api::discovery::v1::{Endpoint as SliceEndpoint, EndpointPort, EndpointSlice};
 
 use super::{
+    addresses::{self as check, Verdict},
     family,
     labels::LABEL_SERVICE_NAME,
     meta::{namespace_of, sorted_by_name},
     problems::Problems,
     validate::{parse_addr, port_number, protocol_problem},
 };
-use crate::model::{Backend, Endpoint, NodeFacts, Protocol, ServicePortName};
+use crate::model::{Backend, Endpoint, NodeFacts, ProblemCode, Protocol, ServicePortName};
 
 /// An endpoint of a slice, reduced to what endpoint choice needs.
 #[derive(Clone, Debug)]
 struct SliceEp {
+    /// Its place in the slice's `endpoints`, for problems.
+    index: usize,
     addrs: Vec<IpAddr>,
     ready: bool,
     serving: bool,
@@ -39,6 +45,7 @@ struct SlicePort {
 
 #[derive(Debug)]
 struct SliceView {
+    object: String,
     ports: Vec<SlicePort>,
     endpoints: Vec<SliceEp>,
 }
@@ -125,6 +132,44 @@ impl SliceIndex {
         index
     }
 
+    /// Every endpoint address of every served slice.
+    pub(super) fn endpoint_addresses(&self) -> BTreeSet<IpAddr> {
+        self.by_service
+            .values()
+            .flatten()
+            .flat_map(|slice| &slice.endpoints)
+            .flat_map(|ep| ep.addrs.iter().copied())
+            .collect()
+    }
+
+    /// Drops the endpoints whose address is a ClusterIP (`taken`: each with
+    /// the Service it belongs to): traffic for a ClusterIP is that Service's,
+    /// and a backend there would loop through the frontend.
+    pub(super) fn refuse_cluster_ips(
+        &mut self,
+        taken: &BTreeMap<IpAddr, String>,
+        problems: &mut Problems,
+    ) {
+        for slice in self.by_service.values_mut().flatten() {
+            for ep in &mut slice.endpoints {
+                ep.addrs.retain(|addr| {
+                    let Some(service) = taken.get(addr) else {
+                        return true;
+                    };
+                    problems.push(
+                        &slice.object,
+                        ProblemCode::EndpointIsClusterIp,
+                        format!(
+                            "endpoints[{}].addresses[0] \"{addr}\" is the ClusterIP of {service}: an endpoint must be a pod or node address; the endpoint is not used",
+                            ep.index
+                        ),
+                    );
+                    false
+                });
+            }
+        }
+    }
+
     /// The endpoints of one Service port, merged over its slices, one per
     /// backend. A later copy of an address replaces an earlier one unless it
     /// is terminating (a reused pod IP prefers the running pod), as
@@ -169,7 +214,7 @@ fn slice_view(slice: &EndpointSlice, object: &str, problems: &mut Problems) -> O
         Ok(true) => {}
         Ok(false) => return None,
         Err(problem) => {
-            problems.push(object, problem);
+            problems.push(object, ProblemCode::InvalidValue, problem);
             return None;
         }
     }
@@ -187,7 +232,11 @@ fn slice_view(slice: &EndpointSlice, object: &str, problems: &mut Problems) -> O
         .enumerate()
         .map(|(i, ep)| slice_endpoint(i, ep, object, problems))
         .collect();
-    Some(SliceView { ports, endpoints })
+    Some(SliceView {
+        object: object.to_owned(),
+        ports,
+        endpoints,
+    })
 }
 
 fn slice_port(
@@ -198,7 +247,11 @@ fn slice_port(
 ) -> Option<SlicePort> {
     let Some(protocol) = Protocol::from_k8s(port.protocol.as_deref()) else {
         let field = format!("ports[{index}].protocol");
-        problems.push(object, protocol_problem(&field, port.protocol.as_deref()));
+        problems.push(
+            object,
+            ProblemCode::UnknownProtocol,
+            protocol_problem(&field, port.protocol.as_deref()),
+        );
         return None;
     };
     // An unset port means "all ports", which a Service port cannot use.
@@ -206,6 +259,7 @@ fn slice_port(
     let Some(number) = port_number(value) else {
         problems.push(
             object,
+            ProblemCode::PortOutOfRange,
             format!("ports[{index}].port {value} is out of range 1-65535"),
         );
         return None;
@@ -228,9 +282,20 @@ fn slice_endpoint(
     let mut addrs = Vec::new();
     if let Some(text) = ep.addresses.first() {
         match parse_addr(text) {
-            Some(addr @ IpAddr::V4(_)) => addrs.push(addr),
+            Some(addr @ IpAddr::V4(_)) => {
+                let field = format!("endpoints[{index}].addresses[0]");
+                match check::endpoint(&field, addr) {
+                    Verdict::Refuse(code, reason) => problems.push(object, code, reason),
+                    Verdict::Warn(code, reason) => {
+                        problems.warn(object, code, reason);
+                        addrs.push(addr);
+                    }
+                    Verdict::Accept => addrs.push(addr),
+                }
+            }
             _ => problems.push(
                 object,
+                ProblemCode::InvalidAddress,
                 format!("endpoints[{index}].addresses[0] \"{text}\" is not an IPv4 address"),
             ),
         }
@@ -238,6 +303,7 @@ fn slice_endpoint(
     let conditions = ep.conditions.as_ref();
     let hints = ep.hints.as_ref();
     SliceEp {
+        index,
         addrs,
         // Unset ready and unset serving count as true, as in kube-proxy.
         ready: conditions.and_then(|c| c.ready).unwrap_or(true),
@@ -391,9 +457,18 @@ endpoints:
         assert_eq!(
             state.problems,
             vec![
-                problem(object, "ports[0].protocol \"QUIC\" is not TCP, UDP or SCTP"),
-                problem(object, "ports[1].port 0 is out of range 1-65535"),
-                problem(
+                error(
+                    ProblemCode::UnknownProtocol,
+                    object,
+                    "ports[0].protocol \"QUIC\" is not TCP, UDP or SCTP"
+                ),
+                error(
+                    ProblemCode::PortOutOfRange,
+                    object,
+                    "ports[1].port 0 is out of range 1-65535"
+                ),
+                error(
+                    ProblemCode::InvalidAddress,
                     object,
                     "endpoints[0].addresses[0] \"10.244.9.300\" is not an IPv4 address"
                 ),

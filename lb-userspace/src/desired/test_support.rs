@@ -2,16 +2,18 @@
 
 use std::{net::SocketAddrV4, path::Path};
 
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+
 pub(super) use std::{
     collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr},
 };
 
-pub(super) use super::compute;
+pub(super) use super::{Holders, Rules};
 pub(super) use crate::{
     model::{
         Backend, DesiredState, Endpoint, Frontend, FrontendKind, FrontendSpec, NodeFacts, Problem,
-        Protocol, Scope, ServicePortInfo, ServicePortName, WhenEmpty,
+        ProblemCode, Protocol, Scope, ServicePortInfo, ServicePortName, WhenEmpty,
     },
     source::manifests::{ManifestSet, load_dir, parse_documents},
 };
@@ -19,6 +21,39 @@ pub(super) use FrontendKind::{ClusterIp, ExternalIp, LoadBalancer, NodePort};
 pub(super) use Protocol::{Sctp, Tcp, Udp};
 pub(super) use Scope::{External, Internal};
 pub(super) use WhenEmpty::{Drop, Reject};
+
+/// The desired state with the default rules and no current holders.
+pub(super) fn compute(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    node: &NodeFacts,
+) -> DesiredState {
+    super::compute(
+        services,
+        slices,
+        node,
+        &Rules::default(),
+        &Holders::default(),
+    )
+}
+
+/// The frontends a state serves, as the holders a later computation sees.
+pub(super) fn holders_of(state: &DesiredState) -> Holders {
+    state
+        .frontends
+        .iter()
+        .map(|(frontend, spec)| (*frontend, spec.service.clone()))
+        .collect()
+}
+
+/// Which Service port serves each frontend, as `addr:port/PROTO scope owner`.
+pub(super) fn owners(state: &DesiredState) -> Vec<String> {
+    state
+        .frontends
+        .iter()
+        .map(|(f, s)| format!("{f} {:?} {}", f.scope, s.service))
+        .collect()
+}
 
 pub(super) fn fixtures_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -110,9 +145,10 @@ pub(super) fn spec(
     }
 }
 
-pub(super) fn problem(object: &str, reason: &str) -> Problem {
-    Problem {
-        object: object.to_owned(),
-        reason: reason.to_owned(),
-    }
+pub(super) fn error(code: ProblemCode, object: &str, reason: &str) -> Problem {
+    Problem::error(object, code, reason)
+}
+
+pub(super) fn warning(code: ProblemCode, object: &str, reason: &str) -> Problem {
+    Problem::warning(object, code, reason)
 }

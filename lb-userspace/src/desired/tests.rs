@@ -25,7 +25,8 @@ fn duplicate_service_definition_is_a_problem() {
     let state = compute(&set.services, &set.slices, &node("node-a"));
     assert_eq!(
         state.problems,
-        vec![problem(
+        vec![error(
+            ProblemCode::DuplicateObject,
             "Service shop/web",
             "defined more than once; the first definition is used"
         )]

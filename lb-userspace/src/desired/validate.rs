@@ -4,7 +4,8 @@
 
 use std::net::IpAddr;
 
-use super::{family, problems::Problems};
+use super::{addresses::Verdict, family, problems::Problems};
+use crate::model::ProblemCode;
 
 /// An address from the API; `None` when it does not parse.
 pub(super) fn parse_addr(text: &str) -> Option<IpAddr> {
@@ -32,20 +33,33 @@ pub(super) fn indexed<'a>(field: &str, values: &'a [String]) -> Vec<(String, &'a
         .collect()
 }
 
-/// The served addresses among named field values; invalid entries become
-/// problems naming the field, valid ones of another family are skipped
-/// ([`family::is_served`]). Sorted, deduplicated.
+/// The served addresses among named field values that `check` accepts;
+/// invalid entries become problems naming the field, valid ones of another
+/// family are skipped ([`family::is_served`]) before any check. Sorted,
+/// deduplicated.
 pub(super) fn addresses(
     fields: Vec<(String, &str)>,
     object: &str,
     problems: &mut Problems,
+    check: impl Fn(&str, IpAddr) -> Verdict,
 ) -> Vec<IpAddr> {
     let mut out = Vec::new();
     for (field, text) in fields {
         match parse_addr(text) {
-            Some(addr) if family::is_served(addr) => out.push(addr),
+            Some(addr) if family::is_served(addr) => match check(&field, addr) {
+                Verdict::Accept => out.push(addr),
+                Verdict::Warn(code, reason) => {
+                    problems.warn(object, code, reason);
+                    out.push(addr);
+                }
+                Verdict::Refuse(code, reason) => problems.push(object, code, reason),
+            },
             Some(_) => {}
-            None => problems.push(object, format!("{field} \"{text}\" is not an IP address")),
+            None => problems.push(
+                object,
+                ProblemCode::InvalidAddress,
+                format!("{field} \"{text}\" is not an IP address"),
+            ),
         }
     }
     out.sort();

@@ -8,7 +8,7 @@ use std::{
 use anyhow::{Context, Result};
 
 use crate::{
-    agent::{self, AgentConfig},
+    agent::{self, AgentConfig, status},
     datapath::{
         KernelMaps,
         loader::Datapath,
@@ -19,6 +19,7 @@ use crate::{
         explain::{self, Entry},
         inspect::Inspector,
         output::{self, Format},
+        status as ops_status,
     },
 };
 
@@ -68,6 +69,16 @@ pub fn list_connections(reader: &Reader, addr: Option<Ipv4Addr>, port: Option<u1
 /// `lb stats`
 pub fn stats(reader: &Reader) -> Result<()> {
     reader.print(&reader.inspector()?.stats()?, output::stats)
+}
+
+/// `lb status`
+pub fn status(state_dir: &Path, format: Format) -> Result<()> {
+    let view = ops_status::read(state_dir)?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+        Format::Table => print!("{}", ops_status::render(&view, status::unix_now())),
+    }
+    Ok(())
 }
 
 /// `lb cleanup`

@@ -15,7 +15,10 @@ use crate::{
         BackendFlags, FrontendEntry, backend_from_value, backend_identity, backend_value,
         frontend_key, frontend_value, service_info,
     },
-    model::{Backend, DesiredState, Frontend, FrontendSpec, Problem, Protocol, ServicePortName},
+    model::{
+        Backend, DesiredState, Frontend, FrontendSpec, Problem, ProblemCode, Protocol,
+        ServicePortName,
+    },
 };
 
 /// Each wanted backend's id and map value, or why it has none.
@@ -257,10 +260,15 @@ fn problem(service: &ServicePortName, err: &PlanError, kept: usize) -> Problem {
     } else {
         format!("until then its {kept} frontend(s) keep their last state")
     };
-    Problem {
-        object: format!("Service {}/{}", service.namespace, service.name),
-        reason: format!("{port}: {err}; {meanwhile}"),
-    }
+    let code = match err {
+        PlanError::Codec(_) => ProblemCode::UnsupportedFamily,
+        _ => ProblemCode::MapFull,
+    };
+    Problem::error(
+        format!("Service {}/{}", service.namespace, service.name),
+        code,
+        format!("{port}: {err}; {meanwhile}"),
+    )
 }
 
 /// Frontends, service ports, backends and tables nothing keeps.

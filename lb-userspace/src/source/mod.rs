@@ -12,7 +12,7 @@ pub mod watch;
 
 use std::future::Future;
 
-pub use manifests::ManifestDir;
+pub use manifests::{Limits, ManifestDir};
 pub use snapshot::{Snapshot, SourceError};
 
 /// Something that knows the Services and EndpointSlices the node must serve.
@@ -29,8 +29,9 @@ pub use snapshot::{Snapshot, SourceError};
 /// after a watch expiry (so deletions missed meanwhile are applied).
 pub trait Source {
     /// Everything the source holds now. An error means "cannot tell": the
-    /// caller keeps what it has.
-    fn snapshot(&self) -> Result<Snapshot, SourceError>;
+    /// caller keeps what it has. A future, so that reading (parsing a large
+    /// manifest) runs off the agent's runtime threads.
+    fn snapshot(&self) -> impl Future<Output = Result<Snapshot, SourceError>> + Send;
 
     /// Resolves when the source may hold something new. The agent drops
     /// this future when it syncs for another reason (a resync), so dropping

@@ -1,10 +1,10 @@
 //! What a source holds at one moment, and why it may be unable to say.
 
-use std::path::PathBuf;
+use std::{collections::BTreeMap, path::PathBuf};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
-use crate::model::Problem;
+use crate::model::{Problem, ProblemCode};
 
 /// The Services and EndpointSlices a source holds, plus the objects it had
 /// to skip (a broken document, an unreadable file) and why.
@@ -13,6 +13,10 @@ pub struct Snapshot {
     pub services: Vec<Service>,
     pub slices: Vec<EndpointSlice>,
     pub problems: Vec<Problem>,
+    /// The file each object and each problem's object came from, by the
+    /// name problems call it ("Service ns/name", "web.yaml (document 2)"),
+    /// for `lb status`. The first file wins, as the first definition does.
+    pub files: BTreeMap<String, String>,
 }
 
 impl Snapshot {
@@ -22,6 +26,9 @@ impl Snapshot {
         self.services.extend(other.services);
         self.slices.extend(other.slices);
         self.problems.extend(other.problems);
+        for (object, file) in other.files {
+            self.files.entry(object).or_insert(file);
+        }
     }
 
     /// Both snapshots, `self` first.
@@ -35,10 +42,52 @@ impl Snapshot {
     }
 
     pub(crate) fn problem(&mut self, object: impl Into<String>, reason: impl Into<String>) {
-        self.problems.push(Problem {
-            object: object.into(),
-            reason: reason.into(),
-        });
+        self.coded_problem(ProblemCode::InvalidManifest, object, reason);
+    }
+
+    pub(crate) fn coded_problem(
+        &mut self,
+        code: ProblemCode,
+        object: impl Into<String>,
+        reason: impl Into<String>,
+    ) {
+        self.problems.push(Problem::error(object, code, reason));
+    }
+
+    /// A problem that leaves nothing unserved that would be served without
+    /// it, but that the user should hear of.
+    pub(crate) fn coded_warning(
+        &mut self,
+        code: ProblemCode,
+        object: impl Into<String>,
+        reason: impl Into<String>,
+    ) {
+        self.problems.push(Problem::warning(object, code, reason));
+    }
+
+    /// The file `object` (as a problem names it) came from, if known.
+    pub fn file_of(&self, object: &str) -> Option<&str> {
+        self.files.get(object).map(String::as_str)
+    }
+
+    /// Records that everything this snapshot holds came from `file`.
+    pub(crate) fn attribute_to(&mut self, file: &str) {
+        let objects = self
+            .services
+            .iter()
+            .map(|s| ("Service", &s.metadata))
+            .chain(self.slices.iter().map(|s| ("EndpointSlice", &s.metadata)))
+            .map(|(kind, meta)| {
+                format!(
+                    "{kind} {}/{}",
+                    meta.namespace.as_deref().unwrap_or_default(),
+                    meta.name.as_deref().unwrap_or_default()
+                )
+            });
+        let problems = self.problems.iter().map(|p| p.object.clone());
+        for object in objects.chain(problems).collect::<Vec<_>>() {
+            self.files.entry(object).or_insert_with(|| file.to_owned());
+        }
     }
 }
 
@@ -55,4 +104,6 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("reading the manifests failed: {0}; this is a bug in lb, please report it")]
+    Failed(String),
 }

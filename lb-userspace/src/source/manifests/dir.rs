@@ -1,46 +1,163 @@
 //! Reading a directory of manifest files into one snapshot.
 
 use std::{
+    collections::HashSet,
     fs,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
 };
 
-use super::parse::parse_documents;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{
+    cache::{FileCache, Lookup},
+    limits::Limits,
+    parser::{Parsed, Parser},
+};
 use crate::source::{Snapshot, SourceError};
 
-/// Why one manifest file could not be used (the others still are).
-#[derive(Debug, thiserror::Error)]
-enum FileError {
-    #[error("cannot read: {0}")]
-    Read(#[source] std::io::Error),
-    #[error("not UTF-8 text")]
-    NotUtf8,
+/// Loads every `*.yaml` / `*.yml` file directly in `dir`, with the default
+/// limits and nothing cached (`lb agent --dry-run`, tests).
+pub fn load_dir(dir: &Path) -> Result<Snapshot, SourceError> {
+    Loader::new(dir, Limits::default()).load()
 }
 
-/// Loads every `*.yaml` / `*.yml` file directly in `dir`, in name order so the
-/// result (and which of two duplicates wins downstream) is the same on every
-/// run. Hidden files and editor leftovers are ignored: an editor's temporary
-/// copy must not double every object while a file is being edited.
-///
-/// A directory that cannot be listed is an error, not an empty snapshot; a
-/// file that cannot be read is a problem of that file alone.
-pub fn load_dir(dir: &Path) -> Result<Snapshot, SourceError> {
-    let files = manifest_files(dir).map_err(|source| SourceError::Unreadable {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let mut set = Snapshot::default();
-    for path in files {
-        let name = display_name(&path);
-        match read_text(&path) {
-            Ok(text) => set.extend(parse_documents(&name, &text)),
-            Err(err) => set.problem(name, err.to_string()),
+/// Files a writer holds open: their text may be half written, so the
+/// version read before stands until the writer closes or renames them.
+pub(crate) type HeldFiles = Arc<Mutex<HashSet<PathBuf>>>;
+
+/// A manifest directory and what was read of it.
+pub struct Loader {
+    dir: PathBuf,
+    limits: Limits,
+    state: Mutex<State>,
+    held: HeldFiles,
+}
+
+struct State {
+    cache: FileCache,
+    parser: Parser,
+}
+
+impl Loader {
+    /// A loader that parses on the caller's thread (`--dry-run`, tests).
+    pub fn new(dir: &Path, limits: Limits) -> Loader {
+        Loader::with_parser(dir, limits, HeldFiles::default(), Parser::new(None))
+    }
+
+    /// A watched directory's loader: parses run on their own threads and
+    /// `wake` is told when one finishes after its load stopped waiting.
+    pub(crate) fn watched(
+        dir: &Path,
+        limits: Limits,
+        held: HeldFiles,
+        wake: UnboundedSender<()>,
+    ) -> Loader {
+        Loader::with_parser(dir, limits, held, Parser::new(Some(wake)))
+    }
+
+    fn with_parser(dir: &Path, limits: Limits, held: HeldFiles, parser: Parser) -> Loader {
+        Loader {
+            dir: dir.to_owned(),
+            limits,
+            state: Mutex::new(State {
+                cache: FileCache::default(),
+                parser,
+            }),
+            held,
         }
     }
-    Ok(set)
+
+    #[cfg(test)]
+    pub(super) fn with_read(self, read: super::parser::ReadFn) -> Loader {
+        let state = self
+            .state
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        Loader::with_parser(
+            &self.dir,
+            self.limits,
+            self.held,
+            state.parser.with_read(read),
+        )
+    }
+
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> HeldFiles {
+        self.held.clone()
+    }
+
+    /// Everything in the directory, every file parsed (see [`Loader::load_within`]).
+    pub fn load(&self) -> Result<Snapshot, SourceError> {
+        self.load_until(None)
+    }
+
+    /// Files are read in name order so the result (and which of two
+    /// duplicates wins downstream) is the same on every run. Hidden files
+    /// and editor leftovers are ignored: an editor's temporary copy must not
+    /// double every object while a file is being edited.
+    ///
+    /// A file whose parse takes longer than `wait` contributes its previous
+    /// version (nothing, if it is new) until its parse is done.
+    ///
+    /// A directory that cannot be listed is an error, not an empty
+    /// snapshot; a file that cannot be read is a problem of that file alone.
+    pub fn load_within(&self, wait: Duration) -> Result<Snapshot, SourceError> {
+        self.load_until(Some(Instant::now() + wait))
+    }
+
+    fn load_until(&self, deadline: Option<Instant>) -> Result<Snapshot, SourceError> {
+        let files = manifest_files(&self.dir).map_err(|source| SourceError::Unreadable {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let State { cache, parser } = &mut *state;
+        let lookups: Vec<_> = files
+            .iter()
+            .map(|path| {
+                let lookup = cache.lookup(path, held.contains(path));
+                if let Lookup::Miss(key) = lookup {
+                    parser.start(path, &display_name(path), key, &self.limits);
+                }
+                lookup
+            })
+            .collect();
+        let mut set = Snapshot::default();
+        for (path, lookup) in files.iter().zip(lookups) {
+            set.extend(match lookup {
+                Lookup::Hit(snapshot) => snapshot,
+                Lookup::Miss(key) => {
+                    match parser.finish(path, &display_name(path), &self.limits, deadline) {
+                        Parsed::Done(read) => cache.store(path, key, read),
+                        Parsed::Late => cache.stale(path),
+                    }
+                }
+            });
+        }
+        cache.retain(&files.into_iter().collect());
+        Ok(set)
+    }
+
+    /// How many files were parsed so far (not answered from the cache).
+    pub fn parses(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .parser
+            .started
+    }
 }
 
-/// The manifest files of `dir`, sorted by name.
+/// The manifest files of `dir`, sorted by name. Directories are skipped
+/// quietly; anything else by a manifest's name (a FIFO, a broken symlink)
+/// is listed, to become a problem of its own.
 fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -49,7 +166,7 @@ fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             continue;
         };
         // `metadata` follows symlinks, as ConfigMap mounts are made of them.
-        if is_manifest_name(&name) && fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+        if is_manifest_name(&name) && !fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
             files.push(path);
         }
     }
@@ -71,9 +188,4 @@ fn display_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
-}
-
-fn read_text(path: &Path) -> Result<String, FileError> {
-    let bytes = fs::read(path).map_err(FileError::Read)?;
-    String::from_utf8(bytes).map_err(|_| FileError::NotUtf8)
 }

@@ -14,10 +14,12 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    documents::{Document, split_documents},
+    documents::{Document, TooManyDocuments, split_documents},
+    kinds,
+    limits::Limits,
     yaml::{self, DocumentText},
 };
-use crate::source::Snapshot;
+use crate::{model::ProblemCode, source::Snapshot};
 
 /// The namespace Kubernetes assumes when a manifest names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -25,24 +27,58 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// Parses a YAML stream that may hold several documents. `source_name` names
 /// the stream in problems ("web.yaml (document 2)").
 pub fn parse_documents(source_name: &str, text: &str) -> Snapshot {
+    parse_documents_with(source_name, text, &Limits::default())
+}
+
+/// [`parse_documents`] within `limits`: a stream of too many documents is
+/// one problem of the stream, a document too deep one of that document.
+pub fn parse_documents_with(source_name: &str, text: &str, limits: &Limits) -> Snapshot {
     let mut set = Snapshot::default();
-    for doc in split_documents(text) {
+    let docs = match split_documents(text, limits.max_documents) {
+        Ok(docs) => docs,
+        Err(TooManyDocuments { limit }) => {
+            set.coded_problem(
+                ProblemCode::TooManyDocuments,
+                source_name,
+                format!(
+                    "more than {limit} documents (--manifest-max-documents): split it into several files, or raise the limit"
+                ),
+            );
+            set.attribute_to(source_name);
+            return set;
+        }
+    };
+    for doc in docs {
         let place = format!("{source_name} (document {})", doc.number);
-        parse_document(&place, &doc, &mut set);
+        parse_document(&place, &doc, limits, &mut set);
     }
+    set.attribute_to(source_name);
     set
 }
 
 /// Reads one document and files what it holds into `set`.
-fn parse_document(place: &str, doc: &Document, set: &mut Snapshot) {
+fn parse_document(place: &str, doc: &Document<'_>, limits: &Limits, set: &mut Snapshot) {
     let text = DocumentText {
-        text: &doc.text,
+        text: doc.text,
         first_line: doc.first_line,
     };
-    let value = match yaml::parse_value(text) {
+    let value = match yaml::parse_value(text, limits.max_depth) {
         Ok(value) => value,
         Err(err) => {
-            set.problem(place, format!("invalid YAML: {err}"));
+            let hint = match err.code {
+                ProblemCode::TooDeep => {
+                    "; nested deeper than --manifest-max-depth allows (raise it if this is meant)"
+                }
+                ProblemCode::YamlBudget => {
+                    "; too many aliases or nodes for one document (a YAML bomb?)"
+                }
+                _ => "",
+            };
+            set.coded_problem(
+                err.code,
+                place,
+                format!("invalid YAML: {}{hint}", err.message),
+            );
             return;
         }
     };
@@ -128,10 +164,20 @@ fn dispatch(place: &str, value: &Value, origin: Origin<'_>, set: &mut Snapshot) 
         Kind::TypedList { api_version, kind } => {
             read_list(place, value, Some((api_version, kind)), set)
         }
-        Kind::Retired(reason) => set.problem(place, reason),
-        Kind::Other => {
-            tracing::debug!(%place, api_version, kind, "skipping a kind lb does not use");
-        }
+        Kind::Retired(reason) => set.coded_problem(ProblemCode::RetiredApi, place, reason),
+        Kind::Other => match kinds::near_miss(api_version, kind) {
+            Some((known_version, known_kind)) => set.coded_warning(
+                ProblemCode::UnknownKind,
+                place,
+                format!(
+                    "apiVersion {api_version:?} kind {kind:?} is not a kind lb reads, so it is not served: \
+                     did you mean apiVersion {known_version:?} kind {known_kind:?}?"
+                ),
+            ),
+            None => {
+                tracing::debug!(%place, api_version, kind, "skipping a kind lb does not use");
+            }
+        },
     }
 }
 

@@ -1,7 +1,5 @@
 use std::{fs, path::Path};
 
-use crate::source::Source;
-
 use super::{
     ManifestDir, ManifestSet,
     dir::is_manifest_name,
@@ -39,7 +37,7 @@ spec:
 #[test]
 fn splits_documents_and_numbers_them_as_users_count() {
     let text = "# leading comment\n---\na: 1\n---\n\n---\nb: 2\n...\n";
-    let docs = split_documents(text);
+    let docs = split_documents(text, 10).expect("within the limit");
     let summary: Vec<_> = docs
         .iter()
         .map(|d| (d.number, d.first_line, d.text.trim().to_owned()))
@@ -56,7 +54,7 @@ fn splits_documents_and_numbers_them_as_users_count() {
 
 #[test]
 fn document_without_marker_is_document_one() {
-    let docs = split_documents(SERVICE_A);
+    let docs = split_documents(SERVICE_A, 10).expect("within the limit");
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0].number, 1);
     assert_eq!(docs[0].first_line, 1);
@@ -64,7 +62,7 @@ fn document_without_marker_is_document_one() {
 
 #[test]
 fn marker_with_inline_content_keeps_the_content() {
-    let docs = split_documents("--- {a: 1}\n");
+    let docs = split_documents("--- {a: 1}\n", 10).expect("within the limit");
     assert_eq!(docs[0].text, " {a: 1}\n");
     assert!(start_marker("----").is_none());
 }
@@ -254,11 +252,11 @@ fn watched_directory_that_goes_away_is_an_error() {
     fs::write(path.join("a.yaml"), SERVICE_A).expect("write fixture");
     let source = ManifestDir::watch(&path).expect("watch");
     assert_eq!(
-        service_names(&source.snapshot().expect("readable")),
+        service_names(&source.loader().load().expect("readable")),
         vec!["default/a"]
     );
     fs::remove_dir_all(&path).expect("remove");
-    assert!(source.snapshot().is_err());
+    assert!(source.loader().load().is_err());
 }
 
 #[test]

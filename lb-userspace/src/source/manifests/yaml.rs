@@ -4,7 +4,19 @@
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use serde_saphyr::{DefaultMessageFormatter, MessageFormatter, NonFiniteFloatPolicy, SnippetMode};
+use serde_saphyr::{
+    DefaultMessageFormatter, MessageFormatter, NonFiniteFloatPolicy, SnippetMode,
+    budget::BudgetBreach,
+};
+
+use crate::model::ProblemCode;
+
+/// Why the reader refused a document: the problem's code, and its message.
+#[derive(Debug)]
+pub(super) struct YamlError {
+    pub code: ProblemCode,
+    pub message: String,
+}
 
 /// One document of a file, and the file line it starts on, so messages
 /// name the file's lines rather than the document's.
@@ -20,15 +32,48 @@ pub(super) struct DocumentText<'a> {
 /// numeric-looking spellings (`0755`, `1_000`) stay strings and `.inf`
 /// stays text, so that this untyped look neither rejects nor changes what
 /// the typed read of the same text accepts.
-pub(super) fn parse_value(doc: DocumentText<'_>) -> Result<Value, String> {
+///
+/// This untyped read is the first of each document, so it is the one that
+/// enforces `max_depth` and the reader's budget (aliases, nodes: what a
+/// YAML bomb exhausts).
+pub(super) fn parse_value(doc: DocumentText<'_>, max_depth: usize) -> Result<Value, YamlError> {
     let options = serde_saphyr::options! {
         with_snippet: false,
+        budget: serde_saphyr::budget! {
+            max_depth: max_depth,
+            flow_nesting_limit: max_depth,
+        },
         strict_booleans: true,
         leading_zero_numbers_as_strings: true,
         underscored_numbers_as_strings: true,
         non_finite_float_policy: NonFiniteFloatPolicy::AsString,
     };
-    serde_saphyr::from_str_with_options(doc.text, options).map_err(|err| located(&err, doc))
+    serde_saphyr::from_str_with_options(doc.text, options).map_err(|err| YamlError {
+        code: code_of(&err),
+        message: located(&err, doc),
+    })
+}
+
+/// A breached depth or budget is told apart from a syntax error, so that
+/// `lb status` and the metric say which limit a file hit. The breach may
+/// come wrapped (an alias's error names where it was defined and used), so
+/// the message, which always names it, is what is matched.
+fn code_of(err: &serde_saphyr::Error) -> ProblemCode {
+    if let serde_saphyr::Error::Budget { breach, .. } = err.without_snippet() {
+        return match breach {
+            BudgetBreach::Depth { .. } => ProblemCode::TooDeep,
+            _ => ProblemCode::YamlBudget,
+        };
+    }
+    let message = err.to_string();
+    if message.contains("budget breached: Depth") || message.contains("recursion limit") {
+        // The latter: the scanner's own cap on nested flow collections.
+        ProblemCode::TooDeep
+    } else if message.contains("budget breached") {
+        ProblemCode::YamlBudget
+    } else {
+        ProblemCode::InvalidYaml
+    }
 }
 
 /// Reads a typed object from a document's text: errors carry the field path
@@ -72,18 +117,26 @@ fn typed<T: DeserializeOwned>(
 
 /// The message with the file's line and column ("... at line 8, column 11").
 fn located(err: &serde_saphyr::Error, doc: DocumentText<'_>) -> String {
-    err.render_with_options(serde_saphyr::render_options! {
+    for_users(err.render_with_options(serde_saphyr::render_options! {
         snippets: SnippetMode::Off,
         line_offset: doc.first_line.saturating_sub(1) as u64,
-    })
+    }))
+}
+
+/// The reader's advice to programmers ("set DuplicateKeyPolicy in Options
+/// if acceptable") is no advice to a user, who must fix the file.
+fn for_users(message: String) -> String {
+    message.replace(", set DuplicateKeyPolicy in Options if acceptable", "")
 }
 
 /// The message without any location. Called directly, the formatter does
 /// not neutralize control characters as rendering does, so do it here.
 fn message_only(err: &serde_saphyr::Error) -> String {
-    DefaultMessageFormatter
-        .format_message(err)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    for_users(
+        DefaultMessageFormatter
+            .format_message(err)
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect(),
+    )
 }

@@ -1,0 +1,85 @@
+//! Reading one manifest file, within its limits, into what it holds.
+
+use std::{
+    fs::{self, File},
+    io::Read,
+    path::Path,
+};
+
+use super::{limits::Limits, parse::parse_documents_with};
+use crate::{model::ProblemCode, source::Snapshot};
+
+/// Why one manifest file could not be used at all (the others still are).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum FileError {
+    #[error("cannot read: {0}; check the file's permissions and, for a symlink, its target")]
+    Read(#[source] std::io::Error),
+    #[error("not a regular file (a FIFO, socket or device): lb reads only regular files")]
+    NotRegular,
+    #[error("not UTF-8 text")]
+    NotUtf8,
+    #[error(
+        "larger than {limit} bytes (--manifest-max-file-bytes): split it into several files, or raise the limit"
+    )]
+    TooLarge { limit: u64 },
+}
+
+impl FileError {
+    pub fn code(&self) -> ProblemCode {
+        match self {
+            FileError::Read(_) | FileError::NotRegular => ProblemCode::UnreadableFile,
+            FileError::NotUtf8 => ProblemCode::NotUtf8,
+            FileError::TooLarge { .. } => ProblemCode::FileTooLarge,
+        }
+    }
+}
+
+/// What `path` holds; `name` is how problems call the file.
+pub(super) fn read_manifest_file(path: &Path, name: &str, limits: &Limits) -> Snapshot {
+    match read_text(path, limits.max_file_bytes) {
+        Ok(text) => parse_documents_with(name, &text, limits),
+        Err(err) => {
+            let mut set = Snapshot::default();
+            set.coded_problem(err.code(), name, err.to_string());
+            set.attribute_to(name);
+            set
+        }
+    }
+}
+
+/// The file's text, refusing what is over `max_bytes` before reading it:
+/// both by its size now and by what a read actually returns (it may grow).
+fn read_text(path: &Path, max_bytes: u64) -> Result<String, FileError> {
+    let meta = fs::metadata(path).map_err(FileError::Read)?;
+    if !meta.is_file() {
+        // Opening a FIFO would block until a writer comes.
+        return Err(FileError::NotRegular);
+    }
+    if meta.len() > max_bytes {
+        return Err(FileError::TooLarge { limit: max_bytes });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    File::open(path)
+        .and_then(|file| file.take(max_bytes + 1).read_to_end(&mut bytes))
+        .map_err(FileError::Read)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(FileError::TooLarge { limit: max_bytes });
+    }
+    String::from_utf8(bytes).map_err(|_| FileError::NotUtf8)
+}
+
+/// Problems that mean "this file, as it is now, is not what its writer
+/// meant" (half written, corrupt, too big), as opposed to an object in a
+/// well-formed file that Kubernetes would refuse.
+pub(super) fn unusable(code: ProblemCode) -> bool {
+    matches!(
+        code,
+        ProblemCode::UnreadableFile
+            | ProblemCode::NotUtf8
+            | ProblemCode::FileTooLarge
+            | ProblemCode::TooManyDocuments
+            | ProblemCode::TooDeep
+            | ProblemCode::YamlBudget
+            | ProblemCode::InvalidYaml
+    )
+}
