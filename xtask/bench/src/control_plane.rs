@@ -108,7 +108,8 @@ pub fn run(options: &BenchOptions) -> Result<Section> {
         {
             if let Err(err) = measure_lb(n, &mut samples, &mut next_port) {
                 section.note(format!(
-                    "lb at {n} Services, repetition {repetition}: {err:#}"
+                    "lb at {n} Services, round {}: {err:#}",
+                    repetition + 1
                 ));
             }
             let shapes = service_shapes(n);
@@ -123,7 +124,7 @@ pub fn run(options: &BenchOptions) -> Result<Section> {
                 }
                 match load(&shapes, &changed, load_bound(options)) {
                     Ok(LoadAndChange { load: None, .. }) => {
-                        over_bound.insert((subject, n), repetition);
+                        over_bound.insert((subject, n), repetition + 1);
                     }
                     Ok(LoadAndChange { load, change }) => {
                         for (case, took) in [(FULL, load), (CHANGE, change)] {
@@ -139,7 +140,7 @@ pub fn run(options: &BenchOptions) -> Result<Section> {
     }
     for ((subject, n), repetition) in over_bound {
         section.note(format!(
-            "{subject} at {n} Services: the full load took > {} s in repetition {repetition} \
+            "{subject} at {n} Services: the full load took > {} s in round {repetition} \
              (stopped there, not repeated; no figure, and no change measured on top of it)",
             load_bound(options).as_secs()
         ));
