@@ -6,11 +6,16 @@
 //! repetitions of a section are interleaved (A B C, A B C, ...) so that a
 //! noisy neighbour slows every subject alike and the ratios hold.
 
+pub mod agent_log;
+pub mod control_agent;
+pub mod control_plane;
 pub mod fixture;
+pub mod kube_proxy_changes;
 pub mod kube_proxy_rules;
 pub mod report;
 pub mod rule_loads;
 pub mod stats;
+pub mod udp_probe;
 
 use std::path::PathBuf;
 
@@ -51,7 +56,10 @@ impl BenchOptions {
 /// Runs every section and writes the report; returns the report's path.
 pub fn run(options: &BenchOptions) -> Result<PathBuf> {
     let date = today();
-    let sections = Vec::new();
+    let mut sections = Vec::new();
+    if wanted("control-plane") {
+        sections.push(control_plane::run(options)?);
+    }
     let report = Report {
         date: date.clone(),
         quick: options.quick,
@@ -60,6 +68,12 @@ pub fn run(options: &BenchOptions) -> Result<PathBuf> {
         sections,
     };
     report.write(&options.out.join(&date))
+}
+
+/// Whether `LB_BENCH_ONLY` (comma-separated section names; unset = all)
+/// asks for the section `name`.
+fn wanted(name: &str) -> bool {
+    std::env::var("LB_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s == name))
 }
 
 /// The UTC date, `YYYY-MM-DD`, without a date crate.

@@ -16,7 +16,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::kube_proxy_rules::{ServiceShape, iptables_restore, nft_script};
+use super::{
+    kube_proxy_changes::{iptables_partial, nft_partial},
+    kube_proxy_rules::{ServiceShape, iptables_restore, nft_script},
+};
 
 /// The cluster CIDR the rule sets' local-traffic detector uses.
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
@@ -49,6 +52,19 @@ impl ScratchNetns {
     /// `program args...` inside the namespace, `input` on its stdin; the
     /// wall time it took.
     pub fn timed(&self, program: &str, args: &[&str], input: &str) -> Result<Duration> {
+        self.timed_within(program, args, input, Duration::MAX)?
+            .context("an unbounded load timed out")
+    }
+
+    /// Like [`ScratchNetns::timed`], but the program is killed once it has
+    /// run `bound`: `None` then (the caller reports "> bound", not a figure).
+    pub fn timed_within(
+        &self,
+        program: &str,
+        args: &[&str],
+        input: &str,
+        bound: Duration,
+    ) -> Result<Option<Duration>> {
         let mut child = Command::new("nsenter")
             .arg(format!("--net={}", self.path().display()))
             .arg(program)
@@ -59,21 +75,33 @@ impl ScratchNetns {
             .spawn()
             .with_context(|| format!("starting {program} (run `cargo xtask setup`)"))?;
         let start = Instant::now();
-        child
-            .stdin
-            .take()
-            .context("stdin")?
-            .write_all(input.as_bytes())?;
-        let out = child.wait_with_output()?;
+        // Fed from a thread: a program slower than its input must not block
+        // the clock that bounds it.
+        let mut stdin = child.stdin.take().context("stdin")?;
+        let input = input.to_string();
+        let feeder = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if start.elapsed() > bound {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = feeder.join();
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
         let took = start.elapsed();
-        if !out.status.success() {
-            bail!(
-                "{program} {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+        let _ = feeder.join();
+        if !status.success() {
+            let mut stderr = String::new();
+            if let Some(mut err) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
+            }
+            bail!("{program} {} failed: {}", args.join(" "), stderr.trim());
         }
-        Ok(took)
+        Ok(Some(took))
     }
 }
 
@@ -101,4 +129,60 @@ pub fn iptables_load(services: &[ServiceShape]) -> Result<Duration> {
 pub fn nft_load(services: &[ServiceShape]) -> Result<Duration> {
     let netns = ScratchNetns::new()?;
     netns.timed("nft", &["-f", "-"], &nft_script(services, CLUSTER_CIDR))
+}
+
+/// A full load, then one EndpointSlice change as kube-proxy writes it
+/// (partial sync), in the same namespace: the two durations; the change is
+/// `None` when the full load passed `bound` (and it is `None` too).
+pub struct LoadAndChange {
+    pub load: Option<Duration>,
+    pub change: Option<Duration>,
+}
+
+/// The change: `before` with the last Service (the target) changed to
+/// `changed`.
+fn changed_set(before: &[ServiceShape], changed: &ServiceShape) -> Vec<ServiceShape> {
+    let mut after = before.to_vec();
+    if let Some(last) = after.last_mut() {
+        *last = changed.clone();
+    }
+    after
+}
+
+/// iptables mode: `iptables-nft-restore --noflush` of the full rule set,
+/// then of the partial-sync input for the target's change.
+pub fn iptables_load_and_change(
+    before: &[ServiceShape],
+    changed: &ServiceShape,
+    bound: Duration,
+) -> Result<LoadAndChange> {
+    let netns = ScratchNetns::new()?;
+    let restore =
+        |input: &str| netns.timed_within("iptables-nft-restore", &["--noflush"], input, bound);
+    let load = restore(&iptables_restore(before, CLUSTER_CIDR))?;
+    if load.is_none() {
+        return Ok(LoadAndChange { load, change: None });
+    }
+    let target = before.last().context("no Services")?;
+    let after = changed_set(before, changed);
+    let change = restore(&iptables_partial(&after, target, changed, CLUSTER_CIDR))?;
+    Ok(LoadAndChange { load, change })
+}
+
+/// nftables mode: `nft -f` of the full table, then of the change's
+/// transaction.
+pub fn nft_load_and_change(
+    before: &[ServiceShape],
+    changed: &ServiceShape,
+    bound: Duration,
+) -> Result<LoadAndChange> {
+    let netns = ScratchNetns::new()?;
+    let nft = |input: &str| netns.timed_within("nft", &["-f", "-"], input, bound);
+    let load = nft(&nft_script(before, CLUSTER_CIDR))?;
+    if load.is_none() {
+        return Ok(LoadAndChange { load, change: None });
+    }
+    let target = before.last().context("no Services")?;
+    let change = nft(&nft_partial(target, changed, CLUSTER_CIDR))?;
+    Ok(LoadAndChange { load, change })
 }
