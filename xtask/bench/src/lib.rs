@@ -6,10 +6,16 @@
 //! repetitions of a section are interleaved (A B C, A B C, ...) so that a
 //! noisy neighbour slows every subject alike and the ratios hold.
 
+pub mod bpf_asm;
 pub mod fixture;
+pub mod frames;
 pub mod kube_proxy_rules;
+pub mod packet_streams;
+pub mod per_packet;
+pub mod raw_bpf;
 pub mod report;
 pub mod rule_loads;
+pub mod stateless_dnat;
 pub mod stats;
 
 use std::path::PathBuf;
@@ -51,7 +57,10 @@ impl BenchOptions {
 /// Runs every section and writes the report; returns the report's path.
 pub fn run(options: &BenchOptions) -> Result<PathBuf> {
     let date = today();
-    let sections = Vec::new();
+    let mut sections = Vec::new();
+    if wanted("per-packet") {
+        sections.push(per_packet::run(options));
+    }
     let report = Report {
         date: date.clone(),
         quick: options.quick,
@@ -60,6 +69,10 @@ pub fn run(options: &BenchOptions) -> Result<PathBuf> {
         sections,
     };
     report.write(&options.out.join(&date))
+}
+
+fn wanted(name: &str) -> bool {
+    std::env::var("LB_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s == name))
 }
 
 /// The UTC date, `YYYY-MM-DD`, without a date crate.
