@@ -125,7 +125,7 @@ pub fn run(options: &BenchOptions) -> Section {
     for services in options.service_counts(&SIZES) {
         if services > max_services() {
             section.note(format!(
-                "{}: not measured, lb's maps hold at most {} Services beside the bench's own two (MAX_SERVICES service ports).",
+                "{}: not measured, lb's maps hold at most {} Services of the bench's shape (MAX_SERVICES service ports).",
                 label(services),
                 thousands(max_services())
             ));
