@@ -59,7 +59,7 @@ fn calls(options: &BenchOptions) -> u32 {
 
 fn method(calls: u32) -> String {
     format!(
-        "Each path runs on the program the agent attached (XDP ingress, tc egress for replies) over the maps it filled, by BPF_PROG_TEST_RUN with repeat 1 and a fresh frame per call (the programs rewrite the frame, and a repeat would rerun the rewritten one); one sample is the mean of the kernel's own `duration` over {calls} calls. All traffic is external TCP from clients 198.51.100.x to the NodePort {}: a new flow is a new 5-tuple every call, an established flow the same 5-tuple after its first packet, a reply the backend's answer to it through tc egress, not a service a port no frontend has, rejected the NodePort {EMPTY_NODE_PORT} of a Service without endpoints (ICMP port unreachable, XDP_TX). Beside them, measured the same way on new-flow frames: an XDP_PASS program (the floor: what an XDP test run costs with no work) and the bench's own stateless DNAT of one frontend to one backend in raw eBPF (the limit: parse, match, rewrite, incremental checksums); on the reply frames, a tc program that only returns TCX_NEXT (the floor of a tc test run, which builds an skb and so costs more than an XDP one). Every output is checked (verdict; addresses, ports and checksums by etherparse) and the agent's counter of each path must rise by the number of calls, else the path has no figure. Streams and programs are interleaved in each repetition.",
+        "Each path runs on the program the agent attached (XDP ingress, tc egress for replies) over the maps it filled, by BPF_PROG_TEST_RUN with repeat 1 and a fresh frame per call (the programs rewrite the frame, and a repeat would rerun the rewritten one); one sample is the mean of the kernel's own `duration` over {calls} calls. All traffic is external TCP from clients 198.51.100.x to the NodePort {}: a new flow is a new 5-tuple every call, an established flow the same 5-tuple after its first packet, a reply the backend's answer to it through tc egress, not a service a port no frontend has, rejected the NodePort {EMPTY_NODE_PORT} of a Service without endpoints (ICMP port unreachable, XDP_TX). Beside them, measured the same way on new-flow frames: an XDP_PASS program (the floor: what an XDP test run costs with no work) and the bench's own stateless DNAT of one frontend to one backend in raw eBPF (the limit: parse, match, rewrite, incremental checksums); on the reply frames, a tc program that only returns TCX_NEXT (the floor of a tc test run). Every output is checked (verdict; addresses, ports and checksums by etherparse) and the agent's counter of each path must rise by the number of calls, else the path has no figure. Streams and programs are interleaved in each repetition.",
         node_port(TARGET_TCP_NODE_PORT)
     )
 }
@@ -117,7 +117,9 @@ pub fn run(options: &BenchOptions) -> Section {
     let baselines = match load_baselines(&mut section) {
         Ok(baselines) => baselines,
         Err(err) => {
-            section.note(format!("Nothing measured: {err:#}"));
+            section.note(format!(
+                "Nothing measured: {err:#} (loading programs needs root and bpf(2): run `cargo xtask bench` as root)"
+            ));
             return section;
         }
     };
@@ -136,7 +138,8 @@ pub fn run(options: &BenchOptions) -> Section {
             Ok(aut) => aut,
             Err(err) => {
                 section.note(format!(
-                    "{services} Services: the agent did not start: {err:#}"
+                    "{}: the agent did not start: {err:#}",
+                    label(services)
                 ));
                 continue;
             }
