@@ -7,13 +7,19 @@
 //! noisy neighbour slows every subject alike and the ratios hold.
 
 pub mod agent_log;
+pub mod bpf_asm;
 pub mod control_agent;
 pub mod control_plane;
 pub mod fixture;
+pub mod frames;
 pub mod kube_proxy_changes;
 pub mod kube_proxy_rules;
+pub mod packet_streams;
+pub mod per_packet;
+pub mod raw_bpf;
 pub mod report;
 pub mod rule_loads;
+pub mod stateless_dnat;
 pub mod stats;
 pub mod udp_probe;
 
@@ -57,6 +63,9 @@ impl BenchOptions {
 pub fn run(options: &BenchOptions) -> Result<PathBuf> {
     let date = today();
     let mut sections = Vec::new();
+    if wanted("per-packet") {
+        sections.push(per_packet::run(options));
+    }
     if wanted("control-plane") {
         sections.push(control_plane::run(options)?);
     }
