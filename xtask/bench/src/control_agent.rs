@@ -168,7 +168,13 @@ mod tests {
                 addresses: vec![xtask::testbed::NODE_ADDR.into()],
                 zone: None,
             };
-            let state = desired::compute(&set.services, &set.slices, &node);
+            let state = desired::compute(
+                &set.services,
+                &set.slices,
+                &node,
+                &desired::Rules::default(),
+                &desired::Holders::default(),
+            );
             assert_eq!(state.frontends.len(), expected_frontends(services));
             let target = set
                 .slices
