@@ -7,10 +7,13 @@
 //! noisy neighbour slows every subject alike and the ratios hold.
 
 pub mod fixture;
+pub mod kube_proxy_mode;
 pub mod kube_proxy_rules;
+pub mod live_frames;
 pub mod report;
 pub mod rule_loads;
 pub mod stats;
+pub mod throughput;
 
 use std::path::PathBuf;
 
@@ -51,7 +54,10 @@ impl BenchOptions {
 /// Runs every section and writes the report; returns the report's path.
 pub fn run(options: &BenchOptions) -> Result<PathBuf> {
     let date = today();
-    let sections = Vec::new();
+    let mut sections = Vec::new();
+    if wanted("throughput") {
+        sections.push(throughput::section(options)?);
+    }
     let report = Report {
         date: date.clone(),
         quick: options.quick,
@@ -60,6 +66,12 @@ pub fn run(options: &BenchOptions) -> Result<PathBuf> {
         sections,
     };
     report.write(&options.out.join(&date))
+}
+
+/// Whether `LB_BENCH_ONLY` (comma-separated section names; unset = all)
+/// asks for section `name`.
+fn wanted(name: &str) -> bool {
+    std::env::var("LB_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s == name))
 }
 
 /// The UTC date, `YYYY-MM-DD`, without a date crate.
