@@ -68,8 +68,6 @@ pub fn run(options: &BenchOptions) -> Result<PathBuf> {
     report.write(&options.out.join(&date))
 }
 
-/// Whether `LB_BENCH_ONLY` (comma-separated section names; unset = all)
-/// asks for section `name`.
 fn wanted(name: &str) -> bool {
     std::env::var("LB_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s == name))
 }

@@ -37,7 +37,7 @@ const XDP_TX: i32 = 3;
 const HELPER_GET_PRANDOM_U32: i32 = 7;
 /// Frames per test run: short enough that a run's length stays close to
 /// the time asked for.
-const FRAMES_PER_RUN: u32 = 1 << 16;
+const FRAMES_PER_RUN: u32 = 1 << 13;
 
 /// Which frames to make: every field not spread is fixed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -183,11 +183,11 @@ pub fn section(options: &BenchOptions) -> Result<Section> {
          node's cost per frame rises.",
     );
     let length = if options.quick {
-        Duration::from_millis(500)
+        Duration::from_millis(300)
     } else {
         Duration::from_secs(2)
     };
-    for services in options.service_counts(&[1, 1000, 10_000]) {
+    for services in service_counts(options) {
         if services > max_services() {
             section.note(format!("{services} Services: more than lb holds, skipped"));
             continue;
@@ -196,7 +196,7 @@ pub fn section(options: &BenchOptions) -> Result<Section> {
     }
     for case in CASES {
         let name = case.name();
-        for services in options.service_counts(&[1, 1000, 10_000]) {
+        for services in service_counts(options) {
             let delivered = format!("{name}: delivered");
             for (label, other) in [
                 ("iptables", SUBJECTS[1]),
@@ -239,6 +239,14 @@ pub fn section(options: &BenchOptions) -> Result<Section> {
          subject is not measured here (its program lives on another branch).",
     );
     Ok(section)
+}
+
+/// 1, 1,000 and 10,000 Services; `--quick` only proves every subject
+/// works, at one Service (four testbeds per count are its cost).
+fn service_counts(options: &BenchOptions) -> Vec<usize> {
+    let counts = options.service_counts(&[1, 1000, 10_000]);
+    let keep = if options.quick { 1 } else { counts.len() };
+    counts.into_iter().take(keep).collect()
 }
 
 fn measure_at(
