@@ -11,7 +11,13 @@
 //! counts only with its proof (frames at the pods, and lb's own DNAT
 //! counters for lb), and a subject without proof has no figure, only a note.
 
-use std::{net::Ipv4Addr, path::PathBuf, process::Command, thread, time::Duration};
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, bail};
 use lb::datapath::KernelMaps;
