@@ -14,6 +14,7 @@ pub mod report;
 pub mod rule_loads;
 pub mod stats;
 pub mod throughput;
+pub mod throughput_nodes;
 
 use std::path::PathBuf;
 
