@@ -13,7 +13,9 @@ pub mod control_plane;
 pub mod fixture;
 pub mod frames;
 pub mod kube_proxy_changes;
+pub mod kube_proxy_mode;
 pub mod kube_proxy_rules;
+pub mod live_frames;
 pub mod packet_streams;
 pub mod per_packet;
 pub mod raw_bpf;
@@ -21,6 +23,8 @@ pub mod report;
 pub mod rule_loads;
 pub mod stateless_dnat;
 pub mod stats;
+pub mod throughput;
+pub mod throughput_nodes;
 pub mod udp_probe;
 
 use std::path::PathBuf;
@@ -65,6 +69,9 @@ pub fn run(options: &BenchOptions) -> Result<PathBuf> {
     let mut sections = Vec::new();
     if wanted("per-packet") {
         sections.push(per_packet::run(options));
+    }
+    if wanted("throughput") {
+        sections.push(throughput::section(options)?);
     }
     if wanted("control-plane") {
         sections.push(control_plane::run(options)?);
