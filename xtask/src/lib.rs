@@ -1,6 +1,7 @@
 //! Project tasks for lb, and the namespace testbed its demo and end-to-end
 //! tests share.
 pub mod demo;
+pub mod demo_env;
 pub mod manifests;
 pub mod setup;
 pub mod testbed;

@@ -16,6 +16,9 @@ pub const R3: Reg = Reg(3);
 pub const R4: Reg = Reg(4);
 pub const R5: Reg = Reg(5);
 pub const R6: Reg = Reg(6);
+pub const R7: Reg = Reg(7);
+pub const R8: Reg = Reg(8);
+pub const R9: Reg = Reg(9);
 
 /// Width of a memory access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,12 +38,14 @@ impl Size {
     }
 }
 
-/// 64-bit ALU operations (BPF_ALU64 with an immediate).
+/// ALU operations (BPF_ALU64 or BPF_ALU).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Alu {
     Add,
+    Or,
     And,
     Rsh,
+    Mod,
     Xor,
     Mov,
 }
@@ -49,8 +54,10 @@ impl Alu {
     fn bits(self) -> u8 {
         match self {
             Alu::Add => 0x00,
+            Alu::Or => 0x40,
             Alu::And => 0x50,
             Alu::Rsh => 0x70,
+            Alu::Mod => 0x90,
             Alu::Xor => 0xa0,
             Alu::Mov => 0xb0,
         }
@@ -79,8 +86,12 @@ const CLASS_LDX: u8 = 0x01;
 const CLASS_ST: u8 = 0x02;
 const CLASS_STX: u8 = 0x03;
 const CLASS_JMP: u8 = 0x05;
+const CLASS_ALU: u8 = 0x04;
 const CLASS_JMP32: u8 = 0x06;
 const CLASS_ALU64: u8 = 0x07;
+/// BPF_END with BPF_TO_BE, in the 32-bit ALU class.
+const OP_END_TO_BE: u8 = 0xd0 | SRC_REG;
+const OP_CALL: u8 = 0x80;
 const MODE_MEM: u8 = 0x60;
 const SRC_REG: u8 = 0x08;
 const OP_EXIT: u8 = 0x90;
@@ -155,6 +166,26 @@ impl Asm {
     /// `dst op= imm` (64-bit; the immediate is sign-extended).
     pub fn alu(&mut self, op: Alu, dst: Reg, imm: i32) -> &mut Self {
         self.push(CLASS_ALU64 | op.bits(), dst, Reg(0), 0, imm)
+    }
+
+    /// `dst op= imm` on the low 32 bits (the upper ones are zeroed).
+    pub fn alu32(&mut self, op: Alu, dst: Reg, imm: i32) -> &mut Self {
+        self.push(CLASS_ALU | op.bits(), dst, Reg(0), 0, imm)
+    }
+
+    /// `dst op= src` on the low 32 bits.
+    pub fn alu32_reg(&mut self, op: Alu, dst: Reg, src: Reg) -> &mut Self {
+        self.push(CLASS_ALU | op.bits() | SRC_REG, dst, src, 0, 0)
+    }
+
+    /// `dst = htobe<bits>(dst)` (16, 32 or 64).
+    pub fn to_be(&mut self, dst: Reg, bits: i32) -> &mut Self {
+        self.push(CLASS_ALU | OP_END_TO_BE, dst, Reg(0), 0, bits)
+    }
+
+    /// Calls helper number `helper`; its result is in r0.
+    pub fn call(&mut self, helper: i32) -> &mut Self {
+        self.push(CLASS_JMP | OP_CALL, Reg(0), Reg(0), 0, helper)
     }
 
     /// `dst += src` (64-bit).
@@ -252,6 +283,22 @@ mod tests {
         );
         assert_eq!(insns[5].bytes(), [0xa7, 0x05, 0, 0, 0xff, 0xff, 0, 0]);
         assert_eq!(insns[6].bytes(), [0x0f, 0x65, 0, 0, 0, 0, 0, 0]);
+    }
+
+    /// The 32-bit ALU, byte swaps and calls (opcodes as bpf.h gives them).
+    #[test]
+    fn encodes_the_32_bit_alu_swaps_and_calls() {
+        let mut asm = Asm::new();
+        asm.alu32(Alu::Mov, R9, 7)
+            .alu32_reg(Alu::Mov, R8, R7)
+            .alu32(Alu::Rsh, R8, 16)
+            .alu32(Alu::Mod, R8, 3)
+            .alu32(Alu::Or, R8, 1024)
+            .alu32_reg(Alu::Add, R9, R1)
+            .to_be(R8, 16)
+            .call(7);
+        let codes: Vec<u8> = asm.finish().unwrap().iter().map(|i| i.code).collect();
+        assert_eq!(codes, [0xb4, 0xbc, 0x74, 0x94, 0x44, 0x0c, 0xdc, 0x85]);
     }
 
     #[test]

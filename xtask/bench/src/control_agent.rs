@@ -18,7 +18,7 @@ use xtask::testbed::{Testbed, pod_addr};
 
 use crate::{
     agent_log::{SyncedLine, synced_lines},
-    fixture::{PODS, manifests_text, max_tables, release_bin, require},
+    fixture::{self, PODS, manifests_text, max_tables, release_bin, require},
 };
 
 /// The file the agent reads the Services from.
@@ -111,22 +111,11 @@ impl ControlAgent {
 
     /// The agent's resident memory now and at its peak, in KiB.
     pub fn memory_kib(&self) -> Result<(u64, u64)> {
-        let pid = self.agent.as_ref().map(Child::id).context("no agent")?;
-        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let field = |name: &str| -> Result<u64> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-                .with_context(|| format!("no {name} in /proc/{pid}/status"))
-        };
-        Ok((field("VmRSS:")?, field("VmHWM:")?))
+        fixture::process_memory_kib(self.agent.as_ref().map(Child::id).context("no agent")?)
     }
 
     fn log_tail(&self) -> String {
-        let text = fs::read_to_string(self.workdir.join("agent.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        fixture::log_tail(&self.workdir.join("agent.log"), 20)
     }
 }
 

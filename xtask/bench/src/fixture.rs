@@ -163,22 +163,11 @@ impl AgentUnderTest {
     /// The agent's resident memory now and at its peak, in KiB
     /// (`VmRSS`, `VmHWM`).
     pub fn memory_kib(&self) -> Result<(u64, u64)> {
-        let pid = self.pid().context("the agent is not running")?;
-        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let field = |name: &str| -> Result<u64> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-                .with_context(|| format!("no {name} in /proc/{pid}/status"))
-        };
-        Ok((field("VmRSS:")?, field("VmHWM:")?))
+        process_memory_kib(self.pid().context("the agent is not running")?)
     }
 
     fn log_tail(&self) -> String {
-        let text = fs::read_to_string(self.agent_log()).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        log_tail(&self.agent_log(), 30)
     }
 
     /// Runs `lb` (release) against the agent's pin directory, inside the
@@ -203,6 +192,27 @@ impl Drop for AgentUnderTest {
         }
         let _ = fs::remove_dir_all(&self.workdir);
     }
+}
+
+/// A process's resident memory now and at its peak, in KiB (`VmRSS`,
+/// `VmHWM` of /proc/PID/status).
+pub fn process_memory_kib(pid: u32) -> Result<(u64, u64)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// The last `lines` lines of an agent's log, for error messages.
+pub fn log_tail(log: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Maglev tables enough for every Service (fillers have distinct endpoint

@@ -1,5 +1,5 @@
-//! The bench's own traffic generator: a tiny XDP program, encoded here as
-//! raw eBPF instructions and loaded with bpf(2), run with
+//! The bench's own traffic generator: a tiny XDP program, assembled with
+//! `bpf_asm` and loaded with bpf(2) (`raw_bpf`), run with
 //! `BPF_PROG_TEST_RUN` in live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`)
 //! from a thread inside the client's namespace. Every frame it returns
 //! `XDP_TX`, which the kernel turns into a transmit out of the client's
@@ -15,7 +15,7 @@
 use std::{
     fs,
     net::Ipv4Addr,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::AsRawFd,
     path::Path,
     thread,
     time::{Duration, Instant},
@@ -23,14 +23,16 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use crate::{
+    bpf_asm::{Alu, Asm, Cond, Insn, R0, R1, R2, R3, R4, R6, R7, R8, R9, Size},
+    raw_bpf::{self, BPF_PROG_TEST_RUN, Hook, RawProgram},
+};
+
 /// Ethernet + IPv4 + UDP.
 pub const HEADER_LEN: usize = 14 + 20 + 8;
 /// UDP payload bytes: the frame is the Ethernet minimum (60 bytes).
 pub const PAYLOAD_LEN: usize = 18;
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 const XDP_ABORTED: i32 = 0;
 const XDP_TX: i32 = 3;
@@ -109,84 +111,71 @@ impl FrameSpec {
     /// The generator's instructions.
     pub fn program(&self) -> Vec<Insn> {
         let template = self.template();
-        let mut p = vec![
-            mov64_reg(6, 1),
-            call(HELPER_GET_PRANDOM_U32),
-            mov64_reg(7, 0),
-            ldx_w(2, 6, 0), // ctx->data
-            ldx_w(3, 6, 4), // ctx->data_end
-            mov64_reg(4, 2),
-            alu64_imm(ADD, 4, HEADER_LEN as i32),
-        ];
-        let drop_at = p.len();
-        p.push(Insn::placeholder());
+        let mut asm = Asm::new();
+        let abort = asm.new_label();
+        asm.mov_reg(R6, R1)
+            .call(HELPER_GET_PRANDOM_U32)
+            .mov_reg(R7, R0)
+            .ldx(Size::W, R2, R6, 0) // ctx->data
+            .ldx(Size::W, R3, R6, 4) // ctx->data_end
+            .mov_reg(R4, R2)
+            .alu(Alu::Add, R4, HEADER_LEN as i32)
+            // if data + HEADER_LEN > data_end: abort.
+            .jmp_reg(Cond::Gt, R4, R3, abort);
         for (i, word) in template[..40].chunks(4).enumerate() {
             let imm = i32::from_le_bytes([word[0], word[1], word[2], word[3]]);
-            p.push(st(W, 2, (i * 4) as i16, imm));
+            asm.st(Size::W, R2, (i * 4) as i16, imm);
         }
         let last = i32::from(u16::from_le_bytes([template[40], template[41]]));
-        p.push(st(H, 2, 40, last));
-        p.push(mov32_imm(9, self.fixed_sum() as i32));
-        // Source address (register 8), into the sum and the frame.
-        p.extend([
-            mov32_reg(8, 7),
-            alu32_imm(RSH, 8, 16),
-            alu32_imm(AND, 8, self.src_mask as i32),
-            alu32_imm(ADD, 8, u32::from(self.src_base) as i32),
-        ]);
-        p.extend(add_words_to_sum());
-        p.extend([to_be(8, 32), stx(W, 2, 8, 26)]);
+        asm.st(Size::H, R2, 40, last)
+            .alu32(Alu::Mov, R9, self.fixed_sum() as i32);
+        // Source address (r8), into the sum and the frame.
+        asm.alu32_reg(Alu::Mov, R8, R7)
+            .alu32(Alu::Rsh, R8, 16)
+            .alu32(Alu::And, R8, self.src_mask as i32)
+            .alu32(Alu::Add, R8, u32::from(self.src_base) as i32);
+        add_halves_to_sum(&mut asm);
+        asm.to_be(R8, 32).stx(Size::W, R2, 26, R8);
         // Destination address.
-        p.extend([
-            mov32_reg(8, 7),
-            alu32_imm(RSH, 8, 8),
-            alu32_imm(MOD, 8, self.dst_count.max(1) as i32),
-            alu32_imm(ADD, 8, u32::from(self.dst_base) as i32),
-        ]);
-        p.extend(add_words_to_sum());
-        p.extend([to_be(8, 32), stx(W, 2, 8, 30)]);
+        asm.alu32_reg(Alu::Mov, R8, R7)
+            .alu32(Alu::Rsh, R8, 8)
+            .alu32(Alu::Mod, R8, self.dst_count.max(1) as i32)
+            .alu32(Alu::Add, R8, u32::from(self.dst_base) as i32);
+        add_halves_to_sum(&mut asm);
+        asm.to_be(R8, 32).stx(Size::W, R2, 30, R8);
         // Source port.
-        p.extend([
-            mov32_reg(8, 7),
-            alu32_imm(AND, 8, i32::from(self.sport_mask)),
-            alu32_imm(OR, 8, i32::from(self.sport_base)),
-            to_be(8, 16),
-            stx(H, 2, 8, 34),
-        ]);
+        asm.alu32_reg(Alu::Mov, R8, R7)
+            .alu32(Alu::And, R8, i32::from(self.sport_mask))
+            .alu32(Alu::Or, R8, i32::from(self.sport_base))
+            .to_be(R8, 16)
+            .stx(Size::H, R2, 34, R8);
         // Fold twice, complement, store.
         for _ in 0..2 {
-            p.extend([
-                mov32_reg(1, 9),
-                alu32_imm(RSH, 1, 16),
-                alu32_imm(AND, 9, 0xffff),
-                alu32_reg(ADD, 9, 1),
-            ]);
+            asm.alu32_reg(Alu::Mov, R1, R9)
+                .alu32(Alu::Rsh, R1, 16)
+                .alu32(Alu::And, R9, 0xffff)
+                .alu32_reg(Alu::Add, R9, R1);
         }
-        p.extend([
-            alu32_imm(XOR, 9, 0xffff),
-            to_be(9, 16),
-            stx(H, 2, 9, 24),
-            mov64_imm(0, XDP_TX),
-            exit(),
-        ]);
-        let drop_target = p.len();
-        p.extend([mov64_imm(0, XDP_ABORTED), exit()]);
-        // if data + HEADER_LEN > data_end: abort.
-        p[drop_at] = jgt_reg(4, 3, (drop_target - drop_at - 1) as i16);
-        p
+        asm.alu32(Alu::Xor, R9, 0xffff)
+            .to_be(R9, 16)
+            .stx(Size::H, R2, 24, R9)
+            .alu(Alu::Mov, R0, XDP_TX)
+            .exit()
+            .label(abort)
+            .alu(Alu::Mov, R0, XDP_ABORTED)
+            .exit();
+        asm.finish().expect("the generator's jumps resolve")
     }
 }
 
-/// Adds register 8's two 16-bit halves to the sum in register 9.
-fn add_words_to_sum() -> [Insn; 6] {
-    [
-        mov32_reg(1, 8),
-        alu32_imm(RSH, 1, 16),
-        alu32_reg(ADD, 9, 1),
-        mov32_reg(1, 8),
-        alu32_imm(AND, 1, 0xffff),
-        alu32_reg(ADD, 9, 1),
-    ]
+/// Adds r8's two 16-bit halves to the sum in r9.
+fn add_halves_to_sum(asm: &mut Asm) {
+    asm.alu32_reg(Alu::Mov, R1, R8)
+        .alu32(Alu::Rsh, R1, 16)
+        .alu32_reg(Alu::Add, R9, R1)
+        .alu32_reg(Alu::Mov, R1, R8)
+        .alu32(Alu::And, R1, 0xffff)
+        .alu32_reg(Alu::Add, R9, R1);
 }
 
 fn fold(mut sum: u32) -> u32 {
@@ -196,94 +185,9 @@ fn fold(mut sum: u32) -> u32 {
     sum & 0xffff
 }
 
-/// One eBPF instruction, as the kernel reads it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Insn {
-    pub code: u8,
-    pub regs: u8,
-    pub off: i16,
-    pub imm: i32,
-}
-
-impl Insn {
-    /// Filled in once the jump's target is known.
-    fn placeholder() -> Insn {
-        exit()
-    }
-
-    fn bytes(&self) -> [u8; 8] {
-        let mut b = [0u8; 8];
-        b[0] = self.code;
-        b[1] = self.regs;
-        b[2..4].copy_from_slice(&self.off.to_le_bytes());
-        b[4..8].copy_from_slice(&self.imm.to_le_bytes());
-        b
-    }
-}
-
-const ADD: u8 = 0x00;
-const OR: u8 = 0x40;
-const AND: u8 = 0x50;
-const RSH: u8 = 0x70;
-const MOD: u8 = 0x90;
-const XOR: u8 = 0xa0;
-const W: u8 = 0x00;
-const H: u8 = 0x08;
-
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn {
-        code,
-        regs: (src << 4) | dst,
-        off,
-        imm,
-    }
-}
-fn mov64_reg(dst: u8, src: u8) -> Insn {
-    insn(0xbf, dst, src, 0, 0)
-}
-fn mov64_imm(dst: u8, imm: i32) -> Insn {
-    insn(0xb7, dst, 0, 0, imm)
-}
-fn mov32_reg(dst: u8, src: u8) -> Insn {
-    insn(0xbc, dst, src, 0, 0)
-}
-fn mov32_imm(dst: u8, imm: i32) -> Insn {
-    insn(0xb4, dst, 0, 0, imm)
-}
-fn alu64_imm(op: u8, dst: u8, imm: i32) -> Insn {
-    insn(0x07 | op, dst, 0, 0, imm)
-}
-fn alu32_imm(op: u8, dst: u8, imm: i32) -> Insn {
-    insn(0x04 | op, dst, 0, 0, imm)
-}
-fn alu32_reg(op: u8, dst: u8, src: u8) -> Insn {
-    insn(0x0c | op, dst, src, 0, 0)
-}
-fn to_be(dst: u8, bits: i32) -> Insn {
-    insn(0xdc, dst, 0, 0, bits)
-}
-fn ldx_w(dst: u8, src: u8, off: i16) -> Insn {
-    insn(0x61, dst, src, off, 0)
-}
-fn st(size: u8, dst: u8, off: i16, imm: i32) -> Insn {
-    insn(0x62 | size, dst, 0, off, imm)
-}
-fn stx(size: u8, dst: u8, src: u8, off: i16) -> Insn {
-    insn(0x63 | size, dst, src, off, 0)
-}
-fn jgt_reg(dst: u8, src: u8, off: i16) -> Insn {
-    insn(0x2d, dst, src, off, 0)
-}
-fn call(helper: i32) -> Insn {
-    insn(0x85, 0, 0, 0, helper)
-}
-fn exit() -> Insn {
-    insn(0x95, 0, 0, 0, 0)
-}
-
 /// The loaded generator for one frame spec.
 pub struct Generator {
-    prog: OwnedFd,
+    prog: RawProgram,
     frame: Vec<u8>,
 }
 
@@ -302,24 +206,8 @@ impl Sent {
 
 impl Generator {
     pub fn load(spec: &FrameSpec) -> Result<Generator> {
-        let code: Vec<u8> = spec.program().iter().flat_map(Insn::bytes).collect();
-        let license = c"GPL";
-        let mut log = vec![0u8; 64 * 1024];
-        let mut attr = [0u8; 128];
-        attr[0..4].copy_from_slice(&BPF_PROG_TYPE_XDP.to_ne_bytes());
-        attr[4..8].copy_from_slice(&((code.len() / 8) as u32).to_ne_bytes());
-        attr[8..16].copy_from_slice(&(code.as_ptr() as u64).to_ne_bytes());
-        attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
-        attr[24..28].copy_from_slice(&1u32.to_ne_bytes()); // log_level
-        attr[28..32].copy_from_slice(&(log.len() as u32).to_ne_bytes());
-        attr[32..40].copy_from_slice(&(log.as_mut_ptr() as u64).to_ne_bytes());
-        let prog = bpf(BPF_PROG_LOAD, &mut attr).with_context(|| {
-            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-            format!(
-                "loading the live-frames generator (verifier: {})",
-                String::from_utf8_lossy(&log[..end]).trim()
-            )
-        })?;
+        let prog = RawProgram::load(Hook::Xdp, "lb_bench_gen", &spec.program())
+            .context("loading the live-frames generator")?;
         Ok(Generator {
             prog,
             frame: spec.template(),
@@ -362,14 +250,14 @@ impl Generator {
         let mut frames = 0u64;
         while start.elapsed() < length {
             let mut attr = [0u8; 128];
-            attr[0..4].copy_from_slice(&(self.prog.as_raw_fd() as u32).to_ne_bytes());
+            attr[0..4].copy_from_slice(&(self.prog.raw_fd() as u32).to_ne_bytes());
             attr[8..12].copy_from_slice(&(self.frame.len() as u32).to_ne_bytes());
             attr[16..24].copy_from_slice(&(self.frame.as_ptr() as u64).to_ne_bytes());
             attr[32..36].copy_from_slice(&FRAMES_PER_RUN.to_ne_bytes());
             attr[40..44].copy_from_slice(&(size_of_val(&ctx) as u32).to_ne_bytes());
             attr[48..56].copy_from_slice(&(ctx.as_ptr() as u64).to_ne_bytes());
             attr[64..68].copy_from_slice(&BPF_F_TEST_XDP_LIVE_FRAMES.to_ne_bytes());
-            bpf_call(BPF_PROG_TEST_RUN, &mut attr).context(
+            raw_bpf::syscall(BPF_PROG_TEST_RUN, &mut attr).context(
                 "a live-frames test run (needs root and a kernel with BPF_F_TEST_XDP_LIVE_FRAMES, 5.18+)",
             )?;
             frames += u64::from(FRAMES_PER_RUN);
@@ -379,23 +267,6 @@ impl Generator {
             elapsed: start.elapsed(),
         })
     }
-}
-
-/// bpf(2) for a command that returns a new fd.
-fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> Result<OwnedFd> {
-    let fd = bpf_call(cmd, attr)?;
-    // SAFETY: a new fd the kernel just returned to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-fn bpf_call(cmd: libc::c_long, attr: &mut [u8; 128]) -> Result<libc::c_long> {
-    // SAFETY: bpf(2) reads and writes `attr` (zero-filled beyond the
-    // fields set), and the pointers in it outlive the call.
-    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-    if ret < 0 {
-        bail!("bpf({cmd}): {}", std::io::Error::last_os_error());
-    }
-    Ok(ret)
 }
 
 #[cfg(test)]
@@ -470,9 +341,18 @@ mod tests {
             .find(|(_, i)| i.code == 0x2d)
             .expect("a bounds check");
         let target = at + 1 + jump.off as usize;
-        assert_eq!(program[target], mov64_imm(0, XDP_ABORTED));
-        assert_eq!(program[target + 1], exit());
-        assert_eq!(program.last(), Some(&exit()));
-        assert_eq!(program[target - 1], exit());
+        const MOV64_IMM: u8 = 0xb7;
+        const EXIT: u8 = 0x95;
+        assert_eq!(
+            (
+                program[target].code,
+                program[target].dst,
+                program[target].imm
+            ),
+            (MOV64_IMM, 0, XDP_ABORTED)
+        );
+        assert_eq!(program[target + 1].code, EXIT);
+        assert_eq!(program.last().map(|i| i.code), Some(EXIT));
+        assert_eq!(program[target - 1].code, EXIT);
     }
 }

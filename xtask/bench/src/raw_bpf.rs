@@ -14,7 +14,7 @@ use lb::datapath::TestRunOutcome;
 use crate::bpf_asm::{Insn, encode};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
+pub const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
@@ -61,21 +61,22 @@ impl RawProgram {
         let n = name.len().min(15);
         attr[48..48 + n].copy_from_slice(&name[..n]);
         attr[68..72].copy_from_slice(&attach_type.to_ne_bytes());
-        // SAFETY: bpf(2) reads `attr` (zero beyond the fields set) and the
-        // buffers it points at, which outlive the call.
-        let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, attr.as_mut_ptr(), 128) };
-        if fd < 0 {
-            let err = std::io::Error::last_os_error();
+        let fd = syscall(BPF_PROG_LOAD, &mut attr).map_err(|err| {
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-            bail!(
+            anyhow::anyhow!(
                 "the kernel refused the program ({err}); verifier log:\n{}",
                 String::from_utf8_lossy(&log[..end])
-            );
-        }
+            )
+        })?;
         // SAFETY: a new fd the kernel just returned to us.
         Ok(RawProgram {
             fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
         })
+    }
+
+    /// The program's descriptor, for commands this module does not wrap.
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
     }
 
     /// Runs the program once on `frame` (`BPF_PROG_TEST_RUN`, repeat 1).
@@ -88,19 +89,8 @@ impl RawProgram {
         attr[16..24].copy_from_slice(&(frame.as_ptr() as u64).to_ne_bytes());
         attr[24..32].copy_from_slice(&(out.as_mut_ptr() as u64).to_ne_bytes());
         attr[32..36].copy_from_slice(&1u32.to_ne_bytes()); // repeat
-        // SAFETY: bpf(2) reads `attr`, reads `frame` and writes at most
-        // data_size_out bytes of `out`, all of which outlive the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                attr.as_mut_ptr(),
-                attr.len(),
-            )
-        };
-        if rc < 0 {
-            bail!("BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
-        }
+        // `out` has room for data_size_out bytes, as the kernel requires.
+        syscall(BPF_PROG_TEST_RUN, &mut attr)?;
         let field = |at: usize| u32::from_ne_bytes(attr[at..at + 4].try_into().unwrap());
         out.truncate(field(12) as usize);
         Ok(TestRunOutcome {
@@ -109,4 +99,16 @@ impl RawProgram {
             duration: Duration::from_nanos(field(36).into()),
         })
     }
+}
+
+/// bpf(2): `cmd` with `attr` (zero beyond the fields the caller set; every
+/// pointer in it valid, for the sizes it gives, until the call returns).
+pub fn syscall(cmd: libc::c_long, attr: &mut [u8]) -> Result<libc::c_long> {
+    // SAFETY: bpf(2) reads and writes `attr` within its length and the
+    // buffers it points at, which the caller keeps alive over the call.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
+    if ret < 0 {
+        bail!("bpf({cmd}): {}", std::io::Error::last_os_error());
+    }
+    Ok(ret)
 }
