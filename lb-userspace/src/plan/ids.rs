@@ -29,19 +29,63 @@ pub(super) struct Mark {
     services: usize,
 }
 
+/// The ids of one kind in use, handing out the lowest free one. Ids below
+/// `cursor` are all in use, so a plan that allocates thousands of ids
+/// walks the range once, not once per id.
+struct IdPool {
+    used: BTreeSet<u32>,
+    cursor: u32,
+    end: u32,
+}
+
+impl IdPool {
+    /// A pool of the ids `start..end`, `used` taken already.
+    fn new(used: BTreeSet<u32>, start: u32, end: u32) -> IdPool {
+        IdPool {
+            used,
+            cursor: start,
+            end,
+        }
+    }
+
+    fn take_lowest(&mut self) -> Option<u32> {
+        while self.cursor < self.end && self.used.contains(&self.cursor) {
+            self.cursor += 1;
+        }
+        if self.cursor >= self.end {
+            return None;
+        }
+        let id = self.cursor;
+        self.used.insert(id);
+        self.cursor += 1;
+        Some(id)
+    }
+
+    fn insert(&mut self, id: u32) {
+        self.used.insert(id);
+    }
+
+    fn remove(&mut self, id: u32) {
+        self.used.remove(&id);
+        self.cursor = self.cursor.min(id);
+    }
+}
+
 pub(super) struct Ids<'a> {
     applied: &'a Applied,
-    used_backend_ids: BTreeSet<u32>,
-    used_table_ids: BTreeSet<u32>,
+    backend_ids: IdPool,
+    table_ids: IdPool,
     max_tables: u32,
-    used_service_ids: BTreeSet<u32>,
+    service_ids: IdPool,
     /// Service ids the maps already carry: never handed back by `undo`.
     applied_service_ids: BTreeSet<u32>,
     /// Tables this plan writes, by content, and in allocation order.
     planned_tables: BTreeMap<Vec<Backend>, u32>,
     table_order: Vec<Vec<Backend>>,
-    /// Service ids this plan assigns, in allocation order.
+    /// Service ids this plan assigns, in allocation order, and by name.
     new_services: Vec<(ServicePortName, u32)>,
+    new_service_ids: BTreeMap<ServicePortName, u32>,
+    new_service_taken: BTreeSet<u32>,
 }
 
 impl<'a> Ids<'a> {
@@ -55,23 +99,25 @@ impl<'a> Ids<'a> {
             .collect();
         Ids {
             applied,
-            used_backend_ids: applied.backends.keys().copied().collect(),
-            used_table_ids: applied.table_ids_in_use(),
+            // Id 0 is never used, so a zeroed table slot can never name a
+            // backend.
+            backend_ids: IdPool::new(applied.backends.keys().copied().collect(), 1, MAX_BACKENDS),
+            table_ids: IdPool::new(applied.table_ids_in_use(), 0, max_tables),
             max_tables,
-            used_service_ids: applied_service_ids.clone(),
+            service_ids: IdPool::new(applied_service_ids.clone(), 1, MAX_SERVICE_ID + 1),
             applied_service_ids,
             planned_tables: BTreeMap::new(),
             table_order: Vec::new(),
             new_services: Vec::new(),
+            new_service_ids: BTreeMap::new(),
+            new_service_taken: BTreeSet::new(),
         }
     }
 
     pub(super) fn next_backend(&mut self) -> Result<u32, PlanError> {
-        // Id 0 is never used, so a zeroed table slot can never name a backend.
-        let id = (1..MAX_BACKENDS).find(|id| !self.used_backend_ids.contains(id));
-        let id = id.ok_or(PlanError::BackendsExhausted)?;
-        self.used_backend_ids.insert(id);
-        Ok(id)
+        self.backend_ids
+            .take_lowest()
+            .ok_or(PlanError::BackendsExhausted)
     }
 
     pub(super) fn mark(&self) -> Mark {
@@ -85,12 +131,14 @@ impl<'a> Ids<'a> {
     pub(super) fn undo(&mut self, mark: Mark) {
         for backends in self.table_order.drain(mark.tables..) {
             if let Some(id) = self.planned_tables.remove(&backends) {
-                self.used_table_ids.remove(&id);
+                self.table_ids.remove(id);
             }
         }
-        for (_, id) in self.new_services.drain(mark.services..) {
+        for (name, id) in self.new_services.drain(mark.services..) {
+            self.new_service_ids.remove(&name);
+            self.new_service_taken.remove(&id);
             if !self.applied_service_ids.contains(&id) {
-                self.used_service_ids.remove(&id);
+                self.service_ids.remove(id);
             }
         }
     }
@@ -111,12 +159,12 @@ impl<'a> Ids<'a> {
         {
             return Ok((*id, None));
         }
-        let id = (0..self.max_tables)
-            .find(|id| !self.used_table_ids.contains(id))
+        let id = self
+            .table_ids
+            .take_lowest()
             .ok_or(PlanError::TablesExhausted {
                 max: self.max_tables,
             })?;
-        self.used_table_ids.insert(id);
         self.planned_tables.insert(backends.to_vec(), id);
         self.table_order.push(backends.to_vec());
         let slots = maglev::table(backends, MAGLEV_TABLE_SIZE)
@@ -144,23 +192,48 @@ impl<'a> Ids<'a> {
         {
             return Ok(id);
         }
-        if let Some((_, id)) = self.new_services.iter().find(|(name, _)| name == service) {
+        if let Some(id) = self.new_service_ids.get(service) {
             return Ok(*id);
         }
-        let taken = |id: u32| self.new_services.iter().any(|(_, taken)| *taken == id);
-        let id = match carried.filter(|id| usable_service_id(*id) && !taken(*id)) {
-            Some(id) => id,
-            None => (1..=MAX_SERVICE_ID)
-                .find(|id| !self.used_service_ids.contains(id))
+        let id = match carried
+            .filter(|id| usable_service_id(*id) && !self.new_service_taken.contains(id))
+        {
+            Some(id) => {
+                self.service_ids.insert(id);
+                id
+            }
+            None => self
+                .service_ids
+                .take_lowest()
                 .ok_or(PlanError::ServicesExhausted)?,
         };
-        self.used_service_ids.insert(id);
         self.new_services.push((service.clone(), id));
+        self.new_service_ids.insert(service.clone(), id);
+        self.new_service_taken.insert(id);
         Ok(id)
     }
 
     /// The service ids this plan assigned.
     pub(super) fn into_new_services(self) -> Vec<(ServicePortName, u32)> {
         self.new_services
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_hand_out_the_lowest_free_id_and_take_back_what_is_undone() {
+        let mut pool = IdPool::new([1, 2, 4].into_iter().collect(), 1, 7);
+        assert_eq!(pool.take_lowest(), Some(3));
+        assert_eq!(pool.take_lowest(), Some(5));
+        pool.remove(2);
+        assert_eq!(pool.take_lowest(), Some(2), "a freed id is the lowest again");
+        assert_eq!(pool.take_lowest(), Some(6));
+        assert_eq!(pool.take_lowest(), None, "the range ends at 6");
+        pool.insert(0);
+        pool.remove(5);
+        assert_eq!(pool.take_lowest(), Some(5));
     }
 }
