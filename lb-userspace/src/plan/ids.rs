@@ -229,7 +229,11 @@ mod tests {
         assert_eq!(pool.take_lowest(), Some(3));
         assert_eq!(pool.take_lowest(), Some(5));
         pool.remove(2);
-        assert_eq!(pool.take_lowest(), Some(2), "a freed id is the lowest again");
+        assert_eq!(
+            pool.take_lowest(),
+            Some(2),
+            "a freed id is the lowest again"
+        );
         assert_eq!(pool.take_lowest(), Some(6));
         assert_eq!(pool.take_lowest(), None, "the range ends at 6");
         pool.insert(0);

@@ -192,7 +192,7 @@ pub fn section(options: &BenchOptions) -> Result<Section> {
     section.note(
         "ext0 gets GRO on in every subject: a veth takes XDP_TX'd frames only when its peer \
          runs NAPI (an XDP program or GRO; design.md section 8). The stateless XDP DNAT \
-         subject is not measured here (its program lives on another branch).",
+         subject is not measured here yet: the limit is measured per packet (stateless_dnat).",
     );
     Ok(section)
 }
