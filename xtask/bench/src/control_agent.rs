@@ -142,28 +142,13 @@ pub fn without_first_pod(services: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use lb::{desired, model::NodeFacts, source::manifests::parse_documents};
-
     use super::*;
-    use crate::fixture::expected_frontends;
+    use crate::fixture::{expected_frontends, tests::desired_of};
 
     #[test]
     fn the_change_takes_exactly_the_first_pod_from_the_target() {
         for services in [1, 20] {
-            let set = parse_documents("services.yaml", &without_first_pod(services));
-            assert!(set.problems.is_empty(), "{:?}", set.problems);
-            let node = NodeFacts {
-                name: xtask::testbed::NODE_NAME.into(),
-                addresses: vec![xtask::testbed::NODE_ADDR.into()],
-                zone: None,
-            };
-            let state = desired::compute(
-                &set.services,
-                &set.slices,
-                &node,
-                &desired::Rules::default(),
-                &desired::Holders::default(),
-            );
+            let (set, state) = desired_of(&without_first_pod(services));
             assert_eq!(state.frontends.len(), expected_frontends(services));
             let target = set
                 .slices

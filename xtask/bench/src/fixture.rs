@@ -301,30 +301,41 @@ pub fn require(path: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use lb::{desired, model::NodeFacts, source::manifests::parse_documents};
+pub(crate) mod tests {
+    use lb::{
+        desired,
+        model::{DesiredState, NodeFacts},
+        source::{Snapshot, manifests::parse_documents},
+    };
 
     use super::*;
+
+    /// The manifests as the agent on the testbed's node reads them (its
+    /// default rules, nothing programmed yet); a manifest problem fails.
+    pub(crate) fn desired_of(text: &str) -> (Snapshot, DesiredState) {
+        let set = parse_documents("services.yaml", text);
+        assert!(set.problems.is_empty(), "{:?}", set.problems);
+        let node = NodeFacts {
+            name: xtask::testbed::NODE_NAME.into(),
+            addresses: vec![xtask::testbed::NODE_ADDR.into()],
+            zone: None,
+        };
+        let state = desired::compute(
+            &set.services,
+            &set.slices,
+            &node,
+            &desired::Rules::default(),
+            &desired::Holders::default(),
+        );
+        (set, state)
+    }
 
     /// The manifests parse without problems and give the frontends the
     /// fixture waits for.
     #[test]
     fn manifests_give_the_expected_frontends() {
         for services in [1, 2, 50] {
-            let set = parse_documents("services.yaml", &manifests_text(services));
-            assert!(set.problems.is_empty(), "{:?}", set.problems);
-            let node = NodeFacts {
-                name: xtask::testbed::NODE_NAME.into(),
-                addresses: vec![xtask::testbed::NODE_ADDR.into()],
-                zone: None,
-            };
-            let state = desired::compute(
-                &set.services,
-                &set.slices,
-                &node,
-                &desired::Rules::default(),
-                &desired::Holders::default(),
-            );
+            let (_, state) = desired_of(&manifests_text(services));
             assert!(state.problems.is_empty(), "{:?}", state.problems);
             assert_eq!(state.frontends.len(), expected_frontends(services));
         }

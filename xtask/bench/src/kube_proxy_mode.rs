@@ -9,18 +9,15 @@
 //! (port 53, NodePort 30053, pods on 5353), exactly what kube-proxy writes
 //! for a UDP port. The fillers stay as they are: they only cost lookups.
 
-use std::{
-    io::Write as _,
-    process::{Command, Stdio},
-};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use xtask::testbed::{POD_TCP_PORT, POD_UDP_PORT, Testbed};
 
 use crate::{
     fixture::{PODS, TARGET_TCP_NODE_PORT, TARGET_UDP_NODE_PORT, release_bin, service_shapes},
     kube_proxy_rules::{iptables_restore, nft_script},
-    rule_loads::CLUSTER_CIDR,
+    rule_loads::{CLUSTER_CIDR, run_in_netns},
 };
 
 /// What the node runs instead of lb.
@@ -61,27 +58,8 @@ impl RulesNode {
 
     fn load(&self, program: &str, args: &[&str], rules: &str) -> Result<()> {
         let netns = self.bed.netns_path(&self.bed.node_ns());
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net={}", netns.display()))
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {program} (run `cargo xtask setup`)"))?;
-        child
-            .stdin
-            .take()
-            .context("stdin")?
-            .write_all(rules.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "loading kube-proxy's rules with {program} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        run_in_netns(&netns, program, args, rules, Duration::MAX)
+            .with_context(|| format!("loading kube-proxy's rules with {program}"))?;
         Ok(())
     }
 }

@@ -8,7 +8,7 @@
 
 use std::{
     io::Write as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
@@ -65,44 +65,58 @@ impl ScratchNetns {
         input: &str,
         bound: Duration,
     ) -> Result<Option<Duration>> {
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net={}", self.path().display()))
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {program} (run `cargo xtask setup`)"))?;
-        let start = Instant::now();
-        // Fed from a thread: a program slower than its input must not block
-        // the clock that bounds it.
-        let mut stdin = child.stdin.take().context("stdin")?;
-        let input = input.to_string();
-        let feeder = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if start.elapsed() > bound {
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = feeder.join();
-                return Ok(None);
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        };
-        let took = start.elapsed();
-        let _ = feeder.join();
-        if !status.success() {
-            let mut stderr = String::new();
-            if let Some(mut err) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
-            }
-            bail!("{program} {} failed: {}", args.join(" "), stderr.trim());
-        }
-        Ok(Some(took))
+        run_in_netns(&self.path(), program, args, input, bound)
     }
+}
+
+/// Runs `program args...` inside the network namespace at `netns`, `input`
+/// on its stdin, and returns the wall time it took; the program is killed
+/// once it has run `bound`, and that is `None` (the caller reports
+/// "> bound", not a figure). A failure says what the program printed.
+pub fn run_in_netns(
+    netns: &Path,
+    program: &str,
+    args: &[&str],
+    input: &str,
+    bound: Duration,
+) -> Result<Option<Duration>> {
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {program} (run `cargo xtask setup`)"))?;
+    let start = Instant::now();
+    // Fed from a thread: a program slower than its input must not block
+    // the clock that bounds it.
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let input = input.to_string();
+    let feeder = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > bound {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = feeder.join();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let took = start.elapsed();
+    let _ = feeder.join();
+    if !status.success() {
+        let mut stderr = String::new();
+        if let Some(mut err) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
+        }
+        bail!("{program} {} failed: {}", args.join(" "), stderr.trim());
+    }
+    Ok(Some(took))
 }
 
 impl Drop for ScratchNetns {
