@@ -1,7 +1,8 @@
 //! A two-instruction XDP_PASS program loaded with plain bpf(2) calls: the
 //! testbed gives it to the client's veth (a veth delivers XDP_TX frames
 //! promptly only when its peer runs XDP itself, as a real NIC peer would),
-//! and the bench measures the floor of a test run with it.
+//! and the bench measures the floor of a test run with it. [`attach_fd`]
+//! attaches any XDP program inside a namespace (the bench's own DNAT).
 
 use std::{
     fs,
@@ -36,12 +37,17 @@ pub fn load() -> Result<OwnedFd> {
 /// the link lives as long as the fd.
 pub fn attach(netns: &Path, dev: &str) -> Result<OwnedFd> {
     let prog = load()?;
+    attach_fd(netns, dev, prog.as_raw_fd())
+}
 
+/// Attaches the XDP program `prog_fd` to `dev` inside the namespace at
+/// `netns` (a bpf link, which holds the program: the link lives as long
+/// as the returned fd).
+pub fn attach_fd(netns: &Path, dev: &str, prog_fd: i32) -> Result<OwnedFd> {
     // The interface index is looked up in the caller's namespace: do it
     // from a thread that enters the client's (setns affects only itself).
     let netns = fs::File::open(netns)?;
     let dev = std::ffi::CString::new(dev)?;
-    let prog_fd = prog.as_raw_fd();
     thread::scope(|scope| {
         scope
             .spawn(|| -> Result<OwnedFd> {
@@ -58,7 +64,8 @@ pub fn attach(netns: &Path, dev: &str) -> Result<OwnedFd> {
                 attr[0..4].copy_from_slice(&(prog_fd as u32).to_ne_bytes());
                 attr[4..8].copy_from_slice(&ifindex.to_ne_bytes());
                 attr[8..12].copy_from_slice(&BPF_XDP.to_ne_bytes());
-                bpf(BPF_LINK_CREATE, &mut attr).context("attaching the XDP_PASS program")
+                bpf(BPF_LINK_CREATE, &mut attr)
+                    .with_context(|| format!("attaching XDP program {prog_fd} to {dev:?}"))
             })
             .join()
             .map_err(|_| anyhow::anyhow!("the attaching thread panicked"))?

@@ -1,7 +1,9 @@
 //! The testbed without the agent, as kube-proxy would leave the node:
 //! its iptables or nftables rules for the same Services loaded into the
 //! node's namespace (conntrack and NAT do the work), or no rules at all
-//! (plain forwarding, the kernel's own floor).
+//! (plain forwarding, the kernel's own floor); or, as the limit, the
+//! bench's minimal stateless XDP DNAT program on ext0 for the target's UDP
+//! NodePort alone (no maps, no state, one pod).
 //!
 //! The rule generators speak TCP (the control-plane figures load them as
 //! they are); the throughput section sends UDP to the target's NodePort
@@ -9,15 +11,16 @@
 //! (port 53, NodePort 30053, pods on 5353), exactly what kube-proxy writes
 //! for a UDP port. The fillers stay as they are: they only cost lookups.
 
-use std::time::Duration;
+use std::{net::SocketAddrV4, os::fd::OwnedFd, time::Duration};
 
 use anyhow::{Context, Result};
-use xtask::testbed::{POD_TCP_PORT, POD_UDP_PORT, Testbed};
+use xtask::testbed::{EXTERNAL_DEVICE, NODE_ADDR, POD_TCP_PORT, POD_UDP_PORT, Testbed, pod_addr};
 
 use crate::{
     fixture::{PODS, TARGET_TCP_NODE_PORT, TARGET_UDP_NODE_PORT, release_bin, service_shapes},
     kube_proxy_rules::{iptables_restore, nft_script},
     rule_loads::{CLUSTER_CIDR, run_in_netns},
+    stateless_dnat::{self, StatelessDnat},
 };
 
 /// What the node runs instead of lb.
@@ -27,19 +30,39 @@ pub enum NodeRules {
     Nftables,
     /// No rules: the client sends to a pod address, the node routes.
     Plain,
+    /// The bench's stateless XDP DNAT on ext0: the target's UDP NodePort
+    /// to the first pod, XDP_PASS (the node routes).
+    StatelessXdp,
 }
 
 /// The testbed (pods serving) with kube-proxy's rules, or none.
 pub struct RulesNode {
     pub bed: Testbed,
     pub rules: NodeRules,
+    /// The stateless DNAT's XDP link on ext0 (detached on drop, before the
+    /// testbed goes).
+    xdp_link: Option<OwnedFd>,
+}
+
+/// What the stateless XDP subject translates: the target's UDP NodePort on
+/// the node's address to the first pod's UDP server.
+pub fn stateless_target() -> StatelessDnat {
+    StatelessDnat {
+        tcp: false,
+        frontend: SocketAddrV4::new(NODE_ADDR, TARGET_UDP_NODE_PORT),
+        backend: SocketAddrV4::new(pod_addr(0), POD_UDP_PORT),
+    }
 }
 
 impl RulesNode {
     pub fn start(rules: NodeRules, services: usize) -> Result<RulesNode> {
         let mut bed = Testbed::new(PODS)?;
         bed.start_pod_servers(&release_bin("lb-probe"))?;
-        let node = RulesNode { bed, rules };
+        let mut node = RulesNode {
+            bed,
+            rules,
+            xdp_link: None,
+        };
         match rules {
             NodeRules::Iptables => node.load(
                 "iptables-nft-restore",
@@ -52,8 +75,22 @@ impl RulesNode {
                 &udp_target(&nft_script(&service_shapes(services), CLUSTER_CIDR)),
             )?,
             NodeRules::Plain => {}
+            NodeRules::StatelessXdp => node.attach_stateless_dnat()?,
         }
         Ok(node)
+    }
+
+    /// Loads the stateless DNAT, proves it translates (crafted frames under
+    /// BPF_PROG_TEST_RUN) and attaches it to the node's ext0.
+    fn attach_stateless_dnat(&mut self) -> Result<()> {
+        let dnat = stateless_target();
+        let program = dnat.load()?;
+        stateless_dnat::check(&dnat, &program)?;
+        let netns = self.bed.netns_path(&self.bed.node_ns());
+        let link = xtask::xdp_pass::attach_fd(&netns, EXTERNAL_DEVICE, program.raw_fd())
+            .context("attaching the stateless DNAT to the node's ext0")?;
+        self.xdp_link = Some(link);
+        Ok(())
     }
 
     fn load(&self, program: &str, args: &[&str], rules: &str) -> Result<()> {

@@ -1,4 +1,4 @@
-//! The four nodes the throughput section sends to, and the counters it
+//! The five nodes the throughput section sends to, and the counters it
 //! reads off them: the pods' interfaces, `ext0`, lb's DNAT counters, and
 //! conntrack's entries where kube-proxy's rules run.
 
@@ -14,11 +14,12 @@ use crate::{
     kube_proxy_mode::{NodeRules, RulesNode},
 };
 
-pub const SUBJECTS: [&str; 4] = [
+pub const SUBJECTS: [&str; 5] = [
     "lb",
     "iptables (kube-proxy)",
     "nftables (kube-proxy)",
     "plain forwarding",
+    "stateless XDP DNAT (the limit)",
 ];
 
 /// One node under test: the agent, or the testbed with kube-proxy's rules
@@ -43,6 +44,7 @@ impl Node {
                 NodeRules::Iptables => SUBJECTS[1],
                 NodeRules::Nftables => SUBJECTS[2],
                 NodeRules::Plain => SUBJECTS[3],
+                NodeRules::StatelessXdp => SUBJECTS[4],
             },
         }
     }
@@ -68,13 +70,18 @@ pub struct Counters {
     pub conntrack: u64,
 }
 
-/// The four nodes, built side by side: most of their setup is waiting on
+/// The five nodes, built side by side: most of their setup is waiting on
 /// one process each (the agent's first sync, a rule load).
 pub fn start_nodes(services: usize) -> Result<Vec<Node>> {
     thread::scope(|scope| {
         let lb = scope.spawn(|| AgentUnderTest::start(services).map(Node::Lb));
-        let rules = [NodeRules::Iptables, NodeRules::Nftables, NodeRules::Plain]
-            .map(|rules| scope.spawn(move || RulesNode::start(rules, services).map(Node::Rules)));
+        let rules = [
+            NodeRules::Iptables,
+            NodeRules::Nftables,
+            NodeRules::Plain,
+            NodeRules::StatelessXdp,
+        ]
+        .map(|rules| scope.spawn(move || RulesNode::start(rules, services).map(Node::Rules)));
         // Join all before failing, so every built node is dropped (and
         // cleaned up) here rather than left behind.
         let joined: Vec<Result<Node>> = std::iter::once(lb)
