@@ -116,3 +116,30 @@ fn container_images(doc: &Value) -> Vec<(String, String)> {
         .map(|image| (object.clone(), image.to_owned()))
         .collect()
 }
+
+/// The capabilities the DaemonSet's agent container adds (`BPF`,
+/// `NET_ADMIN`, ...), checked to be all it has: not privileged, and every
+/// other capability dropped. The end-to-end tests run the agent with
+/// exactly these.
+pub fn agent_capabilities(daemonset: &str) -> Result<Vec<String>> {
+    let doc: Value = serde_saphyr::from_str(daemonset).context("parsing the DaemonSet")?;
+    let containers = doc["spec"]["template"]["spec"]["containers"].as_array();
+    let Some(agent) = containers.into_iter().flatten().find(|c| c["name"] == "lb") else {
+        bail!("the DaemonSet has no container named lb");
+    };
+    let security = &agent["securityContext"];
+    if security["privileged"].as_bool() != Some(false) {
+        bail!("the lb container must say `privileged: false`");
+    }
+    let strings = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    if strings(&security["capabilities"]["drop"]) != ["ALL"] {
+        bail!("the lb container must drop ALL capabilities and add back only what it needs");
+    }
+    Ok(strings(&security["capabilities"]["add"]))
+}

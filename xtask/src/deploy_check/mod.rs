@@ -22,6 +22,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+pub use manifests::agent_capabilities;
 pub use tools::install as install_tools;
 
 use crate::{setup, traffic::target_dir};
@@ -45,6 +46,7 @@ pub fn check(root: &Path) -> Result<()> {
     }
     let rendered = manifests::render(&tools.kubectl, &deploy)?;
     let kustomization = fs::read_to_string(deploy.join(manifests::KUSTOMIZATION))?;
+    manifests::agent_capabilities(&fs::read_to_string(deploy.join("daemonset.yaml"))?)?;
     let problems = manifests::image_problems(&kustomization, &rendered)?;
     if !problems.is_empty() {
         bail!("deploy/kustomization.yaml:\n{}", problems.join("\n"));

@@ -170,3 +170,14 @@ fn the_builder_installs_what_setup_installs() {
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(problems[0].contains("rust:1.98-") && problems[1].contains("llvm-22-dev"));
 }
+
+#[test]
+fn the_agent_adds_only_bpf_net_admin_and_perfmon() {
+    let caps = manifests::agent_capabilities(&read("deploy/daemonset.yaml")).unwrap();
+    assert_eq!(caps, ["BPF", "NET_ADMIN", "PERFMON"]);
+    let privileged = read("deploy/daemonset.yaml").replace("privileged: false", "privileged: true");
+    let err = manifests::agent_capabilities(&privileged).unwrap_err();
+    assert!(err.to_string().contains("privileged: false"), "{err}");
+    let keeps = read("deploy/daemonset.yaml").replace("drop: [\"ALL\"]", "drop: [\"NET_RAW\"]");
+    assert!(manifests::agent_capabilities(&keeps).is_err());
+}
