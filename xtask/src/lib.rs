@@ -2,6 +2,7 @@
 //! tests share.
 pub mod demo;
 pub mod demo_env;
+pub mod deploy_check;
 pub mod manifests;
 pub mod setup;
 pub mod testbed;

@@ -2,7 +2,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use xtask::{demo, setup, traffic::target_dir};
+use xtask::{demo, deploy_check, setup, traffic::target_dir};
 
 #[derive(Parser)]
 #[command(about = "Project tasks for lb")]
@@ -30,10 +30,13 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Setup, then every check and test: formatting, clippy, unit, kernel
-    /// and end-to-end tests (root tests need root, as CI has), and a quick
+    /// Setup, then every check and test: formatting, the deploy manifests
+    /// and Containerfile, clippy, unit, kernel and end-to-end tests (root tests need root, as CI has), and a quick
     /// bench run that proves the bench works.
     Test,
+    /// Setup, then only the deploy checks `test` runs first: every manifest
+    /// under deploy/ against the Kubernetes schemas, and the Containerfile.
+    CheckDeploy,
     /// Setup, build (release), and measure lb against kube-proxy's rule
     /// shapes and against the limit; writes a report with plots (root).
     Bench {
@@ -86,6 +89,8 @@ fn run(task: Task) -> Result<()> {
         Task::Test => {
             setup::setup()?;
             cargo(&["fmt", "--all", "--", "--check"])?;
+            // deploy/ against the Kubernetes schemas, before the slow layers.
+            deploy_check::check(&workspace_root())?;
             build(false)?;
             lint()?;
             // Every layer: unit tests (the default members), then the
@@ -101,6 +106,10 @@ fn run(task: Task) -> Result<()> {
             // asserted anywhere: this machine is shared and noisy).
             bench(true, None)
         }
+        Task::CheckDeploy => {
+            setup::setup()?;
+            deploy_check::check(&workspace_root())
+        }
         Task::Bench { quick, out } => {
             setup::setup()?;
             bench(quick, out)
@@ -115,6 +124,11 @@ fn run(task: Task) -> Result<()> {
             demo::demo()
         }
     }
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.canonicalize().unwrap_or(root)
 }
 
 /// Clippy on the host crates, then on the datapath for the bpf target (a

@@ -24,9 +24,11 @@ const APT_PACKAGES: &[&str] = &[
     // The bench loads kube-proxy's own rule shapes to compare with.
     "iptables",
     "nftables",
+    // The deploy validators run from a Python venv (deploy_check::tools).
+    "python3-venv",
 ];
-const BPF_LINKER_VERSION: &str = "0.13";
-const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
+pub(crate) const BPF_LINKER_VERSION: &str = "0.13";
+pub(crate) const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
 pub fn setup() -> Result<()> {
     apt_packages()?;
@@ -34,14 +36,15 @@ pub fn setup() -> Result<()> {
     bpf_linker()?;
     bpffs()?;
     cgroup2()?;
+    crate::deploy_check::install_tools()?;
     Ok(())
 }
 
-fn step(what: &str) {
+pub(crate) fn step(what: &str) {
     eprintln!("setup: {what}");
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: plain syscall.
     unsafe { libc::geteuid() == 0 }
 }
@@ -59,10 +62,15 @@ fn apt_packages() -> Result<()> {
         bail!("missing Debian packages {missing:?}: run `cargo xtask setup` as root");
     }
     step(&format!("installing Debian packages {}", missing.join(" ")));
+    apt_install(&missing)
+}
+
+/// `apt-get install` (as root), after refreshing the package lists.
+pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
     run(Command::new("apt-get").args(["update", "-qq"]))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
+        .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
