@@ -34,14 +34,15 @@ pub fn setup() -> Result<()> {
     bpf_linker()?;
     bpffs()?;
     cgroup2()?;
+    crate::apiserver::build()?;
     Ok(())
 }
 
-fn step(what: &str) {
+pub(crate) fn step(what: &str) {
     eprintln!("setup: {what}");
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: plain syscall.
     unsafe { libc::geteuid() == 0 }
 }
