@@ -11,15 +11,15 @@ use std::{
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use lb::{
-    agent::AgentConfig,
+    agent::{AgentConfig, SourceConfig},
     desired::{Cidr, PortRange, Rules},
-    model::Protocol,
+    model::{NodeFacts, Protocol},
     ops::{
         commands::{self, Reader, TraceRequest},
         explain::Entry,
         output::Format,
     },
-    source::{Limits, node},
+    source::{ClusterConfig, Limits, NodePortAddresses, cluster::selectors, node},
 };
 
 #[derive(Parser)]
@@ -145,17 +145,36 @@ const DEFAULT_STATE_DIR: &str = "/run/lb";
 #[derive(clap::Args)]
 struct AgentArgs {
     /// Standalone mode: a directory of Service and EndpointSlice YAML,
-    /// applied again whenever a file in it changes.
+    /// applied again whenever a file in it changes. Without it: cluster
+    /// mode, watching the API server.
     #[arg(long)]
-    manifests: PathBuf,
-    /// External device(s) for north-south traffic (XDP ingress, tc egress).
-    #[arg(long = "device")]
+    manifests: Option<PathBuf>,
+    /// Cluster mode: the kubeconfig to reach the API server with (default:
+    /// $KUBECONFIG, else ~/.kube/config, else the in-cluster service
+    /// account, as kube-rs's Config::infer looks).
+    #[arg(long, conflicts_with = "manifests")]
+    kubeconfig: Option<PathBuf>,
+    /// Cluster mode: serve only the Services labelled
+    /// service.kubernetes.io/service-proxy-name=NAME (default: only those
+    /// without the label, as kube-proxy).
+    #[arg(long, conflicts_with = "manifests", value_name = "NAME")]
+    service_proxy_name: Option<String>,
+    /// Which local addresses NodePorts listen on, as kube-proxy's flag:
+    /// CIDRs (repeatable or comma-separated) filter the node's interface
+    /// addresses; `primary`: the node's primary IP from its Node object
+    /// (cluster mode); default: every local address.
+    #[arg(long, value_name = "CIDR|primary", value_delimiter = ',')]
+    nodeport_addresses: Vec<String>,
+    /// External device(s) for north-south traffic (XDP ingress, tc egress),
+    /// repeatable or comma-separated.
+    #[arg(long = "device", env = "LB_DEVICES", value_delimiter = ',')]
     devices: Vec<String>,
     /// Attach XDP in generic (skb) mode instead of the driver's native mode.
     #[arg(long)]
     xdp_generic: bool,
-    /// This node's name, as EndpointSlices' nodeName says it (default: hostname).
-    #[arg(long)]
+    /// This node's name, as EndpointSlices' nodeName and its Node object
+    /// say it (default: hostname).
+    #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
     /// Addresses NodePorts listen on (default: every non-loopback IPv4
     /// address of this network namespace).
@@ -209,8 +228,9 @@ struct AgentArgs {
     /// Re-read everything this often, to repair any drift.
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     resync_seconds: u64,
-    /// Print the plan for the manifests against what the pinned datapath
-    /// holds (or an empty one) and exit, without changing the kernel.
+    /// Print the plan for the manifests (or the cluster's state, once the
+    /// initial lists are complete) against what the pinned datapath holds
+    /// (or an empty one) and exit, without changing the kernel.
     #[arg(long)]
     dry_run: bool,
     /// Log every verdict the datapath takes (aya-log, at debug level: run
@@ -277,18 +297,38 @@ impl TraceArgs {
 
 impl AgentArgs {
     fn into_config(self) -> Result<AgentConfig> {
-        Ok(AgentConfig {
-            manifests: self.manifests,
-            limits: Limits {
-                max_file_bytes: self.manifest_max_file_bytes,
-                max_documents: self.manifest_max_documents,
-                max_depth: self.manifest_max_depth,
+        let nodeport_addresses =
+            NodePortAddresses::parse(&self.nodeport_addresses).map_err(anyhow::Error::msg)?;
+        let node = node::facts(self.node_name, self.node_addresses, self.zone)?;
+        let source = match self.manifests {
+            Some(dir) => SourceConfig::Manifests {
+                dir,
+                limits: Limits {
+                    max_file_bytes: self.manifest_max_file_bytes,
+                    max_documents: self.manifest_max_documents,
+                    max_depth: self.manifest_max_depth,
+                },
             },
+            None => {
+                if let Some(name) = &self.service_proxy_name {
+                    selectors::check_proxy_name(name).map_err(anyhow::Error::msg)?;
+                }
+                SourceConfig::Cluster(ClusterConfig {
+                    kubeconfig: self.kubeconfig,
+                    node_name: node.name.clone(),
+                    service_proxy_name: self.service_proxy_name,
+                    nodeport_addresses: nodeport_addresses.clone(),
+                })
+            }
+        };
+        let node = standalone_node(node, &nodeport_addresses, &source)?;
+        Ok(AgentConfig {
+            source,
             state_dir: self.state_dir,
             metrics_address: metrics_address(&self.metrics_bind_address)?,
             devices: self.devices,
             xdp_generic: self.xdp_generic,
-            node: node::facts(self.node_name, self.node_addresses, self.zone)?,
+            node,
             rules: Rules {
                 service_cidrs: self.service_cidrs,
                 node_port_range: self.service_node_port_range,
@@ -302,6 +342,34 @@ impl AgentArgs {
             bpf_log: self.bpf_log,
         })
     }
+}
+
+/// The configured node facts, with `--nodeport-addresses` CIDRs applied to
+/// the local addresses (cluster mode applies them to the Node's facts).
+fn standalone_node(
+    mut node: NodeFacts,
+    rule: &NodePortAddresses,
+    source: &SourceConfig,
+) -> Result<NodeFacts> {
+    if matches!(source, SourceConfig::Cluster(_)) || *rule == NodePortAddresses::All {
+        return Ok(node);
+    }
+    if *rule == NodePortAddresses::Primary {
+        anyhow::bail!(
+            "--nodeport-addresses primary needs cluster mode (the Node object's address); \
+             with --manifests give the addresses with --node-address"
+        );
+    }
+    let v4: Vec<Ipv4Addr> = node
+        .addresses
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    node.addresses = rule.select(&v4, None);
+    Ok(node)
 }
 
 /// `--metrics-bind-address`: empty disables the endpoint.

@@ -283,7 +283,10 @@ fn tempdir(prefix: &str) -> Result<PathBuf> {
             Err(err) => return Err(err).context(format!("creating {}", dir.display())),
         }
     }
-    bail!("no free directory name for {prefix} in {}", std::env::temp_dir().display())
+    bail!(
+        "no free directory name for {prefix} in {}",
+        std::env::temp_dir().display()
+    )
 }
 
 /// An API port, and an etcd client port whose next port (etcd's peer
@@ -310,6 +313,7 @@ fn free_ports(netns: Option<&Path>) -> Result<(u16, u16)> {
 }
 
 fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a loopback port")?;
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a loopback port")?;
     Ok(listener.local_addr()?.port())
 }
