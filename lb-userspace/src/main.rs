@@ -154,10 +154,10 @@ struct AgentArgs {
     /// account, as kube-rs's Config::infer looks).
     #[arg(long, conflicts_with = "manifests")]
     kubeconfig: Option<PathBuf>,
-    /// Cluster mode: serve only the Services labelled
+    /// Serve only the Services labelled
     /// service.kubernetes.io/service-proxy-name=NAME (default: only those
     /// without the label, as kube-proxy).
-    #[arg(long, conflicts_with = "manifests", value_name = "NAME")]
+    #[arg(long, value_name = "NAME")]
     service_proxy_name: Option<String>,
     /// Which local addresses NodePorts listen on, as kube-proxy's flag:
     /// CIDRs (repeatable or comma-separated) filter the node's interface
@@ -246,7 +246,16 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into())
+                // kube-rs logs every failed request at ERROR: while the API
+                // server is down that is a line per retry. The watch's own
+                // line (source/cluster/error_log.rs) says it once a minute.
+                .add_directive(
+                    "kube_client::client::builder=off"
+                        .parse()
+                        .expect("a valid directive"),
+                ),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -300,6 +309,9 @@ impl AgentArgs {
         let nodeport_addresses =
             NodePortAddresses::parse(&self.nodeport_addresses).map_err(anyhow::Error::msg)?;
         let node = node::facts(self.node_name, self.node_addresses, self.zone)?;
+        if let Some(name) = &self.service_proxy_name {
+            selectors::check_proxy_name(name).map_err(anyhow::Error::msg)?;
+        }
         let source = match self.manifests {
             Some(dir) => SourceConfig::Manifests {
                 dir,
@@ -309,17 +321,12 @@ impl AgentArgs {
                     max_depth: self.manifest_max_depth,
                 },
             },
-            None => {
-                if let Some(name) = &self.service_proxy_name {
-                    selectors::check_proxy_name(name).map_err(anyhow::Error::msg)?;
-                }
-                SourceConfig::Cluster(ClusterConfig {
-                    kubeconfig: self.kubeconfig,
-                    node_name: node.name.clone(),
-                    service_proxy_name: self.service_proxy_name,
-                    nodeport_addresses: nodeport_addresses.clone(),
-                })
-            }
+            None => SourceConfig::Cluster(ClusterConfig {
+                kubeconfig: self.kubeconfig,
+                node_name: node.name.clone(),
+                service_proxy_name: self.service_proxy_name.clone(),
+                nodeport_addresses: nodeport_addresses.clone(),
+            }),
         };
         let node = standalone_node(node, &nodeport_addresses, &source)?;
         Ok(AgentConfig {
@@ -333,6 +340,7 @@ impl AgentArgs {
                 service_cidrs: self.service_cidrs,
                 node_port_range: self.service_node_port_range,
                 allowed_external_ip_cidrs: self.allowed_external_ip_cidrs,
+                service_proxy_name: self.service_proxy_name,
             },
             cgroup: self.cgroup,
             pin_dir: self.pin_dir,

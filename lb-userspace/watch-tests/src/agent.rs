@@ -158,7 +158,7 @@ impl Agent {
             .output()?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
-            if err.contains("no lb datapath pinned") {
+            if err.contains("no lb datapath pinned") || err.contains("no pinned map") {
                 return Ok(Served::default());
             }
             bail!("lb service list: {err}");

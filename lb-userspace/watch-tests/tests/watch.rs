@@ -10,7 +10,7 @@ use lb_watch_tests::{
     EXCLUSIVE,
     agent::{Agent, Served},
     assert_root,
-    objects::{Cluster, pods},
+    objects::{Cluster, pods, service, slice},
     wait_for,
 };
 use serde_json::json;
@@ -104,5 +104,291 @@ async fn maps_follow_services_created_changed_and_deleted() -> Result<()> {
 
     cluster.delete_service("web").await?;
     converge(&mut agent, "web removed", |s| !s.has("default/web:http")).await?;
+    Ok(())
+}
+
+/// The peer bug class of issue 9: a Service deleted while the agent was
+/// disconnected stays programmed. client-go's reflector relists when its
+/// resourceVersion is gone (the API server came back with a new watch
+/// cache), and the relisted store replaces the old one whole, so the
+/// deletion it never saw as an event is applied.
+#[tokio::test]
+async fn a_service_deleted_while_the_api_server_is_down_is_removed_after_it_returns() -> Result<()>
+{
+    let _serial = EXCLUSIVE.lock().await;
+    let Setup {
+        mut server,
+        cluster,
+    } = setup()?;
+    cluster.create_node().await?;
+    cluster
+        .create_served("gone", "10.96.0.20", &pods(2, 2))
+        .await?;
+    cluster
+        .create_served("kept", "10.96.0.21", &pods(3, 1))
+        .await?;
+    let mut agent = Agent::start(&server.kubeconfig(), &[])?;
+    converge(&mut agent, "both served", |s| {
+        s.has("default/gone:http") && s.has("default/kept:http")
+    })
+    .await?;
+
+    // The API server goes down; behind its back, etcd loses the Service
+    // and its slice (what a deletion through another API server replica
+    // would leave).
+    server.stop_api_only()?;
+    let keys = server.etcd_keys("/registry/")?;
+    let doomed: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.ends_with("/default/gone") || k.ends_with("/default/gone-1"))
+        .collect();
+    assert_eq!(
+        doomed.len(),
+        2,
+        "the Service's and the slice's keys in {keys:?}"
+    );
+    for key in doomed {
+        server.etcd_delete(key)?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let served = agent.served()?;
+    assert!(
+        served.has("default/gone:http") && served.has("default/kept:http"),
+        "the agent changed the maps while the API server was down: {served:?}"
+    );
+
+    server.stop();
+    server.start_again()?;
+    converge(
+        &mut agent,
+        "the deleted Service removed, the other kept",
+        |s| {
+            !s.has("default/gone:http")
+                && s.backends("default/kept:http", "10.96.0.21:80") == Some(&at_8080(&pods(3, 1)))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A watch whose resourceVersion was compacted away gets 410 Gone, and
+/// the reflector relists (client-go's `isExpiredError` path; kube-rs's
+/// watcher on `WatchEvent::Error` 410): every change made meanwhile,
+/// creations and deletions, converges. The agent is frozen (SIGSTOP) across
+/// an API server restart, so its connections are dead and no event of the
+/// changes made next can reach it; etcd is then compacted at the current
+/// revision and the server restarted once more (a new watch cache), so the
+/// agent's resourceVersion is gone when it resumes.
+#[tokio::test]
+async fn a_watch_expired_by_compaction_relists_and_converges() -> Result<()> {
+    let _serial = EXCLUSIVE.lock().await;
+    let Setup {
+        mut server,
+        cluster,
+    } = setup()?;
+    cluster.create_node().await?;
+    cluster
+        .create_served("old", "10.96.0.30", &pods(4, 2))
+        .await?;
+    let mut agent = Agent::start(&server.kubeconfig(), &[])?;
+    converge(&mut agent, "old served", |s| s.has("default/old:http")).await?;
+
+    agent.signal(libc::SIGSTOP)?;
+    server.restart()?;
+    cluster.delete_service("old").await?;
+    cluster.delete_slice("old-1").await?;
+    cluster
+        .create_served("new", "10.96.0.31", &pods(5, 3))
+        .await?;
+    server.compact()?;
+    server.restart()?;
+    agent.signal(libc::SIGCONT)?;
+
+    converge(
+        &mut agent,
+        "the changes made during the expiry applied",
+        |s| {
+            !s.has("default/old:http")
+                && s.backends("default/new:http", "10.96.0.31:80") == Some(&at_8080(&pods(5, 3)))
+        },
+    )
+    .await?;
+    assert!(
+        agent.count_log("too old resource version") > 0 && agent.count_log("relisted") > 0,
+        "converged without an expired watch and a relist: the test did not expire the watch\n{}",
+        agent.log()
+    );
+    Ok(())
+}
+
+/// EndpointSliceCache (pkg/proxy/endpointslicecache.go) merges every slice
+/// labelled with a Service's name into one endpoint set; removing one
+/// slice removes only its endpoints.
+#[tokio::test]
+async fn endpoint_slices_of_one_service_split_across_objects_merge() -> Result<()> {
+    let _serial = EXCLUSIVE.lock().await;
+    let Setup { server, cluster } = setup()?;
+    cluster.create_node().await?;
+    cluster
+        .create_service(&service("split", "10.96.0.40", 80, json!({})))
+        .await?;
+    for (i, block) in [6u8, 7, 8].into_iter().enumerate() {
+        let name = format!("split-{i}");
+        cluster
+            .create_slice(&slice(&name, "split", &pods(block, 2)))
+            .await?;
+    }
+    let mut agent = Agent::start(&server.kubeconfig(), &[])?;
+    let all: Vec<String> = [6, 7, 8].into_iter().flat_map(|b| pods(b, 2)).collect();
+    let mut expected = at_8080(&all);
+    expected.sort();
+    converge(&mut agent, "three slices merged", |s| {
+        s.backends("default/split:http", "10.96.0.40:80") == Some(&expected)
+    })
+    .await?;
+
+    cluster.delete_slice("split-1").await?;
+    let mut rest = at_8080(&[pods(6, 2), pods(8, 2)].concat());
+    rest.sort();
+    converge(&mut agent, "the deleted slice's endpoints gone", |s| {
+        s.backends("default/split:http", "10.96.0.40:80") == Some(&rest)
+    })
+    .await?;
+    Ok(())
+}
+
+/// cmd/kube-proxy/app/server.go's label selector: Services (and slices)
+/// labelled `service.kubernetes.io/headless` or with another
+/// `service.kubernetes.io/service-proxy-name` are not ours; with
+/// `--service-proxy-name` only the objects labelled with our name are. A
+/// label change moves a Service between the two (the selector's watch
+/// reports it added to one and deleted from the other).
+#[tokio::test]
+async fn services_labelled_headless_or_for_another_proxy_are_ignored() -> Result<()> {
+    let _serial = EXCLUSIVE.lock().await;
+    let Setup { server, cluster } = setup()?;
+    cluster.create_node().await?;
+    let kinds = [
+        ("plain", "10.96.0.50", json!({})),
+        (
+            "headless",
+            "10.96.0.51",
+            json!({"service.kubernetes.io/headless": ""}),
+        ),
+        (
+            "other",
+            "10.96.0.52",
+            json!({"service.kubernetes.io/service-proxy-name": "other"}),
+        ),
+    ];
+    for (name, ip, labels) in &kinds {
+        cluster
+            .create_service(&service(name, ip, 80, labels.clone()))
+            .await?;
+        let mut slice = slice(&format!("{name}-1"), name, &pods(9, 1));
+        let slice_labels = slice.metadata.labels.get_or_insert_default();
+        for (key, value) in labels.as_object().into_iter().flatten() {
+            slice_labels.insert(key.clone(), value.as_str().unwrap_or_default().into());
+        }
+        cluster.create_slice(&slice).await?;
+    }
+    let mut ours = Agent::start(&server.kubeconfig(), &[])?;
+    let mut theirs = Agent::start(&server.kubeconfig(), &["--service-proxy-name", "other"])?;
+    converge(&mut ours, "only the unlabelled Service", |s| {
+        s.0.keys().collect::<Vec<_>>() == ["default/plain:http"]
+    })
+    .await?;
+    converge(
+        &mut theirs,
+        "only the Service labelled for this proxy",
+        |s| s.0.keys().collect::<Vec<_>>() == ["default/other:http"],
+    )
+    .await?;
+
+    let unlabel =
+        json!({"metadata": {"labels": {"service.kubernetes.io/service-proxy-name": null}}});
+    cluster.patch_service("other", unlabel.clone()).await?;
+    cluster
+        .slices
+        .patch(
+            "other-1",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(unlabel),
+        )
+        .await?;
+    converge(&mut ours, "the unlabelled Service became ours", |s| {
+        s.has("default/other:http")
+            && s.has("default/plain:http")
+            && !s.has("default/headless:http")
+    })
+    .await?;
+    converge(&mut theirs, "and left the other proxy", |s| s.0.is_empty()).await?;
+    Ok(())
+}
+
+/// client-go's WaitForCacheSync: an agent that starts while the API server
+/// is down keeps what the pinned maps hold (a restart must not wipe the
+/// node's Services) until its lists complete; its watch failures are
+/// retried with backoff and logged without flooding.
+#[tokio::test]
+async fn an_agent_started_while_the_api_server_is_down_deletes_nothing() -> Result<()> {
+    let _serial = EXCLUSIVE.lock().await;
+    let Setup {
+        mut server,
+        cluster,
+    } = setup()?;
+    cluster.create_node().await?;
+    cluster
+        .create_served("web", "10.96.0.60", &pods(10, 2))
+        .await?;
+    let mut agent = Agent::start(&server.kubeconfig(), &[])?;
+    converge(&mut agent, "web served", |s| s.has("default/web:http")).await?;
+    agent.kill();
+    server.stop();
+
+    let waiting_before = agent.count_log("initial lists from the API server");
+    agent.spawn()?;
+    wait_for(
+        "the restarted agent to wait for its lists",
+        CONVERGE,
+        || {
+            agent.check_running()?;
+            let waiting = agent.count_log("initial lists from the API server") > waiting_before;
+            Ok(if waiting { Ok(()) } else { Err(agent.log()) })
+        },
+    )
+    .await?;
+    for _ in 0..20 {
+        let served = agent.served()?;
+        assert!(
+            served.backends("default/web:http", "10.96.0.60:80") == Some(&at_8080(&pods(10, 2))),
+            "the agent changed the pinned maps before its lists completed: {served:?}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Three reflectors, each failing every backoff step for 3 s: one line
+    // each at most (then once a minute).
+    let failures = agent.count_log("watch failed, retrying");
+    assert!(
+        (1..=3).contains(&failures),
+        "{failures} watch failure lines in 3 s\n{}",
+        agent.log()
+    );
+
+    server.start_again()?;
+    wait_for("the lists after the API server returned", CONVERGE, || {
+        agent.check_running()?;
+        let works = agent.count_log("watch works again") >= 1;
+        Ok(if works { Ok(()) } else { Err(agent.log()) })
+    })
+    .await?;
+    cluster.delete_service("web").await?;
+    converge(
+        &mut agent,
+        "web removed once the agent listens again",
+        |s| !s.has("default/web:http"),
+    )
+    .await?;
     Ok(())
 }

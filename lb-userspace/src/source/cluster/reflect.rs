@@ -103,7 +103,9 @@ async fn drive<K>(
     while let Some(item) = stream.next().await {
         match item {
             Ok(event) => {
-                if let Line::Recovered { failures } = errors.succeeded() {
+                // `Init` comes before the list request: it proves nothing.
+                let proves_success = !matches!(event, Event::Init);
+                if proves_success && let Line::Recovered { failures } = errors.succeeded() {
                     info!(kind, failures, "watch works again");
                 }
                 let changed_store = match event {

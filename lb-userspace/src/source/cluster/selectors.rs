@@ -1,11 +1,7 @@
 //! Which objects the agent lists and watches: kube-proxy's selectors.
 
-/// The label Services (and their EndpointSlices) carry to be served by a
-/// proxy other than the default one (`apis.LabelServiceProxyName`).
-pub const SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
-/// The label the EndpointSlice controller puts on headless Services'
-/// slices (`v1.IsHeadlessService`).
-pub const HEADLESS: &str = "service.kubernetes.io/headless";
+/// `apis.LabelServiceProxyName` and `v1.IsHeadlessService`.
+use crate::desired::{LABEL_HEADLESS as HEADLESS, LABEL_SERVICE_PROXY_NAME as SERVICE_PROXY_NAME};
 
 /// The label selector of both watches, as cmd/kube-proxy/app/server.go
 /// builds it (`labels.NewSelector().Add(noProxyName, noHeadlessEndpoints)`,
