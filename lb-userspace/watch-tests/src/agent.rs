@@ -98,6 +98,11 @@ impl Agent {
         Ok(())
     }
 
+    /// Whether this `lb agent` knows `flag` (other branches add some).
+    pub fn supports(&self, flag: &str) -> bool {
+        supports(&self.lb, flag)
+    }
+
     /// SIGKILL: the pinned maps stay, as after a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
