@@ -176,11 +176,13 @@ struct AgentArgs {
     /// say it (default: hostname).
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
-    /// Addresses NodePorts listen on (default: every non-loopback IPv4
-    /// address of this network namespace).
+    /// Standalone mode: addresses NodePorts listen on (default: every
+    /// non-loopback IPv4 address of this network namespace). Cluster mode
+    /// takes them from the interfaces, as --nodeport-addresses says.
     #[arg(long = "node-address")]
     node_addresses: Vec<IpAddr>,
-    /// This node's zone, for topology-aware routing.
+    /// Standalone mode: this node's zone, for topology-aware routing (cluster
+    /// mode reads the Node's topology.kubernetes.io/zone label).
     #[arg(long)]
     zone: Option<String>,
     /// The cluster's Service CIDR (the API server's and kube-proxy's

@@ -347,6 +347,7 @@ async fn an_agent_started_while_the_api_server_is_down_deletes_nothing() -> Resu
     server.stop();
 
     let waiting_before = agent.count_log("initial lists from the API server");
+    let failures_before = agent.count_log("watch failed, retrying");
     agent.spawn()?;
     wait_for(
         "the restarted agent to wait for its lists",
@@ -369,7 +370,7 @@ async fn an_agent_started_while_the_api_server_is_down_deletes_nothing() -> Resu
     }
     // Three reflectors, each failing every backoff step for 3 s: one line
     // each at most (then once a minute).
-    let failures = agent.count_log("watch failed, retrying");
+    let failures = agent.count_log("watch failed, retrying") - failures_before;
     assert!(
         (1..=3).contains(&failures),
         "{failures} watch failure lines in 3 s\n{}",
