@@ -16,8 +16,10 @@ pub struct Progress {
 /// A snapshot may be taken once every reflector has listed once (a store
 /// swapped in whole by its first `InitDone`, as client-go's
 /// `WaitForCacheSync` waits for `HasSynced`) and this node's Node object
-/// exists. Until then the agent keeps what it has: a Service missing from
-/// an incomplete list must not read as deleted.
+/// exists (kube-proxy's NodeManager, pkg/proxy/node.go, waits for it too:
+/// its addresses and zone decide the NodePorts and topology). Until then
+/// the agent keeps what it has: a Service missing from an incomplete list
+/// must not read as deleted.
 pub fn check(progress: Progress, server: &str, node: &str) -> Result<(), SourceError> {
     let waiting: Vec<&str> = [
         (progress.services_listed, "Services"),
