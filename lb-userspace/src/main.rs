@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use lb::{
     agent::{AgentConfig, SourceConfig},
     desired::{Cidr, PortRange, Rules},
-    model::{NodeFacts, Protocol},
+    model::Protocol,
     ops::{
         commands::{self, Reader, TraceRequest},
         explain::Entry,
@@ -330,7 +330,12 @@ impl AgentArgs {
                 nodeport_addresses: nodeport_addresses.clone(),
             }),
         };
-        let node = standalone_node(node, &nodeport_addresses, &source)?;
+        let node = match source {
+            SourceConfig::Manifests { .. } => nodeport_addresses
+                .filter_configured(node)
+                .map_err(anyhow::Error::msg)?,
+            SourceConfig::Cluster(_) => node,
+        };
         Ok(AgentConfig {
             source,
             state_dir: self.state_dir,
@@ -352,34 +357,6 @@ impl AgentArgs {
             bpf_log: self.bpf_log,
         })
     }
-}
-
-/// The configured node facts, with `--nodeport-addresses` CIDRs applied to
-/// the local addresses (cluster mode applies them to the Node's facts).
-fn standalone_node(
-    mut node: NodeFacts,
-    rule: &NodePortAddresses,
-    source: &SourceConfig,
-) -> Result<NodeFacts> {
-    if matches!(source, SourceConfig::Cluster(_)) || *rule == NodePortAddresses::All {
-        return Ok(node);
-    }
-    if *rule == NodePortAddresses::Primary {
-        anyhow::bail!(
-            "--nodeport-addresses primary needs cluster mode (the Node object's address); \
-             with --manifests give the addresses with --node-address"
-        );
-    }
-    let v4: Vec<Ipv4Addr> = node
-        .addresses
-        .iter()
-        .filter_map(|a| match a {
-            IpAddr::V4(v4) => Some(*v4),
-            IpAddr::V6(_) => None,
-        })
-        .collect();
-    node.addresses = rule.select(&v4, None);
-    Ok(node)
 }
 
 /// `--metrics-bind-address`: empty disables the endpoint.

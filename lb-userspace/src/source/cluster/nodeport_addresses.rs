@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::desired::Cidr;
+use crate::{desired::Cidr, model::NodeFacts};
 
 /// Which of the node's addresses NodePorts listen on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -71,5 +71,30 @@ impl NodePortAddresses {
             }
         });
         chosen.map(IpAddr::V4).collect()
+    }
+
+    /// Standalone mode's facts (given or the interfaces'), with the CIDRs
+    /// applied; `primary` needs a Node object, so only cluster mode has it.
+    pub fn filter_configured(&self, mut node: NodeFacts) -> Result<NodeFacts, String> {
+        match self {
+            NodePortAddresses::All => Ok(node),
+            NodePortAddresses::Primary => Err(
+                "--nodeport-addresses primary needs cluster mode (the Node object's address); \
+                 with --manifests give the addresses with --node-address"
+                    .to_owned(),
+            ),
+            NodePortAddresses::Cidrs(_) => {
+                let v4: Vec<Ipv4Addr> = node
+                    .addresses
+                    .iter()
+                    .filter_map(|a| match a {
+                        IpAddr::V4(v4) => Some(*v4),
+                        IpAddr::V6(_) => None,
+                    })
+                    .collect();
+                node.addresses = self.select(&v4, None);
+                Ok(node)
+            }
+        }
     }
 }

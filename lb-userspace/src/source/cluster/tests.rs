@@ -176,3 +176,29 @@ fn watch_failures_are_logged_once_a_minute_and_their_end_once() {
         "a new run of failures is reported at once"
     );
 }
+
+#[test]
+fn standalone_facts_take_the_cidrs_but_not_primary() {
+    let node = |addresses: &[&str]| crate::model::NodeFacts {
+        name: "node-a".into(),
+        addresses: addresses
+            .iter()
+            .map(|a| a.parse().expect("address"))
+            .collect(),
+        zone: None,
+    };
+    let given = node(&["10.0.0.5", "192.168.7.1"]);
+    let cidrs = parse(&["192.168.0.0/16"]).expect("CIDR");
+    assert_eq!(
+        cidrs.filter_configured(given.clone()),
+        Ok(node(&["192.168.7.1"]))
+    );
+    assert_eq!(
+        NodePortAddresses::All.filter_configured(given.clone()),
+        Ok(given.clone())
+    );
+    let err = NodePortAddresses::Primary
+        .filter_configured(given)
+        .expect_err("primary needs the Node");
+    assert!(err.contains("--node-address"), "{err}");
+}
