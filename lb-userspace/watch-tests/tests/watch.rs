@@ -104,6 +104,65 @@ async fn maps_follow_services_created_changed_and_deleted() -> Result<()> {
 
     cluster.delete_service("web").await?;
     converge(&mut agent, "web removed", |s| !s.has("default/web:http")).await?;
+
+    // `lb status` names the source by the API server's URL.
+    let status = std::process::Command::new(&agent.lb)
+        .args(["status", "-o", "json", "--state-dir"])
+        .arg(agent.workdir.join("state"))
+        .output()?;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout)?;
+    assert_eq!(
+        status["source"],
+        format!("cluster:{}", server.url()),
+        "{status:#}"
+    );
+    Ok(())
+}
+
+/// `lb agent --dry-run` in cluster mode waits for the initial lists, then
+/// prints the plan for the cluster's state and changes nothing.
+#[tokio::test]
+async fn a_dry_run_prints_the_plan_for_the_clusters_state() -> Result<()> {
+    let _serial = EXCLUSIVE.lock().await;
+    let Setup { server, cluster } = setup()?;
+    cluster.create_node().await?;
+    cluster
+        .create_served("web", "10.96.0.70", &pods(11, 1))
+        .await?;
+    let lb = xtask::traffic::target_bin("lb");
+    let pin_dir = format!("/sys/fs/bpf/lbw{}dry", std::process::id());
+    let out = tokio::time::timeout(
+        CONVERGE,
+        tokio::process::Command::new(&lb)
+            .args([
+                "agent",
+                "--dry-run",
+                "--node-name",
+                "node-a",
+                "--pin-dir",
+                &pin_dir,
+            ])
+            .arg("--kubeconfig")
+            .arg(server.kubeconfig())
+            .output(),
+    )
+    .await??;
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{plan}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(plan.contains("# against an empty datapath"), "{plan}");
+    assert!(
+        plan.contains("set frontend 10.96.0.70:80/TCP (internal)")
+            && plan.contains("set backend 1 = 10.244.11.1:8080/TCP"),
+        "{plan}"
+    );
+    assert!(
+        !std::path::Path::new(&pin_dir).exists(),
+        "a dry run pinned something"
+    );
     Ok(())
 }
 
