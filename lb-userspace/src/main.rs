@@ -11,7 +11,7 @@ use std::{
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use lb::{
-    agent::AgentConfig,
+    agent::{AgentConfig, SourceConfig},
     desired::{Cidr, PortRange, Rules},
     model::Protocol,
     ops::{
@@ -19,7 +19,7 @@ use lb::{
         explain::Entry,
         output::Format,
     },
-    source::{Limits, node},
+    source::{ClusterConfig, Limits, NodePortAddresses, cluster::selectors, node},
 };
 
 #[derive(Parser)]
@@ -145,23 +145,44 @@ const DEFAULT_STATE_DIR: &str = "/run/lb";
 #[derive(clap::Args)]
 struct AgentArgs {
     /// Standalone mode: a directory of Service and EndpointSlice YAML,
-    /// applied again whenever a file in it changes.
+    /// applied again whenever a file in it changes. Without it: cluster
+    /// mode, watching the API server.
     #[arg(long)]
-    manifests: PathBuf,
-    /// External device(s) for north-south traffic (XDP ingress, tc egress).
-    #[arg(long = "device")]
+    manifests: Option<PathBuf>,
+    /// Cluster mode: the kubeconfig to reach the API server with (default:
+    /// $KUBECONFIG, else ~/.kube/config, else the in-cluster service
+    /// account, as kube-rs's Config::infer looks).
+    #[arg(long, conflicts_with = "manifests")]
+    kubeconfig: Option<PathBuf>,
+    /// Serve only the Services labelled
+    /// service.kubernetes.io/service-proxy-name=NAME (default: only those
+    /// without the label, as kube-proxy).
+    #[arg(long, value_name = "NAME")]
+    service_proxy_name: Option<String>,
+    /// Which local addresses NodePorts listen on, as kube-proxy's flag:
+    /// CIDRs (repeatable or comma-separated) filter the node's interface
+    /// addresses; `primary`: the node's primary IP from its Node object
+    /// (cluster mode); default: every local address.
+    #[arg(long, value_name = "CIDR|primary", value_delimiter = ',')]
+    nodeport_addresses: Vec<String>,
+    /// External device(s) for north-south traffic (XDP ingress, tc egress),
+    /// repeatable or comma-separated.
+    #[arg(long = "device", env = "LB_DEVICES", value_delimiter = ',')]
     devices: Vec<String>,
     /// Attach XDP in generic (skb) mode instead of the driver's native mode.
     #[arg(long)]
     xdp_generic: bool,
-    /// This node's name, as EndpointSlices' nodeName says it (default: hostname).
-    #[arg(long)]
+    /// This node's name, as EndpointSlices' nodeName and its Node object
+    /// say it (default: hostname).
+    #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
-    /// Addresses NodePorts listen on (default: every non-loopback IPv4
-    /// address of this network namespace).
+    /// Standalone mode: addresses NodePorts listen on (default: every
+    /// non-loopback IPv4 address of this network namespace). Cluster mode
+    /// takes them from the interfaces, as --nodeport-addresses says.
     #[arg(long = "node-address")]
     node_addresses: Vec<IpAddr>,
-    /// This node's zone, for topology-aware routing.
+    /// Standalone mode: this node's zone, for topology-aware routing (cluster
+    /// mode reads the Node's topology.kubernetes.io/zone label).
     #[arg(long)]
     zone: Option<String>,
     /// The cluster's Service CIDR (the API server's and kube-proxy's
@@ -209,8 +230,9 @@ struct AgentArgs {
     /// Re-read everything this often, to repair any drift.
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     resync_seconds: u64,
-    /// Print the plan for the manifests against what the pinned datapath
-    /// holds (or an empty one) and exit, without changing the kernel.
+    /// Print the plan for the manifests (or the cluster's state, once the
+    /// initial lists are complete) against what the pinned datapath holds
+    /// (or an empty one) and exit, without changing the kernel.
     #[arg(long)]
     dry_run: bool,
     /// Log every verdict the datapath takes (aya-log, at debug level: run
@@ -226,7 +248,16 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into())
+                // kube-rs logs every failed request at ERROR: while the API
+                // server is down that is a line per retry. The watch's own
+                // line (source/cluster/error_log.rs) says it once a minute.
+                .add_directive(
+                    "kube_client::client::builder=off"
+                        .parse()
+                        .expect("a valid directive"),
+                ),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -277,22 +308,46 @@ impl TraceArgs {
 
 impl AgentArgs {
     fn into_config(self) -> Result<AgentConfig> {
-        Ok(AgentConfig {
-            manifests: self.manifests,
-            limits: Limits {
-                max_file_bytes: self.manifest_max_file_bytes,
-                max_documents: self.manifest_max_documents,
-                max_depth: self.manifest_max_depth,
+        let nodeport_addresses =
+            NodePortAddresses::parse(&self.nodeport_addresses).map_err(anyhow::Error::msg)?;
+        let node = node::facts(self.node_name, self.node_addresses, self.zone)?;
+        if let Some(name) = &self.service_proxy_name {
+            selectors::check_proxy_name(name).map_err(anyhow::Error::msg)?;
+        }
+        let source = match self.manifests {
+            Some(dir) => SourceConfig::Manifests {
+                dir,
+                limits: Limits {
+                    max_file_bytes: self.manifest_max_file_bytes,
+                    max_documents: self.manifest_max_documents,
+                    max_depth: self.manifest_max_depth,
+                },
             },
+            None => SourceConfig::Cluster(ClusterConfig {
+                kubeconfig: self.kubeconfig,
+                node_name: node.name.clone(),
+                service_proxy_name: self.service_proxy_name.clone(),
+                nodeport_addresses: nodeport_addresses.clone(),
+            }),
+        };
+        let node = match source {
+            SourceConfig::Manifests { .. } => nodeport_addresses
+                .filter_configured(node)
+                .map_err(anyhow::Error::msg)?,
+            SourceConfig::Cluster(_) => node,
+        };
+        Ok(AgentConfig {
+            source,
             state_dir: self.state_dir,
             metrics_address: metrics_address(&self.metrics_bind_address)?,
             devices: self.devices,
             xdp_generic: self.xdp_generic,
-            node: node::facts(self.node_name, self.node_addresses, self.zone)?,
+            node,
             rules: Rules {
                 service_cidrs: self.service_cidrs,
                 node_port_range: self.service_node_port_range,
                 allowed_external_ip_cidrs: self.allowed_external_ip_cidrs,
+                service_proxy_name: self.service_proxy_name,
             },
             cgroup: self.cgroup,
             pin_dir: self.pin_dir,

@@ -1,5 +1,6 @@
 //! Project tasks for lb, and the namespace testbed its demo and end-to-end
 //! tests share.
+pub mod apiserver;
 pub mod demo;
 pub mod demo_env;
 pub mod deploy_check;

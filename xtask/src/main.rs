@@ -14,7 +14,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install what a new machine needs (Debian packages, toolchain
-    /// components, bpf-linker), mount bpffs, locate cgroup v2.
+    /// components, bpf-linker, the test API server), mount bpffs, locate
+    /// cgroup v2.
     Setup,
     /// Setup, then build every binary.
     Build {
@@ -31,8 +32,9 @@ enum Task {
         args: Vec<String>,
     },
     /// Setup, then every check and test: formatting, the deploy manifests
-    /// and Containerfile, clippy, unit, kernel and end-to-end tests (root tests need root, as CI has), and a quick
-    /// bench run that proves the bench works.
+    /// and Containerfile, clippy, unit, kernel, end-to-end and watch tests
+    /// (root tests need root, as CI has), and a quick bench run that proves
+    /// the bench works.
     Test,
     /// Setup, then only the deploy checks `test` runs first: every manifest
     /// under deploy/ against the Kubernetes schemas, and the Containerfile.
@@ -94,14 +96,20 @@ fn run(task: Task) -> Result<()> {
             build(false)?;
             lint()?;
             // Every layer: unit tests (the default members), then the
-            // privileged kernel and end-to-end suites.
-            cargo(&[
+            // privileged kernel and end-to-end suites, then the watch tests
+            // against the test API server (setup built it). A failing layer
+            // does not hide the next one's results.
+            let layers = cargo(&[
                 "test",
                 "--no-fail-fast",
                 "--workspace",
                 "--exclude",
                 "lb-ebpf",
-            ])?;
+                "--exclude",
+                "lb-watch-tests",
+            ]);
+            let watch = cargo(&["test", "--no-fail-fast", "-p", "lb-watch-tests"]);
+            layers.and(watch)?;
             // The bench, reduced, proves it still works (no speed is
             // asserted anywhere: this machine is shared and noisy).
             bench(true, None)

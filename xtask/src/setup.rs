@@ -37,6 +37,7 @@ pub fn setup() -> Result<()> {
     bpffs()?;
     cgroup2()?;
     crate::deploy_check::install_tools()?;
+    crate::apiserver::build()?;
     Ok(())
 }
 

@@ -2,15 +2,25 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use crate::{desired::Rules, model::NodeFacts, source::Limits};
+use crate::{
+    desired::Rules,
+    model::NodeFacts,
+    source::{ClusterConfig, Limits},
+};
+
+/// Where the Services and EndpointSlices come from.
+#[derive(Clone, Debug)]
+pub enum SourceConfig {
+    /// Standalone mode: a directory of manifests, and what one file may cost.
+    Manifests { dir: PathBuf, limits: Limits },
+    /// Cluster mode: the API server's reflectors.
+    Cluster(ClusterConfig),
+}
 
 /// Everything the agent needs to run.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
-    /// Standalone mode's source: a directory of manifests.
-    pub manifests: PathBuf,
-    /// What one manifest file may cost.
-    pub limits: Limits,
+    pub source: SourceConfig,
     /// Where the status for `lb status` is written.
     pub state_dir: PathBuf,
     /// The Prometheus endpoint; none: no endpoint.
@@ -18,6 +28,8 @@ pub struct AgentConfig {
     /// External devices (XDP ingress, tc egress).
     pub devices: Vec<String>,
     pub xdp_generic: bool,
+    /// The node's facts when the source does not give them (standalone
+    /// mode; in cluster mode the Node object's replace them).
     pub node: NodeFacts,
     /// The cluster's settings that decide which Services are valid.
     pub rules: Rules,

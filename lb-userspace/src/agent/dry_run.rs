@@ -1,18 +1,24 @@
 //! `lb agent --dry-run`: the plan, printed, and nothing changed.
 
-use anyhow::Result;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
 
 use super::{AgentConfig, sync::desired_state};
 use crate::{
     datapath::{DatapathMaps, KernelMaps, MemoryMaps},
     plan::{self, Applied},
-    source::manifests,
+    source::{Snapshot, Source},
 };
+
+/// How long a dry run waits for a source that cannot answer yet (the API
+/// server's initial lists, this node's Node object).
+const WAIT_FOR_SOURCE: Duration = Duration::from_secs(60);
 
 /// Prints the plan against what the pinned datapath holds (read only), or
 /// against an empty one when nothing is pinned.
-pub(super) fn print_plan(config: &AgentConfig) -> Result<()> {
-    let snapshot = manifests::Loader::new(&config.manifests, config.limits).load()?;
+pub(super) async fn print_plan(source: &mut impl Source, config: &AgentConfig) -> Result<()> {
+    let mut snapshot = first_snapshot(source).await?;
     let (applied, max_tables) = match KernelMaps::open_pinned(&config.pin_dir) {
         Ok(maps) => {
             println!(
@@ -27,9 +33,10 @@ pub(super) fn print_plan(config: &AgentConfig) -> Result<()> {
             (Applied::read(&empty)?, empty.max_tables())
         }
     };
+    let node = snapshot.node.take().unwrap_or_else(|| config.node.clone());
     // Computed against what is pinned, as the agent would: the current
     // holders of frontends keep them.
-    let desired = desired_state(snapshot, &config.node, &config.rules, &applied);
+    let desired = desired_state(snapshot, &node, &config.rules, &applied);
     for problem in &desired.problems {
         println!("skipped: {problem}");
     }
@@ -42,4 +49,26 @@ pub(super) fn print_plan(config: &AgentConfig) -> Result<()> {
     }
     print!("{plan}");
     Ok(())
+}
+
+/// The source's first complete snapshot; a source that is still waiting
+/// (cluster mode before its lists complete) is waited for, within bounds.
+async fn first_snapshot(source: &mut impl Source) -> Result<Snapshot> {
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_SOURCE;
+    let mut said = String::new();
+    loop {
+        let err = match source.snapshot().await {
+            Ok(snapshot) => return Ok(snapshot),
+            Err(err) if err.is_waiting() => err,
+            Err(err) => return Err(err.into()),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            bail!("gave up after {} s: {err}", WAIT_FOR_SOURCE.as_secs());
+        }
+        if err.to_string() != said {
+            said = err.to_string();
+            eprintln!("# waiting: {said}");
+        }
+        let _ = tokio::time::timeout_at(deadline, source.changed()).await;
+    }
 }

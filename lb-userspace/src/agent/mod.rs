@@ -1,6 +1,6 @@
 //! `lb agent`: keeps the datapath's maps equal to what the source says.
 //!
-//! source (manifest directory) -> desired state (pure) -> plan (pure) ->
+//! source (manifest directory or API server) -> desired state (pure) -> plan (pure) ->
 //! apply (ordered map writes). The datapath is pinned, so the agent can be
 //! stopped, killed or upgraded while established connections keep flowing.
 //!
@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
-pub use config::AgentConfig;
+pub use config::{AgentConfig, SourceConfig};
 use sync::{Outputs, StatusOutput, Syncer};
 
 use metrics::Metrics;
@@ -29,23 +29,40 @@ use metrics::Metrics;
 use crate::{
     datapath::DatapathMaps,
     plan::Applied,
-    source::{ManifestDir, Source},
+    source::{ClusterSource, ManifestDir, Source},
 };
 
 pub async fn run(config: AgentConfig) -> Result<()> {
-    if config.dry_run {
-        return dry_run::print_plan(&config);
+    match &config.source {
+        SourceConfig::Manifests { dir, limits } => {
+            let source = ManifestDir::watch_with(dir, *limits)?;
+            let name = format!("manifests:{}", dir.display());
+            run_with(source, name, &config).await
+        }
+        SourceConfig::Cluster(cluster) => {
+            let source = ClusterSource::start(cluster.clone()).await?;
+            let name = format!("cluster:{}", source.server());
+            run_with(source, name, &config).await
+        }
     }
-    let datapath = datapath::start(&config)?;
+}
+
+/// The one path of both modes: whatever the source, the same desired ->
+/// plan -> apply.
+async fn run_with(mut source: impl Source, name: String, config: &AgentConfig) -> Result<()> {
+    if config.dry_run {
+        return dry_run::print_plan(&mut source, config).await;
+    }
+    let datapath = datapath::start(config)?;
     let mut maps = datapath.maps().context("opening the datapath maps")?;
     let mut applied = Applied::read(&maps).context("reading the pinned maps")?;
     info!(
         frontends = applied.frontends.len(),
         backends = applied.backends.len(),
         pin_dir = %config.pin_dir.display(),
+        source = name,
         "datapath attached"
     );
-    let mut source = ManifestDir::watch_with(&config.manifests, config.limits)?;
     let metrics = Metrics::new();
     if let Some(address) = config.metrics_address {
         metrics::serve(address, metrics.clone()).await?;
@@ -53,7 +70,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     let outputs = Outputs {
         status: Some(StatusOutput {
             state_dir: config.state_dir.clone(),
-            source: format!("manifests:{}", config.manifests.display()),
+            source: name,
         }),
         metrics: Some(metrics),
     };

@@ -24,7 +24,7 @@ pub const STATUS_FILE: &str = "status.json";
 pub struct AgentStatus {
     /// The agent's process, to tell a stale file from a live one.
     pub pid: u32,
-    /// Where the objects come from: `manifests:<dir>`.
+    /// Where the objects come from: `manifests:<dir>` or `cluster:<API server URL>`.
     pub source: String,
     /// When the last sync ended (seconds since the Unix epoch); none yet: 0.
     pub last_sync_unix: u64,

@@ -114,7 +114,10 @@ impl Syncer {
             files: std::mem::take(&mut snapshot.files),
             ..Snapshot::default()
         };
-        let desired = desired_state(snapshot, &self.node, &self.rules, applied);
+        // Cluster mode's Node object replaces the configured facts.
+        let node = snapshot.node.take();
+        let node = node.as_ref().unwrap_or(&self.node);
+        let desired = desired_state(snapshot, node, &self.rules, applied);
         let plan = plan::plan(&desired, applied, maps.max_tables());
         let problems: Vec<Problem> = desired
             .problems

@@ -17,6 +17,10 @@ pub struct Rules {
     /// externalIPs must be in one of these; empty: any (kube-proxy's
     /// behaviour), with a warning for the node's own addresses.
     pub allowed_external_ip_cidrs: Vec<Cidr>,
+    /// `--service-proxy-name`: serve the Services labelled
+    /// `service.kubernetes.io/service-proxy-name` with this name instead of
+    /// the unlabelled ones.
+    pub service_proxy_name: Option<String>,
 }
 
 impl Default for Rules {
@@ -25,6 +29,7 @@ impl Default for Rules {
             service_cidrs: Vec::new(),
             node_port_range: PortRange::DEFAULT_NODE_PORTS,
             allowed_external_ip_cidrs: Vec::new(),
+            service_proxy_name: None,
         }
     }
 }

@@ -54,7 +54,7 @@ impl ServiceView {
         let namespace = namespace_of(&svc.metadata.namespace).to_owned();
         let name = svc.metadata.name.clone().unwrap_or_default();
         let object = format!("Service {namespace}/{name}");
-        if let Some(why) = not_proxied_label(svc) {
+        if let Some(why) = not_proxied_label(svc, rules.service_proxy_name.as_deref()) {
             tracing::debug!(%object, why, "skipping service");
             return None;
         }
@@ -125,15 +125,19 @@ impl ServiceView {
     }
 }
 
-/// Why kube-proxy's watch selector would not even see this Service.
-fn not_proxied_label(svc: &Service) -> Option<&'static str> {
-    let labels = svc.metadata.labels.as_ref()?;
-    if labels.contains_key(LABEL_SERVICE_PROXY_NAME) {
-        Some("labelled for another proxy")
-    } else if labels.contains_key(LABEL_HEADLESS) {
-        Some("labelled headless")
-    } else {
-        None
+/// Why kube-proxy's watch selector would not even see this Service (the
+/// cluster source's selector says the same: source/cluster/selectors.rs).
+fn not_proxied_label(svc: &Service, proxy_name: Option<&str>) -> Option<&'static str> {
+    let labels = svc.metadata.labels.as_ref();
+    let label = |key| labels.and_then(|l| l.get(key)).map(String::as_str);
+    if label(LABEL_HEADLESS).is_some() {
+        return Some("labelled headless");
+    }
+    match (label(LABEL_SERVICE_PROXY_NAME), proxy_name) {
+        (None, None) => None,
+        (Some(theirs), Some(ours)) if theirs == ours => None,
+        (Some(_), _) => Some("labelled for another proxy"),
+        (None, Some(_)) => Some("not labelled for this proxy (--service-proxy-name)"),
     }
 }
 
@@ -256,6 +260,30 @@ fn topology_wish(svc: &Service, spec: &ServiceSpec) -> TopologyWish {
 #[cfg(test)]
 mod tests {
     use crate::desired::test_support::*;
+
+    /// cmd/kube-proxy/app/server.go's selector
+    /// (`!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name`),
+    /// and alternative proxies' `service-proxy-name=<ours>`.
+    #[test]
+    fn the_proxy_name_label_decides_whose_service_it_is() {
+        let svc = |labels: &str| {
+            let text = format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: w, labels: {{{labels}}}}}\nspec: {{clusterIP: 10.96.0.1, ports: [{{port: 80}}]}}\n"
+            );
+            parse_documents("w.yaml", &text).services.remove(0)
+        };
+        let why = |labels: &str, ours: Option<&str>| super::not_proxied_label(&svc(labels), ours);
+        let theirs = "service.kubernetes.io/service-proxy-name: other";
+        let headless = "service.kubernetes.io/headless: ''";
+        assert_eq!(why("", None), None);
+        assert_eq!(why(theirs, None), Some("labelled for another proxy"));
+        assert_eq!(why(theirs, Some("other")), None);
+        assert_eq!(why(theirs, Some("lb")), Some("labelled for another proxy"));
+        assert!(why("", Some("lb")).is_some_and(|w| w.contains("--service-proxy-name")));
+        assert_eq!(why(headless, None), Some("labelled headless"));
+        let both = format!("{theirs}, {headless}");
+        assert_eq!(why(&both, Some("other")), Some("labelled headless"));
+    }
 
     /// kube-proxy's older `TestCategorizeEndpoints` cases read the hints
     /// annotation: "normal endpoint filtering, auto annotation" and "...,

@@ -5,6 +5,7 @@
 //! deletes what a snapshot no longer holds, so "the directory was briefly
 //! unreadable" or "the initial list is not complete yet" must keep the
 //! current state, not read as "every Service was deleted".
+pub mod cluster;
 pub mod manifests;
 pub mod node;
 mod snapshot;
@@ -12,6 +13,7 @@ pub mod watch;
 
 use std::future::Future;
 
+pub use cluster::{ClusterConfig, ClusterSource, NodePortAddresses};
 pub use manifests::{Limits, ManifestDir};
 pub use snapshot::{Snapshot, SourceError};
 

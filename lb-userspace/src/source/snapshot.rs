@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
-use crate::model::{Problem, ProblemCode};
+use crate::model::{NodeFacts, Problem, ProblemCode};
 
 /// The Services and EndpointSlices a source holds, plus the objects it had
 /// to skip (a broken document, an unreadable file) and why.
@@ -17,6 +17,9 @@ pub struct Snapshot {
     /// name problems call it ("Service ns/name", "web.yaml (document 2)"),
     /// for `lb status`. The first file wins, as the first definition does.
     pub files: BTreeMap<String, String>,
+    /// The node's facts as the source knows them (cluster mode: the Node
+    /// object and the interfaces); `None`: the agent's configured facts.
+    pub node: Option<NodeFacts>,
 }
 
 impl Snapshot {
@@ -28,6 +31,9 @@ impl Snapshot {
         self.problems.extend(other.problems);
         for (object, file) in other.files {
             self.files.entry(object).or_insert(file);
+        }
+        if self.node.is_none() {
+            self.node = other.node;
         }
     }
 
@@ -106,4 +112,30 @@ pub enum SourceError {
     },
     #[error("reading the manifests failed: {0}; this is a bug in lb, please report it")]
     Failed(String),
+    #[error(
+        "the initial lists from the API server at {server} are not complete yet (waiting for {waiting}); \
+         nothing is changed until they are: check that the API server is reachable and that lb may \
+         list and watch services, endpointslices (discovery.k8s.io) and nodes"
+    )]
+    NotListed { server: String, waiting: String },
+    #[error(
+        "this node's Node object {node:?} does not exist in the API server at {server}; waiting for it \
+         (as kube-proxy does): check --node-name (or NODE_NAME) against `kubectl get nodes`"
+    )]
+    NodeMissing { server: String, node: String },
+    #[error(
+        "cannot list this node's interface addresses for NodePorts: {0}; check --nodeport-addresses"
+    )]
+    Interfaces(#[source] super::node::NodeError),
+}
+
+impl SourceError {
+    /// The source will answer once something outside lb happens (the
+    /// initial lists complete, the Node object appears): worth waiting for.
+    pub fn is_waiting(&self) -> bool {
+        matches!(
+            self,
+            SourceError::NotListed { .. } | SourceError::NodeMissing { .. }
+        )
+    }
 }
