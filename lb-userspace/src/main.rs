@@ -11,7 +11,7 @@ use std::{
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use lb::{
-    agent::AgentConfig,
+    agent::{AgentConfig, config},
     desired::{Cidr, PortRange, Rules},
     model::Protocol,
     ops::{
@@ -206,9 +206,6 @@ struct AgentArgs {
     /// value disables it.
     #[arg(long, default_value = "127.0.0.1:10249", value_name = "ADDRESS:PORT")]
     metrics_bind_address: String,
-    /// Re-read everything this often, to repair any drift.
-    #[arg(long, default_value = "30", value_name = "SECONDS")]
-    resync_seconds: u64,
     /// Print the plan for the manifests against what the pinned datapath
     /// holds (or an empty one) and exit, without changing the kernel.
     #[arg(long)]
@@ -217,6 +214,31 @@ struct AgentArgs {
     /// with RUST_LOG=debug). For debugging only: it costs throughput.
     #[arg(long)]
     bpf_log: bool,
+    /// `/healthz` and `/livez` (kube-proxy's flag, port and answers); an
+    /// empty value disables them.
+    #[arg(long, default_value = "0.0.0.0:10256", value_name = "ADDRESS:PORT")]
+    healthz_bind_address: String,
+    /// The shortest time between syncs, as kube-proxy's flag: changes
+    /// within it are applied together at its end (e.g. 1s, 500ms, 0s).
+    #[arg(long, default_value = "1s", value_parser = config::parse_duration, value_name = "DURATION")]
+    min_sync_period: Duration,
+    /// The longest time between syncs, as kube-proxy's flag: the periodic
+    /// resync re-reads the maps and repairs what changed behind the agent's
+    /// back (e.g. 30s, 1m).
+    #[arg(long, default_value = "30s", value_parser = config::parse_duration, value_name = "DURATION")]
+    sync_period: Duration,
+    /// The sync period in seconds (the flag of earlier lb versions).
+    #[arg(long, hide = true, value_name = "SECONDS")]
+    resync_seconds: Option<u64>,
+    /// Log lines as text, or as one JSON object each (for log collectors).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -224,19 +246,33 @@ fn main() -> ExitCode {
     // away (`lb service list | head`) instead of panicking on EPIPE.
     // SAFETY: plain syscall at start-up, before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    init_logging(match &cli.command {
+        Command::Agent(args) => args.log_format,
+        _ => LogFormat::Text,
+    });
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("lb: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr, filtered by RUST_LOG (default `info`): text, coloured
+/// on a terminal, or one JSON object a line (`--log-format json`).
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
     }
 }
 
@@ -276,7 +312,17 @@ impl TraceArgs {
 }
 
 impl AgentArgs {
+    /// `--sync-period`, or the hidden `--resync-seconds` of earlier
+    /// versions when given; never under a second, nor under the minimum.
+    fn sync_period(&self) -> Duration {
+        let period = self
+            .resync_seconds
+            .map_or(self.sync_period, Duration::from_secs);
+        period.max(Duration::from_secs(1)).max(self.min_sync_period)
+    }
+
     fn into_config(self) -> Result<AgentConfig> {
+        let resync = self.sync_period();
         Ok(AgentConfig {
             manifests: self.manifests,
             limits: Limits {
@@ -285,7 +331,7 @@ impl AgentArgs {
                 max_depth: self.manifest_max_depth,
             },
             state_dir: self.state_dir,
-            metrics_address: metrics_address(&self.metrics_bind_address)?,
+            metrics_address: bind_address(&self.metrics_bind_address, "--metrics-bind-address")?,
             devices: self.devices,
             xdp_generic: self.xdp_generic,
             node: node::facts(self.node_name, self.node_addresses, self.zone)?,
@@ -297,21 +343,24 @@ impl AgentArgs {
             cgroup: self.cgroup,
             pin_dir: self.pin_dir,
             max_tables: self.max_tables,
-            resync: Duration::from_secs(self.resync_seconds.max(1)),
+            resync,
+            min_sync_period: self.min_sync_period,
+            healthz_address: bind_address(&self.healthz_bind_address, "--healthz-bind-address")?,
             dry_run: self.dry_run,
             bpf_log: self.bpf_log,
         })
     }
 }
 
-/// `--metrics-bind-address`: empty disables the endpoint.
-fn metrics_address(text: &str) -> Result<Option<SocketAddr>> {
+/// `--metrics-bind-address`, `--healthz-bind-address`: empty disables the
+/// endpoint.
+fn bind_address(text: &str, flag: &str) -> Result<Option<SocketAddr>> {
     if text.is_empty() {
         return Ok(None);
     }
     text.parse().map(Some).map_err(|err| {
         anyhow::anyhow!(
-            "--metrics-bind-address {text:?}: {err}; give an address and port such as 127.0.0.1:10249, or '' to disable"
+            "{flag} {text:?}: {err}; give an address and port such as 0.0.0.0:10256, or '' to disable"
         )
     })
 }

@@ -88,6 +88,16 @@ impl Applied {
         Ok(fresh)
     }
 
+    /// The Maglev tables whose contents this agent knows (it wrote them, or
+    /// recognised them at start-up), by id, with the backend set of each:
+    /// what a resync compares with a fresh read of the maps.
+    pub fn known_tables(&self) -> BTreeMap<u32, &[Backend]> {
+        self.tables
+            .iter()
+            .map(|(backends, id)| (*id, backends.as_slice()))
+            .collect()
+    }
+
     /// The backend set whose Maglev table is exactly `slots`, if any.
     fn recognise_table(&self, slots: &[u32]) -> Option<Vec<Backend>> {
         let ids: BTreeSet<u32> = slots.iter().copied().collect();
