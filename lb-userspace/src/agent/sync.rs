@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeSet, path::PathBuf, sync::Arc, time::Instant};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{
     drift::Drift,
@@ -200,9 +200,14 @@ impl Syncer {
     /// Reads the maps again for a resync: what differs from what the agent
     /// wrote is drift, which the plan made from the fresh read repairs.
     fn reread(&self, maps: &dyn DatapathMaps, applied: &mut Applied) -> Drift {
+        let started = Instant::now();
         match Applied::reread(maps, applied) {
             Ok(fresh) => {
                 let drift = Drift::between(applied, &fresh);
+                debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "resync: the maps read back"
+                );
                 if !drift.is_empty() {
                     warn!(
                         ?drift,

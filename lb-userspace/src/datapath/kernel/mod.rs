@@ -3,6 +3,7 @@
 //! read-only views operator commands need (counters, connections, socket
 //! translations, tables) in `views`.
 
+mod batch;
 mod views;
 mod writer;
 

@@ -124,10 +124,21 @@ impl KernelMaps {
             .map_err(map_err(SOCK_REVNAT4, "iterate"))
     }
 
-    /// The backend ids of one Maglev table.
+    /// The backend ids of one Maglev table: one batch lookup, or slot by
+    /// slot on a kernel without batch lookups of arrays.
     pub fn table(&self, table_id: u32) -> Result<Vec<u32>, MapsError> {
         self.check_table(table_id)?;
         let base = table_id * MAGLEV_TABLE_SIZE;
+        let map = aya::maps::IterableMap::<u32, u32>::map(&self.maglev);
+        match super::batch::read_u32s(map, base, MAGLEV_TABLE_SIZE) {
+            Ok(Some(slots)) => return Ok(slots),
+            Ok(None) => {}
+            Err(err) => {
+                return Err(MapsError::Invalid(format!(
+                    "map {MAGLEV}: batch lookup of table {table_id} failed: {err}"
+                )));
+            }
+        }
         (base..base + MAGLEV_TABLE_SIZE)
             .map(|i| self.maglev.get(&i, 0).map_err(map_err(MAGLEV, "lookup")))
             .collect()
