@@ -313,16 +313,26 @@ impl TraceArgs {
 
 impl AgentArgs {
     /// `--sync-period`, or the hidden `--resync-seconds` of earlier
-    /// versions when given; never under a second, nor under the minimum.
-    fn sync_period(&self) -> Duration {
+    /// versions (at least 1) when given; refused as kube-proxy refuses it
+    /// when zero or under `--min-sync-period`.
+    fn sync_period(&self) -> Result<Duration> {
         let period = self
             .resync_seconds
-            .map_or(self.sync_period, Duration::from_secs);
-        period.max(Duration::from_secs(1)).max(self.min_sync_period)
+            .map_or(self.sync_period, |s| Duration::from_secs(s.max(1)));
+        if period.is_zero() {
+            anyhow::bail!("--sync-period must be greater than 0, such as 30s");
+        }
+        if period < self.min_sync_period {
+            anyhow::bail!(
+                "--sync-period ({period:?}) must be at least --min-sync-period ({:?}): raise the one or lower the other",
+                self.min_sync_period
+            );
+        }
+        Ok(period)
     }
 
     fn into_config(self) -> Result<AgentConfig> {
-        let resync = self.sync_period();
+        let resync = self.sync_period()?;
         Ok(AgentConfig {
             manifests: self.manifests,
             limits: Limits {

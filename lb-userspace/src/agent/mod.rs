@@ -98,7 +98,7 @@ async fn reconcile_until_stopped(
             _ = terminate.recv() => {}
         }
     };
-    let mut loop_ = SyncLoop {
+    let mut sync_loop = SyncLoop {
         syncer: &mut syncer,
         maps: &mut maps,
         applied: &mut applied,
@@ -110,7 +110,7 @@ async fn reconcile_until_stopped(
         config.resync,
         tokio::time::Instant::now(),
     );
-    loop_.run(source, runner, stop).await;
+    sync_loop.run(source, runner, stop).await;
     Ok(())
 }
 

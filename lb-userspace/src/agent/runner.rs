@@ -53,8 +53,8 @@ pub struct Runner {
 
 impl Runner {
     /// A runner whose first sync is due now (the start-up sync). A
-    /// `max_interval` below `min_interval` is raised to it, as kube-proxy
-    /// refuses the pair.
+    /// `max_interval` below `min_interval` (which upstream refuses, as the
+    /// command line does) is raised to it.
     pub fn new(min_interval: Duration, max_interval: Duration, now: Instant) -> Runner {
         let max_interval = max_interval.max(min_interval);
         Runner {
