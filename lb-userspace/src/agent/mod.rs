@@ -128,9 +128,12 @@ impl SyncLoop<'_> {
     /// source is queued (health, `..._last_queued_timestamp_seconds`) and
     /// requested; the runner coalesces requests.
     async fn run(&mut self, source: &mut impl Source, mut runner: Runner, stop: impl Future) {
-        // The start-up sync is a change queued now, as kube-proxy
-        // synthesizes one while its informers sync.
-        self.queued();
+        // As kube-proxy's SyncLoop: healthy while starting up ("in case
+        // Sync() never succeeds": only changes the source reports can make
+        // it late), and a queued-change time synthesized for the start-up
+        // sync.
+        self.health.updated();
+        self.metrics.queued();
         tokio::pin!(stop);
         loop {
             let (due, kind) = runner.next();

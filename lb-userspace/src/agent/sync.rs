@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, path::PathBuf, sync::Arc, time::Instant};
 use tracing::{debug, info, warn};
 
 use super::{
-    drift::Drift,
+    drift::{Drift, SpotCheck},
     health::Health,
     metrics::{Metrics, TriggerTimes},
     runner::SyncKind,
@@ -75,6 +75,7 @@ pub(super) struct Syncer {
     status: AgentStatus,
     status_failed: bool,
     trigger_times: TriggerTimes,
+    spot_check: SpotCheck,
 }
 
 impl Syncer {
@@ -96,6 +97,7 @@ impl Syncer {
             status,
             status_failed: false,
             trigger_times: TriggerTimes::default(),
+            spot_check: SpotCheck::default(),
         }
     }
 
@@ -199,8 +201,20 @@ impl Syncer {
 
     /// Reads the maps again for a resync: what differs from what the agent
     /// wrote is drift, which the plan made from the fresh read repairs.
-    fn reread(&self, maps: &dyn DatapathMaps, applied: &mut Applied) -> Drift {
+    /// Everything is read back only when the spot check finds a difference.
+    fn reread(&mut self, maps: &dyn DatapathMaps, applied: &mut Applied) -> Drift {
         let started = Instant::now();
+        match self.spot_check.unchanged(maps, applied) {
+            Ok(true) => {
+                debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "resync: the maps are as written"
+                );
+                return Drift::default();
+            }
+            Ok(false) => {}
+            Err(err) => warn!("spot-checking the maps failed, reading them all back: {err}"),
+        }
         match Applied::reread(maps, applied) {
             Ok(fresh) => {
                 let drift = Drift::between(applied, &fresh);

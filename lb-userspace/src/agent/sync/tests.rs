@@ -414,3 +414,104 @@ async fn network_programming_latency_is_observed_once_per_new_trigger_time() {
     );
     assert_eq!(observed(), Some(2.0));
 }
+
+/// `n` ClusterIP Services, each with its own endpoint (so its own table).
+fn services(n: usize) -> Snapshot {
+    let yaml: String = (0..n)
+        .map(|i| {
+            format!(
+                "apiVersion: v1
+kind: Service
+metadata: {{name: s{i}, namespace: shop}}
+spec:
+  clusterIP: 10.96.{}.{}
+  ports: [{{name: http, port: 80, protocol: TCP}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: s{i}-1
+  namespace: shop
+  labels: {{kubernetes.io/service-name: s{i}}}
+addressType: IPv4
+ports: [{{name: http, port: 8080, protocol: TCP}}]
+endpoints:
+- addresses: [10.244.{}.{}]
+  conditions: {{ready: true}}
+- addresses: [10.245.{}.{}]
+  conditions: {{ready: true}}
+---
+",
+                i / 200,
+                i % 200 + 1,
+                i / 200,
+                i % 200 + 1,
+                i / 200,
+                i % 200 + 1
+            )
+        })
+        .collect();
+    manifests::parse_documents("many.yaml", &yaml)
+}
+
+/// A Maglev table changed behind the agent's back, with every frontend,
+/// backend and service as written, is found by the resync's spot check of
+/// the tables, a different run of them each time (128 a resync), and
+/// repaired: the frontend moves to a whole table again.
+#[tokio::test]
+async fn the_resync_spot_checks_the_tables_in_turn_and_repairs_a_changed_one() {
+    let count = super::super::drift::TABLES_PER_RESYNC + 10;
+    let source = Scripted(RefCell::new(Some(services(count))));
+    let mut maps = MemoryMaps::new(2 * count as u32);
+    let mut applied = Applied::default();
+    let metrics = Metrics::new();
+    let outputs = Outputs {
+        metrics: Some(metrics.clone()),
+        ..Outputs::default()
+    };
+    let mut syncer = Syncer::new(node(), Rules::default(), outputs);
+    assert!(
+        syncer
+            .sync(&source, &mut maps, &mut applied, SyncKind::Change)
+            .await
+    );
+    // The last table in id order: the first spot check does not reach it.
+    let (&last, slots) = maps.tables.iter_mut().next_back().expect("tables");
+    let other = slots
+        .iter()
+        .position(|id| *id != slots[0])
+        .expect("two backends");
+    slots.swap(0, other);
+    let tables = |maps: &MemoryMaps| maps.tables.len();
+    let written = tables(&maps);
+    let repaired = || {
+        sample(
+            &metrics.render(),
+            "lb_resync_repaired_entries_total",
+            Some(("map", "maglev_tables")),
+        )
+    };
+    assert!(
+        syncer
+            .sync(&source, &mut maps, &mut applied, SyncKind::Resync)
+            .await
+    );
+    assert_eq!(repaired(), Some(0.0), "not in the first run of tables");
+    assert_eq!(tables(&maps), written);
+    assert!(
+        syncer
+            .sync(&source, &mut maps, &mut applied, SyncKind::Resync)
+            .await
+    );
+    assert_eq!(repaired(), Some(1.0), "found by the second run");
+    let users: Vec<_> = maps
+        .frontends
+        .values()
+        .filter(|fe| fe.table_id == last)
+        .collect();
+    assert!(
+        users.is_empty(),
+        "no frontend uses the changed table any more"
+    );
+    assert!(maps.dangling().is_empty(), "{:?}", maps.dangling());
+}
