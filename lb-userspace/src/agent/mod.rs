@@ -16,7 +16,7 @@ mod dry_run;
 pub mod health;
 mod http;
 pub mod metrics;
-pub mod runner;
+mod runner;
 pub mod status;
 mod sync;
 
