@@ -15,7 +15,7 @@ use crate::{
     datapath::{DatapathMaps, codec},
     desired::{self, Holders, Rules},
     model::{DesiredState, NodeFacts, Problem},
-    plan::{self, Applied},
+    plan::{self, Applied, Plan},
     source::{Snapshot, Source},
 };
 
@@ -152,20 +152,7 @@ impl Syncer {
         let triggers = self.trigger_times.pending(&snapshot.slices);
         let desired = desired_state(snapshot, &self.node, &self.rules, applied);
         let plan = plan::plan(&desired, applied, maps.max_tables());
-        let problems: Vec<Problem> = desired
-            .problems
-            .iter()
-            .chain(&plan.problems)
-            .cloned()
-            .collect();
-        self.report(&problems);
-        self.status.problems = problems
-            .iter()
-            .map(|p| StatusProblem::of(p, &files))
-            .collect();
-        if let Some(metrics) = &self.outputs.metrics {
-            metrics.count_problems(&problems);
-        }
+        self.record_problems(&desired, &plan, &files);
         // Applied even with nothing to write: that ends the quarantine of
         // the tables the previous plan freed, which a skipped Service may
         // be waiting for.
@@ -197,6 +184,25 @@ impl Syncer {
         let ok = outcome.is_ok();
         self.publish(outcome);
         ok
+    }
+
+    /// The problems of the source, the desired state and the plan: in the
+    /// log (once), the status and the metrics.
+    fn record_problems(&mut self, desired: &DesiredState, plan: &Plan, files: &Snapshot) {
+        let problems: Vec<Problem> = desired
+            .problems
+            .iter()
+            .chain(&plan.problems)
+            .cloned()
+            .collect();
+        self.report(&problems);
+        self.status.problems = problems
+            .iter()
+            .map(|p| StatusProblem::of(p, files))
+            .collect();
+        if let Some(metrics) = &self.outputs.metrics {
+            metrics.count_problems(&problems);
+        }
     }
 
     /// Reads the maps again for a resync: what differs from what the agent
