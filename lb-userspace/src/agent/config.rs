@@ -37,9 +37,74 @@ pub struct AgentConfig {
     pub cgroup: Option<PathBuf>,
     pub pin_dir: PathBuf,
     pub max_tables: u32,
-    /// How often everything is re-read and re-planned, to repair drift.
+    /// kube-proxy's `--sync-period`: the longest time between syncs (the
+    /// periodic resync re-reads the maps and repairs drift), the longest
+    /// retry backoff, and half the health timeout.
     pub resync: Duration,
+    /// kube-proxy's `--min-sync-period`: the shortest time between syncs;
+    /// changes within it are coalesced.
+    pub min_sync_period: Duration,
+    /// `/healthz` and `/livez`; none: no endpoint.
+    pub healthz_address: Option<SocketAddr>,
     pub dry_run: bool,
     /// Log each verdict from the datapath (aya-log), for debugging.
     pub bpf_log: bool,
+}
+
+/// A duration as kube-proxy's flags write them: a number and a unit (`ms`,
+/// `s`, `m`, `h`), or several (`1m30s`); `0` alone is zero.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let wrong = || {
+        format!(
+            "{text:?} is not a duration: write a number and a unit, such as 500ms, 1s, 30s or 1m30s"
+        )
+    };
+    match text {
+        "0" => return Ok(Duration::ZERO),
+        "" => return Err(wrong()),
+        _ => {}
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(wrong)?;
+        let value: f64 = rest[..digits].parse().map_err(|_| wrong())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            _ => return Err(wrong()),
+        };
+        total += Duration::try_from_secs_f64(seconds).map_err(|_| wrong())?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// kube-proxy's flags are Go durations (`time.ParseDuration`).
+    #[test]
+    fn durations_read_as_kube_proxys_flags_write_them() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_duration("1s"), Ok(ms(1000)));
+        assert_eq!(parse_duration("500ms"), Ok(ms(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(ms(90_000)));
+        assert_eq!(parse_duration("1.5h"), Ok(ms(5_400_000)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "30", "1x", "s", "-1s", "1s2"] {
+            let err = parse_duration(bad).expect_err(bad);
+            assert!(err.contains("such as 500ms"), "{err}");
+        }
+    }
 }

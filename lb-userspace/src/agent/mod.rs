@@ -4,30 +4,36 @@
 //! apply (ordered map writes). The datapath is pinned, so the agent can be
 //! stopped, killed or upgraded while established connections keep flowing.
 //!
-//! `datapath` brings the datapath up, `sync` is one reconciliation,
-//! `status` what it publishes for `lb status`, `metrics` the Prometheus
-//! endpoint beside the loop; this module is the loop that decides when to
-//! reconcile.
+//! `datapath` brings the datapath up, `sync` is one reconciliation (with
+//! `drift`, what a resync repairs), `runner` decides when to sync
+//! (kube-proxy's bounded-frequency runner), `status` what it publishes for
+//! `lb status`, `health` and `metrics` the HTTP endpoints beside the loop
+//! (over `http`); this module is the loop.
 pub mod config;
 mod datapath;
+mod drift;
 mod dry_run;
+pub mod health;
+mod http;
 pub mod metrics;
+mod runner;
 pub mod status;
 mod sync;
 
-use std::time::Duration;
+use std::{future::Future, sync::Arc};
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
 pub use config::{AgentConfig, SourceConfig};
+use health::Health;
+use metrics::Metrics;
+use runner::Runner;
 use sync::{Outputs, StatusOutput, Syncer};
 
-use metrics::Metrics;
-
 use crate::{
-    datapath::DatapathMaps,
+    datapath::{DatapathMaps, loader::Datapath},
     plan::Applied,
     source::{ClusterSource, ManifestDir, Source},
 };
@@ -54,61 +60,120 @@ async fn run_with(mut source: impl Source, name: String, config: &AgentConfig) -
         return dry_run::print_plan(&mut source, config).await;
     }
     let datapath = datapath::start(config)?;
+    reconcile_until_stopped(config, &datapath, &mut source, name).await?;
+    info!("stopping; the pinned datapath keeps serving established and new connections");
+    Ok(())
+}
+
+/// Serves health and metrics, then syncs the datapath to `source` until
+/// SIGINT or SIGTERM: at start, after changes (at most once per
+/// `--min-sync-period`), at least once per `--sync-period` (re-reading the
+/// maps to repair drift), and again after a failure, with backoff.
+async fn reconcile_until_stopped(
+    config: &AgentConfig,
+    datapath: &Datapath,
+    source: &mut impl Source,
+    source_name: String,
+) -> Result<()> {
     let mut maps = datapath.maps().context("opening the datapath maps")?;
     let mut applied = Applied::read(&maps).context("reading the pinned maps")?;
     info!(
         frontends = applied.frontends.len(),
         backends = applied.backends.len(),
         pin_dir = %config.pin_dir.display(),
-        source = name,
+        source = %source_name,
         "datapath attached"
     );
     let metrics = Metrics::new();
+    metrics.attach_datapath(Box::new(
+        datapath
+            .maps()
+            .context("opening the datapath maps for the metrics")?,
+    ));
+    // kube-proxy's health timeout: twice the sync period.
+    let health = Health::new(config.resync * 2);
     if let Some(address) = config.metrics_address {
         metrics::serve(address, metrics.clone()).await?;
+    }
+    if let Some(address) = config.healthz_address {
+        health::serve(address, health.clone(), metrics.clone()).await?;
     }
     let outputs = Outputs {
         status: Some(StatusOutput {
             state_dir: config.state_dir.clone(),
-            source: name,
+            source: source_name,
         }),
-        metrics: Some(metrics),
+        metrics: Some(metrics.clone()),
+        health: Some(health.clone()),
     };
     let mut syncer = Syncer::new(config.node.clone(), config.rules.clone(), outputs);
-    reconcile_until_stopped(
-        &mut source,
-        &mut syncer,
-        &mut maps,
-        &mut applied,
+    let mut terminate = signal(SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    let mut sync_loop = SyncLoop {
+        syncer: &mut syncer,
+        maps: &mut maps,
+        applied: &mut applied,
+        health: &health,
+        metrics: &metrics,
+    };
+    let runner = Runner::new(
+        config.min_sync_period,
         config.resync,
-    )
-    .await?;
-    info!("stopping; the pinned datapath keeps serving established and new connections");
+        tokio::time::Instant::now(),
+    );
+    sync_loop.run(source, runner, stop).await;
     Ok(())
 }
 
-/// Syncs now, then on every change of the source and every `resync`, until
-/// SIGINT or SIGTERM.
-async fn reconcile_until_stopped(
-    source: &mut impl Source,
-    syncer: &mut Syncer,
-    maps: &mut dyn DatapathMaps,
-    applied: &mut Applied,
-    resync: Duration,
-) -> Result<()> {
-    syncer.sync(source, maps, applied).await;
-    let mut resync = tokio::time::interval(resync);
-    resync.tick().await;
-    let mut terminate = signal(SignalKind::terminate())?;
-    loop {
-        // A wake-up dropped because another branch won is no loss: every
-        // branch that does not stop the loop syncs from a fresh snapshot.
-        tokio::select! {
-            () = source.changed() => syncer.sync(source, maps, applied).await,
-            _ = resync.tick() => syncer.sync(source, maps, applied).await,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
+/// What the loop syncs with, and tells of queued changes.
+struct SyncLoop<'a> {
+    syncer: &'a mut Syncer,
+    maps: &'a mut dyn DatapathMaps,
+    applied: &'a mut Applied,
+    health: &'a Arc<Health>,
+    metrics: &'a Arc<Metrics>,
+}
+
+impl SyncLoop<'_> {
+    /// Syncs when the runner says, until `stop` resolves. A change of the
+    /// source is queued (health, `..._last_queued_timestamp_seconds`) and
+    /// requested; the runner coalesces requests.
+    async fn run(&mut self, source: &mut impl Source, mut runner: Runner, stop: impl Future) {
+        // As kube-proxy's SyncLoop: healthy while starting up ("in case
+        // Sync() never succeeds": only changes the source reports can make
+        // it late), and a queued-change time synthesized for the start-up
+        // sync.
+        self.health.updated();
+        self.metrics.queued();
+        tokio::pin!(stop);
+        loop {
+            let (due, kind) = runner.next();
+            // A wake-up dropped because the timer won is no loss: the sync
+            // takes a fresh snapshot.
+            tokio::select! {
+                () = source.changed() => {
+                    self.queued();
+                    runner.request();
+                }
+                () = tokio::time::sleep_until(due) => {
+                    let ok = self.syncer.sync(source, self.maps, self.applied, kind).await;
+                    runner.finished(tokio::time::Instant::now(), ok);
+                }
+                _ = &mut stop => break,
+            }
         }
     }
-    Ok(())
+
+    fn queued(&self) {
+        self.health.queued_update();
+        self.metrics.queued();
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,17 +2,20 @@
 
 use std::{collections::BTreeSet, path::PathBuf, sync::Arc, time::Instant};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{
-    metrics::Metrics,
+    drift::{Drift, SpotCheck},
+    health::Health,
+    metrics::{Metrics, TriggerTimes},
+    runner::SyncKind,
     status::{self, AgentStatus, StatusProblem},
 };
 use crate::{
     datapath::{DatapathMaps, codec},
     desired::{self, Holders, Rules},
     model::{DesiredState, NodeFacts, Problem},
-    plan::{self, Applied},
+    plan::{self, Applied, Plan},
     source::{Snapshot, Source},
 };
 
@@ -48,12 +51,13 @@ fn holders(applied: &Applied) -> Holders {
         .collect()
 }
 
-/// Where a sync's outcome goes besides the log: the status file and the
-/// metrics. Tests run without either.
+/// Where a sync's outcome goes besides the log: the status file, the
+/// metrics and the health endpoint. Tests run without any.
 #[derive(Default)]
 pub(super) struct Outputs {
     pub status: Option<StatusOutput>,
     pub metrics: Option<Arc<Metrics>>,
+    pub health: Option<Arc<Health>>,
 }
 
 pub(super) struct StatusOutput {
@@ -70,6 +74,8 @@ pub(super) struct Syncer {
     outputs: Outputs,
     status: AgentStatus,
     status_failed: bool,
+    trigger_times: TriggerTimes,
+    spot_check: SpotCheck,
 }
 
 impl Syncer {
@@ -90,35 +96,105 @@ impl Syncer {
             outputs,
             status,
             status_failed: false,
+            trigger_times: TriggerTimes::default(),
+            spot_check: SpotCheck::default(),
         }
     }
 
-    /// Makes the maps what the source says. Whatever fails keeps the current
-    /// state, to be retried at the next change or resync.
+    /// Makes the maps what the source says; true when they are. Whatever
+    /// fails keeps the current state, to be retried. A resync first reads
+    /// the maps again, so the plan also repairs what changed behind the
+    /// agent's back.
     pub async fn sync(
         &mut self,
         source: &impl Source,
         maps: &mut dyn DatapathMaps,
         applied: &mut Applied,
-    ) {
+        kind: SyncKind,
+    ) -> bool {
+        let started = Instant::now();
+        let ok = self.reconcile(source, maps, applied, kind).await;
+        if let Some(metrics) = &self.outputs.metrics {
+            metrics.synced(started.elapsed().as_secs_f64(), ok);
+        }
+        if ok && let Some(health) = &self.outputs.health {
+            health.updated();
+        }
+        ok
+    }
+
+    async fn reconcile(
+        &mut self,
+        source: &impl Source,
+        maps: &mut dyn DatapathMaps,
+        applied: &mut Applied,
+        kind: SyncKind,
+    ) -> bool {
         let started = Instant::now();
         let mut snapshot = match source.snapshot().await {
             Ok(snapshot) => snapshot,
             Err(err) => {
                 warn!("keeping the current state: {err}");
+                self.failed("source");
                 self.publish(Err(err.to_string()));
-                return;
+                return false;
             }
+        };
+        let drift = if kind == SyncKind::Resync {
+            self.reread(maps, applied)
+        } else {
+            Drift::default()
         };
         let files = Snapshot {
             files: std::mem::take(&mut snapshot.files),
             ..Snapshot::default()
         };
+        let triggers = self.trigger_times.pending(&snapshot.slices);
+        if let (Some(eligible), Some(health)) = (snapshot.node_eligible, &self.outputs.health) {
+            health.set_node_eligible(eligible);
+        }
         // Cluster mode's Node object replaces the configured facts.
         let node = snapshot.node.take();
         let node = node.as_ref().unwrap_or(&self.node);
         let desired = desired_state(snapshot, node, &self.rules, applied);
         let plan = plan::plan(&desired, applied, maps.max_tables());
+        self.record_problems(&desired, &plan, &files);
+        // Applied even with nothing to write: that ends the quarantine of
+        // the tables the previous plan freed, which a skipped Service may
+        // be waiting for.
+        let outcome = match plan::apply(&plan, maps, applied) {
+            Ok(()) => {
+                self.programmed(triggers);
+                self.repaired(&drift);
+                if !plan.is_empty() {
+                    info!(
+                        frontends = desired.frontends.len(),
+                        changes = plan.set_frontends.len() + plan.remove_frontends.len(),
+                        tables = plan.write_tables.len(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "synced"
+                    );
+                }
+                Ok(())
+            }
+            Err(err) => {
+                warn!("applying the plan failed, will retry: {err}");
+                self.failed("apply");
+                match Applied::reread(maps, applied) {
+                    Ok(fresh) => *applied = fresh,
+                    Err(err) => warn!("re-reading the maps failed: {err}"),
+                }
+                Err(format!("applying the plan failed: {err}"))
+            }
+        };
+        let ok = outcome.is_ok();
+        self.publish(outcome);
+        ok
+    }
+
+    /// The problems of the source, the desired state and the plan: in the
+    /// log (once), the status and the metrics.
+    fn record_problems(&mut self, desired: &DesiredState, plan: &Plan, files: &Snapshot) {
         let problems: Vec<Problem> = desired
             .problems
             .iter()
@@ -128,36 +204,76 @@ impl Syncer {
         self.report(&problems);
         self.status.problems = problems
             .iter()
-            .map(|p| StatusProblem::of(p, &files))
+            .map(|p| StatusProblem::of(p, files))
             .collect();
         if let Some(metrics) = &self.outputs.metrics {
             metrics.count_problems(&problems);
         }
-        // Applied even with nothing to write: that ends the quarantine of
-        // the tables the previous plan freed, which a skipped Service may
-        // be waiting for.
-        let outcome = match plan::apply(&plan, maps, applied) {
-            Ok(()) if plan.is_empty() => Ok(()),
-            Ok(()) => {
-                info!(
-                    frontends = desired.frontends.len(),
-                    changes = plan.set_frontends.len() + plan.remove_frontends.len(),
-                    tables = plan.write_tables.len(),
+    }
+
+    /// Reads the maps again for a resync: what differs from what the agent
+    /// wrote is drift, which the plan made from the fresh read repairs.
+    /// Everything is read back only when the spot check finds a difference.
+    fn reread(&mut self, maps: &dyn DatapathMaps, applied: &mut Applied) -> Drift {
+        let started = Instant::now();
+        match self.spot_check.unchanged(maps, applied) {
+            Ok(true) => {
+                debug!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
-                    "synced"
+                    "resync: the maps are as written"
                 );
-                Ok(())
+                return Drift::default();
+            }
+            Ok(false) => {}
+            Err(err) => warn!("spot-checking the maps failed, reading them all back: {err}"),
+        }
+        match Applied::reread(maps, applied) {
+            Ok(fresh) => {
+                let drift = Drift::between(applied, &fresh);
+                debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "resync: the maps read back"
+                );
+                if !drift.is_empty() {
+                    warn!(
+                        ?drift,
+                        "the maps changed behind the agent's back; repairing"
+                    );
+                }
+                *applied = fresh;
+                drift
             }
             Err(err) => {
-                warn!("applying the plan failed, will retry: {err}");
-                match Applied::reread(maps, applied) {
-                    Ok(fresh) => *applied = fresh,
-                    Err(err) => warn!("re-reading the maps failed: {err}"),
-                }
-                Err(format!("applying the plan failed: {err}"))
+                warn!("re-reading the maps for the resync failed, planning from memory: {err}");
+                Drift::default()
             }
-        };
-        self.publish(outcome);
+        }
+    }
+
+    fn failed(&self, stage: &'static str) {
+        if let Some(metrics) = &self.outputs.metrics {
+            metrics.sync_failed(stage);
+        }
+    }
+
+    /// The new EndpointSlice trigger times this sync wrote to the maps.
+    fn programmed(&mut self, triggers: super::metrics::Pending) {
+        let latencies = self.trigger_times.applied(triggers, jiff::Timestamp::now());
+        if let Some(metrics) = &self.outputs.metrics {
+            for seconds in latencies {
+                metrics.programmed(seconds);
+            }
+        }
+    }
+
+    fn repaired(&self, drift: &Drift) {
+        if let Some(metrics) = &self.outputs.metrics {
+            for (map, count) in drift.by_map() {
+                if count > 0 {
+                    metrics.repaired(map, count);
+                }
+            }
+        }
     }
 
     /// Each problem is logged once when it appears and once when it clears.
@@ -195,218 +311,4 @@ impl Syncer {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::{cell::RefCell, path::Path};
-
-    use super::*;
-    use crate::{
-        datapath::MemoryMaps,
-        source::{SourceError, manifests},
-    };
-
-    /// A source that answers whatever the test last told it to.
-    struct Scripted(RefCell<Option<Snapshot>>);
-
-    impl Scripted {
-        fn answer(&self, snapshot: Option<Snapshot>) {
-            *self.0.borrow_mut() = snapshot;
-        }
-    }
-
-    impl Source for Scripted {
-        fn snapshot(&self) -> impl Future<Output = Result<Snapshot, SourceError>> + Send {
-            std::future::ready(
-                self.0
-                    .borrow()
-                    .clone()
-                    .ok_or_else(|| SourceError::Unreadable {
-                        path: Path::new("/manifests").to_owned(),
-                        source: std::io::ErrorKind::NotFound.into(),
-                    }),
-            )
-        }
-        fn changed(&mut self) -> impl Future<Output = ()> + Send {
-            std::future::pending()
-        }
-    }
-
-    const WEB: &str = "apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  clusterIP: 10.96.0.10
-  ports: [{name: http, port: 80, protocol: TCP}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: web-1
-  namespace: shop
-  labels: {kubernetes.io/service-name: web}
-addressType: IPv4
-ports: [{name: http, port: 8080, protocol: TCP}]
-endpoints:
-- addresses: [10.244.1.7]
-  conditions: {ready: true}
-";
-
-    fn node() -> NodeFacts {
-        NodeFacts {
-            name: "node-a".into(),
-            ..NodeFacts::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn a_source_that_cannot_tell_keeps_the_current_state_and_an_empty_one_empties_it() {
-        let source = Scripted(RefCell::new(Some(manifests::parse_documents(
-            "web.yaml", WEB,
-        ))));
-        let mut maps = MemoryMaps::new(4);
-        let mut applied = Applied::default();
-        let mut syncer = Syncer::new(node(), Rules::default(), Outputs::default());
-
-        syncer.sync(&source, &mut maps, &mut applied).await;
-        assert_eq!(maps.frontends().unwrap().len(), 1);
-        assert_eq!(maps.backends().unwrap().len(), 1);
-
-        source.answer(None);
-        syncer.sync(&source, &mut maps, &mut applied).await;
-        assert_eq!(
-            maps.frontends().unwrap().len(),
-            1,
-            "an unreadable source deleted the state"
-        );
-        assert_eq!(maps.backends().unwrap().len(), 1);
-
-        source.answer(Some(Snapshot::default()));
-        syncer.sync(&source, &mut maps, &mut applied).await;
-        assert!(maps.frontends().unwrap().is_empty());
-        assert!(maps.backends().unwrap().is_empty());
-    }
-
-    /// Who serves each frontend, as the maps say: `addr:port/PROTO owner`.
-    fn map_owners(maps: &MemoryMaps) -> Vec<String> {
-        let applied = Applied::read(maps).unwrap();
-        let mut out: Vec<String> = holders(&applied)
-            .iter()
-            .map(|(f, s)| format!("{f} {:?} {s}", f.scope))
-            .collect();
-        out.sort();
-        out
-    }
-
-    /// A restarted agent learns who serves from the pinned maps: a newcomer
-    /// whose name sorts first still does not take the NodePort.
-    #[tokio::test]
-    async fn a_restarted_agent_keeps_the_frontend_owners_of_the_pinned_maps() {
-        const GOOD: &str = "apiVersion: v1
-kind: Service
-metadata: {name: good}
-spec:
-  type: NodePort
-  clusterIP: 10.96.0.10
-  ports: [{name: http, port: 80, nodePort: 30080}]
-";
-        const STEAL: &str = "apiVersion: v1
-kind: Service
-metadata: {name: aaa-steal}
-spec:
-  type: NodePort
-  clusterIP: 10.96.0.11
-  ports: [{name: http, port: 80, nodePort: 30080}]
-";
-        let node = NodeFacts {
-            name: "node-a".into(),
-            addresses: vec!["192.168.1.10".parse().unwrap()],
-            ..NodeFacts::default()
-        };
-        let mut maps = MemoryMaps::new(4);
-        let source = Scripted(RefCell::new(Some(manifests::parse_documents(
-            "good.yaml",
-            GOOD,
-        ))));
-        let mut applied = Applied::default();
-        Syncer::new(node.clone(), Rules::default(), Outputs::default())
-            .sync(&source, &mut maps, &mut applied)
-            .await;
-        let before = map_owners(&maps);
-        assert!(before.contains(&"192.168.1.10:30080/TCP External default/good:http".to_owned()));
-
-        // A new agent process: nothing remembered but the maps.
-        let both = manifests::parse_documents("steal.yaml", STEAL)
-            .merge(manifests::parse_documents("good.yaml", GOOD));
-        source.answer(Some(both));
-        let mut applied = Applied::read(&maps).unwrap();
-        Syncer::new(node, Rules::default(), Outputs::default())
-            .sync(&source, &mut maps, &mut applied)
-            .await;
-        let after = map_owners(&maps);
-        assert!(
-            after.contains(&"192.168.1.10:30080/TCP External default/good:http".to_owned()),
-            "{after:?}"
-        );
-        assert!(after.contains(&"10.96.0.11:80/TCP Internal default/aaa-steal:http".to_owned()));
-        assert_eq!(
-            after.len(),
-            before.len() + 1,
-            "the newcomer got only its ClusterIP"
-        );
-    }
-
-    /// The status names each problem's file and code, and follows the
-    /// source: a problem that clears leaves the status, a source that
-    /// cannot tell marks the sync failed but keeps the problems it knew.
-    #[tokio::test]
-    async fn the_status_lists_problems_with_their_file_and_follows_the_source() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let broken = manifests::parse_documents("web.yaml", WEB)
-            .merge(manifests::parse_documents("bad.yaml", "a: [\n"));
-        let source = Scripted(RefCell::new(Some(broken)));
-        let mut maps = MemoryMaps::new(4);
-        let mut applied = Applied::default();
-        let metrics = Metrics::new();
-        let mut syncer = Syncer::new(
-            node(),
-            Rules::default(),
-            Outputs {
-                status: Some(StatusOutput {
-                    state_dir: dir.path().to_owned(),
-                    source: "manifests:/m".into(),
-                }),
-                metrics: Some(metrics.clone()),
-            },
-        );
-        syncer.sync(&source, &mut maps, &mut applied).await;
-        let published = status::read(dir.path()).expect("published");
-        assert!(published.last_sync_ok);
-        assert_eq!(published.source, "manifests:/m");
-        assert_eq!(published.problems.len(), 1, "{published:?}");
-        let problem = &published.problems[0];
-        assert_eq!(problem.file.as_deref(), Some("bad.yaml"));
-        assert_eq!(problem.code, "invalid-yaml");
-        assert!(
-            metrics
-                .render()
-                .contains("lb_skipped_objects{reason=\"invalid-yaml\"} 1")
-        );
-
-        source.answer(None);
-        syncer.sync(&source, &mut maps, &mut applied).await;
-        let published = status::read(dir.path()).expect("published");
-        assert!(!published.last_sync_ok);
-        assert!(published.last_sync_error.is_some());
-        assert_eq!(published.problems.len(), 1);
-
-        source.answer(Some(manifests::parse_documents("web.yaml", WEB)));
-        syncer.sync(&source, &mut maps, &mut applied).await;
-        assert!(syncer.reported.is_empty(), "the problem resolved");
-        let published = status::read(dir.path()).expect("published");
-        assert!(published.last_sync_ok && published.problems.is_empty());
-        assert!(
-            metrics
-                .render()
-                .contains("lb_skipped_objects{reason=\"invalid-yaml\"} 0")
-        );
-    }
-}
+mod tests;

@@ -88,6 +88,23 @@ impl Applied {
         Ok(fresh)
     }
 
+    /// The Maglev tables whose contents this agent knows (it wrote them, or
+    /// recognised them at start-up), by id, with the backend set of each:
+    /// what a resync compares with a fresh read of the maps.
+    pub fn known_tables(&self) -> BTreeMap<u32, &[Backend]> {
+        self.tables
+            .iter()
+            .map(|(backends, id)| (*id, backends.as_slice()))
+            .collect()
+    }
+
+    /// Whether `slots` are exactly what this agent knows table `table_id`
+    /// holds (a resync's spot check of one table).
+    pub fn holds_table(&self, table_id: u32, slots: &[u32]) -> bool {
+        let known = self.tables.iter().find(|(_, id)| **id == table_id);
+        known.is_some_and(|(backends, _)| self.recognise_table(slots).as_ref() == Some(backends))
+    }
+
     /// The backend set whose Maglev table is exactly `slots`, if any.
     fn recognise_table(&self, slots: &[u32]) -> Option<Vec<Backend>> {
         let ids: BTreeSet<u32> = slots.iter().copied().collect();

@@ -20,6 +20,10 @@ pub struct Snapshot {
     /// The node's facts as the source knows them (cluster mode: the Node
     /// object and the interfaces); `None`: the agent's configured facts.
     pub node: Option<NodeFacts>,
+    /// Whether the node may serve, as kube-proxy's `/healthz` judges it (a
+    /// Node being deleted, or marked for deletion by the autoscaler, may
+    /// not); `None`: the source cannot tell (manifests).
+    pub node_eligible: Option<bool>,
 }
 
 impl Snapshot {

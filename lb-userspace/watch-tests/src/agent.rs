@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeMap,
     fs,
-    net::{Ipv4Addr, TcpListener},
+    net::{Ipv4Addr, SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -24,6 +24,9 @@ pub struct Agent {
     pub lb: PathBuf,
     pub pin_dir: PathBuf,
     pub workdir: PathBuf,
+    /// Where its `/healthz` and `/livez`, and its `/metrics`, answer.
+    pub healthz: SocketAddr,
+    pub metrics: SocketAddr,
     child: Option<Child>,
     args: Vec<String>,
 }
@@ -47,25 +50,26 @@ impl Agent {
         );
         let workdir = std::env::temp_dir().join(&name);
         fs::create_dir_all(&workdir)?;
+        // Free ports: parallel agents never fight over 10256 and 10249.
+        let healthz = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let mut all: Vec<String> = vec![
             "--kubeconfig".into(),
             kubeconfig.display().to_string(),
             "--node-name".into(),
             NODE.into(),
             "--metrics-bind-address".into(),
-            format!("127.0.0.1:{}", free_port()?),
+            metrics.to_string(),
+            "--healthz-bind-address".into(),
+            healthz.to_string(),
         ];
-        if supports(&lb, "--healthz-bind-address") {
-            all.extend([
-                "--healthz-bind-address".into(),
-                format!("127.0.0.1:{}", free_port()?),
-            ]);
-        }
         all.extend(args.iter().map(|a| a.to_string()));
         let mut agent = Agent {
             lb,
             pin_dir: Path::new("/sys/fs/bpf").join(&name),
             workdir,
+            healthz,
+            metrics,
             child: None,
             args: all,
         };
@@ -96,11 +100,6 @@ impl Agent {
             .context("starting lb agent")?;
         self.child = Some(child);
         Ok(())
-    }
-
-    /// Whether this `lb agent` knows `flag` (other branches add some).
-    pub fn supports(&self, flag: &str) -> bool {
-        supports(&self.lb, flag)
     }
 
     /// SIGKILL: the pinned maps stay, as after a crash.
@@ -238,16 +237,6 @@ impl Served {
             .map(|f| f.keys().map(String::as_str).collect())
             .unwrap_or_default()
     }
-}
-
-/// Whether this `lb agent` knows a flag (the health endpoint's, which
-/// another branch adds: a free port keeps tests from colliding on its
-/// default).
-fn supports(lb: &Path, flag: &str) -> bool {
-    Command::new(lb)
-        .args(["agent", "--help"])
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(flag))
 }
 
 fn free_port() -> Result<u16> {

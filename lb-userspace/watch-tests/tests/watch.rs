@@ -524,14 +524,10 @@ async fn a_burst_of_1000_slice_changes_converges_with_far_fewer_syncs() -> Resul
          {written:?}, converged {:?} after the last write, {syncs} syncs",
         converged - written
     );
-    // With the bounded-frequency runner (`--min-sync-period`, default 1 s
-    // as kube-proxy's) at most one sync per period, plus the first and the
-    // last; without it, only what the wake-ups coalesce while a sync runs.
-    let bound = if agent.supports("--min-sync-period") {
-        written.as_secs() as usize + 3
-    } else {
-        events / 5
-    };
+    // The bounded-frequency runner (`--min-sync-period`, default 1 s as
+    // kube-proxy's): at most one sync per period, plus the first and the
+    // last.
+    let bound = written.as_secs() as usize + 3;
     assert!(
         syncs <= bound,
         "{syncs} syncs for {events} events (at most {bound} expected): not coalesced\n{}",

@@ -54,8 +54,11 @@ impl ControlAgent {
         let mut command = bed.agent_command(&lb, &workdir.join("manifests"));
         command
             .args(["--max-tables", &max_tables(services).to_string()])
-            // No periodic resync inside a measurement.
-            .args(["--resync-seconds", "3600"])
+            // No periodic resync inside a measurement, and no minimum
+            // interval: the change follows the full sync by less than
+            // kube-proxy's 1 s, which would be measured instead of the
+            // agent (kube-proxy's own figures have no minSyncPeriod either).
+            .args(["--resync-seconds", "3600", "--min-sync-period", "0s"])
             .env("RUST_LOG", "info")
             .stdout(log.try_clone()?)
             .stderr(log);

@@ -267,7 +267,8 @@ fn record(section: &mut Section, samples: &Samples, sizes: &[usize]) {
     section.note(
         "lb's event -> last map write includes the manifest watcher's 50 ms settle (it waits for a \
          burst of writes to end) and re-reading the whole manifest directory; the agent runs with \
-         --resync-seconds 3600 so no periodic resync falls inside a measurement.",
+         --resync-seconds 3600 so no periodic resync falls inside a measurement, and with \
+         --min-sync-period 0s, as kube-proxy's figures have no minimum interval.",
     );
 }
 

@@ -32,8 +32,14 @@ fn corpus_dir() -> PathBuf {
 /// The settings the corpus is written for (the header of
 /// `corpus/good/service.yaml`), as the agent's flags: the node's own
 /// address (the testbed's 198.51.100.1 is the other), the service CIDR and
-/// the externalIP ranges the operator owns.
+/// the externalIP ranges the operator owns. No minimum sync period: the
+/// test places and removes a hundred files back to back, each waited for,
+/// and measures problem reporting, not the coalescing of bursts (with
+/// kube-proxy's 1 s each wait is a second of full-rate traffic, enough to
+/// run the client out of ephemeral ports).
 const CORPUS_AGENT_ARGS: &[&str] = &[
+    "--min-sync-period",
+    "0s",
     "--node-address",
     "192.168.1.10",
     "--service-cidr",

@@ -3,8 +3,11 @@
 //! read-only views operator commands need (counters, connections, socket
 //! translations, tables) in `views`.
 
+mod batch;
 mod views;
 mod writer;
+
+pub use views::MapFill;
 
 use std::{io, path::Path};
 
@@ -29,7 +32,9 @@ pub struct KernelMaps {
     maglev: Array<MapData, u32>,
     max_tables: u32,
     ct: HashMap<MapData, Ct4Key, Ct4Value>,
+    ct_capacity: u32,
     sock_revnat: HashMap<MapData, SockRevNat4Key, SockRevNat4Value>,
+    sock_revnat_capacity: u32,
     stats: PerCpuArray<MapData, u64>,
     services: HashMap<MapData, u32, ServiceInfo>,
     service_stats: PerCpuArray<MapData, ServiceCounters>,
@@ -134,6 +139,8 @@ impl KernelMaps {
         let frontends_capacity = capacity(FRONTENDS4, &frontends)?;
         let backends_capacity = capacity(BACKENDS4, &backends)?;
         let maglev_entries = capacity(MAGLEV, &maglev)?;
+        let ct_capacity = capacity(CT4, &ct)?;
+        let sock_revnat_capacity = capacity(SOCK_REVNAT4, &sock_revnat)?;
         let typed = |name: &'static str, data: MapData| {
             Map::from_map_data(data).map_err(map_err(name, "open"))
         };
@@ -151,9 +158,11 @@ impl KernelMaps {
                 .map_err(map_err(MAGLEV, "open"))?,
             max_tables: maglev_entries / MAGLEV_TABLE_SIZE,
             ct: typed(CT4, ct)?.try_into().map_err(map_err(CT4, "open"))?,
+            ct_capacity,
             sock_revnat: typed(SOCK_REVNAT4, sock_revnat)?
                 .try_into()
                 .map_err(map_err(SOCK_REVNAT4, "open"))?,
+            sock_revnat_capacity,
             stats: typed(STATS, stats)?
                 .try_into()
                 .map_err(map_err(STATS, "open"))?,

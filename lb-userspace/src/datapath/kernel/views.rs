@@ -1,13 +1,26 @@
 //! Read-only views of the maps for operator commands: counters summed over
 //! CPUs, connection-table and socket-translation entries, Maglev tables.
 
+use std::collections::BTreeSet;
+
 use lb_common::{
-    CT4, Ct4Key, Ct4Value, MAGLEV, MAGLEV_TABLE_SIZE, SERVICE_STATS, SOCK_REVNAT4, STATS,
-    ServiceCounters, SockRevNat4Key, SockRevNat4Value, reason::Reason,
+    BACKENDS4, CT4, Ct4Key, Ct4Value, MAGLEV, MAGLEV_TABLE_SIZE, MAX_SERVICES, SERVICE_STATS,
+    SERVICES, SOCK_REVNAT4, STATS, ServiceCounters, SockRevNat4Key, SockRevNat4Value,
+    reason::Reason,
 };
 
 use super::{KernelMaps, map_err};
-use crate::datapath::MapsError;
+use crate::datapath::{DatapathMaps, MapsError};
+
+/// How full one map is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapFill {
+    /// `frontends`, `backends`, `maglev_tables`, `services`,
+    /// `connections` or `socket_translations`.
+    pub map: &'static str,
+    pub entries: u64,
+    pub capacity: u64,
+}
 
 impl KernelMaps {
     /// The counters of one service port, summed over CPUs.
@@ -49,6 +62,50 @@ impl KernelMaps {
         Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
     }
 
+    /// Entries and capacity of every map that fills up. Keys are walked
+    /// (values are not read) except the frontends', whose values name the
+    /// Maglev tables in use.
+    pub fn fill(&self) -> Result<Vec<MapFill>, MapsError> {
+        let count = |keys: Result<usize, aya::maps::MapError>, map| {
+            keys.map(|n| n as u64).map_err(map_err(map, "iterate"))
+        };
+        let frontends = self.frontends()?;
+        let tables: BTreeSet<u32> = frontends
+            .iter()
+            .filter(|(_, fe)| fe.backend_count > 0)
+            .map(|(_, fe)| fe.table_id)
+            .collect();
+        let fill = |map, entries, capacity: u32| MapFill {
+            map,
+            entries,
+            capacity: u64::from(capacity),
+        };
+        Ok(vec![
+            fill("frontends", frontends.len() as u64, self.frontends_capacity),
+            fill(
+                "backends",
+                count(keys_in(self.backends.keys()), BACKENDS4)?,
+                self.backends_capacity,
+            ),
+            fill("maglev_tables", tables.len() as u64, self.max_tables),
+            fill(
+                "services",
+                count(keys_in(self.services.keys()), SERVICES)?,
+                MAX_SERVICES,
+            ),
+            fill(
+                "connections",
+                count(keys_in(self.ct.keys()), CT4)?,
+                self.ct_capacity,
+            ),
+            fill(
+                "socket_translations",
+                count(keys_in(self.sock_revnat.keys()), SOCK_REVNAT4)?,
+                self.sock_revnat_capacity,
+            ),
+        ])
+    }
+
     /// Every connection-table entry (both directions).
     pub fn connections(&self) -> Result<Vec<(Ct4Key, Ct4Value)>, MapsError> {
         self.ct
@@ -67,12 +124,39 @@ impl KernelMaps {
             .map_err(map_err(SOCK_REVNAT4, "iterate"))
     }
 
-    /// The backend ids of one Maglev table.
+    /// The backend ids of one Maglev table: one batch lookup, or slot by
+    /// slot on a kernel without batch lookups of arrays.
     pub fn table(&self, table_id: u32) -> Result<Vec<u32>, MapsError> {
         self.check_table(table_id)?;
         let base = table_id * MAGLEV_TABLE_SIZE;
+        let map = aya::maps::IterableMap::<u32, u32>::map(&self.maglev);
+        match super::batch::read_u32s(map, base, MAGLEV_TABLE_SIZE) {
+            Ok(Some(slots)) => return Ok(slots),
+            Ok(None) => {}
+            Err(err) => {
+                return Err(MapsError::Invalid(format!(
+                    "map {MAGLEV}: batch lookup of table {table_id} failed: {err}"
+                )));
+            }
+        }
         (base..base + MAGLEV_TABLE_SIZE)
             .map(|i| self.maglev.get(&i, 0).map_err(map_err(MAGLEV, "lookup")))
             .collect()
     }
+}
+
+/// How many keys a map walk yields; a key that vanishes under the walk (an
+/// LRU eviction) is not an error.
+fn keys_in<K>(
+    keys: impl Iterator<Item = Result<K, aya::maps::MapError>>,
+) -> Result<usize, aya::maps::MapError> {
+    let mut count = 0;
+    for key in keys {
+        match key {
+            Ok(_) => count += 1,
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(count)
 }

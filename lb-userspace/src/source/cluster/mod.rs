@@ -26,7 +26,7 @@ use kube::{Api, Resource, runtime::watcher};
 use tokio::sync::watch;
 
 pub use client::ClientError;
-pub use node_facts::{ZONE_LABEL, node_facts, primary_ipv4};
+pub use node_facts::{TO_BE_DELETED_TAINT, ZONE_LABEL, node_eligible, node_facts, primary_ipv4};
 pub use nodeport_addresses::NodePortAddresses;
 pub use readiness::Progress;
 
@@ -131,6 +131,7 @@ impl ClusterSource {
             services: sorted(&self.services.store),
             slices: sorted(&self.slices.store),
             node: Some(node_facts(&node, &self.config.nodeport_addresses, &local)),
+            node_eligible: Some(node_eligible(&node)),
             ..Snapshot::default()
         })
     }

@@ -1,4 +1,5 @@
-//! The node's facts from its Node object: name, primary address, zone.
+//! The node's facts from its Node object: name, primary address, zone,
+//! and whether it is eligible to serve (for `/healthz`).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -38,4 +39,19 @@ pub fn node_facts(node: &Node, rule: &NodePortAddresses, local: &[Ipv4Addr]) -> 
             .and_then(|labels| labels.get(ZONE_LABEL))
             .cloned(),
     }
+}
+
+/// The taint the cluster autoscaler puts on a node it is about to delete.
+pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+
+/// Upstream's `NodeManager` rule: a node is eligible unless it is being
+/// deleted or the cluster autoscaler marked it for deletion.
+pub fn node_eligible(node: &Node) -> bool {
+    let deleting = node.metadata.deletion_timestamp.is_some();
+    let marked = node
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.taints.as_ref())
+        .is_some_and(|taints| taints.iter().any(|t| t.key == TO_BE_DELETED_TAINT));
+    !deleting && !marked
 }

@@ -124,7 +124,7 @@ fn settle(read: Snapshot, last_good: Option<Arc<Snapshot>>, key: Option<FileKey>
         slices: good.slices.clone(),
         problems: Vec::new(),
         files: good.files.clone(),
-        node: None,
+        ..Snapshot::default()
     };
     for mut problem in read.problems {
         if unusable(problem.code) {

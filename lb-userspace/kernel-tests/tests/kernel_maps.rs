@@ -1,0 +1,62 @@
+//! What the agent reads back from the real maps: Maglev tables in one
+//! batch lookup (the periodic resync reads every live table), and the fill
+//! levels the metrics export.
+
+mod common;
+
+use common::*;
+use lb::datapath::DatapathMaps;
+use lb_common::{MAGLEV_TABLE_SIZE, PROTO_TCP, SCOPE_EXTERNAL};
+
+/// A table reads back as written, the first, a middle one and the last
+/// of the map (where the batch reaches the array's end), and a table past
+/// the end is refused.
+#[test]
+fn maglev_tables_read_back_in_one_batch_as_written() {
+    let mut t = TestDatapath::load_with(4, 4096);
+    for table in [0, 1, 3] {
+        let slots: Vec<u32> = (0..MAGLEV_TABLE_SIZE).map(|i| i * 7 + table).collect();
+        t.maps.write_table(table, &slots).unwrap();
+        assert_eq!(t.maps.read_table(table).unwrap(), slots, "table {table}");
+    }
+    assert_eq!(
+        t.maps.read_table(2).unwrap(),
+        vec![0; MAGLEV_TABLE_SIZE as usize],
+        "an unwritten table reads as zeros"
+    );
+    assert!(t.maps.read_table(4).is_err());
+}
+
+/// `lb_map_entries{map}`: what `fill` counts is what the maps hold.
+#[test]
+fn the_fill_counts_what_the_maps_hold() {
+    let mut t = TestDatapath::load_with(4, 4096);
+    let backends = [
+        (1, backend("10.244.1.1".parse().unwrap(), 8080, PROTO_TCP)),
+        (2, backend("10.244.1.2".parse().unwrap(), 8080, PROTO_TCP)),
+    ];
+    let key = frontend_key("192.0.2.10".parse().unwrap(), 80, PROTO_TCP, SCOPE_EXTERNAL);
+    install_service(&mut t.maps, key, 1, 2, 0, &backends);
+    let fill: Vec<(&str, u64, u64)> = t
+        .maps
+        .fill()
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.map, f.entries, f.capacity))
+        .collect();
+    assert_eq!(
+        fill,
+        vec![
+            ("frontends", 1, u64::from(lb_common::MAX_FRONTENDS)),
+            ("backends", 2, u64::from(lb_common::MAX_BACKENDS)),
+            ("maglev_tables", 1, 4),
+            ("services", 0, u64::from(lb_common::MAX_SERVICES)),
+            ("connections", 0, 4096),
+            (
+                "socket_translations",
+                0,
+                u64::from(lb_common::DEFAULT_SOCK_REVNAT_ENTRIES)
+            ),
+        ]
+    );
+}

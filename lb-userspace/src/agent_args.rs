@@ -1,0 +1,300 @@
+//! `lb agent`'s command line: which source, which node, which devices,
+//! and the sync, health and metrics settings, made into an `AgentConfig`.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use anyhow::Result;
+use lb::{
+    agent::{AgentConfig, SourceConfig, config},
+    desired::{Cidr, PortRange, Rules},
+    source::{ClusterConfig, Limits, NodePortAddresses, cluster::selectors, node},
+};
+
+use crate::DEFAULT_PIN_DIR;
+use crate::DEFAULT_STATE_DIR;
+
+#[derive(clap::Args)]
+pub struct AgentArgs {
+    /// Standalone mode: a directory of Service and EndpointSlice YAML,
+    /// applied again whenever a file in it changes. Without it: cluster
+    /// mode, watching the API server.
+    #[arg(long)]
+    manifests: Option<PathBuf>,
+    /// Cluster mode: the kubeconfig to reach the API server with (default:
+    /// $KUBECONFIG, else ~/.kube/config, else the in-cluster service
+    /// account, as kube-rs's Config::infer looks).
+    #[arg(long, conflicts_with = "manifests")]
+    kubeconfig: Option<PathBuf>,
+    /// Serve only the Services labelled
+    /// service.kubernetes.io/service-proxy-name=NAME (default: only those
+    /// without the label, as kube-proxy).
+    #[arg(long, value_name = "NAME")]
+    service_proxy_name: Option<String>,
+    /// Which local addresses NodePorts listen on, as kube-proxy's flag:
+    /// CIDRs (repeatable or comma-separated) filter the node's interface
+    /// addresses; `primary`: the node's primary IP from its Node object
+    /// (cluster mode); default: every local address.
+    #[arg(long, value_name = "CIDR|primary", value_delimiter = ',')]
+    nodeport_addresses: Vec<String>,
+    /// External device(s) for north-south traffic (XDP ingress, tc egress),
+    /// repeatable or comma-separated.
+    #[arg(long = "device", env = "LB_DEVICES", value_delimiter = ',')]
+    devices: Vec<String>,
+    /// Attach XDP in generic (skb) mode instead of the driver's native mode.
+    #[arg(long)]
+    xdp_generic: bool,
+    /// This node's name, as EndpointSlices' nodeName and its Node object
+    /// say it (default: hostname).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Standalone mode: addresses NodePorts listen on (default: every
+    /// non-loopback IPv4 address of this network namespace). Cluster mode
+    /// takes them from the interfaces, as --nodeport-addresses says.
+    #[arg(long = "node-address")]
+    node_addresses: Vec<IpAddr>,
+    /// Standalone mode: this node's zone, for topology-aware routing (cluster
+    /// mode reads the Node's topology.kubernetes.io/zone label).
+    #[arg(long)]
+    zone: Option<String>,
+    /// The cluster's Service CIDR (the API server's and kube-proxy's
+    /// --service-cluster-ip-range), repeatable: ClusterIPs outside every
+    /// one are not served. Without it, ClusterIPs are not range-checked.
+    #[arg(long = "service-cidr", value_name = "CIDR")]
+    service_cidrs: Vec<Cidr>,
+    /// The API server's --service-node-port-range: NodePorts outside it are
+    /// not served (they could take a port the node itself listens on).
+    #[arg(long, default_value_t = PortRange::DEFAULT_NODE_PORTS, value_name = "FIRST-LAST")]
+    service_node_port_range: PortRange,
+    /// Ranges externalIPs may come from, repeatable: externalIPs outside
+    /// every one are not served. Without it any externalIP is served, as by
+    /// kube-proxy (one of the node's own addresses with a warning).
+    #[arg(long = "allow-external-ip-cidr", value_name = "CIDR")]
+    allowed_external_ip_cidrs: Vec<Cidr>,
+    /// cgroup v2 directory for the socket hooks (in a cluster: the root
+    /// cgroup, e.g. /sys/fs/cgroup). Without it, only north-south traffic
+    /// is served.
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
+    /// bpffs directory where maps and links are pinned.
+    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    /// Maglev tables the datapath can hold (services with distinct backend
+    /// sets); each costs 4 KiB of kernel memory.
+    #[arg(long, default_value_t = lb_common::DEFAULT_MAX_TABLES)]
+    max_tables: u32,
+    /// Manifest files larger than this are not read (a problem of the file).
+    #[arg(long, default_value_t = Limits::DEFAULT.max_file_bytes, value_name = "BYTES")]
+    manifest_max_file_bytes: u64,
+    /// Manifest files with more YAML documents than this are not used.
+    #[arg(long, default_value_t = Limits::DEFAULT.max_documents, value_name = "COUNT")]
+    manifest_max_documents: usize,
+    /// Documents nesting mappings and sequences deeper than this are not used.
+    #[arg(long, default_value_t = Limits::DEFAULT.max_depth, value_name = "LEVELS")]
+    manifest_max_depth: usize,
+    /// Where the agent writes its status (status.json) for `lb status`.
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Prometheus endpoint (path /metrics), as kube-proxy's flag; an empty
+    /// value disables it.
+    #[arg(long, default_value = "127.0.0.1:10249", value_name = "ADDRESS:PORT")]
+    metrics_bind_address: String,
+    /// Print the plan for the manifests (or the cluster's state, once the
+    /// initial lists are complete) against what the pinned datapath holds
+    /// (or an empty one) and exit, without changing the kernel.
+    #[arg(long)]
+    dry_run: bool,
+    /// Log every verdict the datapath takes (aya-log, at debug level: run
+    /// with RUST_LOG=debug). For debugging only: it costs throughput.
+    #[arg(long)]
+    bpf_log: bool,
+    /// `/healthz` and `/livez` (kube-proxy's flag, port and answers); an
+    /// empty value disables them.
+    #[arg(long, default_value = "0.0.0.0:10256", value_name = "ADDRESS:PORT")]
+    healthz_bind_address: String,
+    /// The shortest time between syncs, as kube-proxy's flag: changes
+    /// within it are applied together at its end (e.g. 1s, 500ms, 0s).
+    #[arg(long, default_value = "1s", value_parser = config::parse_duration, value_name = "DURATION")]
+    min_sync_period: Duration,
+    /// The longest time between syncs, as kube-proxy's flag: the periodic
+    /// resync re-reads the maps and repairs what changed behind the agent's
+    /// back (e.g. 30s, 1m).
+    #[arg(long, default_value = "30s", value_parser = config::parse_duration, value_name = "DURATION")]
+    sync_period: Duration,
+    /// The sync period in seconds (the flag of earlier lb versions).
+    #[arg(long, hide = true, value_name = "SECONDS")]
+    resync_seconds: Option<u64>,
+    /// Log lines as text, or as one JSON object each (for log collectors).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl AgentArgs {
+    /// `--sync-period`, or the hidden `--resync-seconds` of earlier
+    /// versions (at least 1) when given; refused as kube-proxy refuses it
+    /// when zero or under `--min-sync-period`.
+    fn sync_period(&self) -> Result<Duration> {
+        let period = self
+            .resync_seconds
+            .map_or(self.sync_period, |s| Duration::from_secs(s.max(1)));
+        if period.is_zero() {
+            anyhow::bail!("--sync-period must be greater than 0, such as 30s");
+        }
+        if period < self.min_sync_period {
+            anyhow::bail!(
+                "--sync-period ({period:?}) must be at least --min-sync-period ({:?}): raise the one or lower the other",
+                self.min_sync_period
+            );
+        }
+        Ok(period)
+    }
+
+    pub fn into_config(self) -> Result<AgentConfig> {
+        let resync = self.sync_period()?;
+        let nodeport_addresses =
+            NodePortAddresses::parse(&self.nodeport_addresses).map_err(anyhow::Error::msg)?;
+        let node = node::facts(self.node_name, self.node_addresses, self.zone)?;
+        if let Some(name) = &self.service_proxy_name {
+            selectors::check_proxy_name(name).map_err(anyhow::Error::msg)?;
+        }
+        let source = match self.manifests {
+            Some(dir) => SourceConfig::Manifests {
+                dir,
+                limits: Limits {
+                    max_file_bytes: self.manifest_max_file_bytes,
+                    max_documents: self.manifest_max_documents,
+                    max_depth: self.manifest_max_depth,
+                },
+            },
+            None => SourceConfig::Cluster(ClusterConfig {
+                kubeconfig: self.kubeconfig,
+                node_name: node.name.clone(),
+                service_proxy_name: self.service_proxy_name.clone(),
+                nodeport_addresses: nodeport_addresses.clone(),
+            }),
+        };
+        let node = match source {
+            SourceConfig::Manifests { .. } => nodeport_addresses
+                .filter_configured(node)
+                .map_err(anyhow::Error::msg)?,
+            SourceConfig::Cluster(_) => node,
+        };
+        Ok(AgentConfig {
+            source,
+            state_dir: self.state_dir,
+            metrics_address: bind_address(&self.metrics_bind_address, "--metrics-bind-address")?,
+            devices: self.devices,
+            xdp_generic: self.xdp_generic,
+            node,
+            rules: Rules {
+                service_cidrs: self.service_cidrs,
+                node_port_range: self.service_node_port_range,
+                allowed_external_ip_cidrs: self.allowed_external_ip_cidrs,
+                service_proxy_name: self.service_proxy_name,
+            },
+            cgroup: self.cgroup,
+            pin_dir: self.pin_dir,
+            max_tables: self.max_tables,
+            resync,
+            min_sync_period: self.min_sync_period,
+            healthz_address: bind_address(&self.healthz_bind_address, "--healthz-bind-address")?,
+            dry_run: self.dry_run,
+            bpf_log: self.bpf_log,
+        })
+    }
+}
+
+/// `--metrics-bind-address`, `--healthz-bind-address`: empty disables the
+/// endpoint.
+fn bind_address(text: &str, flag: &str) -> Result<Option<SocketAddr>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|err| {
+        anyhow::anyhow!(
+            "{flag} {text:?}: {err}; give an address and port such as 0.0.0.0:10256, or '' to disable"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use clap::Parser;
+    use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::ConfigMap};
+    use lb::agent::SourceConfig;
+
+    use crate::{Cli, Command};
+
+    fn deploy_file(name: &str) -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/");
+        std::fs::read_to_string(format!("{path}{name}")).expect("deploy/ is in the repo")
+    }
+
+    /// The DaemonSet's `lb` arguments, with the `$(VAR)`s the kubelet
+    /// expands (from the downward API and deploy/config.yaml) expanded.
+    fn daemonset_args() -> Vec<String> {
+        let daemonset: DaemonSet =
+            serde_saphyr::from_str(&deploy_file("daemonset.yaml")).expect("a DaemonSet");
+        let config: ConfigMap =
+            serde_saphyr::from_str(&deploy_file("config.yaml")).expect("a ConfigMap");
+        let data = config.data.expect("config.yaml has data");
+        let pod = daemonset.spec.template.spec.expect("pod spec");
+        let container = pod
+            .containers
+            .iter()
+            .find(|c| c.name == "lb")
+            .expect("a container named lb");
+        let mut values = BTreeMap::from([("NODE_IP".to_owned(), "192.0.2.1".to_owned())]);
+        for var in container.env.iter().flatten() {
+            let from_config = var
+                .value_from
+                .as_ref()
+                .and_then(|from| from.config_map_key_ref.as_ref());
+            if let Some(key) = from_config {
+                values.insert(var.name.clone(), data[&key.key].clone());
+            }
+        }
+        let mut args = container.args.clone().expect("args");
+        for arg in &mut args {
+            for (name, value) in &values {
+                *arg = arg.replace(&format!("$({name})"), value);
+            }
+        }
+        assert!(
+            !args.iter().any(|a| a.contains("$(")),
+            "an unexpanded variable: {args:?}"
+        );
+        args
+    }
+
+    /// Every flag deploy/daemonset.yaml passes is one `lb agent` takes, and
+    /// together they make cluster mode with kube-proxy's health port: the
+    /// manifests and the binary cannot drift apart unnoticed.
+    #[test]
+    fn the_daemonsets_arguments_are_a_valid_cluster_mode_agent() {
+        let args = daemonset_args();
+        let cli = Cli::try_parse_from(std::iter::once("lb".to_owned()).chain(args.clone()))
+            .unwrap_or_else(|err| panic!("lb {args:?}: {err}"));
+        let Command::Agent(agent) = cli.command else {
+            panic!("the DaemonSet runs `lb agent`: {args:?}");
+        };
+        let config = agent.into_config().expect("a valid agent configuration");
+        assert!(matches!(config.source, SourceConfig::Cluster(_)));
+        assert_eq!(
+            config.healthz_address,
+            Some("0.0.0.0:10256".parse().unwrap())
+        );
+        assert_eq!(config.pin_dir, std::path::Path::new("/sys/fs/bpf/lb"));
+    }
+}
