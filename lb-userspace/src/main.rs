@@ -59,6 +59,9 @@ enum Command {
     Status {
         #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
+        /// Where the maps are pinned, for their fill (needs CAP_BPF).
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
@@ -197,7 +200,11 @@ fn run(cli: Cli) -> Result<()> {
             command: ConntrackCommand::List { read, addr, port },
         } => commands::list_connections(&read.reader(), addr, port),
         Command::Stats(read) => commands::stats(&read.reader()),
-        Command::Status { state_dir, output } => commands::status(&state_dir, output),
+        Command::Status {
+            state_dir,
+            pin_dir,
+            output,
+        } => commands::status(&state_dir, &pin_dir, output),
         Command::Trace(args) => commands::trace(&args.into_request()),
         Command::Cleanup { pin_dir } => commands::cleanup(&pin_dir),
     }

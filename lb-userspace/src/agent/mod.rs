@@ -102,6 +102,7 @@ async fn reconcile_until_stopped(
         status: Some(StatusOutput {
             state_dir: config.state_dir.clone(),
             source: source_name,
+            sync_period: config.resync,
         }),
         metrics: Some(metrics.clone()),
         health: Some(health.clone()),

@@ -30,6 +30,14 @@ pub struct AgentStatus {
     pub last_sync_unix: u64,
     /// Whether the last sync read the source and applied its plan.
     pub last_sync_ok: bool,
+    /// When a sync last succeeded (seconds since the epoch); none yet: 0.
+    #[serde(default)]
+    pub last_success_unix: u64,
+    /// The longest the agent goes between syncs (`--sync-period`), in
+    /// seconds: a last success older than twice this is late (kube-proxy's
+    /// health timeout).
+    #[serde(default)]
+    pub sync_period_seconds: u64,
     /// Why it did not, when it did not.
     pub last_sync_error: Option<String>,
     /// Every current problem, the source's first.

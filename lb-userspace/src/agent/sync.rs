@@ -63,6 +63,8 @@ pub(super) struct Outputs {
 pub(super) struct StatusOutput {
     pub state_dir: PathBuf,
     pub source: String,
+    /// `--sync-period`, so `lb status` can tell a late agent.
+    pub sync_period: std::time::Duration,
 }
 
 /// Reconciles the maps to a source; remembers what was last reported, so a
@@ -80,13 +82,11 @@ pub(super) struct Syncer {
 
 impl Syncer {
     pub fn new(node: NodeFacts, rules: Rules, outputs: Outputs) -> Syncer {
+        let output = outputs.status.as_ref();
         let status = AgentStatus {
             pid: std::process::id(),
-            source: outputs
-                .status
-                .as_ref()
-                .map(|s| s.source.clone())
-                .unwrap_or_default(),
+            source: output.map(|s| s.source.clone()).unwrap_or_default(),
+            sync_period_seconds: output.map_or(0, |s| s.sync_period.as_secs()),
             ..AgentStatus::default()
         };
         Syncer {
@@ -292,6 +292,9 @@ impl Syncer {
     fn publish(&mut self, outcome: Result<(), String>) {
         self.status.last_sync_unix = status::unix_now();
         self.status.last_sync_ok = outcome.is_ok();
+        if outcome.is_ok() {
+            self.status.last_success_unix = self.status.last_sync_unix;
+        }
         self.status.last_sync_error = outcome.err();
         let Some(output) = &self.outputs.status else {
             return;

@@ -68,7 +68,7 @@ pub mod test_run;
 pub mod trace;
 
 pub use attach::{Attached, XdpAttachMode};
-pub use kernel::KernelMaps;
+pub use kernel::{KernelMaps, MapFill};
 pub use loader::Datapath;
 pub use memory::MemoryMaps;
 pub use object::{LoadError, LoadOptions};

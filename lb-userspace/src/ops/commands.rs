@@ -72,8 +72,8 @@ pub fn stats(reader: &Reader) -> Result<()> {
 }
 
 /// `lb status`
-pub fn status(state_dir: &Path, format: Format) -> Result<()> {
-    let view = ops_status::read(state_dir)?;
+pub fn status(state_dir: &Path, pin_dir: &Path, format: Format) -> Result<()> {
+    let view = ops_status::read(state_dir, pin_dir, status::unix_now())?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&view)?),
         Format::Table => print!("{}", ops_status::render(&view, status::unix_now())),

@@ -105,10 +105,14 @@ async fn maps_follow_services_created_changed_and_deleted() -> Result<()> {
     cluster.delete_service("web").await?;
     converge(&mut agent, "web removed", |s| !s.has("default/web:http")).await?;
 
-    // `lb status` names the source by the API server's URL.
+    // `lb status` names the source by the API server's URL, says the
+    // agent is in sync, and reads the pinned maps' fill (web is gone: no
+    // frontend left, the capacity as the datapath has it).
     let status = std::process::Command::new(&agent.lb)
         .args(["status", "-o", "json", "--state-dir"])
         .arg(agent.workdir.join("state"))
+        .arg("--pin-dir")
+        .arg(&agent.pin_dir)
         .output()?;
     let status: serde_json::Value = serde_json::from_slice(&status.stdout)?;
     assert_eq!(
@@ -116,6 +120,13 @@ async fn maps_follow_services_created_changed_and_deleted() -> Result<()> {
         format!("cluster:{}", server.url()),
         "{status:#}"
     );
+    assert_eq!(status["sync_state"], "in sync", "{status:#}");
+    let frontends = status["maps"]
+        .as_array()
+        .and_then(|maps| maps.iter().find(|m| m["map"] == "frontends"))
+        .unwrap_or_else(|| panic!("no frontends fill: {status:#}"));
+    assert_eq!(frontends["entries"], 0, "{status:#}");
+    assert!(frontends["capacity"].as_u64() > Some(0), "{status:#}");
     Ok(())
 }
 

@@ -183,6 +183,7 @@ async fn the_status_lists_problems_with_their_file_and_follows_the_source() {
             status: Some(StatusOutput {
                 state_dir: dir.path().to_owned(),
                 source: "manifests:/m".into(),
+                sync_period: std::time::Duration::from_secs(30),
             }),
             metrics: Some(metrics.clone()),
             health: None,
@@ -194,6 +195,9 @@ async fn the_status_lists_problems_with_their_file_and_follows_the_source() {
     let published = status::read(dir.path()).expect("published");
     assert!(published.last_sync_ok);
     assert_eq!(published.source, "manifests:/m");
+    assert_eq!(published.sync_period_seconds, 30);
+    let succeeded_at = published.last_success_unix;
+    assert!(succeeded_at > 0 && succeeded_at == published.last_sync_unix);
     assert_eq!(published.problems.len(), 1, "{published:?}");
     let problem = &published.problems[0];
     assert_eq!(problem.file.as_deref(), Some("bad.yaml"));
@@ -211,6 +215,10 @@ async fn the_status_lists_problems_with_their_file_and_follows_the_source() {
     let published = status::read(dir.path()).expect("published");
     assert!(!published.last_sync_ok);
     assert!(published.last_sync_error.is_some());
+    assert_eq!(
+        published.last_success_unix, succeeded_at,
+        "a failed sync keeps the last success"
+    );
     assert_eq!(published.problems.len(), 1);
 
     source.answer(Some(manifests::parse_documents("web.yaml", WEB)));

@@ -13,7 +13,7 @@ use super::{KernelMaps, map_err};
 use crate::datapath::{DatapathMaps, MapsError};
 
 /// How full one map is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct MapFill {
     /// `frontends`, `backends`, `maglev_tables`, `services`,
     /// `connections` or `socket_translations`.
