@@ -5,6 +5,7 @@ pub mod demo;
 pub mod demo_env;
 pub mod deploy_check;
 pub mod manifests;
+pub mod scrape;
 pub mod setup;
 pub mod testbed;
 pub mod traffic;

@@ -41,27 +41,4 @@ pub fn assert_root() {
     );
 }
 
-/// `GET path` on a loopback endpoint of the agent: the status code and the
-/// body (connection refused while the agent starts: `None`).
-pub fn http_get(address: std::net::SocketAddr, path: &str) -> Result<Option<(u16, String)>> {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))
-    else {
-        return Ok(None);
-    };
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    // HTTP/1.0: the answer comes whole, never chunked.
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    Ok(Some((status, body)))
-}
+pub use xtask::scrape::http_get;

@@ -16,7 +16,7 @@ use lb_watch_tests::{
     wait_for,
 };
 use serde_json::json;
-use xtask::apiserver::ApiServer;
+use xtask::{apiserver::ApiServer, scrape::metric as sample};
 
 const WITHIN: Duration = Duration::from_secs(20);
 const TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
@@ -34,21 +34,6 @@ async fn answers(agent: &mut Agent, path: &str, status: u16, needle: &str) -> Re
     })
     .await;
     result.map_err(|err| err.context(format!("agent log:\n{}", agent.log())))
-}
-
-/// The value of the first sample `name` (whatever its labels) in
-/// Prometheus text.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let value = match rest.strip_prefix('{') {
-                Some(labelled) => labelled.split_once("} ")?.1,
-                None => rest.strip_prefix(' ')?,
-            };
-            value.trim().parse().ok()
-        })
 }
 
 /// Upstream's proxier_health.go (`nodeEligible`, from NodeManager's

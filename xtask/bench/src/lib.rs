@@ -8,6 +8,8 @@
 
 pub mod agent_log;
 pub mod bpf_asm;
+pub mod cluster_agent;
+pub mod cluster_mode;
 pub mod control_agent;
 pub mod control_plane;
 pub mod fixture;
@@ -75,6 +77,9 @@ pub fn run(options: &BenchOptions) -> Result<PathBuf> {
     }
     if wanted("control-plane") {
         sections.push(control_plane::run(options)?);
+    }
+    if wanted("cluster-mode") {
+        sections.push(cluster_mode::run(options)?);
     }
     let report = Report {
         date: date.clone(),
