@@ -32,6 +32,7 @@ mod endpoints;
 mod family;
 mod frontends;
 mod holders;
+pub mod incremental;
 mod labels;
 mod meta;
 mod names;
@@ -59,6 +60,7 @@ pub use labels::{
 pub use names::{MAX_NAME_BYTES, MAX_PORT_NAME_BYTES};
 pub use rules::{Cidr, PortRange, RuleError, Rules};
 
+use self::incremental::Footprint;
 use self::{
     captures::separate_cluster_ips_from_endpoints, conflicts::resolve_conflicts,
     duplicates::one_per_name, meta::sorted_by_name, problems::Problems, services::ServiceView,
@@ -82,12 +84,30 @@ pub fn compute(
     rules: &Rules,
     holders: &Holders,
 ) -> DesiredState {
+    compute_with_footprint(services, slices, node, rules, holders).0
+}
+
+/// [`compute`], plus what the result could collide on with other objects'
+/// (the incremental tracker's input: `incremental::footprint`).
+fn compute_with_footprint(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    node: &NodeFacts,
+    rules: &Rules,
+    holders: &Holders,
+) -> (DesiredState, Footprint) {
     let mut problems = Problems::default();
     let mut slices = SliceIndex::build(slices, &mut problems);
     let views: Vec<ServiceView> = sorted_by_name(services, |s| &s.metadata)
         .into_iter()
         .filter_map(|svc| ServiceView::parse(svc, rules, node, &mut problems))
         .collect();
+    let mut footprint = Footprint {
+        endpoint_addrs: slices.endpoint_addresses(),
+        cluster_ips: views.iter().flat_map(|v| v.cluster_ips.clone()).collect(),
+        several_definitions: views.len() > 1,
+        ..Footprint::default()
+    };
     let mut views = one_per_name(views, holders, node, &mut problems);
     separate_cluster_ips_from_endpoints(&mut views, &mut slices, holders, &mut problems);
     let mut claims = Vec::new();
@@ -100,10 +120,12 @@ pub fn compute(
             service_ports.insert(port.name.clone(), info);
         }
     }
+    footprint.record_claims(claims.iter().map(|c| (c.frontend, &c.spec.service)));
     let frontends = resolve_conflicts(claims, holders, &mut problems);
-    DesiredState {
+    let state = DesiredState {
         frontends,
         services: service_ports,
         problems: problems.into_vec(),
-    }
+    };
+    (state, footprint)
 }
