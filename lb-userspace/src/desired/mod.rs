@@ -2,10 +2,11 @@
 //! node's own facts, with kube-proxy's semantics (the checklist "kube-proxy
 //! semantics we owe", section 4 of the design notes).
 //!
-//! The agent's sync loop and `lb agent --dry-run` both get it from
-//! [`compute`] (through `agent::sync::desired_state`), so what is applied
-//! and what the dry run prints can never disagree; `lb trace` runs the
-//! live program over the maps those writes filled. Broken objects become
+//! `lb agent --dry-run` gets it from [`compute`] (through
+//! `agent::sync::desired_state`), the agent's sync loop from
+//! [`incremental::Tracker`], which a property test holds to [`compute`], so
+//! what is applied and what the dry run prints do not disagree; `lb trace`
+//! runs the live program over the maps those writes filled. Broken objects become
 //! [`Problem`](crate::model::Problem)s and only the broken part is skipped:
 //! one bad Service must not take the node's other Services down with it.
 //!
@@ -21,7 +22,9 @@
 //! objects, where a newcomer never takes over from who serves now
 //! (`holders`): `duplicates` (one namespace/name twice), `captures` (a
 //! ClusterIP that is an endpoint address), `conflicts` (two Service ports
-//! claiming one frontend); here, [`compute`].
+//! claiming one frontend); here, [`compute`]. The agent keeps the state
+//! per changed Service instead (`incremental`, with [`compute`] as its
+//! oracle); the dry run and the tests compute it whole.
 
 mod addresses;
 mod captures;

@@ -57,11 +57,11 @@ impl GroupInputs<'_> {
             }
             _ => {
                 (kind, &meta.namespace, &meta.name).hash(&mut self.in_order);
-                match serde_json::to_vec(object) {
-                    Ok(bytes) => bytes.hash(&mut self.in_order),
+                // Serialized straight into the hasher: no copy of the text.
+                if serde_json::to_writer(HashWriter(&mut self.in_order), object).is_err() {
                     // Cannot happen for these types; a fresh value each
                     // time has the group recomputed rather than trusted.
-                    Err(_) => std::time::Instant::now().hash(&mut self.in_order),
+                    std::time::Instant::now().hash(&mut self.in_order);
                 }
             }
         }
@@ -105,4 +105,18 @@ pub(super) fn group<'a>(
         group.slices.push(slice);
     }
     groups
+}
+
+/// Feeds whatever is written into a hasher.
+struct HashWriter<'a>(&'a mut DefaultHasher);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.write(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
