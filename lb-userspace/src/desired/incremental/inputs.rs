@@ -13,10 +13,7 @@
 //! order (the order manifest duplicates are resolved in). 64 bits: a
 //! collision would miss one change until the next resync rebuilds all.
 
-use std::{
-    collections::BTreeMap,
-    hash::{DefaultHasher, Hash, Hasher},
-};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use k8s_openapi::{
     api::{core::v1::Service, discovery::v1::EndpointSlice},
@@ -24,10 +21,14 @@ use k8s_openapi::{
 };
 use serde::Serialize;
 
+use super::by_name::ByName;
 use crate::desired::{LABEL_SERVICE_NAME, meta::namespace_of};
 
 /// A Service's namespace and name.
 pub(crate) type GroupKey = (String, String);
+
+/// The snapshot's objects by the Service they belong to.
+pub(super) type Groups<'a> = ByName<&'a str, GroupInputs<'a>>;
 
 /// The objects of one Service, borrowed from the snapshot.
 #[derive(Default)]
@@ -79,18 +80,12 @@ impl GroupInputs<'_> {
 /// Groups the snapshot's objects. Slices without the service-name label
 /// serve nothing and raise no problem in the full computation either, so
 /// they belong to no group.
-pub(super) fn group<'a>(
-    services: &'a [Service],
-    slices: &'a [EndpointSlice],
-) -> BTreeMap<GroupKey, GroupInputs<'a>> {
-    let mut groups: BTreeMap<GroupKey, GroupInputs<'a>> = BTreeMap::new();
+pub(super) fn group<'a>(services: &'a [Service], slices: &'a [EndpointSlice]) -> Groups<'a> {
+    let mut groups = Groups::default();
     for service in services {
         let meta = &service.metadata;
-        let key = (
-            namespace_of(&meta.namespace).to_owned(),
-            meta.name.clone().unwrap_or_default(),
-        );
-        let group = groups.entry(key).or_default();
+        let name = meta.name.as_deref().unwrap_or_default();
+        let group = groups.entry(namespace_of(&meta.namespace), name);
         group.add("Service", meta, service);
         group.services.push(service);
     }
@@ -99,8 +94,7 @@ pub(super) fn group<'a>(
         let Some(name) = meta.labels.as_ref().and_then(|l| l.get(LABEL_SERVICE_NAME)) else {
             continue;
         };
-        let key = (namespace_of(&meta.namespace).to_owned(), name.clone());
-        let group = groups.entry(key).or_default();
+        let group = groups.entry(namespace_of(&meta.namespace), name.as_str());
         group.add("EndpointSlice", meta, slice);
         group.slices.push(slice);
     }

@@ -28,6 +28,7 @@
 //!
 //! [`compute`]: super::compute
 
+mod by_name;
 mod footprint;
 mod inputs;
 
@@ -40,8 +41,9 @@ use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 pub use self::footprint::Footprint;
 use self::{
+    by_name::ByName,
     footprint::Overlaps,
-    inputs::{GroupInputs, GroupKey},
+    inputs::{GroupInputs, GroupKey, Groups},
 };
 use super::{Holders, Rules, compute_with_footprint};
 use crate::model::{DesiredState, NodeFacts, Problem};
@@ -75,7 +77,7 @@ pub struct UpdateStats {
 pub struct Tracker {
     rules: Rules,
     node: Option<NodeFacts>,
-    groups: BTreeMap<GroupKey, Group>,
+    groups: ByName<String, Group>,
     overlaps: Overlaps,
     entangled: BTreeSet<GroupKey>,
     entangled_state: DesiredState,
@@ -91,7 +93,7 @@ impl Tracker {
         Tracker {
             rules,
             node: None,
-            groups: BTreeMap::new(),
+            groups: ByName::default(),
             overlaps: Overlaps::default(),
             entangled: BTreeSet::new(),
             entangled_state: DesiredState::default(),
@@ -132,7 +134,7 @@ impl Tracker {
         self.withdraw_changed(&changed);
         let mut recomputed = 0;
         for key in &changed {
-            if let Some(group) = inputs.get(key) {
+            if let Some(group) = inputs.get(&key.0, &key.1) {
                 self.recompute(key, group, &mut holders);
                 recomputed += 1;
             }
@@ -149,21 +151,22 @@ impl Tracker {
 
     /// Groups whose version differs, that appeared or vanished, plus the
     /// solo groups that read the holders.
-    fn changed(&self, inputs: &BTreeMap<GroupKey, GroupInputs<'_>>) -> BTreeSet<GroupKey> {
-        let mut changed: BTreeSet<GroupKey> = inputs
-            .iter()
-            .filter(|(key, group)| {
-                self.groups.get(*key).map(|g| g.version) != Some(group.version())
-            })
-            .map(|(key, _)| key.clone())
-            .collect();
-        if self.groups.len() + changed.len() != inputs.len() {
-            changed.extend(
-                self.groups
-                    .keys()
-                    .filter(|k| !inputs.contains_key(*k))
-                    .cloned(),
-            );
+    fn changed(&self, inputs: &Groups<'_>) -> BTreeSet<GroupKey> {
+        let mut present = 0;
+        let mut changed = BTreeSet::new();
+        for (namespace, name, group) in inputs.iter() {
+            let known = self.groups.get(namespace, name).map(|g| g.version);
+            present += usize::from(known.is_some());
+            if known != Some(group.version()) {
+                changed.insert((namespace.to_owned(), name.to_owned()));
+            }
+        }
+        if present < self.groups.len() {
+            let vanished = self
+                .groups
+                .iter()
+                .filter(|(ns, name, _)| !inputs.contains(ns, name));
+            changed.extend(vanished.map(|(ns, name, _)| (ns.to_owned(), name.to_owned())));
         }
         changed.extend(self.reads_holders.iter().cloned());
         changed
@@ -176,7 +179,7 @@ impl Tracker {
     fn withdraw_changed(&mut self, changed: &BTreeSet<GroupKey>) {
         for key in changed {
             self.reads_holders.remove(key);
-            let Some(old) = self.groups.remove(key) else {
+            let Some(old) = self.groups.remove(&key.0, &key.1) else {
                 continue;
             };
             self.overlaps.remove(key, &old.footprint);
@@ -226,7 +229,8 @@ impl Tracker {
         }
         let version = group.version();
         self.groups.insert(
-            key.clone(),
+            key.0.clone(),
+            key.1.clone(),
             Group {
                 version,
                 footprint,
@@ -241,7 +245,7 @@ impl Tracker {
             return;
         }
         self.reads_holders.remove(&key);
-        if let Some(group) = self.groups.get(&key) {
+        if let Some(group) = self.groups.get(&key.0, &key.1) {
             withdraw(
                 &mut self.state,
                 &mut self.problems,
@@ -252,18 +256,18 @@ impl Tracker {
     }
 
     /// Computes the entangled groups together; returns how many there are.
-    fn recompute_entangled(
-        &mut self,
-        inputs: &BTreeMap<GroupKey, GroupInputs<'_>>,
-        holders: &mut LazyHolders,
-    ) -> usize {
-        self.entangled.retain(|key| inputs.contains_key(key));
+    fn recompute_entangled(&mut self, inputs: &Groups<'_>, holders: &mut LazyHolders) -> usize {
+        self.entangled
+            .retain(|(ns, name)| inputs.contains(ns, name));
         if self.entangled.is_empty() {
             return 0;
         }
         let (mut services, mut slices) = (Vec::new(), Vec::new());
         for key in &self.entangled {
-            let (group_services, group_slices) = inputs[key].owned();
+            let Some(group) = inputs.get(&key.0, &key.1) else {
+                continue;
+            };
+            let (group_services, group_slices) = group.owned();
             services.extend(group_services);
             slices.extend(group_slices);
         }

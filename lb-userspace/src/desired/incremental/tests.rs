@@ -241,7 +241,10 @@ proptest! {
 }
 
 fn version_of(services: &[Service], slices: &[EndpointSlice], ns: &str, name: &str) -> u64 {
-    inputs::group(services, slices)[&(ns.to_owned(), name.to_owned())].version()
+    inputs::group(services, slices)
+        .get(ns, name)
+        .expect("the group")
+        .version()
 }
 
 /// kube-proxy's trackers key changes on the objects the informers hand
@@ -307,13 +310,11 @@ fn slices_group_by_their_service_label() {
         unlabelled,
     ];
     let groups = inputs::group(&services, &slices);
-    let keys: Vec<_> = groups.keys().cloned().collect();
-    assert_eq!(
-        keys,
-        vec![("ns0".into(), "s1".into()), ("ns1".into(), "s1".into())]
-    );
-    assert_eq!(groups[&("ns0".into(), "s1".into())].slices.len(), 1);
-    assert_eq!(groups[&("ns0".into(), "s1".into())].services.len(), 1);
+    let mut keys: Vec<_> = groups.iter().map(|(ns, name, _)| (ns, name)).collect();
+    keys.sort();
+    assert_eq!(keys, vec![("ns0", "s1"), ("ns1", "s1")]);
+    assert_eq!(groups.get("ns0", "s1").unwrap().slices.len(), 1);
+    assert_eq!(groups.get("ns0", "s1").unwrap().services.len(), 1);
 }
 
 /// The common case costs one group: one slice changes among many
