@@ -193,9 +193,9 @@ impl World {
     }
 }
 
-/// Runs the changes, checking the tracker against the oracle after each;
-/// the holders are what the previous state served, as the agent reads
-/// them from the maps it programmed.
+/// Runs the changes, checking the tracker against the oracle after each,
+/// and the maps its plans program against those the oracle's plans do;
+/// the holders are read from the maps, as the agent reads them.
 fn check(api: bool, changes: Vec<Change>, reset_every: usize) {
     let mut world = World {
         api,
@@ -205,19 +205,83 @@ fn check(api: bool, changes: Vec<Change>, reset_every: usize) {
         version: 0,
     };
     let mut tracker = Tracker::new(Rules::default());
-    let mut holders = Holders::default();
+    let mut incremental_maps = Programmed::default();
+    let mut full_maps = Programmed::default();
     for (step, change) in changes.into_iter().enumerate() {
         world.apply(change.clone());
         if reset_every > 0 && step % reset_every == 0 {
             tracker.reset();
         }
+        let holders = incremental_maps.holders();
         let full = oracle(&world.services, &world.slices, &world.node, &holders);
-        let served = holders.clone();
         let incremental = tracker.update(&world.services, &world.slices, &world.node, &|| {
-            served.clone()
+            holders.clone()
         });
         assert_same(incremental, &full);
-        holders = holders_of(&full);
+        incremental_maps.program(incremental);
+        full_maps.program(&full);
+        assert_eq!(incremental_maps.contents(), full_maps.contents());
+    }
+}
+
+/// An in-memory datapath and what the agent knows it holds.
+struct Programmed {
+    maps: crate::datapath::MemoryMaps,
+    applied: crate::plan::Applied,
+}
+
+impl Default for Programmed {
+    fn default() -> Self {
+        let maps = crate::datapath::MemoryMaps::default();
+        let applied = crate::plan::Applied::read(&maps).expect("empty maps read");
+        Programmed { maps, applied }
+    }
+}
+
+type Contents = (
+    Vec<(lb_common::Frontend4Key, lb_common::FrontendValue)>,
+    Vec<(u32, lb_common::Backend4)>,
+    Vec<(u32, lb_common::ServiceInfo)>,
+    Vec<Vec<u32>>,
+);
+
+impl Programmed {
+    fn program(&mut self, state: &DesiredState) {
+        use crate::datapath::DatapathMaps;
+        let plan = crate::plan::plan(state, &self.applied, self.maps.max_tables());
+        crate::plan::apply(&plan, &mut self.maps, &mut self.applied).expect("applied");
+    }
+
+    /// Who serves each frontend, as `agent::sync` reads it from the maps.
+    fn holders(&self) -> Holders {
+        use crate::datapath::codec;
+        self.applied
+            .frontends
+            .iter()
+            .filter_map(|(key, value)| {
+                let frontend = codec::frontend_from_key(key)?;
+                let info = self.applied.service_infos.get(&value.service_id)?;
+                Some((frontend, codec::service_from_info(info)?.0))
+            })
+            .collect()
+    }
+
+    /// Everything the maps hold, each frontend's table by its slots.
+    fn contents(&self) -> Contents {
+        use crate::datapath::DatapathMaps;
+        let frontends = self.maps.frontends().expect("frontends");
+        let tables = frontends
+            .iter()
+            .filter(|(_, fe)| fe.backend_count > 0)
+            .map(|(_, fe)| self.maps.read_table(fe.table_id).expect("table"))
+            .collect();
+        let (backends, services) = (self.maps.backends(), self.maps.services());
+        (
+            frontends,
+            backends.expect("backends"),
+            services.expect("services"),
+            tables,
+        )
     }
 }
 
