@@ -48,16 +48,45 @@ fn node() -> NodeFacts {
 
 /// The dry run's output for one fixture: what was skipped, then the plan.
 fn render(fixture: &Path) -> String {
+    render_with(fixture, |set| {
+        desired::compute(
+            &set.services,
+            &set.slices,
+            &node(),
+            &desired::Rules::default(),
+            &desired::Holders::default(),
+        )
+    })
+}
+
+/// The desired state the incremental tracker reaches when the fixture's
+/// objects arrive one at a time (a watch's events), in file order.
+fn incrementally(set: &manifests::ManifestSet) -> lb::model::DesiredState {
+    let mut tracker = desired::incremental::Tracker::new(desired::Rules::default());
+    let objects = set.services.len() + set.slices.len();
+    for arrived in 0..=objects {
+        let services = &set.services[..arrived.min(set.services.len())];
+        let slices = &set.slices[..arrived.saturating_sub(set.services.len())];
+        tracker.update(services, slices, &node(), &desired::Holders::default);
+    }
+    tracker
+        .update(
+            &set.services,
+            &set.slices,
+            &node(),
+            &desired::Holders::default,
+        )
+        .clone()
+}
+
+fn render_with(
+    fixture: &Path,
+    state_of: impl Fn(&manifests::ManifestSet) -> lb::model::DesiredState,
+) -> String {
     let name = fixture.file_name().unwrap().to_string_lossy();
     let text = std::fs::read_to_string(fixture).expect("fixture is readable");
     let set = manifests::parse_documents(&name, &text);
-    let state = desired::compute(
-        &set.services,
-        &set.slices,
-        &node(),
-        &desired::Rules::default(),
-        &desired::Holders::default(),
-    );
+    let state = state_of(&set);
     let maps = MemoryMaps::default();
     let applied = Applied::read(&maps).expect("empty maps read");
     let plan = plan::plan(&state, &applied, maps.max_tables());
@@ -131,5 +160,31 @@ fn golden_plans_are_deterministic() {
         for _ in 0..3 {
             assert_eq!(render(&fixture), first, "{}", fixture.display());
         }
+    }
+}
+
+/// The skipped lines as a set (the tracker lists problems per Service,
+/// the full computation slices first), the plan as it is.
+fn problems_as_a_set(rendered: &str) -> (Vec<&str>, Vec<&str>) {
+    let (mut skipped, plan): (Vec<&str>, Vec<&str>) = rendered
+        .lines()
+        .partition(|line| line.starts_with("skipped: "));
+    skipped.sort();
+    (skipped, plan)
+}
+
+/// The incremental tracker, fed each fixture's objects one by one, gives
+/// the golden plan: the same desired state as the full computation.
+#[test]
+fn incremental_states_give_the_golden_plans() {
+    for fixture in fixtures() {
+        let expected = std::fs::read_to_string(golden_path(&fixture)).expect("golden exists");
+        let actual = render_with(&fixture, incrementally);
+        assert_eq!(
+            problems_as_a_set(&actual),
+            problems_as_a_set(&expected),
+            "{}",
+            fixture.display()
+        );
     }
 }

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     datapath::{DatapathMaps, codec},
-    desired::{self, Holders, Rules},
+    desired::{self, Holders, Rules, incremental::Tracker},
     model::{DesiredState, NodeFacts, Problem},
     plan::{self, Applied, Plan},
     source::{Snapshot, Source},
@@ -71,13 +71,14 @@ pub(super) struct StatusOutput {
 /// periodic resync does not repeat the same warnings.
 pub(super) struct Syncer {
     node: NodeFacts,
-    rules: Rules,
     reported: BTreeSet<String>,
     outputs: Outputs,
     status: AgentStatus,
     status_failed: bool,
     trigger_times: TriggerTimes,
     spot_check: SpotCheck,
+    /// The desired state, recomputed per changed Service.
+    tracker: Tracker,
 }
 
 impl Syncer {
@@ -91,13 +92,13 @@ impl Syncer {
         };
         Syncer {
             node,
-            rules,
             reported: BTreeSet::new(),
             outputs,
             status,
             status_failed: false,
             trigger_times: TriggerTimes::default(),
             spot_check: SpotCheck::default(),
+            tracker: Tracker::new(rules),
         }
     }
 
@@ -141,6 +142,9 @@ impl Syncer {
             }
         };
         let drift = if kind == SyncKind::Resync {
+            // kube-proxy's periodic full sync: everything is recomputed
+            // once (which also sorts entangled Services out again).
+            self.tracker.reset();
             self.reread(maps, applied)
         } else {
             Drift::default()
@@ -154,11 +158,30 @@ impl Syncer {
             health.set_node_eligible(eligible);
         }
         // Cluster mode's Node object replaces the configured facts.
-        let node = snapshot.node.take();
-        let node = node.as_ref().unwrap_or(&self.node);
-        let desired = desired_state(snapshot, node, &self.rules, applied);
-        let plan = plan::plan(&desired, applied, maps.max_tables());
-        self.record_problems(&desired, &plan, &files);
+        let node = snapshot.node.take().unwrap_or_else(|| self.node.clone());
+        let computing = Instant::now();
+        let desired = self
+            .tracker
+            .update(&snapshot.services, &snapshot.slices, &node, &|| {
+                holders(applied)
+            });
+        let computed = computing.elapsed();
+        let plan = plan::plan(desired, applied, maps.max_tables());
+        let planned = computing.elapsed() - computed;
+        let frontends = desired.frontends.len();
+        // The source's problems first, then the desired state's.
+        let mut problems = snapshot.problems;
+        problems.extend(desired.problems.iter().cloned());
+        let stats = self.tracker.stats();
+        debug!(
+            recomputed = stats.recomputed,
+            entangled = stats.entangled,
+            full = stats.full,
+            desired_us = computed.as_micros() as u64,
+            plan_us = planned.as_micros() as u64,
+            "desired state and plan"
+        );
+        self.record_problems(&problems, &plan, &files);
         // Applied even with nothing to write: that ends the quarantine of
         // the tables the previous plan freed, which a skipped Service may
         // be waiting for.
@@ -168,7 +191,8 @@ impl Syncer {
                 self.repaired(&drift);
                 if !plan.is_empty() {
                     info!(
-                        frontends = desired.frontends.len(),
+                        frontends,
+                        recomputed = stats.recomputed,
                         changes = plan.set_frontends.len() + plan.remove_frontends.len(),
                         tables = plan.write_tables.len(),
                         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -194,13 +218,8 @@ impl Syncer {
 
     /// The problems of the source, the desired state and the plan: in the
     /// log (once), the status and the metrics.
-    fn record_problems(&mut self, desired: &DesiredState, plan: &Plan, files: &Snapshot) {
-        let problems: Vec<Problem> = desired
-            .problems
-            .iter()
-            .chain(&plan.problems)
-            .cloned()
-            .collect();
+    fn record_problems(&mut self, desired: &[Problem], plan: &Plan, files: &Snapshot) {
+        let problems: Vec<Problem> = desired.iter().chain(&plan.problems).cloned().collect();
         self.report(&problems);
         self.status.problems = problems
             .iter()

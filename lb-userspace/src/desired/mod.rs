@@ -2,10 +2,11 @@
 //! node's own facts, with kube-proxy's semantics (the checklist "kube-proxy
 //! semantics we owe", section 4 of the design notes).
 //!
-//! The agent's sync loop and `lb agent --dry-run` both get it from
-//! [`compute`] (through `agent::sync::desired_state`), so what is applied
-//! and what the dry run prints can never disagree; `lb trace` runs the
-//! live program over the maps those writes filled. Broken objects become
+//! `lb agent --dry-run` gets it from [`compute`] (through
+//! `agent::sync::desired_state`), the agent's sync loop from
+//! [`incremental::Tracker`], which a property test holds to [`compute`], so
+//! what is applied and what the dry run prints do not disagree; `lb trace`
+//! runs the live program over the maps those writes filled. Broken objects become
 //! [`Problem`](crate::model::Problem)s and only the broken part is skipped:
 //! one bad Service must not take the node's other Services down with it.
 //!
@@ -21,7 +22,9 @@
 //! objects, where a newcomer never takes over from who serves now
 //! (`holders`): `duplicates` (one namespace/name twice), `captures` (a
 //! ClusterIP that is an endpoint address), `conflicts` (two Service ports
-//! claiming one frontend); here, [`compute`].
+//! claiming one frontend); here, [`compute`]. The agent keeps the state
+//! per changed Service instead (`incremental`, with [`compute`] as its
+//! oracle); the dry run and the tests compute it whole.
 
 mod addresses;
 mod captures;
@@ -32,6 +35,7 @@ mod endpoints;
 mod family;
 mod frontends;
 mod holders;
+pub mod incremental;
 mod labels;
 mod meta;
 mod names;
@@ -59,6 +63,7 @@ pub use labels::{
 pub use names::{MAX_NAME_BYTES, MAX_PORT_NAME_BYTES};
 pub use rules::{Cidr, PortRange, RuleError, Rules};
 
+use self::incremental::Footprint;
 use self::{
     captures::separate_cluster_ips_from_endpoints, conflicts::resolve_conflicts,
     duplicates::one_per_name, meta::sorted_by_name, problems::Problems, services::ServiceView,
@@ -82,12 +87,30 @@ pub fn compute(
     rules: &Rules,
     holders: &Holders,
 ) -> DesiredState {
+    compute_with_footprint(services, slices, node, rules, holders).0
+}
+
+/// [`compute`], plus what the result could collide on with other objects'
+/// (the incremental tracker's input: `incremental::footprint`).
+fn compute_with_footprint(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    node: &NodeFacts,
+    rules: &Rules,
+    holders: &Holders,
+) -> (DesiredState, Footprint) {
     let mut problems = Problems::default();
     let mut slices = SliceIndex::build(slices, &mut problems);
     let views: Vec<ServiceView> = sorted_by_name(services, |s| &s.metadata)
         .into_iter()
         .filter_map(|svc| ServiceView::parse(svc, rules, node, &mut problems))
         .collect();
+    let mut footprint = Footprint {
+        endpoint_addrs: slices.endpoint_addresses(),
+        cluster_ips: views.iter().flat_map(|v| v.cluster_ips.clone()).collect(),
+        several_definitions: views.len() > 1,
+        ..Footprint::default()
+    };
     let mut views = one_per_name(views, holders, node, &mut problems);
     separate_cluster_ips_from_endpoints(&mut views, &mut slices, holders, &mut problems);
     let mut claims = Vec::new();
@@ -100,10 +123,12 @@ pub fn compute(
             service_ports.insert(port.name.clone(), info);
         }
     }
+    footprint.record_claims(claims.iter().map(|c| (c.frontend, &c.spec.service)));
     let frontends = resolve_conflicts(claims, holders, &mut problems);
-    DesiredState {
+    let state = DesiredState {
         frontends,
         services: service_ports,
         problems: problems.into_vec(),
-    }
+    };
+    (state, footprint)
 }

@@ -25,6 +25,7 @@ pub mod report;
 pub mod rule_loads;
 pub mod stateless_dnat;
 pub mod stats;
+pub mod sync_work;
 pub mod throughput;
 pub mod throughput_nodes;
 pub mod udp_probe;
@@ -80,6 +81,9 @@ pub fn run(options: &BenchOptions) -> Result<PathBuf> {
     }
     if wanted("cluster-mode") {
         sections.push(cluster_mode::run(options)?);
+    }
+    if wanted("sync-work") {
+        sections.push(sync_work::run(options)?);
     }
     let report = Report {
         date: date.clone(),

@@ -1,0 +1,116 @@
+//! Change detection: the snapshot's objects grouped by the Service they
+//! belong to (namespace and name; a slice by its `kubernetes.io/service-name`
+//! label), and one version per group that changes whenever any of its
+//! objects does.
+//!
+//! An object's version is its `metadata.uid` and `metadata.resourceVersion`
+//! where both are set (cluster mode: the API server bumps the version at
+//! every change, and a deleted and recreated object has a new uid);
+//! otherwise (manifest mode) a hash of the whole object, so an edited file
+//! is seen whatever its metadata says. A group's version combines its
+//! objects' versions: those from the API server in any order (a reflector's
+//! store has none, and names are unique there), the others in snapshot
+//! order (the order manifest duplicates are resolved in). 64 bits: a
+//! collision would miss one change until the next resync rebuilds all.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use k8s_openapi::{
+    api::{core::v1::Service, discovery::v1::EndpointSlice},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use serde::Serialize;
+
+use super::by_name::ByName;
+use crate::desired::{LABEL_SERVICE_NAME, meta::namespace_of};
+
+/// A Service's namespace and name.
+pub(crate) type GroupKey = (String, String);
+
+/// The snapshot's objects by the Service they belong to.
+pub(super) type Groups<'a> = ByName<&'a str, GroupInputs<'a>>;
+
+/// The objects of one Service, borrowed from the snapshot.
+#[derive(Default)]
+pub(super) struct GroupInputs<'a> {
+    pub(super) services: Vec<&'a Service>,
+    pub(super) slices: Vec<&'a EndpointSlice>,
+    /// Objects without an API version, in order.
+    in_order: DefaultHasher,
+    /// The sum of the API versions' hashes.
+    any_order: u64,
+}
+
+impl GroupInputs<'_> {
+    pub(super) fn version(&self) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        (self.in_order.finish(), self.any_order).hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Adds one object's version.
+    fn add(&mut self, kind: &str, meta: &ObjectMeta, object: &impl Serialize) {
+        match (&meta.uid, &meta.resource_version) {
+            (Some(uid), Some(version)) => {
+                let mut hasher = DefaultHasher::new();
+                (kind, &meta.namespace, &meta.name, uid, version).hash(&mut hasher);
+                self.any_order = self.any_order.wrapping_add(hasher.finish());
+            }
+            _ => {
+                (kind, &meta.namespace, &meta.name).hash(&mut self.in_order);
+                // Serialized straight into the hasher: no copy of the text.
+                if serde_json::to_writer(HashWriter(&mut self.in_order), object).is_err() {
+                    // Cannot happen for these types; a fresh value each
+                    // time has the group recomputed rather than trusted.
+                    std::time::Instant::now().hash(&mut self.in_order);
+                }
+            }
+        }
+    }
+
+    /// The objects as the desired state's computation takes them.
+    pub(super) fn owned(&self) -> (Vec<Service>, Vec<EndpointSlice>) {
+        (
+            self.services.iter().map(|s| (*s).clone()).collect(),
+            self.slices.iter().map(|s| (*s).clone()).collect(),
+        )
+    }
+}
+
+/// Groups the snapshot's objects. Slices without the service-name label
+/// serve nothing and raise no problem in the full computation either, so
+/// they belong to no group.
+pub(super) fn group<'a>(services: &'a [Service], slices: &'a [EndpointSlice]) -> Groups<'a> {
+    let mut groups = Groups::default();
+    for service in services {
+        let meta = &service.metadata;
+        let name = meta.name.as_deref().unwrap_or_default();
+        let group = groups.entry(namespace_of(&meta.namespace), name);
+        group.add("Service", meta, service);
+        group.services.push(service);
+    }
+    for slice in slices {
+        let meta = &slice.metadata;
+        let Some(name) = meta.labels.as_ref().and_then(|l| l.get(LABEL_SERVICE_NAME)) else {
+            continue;
+        };
+        let group = groups.entry(namespace_of(&meta.namespace), name.as_str());
+        group.add("EndpointSlice", meta, slice);
+        group.slices.push(slice);
+    }
+    groups
+}
+
+/// Feeds whatever is written into a hasher.
+struct HashWriter<'a>(&'a mut DefaultHasher);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.write(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

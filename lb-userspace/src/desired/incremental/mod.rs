@@ -1,0 +1,343 @@
+//! The desired state kept up to date per Service, the way kube-proxy's
+//! change trackers work (pkg/proxy/servicechangetracker.go,
+//! endpointschangetracker.go): only the Services whose objects changed are
+//! recomputed, and the result is the one [`compute`] gives for the whole
+//! snapshot (the property test in `tests.rs` holds it to that oracle).
+//!
+//! The unit is a group: one namespace/name's Service definitions and the
+//! slices labelled for it (`inputs`). A group computed on its own gives
+//! its part of the whole result unless it meets another group (`footprint`):
+//! a frontend both claim (conflicts), or a ClusterIP that is the other's
+//! endpoint address (captures). Groups that meet are *entangled*: they are
+//! computed together, as one snapshot, at every update (their result
+//! depends on each other and on who serves now), and stay entangled until
+//! the next [`Tracker::reset`] (the periodic resync) sorts them out again.
+//!
+//! What falls back to more work than the changed group:
+//! - different node facts: every group is recomputed (NodePorts, topology
+//!   and locality read them everywhere);
+//! - entangled groups: all of them, at every update;
+//! - a group whose result reads the holders on its own (two definitions of
+//!   one name, one frontend claimed by two of its ports, a ClusterIP that
+//!   is its own endpoint address): that group, at every update, since who
+//!   serves changes with each apply;
+//! - [`Tracker::reset`]: everything, once.
+//!
+//! Problems come out per group in namespace/name order (the whole
+//! computation lists slice problems first): the same set, another order.
+//!
+//! [`compute`]: super::compute
+
+mod by_name;
+mod footprint;
+mod inputs;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+
+pub use self::footprint::Footprint;
+use self::{
+    by_name::ByName,
+    footprint::Overlaps,
+    inputs::{GroupInputs, GroupKey, Groups},
+};
+use super::{Holders, Rules, compute_with_footprint};
+use crate::model::{DesiredState, NodeFacts, Problem};
+
+/// What contributed a part of the state.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Unit {
+    Group(GroupKey),
+    Entangled,
+}
+
+/// One group as last computed on its own.
+struct Group {
+    version: u64,
+    footprint: Footprint,
+    solo: DesiredState,
+}
+
+/// How much the last update recomputed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpdateStats {
+    /// Groups computed on their own.
+    pub recomputed: usize,
+    /// Groups computed together because they meet.
+    pub entangled: usize,
+    /// The node facts changed (or this is the first update): everything.
+    pub full: bool,
+}
+
+/// The desired state of the last snapshot, updated per changed Service.
+pub struct Tracker {
+    rules: Rules,
+    node: Option<NodeFacts>,
+    groups: ByName<String, Group>,
+    overlaps: Overlaps,
+    entangled: BTreeSet<GroupKey>,
+    entangled_state: DesiredState,
+    /// Solo groups whose result reads the holders.
+    reads_holders: BTreeSet<GroupKey>,
+    state: DesiredState,
+    problems: BTreeMap<Unit, Vec<Problem>>,
+    stats: UpdateStats,
+}
+
+impl Tracker {
+    pub fn new(rules: Rules) -> Tracker {
+        Tracker {
+            rules,
+            node: None,
+            groups: ByName::default(),
+            overlaps: Overlaps::default(),
+            entangled: BTreeSet::new(),
+            entangled_state: DesiredState::default(),
+            reads_holders: BTreeSet::new(),
+            state: DesiredState::default(),
+            problems: BTreeMap::new(),
+            stats: UpdateStats::default(),
+        }
+    }
+
+    /// Forgets everything: the next update computes every group again.
+    pub fn reset(&mut self) {
+        *self = Tracker::new(self.rules.clone());
+    }
+
+    pub fn stats(&self) -> UpdateStats {
+        self.stats
+    }
+
+    /// The desired state of this snapshot: what [`compute`](super::compute)
+    /// gives for it, problems aside in order. `holders` is called at most
+    /// once, and only when some recomputed group's result reads them.
+    pub fn update(
+        &mut self,
+        services: &[Service],
+        slices: &[EndpointSlice],
+        node: &NodeFacts,
+        holders: &dyn Fn() -> Holders,
+    ) -> &DesiredState {
+        let full = self.node.as_ref() != Some(node);
+        if full {
+            self.reset();
+            self.node = Some(node.clone());
+        }
+        let mut holders = LazyHolders::new(holders);
+        let inputs = inputs::group(services, slices);
+        let changed = self.changed(&inputs);
+        self.withdraw_changed(&changed);
+        let mut recomputed = 0;
+        for key in &changed {
+            if let Some(group) = inputs.get(&key.0, &key.1) {
+                self.recompute(key, group, &mut holders);
+                recomputed += 1;
+            }
+        }
+        let entangled = self.recompute_entangled(&inputs, &mut holders);
+        self.stats = UpdateStats {
+            recomputed,
+            entangled,
+            full,
+        };
+        self.state.problems = self.merged_problems();
+        &self.state
+    }
+
+    /// Groups whose version differs, that appeared or vanished, plus the
+    /// solo groups that read the holders.
+    fn changed(&self, inputs: &Groups<'_>) -> BTreeSet<GroupKey> {
+        let mut present = 0;
+        let mut changed = BTreeSet::new();
+        for (namespace, name, group) in inputs.iter() {
+            let known = self.groups.get(namespace, name).map(|g| g.version);
+            present += usize::from(known.is_some());
+            if known != Some(group.version()) {
+                changed.insert((namespace.to_owned(), name.to_owned()));
+            }
+        }
+        if present < self.groups.len() {
+            let vanished = self
+                .groups
+                .iter()
+                .filter(|(ns, name, _)| !inputs.contains(ns, name));
+            changed.extend(vanished.map(|(ns, name, _)| (ns.to_owned(), name.to_owned())));
+        }
+        changed.extend(self.reads_holders.iter().cloned());
+        changed
+    }
+
+    /// Takes every changed group's part (and the entangled one, recomputed
+    /// at every update) out of the state before any new part goes in, so a
+    /// frontend that moves between groups is never removed after it was
+    /// added.
+    fn withdraw_changed(&mut self, changed: &BTreeSet<GroupKey>) {
+        for key in changed {
+            self.reads_holders.remove(key);
+            let Some(old) = self.groups.remove(&key.0, &key.1) else {
+                continue;
+            };
+            self.overlaps.remove(key, &old.footprint);
+            if !self.entangled.remove(key) {
+                withdraw(
+                    &mut self.state,
+                    &mut self.problems,
+                    Unit::Group(key.clone()),
+                    &old.solo,
+                );
+            } else {
+                // Still entangled if it still exists: `recompute` decides.
+                self.entangled.insert(key.clone());
+            }
+        }
+        let old = std::mem::take(&mut self.entangled_state);
+        withdraw(&mut self.state, &mut self.problems, Unit::Entangled, &old);
+    }
+
+    fn recompute(&mut self, key: &GroupKey, group: &GroupInputs<'_>, holders: &mut LazyHolders) {
+        let (services, slices) = group.owned();
+        let node = self.node.clone().unwrap_or_default();
+        let mut result =
+            compute_with_footprint(&services, &slices, &node, &self.rules, &Holders::default());
+        let reads_holders = result.1.reads_holders();
+        if reads_holders {
+            result = compute_with_footprint(&services, &slices, &node, &self.rules, holders.get());
+        }
+        let (solo, footprint) = result;
+        let met = self.overlaps.met_by(key, &footprint);
+        self.overlaps.insert(key, &footprint);
+        if self.entangled.contains(key) || !met.is_empty() {
+            for other in met {
+                self.entangle(other);
+            }
+            self.entangled.insert(key.clone());
+        } else {
+            if reads_holders {
+                self.reads_holders.insert(key.clone());
+            }
+            contribute(
+                &mut self.state,
+                &mut self.problems,
+                Unit::Group(key.clone()),
+                &solo,
+            );
+        }
+        let version = group.version();
+        self.groups.insert(
+            key.0.clone(),
+            key.1.clone(),
+            Group {
+                version,
+                footprint,
+                solo,
+            },
+        );
+    }
+
+    /// Moves a solo group into the entangled set, taking its part out.
+    fn entangle(&mut self, key: GroupKey) {
+        if !self.entangled.insert(key.clone()) {
+            return;
+        }
+        self.reads_holders.remove(&key);
+        if let Some(group) = self.groups.get(&key.0, &key.1) {
+            withdraw(
+                &mut self.state,
+                &mut self.problems,
+                Unit::Group(key),
+                &group.solo,
+            );
+        }
+    }
+
+    /// Computes the entangled groups together; returns how many there are.
+    fn recompute_entangled(&mut self, inputs: &Groups<'_>, holders: &mut LazyHolders) -> usize {
+        self.entangled
+            .retain(|(ns, name)| inputs.contains(ns, name));
+        if self.entangled.is_empty() {
+            return 0;
+        }
+        let (mut services, mut slices) = (Vec::new(), Vec::new());
+        for key in &self.entangled {
+            let Some(group) = inputs.get(&key.0, &key.1) else {
+                continue;
+            };
+            let (group_services, group_slices) = group.owned();
+            services.extend(group_services);
+            slices.extend(group_slices);
+        }
+        let node = self.node.clone().unwrap_or_default();
+        let (state, _) =
+            compute_with_footprint(&services, &slices, &node, &self.rules, holders.get());
+        contribute(&mut self.state, &mut self.problems, Unit::Entangled, &state);
+        self.entangled_state = state;
+        self.entangled.len()
+    }
+
+    /// Every part's problems, in part order, each (object, reason) once as
+    /// the whole computation reports them.
+    fn merged_problems(&self) -> Vec<Problem> {
+        let mut seen = BTreeSet::new();
+        self.problems
+            .values()
+            .flatten()
+            .filter(|p| seen.insert((p.object.clone(), p.reason.clone())))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Adds one part; parts never share a frontend or a Service port (groups
+/// that could are entangled into one part).
+fn contribute(
+    state: &mut DesiredState,
+    problems: &mut BTreeMap<Unit, Vec<Problem>>,
+    unit: Unit,
+    part: &DesiredState,
+) {
+    for (frontend, spec) in &part.frontends {
+        state.frontends.insert(*frontend, spec.clone());
+    }
+    for (name, info) in &part.services {
+        state.services.insert(name.clone(), info.clone());
+    }
+    if !part.problems.is_empty() {
+        problems.insert(unit, part.problems.clone());
+    }
+}
+
+fn withdraw(
+    state: &mut DesiredState,
+    problems: &mut BTreeMap<Unit, Vec<Problem>>,
+    unit: Unit,
+    part: &DesiredState,
+) {
+    for frontend in part.frontends.keys() {
+        state.frontends.remove(frontend);
+    }
+    for name in part.services.keys() {
+        state.services.remove(name);
+    }
+    problems.remove(&unit);
+}
+
+/// The holders, read from the maps only if some group needs them.
+struct LazyHolders<'a> {
+    make: &'a dyn Fn() -> Holders,
+    made: Option<Holders>,
+}
+
+impl<'a> LazyHolders<'a> {
+    fn new(make: &'a dyn Fn() -> Holders) -> LazyHolders<'a> {
+        LazyHolders { make, made: None }
+    }
+
+    fn get(&mut self) -> &Holders {
+        self.made.get_or_insert_with(self.make)
+    }
+}

@@ -1,0 +1,161 @@
+//! The control plane's own work for one EndpointSlice change, in process:
+//! the desired state computed whole (what every sync did before the
+//! incremental tracker) against the tracker's per-Service update, and the
+//! plan that follows. No kernel, no agent process: it isolates the part of
+//! "one change at 10,000 Services" that grows with the Services.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use lb::{
+    datapath::{DatapathMaps, MemoryMaps},
+    desired::{self, Holders, Rules, incremental::Tracker},
+    model::{DesiredState, NodeFacts},
+    plan::{self, Applied},
+    source::manifests::parse_documents,
+};
+
+use crate::{BenchOptions, fixture::manifests_text, report::Section};
+
+const SIZES: [usize; 3] = [1, 1_000, 10_000];
+
+pub const DESIRED: &str = "one slice change: desired state";
+pub const PLAN: &str = "one slice change: plan";
+pub const FULL: &str = "full computation (before)";
+pub const INCREMENTAL: &str = "incremental tracker (after), manifests";
+pub const INCREMENTAL_API: &str = "incremental tracker (after), API objects";
+
+const METHOD: &str = "The control-plane fixture's manifests (`fixture::manifests_text`: the \
+target and empty Services, then filler Services with their endpoints), parsed once and \
+programmed into the in-memory datapath (`MemoryMaps`). Then one EndpointSlice changes (a \
+filler's first endpoint moves to another address) and, each timed alone: the desired state \
+computed whole (`desired::compute` with the holders the programmed frontends give, as each sync \
+did before) and by the tracker (`desired::incremental::Tracker::update`, warmed on the state \
+before the change, as the agent's is), for manifests (no versions: each object is hashed whole to see what changed) and for API objects (every object given a uid and a resourceVersion, the changed slice's bumped, as the API server does), then the plan against what is programmed \
+(`plan::plan`). The change alternates between two addresses, so every sample is a real \
+change. Release build, one process, no kernel: the source's snapshot, the apply and the \
+agent's wake-up are not in these figures (the control-plane section measures them end to end).";
+
+pub fn run(options: &BenchOptions) -> Result<Section> {
+    let mut section = Section::new("Control plane: the work of one change", METHOD);
+    let samples = if options.quick { 3 } else { 15 };
+    for n in options.service_counts(&SIZES) {
+        let took = measure(n, samples, false)?;
+        section.figure(DESIRED, FULL, n, "ms", &took.full);
+        section.figure(DESIRED, INCREMENTAL, n, "ms", &took.incremental);
+        section.figure(PLAN, "plan::plan", n, "ms", &took.plan);
+        let api = measure(n, samples, true)?;
+        section.figure(DESIRED, INCREMENTAL_API, n, "ms", &api.incremental);
+    }
+    for n in [1_000, 10_000] {
+        section.ratio(
+            &format!("desired state, full / incremental (manifests), {n} Services"),
+            (DESIRED, FULL, n),
+            (DESIRED, INCREMENTAL, n),
+        );
+        section.ratio(
+            &format!("desired state, full / incremental (API objects), {n} Services"),
+            (DESIRED, FULL, n),
+            (DESIRED, INCREMENTAL_API, n),
+        );
+    }
+    Ok(section)
+}
+
+/// Milliseconds per sample of each path.
+#[derive(Default)]
+pub struct Took {
+    pub full: Vec<f64>,
+    pub incremental: Vec<f64>,
+    pub plan: Vec<f64>,
+}
+
+/// `api`: the objects carry a uid and a resourceVersion, as from the API.
+pub fn measure(services: usize, samples: usize, api: bool) -> Result<Took> {
+    let mut set = parse_documents("services.yaml", &manifests_text(services));
+    if !set.problems.is_empty() {
+        bail!("the fixture has problems: {:?}", set.problems);
+    }
+    if api {
+        let metas = (set.services.iter_mut().map(|s| &mut s.metadata))
+            .chain(set.slices.iter_mut().map(|s| &mut s.metadata));
+        for (i, meta) in metas.enumerate() {
+            meta.uid = Some(format!("uid-{i}"));
+            meta.resource_version = Some("1".into());
+        }
+    }
+    let node = NodeFacts {
+        name: xtask::testbed::NODE_NAME.into(),
+        addresses: vec![xtask::testbed::NODE_ADDR.into()],
+        zone: None,
+    };
+    let rules = Rules::default();
+    let mut maps = MemoryMaps::new(services as u32 + 16);
+    let mut applied = Applied::read(&maps)?;
+    let mut tracker = Tracker::new(rules.clone());
+    let state = tracker
+        .update(&set.services, &set.slices, &node, &Holders::default)
+        .clone();
+    plan::apply(
+        &plan::plan(&state, &applied, maps.max_tables()),
+        &mut maps,
+        &mut applied,
+    )?;
+    let mut holders = holders_of(&state);
+    let changed = set.slices.len() - 1;
+    let mut took = Took::default();
+    for sample in 0..samples {
+        // A filler's first endpoint moves between two addresses.
+        if let Some(first) = set.slices[changed]
+            .endpoints
+            .as_mut()
+            .and_then(|endpoints| endpoints.first_mut())
+        {
+            first.addresses = vec![format!("198.18.{}.1", sample % 2)];
+        }
+        if api {
+            set.slices[changed].metadata.resource_version = Some(format!("{}", sample + 2));
+        }
+        let started = Instant::now();
+        let full = desired::compute(&set.services, &set.slices, &node, &rules, &holders);
+        took.full.push(ms(started));
+        let started = Instant::now();
+        let state = tracker.update(&set.services, &set.slices, &node, &|| holders.clone());
+        took.incremental.push(ms(started));
+        if state.frontends != full.frontends {
+            bail!("the tracker's desired state differs from the full computation's");
+        }
+        let started = Instant::now();
+        let plan = plan::plan(state, &applied, maps.max_tables());
+        took.plan.push(ms(started));
+        plan::apply(&plan, &mut maps, &mut applied)?;
+        holders = holders_of(&full);
+    }
+    Ok(took)
+}
+
+fn holders_of(state: &DesiredState) -> Holders {
+    state
+        .frontends
+        .iter()
+        .map(|(frontend, spec)| (*frontend, spec.service.clone()))
+        .collect()
+}
+
+fn ms(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    /// The section's measurement runs and its two paths agree.
+    #[test]
+    fn measures_both_paths_at_a_small_size() {
+        let took = super::measure(20, 2, false).expect("measured");
+        assert_eq!(took.full.len(), 2);
+        assert_eq!(took.incremental.len(), 2);
+        assert_eq!(took.plan.len(), 2);
+        let api = super::measure(20, 2, true).expect("measured");
+        assert_eq!(api.incremental.len(), 2);
+    }
+}
