@@ -163,7 +163,12 @@ impl SyncLoop<'_> {
                 }
                 () = tokio::time::sleep_until(due) => {
                     let ok = self.syncer.sync(source, self.maps, self.applied, kind).await;
-                    runner.finished(tokio::time::Instant::now(), ok);
+                    let now = tokio::time::Instant::now();
+                    if self.syncer.waiting {
+                        runner.waiting(now);
+                    } else {
+                        runner.finished(now, ok);
+                    }
                 }
                 _ = &mut stop => break,
             }

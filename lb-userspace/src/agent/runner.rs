@@ -114,6 +114,16 @@ impl Runner {
     /// The wait before the next retry: from the minimum interval (at least
     /// a second), doubling with each failure in a row, at most
     /// `max_interval` (kube-proxy's retry interval).
+    /// A sync found the source not ready yet (initial lists, the Node):
+    /// the source's next wake-up syncs at once, with no minimum interval
+    /// (there was no sync to space from), and without one a retry comes
+    /// with the failure backoff.
+    pub fn waiting(&mut self, now: Instant) {
+        self.requested = false;
+        self.failures = self.failures.saturating_add(1);
+        self.retry_at = Some(now + self.backoff());
+    }
+
     fn backoff(&self) -> Duration {
         let first = self.min_interval.max(FIRST_RETRY_FLOOR);
         let doublings = self.failures.saturating_sub(1).min(16);

@@ -75,6 +75,9 @@ pub(super) struct Syncer {
     outputs: Outputs,
     status: AgentStatus,
     status_failed: bool,
+    /// The last sync found the source still waiting for its initial lists
+    /// (or its Node): not an attempt the minimum interval counts from.
+    pub waiting: bool,
     trigger_times: TriggerTimes,
     spot_check: SpotCheck,
     /// The desired state, recomputed per changed Service.
@@ -98,6 +101,7 @@ impl Syncer {
             status_failed: false,
             trigger_times: TriggerTimes::default(),
             spot_check: SpotCheck::default(),
+            waiting: false,
             tracker: Tracker::new(rules),
         }
     }
@@ -132,11 +136,19 @@ impl Syncer {
         kind: SyncKind,
     ) -> bool {
         let started = Instant::now();
+        self.waiting = false;
         let mut snapshot = match source.snapshot().await {
             Ok(snapshot) => snapshot,
             Err(err) => {
-                warn!("keeping the current state: {err}");
-                self.failed("source");
+                self.waiting = err.is_waiting();
+                if self.waiting {
+                    // Not a failure: kube-proxy, too, syncs only once its
+                    // informers have listed (and its Node exists).
+                    info!("waiting for the source: {err}");
+                } else {
+                    warn!("keeping the current state: {err}");
+                    self.failed("source");
+                }
                 self.publish(Err(err.to_string()));
                 return false;
             }

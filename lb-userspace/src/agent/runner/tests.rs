@@ -171,3 +171,20 @@ fn a_change_does_not_wait_for_a_pending_retry() {
         (start + Duration::from_secs(1), SyncKind::Change)
     );
 }
+
+/// kube-proxy syncs only once its informers have listed: an attempt that
+/// found the source still waiting is no sync, so the wake-up that says the
+/// lists are complete syncs at once instead of a minimum interval later;
+/// with no wake-up, a retry still comes (the failure backoff).
+#[test]
+fn a_source_that_was_not_ready_syncs_at_its_next_wake_up() {
+    let start = Instant::now();
+    let mut runner = Runner::new(1000 * MS, 30_000 * MS, start);
+    assert_eq!(runner.next(), (start, SyncKind::Change));
+    runner.waiting(start + 2 * MS);
+    let (retry, kind) = runner.next();
+    assert_eq!(kind, SyncKind::Retry);
+    assert!(retry >= start + 1000 * MS, "{:?}", retry - start);
+    runner.request();
+    assert_eq!(runner.next(), (start, SyncKind::Change), "due at once");
+}
