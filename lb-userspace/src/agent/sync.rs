@@ -119,7 +119,11 @@ impl Syncer {
     ) -> bool {
         let started = Instant::now();
         let ok = self.reconcile(source, maps, applied, kind).await;
-        if let Some(metrics) = &self.outputs.metrics {
+        // Waiting for the source is no sync (kube-proxy's histogram has no
+        // sample before its informers have listed).
+        if let Some(metrics) = &self.outputs.metrics
+            && !self.waiting
+        {
             metrics.synced(started.elapsed().as_secs_f64(), ok);
         }
         if ok && let Some(health) = &self.outputs.health {
