@@ -313,7 +313,5 @@ fn free_ports(netns: Option<&Path>) -> Result<(u16, u16)> {
 }
 
 fn free_port() -> Result<u16> {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a loopback port")?;
-    Ok(listener.local_addr()?.port())
+    Ok(crate::scrape::free_loopback_address()?.port())
 }

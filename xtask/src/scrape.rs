@@ -1,13 +1,23 @@
-//! Reading an agent's HTTP endpoints (`/healthz`, `/livez`, `/metrics`) the
-//! way a probe or Prometheus does, for the watch tests and the bench.
+//! An agent's HTTP endpoints (`/healthz`, `/livez`, `/metrics`) for the
+//! watch tests and the bench: a free loopback address to serve them on
+//! (and the test API server's ports), and reading them the way a probe or
+//! Prometheus does.
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     time::Duration,
 };
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+
+/// A loopback address no one listens on now (the kernel's pick), so that
+/// parallel agents and servers never fight over their default ports.
+pub fn free_loopback_address() -> Result<SocketAddr> {
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a loopback port")?;
+    Ok(listener.local_addr()?)
+}
 
 /// `GET path`: the status code and the body; `None` while nothing listens
 /// (the agent is starting).

@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeMap,
     fs,
-    net::{Ipv4Addr, SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use xtask::traffic::target_bin;
+use xtask::{scrape::free_loopback_address, traffic::target_bin};
 
 use crate::objects::NODE;
 
@@ -51,8 +51,8 @@ impl Agent {
         let workdir = std::env::temp_dir().join(&name);
         fs::create_dir_all(&workdir)?;
         // Free ports: parallel agents never fight over 10256 and 10249.
-        let healthz = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let healthz = free_loopback_address()?;
+        let metrics = free_loopback_address()?;
         let mut all: Vec<String> = vec![
             "--kubeconfig".into(),
             kubeconfig.display().to_string(),
@@ -237,9 +237,4 @@ impl Served {
             .map(|f| f.keys().map(String::as_str).collect())
             .unwrap_or_default()
     }
-}
-
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
 }

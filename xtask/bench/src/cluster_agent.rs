@@ -6,7 +6,7 @@
 
 use std::{
     fs,
-    net::{Ipv4Addr, SocketAddr, TcpListener},
+    net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -148,13 +148,8 @@ impl ClusterAgent {
         let workdir = std::env::temp_dir().join(&name);
         fs::create_dir_all(&workdir)?;
         let pin_dir = PathBuf::from("/sys/fs/bpf").join(&name);
-        let free_port = || -> Result<u16> {
-            Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-                .local_addr()?
-                .port())
-        };
-        let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let healthz = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let metrics = scrape::free_loopback_address()?;
+        let healthz = scrape::free_loopback_address()?;
         let log = fs::File::create(workdir.join("agent.log"))?;
         let child = Command::new(&lb)
             .arg("agent")
