@@ -41,7 +41,8 @@ pub struct AgentArgs {
     #[arg(long, value_name = "CIDR|primary", value_delimiter = ',')]
     nodeport_addresses: Vec<String>,
     /// External device(s) for north-south traffic (XDP ingress, tc egress),
-    /// repeatable or comma-separated.
+    /// repeatable or comma-separated; `auto`: the devices of this network
+    /// namespace's IPv4 default routes, found at start.
     #[arg(long = "device", env = "LB_DEVICES", value_delimiter = ',')]
     devices: Vec<String>,
     /// Attach XDP in generic (skb) mode instead of the driver's native mode.

@@ -196,3 +196,37 @@ fn pinned_links_are_aya_fd_links() {
         );
     });
 }
+
+/// `--device auto` reads the routing table of the agent's own network
+/// namespace: in a namespace whose default route leaves through `up0`, it
+/// names `up0` and nothing else (not `lo`, not the other end's device).
+#[test]
+fn device_auto_finds_the_default_route_device() {
+    in_private_netns(|| {
+        let ip = |args: &[&str]| {
+            let status = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(status.success(), "ip {args:?}");
+        };
+        ip(&["link", "set", "lo", "up"]);
+        ip(&[
+            "link", "add", "up0", "type", "veth", "peer", "name", "side0",
+        ]);
+        ip(&["link", "set", "up0", "up"]);
+        ip(&["link", "set", "side0", "up"]);
+        ip(&["addr", "add", "192.0.2.2/24", "dev", "up0"]);
+        ip(&["addr", "add", "198.51.100.2/24", "dev", "side0"]);
+        assert!(matches!(
+            lb::agent::devices::detect(),
+            Err(lb::agent::devices::DeviceError::NoDefaultRoute)
+        ));
+        ip(&["route", "add", "default", "via", "192.0.2.1", "dev", "up0"]);
+        let given = ["auto".to_string(), "side0".to_string()];
+        assert_eq!(
+            lb::agent::devices::resolve(&given).unwrap(),
+            ["up0", "side0"]
+        );
+    });
+}

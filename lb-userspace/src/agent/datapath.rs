@@ -19,7 +19,7 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
     if config.bpf_log {
         forward_bpf_logs(&mut datapath)?;
     }
-    for device in &config.devices {
+    for device in &super::devices::resolve(&config.devices)? {
         let xdp = datapath
             .attach_xdp(device, config.xdp_generic)
             .with_context(|| format!("attaching XDP to {device}"))?;

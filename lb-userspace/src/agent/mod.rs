@@ -4,13 +4,14 @@
 //! apply (ordered map writes). The datapath is pinned, so the agent can be
 //! stopped, killed or upgraded while established connections keep flowing.
 //!
-//! `datapath` brings the datapath up, `sync` is one reconciliation (with
-//! `drift`, what a resync repairs), `runner` decides when to sync
-//! (kube-proxy's bounded-frequency runner), `status` what it publishes for
-//! `lb status`, `health` and `metrics` the HTTP endpoints beside the loop
-//! (over `http`); this module is the loop.
+//! `datapath` brings the datapath up (on the devices `devices` resolves),
+//! `sync` is one reconciliation (with `drift`, what a resync repairs),
+//! `runner` decides when to sync (kube-proxy's bounded-frequency runner),
+//! `status` what it publishes for `lb status`, `health` and `metrics` the
+//! HTTP endpoints beside the loop (over `http`); this module is the loop.
 pub mod config;
 mod datapath;
+pub mod devices;
 mod drift;
 mod dry_run;
 pub mod health;
