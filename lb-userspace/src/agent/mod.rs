@@ -128,9 +128,15 @@ async fn reconcile_until_stopped(
         config.resync,
         tokio::time::Instant::now(),
     );
-    sync_loop.run(source, runner, stop).await;
-    Ok(())
+    sync_loop.run(source, runner, stop).await
 }
+
+/// How long a starting agent waits for its Node object before it gives up,
+/// as kube-proxy's NodeManager (pkg/proxy/node.go) polls for it for five
+/// minutes and then fails to start: a wrong `--node-name` shows as a crash
+/// loop, not as a pod that silently never syncs. Once the agent has synced,
+/// it never exits for the Node: the maps it programmed keep serving.
+const NODE_WAIT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// What the loop syncs with, and tells of queued changes.
 struct SyncLoop<'a> {
@@ -144,8 +150,16 @@ struct SyncLoop<'a> {
 impl SyncLoop<'_> {
     /// Syncs when the runner says, until `stop` resolves. A change of the
     /// source is queued (health, `..._last_queued_timestamp_seconds`) and
-    /// requested; the runner coalesces requests.
-    async fn run(&mut self, source: &mut impl Source, mut runner: Runner, stop: impl Future) {
+    /// requested; the runner coalesces requests. Fails when the Node never
+    /// appears within [`NODE_WAIT`] of the start.
+    async fn run(
+        &mut self,
+        source: &mut impl Source,
+        mut runner: Runner,
+        stop: impl Future,
+    ) -> Result<()> {
+        let started = tokio::time::Instant::now();
+        let mut past_waiting = false;
         // As kube-proxy's SyncLoop: healthy while starting up ("in case
         // Sync() never succeeds": only changes the source reports can make
         // it late), and a queued-change time synthesized for the start-up
@@ -166,14 +180,24 @@ impl SyncLoop<'_> {
                     let ok = self.syncer.sync(source, self.maps, self.applied, kind).await;
                     let now = tokio::time::Instant::now();
                     if self.syncer.waiting {
+                        if self.syncer.node_missing && !past_waiting && now - started >= NODE_WAIT {
+                            anyhow::bail!(
+                                "this node's Node object did not appear within {} minutes: check \
+                                 that --node-name (or NODE_NAME) is the node's name as \
+                                 `kubectl get nodes` shows it",
+                                NODE_WAIT.as_secs() / 60
+                            );
+                        }
                         runner.waiting(now);
                     } else {
+                        past_waiting = true;
                         runner.finished(now, ok);
                     }
                 }
                 _ = &mut stop => break,
             }
         }
+        Ok(())
     }
 
     fn queued(&self) {

@@ -118,10 +118,13 @@ impl Runner {
     /// the source's next wake-up syncs at once, with no minimum interval
     /// (there was no sync to space from), and without one a retry comes
     /// with the failure backoff.
+    /// While it waits, the periodic resync moves on with the clock: a
+    /// resync time left in the past would make every attempt due at once.
     pub fn waiting(&mut self, now: Instant) {
         self.requested = false;
         self.failures = self.failures.saturating_add(1);
         self.retry_at = Some(now + self.backoff());
+        self.resync_at = self.resync_at.max(now + self.max_interval);
     }
 
     fn backoff(&self) -> Duration {

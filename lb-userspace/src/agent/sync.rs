@@ -16,7 +16,7 @@ use crate::{
     desired::{self, Holders, Rules, incremental::Tracker},
     model::{DesiredState, NodeFacts, Problem},
     plan::{self, Applied, Plan},
-    source::{Snapshot, Source},
+    source::{Snapshot, Source, SourceError},
 };
 
 /// The desired state of a snapshot: the objects the source could not read
@@ -78,6 +78,8 @@ pub(super) struct Syncer {
     /// The last sync found the source still waiting for its initial lists
     /// (or its Node): not an attempt the minimum interval counts from.
     pub waiting: bool,
+    /// What it waited for was this node's Node object.
+    pub node_missing: bool,
     trigger_times: TriggerTimes,
     spot_check: SpotCheck,
     /// The desired state, recomputed per changed Service.
@@ -102,6 +104,7 @@ impl Syncer {
             trigger_times: TriggerTimes::default(),
             spot_check: SpotCheck::default(),
             waiting: false,
+            node_missing: false,
             tracker: Tracker::new(rules),
         }
     }
@@ -141,10 +144,12 @@ impl Syncer {
     ) -> bool {
         let started = Instant::now();
         self.waiting = false;
+        self.node_missing = false;
         let mut snapshot = match source.snapshot().await {
             Ok(snapshot) => snapshot,
             Err(err) => {
                 self.waiting = err.is_waiting();
+                self.node_missing = matches!(err, SourceError::NodeMissing { .. });
                 if self.waiting {
                     // Not a failure: kube-proxy, too, syncs only once its
                     // informers have listed (and its Node exists).

@@ -163,12 +163,26 @@ impl Harness {
     /// Runs the loop until `stop` resolves; the maps it left.
     async fn run(
         &self,
-        mut source: Fed,
-        mut maps: Breakable,
+        source: impl Source,
+        maps: Breakable,
         min: Duration,
         period: Duration,
         stop: impl Future,
     ) -> MemoryMaps {
+        let (ended, maps) = self.run_until(source, maps, min, period, stop).await;
+        ended.expect("the loop ends when stopped");
+        maps
+    }
+
+    /// [`Harness::run`], with how the loop ended.
+    async fn run_until(
+        &self,
+        mut source: impl Source,
+        mut maps: Breakable,
+        min: Duration,
+        period: Duration,
+        stop: impl Future,
+    ) -> (anyhow::Result<()>, MemoryMaps) {
         let outputs = Outputs {
             metrics: Some(self.metrics.clone()),
             health: Some(self.health.clone()),
@@ -188,8 +202,8 @@ impl Harness {
             metrics: &self.metrics,
         };
         let runner = Runner::new(min, period, tokio::time::Instant::now());
-        sync_loop.run(&mut source, runner, stop).await;
-        maps.maps
+        let ended = sync_loop.run(&mut source, runner, stop).await;
+        (ended, maps.maps)
     }
 
     /// Syncs so far: the `_count` of kube-proxy's sync histogram.
@@ -351,4 +365,92 @@ async fn healthz_turns_503_when_syncs_stall_and_200_when_they_recover() {
         ports,
         vec![u32::from(std::net::Ipv4Addr::new(10, 244, 1, 8))]
     );
+}
+
+/// A [`Fed`] source whose Node object exists only between two times after
+/// the start (`None`: never).
+struct NodeBetween {
+    fed: Fed,
+    start: tokio::time::Instant,
+    present: Option<(Duration, Duration)>,
+}
+
+impl Source for NodeBetween {
+    fn snapshot(&self) -> impl Future<Output = Result<Snapshot, SourceError>> + Send {
+        let age = self.start.elapsed();
+        let present = self
+            .present
+            .is_some_and(|(from, until)| age >= from && age < until);
+        let result = if present {
+            Ok(self.fed.snapshot.lock().unwrap().clone())
+        } else {
+            Err(SourceError::NodeMissing {
+                server: "https://api.test".into(),
+                node: "node-a".into(),
+            })
+        };
+        std::future::ready(result)
+    }
+    async fn changed(&mut self) {
+        self.fed.changed().await
+    }
+}
+
+/// kube-proxy's NodeManager (pkg/proxy/node.go) waits five minutes for its
+/// Node and then fails to start: a Node that never appears ends the loop
+/// with an error that names the flag to check, after five minutes and not
+/// before, and nothing was synced meanwhile.
+#[tokio::test(start_paused = true)]
+async fn a_node_that_never_appears_fails_the_start_after_five_minutes() {
+    let (harness, fed, maps) = Harness::new(Duration::from_secs(60));
+    let start = tokio::time::Instant::now();
+    let source = NodeBetween {
+        fed,
+        start,
+        present: None,
+    };
+    let stop = tokio::time::sleep(Duration::from_secs(20 * 60));
+    let (ended, maps) = harness
+        .run_until(
+            source,
+            maps,
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            stop,
+        )
+        .await;
+    let err = ended.expect_err("the start fails");
+    assert!(err.to_string().contains("--node-name"), "{err}");
+    let waited = start.elapsed();
+    assert!(
+        waited >= NODE_WAIT && waited < NODE_WAIT + Duration::from_secs(31),
+        "gave up after {waited:?}"
+    );
+    assert_eq!(harness.syncs(), 0);
+    assert!(maps.frontends.is_empty());
+}
+
+/// A Node that appears within the wait is synced; once synced, a Node that
+/// goes missing again never ends the loop (the programmed maps keep
+/// serving), however long it stays away.
+#[tokio::test(start_paused = true)]
+async fn once_synced_a_missing_node_never_ends_the_loop() {
+    let (harness, fed, maps) = Harness::new(Duration::from_secs(60));
+    let source = NodeBetween {
+        fed,
+        start: tokio::time::Instant::now(),
+        present: Some((Duration::from_secs(4 * 60), Duration::from_secs(6 * 60))),
+    };
+    let stop = tokio::time::sleep(Duration::from_secs(20 * 60));
+    let maps = harness
+        .run(
+            source,
+            maps,
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            stop,
+        )
+        .await;
+    assert!(harness.syncs() >= 1, "synced while the Node was there");
+    assert_eq!(maps.frontends.len(), 1, "and kept what it programmed");
 }

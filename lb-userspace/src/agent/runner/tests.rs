@@ -188,3 +188,28 @@ fn a_source_that_was_not_ready_syncs_at_its_next_wake_up() {
     runner.request();
     assert_eq!(runner.next(), (start, SyncKind::Change), "due at once");
 }
+
+/// A source that waits longer than the sync period (a Node that does not
+/// exist yet) is asked again at the backoff's pace, never in a loop: the
+/// next attempt is always after the last.
+#[test]
+fn waiting_past_the_sync_period_keeps_the_backoff_pace() {
+    let start = Instant::now();
+    let mut runner = Runner::new(1000 * MS, 30_000 * MS, start);
+    let mut now = start;
+    let mut attempts = 0;
+    while now < start + 600_000 * MS {
+        let (due, _) = runner.next();
+        assert!(
+            due > now || attempts == 0,
+            "due at {:?}, now {:?}",
+            due - start,
+            now - start
+        );
+        now = due.max(now) + MS;
+        runner.waiting(now);
+        attempts += 1;
+    }
+    // 1, 2, 4, 8, 16 s, then every 30 s: about 25 attempts in ten minutes.
+    assert!((20..=30).contains(&attempts), "{attempts} attempts");
+}
