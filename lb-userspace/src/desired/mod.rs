@@ -44,6 +44,7 @@ mod problems;
 mod rules;
 mod services;
 mod slices;
+mod sloppy_ip;
 mod validate;
 
 #[cfg(test)]
