@@ -212,8 +212,11 @@ fn cluster_ips(
     Some(served)
 }
 
-/// LoadBalancer ingress IPs, except `ipMode: Proxy` ones: there the load
-/// balancer proxies and traffic arrives for the node, not for the VIP.
+/// LoadBalancer ingress IPs in VIP mode only (kube-proxy's `IsVIPMode`:
+/// `ipMode` unset or `VIP`, KEP-1860): with `Proxy` the load balancer
+/// proxies and traffic arrives for the node, not for the VIP. Any other
+/// value is refused (the API server would have), and kube-proxy does not
+/// serve it either.
 fn lb_ips(svc: &Service, object: &str, problems: &mut Problems) -> Vec<IpAddr> {
     let ingress = svc
         .status
@@ -224,7 +227,20 @@ fn lb_ips(svc: &Service, object: &str, problems: &mut Problems) -> Vec<IpAddr> {
         .into_iter()
         .flatten()
         .enumerate()
-        .filter(|(_, entry)| entry.ip_mode.as_deref() != Some("Proxy"))
+        .filter(|(i, entry)| match entry.ip_mode.as_deref() {
+            None | Some("VIP") => true,
+            Some("Proxy") => false,
+            Some(other) => {
+                problems.push(
+                    object,
+                    ProblemCode::InvalidValue,
+                    format!(
+                        "status.loadBalancer.ingress[{i}].ipMode \"{other}\" is not VIP or Proxy: that ingress IP is not served; set VIP (or leave it unset) for lb to serve it"
+                    ),
+                );
+                false
+            }
+        })
         .filter_map(|(i, entry)| {
             // Hostname-only entries (some cloud load balancers) have no IP.
             let ip = entry.ip.as_deref().filter(|ip| !ip.is_empty())?;
@@ -363,6 +379,35 @@ mod tests {
             ),
         ]);
         assert_eq!(state.frontends, expected);
+    }
+
+    /// Upstream: pkg/proxy/util's `IsVIPMode` (KEP-1860, LoadBalancerIPMode
+    /// GA): `newBaseServiceInfo` keeps an ingress IP whose `ipMode` is unset
+    /// or `VIP` and skips `Proxy`; any other value is no VIP either (and a
+    /// problem here, as the API server would have refused it).
+    #[test]
+    fn ingress_ips_are_served_only_in_vip_mode_as_is_vip_mode_says() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: m, namespace: lb}\nspec: {type: LoadBalancer, clusterIP: 10.96.0.9, ports: [{port: 80, nodePort: 30009}]}\nstatus: {loadBalancer: {ingress: [{ip: 203.0.113.1}, {ip: 203.0.113.2, ipMode: VIP}, {ip: 203.0.113.3, ipMode: Proxy}, {ip: 203.0.113.4, ipMode: Bogus}]}}\n";
+        let set = parse_documents("m.yaml", text);
+        let state = compute(&set.services, &set.slices, &node("node-a"));
+        let lb_ips: BTreeSet<String> = state
+            .frontends
+            .iter()
+            .filter(|(_, s)| s.kind == LoadBalancer)
+            .map(|(f, _)| f.addr.to_string())
+            .collect();
+        assert_eq!(
+            lb_ips,
+            BTreeSet::from(["203.0.113.1".to_owned(), "203.0.113.2".to_owned()])
+        );
+        assert_eq!(
+            state.problems,
+            vec![error(
+                ProblemCode::InvalidValue,
+                "Service lb/m",
+                "status.loadBalancer.ingress[3].ipMode \"Bogus\" is not VIP or Proxy: that ingress IP is not served; set VIP (or leave it unset) for lb to serve it"
+            )]
+        );
     }
 
     #[test]
