@@ -8,7 +8,8 @@
 //! `drift`, what a resync repairs), `runner` decides when to sync
 //! (kube-proxy's bounded-frequency runner), `status` what it publishes for
 //! `lb status`, `health` and `metrics` the HTTP endpoints beside the loop
-//! (over `http`); this module is the loop.
+//! (over `http`), `service_health` the `healthCheckNodePort` servers; this
+//! module is the loop.
 pub mod config;
 mod datapath;
 mod drift;
@@ -17,6 +18,7 @@ pub mod health;
 mod http;
 pub mod metrics;
 mod runner;
+pub mod service_health;
 pub mod status;
 mod sync;
 
@@ -106,6 +108,10 @@ async fn reconcile_until_stopped(
         }),
         metrics: Some(metrics.clone()),
         health: Some(health.clone()),
+        service_health: Some(service_health::ServiceHealth::new(
+            health.clone(),
+            std::net::Ipv4Addr::UNSPECIFIED.into(),
+        )),
     };
     let mut syncer = Syncer::new(config.node.clone(), config.rules.clone(), outputs);
     let mut terminate = signal(SignalKind::terminate())?;

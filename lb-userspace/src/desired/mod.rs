@@ -34,6 +34,7 @@ mod duplicates;
 mod endpoints;
 mod family;
 mod frontends;
+mod health_checks;
 mod holders;
 pub mod incremental;
 mod labels;
@@ -56,6 +57,7 @@ mod tests;
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
+pub use health_checks::{HealthCheck, ServiceRef, health_checks};
 pub use holders::Holders;
 pub use labels::{
     ANNOTATION_TOPOLOGY_HINTS, ANNOTATION_TOPOLOGY_MODE, LABEL_HEADLESS, LABEL_SERVICE_NAME,

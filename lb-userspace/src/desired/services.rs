@@ -127,7 +127,7 @@ impl ServiceView {
 
 /// Why kube-proxy's watch selector would not even see this Service (the
 /// cluster source's selector says the same: source/cluster/selectors.rs).
-fn not_proxied_label(svc: &Service, proxy_name: Option<&str>) -> Option<&'static str> {
+pub(super) fn not_proxied_label(svc: &Service, proxy_name: Option<&str>) -> Option<&'static str> {
     let labels = svc.metadata.labels.as_ref();
     let label = |key| labels.and_then(|l| l.get(key)).map(String::as_str);
     if label(LABEL_HEADLESS).is_some() {
