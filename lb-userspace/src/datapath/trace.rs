@@ -107,6 +107,9 @@ impl Tracer {
             cookie,
             entry,
             _pad: [0; 7],
+            // No namespace to name: the affinity of socket clients is
+            // looked up for namespace 0 (a trace writes no entry).
+            netns_cookie: 0,
         };
         request.set(0, &req, 0).context("writing lb_trace_req")?;
         record

@@ -27,6 +27,7 @@
 //! oracle); the dry run and the tests compute it whole.
 
 mod addresses;
+mod affinity;
 mod captures;
 mod choice;
 mod conflicts;

@@ -10,6 +10,7 @@ use k8s_openapi::{
 
 use super::{
     addresses::{self as check},
+    affinity,
     endpoints::TopologyWish,
     family,
     labels::{
@@ -40,6 +41,8 @@ pub(super) struct ServiceView {
     pub(super) lb_ips: Vec<IpAddr>,
     pub(super) ports: Vec<PortView>,
     pub(super) topology: TopologyWish,
+    /// ClientIP session affinity timeout in seconds; 0: none.
+    pub(super) affinity_timeout_s: u32,
 }
 
 impl ServiceView {
@@ -109,7 +112,9 @@ impl ServiceView {
             rules,
             problems,
         );
+        let affinity_timeout_s = affinity::client_ip_timeout(spec, &object, problems);
         Some(ServiceView {
+            affinity_timeout_s,
             created: svc.metadata.creation_timestamp.as_ref().map(|t| t.0),
             lb_ips: lb_ips(svc, &object, problems),
             topology: topology_wish(svc, spec),
