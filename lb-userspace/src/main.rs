@@ -52,6 +52,12 @@ enum Command {
         #[command(subcommand)]
         command: ConntrackCommand,
     },
+    /// Session-affinity entries (sessionAffinity: ClientIP): which client
+    /// is kept on which backend, and for how long.
+    Affinity {
+        #[command(subcommand)]
+        command: ListOnly,
+    },
     /// Verdicts and drops by reason, and per service.
     Stats(ReadArgs),
     /// What the running agent reports: its source, its last sync, and every
@@ -199,6 +205,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Conntrack {
             command: ConntrackCommand::List { read, addr, port },
         } => commands::list_connections(&read.reader(), addr, port),
+        Command::Affinity {
+            command: ListOnly::List(read),
+        } => commands::list_affinity(&read.reader()),
         Command::Stats(read) => commands::stats(&read.reader()),
         Command::Status {
             state_dir,

@@ -19,10 +19,19 @@ use std::{
 };
 
 use common::*;
-use lb::datapath::{Attached, DatapathMaps as _};
+use lb::{
+    datapath::{Attached, DatapathMaps as _, trace::Tracer},
+    model::Protocol,
+    ops::{
+        affinity,
+        explain::{self, Entry},
+        inspect::Inspector,
+    },
+};
 use lb_common::{
     AFFINITY_CLIENT_ADDR, AFFINITY_CLIENT_NETNS, AFFINITY_SET_CLUSTER, FE_AFFINITY_SHIFT,
     FE_KIND_NODE_PORT, FE_KIND_SHIFT, PROTO_TCP, SCOPE_EXTERNAL, SCOPE_INTERNAL,
+    TRACE_AFFINITY_HIT, TRACE_AFFINITY_SET, TRACE_BACKEND, TRACE_FRONTEND,
 };
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
@@ -157,6 +166,57 @@ fn an_endpoint_that_goes_away_releases_its_clients() {
     for i in 3..10 {
         assert_eq!(connect(&t, CLIENT, 44000 + i), next, "stuck to the new one");
     }
+}
+
+/// `lb trace` of a remembered client's new connection: the affinity entry
+/// decided (and the trace refreshes nothing); `lb affinity list` names
+/// the client, the Service port's backend and the time left.
+#[test]
+fn trace_and_affinity_list_show_the_remembered_client() {
+    let mut t = TestDatapath::load();
+    service(&mut t, 600, 0, &all());
+    let first = connect(&t, CLIENT, 45000);
+    let (_, before) = entry(&t);
+    let tracer = Tracer::load(&t.pin_dir).unwrap();
+    let outcome = tracer
+        .trace_external(&tcp_frame(CLIENT, 45001, NODE, NODE_PORT, true, b""))
+        .unwrap();
+    let r = outcome.record;
+    assert_eq!(
+        r.steps & (TRACE_FRONTEND | TRACE_AFFINITY_HIT | TRACE_AFFINITY_SET | TRACE_BACKEND),
+        TRACE_FRONTEND | TRACE_AFFINITY_HIT | TRACE_AFFINITY_SET | TRACE_BACKEND
+    );
+    assert_eq!(r.backend_id, before.backend_id);
+    assert_eq!(entry(&t).1, before, "a trace writes no affinity entry");
+    let inspector = Inspector::open(tracer.maps().unwrap()).unwrap();
+    let v4 = |addr: Ipv4Addr, port| std::net::SocketAddrV4::new(addr, port);
+    let report = explain::report(
+        Entry::External,
+        v4(CLIENT, 45001),
+        v4(NODE, NODE_PORT),
+        Protocol::Tcp,
+        &r,
+        &inspector,
+    );
+    assert_eq!(report.decided_by, Some("session-affinity"));
+    assert!(
+        report
+            .steps
+            .iter()
+            .any(|s| s.contains("sessionAffinity ClientIP")),
+        "{:?}",
+        report.steps
+    );
+    let listed = affinity::list(&inspector, affinity::monotonic_now_s()).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].client, CLIENT.to_string());
+    assert_eq!(listed[0].backend, format!("{first}:8080"));
+    assert_eq!(listed[0].endpoints, "cluster");
+    assert!(
+        (599..=600).contains(&listed[0].expires_in_seconds),
+        "{:?}",
+        listed[0]
+    );
 }
 
 const FRONTEND: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 100);

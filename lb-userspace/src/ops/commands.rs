@@ -66,6 +66,15 @@ pub fn list_connections(reader: &Reader, addr: Option<Ipv4Addr>, port: Option<u1
     })
 }
 
+/// `lb affinity list`
+pub fn list_affinity(reader: &Reader) -> Result<()> {
+    let views = crate::ops::affinity::list(
+        &reader.inspector()?,
+        crate::ops::affinity::monotonic_now_s(),
+    )?;
+    reader.print(&views, |v| crate::ops::affinity::render(v))
+}
+
 /// `lb stats`
 pub fn stats(reader: &Reader) -> Result<()> {
     reader.print(&reader.inspector()?.stats()?, output::stats)
