@@ -10,8 +10,8 @@ use std::{
 };
 
 use xtask::{
-    demo::{Env, exclusive_env},
-    testbed::{NODE_ADDR, NODE_NAME, POD_TCP_PORT, pod_addr},
+    demo::{Env, Frontend, Origin, exclusive_env},
+    testbed::{CLIENT_ADDR, NODE_ADDR, NODE_NAME, POD_TCP_PORT, pod_addr},
 };
 
 const HEALTH_CHECK_PORT: u16 = 32100;
@@ -138,4 +138,140 @@ fn the_health_check_port_answers_200_then_503_as_the_last_local_endpoint_leaves(
     // The Service goes: its port closes.
     fs::remove_file(dir.join("checked.yaml")).unwrap();
     wait_for_status(&env, 0);
+}
+
+/// A NodePort with `sessionAffinity: ClientIP` over the given pods.
+fn sticky(pods: &[usize]) -> String {
+    let endpoints: String = pods
+        .iter()
+        .map(|&i| {
+            format!(
+                "- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n  nodeName: {NODE_NAME}\n",
+                pod_addr(i)
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: sticky, namespace: default}}
+spec:
+  type: NodePort
+  clusterIP: 192.0.2.31
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: 600}}}}
+  ports: [{{name: http, protocol: TCP, port: 80, targetPort: {POD_TCP_PORT}, nodePort: 30110}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: sticky-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: sticky}}
+addressType: IPv4
+ports: [{{name: http, protocol: TCP, port: {POD_TCP_PORT}}}]
+endpoints:
+{endpoints}"
+    )
+}
+
+const STICKY_NODE_PORT: Frontend = Frontend {
+    label: "NodePort sticky:http",
+    origin: Origin::Client,
+    udp: false,
+    addr: "198.51.100.1:30110",
+};
+
+const STICKY_CLUSTER_IP: Frontend = Frontend {
+    label: "ClusterIP sticky:http",
+    origin: Origin::Pod(0),
+    udp: false,
+    addr: "192.0.2.31:80",
+};
+
+/// The pods `count` new connections to `frontend` reached; waits (at most
+/// 10 s) for the frontend to answer first.
+fn pods_reached(env: &Env, frontend: &Frontend, count: u32) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.request(frontend, 1).unwrap().errors.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never answered:\n{}",
+            frontend.label,
+            env.agent_log_text()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let tally = env.request(frontend, count).unwrap();
+    assert!(tally.errors.is_empty(), "{:?}", tally.errors);
+    tally.answers.into_keys().collect()
+}
+
+fn affinity_entries(env: &Env) -> Vec<serde_json::Value> {
+    let out = Command::new(&env.lb)
+        .args(["affinity", "list", "-o", "json", "--pin-dir"])
+        .arg(&env.bed.pin_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Upstream: pkg/proxy/iptables/proxier.go's ClientIP affinity (`-m recent
+/// --rcheck --seconds 600` before the random pick, `--set` per endpoint):
+/// every new TCP connection of one client reaches one pod, from outside
+/// (XDP) and from a pod (socket hooks), while the demo's Services without
+/// affinity spread the same connections over three pods; when the
+/// remembered pod leaves, the client is kept on a new one.
+#[test]
+fn client_ip_affinity_keeps_new_connections_on_one_pod_until_it_leaves() {
+    let (_serial, env) = exclusive_env();
+    let dir = env.manifests();
+    write_atomically(&dir, "sticky.yaml", &sticky(&[0, 1, 2]));
+    let external = pods_reached(&env, &STICKY_NODE_PORT, 12);
+    assert_eq!(external.len(), 1, "from outside: {external:?}");
+    let internal = pods_reached(&env, &STICKY_CLUSTER_IP, 12);
+    assert_eq!(internal.len(), 1, "from a pod: {internal:?}");
+    let entries = affinity_entries(&env);
+    let client = entries
+        .iter()
+        .find(|e| e["client"] == CLIENT_ADDR.to_string())
+        .unwrap_or_else(|| panic!("no entry of the client: {entries:?}"));
+    assert_eq!(client["service"], "default/sticky:http");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["client"].as_str().unwrap().starts_with("netns:"))
+    );
+
+    // The remembered pod leaves the Service: a new one, and only one.
+    let kept = external[0]
+        .trim_start_matches("pod-")
+        .parse::<usize>()
+        .unwrap()
+        - 1;
+    let rest: Vec<usize> = (0..3).filter(|i| *i != kept).collect();
+    write_atomically(&dir, "sticky.yaml", &sticky(&rest));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let moved = loop {
+        let now = pods_reached(&env, &STICKY_NODE_PORT, 6);
+        if !now.contains(&external[0]) {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still sent to {now:?}:\n{}",
+            env.agent_log_text()
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(moved.len(), 1, "{moved:?}");
 }
