@@ -306,6 +306,47 @@ mod tests {
         assert_eq!(why(&both, Some("other")), Some("labelled headless"));
     }
 
+    /// `--service-proxy-name lb` (kube-proxy's selector
+    /// `service.kubernetes.io/service-proxy-name=lb`): our labelled Service
+    /// is served, an unlabelled one is not, and ours too are skipped when
+    /// headless (`clusterIP: None`) or ExternalName, as kube-proxy's
+    /// `ShouldSkipService` skips them.
+    #[test]
+    fn with_a_proxy_name_headless_and_external_name_services_are_still_skipped() {
+        let ours = "labels: {service.kubernetes.io/service-proxy-name: lb}";
+        let svc = |name: &str, labels: &str, spec: &str| {
+            format!(
+                "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: p, {labels}}}\nspec: {{{spec}, ports: [{{port: 80}}]}}\n"
+            )
+        };
+        let text = [
+            svc("served", ours, "clusterIP: 10.96.0.71"),
+            svc("unlabelled", "", "clusterIP: 10.96.0.72"),
+            svc("headless", ours, "clusterIP: None"),
+            svc("alias", ours, "type: ExternalName, externalName: db.example.com"),
+        ]
+        .concat();
+        let set = parse_documents("p.yaml", &text);
+        let rules = Rules {
+            service_proxy_name: Some("lb".to_owned()),
+            ..Rules::default()
+        };
+        let state = crate::desired::compute(
+            &set.services,
+            &set.slices,
+            &node("node-a"),
+            &rules,
+            &Holders::default(),
+        );
+        let served: BTreeSet<String> = state
+            .frontends
+            .values()
+            .map(|s| s.service.name.clone())
+            .collect();
+        assert_eq!(served, BTreeSet::from(["served".to_owned()]));
+        assert_eq!(state.problems, vec![]);
+    }
+
     /// kube-proxy's older `TestCategorizeEndpoints` cases read the hints
     /// annotation: "normal endpoint filtering, auto annotation" and "...,
     /// Auto annotation" filter; "hintsAnnotation empty, no filtering
