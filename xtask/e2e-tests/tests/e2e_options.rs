@@ -20,20 +20,7 @@ const HEALTH_CHECK_PORT: u16 = 32100;
 /// healthCheckNodePort, with the given pods (all on this node) as ready
 /// endpoints.
 fn health_checked(pods: &[usize]) -> String {
-    let endpoints: String = pods
-        .iter()
-        .map(|&i| {
-            format!(
-                "- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n  nodeName: {NODE_NAME}\n",
-                pod_addr(i)
-            )
-        })
-        .collect();
-    let endpoints = if endpoints.is_empty() {
-        " []\n".to_owned()
-    } else {
-        format!("\n{endpoints}")
-    };
+    let endpoints = ready_endpoints(pods);
     format!(
         "apiVersion: v1
 kind: Service
@@ -56,6 +43,24 @@ addressType: IPv4
 ports: [{{name: http, protocol: TCP, port: {POD_TCP_PORT}}}]
 endpoints:{endpoints}"
     )
+}
+
+/// The `endpoints:` value listing `pods` as ready endpoints on this node
+/// (an empty list when there are none).
+fn ready_endpoints(pods: &[usize]) -> String {
+    if pods.is_empty() {
+        return " []\n".to_owned();
+    }
+    let listed: String = pods
+        .iter()
+        .map(|&i| {
+            format!(
+                "- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n  nodeName: {NODE_NAME}\n",
+                pod_addr(i)
+            )
+        })
+        .collect();
+    format!("\n{listed}")
 }
 
 /// Replaces a manifest atomically (write then rename), as the agent reads.
@@ -142,15 +147,7 @@ fn the_health_check_port_answers_200_then_503_as_the_last_local_endpoint_leaves(
 
 /// A NodePort with `sessionAffinity: ClientIP` over the given pods.
 fn sticky(pods: &[usize]) -> String {
-    let endpoints: String = pods
-        .iter()
-        .map(|&i| {
-            format!(
-                "- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n  nodeName: {NODE_NAME}\n",
-                pod_addr(i)
-            )
-        })
-        .collect();
+    let endpoints = ready_endpoints(pods);
     format!(
         "apiVersion: v1
 kind: Service
@@ -170,8 +167,7 @@ metadata:
   labels: {{kubernetes.io/service-name: sticky}}
 addressType: IPv4
 ports: [{{name: http, protocol: TCP, port: {POD_TCP_PORT}}}]
-endpoints:
-{endpoints}"
+endpoints:{endpoints}"
     )
 }
 
