@@ -5,26 +5,37 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use lb_common::{Frontend4Key, FrontendValue};
+
 use super::{Applied, Plan};
 
 /// The (service id, backend id) pairs that a Service port with affinity
-/// used before `plan` and no longer uses after it. Empty, and nearly free,
-/// when no frontend has affinity.
+/// used before `plan` and no longer uses after it. Only the ports whose
+/// frontends the plan changes or removes can lose a backend, so a plan
+/// that touches no frontend with affinity costs nothing more.
 pub(super) fn affinity_purge(applied: &Applied, plan: &Plan) -> Vec<(u32, u32)> {
-    let with_affinity = |value: &lb_common::FrontendValue| value.affinity_timeout_s() != 0;
-    let services: BTreeSet<u32> = applied
-        .frontends
-        .values()
-        .chain(plan.set_frontends.iter().map(|(_, v)| v))
-        .filter(|v| with_affinity(v))
-        .map(|v| v.service_id)
-        .collect();
-    if services.is_empty() {
+    let touched = touched_services(applied, plan);
+    if touched.is_empty() {
         return Vec::new();
     }
-    let mut after = applied.clone();
-    after.record(plan);
-    let (before, after) = (members(applied, &services), members(&after, &services));
+    let set: BTreeMap<&Frontend4Key, &FrontendValue> =
+        plan.set_frontends.iter().map(|(k, v)| (k, v)).collect();
+    let removed: BTreeSet<&Frontend4Key> = plan.remove_frontends.iter().collect();
+    let mut before: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
+    let mut after: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
+    for (key, value) in &applied.frontends {
+        if touched.contains(&value.service_id) {
+            reach(&mut before, value, |id| applied.table_backend_ids(id));
+        }
+        if !set.contains_key(key) && !removed.contains(key) && touched.contains(&value.service_id) {
+            reach(&mut after, value, |id| tables_after(applied, plan, id));
+        }
+    }
+    for value in set.values() {
+        if touched.contains(&value.service_id) {
+            reach(&mut after, value, |id| tables_after(applied, plan, id));
+        }
+    }
     let mut stale = Vec::new();
     for (service, backends) in before {
         let kept = after.get(&service);
@@ -37,18 +48,45 @@ pub(super) fn affinity_purge(applied: &Applied, plan: &Plan) -> Vec<(u32, u32)> 
     stale
 }
 
-/// The backend ids each of `services` reaches through its frontends.
-fn members(applied: &Applied, services: &BTreeSet<u32>) -> BTreeMap<u32, BTreeSet<u32>> {
-    let mut out: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
-    for value in applied.frontends.values() {
-        if value.backend_count == 0 || !services.contains(&value.service_id) {
-            continue;
-        }
+/// Service ports with affinity (before or after) whose frontends the plan
+/// sets or removes.
+fn touched_services(applied: &Applied, plan: &Plan) -> BTreeSet<u32> {
+    let has_affinity = |value: &&FrontendValue| value.affinity_timeout_s() != 0;
+    let replaced = plan
+        .set_frontends
+        .iter()
+        .map(|(k, _)| k)
+        .chain(&plan.remove_frontends)
+        .filter_map(|key| applied.frontends.get(key));
+    plan.set_frontends
+        .iter()
+        .map(|(_, v)| v)
+        .chain(replaced)
+        .filter(has_affinity)
+        .map(|v| v.service_id)
+        .collect()
+}
+
+/// Adds the backend ids `value`'s table names to its service's set.
+fn reach(
+    out: &mut BTreeMap<u32, BTreeSet<u32>>,
+    value: &FrontendValue,
+    table: impl Fn(u32) -> BTreeSet<u32>,
+) {
+    if value.backend_count > 0 {
         out.entry(value.service_id)
             .or_default()
-            .extend(applied.table_backend_ids(value.table_id));
+            .extend(table(value.table_id));
     }
-    out
+}
+
+/// A table's backend ids once the plan is applied: as written by it, or
+/// as the maps hold them.
+fn tables_after(applied: &Applied, plan: &Plan, table_id: u32) -> BTreeSet<u32> {
+    match plan.write_tables.iter().find(|t| t.table_id == table_id) {
+        Some(written) => written.slots.iter().copied().collect(),
+        None => applied.table_backend_ids(table_id),
+    }
 }
 
 #[cfg(test)]
