@@ -29,9 +29,10 @@ use lb::{
     },
 };
 use lb_common::{
-    AFFINITY_CLIENT_ADDR, AFFINITY_CLIENT_NETNS, AFFINITY_SET_CLUSTER, FE_AFFINITY_SHIFT,
-    FE_KIND_NODE_PORT, FE_KIND_SHIFT, PROTO_TCP, SCOPE_EXTERNAL, SCOPE_INTERNAL,
-    TRACE_AFFINITY_HIT, TRACE_AFFINITY_SET, TRACE_BACKEND, TRACE_FRONTEND,
+    AFFINITY_CLIENT_ADDR, AFFINITY_CLIENT_NETNS, AFFINITY_SET_CLUSTER, AFFINITY_SET_LOCAL,
+    FE_AFFINITY_SHIFT, FE_FLAG_EMPTY_DROP, FE_KIND_LOAD_BALANCER, FE_KIND_NODE_PORT, FE_KIND_SHIFT,
+    PROTO_TCP, SCOPE_EXTERNAL, SCOPE_INTERNAL, TRACE_AFFINITY_HIT, TRACE_AFFINITY_SET,
+    TRACE_BACKEND, TRACE_FRONTEND,
 };
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
@@ -166,6 +167,55 @@ fn an_endpoint_that_goes_away_releases_its_clients() {
     for i in 3..10 {
         assert_eq!(connect(&t, CLIENT, 44000 + i), next, "stuck to the new one");
     }
+}
+
+/// Upstream: the `--rcheck` rules sit in each Service chain, KUBE-SVC
+/// (all endpoints) and KUBE-SVL (policy Local: this node's), and each
+/// checks only its own endpoints: a client remembered for a remote
+/// endpoint through one frontend is not sent there by a Local one.
+#[test]
+fn a_local_policy_frontend_keeps_its_own_affinity() {
+    let mut t = TestDatapath::load();
+    let lb_ip = Ipv4Addr::new(203, 0, 113, 10);
+    let remote: Vec<_> = (3..=8)
+        .map(|id| (id, backend(pod(id), 8080, PROTO_TCP)))
+        .collect();
+    install_service(
+        &mut t.maps,
+        frontend_key(lb_ip, 80, PROTO_TCP, SCOPE_EXTERNAL),
+        SERVICE,
+        0,
+        FE_KIND_LOAD_BALANCER << FE_KIND_SHIFT | 600 << FE_AFFINITY_SHIFT,
+        &remote,
+    );
+    let local: Vec<_> = (1..=2)
+        .map(|id| (id, backend(pod(id), 8080, PROTO_TCP)))
+        .collect();
+    install_service(
+        &mut t.maps,
+        frontend_key(NODE, NODE_PORT, PROTO_TCP, SCOPE_EXTERNAL),
+        SERVICE,
+        1,
+        flags(600) | FE_FLAG_EMPTY_DROP,
+        &local,
+    );
+    let (_, out) = t.run_xdp(&tcp_frame(CLIENT, 46000, lb_ip, 80, true, b""));
+    let via_cluster = check_frame(&out).dst;
+    assert!(remote.iter().any(|(id, _)| pod(*id) == via_cluster));
+    let via_local = connect(&t, CLIENT, 46001);
+    assert!(
+        local.iter().any(|(id, _)| pod(*id) == via_local),
+        "the Local frontend sent the client to {via_local}"
+    );
+    let mut sets: Vec<u8> = t
+        .maps
+        .affinity_entries()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.set)
+        .collect();
+    sets.sort();
+    assert_eq!(sets, vec![AFFINITY_SET_CLUSTER, AFFINITY_SET_LOCAL]);
 }
 
 /// `lb trace` of a remembered client's new connection: the affinity entry
