@@ -121,6 +121,10 @@ struct TraceArgs {
     /// whose hash picks its backend; without it a new socket is shown.
     #[arg(long)]
     cookie: Option<u64>,
+    /// With --from pod|node: the client's network namespace cookie (the
+    /// `netns:<cookie>` of `lb affinity list`), for its session affinity.
+    #[arg(long)]
+    netns_cookie: Option<u64>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -231,6 +235,7 @@ impl TraceArgs {
                 TraceProtocol::Udp => Protocol::Udp,
             },
             cookie: self.cookie,
+            netns_cookie: self.netns_cookie,
         }
     }
 }

@@ -20,7 +20,10 @@ use std::{
 
 use common::*;
 use lb::{
-    datapath::{Attached, DatapathMaps as _, trace::Tracer},
+    datapath::{
+        Attached, DatapathMaps as _,
+        trace::{Tracer, build_frame},
+    },
     model::Protocol,
     ops::{
         affinity,
@@ -408,6 +411,27 @@ fn socket_clients_keep_their_backend_across_connections() {
     );
     assert_ne!(key.client, 0, "the namespace's cookie");
     assert_eq!(format!("backend-{}", value.backend_id - 1), first);
+
+    // `lb trace --from pod --netns-cookie N`: the remembered backend, for
+    // any socket of that namespace; another namespace chooses afresh.
+    let tracer = Tracer::load(&t.pin_dir).unwrap();
+    let frame = build_frame(
+        std::net::SocketAddrV4::new(LOOPBACK, 40000),
+        std::net::SocketAddrV4::new(FRONTEND, 80),
+        Protocol::Tcp,
+    );
+    let traced = tracer
+        .trace_socket_in(&frame, 12345, key.client)
+        .unwrap()
+        .record;
+    assert_ne!(traced.steps & TRACE_AFFINITY_HIT, 0);
+    assert_eq!(traced.backend_id, value.backend_id);
+    let elsewhere = tracer
+        .trace_socket_in(&frame, 12345, key.client + 1)
+        .unwrap()
+        .record;
+    assert_eq!(elsewhere.steps & TRACE_AFFINITY_HIT, 0);
+    assert_ne!(elsewhere.steps & TRACE_AFFINITY_SET, 0);
     drop(servers);
     drop(cgroup);
 }

@@ -113,6 +113,9 @@ pub struct TraceRequest {
     pub protocol: Protocol,
     /// The socket cookie of a real socket (`--from pod|node`).
     pub cookie: Option<u64>,
+    /// The client's network namespace cookie (`--from pod|node`), for
+    /// session affinity.
+    pub netns_cookie: Option<u64>,
 }
 
 /// `lb trace`
@@ -123,7 +126,9 @@ pub fn trace(request: &TraceRequest) -> Result<()> {
     let cookie = request.cookie.unwrap_or(1);
     let outcome = match request.from {
         Entry::External => tracer.trace_external(&frame)?,
-        Entry::Pod | Entry::Node => tracer.trace_socket(&frame, cookie)?,
+        Entry::Pod | Entry::Node => {
+            tracer.trace_socket_in(&frame, cookie, request.netns_cookie.unwrap_or(0))?
+        }
     };
     let inspector = Inspector::open(tracer.maps()?)?;
     let mut report = explain::report(
