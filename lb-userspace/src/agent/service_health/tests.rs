@@ -99,3 +99,30 @@ async fn a_port_that_cannot_be_bound_is_a_problem_of_its_service() {
     assert_eq!(servers.sync(&wanted), vec![]);
     assert_eq!(get(at(taken_port), "/").await.0, 200);
 }
+
+/// Upstream: `serviceProxyHealthy` is the proxy's own health
+/// (`healthzServer.Health().Healthy`), read at each request: a change
+/// queued longer than the health timeout makes every health-check port
+/// answer 503 though the endpoint is there, until a sync applies it.
+#[tokio::test]
+async fn an_unhealthy_agent_fails_every_health_check() {
+    let health = Health::new(Duration::from_millis(1));
+    let mut servers = ServiceHealth::new(health.clone(), Ipv4Addr::LOCALHOST.into());
+    let port = free_port();
+    let wanted = BTreeMap::from([(
+        service("web"),
+        HealthCheck {
+            port,
+            local_endpoints: 1,
+        },
+    )]);
+    assert_eq!(servers.sync(&wanted), vec![]);
+    assert_eq!(get(at(port), "/").await.0, 200);
+    health.queued_update();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (status, body) = get(at(port), "/").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"serviceProxyHealthy\": false"), "{body}");
+    health.updated();
+    assert_eq!(get(at(port), "/").await.0, 200);
+}
