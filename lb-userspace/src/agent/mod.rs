@@ -110,7 +110,7 @@ async fn reconcile_until_stopped(
         health: Some(health.clone()),
         service_health: Some(service_health::ServiceHealth::new(
             health.clone(),
-            std::net::Ipv4Addr::UNSPECIFIED.into(),
+            health_check_listen(config),
         )),
     };
     let mut syncer = Syncer::new(config.node.clone(), config.rules.clone(), outputs);
@@ -135,6 +135,20 @@ async fn reconcile_until_stopped(
     );
     sync_loop.run(source, runner, stop).await;
     Ok(())
+}
+
+/// kube-proxy's rule for the health-check ports: every address unless
+/// `--nodeport-addresses` narrows the NodePort addresses (cluster mode;
+/// manifest mode's node addresses are all the node serves).
+fn health_check_listen(config: &AgentConfig) -> service_health::Listen {
+    match &config.source {
+        SourceConfig::Cluster(cluster)
+            if cluster.nodeport_addresses != crate::source::NodePortAddresses::All =>
+        {
+            service_health::Listen::NodePortAddresses
+        }
+        _ => service_health::Listen::On(std::net::Ipv4Addr::UNSPECIFIED.into()),
+    }
 }
 
 /// What the loop syncs with, and tells of queued changes.

@@ -197,7 +197,7 @@ impl Syncer {
         if let Some(servers) = &mut self.outputs.service_health {
             let checks =
                 desired::health_checks(&snapshot.services, &snapshot.slices, &node, &self.rules);
-            problems.extend(servers.sync(&checks));
+            problems.extend(servers.sync(&checks, &node.addresses));
         }
         let stats = self.tracker.stats();
         debug!(

@@ -12,6 +12,9 @@
 //!   upstream's `healthzServer.Health().Healthy`), read at each request.
 //! - The port is no frontend: the datapath passes its packets to the
 //!   node's stack untranslated.
+//! - Where it listens is upstream's `newServiceHealthServer` rule: on
+//!   every address when `--nodeport-addresses` matches all (the default),
+//!   else on each of the node's NodePort addresses.
 
 mod response;
 
@@ -32,46 +35,65 @@ use crate::{
     model::{Problem, ProblemCode},
 };
 
+/// Where the health-check ports listen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// On this address (all addresses: `0.0.0.0`).
+    On(IpAddr),
+    /// On each of the node's NodePort addresses, as each sync gives them.
+    NodePortAddresses,
+}
+
 /// The running health-check servers, by Service.
 pub struct ServiceHealth {
     health: Arc<Health>,
-    /// Where the servers listen (upstream: the NodePort addresses; all
-    /// addresses by default).
-    bind: IpAddr,
+    listen: Listen,
     servers: BTreeMap<ServiceRef, Server>,
 }
 
 struct Server {
     port: u16,
+    addresses: Vec<IpAddr>,
     local_endpoints: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Server {
-    /// Aborting the task drops its listener: the port closes.
+    /// Aborting the tasks drops their listeners: the port closes.
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
 impl ServiceHealth {
-    pub fn new(health: Arc<Health>, bind: IpAddr) -> ServiceHealth {
+    pub fn new(health: Arc<Health>, listen: Listen) -> ServiceHealth {
         ServiceHealth {
             health,
-            bind,
+            listen,
             servers: BTreeMap::new(),
         }
     }
 
     /// Serves exactly `wanted`: closes the servers of Services gone (or
-    /// moved to another port), opens the new ones, updates every count.
+    /// moved to another port or address), opens the new ones, updates
+    /// every count. `node_addresses`: the node's NodePort addresses now.
     /// Must run inside the agent's tokio runtime. The problems are those
     /// of ports that could not be bound.
-    pub fn sync(&mut self, wanted: &BTreeMap<ServiceRef, HealthCheck>) -> Vec<Problem> {
+    pub fn sync(
+        &mut self,
+        wanted: &BTreeMap<ServiceRef, HealthCheck>,
+        node_addresses: &[IpAddr],
+    ) -> Vec<Problem> {
+        let addresses = match self.listen {
+            Listen::On(address) => vec![address],
+            Listen::NodePortAddresses => node_addresses.to_vec(),
+        };
         self.servers.retain(|service, server| {
             let keep = wanted
                 .get(service)
-                .is_some_and(|check| check.port == server.port);
+                .is_some_and(|check| check.port == server.port && server.addresses == addresses);
             if !keep {
                 info!(%service, port = server.port, "closing the health-check port");
             }
@@ -85,16 +107,16 @@ impl ServiceHealth {
                     .store(check.local_endpoints, Ordering::Relaxed);
                 continue;
             }
-            match self.open(service, check) {
+            match self.open(service, check, &addresses) {
                 Ok(server) => {
                     self.servers.insert(service.clone(), server);
                 }
-                Err(err) => problems.push(Problem::error(
+                Err((address, err)) => problems.push(Problem::error(
                     format!("Service {service}"),
                     ProblemCode::HealthCheckPortUnavailable,
                     format!(
-                        "spec.healthCheckNodePort {} cannot be listened on ({}:{}: {err}): load balancers probing it see this node as down; free the port (another process or Service holds it), it is retried at each sync",
-                        check.port, self.bind, check.port
+                        "spec.healthCheckNodePort {} cannot be listened on ({address}: {err}): load balancers probing it see this node as down; free the port (another process or Service holds it), it is retried at each sync",
+                        check.port
                     ),
                 )),
             }
@@ -110,11 +132,19 @@ impl ServiceHealth {
             .collect()
     }
 
-    fn open(&self, service: &ServiceRef, check: &HealthCheck) -> std::io::Result<Server> {
-        let address = SocketAddr::new(self.bind, check.port);
-        let listener = std::net::TcpListener::bind(address)?;
-        listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(listener)?;
+    /// Binds every address first, so a port half bound is no server (the
+    /// listeners bound so far close with the error).
+    fn open(
+        &self,
+        service: &ServiceRef,
+        check: &HealthCheck,
+        addresses: &[IpAddr],
+    ) -> Result<Server, (SocketAddr, std::io::Error)> {
+        let mut listeners = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            let address = SocketAddr::new(*address, check.port);
+            listeners.push(bind(address).map_err(|err| (address, err))?);
+        }
         let local_endpoints = Arc::new(AtomicUsize::new(check.local_endpoints));
         let (count, health, name) = (
             local_endpoints.clone(),
@@ -124,13 +154,23 @@ impl ServiceHealth {
         let handler: http::Handler = Arc::new(move |_path| {
             response::answer(&name, count.load(Ordering::Relaxed), health.is_healthy())
         });
-        info!(%service, %address, "serving the health-check port");
+        info!(%service, port = check.port, ?addresses, "serving the health-check port");
         Ok(Server {
             port: check.port,
+            addresses: addresses.to_vec(),
             local_endpoints,
-            task: http::serve_listener(listener, "health-check", handler),
+            tasks: listeners
+                .into_iter()
+                .map(|listener| http::serve_listener(listener, "health-check", handler.clone()))
+                .collect(),
         })
     }
+}
+
+fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ fn at(port: u16) -> SocketAddr {
 fn servers() -> ServiceHealth {
     ServiceHealth::new(
         Health::new(Duration::from_secs(60)),
-        Ipv4Addr::LOCALHOST.into(),
+        Listen::On(Ipv4Addr::LOCALHOST.into()),
     )
 }
 
@@ -41,18 +41,18 @@ async fn servers_follow_the_services_and_their_counts() {
         port,
         local_endpoints,
     };
-    let problems = servers.sync(&BTreeMap::from([(service("web"), check(1))]));
+    let problems = servers.sync(&BTreeMap::from([(service("web"), check(1))]), &[]);
     assert_eq!(problems, vec![]);
     let (status, body) = get(at(port), "/").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"name\": \"web\""), "{body}");
 
-    servers.sync(&BTreeMap::from([(service("web"), check(0))]));
+    servers.sync(&BTreeMap::from([(service("web"), check(0))]), &[]);
     let (status, body) = get(at(port), "/any/path").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("\"localEndpoints\": 0"), "{body}");
 
-    servers.sync(&BTreeMap::new());
+    servers.sync(&BTreeMap::new(), &[]);
     assert!(servers.ports().is_empty());
     // The aborted task drops its listener: the port closes.
     let mut closed = false;
@@ -90,13 +90,13 @@ async fn a_port_that_cannot_be_bound_is_a_problem_of_its_service() {
             },
         ),
     ]);
-    let problems = servers.sync(&wanted);
+    let problems = servers.sync(&wanted, &[]);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].code, ProblemCode::HealthCheckPortUnavailable);
     assert_eq!(problems[0].object, "Service hc/blocked");
     assert_eq!(get(at(free), "/").await.0, 200);
     drop(taken);
-    assert_eq!(servers.sync(&wanted), vec![]);
+    assert_eq!(servers.sync(&wanted, &[]), vec![]);
     assert_eq!(get(at(taken_port), "/").await.0, 200);
 }
 
@@ -107,7 +107,7 @@ async fn a_port_that_cannot_be_bound_is_a_problem_of_its_service() {
 #[tokio::test]
 async fn an_unhealthy_agent_fails_every_health_check() {
     let health = Health::new(Duration::from_millis(1));
-    let mut servers = ServiceHealth::new(health.clone(), Ipv4Addr::LOCALHOST.into());
+    let mut servers = ServiceHealth::new(health.clone(), Listen::On(Ipv4Addr::LOCALHOST.into()));
     let port = free_port();
     let wanted = BTreeMap::from([(
         service("web"),
@@ -116,7 +116,7 @@ async fn an_unhealthy_agent_fails_every_health_check() {
             local_endpoints: 1,
         },
     )]);
-    assert_eq!(servers.sync(&wanted), vec![]);
+    assert_eq!(servers.sync(&wanted, &[]), vec![]);
     assert_eq!(get(at(port), "/").await.0, 200);
     health.queued_update();
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -125,4 +125,30 @@ async fn an_unhealthy_agent_fails_every_health_check() {
     assert!(body.contains("\"serviceProxyHealthy\": false"), "{body}");
     health.updated();
     assert_eq!(get(at(port), "/").await.0, 200);
+}
+
+/// Upstream: `newServiceHealthServer` listens on every address unless
+/// `--nodeport-addresses` narrows the NodePort addresses, then on each of
+/// them; when the node's addresses change, the servers move with them.
+#[tokio::test]
+async fn with_nodeport_addresses_the_port_listens_on_each_of_them() {
+    let mut servers = ServiceHealth::new(
+        Health::new(Duration::from_secs(60)),
+        Listen::NodePortAddresses,
+    );
+    let port = free_port();
+    let second = Ipv4Addr::new(127, 0, 0, 2);
+    let wanted = BTreeMap::from([(
+        service("web"),
+        HealthCheck {
+            port,
+            local_endpoints: 1,
+        },
+    )]);
+    assert_eq!(servers.sync(&wanted, &[Ipv4Addr::LOCALHOST.into()]), vec![]);
+    assert_eq!(get(at(port), "/").await.0, 200);
+    let elsewhere = SocketAddr::from((second, port));
+    assert!(tokio::net::TcpStream::connect(elsewhere).await.is_err());
+    assert_eq!(servers.sync(&wanted, &[second.into()]), vec![]);
+    assert_eq!(get(elsewhere, "/").await.0, 200);
 }
