@@ -6,6 +6,7 @@
 //! byte order exactly as the bytes sit in the packet.
 #![no_std]
 
+pub mod affinity;
 pub mod csum;
 pub mod flow;
 pub mod flow_hash;
@@ -14,5 +15,6 @@ pub mod maps;
 pub mod packet;
 pub mod reason;
 
+pub use affinity::*;
 pub use flow::{Endpoint4, Flow4};
 pub use maps::*;

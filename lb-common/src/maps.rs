@@ -35,7 +35,7 @@ pub const TRACE: &str = "lb_trace";
 pub const TRACE_REQUEST: &str = "lb_trace_req";
 
 /// Every pinned map, for the agent's pin directory checks.
-pub const ALL_MAPS: [&str; 8] = [
+pub const ALL_MAPS: [&str; 9] = [
     FRONTENDS4,
     BACKENDS4,
     MAGLEV,
@@ -44,6 +44,7 @@ pub const ALL_MAPS: [&str; 8] = [
     STATS,
     SERVICES,
     SERVICE_STATS,
+    crate::affinity::AFFINITY4,
 ];
 
 /// Map names whose layout this build understands are `..._v1`; a pinned
@@ -248,6 +249,9 @@ pub struct TraceRequest {
     pub cookie: u64,
     pub entry: u8,
     pub _pad: [u8; 7],
+    /// For `TRACE_ENTRY_SOCKET`: the client's network namespace cookie,
+    /// which session affinity remembers socket clients by.
+    pub netns_cookie: u64,
 }
 
 /// `TraceRecord.steps` bits: which decisions the datapath took.
@@ -309,5 +313,5 @@ const _: () = assert!(size_of::<SockRevNat4Key>() == 16);
 const _: () = assert!(size_of::<SockRevNat4Value>() == 12);
 const _: () = assert!(size_of::<ServiceInfo>() == 152);
 const _: () = assert!(size_of::<ServiceCounters>() == 32);
-const _: () = assert!(size_of::<TraceRequest>() == 16);
+const _: () = assert!(size_of::<TraceRequest>() == 24);
 const _: () = assert!(size_of::<TraceRecord>() == 40);

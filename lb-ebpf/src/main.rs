@@ -11,12 +11,15 @@
 //! no shared state and record their decisions for `lb trace`.
 //!
 //! Every hook shares the same steps, one module each: `parse`, `select`
-//! (frontend and backend), `ct` (connection table), `nat` (rewrites and
+//! (frontend and backend), `affinity` (sessionAffinity ClientIP), `ct`
+//! (connection table), `nat` (rewrites and
 //! checksums), `reject`, `stats`, `trace`. Map layouts, key construction,
 //! names and counter reasons are defined in `lb-common`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(target_arch = "bpf")]
+mod affinity;
 #[cfg(target_arch = "bpf")]
 mod ct;
 #[cfg(target_arch = "bpf")]

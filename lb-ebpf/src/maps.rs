@@ -57,7 +57,7 @@ pub static TRACE: Array<TraceRecord> = Array::with_max_entries(1, 0);
 #[map(name = "lb_trace_req")]
 pub static TRACE_REQUEST: Array<TraceRequest> = Array::with_max_entries(1, 0);
 
-const fn str_eq(a: &str, b: &str) -> bool {
+pub(crate) const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
         return false;

@@ -12,16 +12,19 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{bpf_sock_addr, xdp_action},
-    helpers::generated::{bpf_get_socket_cookie, bpf_set_retval, bpf_xdp_get_buff_len},
+    helpers::generated::{
+        bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval, bpf_xdp_get_buff_len,
+    },
     macros::{cgroup_sock_addr, xdp},
     programs::{SockAddrContext, XdpContext},
 };
 use lb_common::{
-    Endpoint4, PROTO_TCP, PROTO_UDP, SCOPE_INTERNAL, SockRevNat4Key, SockRevNat4Value,
-    flow_hash::socket_hash, reason::Reason,
+    AFFINITY_CLIENT_NETNS, Endpoint4, PROTO_TCP, PROTO_UDP, SCOPE_INTERNAL, SockRevNat4Key,
+    SockRevNat4Value, flow_hash::socket_hash, reason::Reason,
 };
 
 use crate::{
+    affinity,
     maps::{SOCK_REVNAT4, TRACE_REQUEST},
     nat, parse, select, stats, trace,
 };
@@ -119,9 +122,15 @@ pub enum Decision {
 /// The socket hooks' decision for a destination: the internal-scope
 /// frontend, then the backend the socket's cookie hashes to. `cookie` is
 /// only asked for when a backend is selected (a helper call the hooks skip
-/// for non-service traffic).
+/// for non-service traffic), `netns` (the client, for session affinity)
+/// only when the frontend has affinity.
 #[inline(always)]
-pub fn decide(dst: Endpoint4, proto: u8, cookie: impl FnOnce() -> u64) -> Decision {
+pub fn decide(
+    dst: Endpoint4,
+    proto: u8,
+    cookie: impl FnOnce() -> u64,
+    netns: impl FnOnce() -> u64,
+) -> Decision {
     let Some(fe) = select::frontend(dst, proto, SCOPE_INTERNAL) else {
         return Decision::Pass;
     };
@@ -133,7 +142,13 @@ pub fn decide(dst: Endpoint4, proto: u8, cookie: impl FnOnce() -> u64) -> Decisi
     }
     let cookie = cookie();
     trace::socket_hash();
-    match select::backend(&fe, socket_hash(cookie, dst.addr_be, dst.port_be)) {
+    let pick = || select::backend(&fe, socket_hash(cookie, dst.addr_be, dst.port_be));
+    let client = if fe.affinity_timeout_s() != 0 {
+        netns()
+    } else {
+        0
+    };
+    match affinity::select(&fe, AFFINITY_CLIENT_NETNS, client, pick) {
         Ok((_, backend)) => {
             let backend = backend.endpoint();
             trace::backend(backend);
@@ -157,7 +172,9 @@ fn translate(ctx: &SockAddrContext, counted: Reason) -> i32 {
     let frontend = addr.endpoint();
     // SAFETY: a plain helper call on our context.
     let cookie = || unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let (service_id, backend, cookie) = match decide(frontend, proto, cookie) {
+    // SAFETY: as above.
+    let netns = || unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    let (service_id, backend, cookie) = match decide(frontend, proto, cookie, netns) {
         Decision::Pass => return ALLOW,
         Decision::Translate {
             service_id,
@@ -219,7 +236,8 @@ fn trace_socket(ctx: &XdpContext) -> (u32, Reason) {
     };
     let frontend = pkt.flow().dst;
     let cookie = TRACE_REQUEST.get(0).map_or(0, |req| req.cookie);
-    match decide(frontend, pkt.proto, || cookie) {
+    let netns = TRACE_REQUEST.get(0).map_or(0, |req| req.netns_cookie);
+    match decide(frontend, pkt.proto, || cookie, || netns) {
         Decision::Pass => (xdp_action::XDP_PASS, Reason::PassNoService),
         Decision::Translate { backend, .. } => {
             nat::rewrite_xdp_destination(&pkt, frontend, backend);

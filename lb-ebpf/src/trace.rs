@@ -10,8 +10,8 @@
 //! pays nothing for tracing.
 
 use lb_common::{
-    Endpoint4, FrontendValue, TRACE_BACKEND, TRACE_CONNECTION, TRACE_FRONTEND, TRACE_MAGLEV,
-    TRACE_SOCKET_HASH, TraceRecord, reason::Reason,
+    Endpoint4, FrontendValue, TRACE_AFFINITY_HIT, TRACE_AFFINITY_SET, TRACE_BACKEND,
+    TRACE_CONNECTION, TRACE_FRONTEND, TRACE_MAGLEV, TRACE_SOCKET_HASH, TraceRecord, reason::Reason,
 };
 
 use crate::maps::TRACE;
@@ -66,6 +66,21 @@ pub fn maglev(slot: u32, backend_id: u32) {
         r.slot = slot;
         r.backend_id = backend_id;
     })
+}
+
+/// A remembered client decided the backend (session affinity).
+#[inline(always)]
+pub fn affinity_hit(backend_id: u32) {
+    record(|r| {
+        r.steps |= TRACE_AFFINITY_HIT;
+        r.backend_id = backend_id;
+    })
+}
+
+/// Session affinity is on: the choice is remembered for the client.
+#[inline(always)]
+pub fn affinity_set() {
+    record(|r| r.steps |= TRACE_AFFINITY_SET)
 }
 
 /// Selection hashed the socket cookie.

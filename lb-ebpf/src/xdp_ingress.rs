@@ -11,9 +11,11 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::generated::bpf_xdp_get_buff_len, macros::xdp,
     programs::XdpContext,
 };
-use lb_common::{Endpoint4, Flow4, FrontendValue, SCOPE_EXTERNAL, reason::Reason};
+use lb_common::{
+    AFFINITY_CLIENT_ADDR, Endpoint4, Flow4, FrontendValue, SCOPE_EXTERNAL, reason::Reason,
+};
 
-use crate::{ct, debug, nat, parse, reject, select, stats, trace};
+use crate::{affinity, ct, debug, nat, parse, reject, select, stats, trace};
 
 /// `frags`: multi-buffer aware (jumbo frames; on veth, a program without it
 /// disables TSO on the peer and caps the MTU). Headers are read from the
@@ -97,7 +99,10 @@ fn new_flow(fe: &FrontendValue, flow: Flow4) -> Result<Endpoint4, Verdict> {
             reason => Verdict::Drop(reason),
         });
     }
-    let (backend_id, backend) = select::backend(fe, flow.hash()).map_err(Verdict::Drop)?;
+    let pick = || select::backend(fe, flow.hash());
+    let client = u64::from(flow.src.addr_be);
+    let (backend_id, backend) =
+        affinity::select(fe, AFFINITY_CLIENT_ADDR, client, pick).map_err(Verdict::Drop)?;
     let backend = backend.endpoint();
     ct::create(flow, backend_id, backend, fe.service_id);
     Ok(backend)

@@ -52,6 +52,12 @@ enum Command {
         #[command(subcommand)]
         command: ConntrackCommand,
     },
+    /// Session-affinity entries (sessionAffinity: ClientIP): which client
+    /// is kept on which backend, and for how long.
+    Affinity {
+        #[command(subcommand)]
+        command: ListOnly,
+    },
     /// Verdicts and drops by reason, and per service.
     Stats(ReadArgs),
     /// What the running agent reports: its source, its last sync, and every
@@ -115,6 +121,10 @@ struct TraceArgs {
     /// whose hash picks its backend; without it a new socket is shown.
     #[arg(long)]
     cookie: Option<u64>,
+    /// With --from pod|node: the client's network namespace cookie (the
+    /// `netns:<cookie>` of `lb affinity list`), for its session affinity.
+    #[arg(long)]
+    netns_cookie: Option<u64>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -199,6 +209,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Conntrack {
             command: ConntrackCommand::List { read, addr, port },
         } => commands::list_connections(&read.reader(), addr, port),
+        Command::Affinity {
+            command: ListOnly::List(read),
+        } => commands::list_affinity(&read.reader()),
         Command::Stats(read) => commands::stats(&read.reader()),
         Command::Status {
             state_dir,
@@ -222,6 +235,7 @@ impl TraceArgs {
                 TraceProtocol::Udp => Protocol::Udp,
             },
             cookie: self.cookie,
+            netns_cookie: self.netns_cookie,
         }
     }
 }

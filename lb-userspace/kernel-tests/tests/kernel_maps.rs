@@ -57,6 +57,11 @@ fn the_fill_counts_what_the_maps_hold() {
                 0,
                 u64::from(lb_common::DEFAULT_SOCK_REVNAT_ENTRIES)
             ),
+            (
+                "affinity",
+                0,
+                u64::from(lb_common::DEFAULT_AFFINITY_ENTRIES)
+            ),
         ]
     );
 }

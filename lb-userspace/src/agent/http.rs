@@ -29,6 +29,17 @@ pub async fn serve(
         })?;
     let bound = listener.local_addr().unwrap_or(address);
     info!(address = %bound, "serving {what}");
+    serve_listener(listener, what, handler);
+    Ok(bound)
+}
+
+/// Serves `handler` on a bound listener in the background, until the task
+/// is aborted (which closes the listener).
+pub fn serve_listener(
+    listener: tokio::net::TcpListener,
+    what: &'static str,
+    handler: Handler,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
@@ -49,8 +60,7 @@ pub async fn serve(
                     .await;
             });
         }
-    });
-    Ok(bound)
+    })
 }
 
 /// A response of constant parts.

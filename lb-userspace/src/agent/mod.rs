@@ -8,7 +8,8 @@
 //! `sync` is one reconciliation (with `drift`, what a resync repairs),
 //! `runner` decides when to sync (kube-proxy's bounded-frequency runner),
 //! `status` what it publishes for `lb status`, `health` and `metrics` the
-//! HTTP endpoints beside the loop (over `http`); this module is the loop.
+//! HTTP endpoints beside the loop (over `http`), `service_health` the
+//! `healthCheckNodePort` servers; this module is the loop.
 pub mod config;
 mod datapath;
 pub mod devices;
@@ -18,6 +19,7 @@ pub mod health;
 mod http;
 pub mod metrics;
 mod runner;
+pub mod service_health;
 pub mod status;
 mod sync;
 
@@ -107,6 +109,10 @@ async fn reconcile_until_stopped(
         }),
         metrics: Some(metrics.clone()),
         health: Some(health.clone()),
+        service_health: Some(service_health::ServiceHealth::new(
+            health.clone(),
+            health_check_listen(config),
+        )),
     };
     let mut syncer = Syncer::new(config.node.clone(), config.rules.clone(), outputs);
     let mut terminate = signal(SignalKind::terminate())?;
@@ -137,6 +143,20 @@ async fn reconcile_until_stopped(
 /// loop, not as a pod that silently never syncs. Once the agent has synced,
 /// it never exits for the Node: the maps it programmed keep serving.
 const NODE_WAIT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// kube-proxy's rule for the health-check ports: every address unless
+/// `--nodeport-addresses` narrows the NodePort addresses (cluster mode;
+/// manifest mode's node addresses are all the node serves).
+fn health_check_listen(config: &AgentConfig) -> service_health::Listen {
+    match &config.source {
+        SourceConfig::Cluster(cluster)
+            if cluster.nodeport_addresses != crate::source::NodePortAddresses::All =>
+        {
+            service_health::Listen::NodePortAddresses
+        }
+        _ => service_health::Listen::On(std::net::Ipv4Addr::UNSPECIFIED.into()),
+    }
+}
 
 /// What the loop syncs with, and tells of queued changes.
 struct SyncLoop<'a> {

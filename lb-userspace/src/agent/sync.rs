@@ -9,6 +9,7 @@ use super::{
     health::Health,
     metrics::{Metrics, TriggerTimes},
     runner::SyncKind,
+    service_health::ServiceHealth,
     status::{self, AgentStatus, StatusProblem},
 };
 use crate::{
@@ -52,12 +53,14 @@ fn holders(applied: &Applied) -> Holders {
 }
 
 /// Where a sync's outcome goes besides the log: the status file, the
-/// metrics and the health endpoint. Tests run without any.
+/// metrics, the health endpoint and the health-check ports. Tests run
+/// without any.
 #[derive(Default)]
 pub(super) struct Outputs {
     pub status: Option<StatusOutput>,
     pub metrics: Option<Arc<Metrics>>,
     pub health: Option<Arc<Health>>,
+    pub service_health: Option<ServiceHealth>,
 }
 
 pub(super) struct StatusOutput {
@@ -84,6 +87,8 @@ pub(super) struct Syncer {
     spot_check: SpotCheck,
     /// The desired state, recomputed per changed Service.
     tracker: Tracker,
+    /// The cluster's settings (the health-check ports read them too).
+    rules: Rules,
 }
 
 impl Syncer {
@@ -105,7 +110,8 @@ impl Syncer {
             spot_check: SpotCheck::default(),
             waiting: false,
             node_missing: false,
-            tracker: Tracker::new(rules),
+            tracker: Tracker::new(rules.clone()),
+            rules,
         }
     }
 
@@ -193,6 +199,11 @@ impl Syncer {
         // The source's problems first, then the desired state's.
         let mut problems = snapshot.problems;
         problems.extend(desired.problems.iter().cloned());
+        if let Some(servers) = &mut self.outputs.service_health {
+            let checks =
+                desired::health_checks(&snapshot.services, &snapshot.slices, &node, &self.rules);
+            problems.extend(servers.sync(&checks, &node.addresses));
+        }
         let stats = self.tracker.stats();
         debug!(
             recomputed = stats.recomputed,

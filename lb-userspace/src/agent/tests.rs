@@ -126,6 +126,10 @@ impl DatapathMaps for Breakable {
         self.check()?;
         self.maps.purge_connections_to(backends)
     }
+    fn purge_affinity(&mut self, pairs: &[(u32, u32)]) -> Result<usize, MapsError> {
+        self.check()?;
+        self.maps.purge_affinity(pairs)
+    }
 }
 
 /// One agent loop over a fed source and breakable maps.

@@ -8,10 +8,11 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use lb_common::{
-    ALGORITHM_MAGLEV, BE_FLAG_LOCAL, BE_FLAG_TERMINATING, Backend4, FE_FLAG_EMPTY_DROP,
-    FE_KIND_CLUSTER_IP, FE_KIND_EXTERNAL_IP, FE_KIND_LOAD_BALANCER, FE_KIND_NODE_PORT,
-    FE_KIND_SHIFT, Frontend4Key, FrontendValue, SCOPE_EXTERNAL, SCOPE_INTERNAL,
-    SVC_FLAG_EXTERNAL_LOCAL, SVC_FLAG_INTERNAL_LOCAL, SVC_FLAG_TOPOLOGY, ServiceInfo,
+    ALGORITHM_MAGLEV, BE_FLAG_LOCAL, BE_FLAG_TERMINATING, Backend4, FE_AFFINITY_SHIFT,
+    FE_FLAG_EMPTY_DROP, FE_KIND_CLUSTER_IP, FE_KIND_EXTERNAL_IP, FE_KIND_LOAD_BALANCER,
+    FE_KIND_NODE_PORT, FE_KIND_SHIFT, Frontend4Key, FrontendValue, MAX_AFFINITY_TIMEOUT_S,
+    SCOPE_EXTERNAL, SCOPE_INTERNAL, SVC_FLAG_EXTERNAL_LOCAL, SVC_FLAG_INTERNAL_LOCAL,
+    SVC_FLAG_TOPOLOGY, ServiceInfo,
 };
 
 use crate::model::{
@@ -95,6 +96,8 @@ pub struct FrontendEntry {
     /// `None` for a kind this agent does not know.
     pub kind: Option<FrontendKind>,
     pub when_empty: WhenEmpty,
+    /// ClientIP session affinity timeout in seconds; 0: none.
+    pub affinity_timeout_s: u32,
 }
 
 const fn kind_code(kind: FrontendKind) -> u32 {
@@ -122,6 +125,9 @@ pub fn frontend_value(entry: &FrontendEntry) -> FrontendValue {
     if entry.when_empty == WhenEmpty::Drop {
         flags |= FE_FLAG_EMPTY_DROP;
     }
+    // The model holds at most 86400 (the API's limit); more cannot be
+    // stored, so the largest storable timeout stands in.
+    flags |= entry.affinity_timeout_s.min(MAX_AFFINITY_TIMEOUT_S) << FE_AFFINITY_SHIFT;
     FrontendValue {
         service_id: entry.service_id,
         table_id: entry.table_id,
@@ -142,6 +148,7 @@ pub fn frontend_entry(value: &FrontendValue) -> FrontendEntry {
         } else {
             WhenEmpty::Reject
         },
+        affinity_timeout_s: value.affinity_timeout_s(),
     }
 }
 

@@ -31,6 +31,8 @@ pub struct MemoryMaps {
     pub log: Vec<String>,
     /// Backends whose connection entries were purged, in order.
     pub purged: Vec<Backend4>,
+    /// (service id, backend id) pairs whose affinity entries were purged.
+    pub purged_affinity: Vec<(u32, u32)>,
     max_tables: u32,
     writes: usize,
     fail_at: Option<usize>,
@@ -52,6 +54,7 @@ impl MemoryMaps {
             tables: BTreeMap::new(),
             log: Vec::new(),
             purged: Vec::new(),
+            purged_affinity: Vec::new(),
             max_tables,
             writes: 0,
             fail_at: None,
@@ -250,5 +253,11 @@ impl DatapathMaps for MemoryMaps {
         self.write(format!("purge {}", backends.len()))?;
         self.purged.extend_from_slice(backends);
         Ok(backends.len())
+    }
+
+    fn purge_affinity(&mut self, pairs: &[(u32, u32)]) -> Result<usize, MapsError> {
+        self.write(format!("purge affinity {}", pairs.len()))?;
+        self.purged_affinity.extend_from_slice(pairs);
+        Ok(pairs.len())
     }
 }

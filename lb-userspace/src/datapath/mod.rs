@@ -54,6 +54,10 @@ pub trait DatapathMaps {
     /// removed endpoints, so DNS clients are not black-holed). Returns how
     /// many entries were removed.
     fn purge_connections_to(&mut self, backends: &[Backend4]) -> Result<usize, MapsError>;
+    /// Removes the session-affinity entries of each (service id, backend
+    /// id): endpoints that left the Service port, whose remembered clients
+    /// must choose afresh. Returns how many entries were removed.
+    fn purge_affinity(&mut self, pairs: &[(u32, u32)]) -> Result<usize, MapsError>;
 }
 
 pub mod attach;

@@ -79,7 +79,7 @@ impl Tracer {
     /// Traces `frame` (an Ethernet frame) as if it arrived from outside the
     /// node on an external device: `lb_xdp_ingress`.
     pub fn trace_external(&self, frame: &[u8]) -> Result<TraceOutcome> {
-        self.run(frame, TRACE_ENTRY_EXTERNAL, 0, |dp, frame| {
+        self.run(frame, TRACE_ENTRY_EXTERNAL, (0, 0), |dp, frame| {
             dp.run_xdp(frame)
         })
     }
@@ -89,16 +89,31 @@ impl Tracer {
     /// and protocol): `lb_trace_socket`. A translated frame comes back with
     /// the backend as its destination.
     pub fn trace_socket(&self, frame: &[u8], cookie: u64) -> Result<TraceOutcome> {
-        self.run(frame, TRACE_ENTRY_SOCKET, cookie, |dp, frame| {
-            dp.run_trace_socket(frame)
-        })
+        self.trace_socket_in(frame, cookie, 0)
+    }
+
+    /// [`Tracer::trace_socket`] for a socket in the network namespace with
+    /// `netns_cookie` (as `lb affinity list` shows it): session affinity
+    /// is looked up for that client (0: a namespace with no entry).
+    pub fn trace_socket_in(
+        &self,
+        frame: &[u8],
+        cookie: u64,
+        netns_cookie: u64,
+    ) -> Result<TraceOutcome> {
+        self.run(
+            frame,
+            TRACE_ENTRY_SOCKET,
+            (cookie, netns_cookie),
+            |dp, frame| dp.run_trace_socket(frame),
+        )
     }
 
     fn run(
         &self,
         frame: &[u8],
         entry: u8,
-        cookie: u64,
+        (cookie, netns_cookie): (u64, u64),
         test_run: impl FnOnce(&Datapath, &[u8]) -> Result<(u32, Vec<u8>)>,
     ) -> Result<TraceOutcome> {
         let mut guard = self.trace.lock().unwrap_or_else(PoisonError::into_inner);
@@ -107,6 +122,7 @@ impl Tracer {
             cookie,
             entry,
             _pad: [0; 7],
+            netns_cookie,
         };
         request.set(0, &req, 0).context("writing lb_trace_req")?;
         record

@@ -145,6 +145,7 @@ impl ServiceView {
                 endpoints: choice.endpoints.clone(),
                 when_empty: choice.when_empty,
                 selection: choice.selection.clone(),
+                affinity_timeout_s: self.affinity_timeout_s,
             },
             object: self.object.clone(),
             created: self.created,

@@ -27,6 +27,7 @@
 //! oracle); the dry run and the tests compute it whole.
 
 mod addresses;
+mod affinity;
 mod captures;
 mod choice;
 mod conflicts;
@@ -34,6 +35,7 @@ mod duplicates;
 mod endpoints;
 mod family;
 mod frontends;
+mod health_checks;
 mod holders;
 pub mod incremental;
 mod labels;
@@ -44,6 +46,7 @@ mod problems;
 mod rules;
 mod services;
 mod slices;
+mod sloppy_ip;
 mod validate;
 
 #[cfg(test)]
@@ -55,6 +58,7 @@ mod tests;
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
+pub use health_checks::{HealthCheck, ServiceRef, health_checks};
 pub use holders::Holders;
 pub use labels::{
     ANNOTATION_TOPOLOGY_HINTS, ANNOTATION_TOPOLOGY_MODE, LABEL_HEADLESS, LABEL_SERVICE_NAME,

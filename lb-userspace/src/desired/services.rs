@@ -10,6 +10,7 @@ use k8s_openapi::{
 
 use super::{
     addresses::{self as check},
+    affinity,
     endpoints::TopologyWish,
     family,
     labels::{
@@ -40,6 +41,8 @@ pub(super) struct ServiceView {
     pub(super) lb_ips: Vec<IpAddr>,
     pub(super) ports: Vec<PortView>,
     pub(super) topology: TopologyWish,
+    /// ClientIP session affinity timeout in seconds; 0: none.
+    pub(super) affinity_timeout_s: u32,
 }
 
 impl ServiceView {
@@ -109,7 +112,9 @@ impl ServiceView {
             rules,
             problems,
         );
+        let affinity_timeout_s = affinity::client_ip_timeout(spec, &object, problems);
         Some(ServiceView {
+            affinity_timeout_s,
             created: svc.metadata.creation_timestamp.as_ref().map(|t| t.0),
             lb_ips: lb_ips(svc, &object, problems),
             topology: topology_wish(svc, spec),
@@ -127,7 +132,7 @@ impl ServiceView {
 
 /// Why kube-proxy's watch selector would not even see this Service (the
 /// cluster source's selector says the same: source/cluster/selectors.rs).
-fn not_proxied_label(svc: &Service, proxy_name: Option<&str>) -> Option<&'static str> {
+pub(super) fn not_proxied_label(svc: &Service, proxy_name: Option<&str>) -> Option<&'static str> {
     let labels = svc.metadata.labels.as_ref();
     let label = |key| labels.and_then(|l| l.get(key)).map(String::as_str);
     if label(LABEL_HEADLESS).is_some() {
@@ -212,8 +217,11 @@ fn cluster_ips(
     Some(served)
 }
 
-/// LoadBalancer ingress IPs, except `ipMode: Proxy` ones: there the load
-/// balancer proxies and traffic arrives for the node, not for the VIP.
+/// LoadBalancer ingress IPs in VIP mode only (kube-proxy's `IsVIPMode`:
+/// `ipMode` unset or `VIP`, KEP-1860): with `Proxy` the load balancer
+/// proxies and traffic arrives for the node, not for the VIP. Any other
+/// value is refused (the API server would have), and kube-proxy does not
+/// serve it either.
 fn lb_ips(svc: &Service, object: &str, problems: &mut Problems) -> Vec<IpAddr> {
     let ingress = svc
         .status
@@ -224,7 +232,20 @@ fn lb_ips(svc: &Service, object: &str, problems: &mut Problems) -> Vec<IpAddr> {
         .into_iter()
         .flatten()
         .enumerate()
-        .filter(|(_, entry)| entry.ip_mode.as_deref() != Some("Proxy"))
+        .filter(|(i, entry)| match entry.ip_mode.as_deref() {
+            None | Some("VIP") => true,
+            Some("Proxy") => false,
+            Some(other) => {
+                problems.push(
+                    object,
+                    ProblemCode::InvalidValue,
+                    format!(
+                        "status.loadBalancer.ingress[{i}].ipMode \"{other}\" is not VIP or Proxy: that ingress IP is not served; set VIP (or leave it unset) for lb to serve it"
+                    ),
+                );
+                false
+            }
+        })
         .filter_map(|(i, entry)| {
             // Hostname-only entries (some cloud load balancers) have no IP.
             let ip = entry.ip.as_deref().filter(|ip| !ip.is_empty())?;
@@ -258,274 +279,4 @@ fn topology_wish(svc: &Service, spec: &ServiceSpec) -> TopologyWish {
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::desired::test_support::*;
-
-    /// cmd/kube-proxy/app/server.go's selector
-    /// (`!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name`),
-    /// and alternative proxies' `service-proxy-name=<ours>`.
-    #[test]
-    fn the_proxy_name_label_decides_whose_service_it_is() {
-        let svc = |labels: &str| {
-            let text = format!(
-                "apiVersion: v1\nkind: Service\nmetadata: {{name: w, labels: {{{labels}}}}}\nspec: {{clusterIP: 10.96.0.1, ports: [{{port: 80}}]}}\n"
-            );
-            parse_documents("w.yaml", &text).services.remove(0)
-        };
-        let why = |labels: &str, ours: Option<&str>| super::not_proxied_label(&svc(labels), ours);
-        let theirs = "service.kubernetes.io/service-proxy-name: other";
-        let headless = "service.kubernetes.io/headless: ''";
-        assert_eq!(why("", None), None);
-        assert_eq!(why(theirs, None), Some("labelled for another proxy"));
-        assert_eq!(why(theirs, Some("other")), None);
-        assert_eq!(why(theirs, Some("lb")), Some("labelled for another proxy"));
-        assert!(why("", Some("lb")).is_some_and(|w| w.contains("--service-proxy-name")));
-        assert_eq!(why(headless, None), Some("labelled headless"));
-        let both = format!("{theirs}, {headless}");
-        assert_eq!(why(&both, Some("other")), Some("labelled headless"));
-    }
-
-    /// kube-proxy's older `TestCategorizeEndpoints` cases read the hints
-    /// annotation: "normal endpoint filtering, auto annotation" and "...,
-    /// Auto annotation" filter; "hintsAnnotation empty, no filtering
-    /// applied" and "hintsAnnotation disabled, no filtering applied" do not.
-    #[test]
-    fn topology_wish_from_annotations_and_traffic_distribution() {
-        let wish = |metadata: &str, spec: &str| {
-            let text = format!(
-                "apiVersion: v1\nkind: Service\nmetadata: {{name: w, {metadata}}}\nspec: {{clusterIP: 10.96.0.1, {spec} ports: [{{port: 80}}]}}\n"
-            );
-            let set = parse_documents("wish.yaml", &text);
-            let svc = &set.services[0];
-            let wish = super::topology_wish(svc, svc.spec.as_ref().expect("spec"));
-            (wish.zone, wish.node)
-        };
-        let mode = |value: &str| {
-            format!("annotations: {{service.kubernetes.io/topology-mode: \"{value}\"}}")
-        };
-        assert_eq!(wish(&mode("auto"), ""), (true, false));
-        assert_eq!(wish(&mode("Auto"), ""), (true, false));
-        assert_eq!(wish(&mode(""), ""), (false, false));
-        assert_eq!(wish(&mode("disabled"), ""), (false, false));
-        let hints = "annotations: {service.kubernetes.io/topology-aware-hints: auto}";
-        assert_eq!(wish(hints, ""), (true, false));
-        assert_eq!(wish("", ""), (false, false));
-        for (distribution, expected) in [
-            ("PreferClose", (true, false)),
-            ("PreferSameZone", (true, false)),
-            ("PreferSameNode", (true, true)),
-            ("Elsewhere", (false, false)),
-        ] {
-            let spec = format!("trafficDistribution: {distribution},");
-            assert_eq!(wish("", &spec), expected, "{distribution}");
-        }
-    }
-
-    #[test]
-    fn load_balancer_skips_proxy_mode_ingress() {
-        let state = desired("loadbalancer.yaml", &node("node-a"));
-        let edge = spn("lb", "edge", "https", Tcp);
-        let direct = spn("lb", "direct", "https", Tcp);
-        let backend = [ep("10.244.2.30:8443", Tcp, false, None)];
-        let ready = "cluster: 1 ready";
-        let expected = BTreeMap::from([
-            (
-                fe("10.96.0.30", 443, Tcp, Internal),
-                spec(&edge, ClusterIp, &backend, Reject, ready),
-            ),
-            (
-                fe("10.96.0.31", 443, Tcp, Internal),
-                spec(&direct, ClusterIp, &[], Reject, "no endpoints"),
-            ),
-            (
-                fe("192.168.1.10", 30443, Tcp, External),
-                spec(&edge, NodePort, &backend, Reject, ready),
-            ),
-            (
-                fe("192.168.1.10", 30443, Tcp, Internal),
-                spec(&edge, NodePort, &backend, Reject, ready),
-            ),
-            (
-                fe("203.0.113.10", 443, Tcp, External),
-                spec(&edge, LoadBalancer, &backend, Reject, ready),
-            ),
-            (
-                fe("203.0.113.10", 443, Tcp, Internal),
-                spec(&edge, LoadBalancer, &backend, Reject, ready),
-            ),
-            (
-                fe("203.0.113.20", 443, Tcp, External),
-                spec(&direct, LoadBalancer, &[], Reject, "no endpoints"),
-            ),
-            (
-                fe("203.0.113.20", 443, Tcp, Internal),
-                spec(&direct, LoadBalancer, &[], Reject, "no endpoints"),
-            ),
-        ]);
-        assert_eq!(state.frontends, expected);
-    }
-
-    #[test]
-    fn services_kube_proxy_ignores_are_skipped_silently() {
-        let state = desired("skipped.yaml", &node("node-a"));
-        assert_eq!(state, DesiredState::default());
-    }
-
-    #[test]
-    fn unknown_type_and_policies_are_problems_with_safe_defaults() {
-        let text = "apiVersion: v1
-kind: Service
-metadata: {name: odd, namespace: x}
-spec:
-  type: Weird
-  clusterIP: 10.96.0.140
-  externalTrafficPolicy: Global
-  internalTrafficPolicy: Nearby
-  ports: [{port: 80, nodePort: 30140}]
-";
-        let set = parse_documents("odd.yaml", text);
-        let state = compute(&set.services, &set.slices, &node("node-a"));
-        let object = "Service x/odd";
-        assert_eq!(
-            state.problems,
-            vec![
-                warning(
-                    ProblemCode::InvalidValue,
-                    object,
-                    "spec.type \"Weird\" is unknown; serving it as ClusterIP"
-                ),
-                warning(
-                    ProblemCode::InvalidValue,
-                    object,
-                    "spec.externalTrafficPolicy \"Global\" is unknown; using Cluster"
-                ),
-                warning(
-                    ProblemCode::InvalidValue,
-                    object,
-                    "spec.internalTrafficPolicy \"Nearby\" is unknown; using Cluster"
-                ),
-                warning(
-                    ProblemCode::IgnoredField,
-                    object,
-                    "spec.ports[0].nodePort is set but the type has no NodePorts; ignored"
-                ),
-            ]
-        );
-        let frontends: Vec<String> = state.frontends.keys().map(|f| f.to_string()).collect();
-        assert_eq!(frontends, vec!["10.96.0.140:80/TCP"]);
-    }
-
-    #[test]
-    fn invalid_fields_skip_only_what_is_broken() {
-        let state = desired("invalid.yaml", &node("node-a"));
-        let object = "Service invalid/typo";
-        assert_eq!(
-            state.problems,
-            vec![
-                error(
-                    ProblemCode::MissingField,
-                    "Service invalid/nospec",
-                    "has no spec"
-                ),
-                error(
-                    ProblemCode::InvalidAddress,
-                    object,
-                    "spec.clusterIP \"10.96.0.300\" is not an IP address"
-                ),
-                error(
-                    ProblemCode::InvalidAddress,
-                    object,
-                    "spec.externalIPs[0] \"198.51.100.300\" is not an IP address"
-                ),
-                error(
-                    ProblemCode::PortOutOfRange,
-                    object,
-                    "spec.ports[1].port 70000 is out of range 1-65535"
-                ),
-                error(
-                    ProblemCode::PortOutOfRange,
-                    object,
-                    "spec.ports[2].nodePort 0 is out of range 1-65535"
-                ),
-                error(
-                    ProblemCode::UnknownProtocol,
-                    object,
-                    "spec.ports[4].protocol \"QUIC\" is not TCP, UDP or SCTP"
-                ),
-            ]
-        );
-        let frontends: Vec<(String, Scope, FrontendKind, String)> = state
-            .frontends
-            .iter()
-            .map(|(f, s)| (f.to_string(), f.scope, s.kind, s.service.to_string()))
-            .collect();
-        let row = |f: &str, scope, kind, svc: &str| (f.to_owned(), scope, kind, svc.to_owned());
-        assert_eq!(
-            frontends,
-            vec![
-                row("10.96.0.110:80/TCP", Internal, ClusterIp, "invalid/fine:"),
-                row(
-                    "192.168.1.10:30110/TCP",
-                    External,
-                    NodePort,
-                    "invalid/typo:http"
-                ),
-                row(
-                    "192.168.1.10:30110/TCP",
-                    Internal,
-                    NodePort,
-                    "invalid/typo:http"
-                ),
-                row(
-                    "192.168.1.10:30111/SCTP",
-                    External,
-                    NodePort,
-                    "invalid/typo:sctp"
-                ),
-                row(
-                    "192.168.1.10:30111/SCTP",
-                    Internal,
-                    NodePort,
-                    "invalid/typo:sctp"
-                ),
-                row(
-                    "198.51.100.8:80/TCP",
-                    External,
-                    ExternalIp,
-                    "invalid/typo:http"
-                ),
-                row(
-                    "198.51.100.8:80/TCP",
-                    Internal,
-                    ExternalIp,
-                    "invalid/typo:http"
-                ),
-                row(
-                    "198.51.100.8:81/TCP",
-                    External,
-                    ExternalIp,
-                    "invalid/typo:bad-node-port"
-                ),
-                row(
-                    "198.51.100.8:81/TCP",
-                    Internal,
-                    ExternalIp,
-                    "invalid/typo:bad-node-port"
-                ),
-                row(
-                    "198.51.100.8:82/SCTP",
-                    External,
-                    ExternalIp,
-                    "invalid/typo:sctp"
-                ),
-                row(
-                    "198.51.100.8:82/SCTP",
-                    Internal,
-                    ExternalIp,
-                    "invalid/typo:sctp"
-                ),
-            ]
-        );
-        assert!(state.frontends.values().any(|s| s.service.protocol == Sctp));
-    }
-}
+mod tests;

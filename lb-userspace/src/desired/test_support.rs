@@ -142,6 +142,7 @@ pub(super) fn spec(
         endpoints: endpoints.to_vec(),
         when_empty,
         selection: selection.to_owned(),
+        affinity_timeout_s: 0,
     }
 }
 

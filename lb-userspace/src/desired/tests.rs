@@ -63,5 +63,5 @@ fn whole_fixture_directory() {
             "Service invalid/typo"
         ])
     );
-    assert_eq!(state.frontends.len(), 42);
+    assert_eq!(state.frontends.len(), 53);
 }

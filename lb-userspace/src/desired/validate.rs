@@ -7,9 +7,11 @@ use std::net::IpAddr;
 use super::{addresses::Verdict, family, problems::Problems};
 use crate::model::ProblemCode;
 
-/// An address from the API; `None` when it does not parse.
+/// An address from the API, read as kube-proxy reads it
+/// ([`sloppy_ip`](super::sloppy_ip): leading zeros allowed); `None` when it
+/// does not parse.
 pub(super) fn parse_addr(text: &str) -> Option<IpAddr> {
-    text.trim().parse().ok()
+    super::sloppy_ip::parse_ip_sloppy(text.trim())
 }
 
 /// A port number from the API, if it fits a `u16` and is not 0.

@@ -158,6 +158,8 @@ pub struct FrontendSpec {
     /// Why this endpoint set (for `lb service list` and `lb trace`), e.g.
     /// "externalTrafficPolicy=Local: 1 of 3 endpoints on node-a".
     pub selection: String,
+    /// `sessionAffinity: ClientIP`'s timeout in seconds; 0: no affinity.
+    pub affinity_timeout_s: u32,
 }
 
 /// The node's own facts that the desired state depends on.

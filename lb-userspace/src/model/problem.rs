@@ -140,10 +140,13 @@ pub enum ProblemCode {
     MapFull,
     /// An address family the datapath does not serve yet.
     UnsupportedFamily,
+    // Serving beside the datapath.
+    /// A Service's `healthCheckNodePort` that cannot be listened on.
+    HealthCheckPortUnavailable,
 }
 
 impl ProblemCode {
-    pub const ALL: [ProblemCode; 29] = [
+    pub const ALL: [ProblemCode; 30] = [
         ProblemCode::UnreadableFile,
         ProblemCode::NotUtf8,
         ProblemCode::FileTooLarge,
@@ -173,6 +176,7 @@ impl ProblemCode {
         ProblemCode::Conflict,
         ProblemCode::MapFull,
         ProblemCode::UnsupportedFamily,
+        ProblemCode::HealthCheckPortUnavailable,
     ];
 
     /// The code as serialized: kebab-case, e.g. `reserved-address`.
@@ -207,6 +211,7 @@ impl ProblemCode {
             ProblemCode::Conflict => "conflict",
             ProblemCode::MapFull => "map-full",
             ProblemCode::UnsupportedFamily => "unsupported-family",
+            ProblemCode::HealthCheckPortUnavailable => "health-check-port-unavailable",
         }
     }
 

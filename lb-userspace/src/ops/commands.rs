@@ -66,6 +66,15 @@ pub fn list_connections(reader: &Reader, addr: Option<Ipv4Addr>, port: Option<u1
     })
 }
 
+/// `lb affinity list`
+pub fn list_affinity(reader: &Reader) -> Result<()> {
+    let views = crate::ops::affinity::list(
+        &reader.inspector()?,
+        crate::ops::affinity::monotonic_now_s(),
+    )?;
+    reader.print(&views, |v| crate::ops::affinity::render(v))
+}
+
 /// `lb stats`
 pub fn stats(reader: &Reader) -> Result<()> {
     reader.print(&reader.inspector()?.stats()?, output::stats)
@@ -104,6 +113,9 @@ pub struct TraceRequest {
     pub protocol: Protocol,
     /// The socket cookie of a real socket (`--from pod|node`).
     pub cookie: Option<u64>,
+    /// The client's network namespace cookie (`--from pod|node`), for
+    /// session affinity.
+    pub netns_cookie: Option<u64>,
 }
 
 /// `lb trace`
@@ -114,7 +126,9 @@ pub fn trace(request: &TraceRequest) -> Result<()> {
     let cookie = request.cookie.unwrap_or(1);
     let outcome = match request.from {
         Entry::External => tracer.trace_external(&frame)?,
-        Entry::Pod | Entry::Node => tracer.trace_socket(&frame, cookie)?,
+        Entry::Pod | Entry::Node => {
+            tracer.trace_socket_in(&frame, cookie, request.netns_cookie.unwrap_or(0))?
+        }
     };
     let inspector = Inspector::open(tracer.maps()?)?;
     let mut report = explain::report(

@@ -5,8 +5,8 @@
 use std::net::SocketAddrV4;
 
 use lb_common::{
-    FrontendValue, MAGLEV_TABLE_SIZE, TRACE_BACKEND, TRACE_CONNECTION, TRACE_FRONTEND,
-    TRACE_MAGLEV, TRACE_SOCKET_HASH, TraceRecord, reason::Reason,
+    FrontendValue, MAGLEV_TABLE_SIZE, TRACE_AFFINITY_HIT, TRACE_AFFINITY_SET, TRACE_BACKEND,
+    TRACE_CONNECTION, TRACE_FRONTEND, TRACE_MAGLEV, TRACE_SOCKET_HASH, TraceRecord, reason::Reason,
 };
 use serde::Serialize;
 
@@ -154,6 +154,13 @@ pub fn report(
             "the connection table decided: an established flow keeps its backend".to_string(),
         );
         Some("connection-table")
+    } else if record.steps & TRACE_AFFINITY_HIT != 0 {
+        steps.push(format!(
+            "sessionAffinity ClientIP: this client is remembered for backend {} (it chose it less than {}s ago)",
+            record.backend_id,
+            record.frontend.affinity_timeout_s()
+        ));
+        Some("session-affinity")
     } else if record.steps & TRACE_MAGLEV != 0 {
         let how = if record.steps & TRACE_SOCKET_HASH != 0 {
             "the socket's cookie"
@@ -164,6 +171,12 @@ pub fn report(
             "new flow: the hash of {how} picked Maglev slot {} of {MAGLEV_TABLE_SIZE}",
             record.slot
         ));
+        if record.steps & TRACE_AFFINITY_SET != 0 {
+            steps.push(format!(
+                "sessionAffinity ClientIP: the choice is remembered for this client for {}s",
+                record.frontend.affinity_timeout_s()
+            ));
+        }
         Some(if record.steps & TRACE_SOCKET_HASH != 0 {
             "socket-hash"
         } else {

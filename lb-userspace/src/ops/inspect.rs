@@ -158,6 +158,11 @@ impl Inspector {
         self.service(id).map(|(name, _)| name.to_string())
     }
 
+    /// Every frontend entry, as read when opened.
+    pub fn frontend_entries(&self) -> &[(Frontend4Key, FrontendValue)] {
+        &self.frontends
+    }
+
     pub fn backend(&self, id: u32) -> Option<&Backend4> {
         self.backends.get(&id)
     }

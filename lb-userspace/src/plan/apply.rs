@@ -33,6 +33,9 @@ pub fn apply(
     if !plan.purge_connections.is_empty() {
         maps.purge_connections_to(&plan.purge_connections)?;
     }
+    if !plan.purge_affinity.is_empty() {
+        maps.purge_affinity(&plan.purge_affinity)?;
+    }
     for (id, _) in &plan.remove_backends {
         maps.remove_backend(*id)?;
     }

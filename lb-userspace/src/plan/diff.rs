@@ -90,6 +90,7 @@ pub fn plan(desired: &DesiredState, applied: &Applied, max_tables: u32) -> Plan 
         .collect();
     removals(applied, &in_use, &mut out);
     out.new_services = ids.into_new_services();
+    out.purge_affinity = super::affinity_purge::affinity_purge(applied, &out);
     out
 }
 
@@ -193,6 +194,7 @@ fn plan_service(
             backend_count: backends.len() as u32,
             kind: Some(spec.kind),
             when_empty: spec.when_empty,
+            affinity_timeout_s: spec.affinity_timeout_s,
         });
         part.frontends.push((key, value));
     }

@@ -22,6 +22,7 @@
 //! allocation), `diff` (the pure plan), `apply` (ordered writes), `print`
 //! (the printed form), `maglev` (the tables).
 
+mod affinity_purge;
 mod applied;
 mod apply;
 mod diff;
@@ -58,6 +59,9 @@ pub struct Plan {
     /// Removed backends of connectionless protocols whose connection
     /// entries must go (kube-proxy's UDP conntrack flush).
     pub purge_connections: Vec<Backend4>,
+    /// (service id, backend id): session-affinity entries of endpoints
+    /// that left a Service port with affinity (`affinity_purge`).
+    pub purge_affinity: Vec<(u32, u32)>,
     /// Tables nothing references after this plan.
     pub release_tables: Vec<u32>,
     /// Service ids assigned by this plan.
@@ -105,6 +109,7 @@ impl Plan {
             && self.remove_frontends.is_empty()
             && self.remove_backends.is_empty()
             && self.purge_connections.is_empty()
+            && self.purge_affinity.is_empty()
     }
 }
 

@@ -33,11 +33,15 @@ impl fmt::Display for Plan {
         for (key, value) in &self.set_frontends {
             writeln!(
                 f,
-                "set frontend {} -> service {} table {} ({} backends)",
+                "set frontend {} -> service {} table {} ({} backends){}",
                 describe_frontend(key),
                 value.service_id,
                 value.table_id,
-                value.backend_count
+                value.backend_count,
+                match value.affinity_timeout_s() {
+                    0 => String::new(),
+                    timeout => format!(", affinity ClientIP {timeout}s"),
+                }
             )?;
         }
         for key in &self.remove_frontends {
@@ -45,6 +49,12 @@ impl fmt::Display for Plan {
         }
         for be in &self.purge_connections {
             writeln!(f, "purge connections to {}", describe_backend(be))?;
+        }
+        for (service, backend) in &self.purge_affinity {
+            writeln!(
+                f,
+                "purge affinity of service {service} to backend {backend}"
+            )?;
         }
         for (id, be) in &self.remove_backends {
             writeln!(f, "remove backend {id} = {}", describe_backend(be))?;

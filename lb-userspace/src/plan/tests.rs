@@ -61,6 +61,7 @@ fn spec(name: &str, backends: &[Backend]) -> FrontendSpec {
             .collect(),
         when_empty: WhenEmpty::Reject,
         selection: String::new(),
+        affinity_timeout_s: 0,
     }
 }
 

@@ -3,7 +3,7 @@
 //! `lb stats` sums it), and packets per Service port.
 //!
 //! - `lb_map_entries{map}`, `lb_map_capacity{map}`: frontends, backends,
-//!   maglev_tables, services, connections, socket_translations;
+//!   maglev_tables, services, connections, socket_translations, affinity;
 //! - `lb_packets_total{verdict,reason}`: every datapath decision; the
 //!   verdict is the reason's first word (`pass`, `dnat`, `reverse`, `drop`,
 //!   `reject`, `sock`), so drops are `verdict="drop"`;

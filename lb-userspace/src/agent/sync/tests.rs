@@ -187,6 +187,7 @@ async fn the_status_lists_problems_with_their_file_and_follows_the_source() {
             }),
             metrics: Some(metrics.clone()),
             health: None,
+            service_health: None,
         },
     );
     syncer

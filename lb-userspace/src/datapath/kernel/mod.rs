@@ -3,6 +3,7 @@
 //! read-only views operator commands need (counters, connections, socket
 //! translations, tables) in `views`.
 
+mod affinity;
 mod batch;
 mod views;
 mod writer;
@@ -16,9 +17,9 @@ use aya::{
     sys::SyscallError,
 };
 use lb_common::{
-    ALL_MAPS, BACKENDS4, Backend4, CT4, Ct4Key, Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue,
-    MAGLEV, MAGLEV_TABLE_SIZE, SERVICE_STATS, SERVICES, SOCK_REVNAT4, STATS, ServiceCounters,
-    ServiceInfo, SockRevNat4Key, SockRevNat4Value,
+    AFFINITY4, ALL_MAPS, Affinity4Key, Affinity4Value, BACKENDS4, Backend4, CT4, Ct4Key, Ct4Value,
+    FRONTENDS4, Frontend4Key, FrontendValue, MAGLEV, MAGLEV_TABLE_SIZE, SERVICE_STATS, SERVICES,
+    SOCK_REVNAT4, STATS, ServiceCounters, ServiceInfo, SockRevNat4Key, SockRevNat4Value,
 };
 
 use super::MapsError;
@@ -38,6 +39,8 @@ pub struct KernelMaps {
     stats: PerCpuArray<MapData, u64>,
     services: HashMap<MapData, u32, ServiceInfo>,
     service_stats: PerCpuArray<MapData, ServiceCounters>,
+    // session affinity
+    affinity: HashMap<MapData, Affinity4Key, Affinity4Value>,
 }
 
 impl std::fmt::Debug for KernelMaps {
@@ -130,6 +133,7 @@ impl KernelMaps {
             stats,
             services,
             service_stats,
+            affinity,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -172,6 +176,9 @@ impl KernelMaps {
             service_stats: typed(SERVICE_STATS, service_stats)?
                 .try_into()
                 .map_err(map_err(SERVICE_STATS, "open"))?,
+            affinity: typed(AFFINITY4, affinity)?
+                .try_into()
+                .map_err(map_err(AFFINITY4, "open"))?,
         })
     }
 

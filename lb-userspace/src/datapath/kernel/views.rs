@@ -16,7 +16,7 @@ use crate::datapath::{DatapathMaps, MapsError};
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct MapFill {
     /// `frontends`, `backends`, `maglev_tables`, `services`,
-    /// `connections` or `socket_translations`.
+    /// `connections`, `socket_translations` or `affinity`.
     pub map: &'static str,
     pub entries: u64,
     pub capacity: u64,
@@ -102,6 +102,12 @@ impl KernelMaps {
                 "socket_translations",
                 count(keys_in(self.sock_revnat.keys()), SOCK_REVNAT4)?,
                 self.sock_revnat_capacity,
+            ),
+            // session affinity
+            fill(
+                "affinity",
+                count(keys_in(self.affinity.keys()), lb_common::AFFINITY4)?,
+                lb_common::DEFAULT_AFFINITY_ENTRIES,
             ),
         ])
     }

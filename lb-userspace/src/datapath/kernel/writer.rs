@@ -129,4 +129,8 @@ impl DatapathMaps for KernelMaps {
         }
         Ok(removed)
     }
+
+    fn purge_affinity(&mut self, pairs: &[(u32, u32)]) -> Result<usize, MapsError> {
+        self.purge_affinity_of(pairs)
+    }
 }
