@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod csum;
+pub mod ct;
 pub mod flow;
 pub mod flow_hash;
 pub mod icmp;

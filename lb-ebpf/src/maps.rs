@@ -8,7 +8,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend4, Ct4Key, Ct4Value, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES,
+    Backend4, CT_NEW_SHARE, Ct4Key, Ct4Value, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES,
     DEFAULT_SOCK_REVNAT_ENTRIES, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE, MAX_BACKENDS,
     MAX_FRONTENDS, SockRevNat4Key, SockRevNat4Value, reason::REASON_COUNT,
 };
@@ -27,9 +27,16 @@ pub static BACKENDS4: HashMap<u32, Backend4> = HashMap::pinned(MAX_BACKENDS, 0);
 #[map(name = "lb_maglev_v1")]
 pub static MAGLEV: Array<u32> = Array::pinned(DEFAULT_MAX_TABLES * MAGLEV_TABLE_SIZE, 0);
 
-/// Connection table of the packet hooks (both directions).
-#[map(name = "lb_ct4_v1")]
+/// Connection table of the packet hooks, assured flows (both directions).
+/// The agent resizes it at load time (`--ct-entries`).
+#[map(name = "lb_ct4_v2")]
 pub static CT4: LruHashMap<Ct4Key, Ct4Value> = LruHashMap::pinned(DEFAULT_CT_ENTRIES, 0);
+
+/// Connection table of the packet hooks, flows not assured yet (a quarter
+/// of `--ct-entries`).
+#[map(name = "lb_ct4_new_v2")]
+pub static CT4_NEW: LruHashMap<Ct4Key, Ct4Value> =
+    LruHashMap::pinned(DEFAULT_CT_ENTRIES / CT_NEW_SHARE, 0);
 
 /// Reverse translation of the socket hooks.
 #[map(name = "lb_sock_rnat4_v1")]
@@ -77,7 +84,8 @@ const fn str_eq(a: &str, b: &str) -> bool {
 const _: () = assert!(str_eq("lb_fe4_v1", lb_common::FRONTENDS4));
 const _: () = assert!(str_eq("lb_be4_v1", lb_common::BACKENDS4));
 const _: () = assert!(str_eq("lb_maglev_v1", lb_common::MAGLEV));
-const _: () = assert!(str_eq("lb_ct4_v1", lb_common::CT4));
+const _: () = assert!(str_eq("lb_ct4_v2", lb_common::CT4));
+const _: () = assert!(str_eq("lb_ct4_new_v2", lb_common::CT4_NEW));
 const _: () = assert!(str_eq("lb_sock_rnat4_v1", lb_common::SOCK_REVNAT4));
 const _: () = assert!(str_eq("lb_stats_v1", lb_common::STATS));
 const _: () = assert!(str_eq("lb_svc_v1", lb_common::SERVICES));

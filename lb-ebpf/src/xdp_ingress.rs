@@ -68,13 +68,14 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
 
     // Look up the frontend, then the flow: a known flow keeps its backend.
     let fe = select::frontend(flow.dst, flow.proto, SCOPE_EXTERNAL).ok_or(Reason::PassNoService)?;
-    let (backend, reason) = match ct::lookup_original(flow) {
-        Some(entry) => {
+    let (backend, reason) = match ct::lookup_original(flow, pkt.tcp_flags, &fe)? {
+        ct::Original::Hit(entry) => {
             trace::connection(entry.backend_id);
             (entry.nat, Reason::DnatEstablished)
         }
         // Select.
-        None => (new_flow(&fe, flow)?, Reason::DnatNew),
+        ct::Original::New => (new_flow(&fe, flow)?, Reason::DnatNew),
+        ct::Original::Stale => return Err(Verdict::Drop(Reason::DropCtStale)),
     };
     stats::count_service(fe.service_id, reason);
     trace::backend(backend);
@@ -99,6 +100,6 @@ fn new_flow(fe: &FrontendValue, flow: Flow4) -> Result<Endpoint4, Verdict> {
     }
     let (backend_id, backend) = select::backend(fe, flow.hash()).map_err(Verdict::Drop)?;
     let backend = backend.endpoint();
-    ct::create(flow, backend_id, backend, fe.service_id);
+    ct::create(flow, backend_id, backend, fe.service_id).map_err(Verdict::Drop)?;
     Ok(backend)
 }

@@ -13,11 +13,12 @@ fn value(nat: Endpoint4) -> Ct4Value {
     Ct4Value {
         nat_addr_be: nat.addr_be,
         nat_port_be: nat.port_be,
+        state: crate::ct::CT_ESTABLISHED,
         _pad: 0,
         backend_id: 1,
         service_id: 7,
-        created_ns: 1,
-        last_seen_ns: 2,
+        created_s: 1,
+        last_seen_s: 2,
     }
 }
 

@@ -146,10 +146,14 @@ fn a_reply_refreshes_its_entry_only() {
                 .find(|(k, _)| k.is_original() == original)
                 .expect("both entries")
                 .1
-                .last_seen_ns
+                .last_seen_s
         };
         (of(true), of(false))
     };
+    // Age both entries (the refresh is per second).
+    t.maps
+        .rewrite_connections(|_, v| v.last_seen_s = v.last_seen_s.saturating_sub(5))
+        .unwrap();
     let (original, reply) = seen(&t);
 
     t.run_tc(&tcp_frame(POD, 8080, CLIENT, 40000, false, b"ack"));

@@ -10,6 +10,7 @@
 //! `lb status`, `health` and `metrics` the HTTP endpoints beside the loop
 //! (over `http`); this module is the loop.
 pub mod config;
+pub mod ct_sweep;
 mod datapath;
 mod drift;
 mod dry_run;
@@ -90,6 +91,13 @@ async fn reconcile_until_stopped(
             .maps()
             .context("opening the datapath maps for the metrics")?,
     ));
+    ct_sweep::spawn(
+        datapath
+            .maps()
+            .context("opening the datapath maps for the connection table's sweep")?,
+        metrics.clone(),
+    )
+    .context("starting the connection table's sweep")?;
     // kube-proxy's health timeout: twice the sync period.
     let health = Health::new(config.resync * 2);
     if let Some(address) = config.metrics_address {

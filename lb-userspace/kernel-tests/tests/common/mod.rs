@@ -255,6 +255,36 @@ pub fn tcp_frame(
     out
 }
 
+/// A TCP frame with exactly `flags` (`lb_common::packet::tcp::*`).
+pub fn tcp_flags_frame(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    use lb_common::packet::tcp;
+    let mut builder = PacketBuilder::ethernet2(CLIENT_MAC, NODE_MAC)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 0x1234_5678, 65535);
+    if flags & tcp::SYN != 0 {
+        builder = builder.syn();
+    }
+    if flags & tcp::ACK != 0 {
+        builder = builder.ack(0x0bad_cafe);
+    }
+    if flags & tcp::FIN != 0 {
+        builder = builder.fin();
+    }
+    if flags & tcp::RST != 0 {
+        builder = builder.rst();
+    }
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut out, payload).unwrap();
+    out
+}
+
 pub fn udp_frame(
     src: Ipv4Addr,
     sport: u16,

@@ -73,6 +73,73 @@ pub(super) fn read_u32s(
     whole(keys, values, attr.count, first, count)
 }
 
+/// Every entry of a hash map, `chunk` per `BPF_MAP_LOOKUP_BATCH` call;
+/// `None` when the kernel has no batch lookup for it (the caller walks it
+/// key by key). Entries that change under the read may be missed or seen
+/// twice, as with any walk of a live hash map.
+pub(super) fn read_hash<K: aya::Pod, V: aya::Pod>(
+    map: &MapData,
+    chunk: u32,
+) -> std::io::Result<Option<Vec<(K, V)>>> {
+    let zeroed = || {
+        // SAFETY: aya::Pod types are plain data, valid for any bit pattern.
+        unsafe { std::mem::zeroed::<K>() }
+    };
+    let mut out = Vec::new();
+    // Hash maps' batch tokens are bucket indexes (u32).
+    let mut token_in = 0u32;
+    let mut token_out = 0u32;
+    let mut first = true;
+    loop {
+        let mut keys: Vec<K> = (0..chunk).map(|_| zeroed()).collect();
+        // SAFETY: as above.
+        let mut values: Vec<V> = (0..chunk).map(|_| unsafe { std::mem::zeroed() }).collect();
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                &token_in as *const u32 as u64
+            },
+            out_batch: &mut token_out as *mut u32 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: chunk,
+            map_fd: map.fd().as_fd().as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: the attribute names buffers of `chunk` keys and values of
+        // the map's sizes (aya checked them at open), and the two tokens;
+        // all outlive the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        let done = if ret < 0 {
+            let err = std::io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::ENOENT) => true,
+                Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS) if first => return Ok(None),
+                _ => return Err(err),
+            }
+        } else {
+            false
+        };
+        let n = attr.count as usize;
+        keys.truncate(n);
+        values.truncate(n);
+        out.extend(keys.into_iter().zip(values));
+        if done {
+            return Ok(Some(out));
+        }
+        token_in = token_out;
+        first = false;
+    }
+}
+
 /// The values, if the kernel returned exactly the keys asked for.
 fn whole(
     keys: Vec<u32>,

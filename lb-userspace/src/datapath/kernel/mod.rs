@@ -4,9 +4,11 @@
 //! translations, tables) in `views`.
 
 mod batch;
+mod ct;
 mod views;
 mod writer;
 
+pub use ct::monotonic_s;
 pub use views::MapFill;
 
 use std::{io, path::Path};
@@ -16,9 +18,9 @@ use aya::{
     sys::SyscallError,
 };
 use lb_common::{
-    ALL_MAPS, BACKENDS4, Backend4, CT4, Ct4Key, Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue,
-    MAGLEV, MAGLEV_TABLE_SIZE, SERVICE_STATS, SERVICES, SOCK_REVNAT4, STATS, ServiceCounters,
-    ServiceInfo, SockRevNat4Key, SockRevNat4Value,
+    ALL_MAPS, BACKENDS4, Backend4, CT4, CT4_NEW, Ct4Key, Ct4Value, FRONTENDS4, Frontend4Key,
+    FrontendValue, MAGLEV, MAGLEV_TABLE_SIZE, SERVICE_STATS, SERVICES, SOCK_REVNAT4, STATS,
+    ServiceCounters, ServiceInfo, SockRevNat4Key, SockRevNat4Value,
 };
 
 use super::MapsError;
@@ -33,6 +35,8 @@ pub struct KernelMaps {
     max_tables: u32,
     ct: HashMap<MapData, Ct4Key, Ct4Value>,
     ct_capacity: u32,
+    ct_new: HashMap<MapData, Ct4Key, Ct4Value>,
+    ct_new_capacity: u32,
     sock_revnat: HashMap<MapData, SockRevNat4Key, SockRevNat4Value>,
     sock_revnat_capacity: u32,
     stats: PerCpuArray<MapData, u64>,
@@ -126,6 +130,7 @@ impl KernelMaps {
             backends,
             maglev,
             ct,
+            ct_new,
             sock_revnat,
             stats,
             services,
@@ -140,6 +145,7 @@ impl KernelMaps {
         let backends_capacity = capacity(BACKENDS4, &backends)?;
         let maglev_entries = capacity(MAGLEV, &maglev)?;
         let ct_capacity = capacity(CT4, &ct)?;
+        let ct_new_capacity = capacity(CT4_NEW, &ct_new)?;
         let sock_revnat_capacity = capacity(SOCK_REVNAT4, &sock_revnat)?;
         let typed = |name: &'static str, data: MapData| {
             Map::from_map_data(data).map_err(map_err(name, "open"))
@@ -159,6 +165,10 @@ impl KernelMaps {
             max_tables: maglev_entries / MAGLEV_TABLE_SIZE,
             ct: typed(CT4, ct)?.try_into().map_err(map_err(CT4, "open"))?,
             ct_capacity,
+            ct_new: typed(CT4_NEW, ct_new)?
+                .try_into()
+                .map_err(map_err(CT4_NEW, "open"))?,
+            ct_new_capacity,
             sock_revnat: typed(SOCK_REVNAT4, sock_revnat)?
                 .try_into()
                 .map_err(map_err(SOCK_REVNAT4, "open"))?,

@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 
 use lb_common::{
-    BACKENDS4, CT4, Ct4Key, Ct4Value, MAGLEV, MAGLEV_TABLE_SIZE, MAX_SERVICES, SERVICE_STATS,
-    SERVICES, SOCK_REVNAT4, STATS, ServiceCounters, SockRevNat4Key, SockRevNat4Value,
-    reason::Reason,
+    BACKENDS4, CT4, CT4_NEW, Ct4Key, Ct4Value, MAGLEV, MAGLEV_TABLE_SIZE, MAX_SERVICES,
+    SERVICE_STATS, SERVICES, SOCK_REVNAT4, STATS, ServiceCounters, SockRevNat4Key,
+    SockRevNat4Value, reason::Reason,
 };
 
 use super::{KernelMaps, map_err};
@@ -99,6 +99,11 @@ impl KernelMaps {
                 self.ct_capacity,
             ),
             fill(
+                "new_connections",
+                count(keys_in(self.ct_new.keys()), CT4_NEW)?,
+                self.ct_new_capacity,
+            ),
+            fill(
                 "socket_translations",
                 count(keys_in(self.sock_revnat.keys()), SOCK_REVNAT4)?,
                 self.sock_revnat_capacity,
@@ -106,12 +111,13 @@ impl KernelMaps {
         ])
     }
 
-    /// Every connection-table entry (both directions).
+    /// Every connection-table entry (both directions, both tables: assured
+    /// flows first). An entry that moves or goes under the walk (a
+    /// promotion, an eviction) is skipped, not an error.
     pub fn connections(&self) -> Result<Vec<(Ct4Key, Ct4Value)>, MapsError> {
-        self.ct
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(map_err(CT4, "iterate"))
+        let mut out = entries_in(self.ct.iter()).map_err(map_err(CT4, "iterate"))?;
+        out.extend(entries_in(self.ct_new.iter()).map_err(map_err(CT4_NEW, "iterate"))?);
+        Ok(out)
     }
 
     /// Every socket reverse-translation entry.
@@ -143,6 +149,21 @@ impl KernelMaps {
             .map(|i| self.maglev.get(&i, 0).map_err(map_err(MAGLEV, "lookup")))
             .collect()
     }
+}
+
+/// What a map walk yields, skipping keys that vanish under it.
+fn entries_in<K, V>(
+    entries: impl Iterator<Item = Result<(K, V), aya::maps::MapError>>,
+) -> Result<Vec<(K, V)>, aya::maps::MapError> {
+    let mut out = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(entry) => out.push(entry),
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(out)
 }
 
 /// How many keys a map walk yields; a key that vanishes under the walk (an

@@ -1,7 +1,7 @@
 //! [`DatapathMaps`] over the real maps: what plan/apply writes through.
 
 use lb_common::{
-    BACKENDS4, Backend4, CT4, Ct4Key, Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue, MAGLEV,
+    BACKENDS4, Backend4, Ct4Key, Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue, MAGLEV,
     MAGLEV_TABLE_SIZE, SERVICES, SOCK_REVNAT4, ServiceInfo, SockRevNat4Key,
 };
 
@@ -118,8 +118,7 @@ impl DatapathMaps for KernelMaps {
             .collect();
         let mut removed = 0;
         for key in &ct_keys {
-            removed +=
-                usize::from(ignore_missing(self.ct.remove(key)).map_err(map_err(CT4, "delete"))?);
+            removed += self.remove_connection(key)?;
         }
         for key in &sock_keys {
             removed += usize::from(

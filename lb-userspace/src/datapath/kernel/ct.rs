@@ -1,0 +1,112 @@
+//! The connection table as the agent's sweep and purge see it: both tables
+//! (assured flows, new flows) read in batches and entries removed from
+//! whichever holds them.
+
+use lb_common::{CT4, CT4_NEW, Ct4Key, Ct4Value};
+
+use super::{KernelMaps, batch, ignore_missing, map_err};
+use crate::datapath::MapsError;
+
+/// Whole seconds of CLOCK_MONOTONIC: the clock of the entries' timestamps
+/// (`lb_common::ct::seconds` of `bpf_ktime_get_coarse_ns`).
+pub fn monotonic_s() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: plain syscall into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u32
+}
+
+/// Keys and values read per `BPF_MAP_LOOKUP_BATCH` call.
+const BATCH: u32 = 4096;
+
+impl KernelMaps {
+    /// Every connection-table entry, assured flows first, read in batches
+    /// of 4,096 (a walk key by key costs two syscalls per entry: seconds
+    /// at a million entries).
+    pub fn connections_batched(&self) -> Result<Vec<(Ct4Key, Ct4Value)>, MapsError> {
+        let mut out = Vec::new();
+        for (name, map) in [(CT4, &self.ct), (CT4_NEW, &self.ct_new)] {
+            let data = aya::maps::IterableMap::<Ct4Key, Ct4Value>::map(map);
+            match batch::read_hash::<Ct4Key, Ct4Value>(data, BATCH) {
+                Ok(Some(entries)) => out.extend(entries),
+                Ok(None) => out.extend(
+                    map.iter()
+                        .filter_map(|entry| match entry {
+                            Err(aya::maps::MapError::KeyNotFound) => None,
+                            other => Some(other),
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(map_err(name, "iterate"))?,
+                ),
+                Err(err) => {
+                    return Err(MapsError::Invalid(format!(
+                        "map {name}: batch lookup failed: {err}"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes `key` from whichever table holds it: 1 if it was there.
+    pub fn remove_connection(&mut self, key: &Ct4Key) -> Result<usize, MapsError> {
+        let assured = ignore_missing(self.ct.remove(key)).map_err(map_err(CT4, "delete"))?;
+        let new = ignore_missing(self.ct_new.remove(key)).map_err(map_err(CT4_NEW, "delete"))?;
+        Ok(usize::from(assured || new))
+    }
+
+    /// Rewrites every entry in place, in the table that holds it (tests age
+    /// entries this way instead of sleeping). Returns how many changed.
+    pub fn rewrite_connections(
+        &mut self,
+        mut f: impl FnMut(&Ct4Key, &mut Ct4Value),
+    ) -> Result<usize, MapsError> {
+        let mut changed = 0;
+        for (name, map) in [(CT4, &mut self.ct), (CT4_NEW, &mut self.ct_new)] {
+            let entries: Vec<(Ct4Key, Ct4Value)> = map.iter().filter_map(Result::ok).collect();
+            for (key, mut value) in entries {
+                let before = value;
+                f(&key, &mut value);
+                if value != before {
+                    map.insert(&key, &value, 0)
+                        .map_err(map_err(name, "update"))?;
+                    changed += 1;
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Writes an entry into the table of assured flows (`assured`) or of
+    /// new flows: restoring entries and tests that age them.
+    pub fn set_connection(
+        &mut self,
+        key: &Ct4Key,
+        value: &Ct4Value,
+        assured: bool,
+    ) -> Result<(), MapsError> {
+        let (name, map) = if assured {
+            (CT4, &mut self.ct)
+        } else {
+            (CT4_NEW, &mut self.ct_new)
+        };
+        map.insert(key, value, 0).map_err(map_err(name, "update"))
+    }
+}
+
+impl KernelMaps {
+    /// The entry at `key` in whichever table holds it.
+    pub fn connection(&self, key: &Ct4Key) -> Result<Option<Ct4Value>, MapsError> {
+        for (name, map) in [(CT4, &self.ct), (CT4_NEW, &self.ct_new)] {
+            match map.get(key, 0) {
+                Ok(value) => return Ok(Some(value)),
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(err) => return Err(map_err(name, "lookup")(err)),
+            }
+        }
+        Ok(None)
+    }
+}
