@@ -14,6 +14,7 @@ pub mod icmp;
 pub mod maps;
 pub mod packet;
 pub mod reason;
+pub mod reject;
 
 pub use flow::{Endpoint4, Flow4};
 pub use maps::*;

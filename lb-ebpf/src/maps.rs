@@ -7,6 +7,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
+use lb_common::reject::RejectBucket;
 use lb_common::{
     Backend4, CT_NEW_SHARE, Ct4Key, Ct4Value, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES,
     DEFAULT_SOCK_REVNAT_ENTRIES, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE, MAX_BACKENDS,
@@ -56,6 +57,11 @@ pub static SERVICES: HashMap<u32, ServiceInfo> = HashMap::pinned(MAX_SERVICES, 0
 #[map(name = "lb_svc_stats_v1")]
 pub static SERVICE_STATS: PerCpuArray<ServiceCounters> = PerCpuArray::pinned(MAX_SERVICES, 0);
 
+/// The per-CPU token bucket of ICMP rejects (never pinned: a restart
+/// starts with a full burst).
+#[map(name = "lb_reject_tokens")]
+pub static REJECT_TOKENS: PerCpuArray<RejectBucket> = PerCpuArray::with_max_entries(1, 0);
+
 /// `lb trace` only (never pinned: private to each trace).
 #[map(name = "lb_trace")]
 pub static TRACE: Array<TraceRecord> = Array::with_max_entries(1, 0);
@@ -91,4 +97,5 @@ const _: () = assert!(str_eq("lb_stats_v1", lb_common::STATS));
 const _: () = assert!(str_eq("lb_svc_v1", lb_common::SERVICES));
 const _: () = assert!(str_eq("lb_svc_stats_v1", lb_common::SERVICE_STATS));
 const _: () = assert!(str_eq("lb_trace", lb_common::TRACE));
+const _: () = assert!(str_eq("lb_reject_tokens", lb_common::reject::REJECT_TOKENS));
 const _: () = assert!(str_eq("lb_trace_req", lb_common::TRACE_REQUEST));

@@ -24,13 +24,7 @@ pub fn lb_xdp_ingress(ctx: XdpContext) -> u32 {
         Ok(reason) => (xdp_action::XDP_PASS, reason),
         Err(Verdict::Pass(reason)) => (xdp_action::XDP_PASS, reason),
         Err(Verdict::Drop(reason)) => (xdp_action::XDP_DROP, reason),
-        Err(Verdict::Reject) => {
-            let action = match reject::icmp_port_unreachable(&ctx) {
-                Ok(()) => xdp_action::XDP_TX,
-                Err(()) => xdp_action::XDP_DROP,
-            };
-            (action, Reason::RejectNoEndpoints)
-        }
+        Err(Verdict::Reject) => reject::answer(&ctx),
     };
     stats::count(reason);
     trace::finish(reason);

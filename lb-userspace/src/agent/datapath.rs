@@ -12,6 +12,7 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
     let mut datapath = Datapath::load(&LoadOptions {
         pin_dir: Some(config.pin_dir.clone()),
         max_tables: config.max_tables,
+        ct_entries: config.ct_entries,
         bpf_log: config.bpf_log,
         ..LoadOptions::default()
     })

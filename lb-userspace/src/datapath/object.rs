@@ -198,7 +198,7 @@ fn load_error(err: EbpfError, dir: &Path) -> LoadError {
         )
     } else if name == CT4 && *property == "max_entries" {
         format!(
-            "it holds {actual} connection entries and {expected} were asked for: start with ct_entries {actual}"
+            "it holds {actual} connection entries and {expected} were asked for: start with --ct-entries {actual}"
         )
     } else {
         format!(
