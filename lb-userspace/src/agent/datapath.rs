@@ -14,7 +14,6 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
         max_tables: config.max_tables,
         ct_entries: config.ct_entries,
         bpf_log: config.bpf_log,
-        ..LoadOptions::default()
     })
     .context("loading the datapath")?;
     if config.bpf_log {
