@@ -9,7 +9,8 @@
 //!   second when it changed, and promotes a flow that became assured;
 //! - `pair`: the two directions stay consistent (a missing partner is
 //!   restored, a partner of another flow is never overwritten);
-//! - `recheck`: a hit is used only while its backend and Service still are.
+//! - `recheck`: a hit is used only while its backend and Service still are
+//!   what it names.
 //!
 //! In a trace (`DRY_RUN`, see [`crate::trace`]) nothing is written: no
 //! entry is created, moved or refreshed.
@@ -58,7 +59,7 @@ pub fn lookup_original(flow: Flow4, tcp_flags: u8, fe: &FrontendValue) -> Result
         let value = unsafe { *entry };
         if !reopens(flow.proto, value.state, tcp_flags) {
             let hit = entry_of(&value);
-            if recheck::still_valid(&hit, fe) {
+            if recheck::still_valid(&hit, fe, flow.proto, tcp_flags) {
                 let reply = Ct4Key::reply(flow.reply_via(value.nat()));
                 lifecycle::seen(
                     table,

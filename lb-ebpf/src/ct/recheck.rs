@@ -1,26 +1,31 @@
 //! Re-checking a hit before it is used: the entry names a backend id, and
 //! the agent may have removed that backend, reused its id for another
-//! address, or given the frontend to another Service since. Such an entry
-//! must not send the packet to an address that may now be someone else's
-//! pod. A terminating backend is still in the backends map: its
-//! established flows keep it, as under kube-proxy (conntrack keeps them).
+//! address, or given the frontend to another Service since.
+//!
+//! - A backend id that names another address now, or a frontend of another
+//!   Service port: never followed (the address may be someone else's pod).
+//! - A backend that is gone: a packet that may open a flow (a TCP SYN, any
+//!   UDP datagram) chooses again, as after kube-proxy's conntrack cleanup
+//!   of UDP flows to removed endpoints (pkg/proxy/conntrack/cleanup.go);
+//!   the other packets of an established TCP connection keep going to it,
+//!   as kube-proxy's conntrack keeps them: a draining pod (terminating
+//!   while others are ready) leaves the backends map but still serves its
+//!   connections.
 
-use lb_common::FrontendValue;
+use lb_common::{FrontendValue, PROTO_TCP, ct::opens_flow};
 
 use super::Entry;
 use crate::maps::BACKENDS4;
 
-/// Whether `entry` (an original entry) still translates to what the maps
-/// say: its backend exists at the same address and port, and its frontend
-/// still belongs to the same Service port.
+/// Whether `entry` (an original entry) may translate this packet.
 #[inline(always)]
-pub fn still_valid(entry: &Entry, fe: &FrontendValue) -> bool {
+pub fn still_valid(entry: &Entry, fe: &FrontendValue, proto: u8, tcp_flags: u8) -> bool {
     if entry.service_id != fe.service_id {
         return false;
     }
     // SAFETY: copied out at once.
     match unsafe { BACKENDS4.get(&entry.backend_id) } {
         Some(backend) => backend.endpoint() == entry.nat,
-        None => false,
+        None => proto == PROTO_TCP && !opens_flow(proto, tcp_flags),
     }
 }

@@ -1,10 +1,12 @@
-//! Re-checking a hit before it is used: a flow whose backend is gone (or is
-//! another address now), or whose frontend belongs to another Service now,
-//! is never sent to the old address. A SYN chooses a backend again; any
-//! other packet is dropped (counted), where kube-proxy's conntrack would
-//! keep sending to an address that may be someone else's pod until its
-//! entry is flushed (pkg/proxy/conntrack/cleanup.go flushes UDP only).
-//! A terminating backend keeps its established flows, as under kube-proxy.
+//! Re-checking a hit before it is used. A flow whose backend id names
+//! another address now, or whose frontend belongs to another Service now,
+//! is never followed: its packets are dropped (counted), a SYN chooses
+//! again. A flow whose backend is gone chooses again on a packet that may
+//! open a flow (a TCP SYN; any UDP datagram, as after kube-proxy's conntrack
+//! cleanup of UDP flows to removed endpoints, pkg/proxy/conntrack/cleanup.go),
+//! while an established TCP connection keeps its backend, as kube-proxy's
+//! conntrack keeps it (a draining pod leaves the backends map while other
+//! pods are ready). A terminating backend keeps its established flows.
 
 mod common;
 
@@ -13,7 +15,7 @@ use std::net::Ipv4Addr;
 use common::*;
 use lb::datapath::DatapathMaps as _;
 use lb_common::{
-    BE_FLAG_TERMINATING, PROTO_TCP, SCOPE_EXTERNAL,
+    BE_FLAG_TERMINATING, PROTO_TCP, PROTO_UDP, SCOPE_EXTERNAL,
     packet::tcp::{ACK, SYN},
     reason::Reason,
 };
@@ -56,16 +58,17 @@ fn move_to_b(t: &mut TestDatapath) {
 }
 
 #[test]
-fn a_hit_on_a_removed_backend_chooses_again_on_syn_and_drops_the_rest() {
+fn a_hit_on_a_removed_backend_chooses_again_on_syn_and_keeps_established_tcp() {
     let mut t = TestDatapath::load();
     established_on_a(&mut t, 40000);
     move_to_b(&mut t);
 
-    let (action, _) = t.run_xdp(&tcp_flags_frame(CLIENT, 40000, NODE, 30080, ACK, b"data"));
-    assert_eq!(action, XDP_DROP, "never forwarded to the old address");
-    assert_eq!(t.stat(Reason::DropCtStale), 1);
+    // The established connection's packets keep their backend (conntrack).
+    let (_, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 40000, NODE, 30080, ACK, b"data"));
+    assert_eq!(check_frame(&out).dst, POD_A);
 
-    // A new connection on the same tuple (a SYN) chooses again.
+    // A new connection on the same tuple (a SYN) chooses again, and its
+    // packets follow the new choice.
     let (action, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 40000, NODE, 30080, SYN, b""));
     assert_eq!(action, XDP_PASS);
     assert_eq!(check_frame(&out).dst, POD_B);
@@ -80,6 +83,37 @@ fn a_hit_on_a_removed_backend_chooses_again_on_syn_and_drops_the_rest() {
             .iter()
             .all(|(k, v)| k.backend(v).is_some_and(|b| b.addr_be == be32(POD_B)))
     );
+}
+
+/// cleanup.go: UDP flows to a removed endpoint are flushed, so the next
+/// datagram is balanced again; here the next datagram chooses again itself,
+/// even before the agent's purge.
+#[test]
+fn a_udp_flow_to_a_removed_backend_chooses_again() {
+    let mut t = TestDatapath::load();
+    let key = frontend_key(NODE, 30053, PROTO_UDP, SCOPE_EXTERNAL);
+    install_service(
+        &mut t.maps,
+        key,
+        1,
+        0,
+        0,
+        &[(1, backend(POD_A, 53, PROTO_UDP))],
+    );
+    let (_, out) = t.run_xdp(&udp_frame(CLIENT, 50000, NODE, 30053, b"q", true));
+    assert_eq!(check_frame(&out).dst, POD_A);
+    install_service(
+        &mut t.maps,
+        key,
+        1,
+        1,
+        0,
+        &[(2, backend(POD_B, 53, PROTO_UDP))],
+    );
+    t.maps.remove_backend(1).unwrap();
+    let (_, out) = t.run_xdp(&udp_frame(CLIENT, 50000, NODE, 30053, b"q", true));
+    assert_eq!(check_frame(&out).dst, POD_B, "never to the old address");
+    assert_eq!(t.stat(Reason::CtReselected), 1);
 }
 
 /// A backend id the agent reused for another address is not followed.

@@ -21,7 +21,7 @@ use aya::{
 use common::*;
 use lb::{
     datapath::{
-        Attached, KernelMaps,
+        Attached, DatapathMaps as _, KernelMaps,
         trace::{TraceOutcome, Tracer, build_frame},
     },
     model::Protocol,
@@ -210,8 +210,7 @@ fn established_flow_trace_reports_the_connection_entry() {
         NODE_PORT_KIND,
         &four_backends(20, PROTO_TCP),
     );
-    // Backend 1 stays in the map (a terminating endpoint): its flows keep
-    // it (a removed one would be refused, see kernel_ct_recheck).
+    t.maps.remove_backend(1).unwrap();
     let before = snapshot(&t.maps, &[7]);
 
     let tracer = tracer(&t);
