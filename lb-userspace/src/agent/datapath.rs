@@ -28,6 +28,16 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
             .with_context(|| format!("attaching tc egress to {device}"))?;
         info!(device, xdp = ?xdp, tc_egress = ?tc, "attached to device");
     }
+    // After the programs were replaced: nothing writes the old table now.
+    let mut maps = datapath.maps().context("opening the datapath maps")?;
+    if let Some(moved) = crate::datapath::ct_migrate::migrate_v1(&config.pin_dir, &mut maps)
+        .context("carrying the connection table over from lb_ct4_v1")?
+    {
+        info!(
+            entries = moved,
+            "connection table carried over from lb_ct4_v1"
+        );
+    }
     if let Some(cgroup) = &config.cgroup {
         let hooks = datapath
             .attach_cgroup(cgroup)

@@ -59,6 +59,7 @@ pub trait DatapathMaps {
 pub mod attach;
 pub mod cleanup;
 pub mod codec;
+pub mod ct_migrate;
 pub mod kernel;
 pub mod loader;
 pub mod memory;
