@@ -1,12 +1,13 @@
-//! Re-checking a hit before it is used. A flow whose backend id names
-//! another address now, or whose frontend belongs to another Service now,
-//! is never followed: its packets are dropped (counted), a SYN chooses
-//! again. A flow whose backend is gone chooses again on a packet that may
-//! open a flow (a TCP SYN; any UDP datagram, as after kube-proxy's conntrack
+//! Re-checking a hit before it is used. A flow whose frontend belongs to
+//! another Service now is never followed: its packets are dropped
+//! (counted), a SYN chooses again. A flow whose backend is gone (or whose
+//! id names another address now) chooses again on a packet that may open a
+//! flow (a TCP SYN; any UDP datagram, as after kube-proxy's conntrack
 //! cleanup of UDP flows to removed endpoints, pkg/proxy/conntrack/cleanup.go),
-//! while an established TCP connection keeps its backend, as kube-proxy's
-//! conntrack keeps it (a draining pod leaves the backends map while other
-//! pods are ready). A terminating backend keeps its established flows.
+//! while an established TCP connection keeps the address its entry holds,
+//! as kube-proxy's conntrack keeps it (a draining pod leaves the backends
+//! map while other pods are ready). A terminating backend keeps its
+//! established flows.
 
 mod common;
 
@@ -116,7 +117,10 @@ fn a_udp_flow_to_a_removed_backend_chooses_again() {
     assert_eq!(t.stat(Reason::CtReselected), 1);
 }
 
-/// A backend id the agent reused for another address is not followed.
+/// A backend id the agent reused for another address is not followed: the
+/// established connection's packets keep the address its entry holds
+/// (never the id's new one), as if its backend were gone, and a SYN
+/// chooses again.
 #[test]
 fn a_backend_id_now_naming_another_address_is_not_followed() {
     let mut t = TestDatapath::load();
@@ -124,9 +128,11 @@ fn a_backend_id_now_naming_another_address_is_not_followed() {
     t.maps
         .set_backend(1, &backend(POD_B, 8080, PROTO_TCP))
         .unwrap();
-    let (action, _) = t.run_xdp(&tcp_flags_frame(CLIENT, 40001, NODE, 30080, ACK, b"x"));
-    assert_eq!(action, XDP_DROP);
-    assert_eq!(t.stat(Reason::DropCtStale), 1);
+    let (_, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 40001, NODE, 30080, ACK, b"x"));
+    assert_eq!(check_frame(&out).dst, POD_A);
+    let (_, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 40001, NODE, 30080, SYN, b""));
+    assert_eq!(check_frame(&out).dst, POD_B);
+    assert_eq!(t.stat(Reason::CtReselected), 1);
 }
 
 /// A frontend given to another Service port drops the old Service's flows.
