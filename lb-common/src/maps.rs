@@ -39,8 +39,12 @@ pub const TRACE: &str = "lb_trace";
 /// of one `TraceRequest`). Never pinned.
 pub const TRACE_REQUEST: &str = "lb_trace_req";
 
+/// The per-cluster seed of the flow hash (`--hash-seed`): array of one
+/// `u32`, written by the agent at start.
+pub const HASH_SEED: &str = "lb_hash_seed_v1";
+
 /// Every pinned map, for the agent's pin directory checks.
-pub const ALL_MAPS: [&str; 9] = [
+pub const ALL_MAPS: [&str; 10] = [
     FRONTENDS4,
     BACKENDS4,
     MAGLEV,
@@ -50,6 +54,7 @@ pub const ALL_MAPS: [&str; 9] = [
     STATS,
     SERVICES,
     SERVICE_STATS,
+    HASH_SEED,
 ];
 
 /// Map names whose layout this build understands are `..._v1`; a pinned

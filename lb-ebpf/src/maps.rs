@@ -57,6 +57,10 @@ pub static SERVICES: HashMap<u32, ServiceInfo> = HashMap::pinned(MAX_SERVICES, 0
 #[map(name = "lb_svc_stats_v1")]
 pub static SERVICE_STATS: PerCpuArray<ServiceCounters> = PerCpuArray::pinned(MAX_SERVICES, 0);
 
+/// The per-cluster seed of the flow hash (`--hash-seed`), slot 0.
+#[map(name = "lb_hash_seed_v1")]
+pub static HASH_SEED: Array<u32> = Array::pinned(1, 0);
+
 /// The per-CPU token bucket of ICMP rejects (never pinned: a restart
 /// starts with a full burst).
 #[map(name = "lb_reject_tokens")]
@@ -97,5 +101,6 @@ const _: () = assert!(str_eq("lb_stats_v1", lb_common::STATS));
 const _: () = assert!(str_eq("lb_svc_v1", lb_common::SERVICES));
 const _: () = assert!(str_eq("lb_svc_stats_v1", lb_common::SERVICE_STATS));
 const _: () = assert!(str_eq("lb_trace", lb_common::TRACE));
+const _: () = assert!(str_eq("lb_hash_seed_v1", lb_common::HASH_SEED));
 const _: () = assert!(str_eq("lb_reject_tokens", lb_common::reject::REJECT_TOKENS));
 const _: () = assert!(str_eq("lb_trace_req", lb_common::TRACE_REQUEST));

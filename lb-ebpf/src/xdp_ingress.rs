@@ -92,7 +92,8 @@ fn new_flow(fe: &FrontendValue, flow: Flow4) -> Result<Endpoint4, Verdict> {
             reason => Verdict::Drop(reason),
         });
     }
-    let (backend_id, backend) = select::backend(fe, flow.hash()).map_err(Verdict::Drop)?;
+    let (backend_id, backend) =
+        select::backend(fe, select::flow_hash(flow)).map_err(Verdict::Drop)?;
     let backend = backend.endpoint();
     ct::create(flow, backend_id, backend, fe.service_id).map_err(Verdict::Drop)?;
     Ok(backend)

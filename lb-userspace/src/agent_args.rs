@@ -137,6 +137,12 @@ pub struct AgentArgs {
     /// (the default, 1Mi, costs about 130 MiB with the new-flow table).
     #[arg(long, default_value_t = lb_common::DEFAULT_CT_ENTRIES, value_name = "ENTRIES")]
     ct_entries: u32,
+    /// The flow hash's seed: the same on every node of a cluster (so every
+    /// node picks the same backend for a flow), secret from outsiders (so
+    /// they cannot aim flows at one backend). Changing it moves new flows
+    /// only.
+    #[arg(long, default_value_t = 0, value_name = "U32")]
+    hash_seed: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -217,6 +223,7 @@ impl AgentArgs {
             dry_run: self.dry_run,
             bpf_log: self.bpf_log,
             ct_entries: self.ct_entries,
+            hash_seed: self.hash_seed,
         })
     }
 }

@@ -3,6 +3,7 @@ extern crate std;
 use proptest::prelude::*;
 
 use super::*;
+use crate::flow_hash::flow_hash4;
 use crate::{PROTO_TCP, PROTO_UDP};
 
 const CLIENT: Endpoint4 = Endpoint4::new(u32::from_ne_bytes([198, 51, 100, 7]), 40000u16.to_be());

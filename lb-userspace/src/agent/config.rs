@@ -52,6 +52,8 @@ pub struct AgentConfig {
     // connection table (issue 11)
     /// Entries of the connection table of assured flows (`--ct-entries`).
     pub ct_entries: u32,
+    /// The flow hash's per-cluster seed (`--hash-seed`).
+    pub hash_seed: u32,
 }
 
 /// A duration as kube-proxy's flags write them: a number and a unit (`ms`,

@@ -19,6 +19,12 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
     if config.bpf_log {
         forward_bpf_logs(&mut datapath)?;
     }
+    // Before any device sees traffic: every new flow selects with it.
+    datapath
+        .maps()
+        .context("opening the datapath maps")?
+        .set_hash_seed(config.hash_seed)
+        .context("writing the flow hash's seed (--hash-seed)")?;
     for device in &config.devices {
         let xdp = datapath
             .attach_xdp(device, config.xdp_generic)

@@ -98,6 +98,20 @@ impl KernelMaps {
 }
 
 impl KernelMaps {
+    /// The flow hash's per-cluster seed (`--hash-seed`) the datapath uses.
+    pub fn hash_seed(&self) -> Result<u32, MapsError> {
+        self.hash_seed
+            .get(&0, 0)
+            .map_err(map_err(lb_common::HASH_SEED, "lookup"))
+    }
+
+    /// Sets the flow hash's seed: new flows select with it at once.
+    pub fn set_hash_seed(&mut self, seed: u32) -> Result<(), MapsError> {
+        self.hash_seed
+            .set(0, &seed, 0)
+            .map_err(map_err(lb_common::HASH_SEED, "update"))
+    }
+
     /// The entry at `key` in whichever table holds it.
     pub fn connection(&self, key: &Ct4Key) -> Result<Option<Ct4Value>, MapsError> {
         for (name, map) in [(CT4, &self.ct), (CT4_NEW, &self.ct_new)] {

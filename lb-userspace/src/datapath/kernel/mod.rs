@@ -19,8 +19,8 @@ use aya::{
 };
 use lb_common::{
     ALL_MAPS, BACKENDS4, Backend4, CT4, CT4_NEW, Ct4Key, Ct4Value, FRONTENDS4, Frontend4Key,
-    FrontendValue, MAGLEV, MAGLEV_TABLE_SIZE, SERVICE_STATS, SERVICES, SOCK_REVNAT4, STATS,
-    ServiceCounters, ServiceInfo, SockRevNat4Key, SockRevNat4Value,
+    FrontendValue, HASH_SEED, MAGLEV, MAGLEV_TABLE_SIZE, SERVICE_STATS, SERVICES, SOCK_REVNAT4,
+    STATS, ServiceCounters, ServiceInfo, SockRevNat4Key, SockRevNat4Value,
 };
 
 use super::MapsError;
@@ -42,6 +42,7 @@ pub struct KernelMaps {
     stats: PerCpuArray<MapData, u64>,
     services: HashMap<MapData, u32, ServiceInfo>,
     service_stats: PerCpuArray<MapData, ServiceCounters>,
+    hash_seed: Array<MapData, u32>,
 }
 
 impl std::fmt::Debug for KernelMaps {
@@ -135,6 +136,7 @@ impl KernelMaps {
             stats,
             services,
             service_stats,
+            hash_seed,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -182,6 +184,9 @@ impl KernelMaps {
             service_stats: typed(SERVICE_STATS, service_stats)?
                 .try_into()
                 .map_err(map_err(SERVICE_STATS, "open"))?,
+            hash_seed: typed(HASH_SEED, hash_seed)?
+                .try_into()
+                .map_err(map_err(HASH_SEED, "open"))?,
         })
     }
 
