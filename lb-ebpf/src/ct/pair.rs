@@ -20,7 +20,7 @@ pub fn ensure(
     own: &Ct4Value,
     dir: Direction,
 ) -> Option<Ct4Value> {
-    if let Some((_, entry)) = table::find(partner) {
+    if let Some((_, entry)) = table::find_from(table, partner) {
         // SAFETY: a valid map value pointer; plain data.
         let mut value = unsafe { *entry };
         if value.nat() != partner_nat || value.backend_id != own.backend_id {

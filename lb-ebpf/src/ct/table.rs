@@ -37,6 +37,21 @@ pub fn find(key: &Ct4Key) -> Option<(Table, *mut Ct4Value)> {
     CT4_NEW.get_ptr_mut(key).map(|entry| (Table::New, entry))
 }
 
+/// The entry at `key`, looked up in `first` before the other table: a
+/// flow's partner entry lives in the same table as the entry hit, so this
+/// is one lookup where [`find`] may take two.
+#[inline(always)]
+pub fn find_from(first: Table, key: &Ct4Key) -> Option<(Table, *mut Ct4Value)> {
+    let other = match first {
+        Table::Assured => Table::New,
+        Table::New => Table::Assured,
+    };
+    if let Some(entry) = map(first).get_ptr_mut(key) {
+        return Some((first, entry));
+    }
+    map(other).get_ptr_mut(key).map(|entry| (other, entry))
+}
+
 /// Seconds of `CLOCK_MONOTONIC`, at the tick's resolution (the coarse
 /// clock costs a memory read, not a clock read).
 #[inline(always)]
