@@ -8,7 +8,8 @@
 //! `drift`, what a resync repairs), `runner` decides when to sync
 //! (kube-proxy's bounded-frequency runner), `status` what it publishes for
 //! `lb status`, `health` and `metrics` the HTTP endpoints beside the loop
-//! (over `http`); this module is the loop.
+//! (over `http`), `ct_sweep` the connection table's sweep on its own
+//! thread; this module is the loop.
 pub mod config;
 pub mod ct_sweep;
 mod datapath;
