@@ -11,7 +11,6 @@ use std::net::Ipv4Addr;
 use common::*;
 use lb::{agent::ct_sweep::sweep_once, datapath::kernel::monotonic_s};
 use lb_common::{
-    PROTO_TCP, PROTO_UDP, SCOPE_EXTERNAL,
     ct::{CT_CLOSED, CT_ESTABLISHED, CT_SYN_RECV, CT_SYN_SENT, CT_UNREPLIED, TIMEOUT_UDP_S},
     packet::tcp::{ACK, FIN, RST, SYN},
     reason::Reason,
@@ -22,22 +21,7 @@ const NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const POD: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
 
 fn services(t: &mut TestDatapath) {
-    install_service(
-        &mut t.maps,
-        frontend_key(NODE, 30080, PROTO_TCP, SCOPE_EXTERNAL),
-        1,
-        0,
-        0,
-        &[(1, backend(POD, 8080, PROTO_TCP))],
-    );
-    install_service(
-        &mut t.maps,
-        frontend_key(NODE, 30053, PROTO_UDP, SCOPE_EXTERNAL),
-        2,
-        1,
-        0,
-        &[(2, backend(POD, 53, PROTO_UDP))],
-    );
+    tcp_and_udp_node_ports(t, NODE, POD);
 }
 
 /// (entries in the assured table, entries in the new-flow table).

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use aya::maps::{HashMap, MapData};
 use common::*;
-use lb::datapath::ct_migrate::{CT4_V1, migrate_v1};
+use lb::datapath::ct_migrate::{CT4_V1, Ct4ValueV1, migrate_v1};
 use lb_common::{
     Ct4Key, Endpoint4, Flow4, PROTO_TCP, SCOPE_EXTERNAL, ct::CT_ESTABLISHED, packet::tcp::ACK,
     reason::Reason,
@@ -18,22 +18,6 @@ use lb_common::{
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 const NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const POD: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
-
-/// `lb_ct4_v1`'s value, as the previous version wrote it.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct ValueV1 {
-    nat_addr_be: u32,
-    nat_port_be: u16,
-    _pad: u16,
-    backend_id: u32,
-    service_id: u32,
-    created_ns: u64,
-    last_seen_ns: u64,
-}
-
-// SAFETY: repr(C) plain data without padding holes (4+2+2+4+4+8+8).
-unsafe impl aya::Pod for ValueV1 {}
 
 fn ep(addr: Ipv4Addr, port: u16) -> Endpoint4 {
     Endpoint4::new(be32(addr), be16(port))
@@ -53,7 +37,7 @@ fn an_established_connection_survives_the_upgrade_of_the_table() {
     // The old agent's table: one established flow, both directions.
     let flow = Flow4::new(ep(CLIENT, 40000), ep(NODE, 30080), PROTO_TCP);
     let backend = ep(POD, 8080);
-    let value = |nat: Endpoint4| ValueV1 {
+    let value = |nat: Endpoint4| Ct4ValueV1 {
         nat_addr_be: nat.addr_be,
         nat_port_be: nat.port_be,
         _pad: 0,
@@ -62,7 +46,7 @@ fn an_established_connection_survives_the_upgrade_of_the_table() {
         created_ns: 1_000_000_000,
         last_seen_ns: 2_000_000_000,
     };
-    let mut old = HashMap::<MapData, Ct4Key, ValueV1>::create(16, 0).unwrap();
+    let mut old = HashMap::<MapData, Ct4Key, Ct4ValueV1>::create(16, 0).unwrap();
     old.insert(&Ct4Key::original(flow), &value(backend), 0)
         .unwrap();
     old.insert(&Ct4Key::reply(flow.reply_via(backend)), &value(flow.dst), 0)

@@ -23,16 +23,18 @@ use super::{KernelMaps, MapsError};
 /// The connection table of lb before states (`lb_ct4_v1`).
 pub const CT4_V1: &str = "lb_ct4_v1";
 
+/// `lb_ct4_v1`'s value (public for the tests that write one).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-struct Ct4ValueV1 {
-    nat_addr_be: u32,
-    nat_port_be: u16,
-    _pad: u16,
-    backend_id: u32,
-    service_id: u32,
-    created_ns: u64,
-    last_seen_ns: u64,
+pub struct Ct4ValueV1 {
+    pub nat_addr_be: u32,
+    pub nat_port_be: u16,
+    pub _pad: u16,
+    pub backend_id: u32,
+    pub service_id: u32,
+    /// `bpf_ktime_get_ns()` when the flow was created and last seen.
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
 }
 
 // SAFETY: repr(C), bytemuck Pod: what aya::Pod requires.

@@ -234,6 +234,29 @@ pub fn install_service(
     maps.set_frontend(&key, &value).unwrap();
 }
 
+/// Two NodePorts on `node` with one backend each on `pod`: TCP 30080 ->
+/// 8080 (Service 1, backend 1, table 0) and UDP 30053 -> 53 (Service 2,
+/// backend 2, table 1).
+pub fn tcp_and_udp_node_ports(t: &mut TestDatapath, node: Ipv4Addr, pod: Ipv4Addr) {
+    use lb_common::SCOPE_EXTERNAL;
+    install_service(
+        &mut t.maps,
+        frontend_key(node, 30080, PROTO_TCP, SCOPE_EXTERNAL),
+        1,
+        0,
+        0,
+        &[(1, backend(pod, 8080, PROTO_TCP))],
+    );
+    install_service(
+        &mut t.maps,
+        frontend_key(node, 30053, PROTO_UDP, SCOPE_EXTERNAL),
+        2,
+        1,
+        0,
+        &[(2, backend(pod, 53, PROTO_UDP))],
+    );
+}
+
 pub fn tcp_frame(
     src: Ipv4Addr,
     sport: u16,

@@ -53,16 +53,7 @@ pub(super) fn read_u32s(
     // SAFETY: the attribute names buffers of `count` keys and values of
     // the map's sizes (u32 each, which aya checked at open), and `in_batch`
     // and `out_batch` one key each; all outlive the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_BATCH,
-            &mut attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>(),
-        )
-    };
-    if ret < 0 {
-        let err = std::io::Error::last_os_error();
+    if let Err(err) = unsafe { lookup_batch(&mut attr) } {
         return match err.raw_os_error() {
             // The end of the array came first: what was read is in `count`.
             Some(libc::ENOENT) => whole(keys, values, attr.count, first, count),
@@ -110,16 +101,7 @@ pub(super) fn read_hash<K: aya::Pod, V: aya::Pod>(
         // SAFETY: the attribute names buffers of `chunk` keys and values of
         // the map's sizes (aya checked them at open), and the two tokens;
         // all outlive the call.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let done = if ret < 0 {
-            let err = std::io::Error::last_os_error();
+        let done = if let Err(err) = unsafe { lookup_batch(&mut attr) } {
             match err.raw_os_error() {
                 Some(libc::ENOENT) => true,
                 Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS) if first => return Ok(None),
@@ -138,6 +120,27 @@ pub(super) fn read_hash<K: aya::Pod, V: aya::Pod>(
         token_in = token_out;
         first = false;
     }
+}
+
+/// One `BPF_MAP_LOOKUP_BATCH` call.
+///
+/// # Safety
+/// `attr` must name buffers of `count` keys and values of the map's sizes,
+/// and valid batch tokens, all outliving the call.
+unsafe fn lookup_batch(attr: &mut BatchAttr) -> std::io::Result<()> {
+    // SAFETY: the caller's promise.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The values, if the kernel returned exactly the keys asked for.
