@@ -40,6 +40,8 @@ pub struct Judgement {
     pub expired_flows: u64,
     /// Live flows by state.
     pub live: Vec<(u8, u64)>,
+    /// Entries read from each table: (assured flows, new flows).
+    pub entries: (u64, u64),
 }
 
 /// A flow as its entries tell it: its entries, and the state and last
@@ -85,10 +87,19 @@ pub fn judge(entries: &[(Ct4Key, Ct4Value)], now_s: u32) -> Judgement {
     judgement
 }
 
+/// Whether `new_flows` entered within one period overran a new-flow table
+/// of `capacity` entries (two per flow): then unassured flows displaced
+/// each other before they could complete a handshake, a flood.
+pub fn is_flood(new_flows: u64, capacity: u64) -> bool {
+    capacity > 0 && new_flows.saturating_mul(2) > capacity
+}
+
 /// Sweeps once at `now_s`: removes what [`judge`] found expired, unless a
 /// packet refreshed it meanwhile (each entry is read again first).
 pub fn sweep_once(maps: &mut KernelMaps, now_s: u32) -> Result<Judgement, MapsError> {
-    let judgement = judge(&maps.connections_batched()?, now_s);
+    let (entries, assured) = maps.connections_batched()?;
+    let mut judgement = judge(&entries, now_s);
+    judgement.entries = (assured as u64, (entries.len() - assured) as u64);
     for key in &judgement.expired {
         let still_expired = maps
             .connection(key)?
@@ -112,16 +123,20 @@ struct Sweeper {
     maps: KernelMaps,
     metrics: Arc<Metrics>,
     refused_before: u64,
+    /// `dnat_new` at the last sweep, and when.
+    new_before: (u64, Instant),
     warned: HashMap<&'static str, Instant>,
 }
 
 impl Sweeper {
     fn new(maps: KernelMaps, metrics: Arc<Metrics>) -> Sweeper {
         let refused_before = maps.stat(Reason::DropCtInsertFailed).unwrap_or(0);
+        let new_before = (maps.stat(Reason::DnatNew).unwrap_or(0), Instant::now());
         Sweeper {
             maps,
             metrics,
             refused_before,
+            new_before,
             warned: HashMap::new(),
         }
     }
@@ -140,18 +155,20 @@ impl Sweeper {
                     self.metrics
                         .ct
                         .swept(&judgement.live, judgement.expired_flows, seconds);
+                    self.check_capacity(judgement.entries);
                 }
                 Err(err) => self.warn(
                     "sweep",
                     format!("sweeping the connection table failed: {err}"),
                 ),
             }
-            self.check_capacity();
         }
     }
 
-    /// Warns of refused inserts and of a nearly full table of assured flows.
-    fn check_capacity(&mut self) {
+    /// Warns of refused inserts, of a nearly full table of assured flows
+    /// and of floods, from the sweep's own count of `entries` (assured, new):
+    /// no second walk of the tables.
+    fn check_capacity(&mut self, entries: (u64, u64)) {
         if let Ok(refused) = self.maps.stat(Reason::DropCtInsertFailed) {
             if refused > self.refused_before {
                 let new = refused - self.refused_before;
@@ -165,17 +182,38 @@ impl Sweeper {
             }
             self.refused_before = refused;
         }
-        let Ok(fill) = self.maps.fill() else { return };
-        if let Some(assured) = fill.iter().find(|f| f.map == "connections")
-            && assured.capacity > 0
-            && assured.entries as f64 >= NEARLY_FULL * assured.capacity as f64
-        {
+        let (assured_capacity, new_capacity) = self.maps.connection_capacities();
+        self.check_flood(u64::from(new_capacity));
+        if assured_capacity > 0 && entries.0 as f64 >= NEARLY_FULL * f64::from(assured_capacity) {
             self.warn(
                 "full",
                 format!(
-                    "the connection table of established flows holds {} of {} entries: idle \
-                     connections are being evicted; start the agent with a larger --ct-entries",
-                    assured.entries, assured.capacity
+                    "the connection table of established flows holds {} of {assured_capacity} \
+                     entries: idle connections are being evicted; start the agent with a larger \
+                     --ct-entries",
+                    entries.0
+                ),
+            );
+        }
+    }
+
+    /// Publishes the new-flow rate since the last sweep and warns of a flood.
+    fn check_flood(&mut self, capacity: u64) {
+        let Ok(now_new) = self.maps.stat(Reason::DnatNew) else {
+            return;
+        };
+        let (before, since) = self.new_before;
+        self.new_before = (now_new, Instant::now());
+        let new_flows = now_new.saturating_sub(before);
+        let seconds = since.elapsed().as_secs_f64().max(f64::EPSILON);
+        let flood = is_flood(new_flows, capacity);
+        let per_second = new_flows as f64 / seconds;
+        self.metrics.ct.new_flows(per_second, flood);
+        if flood {
+            self.warn(
+                "flood",
+                format!(
+                    "a flood of new flows: {per_second:.0} per second overran the table of new                      flows ({capacity} entries); established connections are not displaced,                      new ones may need a retry"
                 ),
             );
         }

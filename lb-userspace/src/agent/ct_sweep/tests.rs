@@ -83,3 +83,13 @@ fn an_orphan_entry_expires_alone() {
     let judgement = judge(&[original], now);
     assert_eq!(judgement.expired, vec![original.0]);
 }
+
+/// A flood is more new flows in one period than the new-flow table holds
+/// (two entries each).
+#[test]
+fn a_flood_is_new_flows_overrunning_the_new_flow_table() {
+    assert!(!is_flood(0, 1024));
+    assert!(!is_flood(512, 1024), "exactly full is no flood yet");
+    assert!(is_flood(513, 1024));
+    assert!(!is_flood(1_000_000, 0), "no table, no verdict");
+}

@@ -3,7 +3,11 @@
 //!   counts once, whatever its two entries);
 //! - `lb_ct_expired_total`: flows the sweep removed because they expired
 //!   (each has two entries);
-//! - `lb_ct_sweep_duration_seconds`: how long the last sweep took.
+//! - `lb_ct_sweep_duration_seconds`: how long the last sweep took;
+//! - `lb_ct_new_flows_per_second`: new flows over the last sweep period;
+//! - `lb_ct_flood`: 1 while new flows overrun the new-flow table within a
+//!   sweep period (a flood: unassured flows displace each other; assured
+//!   ones are untouched), else 0.
 //!
 //! Evictions by the kernel's LRU and refused inserts are packet reasons
 //! (`lb_packets_total{reason="drop_ct_insert_failed"}`,
@@ -44,6 +48,8 @@ pub struct CtMetrics {
     entries: Family<StateLabel, Gauge>,
     expired: Counter,
     sweep_seconds: Gauge<f64, AtomicU64>,
+    new_flow_rate: Gauge<f64, AtomicU64>,
+    flood: Gauge,
 }
 
 impl CtMetrics {
@@ -62,6 +68,16 @@ impl CtMetrics {
             "lb_ct_expired",
             "Flows the sweep removed from the connection table because they expired",
             self.expired.clone(),
+        );
+        registry.register(
+            "lb_ct_new_flows_per_second",
+            "New flows the datapath entered per second, over the last sweep period",
+            self.new_flow_rate.clone(),
+        );
+        registry.register(
+            "lb_ct_flood",
+            "1 while new flows overrun the connection table of new flows (a flood), else 0",
+            self.flood.clone(),
         );
         registry.register(
             "lb_ct_sweep_duration_seconds",
@@ -85,5 +101,11 @@ impl CtMetrics {
         }
         self.expired.inc_by(expired);
         self.sweep_seconds.set(seconds);
+    }
+
+    /// The new-flow rate of the last period, and whether it was a flood.
+    pub fn new_flows(&self, per_second: f64, flood: bool) {
+        self.new_flow_rate.set(per_second);
+        self.flood.set(i64::from(flood));
     }
 }

@@ -23,11 +23,17 @@ pub fn monotonic_s() -> u32 {
 const BATCH: u32 = 4096;
 
 impl KernelMaps {
+    /// Entries each table holds at most: (assured flows, new flows).
+    pub fn connection_capacities(&self) -> (u32, u32) {
+        (self.ct_capacity, self.ct_new_capacity)
+    }
+
     /// Every connection-table entry, assured flows first, read in batches
     /// of 4,096 (a walk key by key costs two syscalls per entry: seconds
-    /// at a million entries).
-    pub fn connections_batched(&self) -> Result<Vec<(Ct4Key, Ct4Value)>, MapsError> {
+    /// at a million entries), and how many of them the assured table held.
+    pub fn connections_batched(&self) -> Result<(Vec<(Ct4Key, Ct4Value)>, usize), MapsError> {
         let mut out = Vec::new();
+        let mut assured = 0;
         for (name, map) in [(CT4, &self.ct), (CT4_NEW, &self.ct_new)] {
             let data = aya::maps::IterableMap::<Ct4Key, Ct4Value>::map(map);
             match batch::read_hash::<Ct4Key, Ct4Value>(data, BATCH) {
@@ -47,8 +53,11 @@ impl KernelMaps {
                     )));
                 }
             }
+            if name == CT4 {
+                assured = out.len();
+            }
         }
-        Ok(out)
+        Ok((out, assured))
     }
 
     /// Removes `key` from whichever table holds it: 1 if it was there.
