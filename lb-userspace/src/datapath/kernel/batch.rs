@@ -72,19 +72,40 @@ pub(super) fn read_hash<K: aya::Pod, V: aya::Pod>(
     map: &MapData,
     chunk: u32,
 ) -> std::io::Result<Option<Vec<(K, V)>>> {
-    let zeroed = || {
-        // SAFETY: aya::Pod types are plain data, valid for any bit pattern.
-        unsafe { std::mem::zeroed::<K>() }
-    };
     let mut out = Vec::new();
+    let read = for_each_batch::<K, V>(map, chunk, |keys, values| {
+        out.extend(keys.iter().copied().zip(values.iter().copied()))
+    })?;
+    Ok(read.map(|()| out))
+}
+
+/// How many entries a hash map holds, read as [`read_hash`] reads them but
+/// through one reused buffer (no copy of the whole map).
+pub(super) fn count_hash<K: aya::Pod, V: aya::Pod>(
+    map: &MapData,
+    chunk: u32,
+) -> std::io::Result<Option<u64>> {
+    let mut count = 0u64;
+    let read = for_each_batch::<K, V>(map, chunk, |keys, _| count += keys.len() as u64)?;
+    Ok(read.map(|()| count))
+}
+
+/// Calls `f` with each batch of a hash map's entries, in one pair of
+/// buffers of `chunk` entries; `None` when the kernel has no batch lookup.
+fn for_each_batch<K: aya::Pod, V: aya::Pod>(
+    map: &MapData,
+    chunk: u32,
+    mut f: impl FnMut(&[K], &[V]),
+) -> std::io::Result<Option<()>> {
+    // SAFETY: aya::Pod types are plain data, valid for any bit pattern.
+    let mut keys: Vec<K> = (0..chunk).map(|_| unsafe { std::mem::zeroed() }).collect();
+    // SAFETY: as above.
+    let mut values: Vec<V> = (0..chunk).map(|_| unsafe { std::mem::zeroed() }).collect();
     // Hash maps' batch tokens are bucket indexes (u32).
     let mut token_in = 0u32;
     let mut token_out = 0u32;
     let mut first = true;
     loop {
-        let mut keys: Vec<K> = (0..chunk).map(|_| zeroed()).collect();
-        // SAFETY: as above.
-        let mut values: Vec<V> = (0..chunk).map(|_| unsafe { std::mem::zeroed() }).collect();
         let mut attr = BatchAttr {
             in_batch: if first {
                 0
@@ -110,12 +131,10 @@ pub(super) fn read_hash<K: aya::Pod, V: aya::Pod>(
         } else {
             false
         };
-        let n = attr.count as usize;
-        keys.truncate(n);
-        values.truncate(n);
-        out.extend(keys.into_iter().zip(values));
+        let n = (attr.count as usize).min(keys.len());
+        f(&keys[..n], &values[..n]);
         if done {
-            return Ok(Some(out));
+            return Ok(Some(()));
         }
         token_in = token_out;
         first = false;

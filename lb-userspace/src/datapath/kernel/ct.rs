@@ -60,6 +60,25 @@ impl KernelMaps {
         Ok((out, assured))
     }
 
+    /// How many entries the table of new flows (`new`) or of assured flows
+    /// holds, counted by batch reads (a key walk costs a syscall per entry,
+    /// and the scrape counts at every scrape).
+    pub(super) fn connections_in(&self, new: bool) -> Result<u64, MapsError> {
+        let (name, map) = if new {
+            (CT4_NEW, &self.ct_new)
+        } else {
+            (CT4, &self.ct)
+        };
+        let data = aya::maps::IterableMap::<Ct4Key, Ct4Value>::map(map);
+        match batch::count_hash::<Ct4Key, Ct4Value>(data, BATCH) {
+            Ok(Some(count)) => Ok(count),
+            Ok(None) => Ok(map.keys().filter(Result::is_ok).count() as u64),
+            Err(err) => Err(MapsError::Invalid(format!(
+                "map {name}: batch lookup failed: {err}"
+            ))),
+        }
+    }
+
     /// Removes `key` from whichever table holds it: 1 if it was there.
     pub fn remove_connection(&mut self, key: &Ct4Key) -> Result<usize, MapsError> {
         let assured = ignore_missing(self.ct.remove(key)).map_err(map_err(CT4, "delete"))?;

@@ -93,14 +93,10 @@ impl KernelMaps {
                 count(keys_in(self.services.keys()), SERVICES)?,
                 MAX_SERVICES,
             ),
-            fill(
-                "connections",
-                count(keys_in(self.ct.keys()), CT4)?,
-                self.ct_capacity,
-            ),
+            fill("connections", self.connections_in(false)?, self.ct_capacity),
             fill(
                 "new_connections",
-                count(keys_in(self.ct_new.keys()), CT4_NEW)?,
+                self.connections_in(true)?,
                 self.ct_new_capacity,
             ),
             fill(
