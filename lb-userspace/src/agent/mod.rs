@@ -78,6 +78,9 @@ async fn reconcile_until_stopped(
     source_name: String,
 ) -> Result<()> {
     let mut maps = datapath.maps().context("opening the datapath maps")?;
+    if let Some(cgroup) = &config.cgroup {
+        maps.abort_sockets_in(cgroup.clone());
+    }
     let mut applied = Applied::read(&maps).context("reading the pinned maps")?;
     info!(
         frontends = applied.frontends.len(),

@@ -140,6 +140,13 @@ impl KernelMaps {
             .map_err(map_err(lb_common::HASH_SEED, "update"))
     }
 
+    /// From now on, purging a UDP backend also aborts the connected UDP
+    /// sockets to it of the processes in `cgroup` (the socket hooks'
+    /// cgroup): they connect again, to a live backend.
+    pub fn abort_sockets_in(&mut self, cgroup: std::path::PathBuf) {
+        self.socket_cgroup = Some(cgroup);
+    }
+
     /// The entry at `key` in whichever table holds it.
     pub fn connection(&self, key: &Ct4Key) -> Result<Option<Ct4Value>, MapsError> {
         for (name, map) in [(CT4, &self.ct), (CT4_NEW, &self.ct_new)] {

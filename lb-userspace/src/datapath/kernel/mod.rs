@@ -43,6 +43,9 @@ pub struct KernelMaps {
     services: HashMap<MapData, u32, ServiceInfo>,
     service_stats: PerCpuArray<MapData, ServiceCounters>,
     hash_seed: Array<MapData, u32>,
+    /// The socket hooks' cgroup: purging a UDP backend aborts the connected
+    /// sockets of its processes (`sock_destroy`); none, no socket is touched.
+    socket_cgroup: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for KernelMaps {
@@ -187,6 +190,7 @@ impl KernelMaps {
             hash_seed: typed(HASH_SEED, hash_seed)?
                 .try_into()
                 .map_err(map_err(HASH_SEED, "open"))?,
+            socket_cgroup: None,
         })
     }
 
