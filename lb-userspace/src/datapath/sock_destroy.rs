@@ -116,8 +116,16 @@ pub fn destroy_udp_connected_to_in_cgroup(
 ) -> (usize, Vec<(PathBuf, io::Error)>) {
     let mut destroyed = 0;
     let mut failed = Vec::new();
+    let own = fs::read_link("/proc/self/ns/net").ok();
     for path in namespaces_of_cgroup(cgroup) {
-        match in_namespace(&path, || destroy_udp_connected_to(backends)) {
+        // The agent's own namespace (the node's) needs no setns, so no
+        // CAP_SYS_ADMIN: CAP_NET_ADMIN alone destroys its sockets.
+        let result = if own.is_some() && fs::read_link(&path).ok() == own {
+            destroy_udp_connected_to(backends)
+        } else {
+            in_namespace(&path, || destroy_udp_connected_to(backends))
+        };
+        match result {
             Ok(n) => destroyed += n,
             Err(err) => failed.push((path, err)),
         }
