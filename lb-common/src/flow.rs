@@ -7,7 +7,7 @@
 
 use crate::{
     Backend4, CT_DIR_ORIGINAL, CT_DIR_REPLY, Ct4Key, Ct4Value, SockRevNat4Key, SockRevNat4Value,
-    flow_hash::flow_hash4,
+    flow_hash::flow_hash4_seeded,
 };
 
 /// One end of a flow: an IPv4 address and a port, both in network order.
@@ -72,10 +72,17 @@ impl Flow4 {
         }
     }
 
-    /// The hash that picks this flow's Maglev slot.
+    /// The hash that picks this flow's Maglev slot (seed 0).
     #[inline(always)]
     pub const fn hash(self) -> u32 {
-        flow_hash4(
+        self.hash_seeded(0)
+    }
+
+    /// The hash that picks this flow's Maglev slot under the cluster's seed.
+    #[inline(always)]
+    pub const fn hash_seeded(self, seed: u32) -> u32 {
+        flow_hash4_seeded(
+            seed,
             self.src.addr_be,
             self.dst.addr_be,
             self.src.port_be,

@@ -1,10 +1,11 @@
 //! The flow hash that picks a Maglev slot. It lives here so the datapath,
 //! the agent's `trace` and the tests compute the very same value.
 //!
-//! It hashes only the flow's own tuple (no per-node secret), so every node
-//! maps a flow to the same slot and, with identical Maglev tables, to the
-//! same backend: a flow moved between nodes by an upstream ECMP change keeps
-//! its backend.
+//! It hashes the flow's own tuple and a per-cluster seed (`--hash-seed`,
+//! the same on every node; no per-node secret), so every node maps a flow
+//! to the same slot and, with identical Maglev tables, to the same backend:
+//! a flow moved between nodes by an upstream ECMP change keeps its backend,
+//! while outsiders who do not know the seed cannot aim flows at one backend.
 
 /// A 32-bit avalanche finaliser (murmur3's fmix32).
 #[inline(always)]
@@ -17,9 +18,9 @@ pub const fn mix32(mut h: u32) -> u32 {
     h
 }
 
-/// Hash of an IPv4 flow. Addresses and ports are passed exactly as they sit
-/// in the packet (network byte order), so no byte swapping is needed on the
-/// hot path.
+/// Hash of an IPv4 flow with seed 0. Addresses and ports are passed exactly
+/// as they sit in the packet (network byte order), so no byte swapping is
+/// needed on the hot path.
 #[inline(always)]
 pub const fn flow_hash4(
     src_addr_be: u32,
@@ -28,7 +29,20 @@ pub const fn flow_hash4(
     dst_port_be: u16,
     proto: u8,
 ) -> u32 {
-    let mut h = mix32(src_addr_be ^ 0x9e37_79b9);
+    flow_hash4_seeded(0, src_addr_be, dst_addr_be, src_port_be, dst_port_be, proto)
+}
+
+/// Hash of an IPv4 flow under the cluster's `seed`.
+#[inline(always)]
+pub const fn flow_hash4_seeded(
+    seed: u32,
+    src_addr_be: u32,
+    dst_addr_be: u32,
+    src_port_be: u16,
+    dst_port_be: u16,
+    proto: u8,
+) -> u32 {
+    let mut h = mix32(src_addr_be ^ 0x9e37_79b9 ^ seed);
     h = mix32(h ^ dst_addr_be);
     h = mix32(h ^ (((src_port_be as u32) << 16) | dst_port_be as u32));
     mix32(h ^ proto as u32)

@@ -8,12 +8,14 @@
 
 pub mod affinity;
 pub mod csum;
+pub mod ct;
 pub mod flow;
 pub mod flow_hash;
 pub mod icmp;
 pub mod maps;
 pub mod packet;
 pub mod reason;
+pub mod reject;
 
 pub use affinity::*;
 pub use flow::{Endpoint4, Flow4};

@@ -13,8 +13,13 @@ pub const BACKENDS4: &str = "lb_be4_v1";
 /// Maglev tables, flattened: index `table_id * MAGLEV_TABLE_SIZE + slot`
 /// -> backend id (`u32`) (array).
 pub const MAGLEV: &str = "lb_maglev_v1";
-/// Connection table for packet hooks: `Ct4Key -> Ct4Value` (LRU hash).
-pub const CT4: &str = "lb_ct4_v1";
+/// Connection table for packet hooks, assured flows (a TCP handshake
+/// completed, a UDP stream): `Ct4Key -> Ct4Value` (LRU hash). `_v2`: the
+/// value carries a state and timestamps in seconds (see [`crate::ct`]).
+pub const CT4: &str = "lb_ct4_v2";
+/// Connection table for packet hooks, flows not assured yet: the same
+/// layout; a flood of new flows can only displace entries of this table.
+pub const CT4_NEW: &str = "lb_ct4_new_v2";
 /// Reverse translation for socket hooks: `SockRevNat4Key -> SockRevNat4Value` (LRU hash).
 pub const SOCK_REVNAT4: &str = "lb_sock_rnat4_v1";
 /// Per-CPU counters indexed by [`crate::reason::Reason`] (per-CPU array of `u64`).
@@ -34,17 +39,23 @@ pub const TRACE: &str = "lb_trace";
 /// of one `TraceRequest`). Never pinned.
 pub const TRACE_REQUEST: &str = "lb_trace_req";
 
+/// The per-cluster seed of the flow hash (`--hash-seed`): array of one
+/// `u32`, written by the agent at start.
+pub const HASH_SEED: &str = "lb_hash_seed_v1";
+
 /// Every pinned map, for the agent's pin directory checks.
-pub const ALL_MAPS: [&str; 9] = [
+pub const ALL_MAPS: [&str; 11] = [
     FRONTENDS4,
     BACKENDS4,
     MAGLEV,
     CT4,
+    CT4_NEW,
     SOCK_REVNAT4,
     STATS,
     SERVICES,
     SERVICE_STATS,
     crate::affinity::AFFINITY4,
+    HASH_SEED,
 ];
 
 /// Map names whose layout this build understands are `..._v1`; a pinned
@@ -60,7 +71,11 @@ pub const MAGLEV_TABLE_SIZE: u32 = 1021;
 pub const DEFAULT_MAX_TABLES: u32 = 2048;
 pub const MAX_FRONTENDS: u32 = 65_536;
 pub const MAX_BACKENDS: u32 = 65_536;
-pub const DEFAULT_CT_ENTRIES: u32 = 262_144;
+/// Entries of the assured connection table (`--ct-entries`): both
+/// directions of 512Ki flows. The table of new flows gets a quarter.
+pub const DEFAULT_CT_ENTRIES: u32 = 1_048_576;
+/// The new-flow table's share of `--ct-entries`: one entry in this many.
+pub const CT_NEW_SHARE: u32 = 4;
 pub const DEFAULT_SOCK_REVNAT_ENTRIES: u32 = 65_536;
 /// Service ports. Ids run from 1 to `MAX_SERVICES - 1` (smallest free
 /// first): an id indexes `SERVICE_STATS`, which has `MAX_SERVICES` slots.
@@ -162,12 +177,16 @@ pub struct Ct4Value {
     /// Reply entry: the frontend to rewrite the source back to.
     pub nat_addr_be: u32,
     pub nat_port_be: u16,
-    pub _pad: u16,
+    /// `crate::ct::CT_*`.
+    pub state: u8,
+    pub _pad: u8,
     pub backend_id: u32,
     pub service_id: u32,
-    /// `bpf_ktime_get_ns()` when the flow was created and last seen.
-    pub created_ns: u64,
-    pub last_seen_ns: u64,
+    /// Seconds of `CLOCK_MONOTONIC` (see [`crate::ct::seconds`]) when the
+    /// flow was created and when this direction last saw a packet (written
+    /// only when the second changes: no shared cache line written per packet).
+    pub created_s: u32,
+    pub last_seen_s: u32,
 }
 
 /// Socket-hook reverse translation: which frontend a socket meant when it
@@ -308,7 +327,7 @@ const _: () = assert!(size_of::<Frontend4Key>() == 8);
 const _: () = assert!(size_of::<FrontendValue>() == 16);
 const _: () = assert!(size_of::<Backend4>() == 8);
 const _: () = assert!(size_of::<Ct4Key>() == 16);
-const _: () = assert!(size_of::<Ct4Value>() == 32);
+const _: () = assert!(size_of::<Ct4Value>() == 24);
 const _: () = assert!(size_of::<SockRevNat4Key>() == 16);
 const _: () = assert!(size_of::<SockRevNat4Value>() == 12);
 const _: () = assert!(size_of::<ServiceInfo>() == 152);

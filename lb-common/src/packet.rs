@@ -15,9 +15,19 @@ pub const UDP_HLEN: usize = 8;
 /// Offset of the checksum inside the TCP and UDP headers.
 pub const TCP_CSUM_OFF: usize = 16;
 pub const UDP_CSUM_OFF: usize = 6;
+/// Offset of the flags byte inside the TCP header.
+pub const TCP_FLAGS_OFF: usize = 13;
 /// Offsets inside the IPv4 header.
 pub const IPV4_CSUM_OFF: usize = 10;
 pub const IPV4_SADDR_OFF: usize = 12;
+
+/// TCP header flags (the byte at [`TCP_FLAGS_OFF`]).
+pub mod tcp {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+}
 
 #[repr(C)]
 #[derive(Clone, Copy)]

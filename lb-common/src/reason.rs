@@ -68,9 +68,39 @@ reasons! {
     SockGetpeernameRevnat = 15, "sock_getpeername_revnat";
     /// Reply path: a packet with no connection-table entry, passed untouched.
     PassNoConnection = 16, "pass_no_connection";
+    // connection table (issue 11)
+    /// A TCP packet of an unknown flow that does not open one (no SYN, or
+    /// SYN+ACK): passed untranslated and nothing created, so the kernel's
+    /// own conntrack keeps translating connections set up before lb (by
+    /// kube-proxy's rules), where kube-proxy drops what its conntrack calls
+    /// invalid.
+    PassCtNotOpening = 17, "pass_ct_not_opening";
+    /// A new flow whose reply entry's key is held by another flow (the
+    /// same client port reaching the same backend through another
+    /// frontend): refused, never overwriting the first flow's entry.
+    DropCtReplyClash = 18, "drop_ct_reply_clash";
+    /// A new flow whose entries could not be inserted (the kernel refused
+    /// the memory): dropped, the client retries.
+    DropCtInsertFailed = 19, "drop_ct_insert_failed";
+    /// A packet of a known flow whose backend is gone (or is another
+    /// address now) or whose frontend belongs to another Service now, and
+    /// that is not a SYN that may choose again: dropped, never sent to an
+    /// address that may be someone else's pod.
+    DropCtStale = 20, "drop_ct_stale";
+    /// An ICMP reject over the per-CPU rate limit: dropped instead.
+    DropRejectRateLimited = 21, "drop_reject_rate_limited";
+    /// Event (counted besides the packet's verdict): a flow's missing reply
+    /// entry was restored from its original entry.
+    CtReplyRestored = 22, "ct_reply_restored";
+    /// Event: a flow's missing original entry was restored from its reply entry.
+    CtOriginalRestored = 23, "ct_original_restored";
+    /// Event: a flow became assured and moved to the established table.
+    CtPromoted = 24, "ct_promoted";
+    /// Event: a SYN of a stale flow chose a backend again.
+    CtReselected = 25, "ct_reselected";
 }
 
 /// Number of counters in the stats map.
-pub const REASON_COUNT: u32 = 17;
+pub const REASON_COUNT: u32 = 26;
 
 const _: () = assert!(Reason::ALL.len() as u32 == REASON_COUNT);

@@ -7,8 +7,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
+use lb_common::reject::RejectBucket;
 use lb_common::{
-    Backend4, Ct4Key, Ct4Value, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES,
+    Backend4, CT_NEW_SHARE, Ct4Key, Ct4Value, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES,
     DEFAULT_SOCK_REVNAT_ENTRIES, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE, MAX_BACKENDS,
     MAX_FRONTENDS, SockRevNat4Key, SockRevNat4Value, reason::REASON_COUNT,
 };
@@ -27,9 +28,16 @@ pub static BACKENDS4: HashMap<u32, Backend4> = HashMap::pinned(MAX_BACKENDS, 0);
 #[map(name = "lb_maglev_v1")]
 pub static MAGLEV: Array<u32> = Array::pinned(DEFAULT_MAX_TABLES * MAGLEV_TABLE_SIZE, 0);
 
-/// Connection table of the packet hooks (both directions).
-#[map(name = "lb_ct4_v1")]
+/// Connection table of the packet hooks, assured flows (both directions).
+/// The agent resizes it at load time (`--ct-entries`).
+#[map(name = "lb_ct4_v2")]
 pub static CT4: LruHashMap<Ct4Key, Ct4Value> = LruHashMap::pinned(DEFAULT_CT_ENTRIES, 0);
+
+/// Connection table of the packet hooks, flows not assured yet (a quarter
+/// of `--ct-entries`).
+#[map(name = "lb_ct4_new_v2")]
+pub static CT4_NEW: LruHashMap<Ct4Key, Ct4Value> =
+    LruHashMap::pinned(DEFAULT_CT_ENTRIES / CT_NEW_SHARE, 0);
 
 /// Reverse translation of the socket hooks.
 #[map(name = "lb_sock_rnat4_v1")]
@@ -48,6 +56,15 @@ pub static SERVICES: HashMap<u32, ServiceInfo> = HashMap::pinned(MAX_SERVICES, 0
 /// Per-CPU counters per service id.
 #[map(name = "lb_svc_stats_v1")]
 pub static SERVICE_STATS: PerCpuArray<ServiceCounters> = PerCpuArray::pinned(MAX_SERVICES, 0);
+
+/// The per-cluster seed of the flow hash (`--hash-seed`), slot 0.
+#[map(name = "lb_hash_seed_v1")]
+pub static HASH_SEED: Array<u32> = Array::pinned(1, 0);
+
+/// The per-CPU token bucket of ICMP rejects (never pinned: a restart
+/// starts with a full burst).
+#[map(name = "lb_reject_tokens")]
+pub static REJECT_TOKENS: PerCpuArray<RejectBucket> = PerCpuArray::with_max_entries(1, 0);
 
 /// `lb trace` only (never pinned: private to each trace).
 #[map(name = "lb_trace")]
@@ -77,10 +94,13 @@ pub(crate) const fn str_eq(a: &str, b: &str) -> bool {
 const _: () = assert!(str_eq("lb_fe4_v1", lb_common::FRONTENDS4));
 const _: () = assert!(str_eq("lb_be4_v1", lb_common::BACKENDS4));
 const _: () = assert!(str_eq("lb_maglev_v1", lb_common::MAGLEV));
-const _: () = assert!(str_eq("lb_ct4_v1", lb_common::CT4));
+const _: () = assert!(str_eq("lb_ct4_v2", lb_common::CT4));
+const _: () = assert!(str_eq("lb_ct4_new_v2", lb_common::CT4_NEW));
 const _: () = assert!(str_eq("lb_sock_rnat4_v1", lb_common::SOCK_REVNAT4));
 const _: () = assert!(str_eq("lb_stats_v1", lb_common::STATS));
 const _: () = assert!(str_eq("lb_svc_v1", lb_common::SERVICES));
 const _: () = assert!(str_eq("lb_svc_stats_v1", lb_common::SERVICE_STATS));
 const _: () = assert!(str_eq("lb_trace", lb_common::TRACE));
+const _: () = assert!(str_eq("lb_hash_seed_v1", lb_common::HASH_SEED));
+const _: () = assert!(str_eq("lb_reject_tokens", lb_common::reject::REJECT_TOKENS));
 const _: () = assert!(str_eq("lb_trace_req", lb_common::TRACE_REQUEST));

@@ -19,6 +19,8 @@ pub struct XdpPacket {
     pub ports: *mut Ports,
     pub csum: *mut u16,
     pub proto: u8,
+    /// The TCP flags byte (0 for UDP).
+    pub tcp_flags: u8,
 }
 
 impl XdpPacket {
@@ -79,11 +81,19 @@ pub fn xdp_ipv4(data: usize, data_end: usize, buff_len: usize) -> Result<XdpPack
     }
     let csum: *mut u16 = ptr_at(l4, data_end, csum_off).ok_or(Reason::PassMalformed)?;
     let ports: *mut Ports = ptr_at(l4, data_end, 0).ok_or(Reason::PassMalformed)?;
+    let tcp_flags = if proto == PROTO_TCP {
+        let flags: *const u8 = ptr_at(l4, data_end, TCP_FLAGS_OFF).ok_or(Reason::PassMalformed)?;
+        // SAFETY: bounds-checked above.
+        unsafe { *flags }
+    } else {
+        0
+    };
     Ok(XdpPacket {
         ip,
         ports,
         csum,
         proto,
+        tcp_flags,
     })
 }
 
@@ -93,6 +103,8 @@ pub struct SkbPacket {
     pub l4_off: usize,
     pub csum_off: usize,
     pub flow: Flow4,
+    /// The TCP flags byte (0 for UDP).
+    pub tcp_flags: u8,
 }
 
 /// Parses an skb with `bpf_skb_load_bytes` (works on non-linear skbs too).
@@ -115,9 +127,16 @@ pub fn skb_ipv4(ctx: &TcContext) -> Result<SkbPacket, Reason> {
     } else {
         (UDP_CSUM_OFF, PROTO_UDP)
     };
+    let tcp_flags = if proto == PROTO_TCP {
+        ctx.load(l4_off + TCP_FLAGS_OFF)
+            .map_err(|_| Reason::PassMalformed)?
+    } else {
+        0
+    };
     Ok(SkbPacket {
         l4_off,
         csum_off: l4_off + csum_off,
         flow: flow(&hdr, ports, proto),
+        tcp_flags,
     })
 }

@@ -3,14 +3,20 @@
 //! backend id -> backend.
 
 use lb_common::{
-    Backend4, Endpoint4, FE_FLAG_EMPTY_DROP, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE,
+    Backend4, Endpoint4, FE_FLAG_EMPTY_DROP, Flow4, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE,
     flow_hash::maglev_slot, reason::Reason,
 };
 
 use crate::{
-    maps::{BACKENDS4, FRONTENDS4, MAGLEV},
+    maps::{BACKENDS4, FRONTENDS4, HASH_SEED, MAGLEV},
     trace,
 };
+
+/// The hash that selects a new flow's backend, under the cluster's seed.
+#[inline(always)]
+pub fn flow_hash(flow: Flow4) -> u32 {
+    flow.hash_seeded(HASH_SEED.get(0).copied().unwrap_or(0))
+}
 
 /// The frontend at this destination for this scope, if any.
 #[inline(always)]

@@ -26,13 +26,7 @@ pub fn lb_xdp_ingress(ctx: XdpContext) -> u32 {
         Ok(reason) => (xdp_action::XDP_PASS, reason),
         Err(Verdict::Pass(reason)) => (xdp_action::XDP_PASS, reason),
         Err(Verdict::Drop(reason)) => (xdp_action::XDP_DROP, reason),
-        Err(Verdict::Reject) => {
-            let action = match reject::icmp_port_unreachable(&ctx) {
-                Ok(()) => xdp_action::XDP_TX,
-                Err(()) => xdp_action::XDP_DROP,
-            };
-            (action, Reason::RejectNoEndpoints)
-        }
+        Err(Verdict::Reject) => reject::answer(&ctx),
     };
     stats::count(reason);
     trace::finish(reason);
@@ -70,13 +64,14 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
 
     // Look up the frontend, then the flow: a known flow keeps its backend.
     let fe = select::frontend(flow.dst, flow.proto, SCOPE_EXTERNAL).ok_or(Reason::PassNoService)?;
-    let (backend, reason) = match ct::lookup_original(flow) {
-        Some(entry) => {
+    let (backend, reason) = match ct::lookup_original(flow, pkt.tcp_flags, &fe)? {
+        ct::Original::Hit(entry) => {
             trace::connection(entry.backend_id);
             (entry.nat, Reason::DnatEstablished)
         }
         // Select.
-        None => (new_flow(&fe, flow)?, Reason::DnatNew),
+        ct::Original::New => (new_flow(&fe, flow)?, Reason::DnatNew),
+        ct::Original::Stale => return Err(Verdict::Drop(Reason::DropCtStale)),
     };
     stats::count_service(fe.service_id, reason);
     trace::backend(backend);
@@ -99,11 +94,11 @@ fn new_flow(fe: &FrontendValue, flow: Flow4) -> Result<Endpoint4, Verdict> {
             reason => Verdict::Drop(reason),
         });
     }
-    let pick = || select::backend(fe, flow.hash());
+    let pick = || select::backend(fe, select::flow_hash(flow));
     let client = u64::from(flow.src.addr_be);
     let (backend_id, backend) =
         affinity::select(fe, AFFINITY_CLIENT_ADDR, client, pick).map_err(Verdict::Drop)?;
     let backend = backend.endpoint();
-    ct::create(flow, backend_id, backend, fe.service_id);
+    ct::create(flow, backend_id, backend, fe.service_id).map_err(Verdict::Drop)?;
     Ok(backend)
 }

@@ -131,6 +131,19 @@ pub struct AgentArgs {
     /// Log lines as text, or as one JSON object each (for log collectors).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    // connection table (issue 11)
+    /// Entries of the connection table of established flows (two per flow);
+    /// the table of new flows gets a quarter as many. Both are allocated
+    /// whole at load time: about 100 bytes of kernel memory per entry
+    /// (the default, 1Mi, costs about 130 MiB with the new-flow table).
+    #[arg(long, default_value_t = lb_common::DEFAULT_CT_ENTRIES, value_name = "ENTRIES")]
+    ct_entries: u32,
+    /// The flow hash's seed: the same on every node of a cluster (so every
+    /// node picks the same backend for a flow), secret from outsiders (so
+    /// they cannot aim flows at one backend). Changing it moves new flows
+    /// only.
+    #[arg(long, default_value_t = 0, value_name = "U32")]
+    hash_seed: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -210,6 +223,8 @@ impl AgentArgs {
             healthz_address: bind_address(&self.healthz_bind_address, "--healthz-bind-address")?,
             dry_run: self.dry_run,
             bpf_log: self.bpf_log,
+            ct_entries: self.ct_entries,
+            hash_seed: self.hash_seed,
         })
     }
 }

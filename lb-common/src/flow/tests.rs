@@ -3,6 +3,7 @@ extern crate std;
 use proptest::prelude::*;
 
 use super::*;
+use crate::flow_hash::flow_hash4;
 use crate::{PROTO_TCP, PROTO_UDP};
 
 const CLIENT: Endpoint4 = Endpoint4::new(u32::from_ne_bytes([198, 51, 100, 7]), 40000u16.to_be());
@@ -13,11 +14,12 @@ fn value(nat: Endpoint4) -> Ct4Value {
     Ct4Value {
         nat_addr_be: nat.addr_be,
         nat_port_be: nat.port_be,
+        state: crate::ct::CT_ESTABLISHED,
         _pad: 0,
         backend_id: 1,
         service_id: 7,
-        created_ns: 1,
-        last_seen_ns: 2,
+        created_s: 1,
+        last_seen_s: 2,
     }
 }
 

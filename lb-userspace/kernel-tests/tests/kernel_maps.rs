@@ -52,6 +52,7 @@ fn the_fill_counts_what_the_maps_hold() {
             ("maglev_tables", 1, 4),
             ("services", 0, u64::from(lb_common::MAX_SERVICES)),
             ("connections", 0, 4096),
+            ("new_connections", 0, 1024),
             (
                 "socket_translations",
                 0,

@@ -6,29 +6,14 @@ mod common;
 use std::net::Ipv4Addr;
 
 use common::*;
-use lb_common::{PROTO_TCP, PROTO_UDP, SCOPE_EXTERNAL, reason::Reason};
+use lb_common::reason::Reason;
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 const NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const POD: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
 
 fn services(t: &mut TestDatapath) {
-    install_service(
-        &mut t.maps,
-        frontend_key(NODE, 30080, PROTO_TCP, SCOPE_EXTERNAL),
-        1,
-        0,
-        0,
-        &[(1, backend(POD, 8080, PROTO_TCP))],
-    );
-    install_service(
-        &mut t.maps,
-        frontend_key(NODE, 30053, PROTO_UDP, SCOPE_EXTERNAL),
-        2,
-        1,
-        0,
-        &[(2, backend(POD, 53, PROTO_UDP))],
-    );
+    tcp_and_udp_node_ports(t, NODE, POD);
 }
 
 #[test]
@@ -146,10 +131,14 @@ fn a_reply_refreshes_its_entry_only() {
                 .find(|(k, _)| k.is_original() == original)
                 .expect("both entries")
                 .1
-                .last_seen_ns
+                .last_seen_s
         };
         (of(true), of(false))
     };
+    // Age both entries (the refresh is per second).
+    t.maps
+        .rewrite_connections(|_, v| v.last_seen_s = v.last_seen_s.saturating_sub(5))
+        .unwrap();
     let (original, reply) = seen(&t);
 
     t.run_tc(&tcp_frame(POD, 8080, CLIENT, 40000, false, b"ack"));

@@ -605,7 +605,7 @@ fn a_normal_datapath_never_writes_trace_and_prunes_it() {
                 !normal.iter().any(|n| n == "lb_trace"),
                 "normal mode references {normal:?}"
             );
-            assert!(normal.iter().any(|n| n == "lb_ct4_v1"), "{normal:?}");
+            assert!(normal.iter().any(|n| n == "lb_ct4_v2"), "{normal:?}");
             assert!(dry.iter().any(|n| n == "lb_trace"), "{dry:?}");
             assert!(!dry.iter().any(|n| n == "lb_stats_v1"), "{dry:?}");
         }

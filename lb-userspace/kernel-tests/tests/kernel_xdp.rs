@@ -69,7 +69,8 @@ fn tcp_syn_is_dnated_and_creates_both_ct_entries() {
         (be32(POD_A), be16(POD_PORT))
     );
     assert_eq!((orig.1.backend_id, orig.1.service_id), (1, 7));
-    assert!(orig.1.created_ns > 0 && orig.1.last_seen_ns == orig.1.created_ns);
+    assert!(orig.1.created_s > 0 && orig.1.last_seen_s == orig.1.created_s);
+    assert_eq!(orig.1.state, lb_common::ct::CT_SYN_SENT);
     let reply = conns
         .iter()
         .find(|(k, _)| k.is_reply())
@@ -125,7 +126,11 @@ fn established_flow_keeps_its_backend_after_the_table_changes() {
         NODE_PORT_KIND,
         &[(2, backend(POD_B, POD_PORT, PROTO_TCP))],
     );
-    let before = ct_entry(&t, CLIENT, 40001).last_seen_ns;
+    // Age the entries (the refresh is per second): the packet must renew them.
+    t.maps
+        .rewrite_connections(|_, v| v.last_seen_s = v.last_seen_s.saturating_sub(5))
+        .unwrap();
+    let before = ct_entry(&t, CLIENT, 40001).last_seen_s;
     let (action, out) = t.run_xdp(&tcp_frame(
         CLIENT,
         40001,
@@ -143,7 +148,7 @@ fn established_flow_keeps_its_backend_after_the_table_changes() {
     );
     assert_eq!(p.payload, b"more data");
     assert!(
-        ct_entry(&t, CLIENT, 40001).last_seen_ns > before,
+        ct_entry(&t, CLIENT, 40001).last_seen_s > before,
         "last_seen refreshed"
     );
 

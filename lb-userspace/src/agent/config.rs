@@ -49,6 +49,11 @@ pub struct AgentConfig {
     pub dry_run: bool,
     /// Log each verdict from the datapath (aya-log), for debugging.
     pub bpf_log: bool,
+    // connection table (issue 11)
+    /// Entries of the connection table of assured flows (`--ct-entries`).
+    pub ct_entries: u32,
+    /// The flow hash's per-cluster seed (`--hash-seed`).
+    pub hash_seed: u32,
 }
 
 /// A duration as kube-proxy's flags write them: a number and a unit (`ms`,

@@ -12,13 +12,19 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
     let mut datapath = Datapath::load(&LoadOptions {
         pin_dir: Some(config.pin_dir.clone()),
         max_tables: config.max_tables,
+        ct_entries: config.ct_entries,
         bpf_log: config.bpf_log,
-        ..LoadOptions::default()
     })
     .context("loading the datapath")?;
     if config.bpf_log {
         forward_bpf_logs(&mut datapath)?;
     }
+    // Before any device sees traffic: every new flow selects with it.
+    datapath
+        .maps()
+        .context("opening the datapath maps")?
+        .set_hash_seed(config.hash_seed)
+        .context("writing the flow hash's seed (--hash-seed)")?;
     for device in &super::devices::resolve(&config.devices)? {
         let xdp = datapath
             .attach_xdp(device, config.xdp_generic)
@@ -27,6 +33,16 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
             .attach_tc_egress(device)
             .with_context(|| format!("attaching tc egress to {device}"))?;
         info!(device, xdp = ?xdp, tc_egress = ?tc, "attached to device");
+    }
+    // After the programs were replaced: nothing writes the old table now.
+    let mut maps = datapath.maps().context("opening the datapath maps")?;
+    if let Some(moved) = crate::datapath::ct_migrate::migrate_v1(&config.pin_dir, &mut maps)
+        .context("carrying the connection table over from lb_ct4_v1")?
+    {
+        info!(
+            entries = moved,
+            "connection table carried over from lb_ct4_v1"
+        );
     }
     if let Some(cgroup) = &config.cgroup {
         let hooks = datapath

@@ -9,8 +9,10 @@
 //! `runner` decides when to sync (kube-proxy's bounded-frequency runner),
 //! `status` what it publishes for `lb status`, `health` and `metrics` the
 //! HTTP endpoints beside the loop (over `http`), `service_health` the
-//! `healthCheckNodePort` servers; this module is the loop.
+//! `healthCheckNodePort` servers, `ct_sweep` the connection table's sweep
+//! on its own thread; this module is the loop.
 pub mod config;
+pub mod ct_sweep;
 mod datapath;
 pub mod devices;
 mod drift;
@@ -79,6 +81,9 @@ async fn reconcile_until_stopped(
     source_name: String,
 ) -> Result<()> {
     let mut maps = datapath.maps().context("opening the datapath maps")?;
+    if let Some(cgroup) = &config.cgroup {
+        maps.abort_sockets_in(cgroup.clone());
+    }
     let mut applied = Applied::read(&maps).context("reading the pinned maps")?;
     info!(
         frontends = applied.frontends.len(),
@@ -93,6 +98,13 @@ async fn reconcile_until_stopped(
             .maps()
             .context("opening the datapath maps for the metrics")?,
     ));
+    ct_sweep::spawn(
+        datapath
+            .maps()
+            .context("opening the datapath maps for the connection table's sweep")?,
+        metrics.clone(),
+    )
+    .context("starting the connection table's sweep")?;
     // kube-proxy's health timeout: twice the sync period.
     let health = Health::new(config.resync * 2);
     if let Some(address) = config.metrics_address {

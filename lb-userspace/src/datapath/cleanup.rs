@@ -21,6 +21,8 @@ impl Datapath {
         for name in ALL_MAPS {
             remove_if_present(&pin_dir.join(name))?;
         }
+        // The connection table of lb before states, if never migrated.
+        remove_if_present(&pin_dir.join(super::ct_migrate::CT4_V1))?;
         if pin_dir.exists() {
             pins::remove_dir_if_empty(pin_dir)?;
         }

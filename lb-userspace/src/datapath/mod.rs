@@ -63,11 +63,13 @@ pub trait DatapathMaps {
 pub mod attach;
 pub mod cleanup;
 pub mod codec;
+pub mod ct_migrate;
 pub mod kernel;
 pub mod loader;
 pub mod memory;
 pub mod object;
 pub mod pins;
+pub mod sock_destroy;
 pub mod test_run;
 pub mod trace;
 

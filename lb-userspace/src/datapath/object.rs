@@ -10,7 +10,7 @@ use aya::{
     maps::MapError,
     programs::{CgroupSockAddr, ProgramError, SchedClassifier, Xdp},
 };
-use lb_common::{CT4, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES, MAGLEV, MAGLEV_TABLE_SIZE};
+use lb_common::{CT4, CT4_NEW, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES, MAGLEV, MAGLEV_TABLE_SIZE};
 
 /// The XDP program (north-south ingress).
 pub const PROG_XDP_INGRESS: &str = "lb_xdp_ingress";
@@ -166,6 +166,7 @@ pub(super) fn load_object(
         .default_map_pin_directory(map_dir)
         .map_max_entries(MAGLEV, sizes.maglev_entries)
         .map_max_entries(CT4, sizes.ct_entries)
+        .map_max_entries(CT4_NEW, lb_common::ct::new_table_entries(sizes.ct_entries))
         .override_global(GLOBAL_DRY_RUN, &u8::from(switches.dry_run), true)
         .override_global(GLOBAL_DEBUG, &u8::from(switches.bpf_log), true)
         .load(object)
@@ -197,7 +198,7 @@ fn load_error(err: EbpfError, dir: &Path) -> LoadError {
         )
     } else if name == CT4 && *property == "max_entries" {
         format!(
-            "it holds {actual} connection entries and {expected} were asked for: start with ct_entries {actual}"
+            "it holds {actual} connection entries and {expected} were asked for: start with --ct-entries {actual}"
         )
     } else {
         format!(

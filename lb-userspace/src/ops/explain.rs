@@ -238,9 +238,8 @@ fn verdict(reason: Reason, translated: bool) -> &'static str {
     match reason {
         _ if translated => "dnat",
         Reason::RejectNoEndpoints => "reject",
-        Reason::DropNoLocalEndpoint | Reason::DropBackendMissing | Reason::DropRewriteFailed => {
-            "drop"
-        }
+        // Every drop reason's name says so (`drop_*`).
+        reason if reason.name().starts_with("drop_") => "drop",
         _ => "pass",
     }
 }

@@ -96,6 +96,8 @@ pub struct ConnectionView {
     pub frontend: String,
     pub backend: String,
     pub service: Option<String>,
+    /// `syn_sent`, `established`, `closing`, ... (`lb_common::ct`).
+    pub state: &'static str,
     pub age_seconds: u64,
     pub idle_seconds: u64,
 }
@@ -252,9 +254,18 @@ impl Inspector {
         addr: Option<Ipv4Addr>,
         port: Option<u16>,
     ) -> Result<Vec<ConnectionView>, MapsError> {
-        let now = monotonic_ns();
+        let now = crate::datapath::kernel::monotonic_s();
+        let entries = self.maps.connections()?;
+        // A flow is as fresh as its fresher direction.
+        let mut last_seen = std::collections::HashMap::new();
+        for (key, value) in &entries {
+            if let Some(flow) = key.original_flow(value) {
+                let seen = last_seen.entry(flow).or_insert(value.last_seen_s);
+                *seen = (*seen).max(value.last_seen_s);
+            }
+        }
         let mut rows = Vec::new();
-        for (key, value) in self.maps.connections()? {
+        for (key, value) in entries {
             if !key.is_original() {
                 continue;
             }
@@ -275,8 +286,16 @@ impl Inspector {
                 frontend: socket(flow.dst.addr_be, flow.dst.port_be),
                 backend: socket(backend.addr_be, backend.port_be),
                 service: self.service_name(value.service_id),
-                age_seconds: now.saturating_sub(value.created_ns) / 1_000_000_000,
-                idle_seconds: now.saturating_sub(value.last_seen_ns) / 1_000_000_000,
+                state: lb_common::ct::state_name(value.state),
+                age_seconds: u64::from(now.saturating_sub(value.created_s)),
+                idle_seconds: u64::from(
+                    now.saturating_sub(
+                        last_seen
+                            .get(&key.flow())
+                            .copied()
+                            .unwrap_or(value.last_seen_s),
+                    ),
+                ),
             });
         }
         rows.sort_by(|a, b| (&a.frontend, &a.client).cmp(&(&b.frontend, &b.client)));
@@ -342,15 +361,4 @@ fn scope_name(key: &Frontend4Key) -> &'static str {
 
 fn policy(local: bool) -> &'static str {
     if local { "Local" } else { "Cluster" }
-}
-
-/// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: plain syscall into a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

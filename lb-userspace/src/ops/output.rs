@@ -120,6 +120,7 @@ pub fn connections(views: &[ConnectionView]) -> String {
                 c.frontend.clone(),
                 c.backend.clone(),
                 c.service.clone().unwrap_or_else(|| "-".into()),
+                c.state.to_string(),
                 format!("{}s", c.age_seconds),
                 format!("{}s", c.idle_seconds),
             ]
@@ -127,7 +128,7 @@ pub fn connections(views: &[ConnectionView]) -> String {
         .collect();
     table(
         &[
-            "PROTO", "CLIENT", "FRONTEND", "BACKEND", "SERVICE", "AGE", "IDLE",
+            "PROTO", "CLIENT", "FRONTEND", "BACKEND", "SERVICE", "STATE", "AGE", "IDLE",
         ],
         &rows,
     )

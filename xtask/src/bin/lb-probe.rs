@@ -71,6 +71,12 @@ enum Command {
     /// socket hooks hash to pick a backend), then for each stdin line sends
     /// it and prints the answer. For tests that hold a connection.
     Chat { addr: SocketAddr },
+    /// One connected UDP socket, as a statsd or QUIC client keeps: prints
+    /// `peer <addr>`, then for each stdin line sends it and prints the
+    /// answer. When the socket is aborted (its backend was removed), it
+    /// connects again, as such a client does, and prints `reconnected
+    /// <answer>`.
+    UdpChat { addr: SocketAddr },
 }
 
 fn main() -> ExitCode {
@@ -108,6 +114,7 @@ fn run(cli: Cli) -> Result<bool> {
             source_port,
         } => Ok(repeat(count, || udp_request(addr, source_port, timeout))),
         Command::Chat { addr } => chat(addr, timeout),
+        Command::UdpChat { addr } => udp_chat(addr, timeout),
     }
 }
 
@@ -221,6 +228,53 @@ fn chat(addr: SocketAddr, timeout: Duration) -> Result<bool> {
             Ok(answer) => println!("{answer}"),
             Err(err) => {
                 println!("error: {err:#}");
+                ok = false;
+            }
+        }
+    }
+    Ok(ok)
+}
+
+fn udp_chat(addr: SocketAddr, timeout: Duration) -> Result<bool> {
+    let connect = || -> Result<UdpSocket> {
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        socket.set_read_timeout(Some(timeout))?;
+        socket
+            .connect(addr)
+            .with_context(|| format!("connect {addr}"))?;
+        Ok(socket)
+    };
+    let exchange = |socket: &UdpSocket, line: &str| -> std::io::Result<String> {
+        socket.send(line.as_bytes())?;
+        let mut buf = [0u8; 512];
+        let len = socket.recv(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
+    };
+    let aborted = |err: &std::io::Error| {
+        matches!(
+            err.raw_os_error(),
+            Some(libc::ECONNABORTED | libc::EDESTADDRREQ)
+        )
+    };
+    let mut socket = connect()?;
+    println!("peer {}", socket.peer_addr()?);
+    let mut ok = true;
+    for line in std::io::stdin().lines() {
+        let line = line?;
+        match exchange(&socket, &line) {
+            Ok(answer) => println!("{answer}"),
+            Err(err) if aborted(&err) => {
+                socket = connect()?;
+                match exchange(&socket, &line) {
+                    Ok(answer) => println!("reconnected {answer}"),
+                    Err(err) => {
+                        println!("error: {err}");
+                        ok = false;
+                    }
+                }
+            }
+            Err(err) => {
+                println!("error: {err}");
                 ok = false;
             }
         }

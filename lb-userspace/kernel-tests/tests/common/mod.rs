@@ -234,6 +234,29 @@ pub fn install_service(
     maps.set_frontend(&key, &value).unwrap();
 }
 
+/// Two NodePorts on `node` with one backend each on `pod`: TCP 30080 ->
+/// 8080 (Service 1, backend 1, table 0) and UDP 30053 -> 53 (Service 2,
+/// backend 2, table 1).
+pub fn tcp_and_udp_node_ports(t: &mut TestDatapath, node: Ipv4Addr, pod: Ipv4Addr) {
+    use lb_common::SCOPE_EXTERNAL;
+    install_service(
+        &mut t.maps,
+        frontend_key(node, 30080, PROTO_TCP, SCOPE_EXTERNAL),
+        1,
+        0,
+        0,
+        &[(1, backend(pod, 8080, PROTO_TCP))],
+    );
+    install_service(
+        &mut t.maps,
+        frontend_key(node, 30053, PROTO_UDP, SCOPE_EXTERNAL),
+        2,
+        1,
+        0,
+        &[(2, backend(pod, 53, PROTO_UDP))],
+    );
+}
+
 pub fn tcp_frame(
     src: Ipv4Addr,
     sport: u16,
@@ -250,6 +273,36 @@ pub fn tcp_frame(
     } else {
         builder.ack(0x0bad_cafe)
     };
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut out, payload).unwrap();
+    out
+}
+
+/// A TCP frame with exactly `flags` (`lb_common::packet::tcp::*`).
+pub fn tcp_flags_frame(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    use lb_common::packet::tcp;
+    let mut builder = PacketBuilder::ethernet2(CLIENT_MAC, NODE_MAC)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 0x1234_5678, 65535);
+    if flags & tcp::SYN != 0 {
+        builder = builder.syn();
+    }
+    if flags & tcp::ACK != 0 {
+        builder = builder.ack(0x0bad_cafe);
+    }
+    if flags & tcp::FIN != 0 {
+        builder = builder.fin();
+    }
+    if flags & tcp::RST != 0 {
+        builder = builder.rst();
+    }
     let mut out = Vec::with_capacity(builder.size(payload.len()));
     builder.write(&mut out, payload).unwrap();
     out

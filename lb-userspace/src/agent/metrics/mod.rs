@@ -21,8 +21,11 @@
 //!   by problem code, every code at 0 when nothing has it, so a dashboard
 //!   sees a problem clear rather than a series vanish;
 //! - `lb_map_entries{map}` / `lb_map_capacity{map}`, packets by reason and
-//!   per Service, read from the datapath at each scrape (see `datapath`).
+//!   per Service, read from the datapath at each scrape (see `datapath`);
+//! - `lb_ct_entries{state}`, `lb_ct_expired_total`: the connection table's
+//!   sweep (see `ct`).
 
+mod ct;
 mod datapath;
 mod programming;
 
@@ -45,6 +48,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
+pub use ct::CtMetrics;
 pub use datapath::{DatapathReader, DatapathReading, MapFill, ServicePackets};
 pub use programming::{Pending, TriggerTimes};
 
@@ -112,6 +116,8 @@ pub struct Metrics {
     healthz: Family<CodeLabel, Counter>,
     livez: Family<CodeLabel, Counter>,
     datapath: datapath::Collector,
+    /// The connection table's sweep (`lb_ct_*`).
+    pub ct: CtMetrics,
 }
 
 impl Metrics {
@@ -128,6 +134,7 @@ impl Metrics {
             healthz: Family::default(),
             livez: Family::default(),
             datapath: datapath::Collector::default(),
+            ct: CtMetrics::default(),
         };
         let mut registry = Registry::default();
         metrics.register(&mut registry);
@@ -194,6 +201,7 @@ impl Metrics {
             self.skipped.clone(),
         );
         registry.register_collector(Box::new(self.datapath.clone()));
+        self.ct.register(registry);
     }
 
     /// Sets the gauge to the current problems; warnings (served anyway)

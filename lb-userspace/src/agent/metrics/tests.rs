@@ -263,3 +263,25 @@ async fn the_endpoint_answers_metrics_and_nothing_else() {
     );
     assert_eq!(get(address, "/").await.0, 404);
 }
+
+/// The sweep's outcome: live flows by state (every state present, at 0
+/// when none), expired flows accumulated across sweeps.
+#[test]
+fn the_sweep_sets_live_flows_by_state_and_counts_expired_ones() {
+    use lb_common::ct::{CT_ESTABLISHED, CT_UNREPLIED};
+    let metrics = Metrics::new();
+    metrics
+        .ct
+        .swept(&[(CT_ESTABLISHED, 3), (CT_UNREPLIED, 7)], 5, 0.25);
+    metrics.ct.swept(&[(CT_ESTABLISHED, 2)], 4, 0.5);
+    let scrape = parse(&metrics.render());
+    let live = |state| value(&scrape, "lb_ct_entries", &[("state", state)]);
+    assert_eq!(live("established"), Some(2.0));
+    assert_eq!(live("unreplied"), Some(0.0), "gone since the last sweep");
+    assert_eq!(live("syn_sent"), Some(0.0));
+    assert_eq!(value(&scrape, "lb_ct_expired_total", &[]), Some(9.0));
+    assert_eq!(
+        value(&scrape, "lb_ct_sweep_duration_seconds", &[]),
+        Some(0.5)
+    );
+}

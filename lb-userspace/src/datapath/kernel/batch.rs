@@ -53,16 +53,7 @@ pub(super) fn read_u32s(
     // SAFETY: the attribute names buffers of `count` keys and values of
     // the map's sizes (u32 each, which aya checked at open), and `in_batch`
     // and `out_batch` one key each; all outlive the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_BATCH,
-            &mut attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>(),
-        )
-    };
-    if ret < 0 {
-        let err = std::io::Error::last_os_error();
+    if let Err(err) = unsafe { lookup_batch(&mut attr) } {
         return match err.raw_os_error() {
             // The end of the array came first: what was read is in `count`.
             Some(libc::ENOENT) => whole(keys, values, attr.count, first, count),
@@ -71,6 +62,104 @@ pub(super) fn read_u32s(
         };
     }
     whole(keys, values, attr.count, first, count)
+}
+
+/// Every entry of a hash map, `chunk` per `BPF_MAP_LOOKUP_BATCH` call;
+/// `None` when the kernel has no batch lookup for it (the caller walks it
+/// key by key). Entries that change under the read may be missed or seen
+/// twice, as with any walk of a live hash map.
+pub(super) fn read_hash<K: aya::Pod, V: aya::Pod>(
+    map: &MapData,
+    chunk: u32,
+) -> std::io::Result<Option<Vec<(K, V)>>> {
+    let mut out = Vec::new();
+    let read = for_each_batch::<K, V>(map, chunk, |keys, values| {
+        out.extend(keys.iter().copied().zip(values.iter().copied()))
+    })?;
+    Ok(read.map(|()| out))
+}
+
+/// How many entries a hash map holds, read as [`read_hash`] reads them but
+/// through one reused buffer (no copy of the whole map).
+pub(super) fn count_hash<K: aya::Pod, V: aya::Pod>(
+    map: &MapData,
+    chunk: u32,
+) -> std::io::Result<Option<u64>> {
+    let mut count = 0u64;
+    let read = for_each_batch::<K, V>(map, chunk, |keys, _| count += keys.len() as u64)?;
+    Ok(read.map(|()| count))
+}
+
+/// Calls `f` with each batch of a hash map's entries, in one pair of
+/// buffers of `chunk` entries; `None` when the kernel has no batch lookup.
+fn for_each_batch<K: aya::Pod, V: aya::Pod>(
+    map: &MapData,
+    chunk: u32,
+    mut f: impl FnMut(&[K], &[V]),
+) -> std::io::Result<Option<()>> {
+    // SAFETY: aya::Pod types are plain data, valid for any bit pattern.
+    let mut keys: Vec<K> = (0..chunk).map(|_| unsafe { std::mem::zeroed() }).collect();
+    // SAFETY: as above.
+    let mut values: Vec<V> = (0..chunk).map(|_| unsafe { std::mem::zeroed() }).collect();
+    // Hash maps' batch tokens are bucket indexes (u32).
+    let mut token_in = 0u32;
+    let mut token_out = 0u32;
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                &token_in as *const u32 as u64
+            },
+            out_batch: &mut token_out as *mut u32 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: chunk,
+            map_fd: map.fd().as_fd().as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: the attribute names buffers of `chunk` keys and values of
+        // the map's sizes (aya checked them at open), and the two tokens;
+        // all outlive the call.
+        let done = if let Err(err) = unsafe { lookup_batch(&mut attr) } {
+            match err.raw_os_error() {
+                Some(libc::ENOENT) => true,
+                Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS) if first => return Ok(None),
+                _ => return Err(err),
+            }
+        } else {
+            false
+        };
+        let n = (attr.count as usize).min(keys.len());
+        f(&keys[..n], &values[..n]);
+        if done {
+            return Ok(Some(()));
+        }
+        token_in = token_out;
+        first = false;
+    }
+}
+
+/// One `BPF_MAP_LOOKUP_BATCH` call.
+///
+/// # Safety
+/// `attr` must name buffers of `count` keys and values of the map's sizes,
+/// and valid batch tokens, all outliving the call.
+unsafe fn lookup_batch(attr: &mut BatchAttr) -> std::io::Result<()> {
+    // SAFETY: the caller's promise.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The values, if the kernel returned exactly the keys asked for.

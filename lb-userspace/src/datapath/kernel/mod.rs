@@ -5,9 +5,11 @@
 
 mod affinity;
 mod batch;
+mod ct;
 mod views;
 mod writer;
 
+pub use ct::monotonic_s;
 pub use views::MapFill;
 
 use std::{io, path::Path};
@@ -17,9 +19,10 @@ use aya::{
     sys::SyscallError,
 };
 use lb_common::{
-    AFFINITY4, ALL_MAPS, Affinity4Key, Affinity4Value, BACKENDS4, Backend4, CT4, Ct4Key, Ct4Value,
-    FRONTENDS4, Frontend4Key, FrontendValue, MAGLEV, MAGLEV_TABLE_SIZE, SERVICE_STATS, SERVICES,
-    SOCK_REVNAT4, STATS, ServiceCounters, ServiceInfo, SockRevNat4Key, SockRevNat4Value,
+    AFFINITY4, ALL_MAPS, Affinity4Key, Affinity4Value, BACKENDS4, Backend4, CT4, CT4_NEW, Ct4Key,
+    Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue, HASH_SEED, MAGLEV, MAGLEV_TABLE_SIZE,
+    SERVICE_STATS, SERVICES, SOCK_REVNAT4, STATS, ServiceCounters, ServiceInfo, SockRevNat4Key,
+    SockRevNat4Value,
 };
 
 use super::MapsError;
@@ -34,6 +37,8 @@ pub struct KernelMaps {
     max_tables: u32,
     ct: HashMap<MapData, Ct4Key, Ct4Value>,
     ct_capacity: u32,
+    ct_new: HashMap<MapData, Ct4Key, Ct4Value>,
+    ct_new_capacity: u32,
     sock_revnat: HashMap<MapData, SockRevNat4Key, SockRevNat4Value>,
     sock_revnat_capacity: u32,
     stats: PerCpuArray<MapData, u64>,
@@ -41,6 +46,10 @@ pub struct KernelMaps {
     service_stats: PerCpuArray<MapData, ServiceCounters>,
     // session affinity
     affinity: HashMap<MapData, Affinity4Key, Affinity4Value>,
+    hash_seed: Array<MapData, u32>,
+    /// The socket hooks' cgroup: purging a UDP backend aborts the connected
+    /// sockets of its processes (`sock_destroy`); none, no socket is touched.
+    socket_cgroup: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for KernelMaps {
@@ -129,11 +138,13 @@ impl KernelMaps {
             backends,
             maglev,
             ct,
+            ct_new,
             sock_revnat,
             stats,
             services,
             service_stats,
             affinity,
+            hash_seed,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -144,6 +155,7 @@ impl KernelMaps {
         let backends_capacity = capacity(BACKENDS4, &backends)?;
         let maglev_entries = capacity(MAGLEV, &maglev)?;
         let ct_capacity = capacity(CT4, &ct)?;
+        let ct_new_capacity = capacity(CT4_NEW, &ct_new)?;
         let sock_revnat_capacity = capacity(SOCK_REVNAT4, &sock_revnat)?;
         let typed = |name: &'static str, data: MapData| {
             Map::from_map_data(data).map_err(map_err(name, "open"))
@@ -163,6 +175,10 @@ impl KernelMaps {
             max_tables: maglev_entries / MAGLEV_TABLE_SIZE,
             ct: typed(CT4, ct)?.try_into().map_err(map_err(CT4, "open"))?,
             ct_capacity,
+            ct_new: typed(CT4_NEW, ct_new)?
+                .try_into()
+                .map_err(map_err(CT4_NEW, "open"))?,
+            ct_new_capacity,
             sock_revnat: typed(SOCK_REVNAT4, sock_revnat)?
                 .try_into()
                 .map_err(map_err(SOCK_REVNAT4, "open"))?,
@@ -179,6 +195,10 @@ impl KernelMaps {
             affinity: typed(AFFINITY4, affinity)?
                 .try_into()
                 .map_err(map_err(AFFINITY4, "open"))?,
+            hash_seed: typed(HASH_SEED, hash_seed)?
+                .try_into()
+                .map_err(map_err(HASH_SEED, "open"))?,
+            socket_cgroup: None,
         })
     }
 

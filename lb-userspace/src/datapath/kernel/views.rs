@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 
 use lb_common::{
-    BACKENDS4, CT4, Ct4Key, Ct4Value, MAGLEV, MAGLEV_TABLE_SIZE, MAX_SERVICES, SERVICE_STATS,
-    SERVICES, SOCK_REVNAT4, STATS, ServiceCounters, SockRevNat4Key, SockRevNat4Value,
-    reason::Reason,
+    BACKENDS4, CT4, CT4_NEW, Ct4Key, Ct4Value, MAGLEV, MAGLEV_TABLE_SIZE, MAX_SERVICES,
+    SERVICE_STATS, SERVICES, SOCK_REVNAT4, STATS, ServiceCounters, SockRevNat4Key,
+    SockRevNat4Value, reason::Reason,
 };
 
 use super::{KernelMaps, map_err};
@@ -93,10 +93,11 @@ impl KernelMaps {
                 count(keys_in(self.services.keys()), SERVICES)?,
                 MAX_SERVICES,
             ),
+            fill("connections", self.connections_in(false)?, self.ct_capacity),
             fill(
-                "connections",
-                count(keys_in(self.ct.keys()), CT4)?,
-                self.ct_capacity,
+                "new_connections",
+                self.connections_in(true)?,
+                self.ct_new_capacity,
             ),
             fill(
                 "socket_translations",
@@ -112,12 +113,13 @@ impl KernelMaps {
         ])
     }
 
-    /// Every connection-table entry (both directions).
+    /// Every connection-table entry (both directions, both tables: assured
+    /// flows first). An entry that moves or goes under the walk (a
+    /// promotion, an eviction) is skipped, not an error.
     pub fn connections(&self) -> Result<Vec<(Ct4Key, Ct4Value)>, MapsError> {
-        self.ct
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(map_err(CT4, "iterate"))
+        let mut out = entries_in(self.ct.iter()).map_err(map_err(CT4, "iterate"))?;
+        out.extend(entries_in(self.ct_new.iter()).map_err(map_err(CT4_NEW, "iterate"))?);
+        Ok(out)
     }
 
     /// Every socket reverse-translation entry.
@@ -149,6 +151,21 @@ impl KernelMaps {
             .map(|i| self.maglev.get(&i, 0).map_err(map_err(MAGLEV, "lookup")))
             .collect()
     }
+}
+
+/// What a map walk yields, skipping keys that vanish under it.
+fn entries_in<K, V>(
+    entries: impl Iterator<Item = Result<(K, V), aya::maps::MapError>>,
+) -> Result<Vec<(K, V)>, aya::maps::MapError> {
+    let mut out = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(entry) => out.push(entry),
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(out)
 }
 
 /// How many keys a map walk yields; a key that vanishes under the walk (an

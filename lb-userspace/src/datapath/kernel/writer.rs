@@ -1,12 +1,38 @@
 //! [`DatapathMaps`] over the real maps: what plan/apply writes through.
 
 use lb_common::{
-    BACKENDS4, Backend4, CT4, Ct4Key, Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue, MAGLEV,
-    MAGLEV_TABLE_SIZE, SERVICES, SOCK_REVNAT4, ServiceInfo, SockRevNat4Key,
+    BACKENDS4, Backend4, Ct4Key, Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue, MAGLEV,
+    MAGLEV_TABLE_SIZE, PROTO_UDP, SERVICES, SOCK_REVNAT4, ServiceInfo, SockRevNat4Key,
 };
 
 use super::{KernelMaps, ignore_missing, insert_err, map_err};
-use crate::datapath::{DatapathMaps, MapsError};
+use crate::datapath::{DatapathMaps, MapsError, sock_destroy};
+
+/// Aborts the connected UDP sockets whose peer is one of the UDP
+/// `backends`, in every namespace of the socket hooks' `cgroup` (see
+/// `sock_destroy`): how many. A namespace that cannot be entered (the
+/// agent lacks the capability, a process exited) is logged, never an
+/// error of the sync.
+fn abort_udp_sockets(cgroup: &std::path::Path, backends: &[Backend4]) -> usize {
+    let udp: Vec<_> = backends
+        .iter()
+        .filter(|b| b.proto == PROTO_UDP)
+        .map(Backend4::endpoint)
+        .collect();
+    if udp.is_empty() {
+        return 0;
+    }
+    let (aborted, failed) = sock_destroy::destroy_udp_connected_to_in_cgroup(cgroup, &udp);
+    if let Some((path, err)) = failed.first() {
+        tracing::warn!(
+            namespaces = failed.len(),
+            first = %path.display(),
+            "connected UDP sockets to removed backends not aborted in some network namespaces: {err} \
+             (the agent needs CAP_SYS_ADMIN and CAP_SYS_PTRACE, and hostPID in a cluster)"
+        );
+    }
+    aborted
+}
 
 /// Whether a connection-table entry belongs to a flow translated to `b`.
 fn ct_entry_uses(key: &Ct4Key, value: &Ct4Value, b: &Backend4) -> bool {
@@ -118,8 +144,7 @@ impl DatapathMaps for KernelMaps {
             .collect();
         let mut removed = 0;
         for key in &ct_keys {
-            removed +=
-                usize::from(ignore_missing(self.ct.remove(key)).map_err(map_err(CT4, "delete"))?);
+            removed += self.remove_connection(key)?;
         }
         for key in &sock_keys {
             removed += usize::from(
@@ -127,7 +152,11 @@ impl DatapathMaps for KernelMaps {
                     .map_err(map_err(SOCK_REVNAT4, "delete"))?,
             );
         }
-        Ok(removed)
+        let aborted = match &self.socket_cgroup {
+            Some(cgroup) => abort_udp_sockets(cgroup, backends),
+            None => 0,
+        };
+        Ok(removed + aborted)
     }
 
     fn purge_affinity(&mut self, pairs: &[(u32, u32)]) -> Result<usize, MapsError> {

@@ -1,0 +1,96 @@
+use super::*;
+use crate::{PROTO_UDP, packet::tcp::*};
+
+const T: u8 = PROTO_TCP;
+
+/// The kernel's TCP tracking (nf_conntrack_proto_tcp.c): SYN_SENT until the
+/// reply, SYN_RECV until the client's ACK, then ESTABLISHED (assured).
+#[test]
+fn tcp_handshake_walks_syn_sent_syn_recv_established() {
+    assert_eq!(initial_state(T), CT_SYN_SENT);
+    let s = next_state(T, CT_SYN_SENT, Direction::Original, SYN, 0, 0);
+    assert_eq!(s, CT_SYN_SENT, "a retransmitted SYN changes nothing");
+    let s = next_state(T, s, Direction::Reply, SYN | ACK, 0, 0);
+    assert_eq!(s, CT_SYN_RECV);
+    assert!(!is_assured(s));
+    let s = next_state(T, s, Direction::Original, ACK, 0, 0);
+    assert_eq!(s, CT_ESTABLISHED);
+    assert!(is_assured(s));
+}
+
+/// A spoofed SYN never sees the client's ACK: it never becomes assured,
+/// however many SYN-ACKs the backend sends.
+#[test]
+fn tcp_without_the_clients_ack_is_never_assured() {
+    let mut s = initial_state(T);
+    for _ in 0..3 {
+        s = next_state(T, s, Direction::Reply, SYN | ACK, 0, 0);
+        s = next_state(T, s, Direction::Original, SYN, 0, 0);
+    }
+    assert_eq!(s, CT_SYN_RECV);
+}
+
+#[test]
+fn fin_closes_and_rst_closes_at_once() {
+    let s = next_state(T, CT_ESTABLISHED, Direction::Reply, FIN | ACK, 0, 0);
+    assert_eq!(s, CT_CLOSING);
+    assert_eq!(next_state(T, s, Direction::Original, ACK, 0, 0), CT_CLOSING);
+    assert_eq!(next_state(T, s, Direction::Original, RST, 0, 0), CT_CLOSED);
+    assert_eq!(
+        next_state(T, CT_CLOSED, Direction::Original, FIN, 0, 0),
+        CT_CLOSED
+    );
+    assert!(timeout_s(CT_CLOSED) < timeout_s(CT_CLOSING));
+    assert!(timeout_s(CT_CLOSING) < timeout_s(CT_ESTABLISHED));
+}
+
+/// kube-proxy's invalid-state rule (`ct state invalid drop`) and the kernel
+/// with tcp_loose=0: only a SYN opens a TCP flow.
+#[test]
+fn only_a_bare_syn_opens_a_tcp_flow() {
+    assert!(opens_flow(T, SYN));
+    for flags in [0, ACK, SYN | ACK, RST, SYN | RST, FIN | ACK] {
+        assert!(!opens_flow(T, flags), "flags {flags:#x}");
+    }
+    assert!(opens_flow(PROTO_UDP, 0));
+}
+
+#[test]
+fn a_syn_on_a_closed_flow_reopens_it() {
+    assert!(reopens(T, CT_CLOSING, SYN));
+    assert!(reopens(T, CT_CLOSED, SYN));
+    assert!(!reopens(T, CT_ESTABLISHED, SYN));
+    assert!(!reopens(T, CT_CLOSED, SYN | ACK));
+}
+
+/// The kernel's udp_is_stream: assured after traffic both ways that is
+/// still alive two seconds after the first packet.
+#[test]
+fn udp_is_assured_only_after_a_reply_and_two_seconds() {
+    let u = PROTO_UDP;
+    assert_eq!(initial_state(u), CT_UNREPLIED);
+    assert_eq!(
+        next_state(u, CT_UNREPLIED, Direction::Original, 0, 100, 105),
+        CT_UNREPLIED
+    );
+    let s = next_state(u, CT_UNREPLIED, Direction::Reply, 0, 100, 100);
+    assert_eq!(s, CT_REPLIED);
+    assert_eq!(
+        next_state(u, s, Direction::Original, 0, 100, 101),
+        CT_REPLIED
+    );
+    assert_eq!(
+        next_state(u, s, Direction::Original, 0, 100, 102),
+        CT_STREAM
+    );
+    assert!(is_assured(CT_STREAM));
+}
+
+#[test]
+fn entries_expire_after_their_states_timeout_only() {
+    assert!(!expired(CT_UNREPLIED, 1000, 1000 + TIMEOUT_UDP_S));
+    assert!(expired(CT_UNREPLIED, 1000, 1001 + TIMEOUT_UDP_S));
+    assert!(!expired(CT_ESTABLISHED, 1000, 1001 + TIMEOUT_UDP_S));
+    // A last-seen time ahead of the clock (another CPU's newer write) is fresh.
+    assert!(!expired(CT_CLOSED, 2000, 1000));
+}

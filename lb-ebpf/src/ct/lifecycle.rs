@@ -1,0 +1,72 @@
+//! What a hit does to its flow: the state moves with the packet's
+//! direction and TCP flags (`lb_common::ct::next_state`), the last-seen
+//! second is written only when it changed (an established flow's packets
+//! then write nothing shared, except once a second), the partner entry is
+//! kept consistent (`pair`), and a flow that just became assured moves to
+//! the table of assured flows, out of reach of floods.
+
+use lb_common::{
+    Ct4Key, Ct4Value, Endpoint4,
+    ct::{Direction, is_assured, next_state},
+    reason::Reason,
+};
+
+use super::{
+    pair,
+    table::{self, Table},
+};
+use crate::{stats, trace};
+
+/// A packet going `dir` hit `entry` (at `key` in `table`); `partner` is the
+/// key of the flow's other entry, whose rewrite must be `partner_nat`.
+#[inline(always)]
+pub fn seen(
+    table: Table,
+    key: &Ct4Key,
+    entry: *mut Ct4Value,
+    partner: &Ct4Key,
+    partner_nat: Endpoint4,
+    dir: Direction,
+    tcp_flags: u8,
+) {
+    if trace::dry_run() {
+        return;
+    }
+    let now = table::now_s();
+    // SAFETY: a valid map value pointer; plain data.
+    let mut value = unsafe { *entry };
+    let state = next_state(key.proto, value.state, dir, tcp_flags, value.created_s, now);
+    if value.last_seen_s != now {
+        value.last_seen_s = now;
+        // SAFETY: as above.
+        unsafe { (*entry).last_seen_s = now };
+    }
+    if value.state != state {
+        value.state = state;
+        // SAFETY: as above.
+        unsafe { (*entry).state = state };
+    }
+    let Some(partner_value) = pair::ensure(table, partner, partner_nat, &value, dir) else {
+        return;
+    };
+    if table == Table::New && is_assured(state) {
+        promote(key, &value, partner, &partner_value);
+    }
+}
+
+/// Moves a flow's two entries to the table of assured flows.
+#[inline(always)]
+fn promote(key: &Ct4Key, value: &Ct4Value, partner: &Ct4Key, partner_value: &Ct4Value) {
+    let assured = table::map(Table::Assured);
+    if assured.insert(partner, partner_value, 0).is_err() {
+        return;
+    }
+    if assured.insert(key, value, 0).is_err() {
+        let _ = assured.remove(partner);
+        return;
+    }
+    let new = table::map(Table::New);
+    let _ = new.remove(key);
+    let _ = new.remove(partner);
+    stats::count(Reason::CtPromoted);
+}

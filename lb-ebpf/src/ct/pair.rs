@@ -1,0 +1,72 @@
+//! The two directions of a flow stay consistent: a hit on one checks that
+//! its partner exists and points back (same backend, the expected
+//! rewrite), restores a missing one (an LRU eviction or a sweep took it),
+//! and never overwrites an entry of another flow that holds the partner's
+//! key. A new flow claims its reply entry only where no other flow holds it.
+
+use lb_common::{Ct4Key, Ct4Value, Endpoint4, ct::Direction, reason::Reason};
+
+use super::table::{self, Table};
+use crate::stats;
+
+/// The flow's partner entry after the hit on `own` (going `dir`), with
+/// `own`'s state; `None` when another flow holds the partner's key (left
+/// alone) or it could not be restored.
+#[inline(always)]
+pub fn ensure(
+    table: Table,
+    partner: &Ct4Key,
+    partner_nat: Endpoint4,
+    own: &Ct4Value,
+    dir: Direction,
+) -> Option<Ct4Value> {
+    if let Some((_, entry)) = table::find_from(table, partner) {
+        // SAFETY: a valid map value pointer; plain data.
+        let mut value = unsafe { *entry };
+        if value.nat() != partner_nat || value.backend_id != own.backend_id {
+            return None;
+        }
+        if value.state != own.state {
+            value.state = own.state;
+            // SAFETY: as above.
+            unsafe { (*entry).state = own.state };
+        }
+        return Some(value);
+    }
+    let value = Ct4Value {
+        nat_addr_be: partner_nat.addr_be,
+        nat_port_be: partner_nat.port_be,
+        ..*own
+    };
+    table::insert_absent(table, partner, &value).ok()?;
+    stats::count(match dir {
+        Direction::Original => Reason::CtReplyRestored,
+        Direction::Reply => Reason::CtOriginalRestored,
+    });
+    Some(value)
+}
+
+/// Enters a new flow's reply entry, unless another flow holds its key (the
+/// same client address and port reaching the same backend through another
+/// frontend): that flow keeps it, and the new one is refused. An entry of
+/// this same flow (same frontend and backend: its original entry expired
+/// or was evicted first) is taken over.
+#[inline(always)]
+pub fn claim_reply(key: &Ct4Key, value: &Ct4Value) -> Result<(), Reason> {
+    if let Some((held_in, entry)) = table::find(key) {
+        // SAFETY: a valid map value pointer; plain data.
+        let held = unsafe { *entry };
+        if held.nat() != value.nat() || held.backend_id != value.backend_id {
+            return Err(Reason::DropCtReplyClash);
+        }
+        // The same flow's leftover: replace it with the fresh entry, in the
+        // table of new flows where its original entry goes.
+        let _ = table::map(held_in).remove(key);
+    }
+    match table::insert_absent(Table::New, key, value) {
+        Ok(()) => Ok(()),
+        // Another CPU entered the same key between the lookup and here.
+        Err(true) => Err(Reason::DropCtReplyClash),
+        Err(false) => Err(Reason::DropCtInsertFailed),
+    }
+}

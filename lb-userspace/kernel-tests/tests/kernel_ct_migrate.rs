@@ -1,0 +1,79 @@
+//! Upgrading from the connection table before states (`lb_ct4_v1`): its
+//! entries are carried over into the assured table, so an established
+//! connection's next ACK (which may not open a flow) is still translated,
+//! both ways, and the old pin is gone.
+
+mod common;
+
+use std::net::Ipv4Addr;
+
+use aya::maps::{HashMap, MapData};
+use common::*;
+use lb::datapath::ct_migrate::{CT4_V1, Ct4ValueV1, migrate_v1};
+use lb_common::{
+    Ct4Key, Endpoint4, Flow4, PROTO_TCP, SCOPE_EXTERNAL, ct::CT_ESTABLISHED, packet::tcp::ACK,
+    reason::Reason,
+};
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const POD: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
+
+fn ep(addr: Ipv4Addr, port: u16) -> Endpoint4 {
+    Endpoint4::new(be32(addr), be16(port))
+}
+
+#[test]
+fn an_established_connection_survives_the_upgrade_of_the_table() {
+    let mut t = TestDatapath::load();
+    install_service(
+        &mut t.maps,
+        frontend_key(NODE, 30080, PROTO_TCP, SCOPE_EXTERNAL),
+        1,
+        0,
+        0,
+        &[(1, backend(POD, 8080, PROTO_TCP))],
+    );
+    // The old agent's table: one established flow, both directions.
+    let flow = Flow4::new(ep(CLIENT, 40000), ep(NODE, 30080), PROTO_TCP);
+    let backend = ep(POD, 8080);
+    let value = |nat: Endpoint4| Ct4ValueV1 {
+        nat_addr_be: nat.addr_be,
+        nat_port_be: nat.port_be,
+        _pad: 0,
+        backend_id: 1,
+        service_id: 1,
+        created_ns: 1_000_000_000,
+        last_seen_ns: 2_000_000_000,
+    };
+    let mut old = HashMap::<MapData, Ct4Key, Ct4ValueV1>::create(16, 0).unwrap();
+    old.insert(&Ct4Key::original(flow), &value(backend), 0)
+        .unwrap();
+    old.insert(&Ct4Key::reply(flow.reply_via(backend)), &value(flow.dst), 0)
+        .unwrap();
+    let pin = t.pin_dir.join(CT4_V1);
+    old.pin(&pin).unwrap();
+
+    assert_eq!(migrate_v1(&t.pin_dir, &mut t.maps).unwrap(), Some(2));
+    assert!(!pin.exists(), "the old pin is removed");
+    let conns = t.maps.connections().unwrap();
+    assert_eq!(conns.len(), 2);
+    assert!(
+        conns
+            .iter()
+            .all(|(_, v)| v.state == CT_ESTABLISHED && v.last_seen_s == 2)
+    );
+    assert_eq!(migrate_v1(&t.pin_dir, &mut t.maps).unwrap(), None, "once");
+
+    let (_, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 40000, NODE, 30080, ACK, b"after"));
+    assert_eq!(check_frame(&out).dst, POD);
+    let (_, out) = t.run_tc(&tcp_flags_frame(POD, 8080, CLIENT, 40000, ACK, b"reply"));
+    assert_eq!(
+        (check_frame(&out).src, check_frame(&out).sport),
+        (NODE, 30080)
+    );
+    assert_eq!(t.stat(Reason::PassCtNotOpening), 0);
+    let fill = t.maps.fill().unwrap();
+    let assured = fill.iter().find(|f| f.map == "connections").unwrap();
+    assert_eq!(assured.entries, 2, "in the assured table");
+}
