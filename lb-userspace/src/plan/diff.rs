@@ -126,7 +126,7 @@ fn assign_backend_ids(desired: &DesiredState, applied: &Applied, ids: &mut Ids) 
             .and_modify(|f| *f = f.both(flags))
             .or_insert(flags);
     }
-    let known = applied.backend_ids();
+    let known = &applied.index.backend_ids;
     wanted
         .into_iter()
         .map(|(backend, flags)| {
@@ -227,16 +227,21 @@ fn keep_serving(
     in_use: &mut InUse,
 ) -> usize {
     let known_id = applied.services.get(service).copied();
-    let at_its_addresses: BTreeSet<Frontend4Key> = frontends
+    let at_its_addresses = frontends
         .iter()
         .filter_map(|(frontend, _)| frontend_key(frontend).ok())
-        .collect();
+        .filter(|key| applied.frontends.contains_key(key));
+    let carrying_its_id = known_id
+        .and_then(|id| applied.index.service_frontends.get(&id))
+        .into_iter()
+        .flatten()
+        .copied();
     let mut kept = 0;
-    for (key, value) in &applied.frontends {
-        let its_own = Some(value.service_id) == known_id || at_its_addresses.contains(key);
-        if !its_own || !in_use.frontends.insert(*key) {
+    for key in carrying_its_id.chain(at_its_addresses) {
+        if !in_use.frontends.insert(key) {
             continue;
         }
+        let value = &applied.frontends[&key];
         kept += 1;
         in_use.services.insert(value.service_id);
         if value.backend_count > 0 {

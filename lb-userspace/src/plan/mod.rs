@@ -25,7 +25,9 @@
 mod applied;
 mod apply;
 mod diff;
+mod free_ids;
 mod ids;
+mod index;
 pub mod maglev;
 mod print;
 

@@ -1,7 +1,7 @@
 //! Plans against the in-memory maps, which check the write-order
 //! invariants on every write.
 
-use std::net::Ipv4Addr;
+use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use lb_common::{MAGLEV_TABLE_SIZE, PROTO_UDP};
 
@@ -336,3 +336,35 @@ fn removed_frontends_and_services_go_after_the_flips() {
 
 mod faults;
 mod problems;
+
+/// A Service port that takes over a frontend carries its id (restart
+/// adoption); the port that had it, back later, gets another id, not the
+/// one now in use (two ports on one id would overwrite each other's name).
+#[test]
+fn an_id_taken_over_by_another_port_is_not_the_old_ports_any_more() {
+    let mut maps = MemoryMaps::new(4);
+    let mut applied = Applied::default();
+    let (a, b) = (backend(11, Protocol::Tcp), backend(12, Protocol::Tcp));
+    sync(
+        &desired(&[(frontend(80, Scope::Internal), spec("old", &[a]))]),
+        &mut maps,
+        &mut applied,
+    );
+    sync(
+        &desired(&[(frontend(80, Scope::Internal), spec("new", &[b]))]),
+        &mut maps,
+        &mut applied,
+    );
+    sync(
+        &desired(&[
+            (frontend(80, Scope::Internal), spec("new", &[b])),
+            (frontend(81, Scope::Internal), spec("old", &[a])),
+        ]),
+        &mut maps,
+        &mut applied,
+    );
+    let ids: BTreeSet<u32> = maps.frontends.values().map(|fe| fe.service_id).collect();
+    assert_eq!(ids.len(), 2, "{:?}", maps.frontends);
+    assert_eq!(maps.services.len(), 2);
+    assert!(applied.index_is_consistent(4));
+}

@@ -250,6 +250,10 @@ impl Programmed {
         use crate::datapath::DatapathMaps;
         let plan = crate::plan::plan(state, &self.applied, self.maps.max_tables());
         crate::plan::apply(&plan, &mut self.maps, &mut self.applied).expect("applied");
+        assert!(
+            self.applied.index_is_consistent(self.maps.max_tables()),
+            "the plan's indexes drifted from what the maps hold"
+        );
     }
 
     /// Who serves each frontend, as `agent::sync` reads it from the maps.
