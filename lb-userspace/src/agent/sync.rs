@@ -15,7 +15,7 @@ use crate::{
     datapath::{DatapathMaps, codec},
     desired::{self, Holders, Rules, incremental::Tracker},
     model::{DesiredState, NodeFacts, Problem},
-    plan::{self, Applied, Plan},
+    plan::{self, Applied, Plan, Planner},
     source::{Snapshot, Source},
 };
 
@@ -82,6 +82,8 @@ pub(super) struct Syncer {
     spot_check: SpotCheck,
     /// The desired state, recomputed per changed Service.
     tracker: Tracker,
+    /// The plans, made per changed Service port.
+    planner: Planner,
 }
 
 impl Syncer {
@@ -103,6 +105,7 @@ impl Syncer {
             spot_check: SpotCheck::default(),
             waiting: false,
             tracker: Tracker::new(rules),
+            planner: Planner::new(),
         }
     }
 
@@ -176,23 +179,28 @@ impl Syncer {
         // Cluster mode's Node object replaces the configured facts.
         let node = snapshot.node.take().unwrap_or_else(|| self.node.clone());
         let computing = Instant::now();
-        let desired = self
-            .tracker
+        self.tracker
             .update(&snapshot.services, &snapshot.slices, &node, &|| {
                 holders(applied)
             });
+        let (desired, changes) = self.tracker.last();
         let computed = computing.elapsed();
-        let plan = plan::plan(desired, applied, maps.max_tables());
+        let plan = self
+            .planner
+            .plan(desired, changes, applied, maps.max_tables());
         let planned = computing.elapsed() - computed;
         let frontends = desired.frontends.len();
         // The source's problems first, then the desired state's.
         let mut problems = snapshot.problems;
         problems.extend(desired.problems.iter().cloned());
         let stats = self.tracker.stats();
+        let plan_stats = self.planner.stats();
         debug!(
             recomputed = stats.recomputed,
             entangled = stats.entangled,
             full = stats.full,
+            planned_ports = plan_stats.ports,
+            whole_plan = plan_stats.whole,
             desired_us = computed.as_micros() as u64,
             plan_us = planned.as_micros() as u64,
             "desired state and plan"
@@ -220,6 +228,7 @@ impl Syncer {
             Err(err) => {
                 warn!("applying the plan failed, will retry: {err}");
                 self.failed("apply");
+                self.planner.not_applied();
                 match Applied::reread(maps, applied) {
                     Ok(fresh) => *applied = fresh,
                     Err(err) => warn!("re-reading the maps failed: {err}"),

@@ -144,9 +144,14 @@ impl<'a> Ids<'a> {
         if let Some(id) = self.new_service_ids.get(service) {
             return Ok(*id);
         }
-        let id = match carried
-            .filter(|id| usable_service_id(*id) && !self.new_service_taken.contains(id))
-        {
+        // A carried id another port owns stays its: two ports on one id
+        // would overwrite each other's service entry.
+        let owner = |id: &u32| self.applied.index.service_names.get(id);
+        let id = match carried.filter(|id| {
+            usable_service_id(*id)
+                && !self.new_service_taken.contains(id)
+                && owner(id).is_none_or(|name| name == service)
+        }) {
             Some(id) => {
                 self.service_ids.insert(id);
                 id

@@ -147,6 +147,16 @@ impl Index {
         }
     }
 
+    /// Frontends selecting from `table_id`.
+    pub(super) fn users_of_table(&self, table_id: u32) -> u32 {
+        self.table_users.get(&table_id).copied().unwrap_or(0)
+    }
+
+    /// Live tables naming backend `id`.
+    pub(super) fn tables_naming(&self, id: u32) -> u32 {
+        self.backend_tables.get(&id).copied().unwrap_or(0)
+    }
+
     /// Updates the indexes for `plan`, applied to `before` (the maps as
     /// they were: the frontends it overwrites or removes).
     pub(super) fn record(&mut self, plan: &Plan, before: &Applied, quarantined: &BTreeSet<u32>) {

@@ -18,13 +18,18 @@ use crate::{
 };
 
 /// Which backend a frontend's table sends slot `slot` to.
-fn backend_at(maps: &MemoryMaps, port: u16, scope: Scope, slot: usize) -> Option<Backend> {
+pub(super) fn backend_at(
+    maps: &MemoryMaps,
+    port: u16,
+    scope: Scope,
+    slot: usize,
+) -> Option<Backend> {
     let key = frontend_key(&frontend(port, scope)).unwrap();
     let id = maps.table_of(&key)?[slot];
     backend_from_value(&maps.backends[&id])
 }
 
-fn frontend(port: u16, scope: Scope) -> Frontend {
+pub(super) fn frontend(port: u16, scope: Scope) -> Frontend {
     Frontend {
         addr: Ipv4Addr::new(192, 0, 2, 10).into(),
         port,
@@ -33,7 +38,7 @@ fn frontend(port: u16, scope: Scope) -> Frontend {
     }
 }
 
-fn backend(last: u8, protocol: Protocol) -> Backend {
+pub(super) fn backend(last: u8, protocol: Protocol) -> Backend {
     Backend {
         addr: Ipv4Addr::new(203, 0, 113, last).into(),
         port: 8080,
@@ -41,7 +46,7 @@ fn backend(last: u8, protocol: Protocol) -> Backend {
     }
 }
 
-fn spec(name: &str, backends: &[Backend]) -> FrontendSpec {
+pub(super) fn spec(name: &str, backends: &[Backend]) -> FrontendSpec {
     FrontendSpec {
         service: ServicePortName {
             namespace: "default".into(),
@@ -64,7 +69,7 @@ fn spec(name: &str, backends: &[Backend]) -> FrontendSpec {
     }
 }
 
-fn desired(entries: &[(Frontend, FrontendSpec)]) -> DesiredState {
+pub(super) fn desired(entries: &[(Frontend, FrontendSpec)]) -> DesiredState {
     let services = entries
         .iter()
         .map(|(fe, spec)| {

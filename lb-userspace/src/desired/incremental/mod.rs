@@ -29,6 +29,7 @@
 //! [`compute`]: super::compute
 
 mod by_name;
+mod changes;
 mod footprint;
 mod inputs;
 
@@ -39,12 +40,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
-pub use self::footprint::Footprint;
 use self::{
     by_name::ByName,
     footprint::Overlaps,
     inputs::{GroupInputs, GroupKey, Groups},
 };
+pub use self::{changes::Changes, footprint::Footprint};
 use super::{Holders, Rules, compute_with_footprint};
 use crate::model::{DesiredState, NodeFacts, Problem};
 
@@ -86,6 +87,7 @@ pub struct Tracker {
     state: DesiredState,
     problems: BTreeMap<Unit, Vec<Problem>>,
     stats: UpdateStats,
+    changes: Changes,
 }
 
 impl Tracker {
@@ -101,6 +103,7 @@ impl Tracker {
             state: DesiredState::default(),
             problems: BTreeMap::new(),
             stats: UpdateStats::default(),
+            changes: Changes::all(),
         }
     }
 
@@ -111,6 +114,16 @@ impl Tracker {
 
     pub fn stats(&self) -> UpdateStats {
         self.stats
+    }
+
+    /// What the last update changed.
+    pub fn changes(&self) -> &Changes {
+        &self.changes
+    }
+
+    /// The last update's state and what it changed.
+    pub fn last(&self) -> (&DesiredState, &Changes) {
+        (&self.state, &self.changes)
     }
 
     /// The desired state of this snapshot: what [`compute`](super::compute)
@@ -128,6 +141,11 @@ impl Tracker {
             self.reset();
             self.node = Some(node.clone());
         }
+        self.changes = if full {
+            Changes::all()
+        } else {
+            Changes::default()
+        };
         let mut holders = LazyHolders::new(holders);
         let inputs = inputs::group(services, slices);
         let changed = self.changed(&inputs);
@@ -184,6 +202,7 @@ impl Tracker {
             };
             self.overlaps.remove(key, &old.footprint);
             if !self.entangled.remove(key) {
+                self.changes.record(&old.solo);
                 withdraw(
                     &mut self.state,
                     &mut self.problems,
@@ -196,6 +215,7 @@ impl Tracker {
             }
         }
         let old = std::mem::take(&mut self.entangled_state);
+        self.changes.record(&old);
         withdraw(&mut self.state, &mut self.problems, Unit::Entangled, &old);
     }
 
@@ -220,6 +240,7 @@ impl Tracker {
             if reads_holders {
                 self.reads_holders.insert(key.clone());
             }
+            self.changes.record(&solo);
             contribute(
                 &mut self.state,
                 &mut self.problems,
@@ -246,6 +267,7 @@ impl Tracker {
         }
         self.reads_holders.remove(&key);
         if let Some(group) = self.groups.get(&key.0, &key.1) {
+            self.changes.record(&group.solo);
             withdraw(
                 &mut self.state,
                 &mut self.problems,
@@ -274,6 +296,7 @@ impl Tracker {
         let node = self.node.clone().unwrap_or_default();
         let (state, _) =
             compute_with_footprint(&services, &slices, &node, &self.rules, holders.get());
+        self.changes.record(&state);
         contribute(&mut self.state, &mut self.problems, Unit::Entangled, &state);
         self.entangled_state = state;
         self.entangled.len()

@@ -2,6 +2,8 @@
 //! desired state is the one `desired::compute` gives for the whole
 //! snapshot (problems compared as sets, see the module doc).
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use proptest::prelude::*;
 use serde_json::json;
@@ -207,6 +209,8 @@ fn check(api: bool, changes: Vec<Change>, reset_every: usize) {
     let mut tracker = Tracker::new(Rules::default());
     let mut incremental_maps = Programmed::default();
     let mut full_maps = Programmed::default();
+    let mut planned_maps = Programmed::default();
+    let mut planner = crate::plan::Planner::new();
     for (step, change) in changes.into_iter().enumerate() {
         world.apply(change.clone());
         if reset_every > 0 && step % reset_every == 0 {
@@ -214,13 +218,19 @@ fn check(api: bool, changes: Vec<Change>, reset_every: usize) {
         }
         let holders = incremental_maps.holders();
         let full = oracle(&world.services, &world.slices, &world.node, &holders);
-        let incremental = tracker.update(&world.services, &world.slices, &world.node, &|| {
+        tracker.update(&world.services, &world.slices, &world.node, &|| {
             holders.clone()
         });
+        let incremental = &tracker.state;
         assert_same(incremental, &full);
         incremental_maps.program(incremental);
         full_maps.program(&full);
         assert_eq!(incremental_maps.contents(), full_maps.contents());
+        // The plan of only what changed programs what the whole plan does
+        // (ids aside: it may hand them out in another order).
+        planned_maps.program_changes(&mut planner, incremental, tracker.changes());
+        assert_eq!(planned_maps.served(), full_maps.served(), "step {step}");
+        assert_eq!(planned_maps.maps.dangling(), Vec::<String>::new());
     }
 }
 
@@ -245,6 +255,19 @@ type Contents = (
     Vec<Vec<u32>>,
 );
 
+type Served = (
+    BTreeMap<lb_common::Frontend4Key, (String, u32, u32, Vec<lb_common::Backend4>)>,
+    Vec<lb_common::Backend4>,
+    Vec<String>,
+);
+
+fn described(info: &lb_common::ServiceInfo) -> String {
+    match crate::datapath::codec::service_from_info(info) {
+        Some((name, port)) => format!("{name} port {}", port.port),
+        None => format!("{info:?}"),
+    }
+}
+
 impl Programmed {
     fn program(&mut self, state: &DesiredState) {
         use crate::datapath::DatapathMaps;
@@ -254,6 +277,46 @@ impl Programmed {
             self.applied.index_is_consistent(self.maps.max_tables()),
             "the plan's indexes drifted from what the maps hold"
         );
+    }
+
+    /// What the planner plans for the changes alone.
+    fn program_changes(
+        &mut self,
+        planner: &mut crate::plan::Planner,
+        state: &DesiredState,
+        changes: &super::Changes,
+    ) {
+        use crate::datapath::DatapathMaps;
+        let max_tables = self.maps.max_tables();
+        let plan = planner.plan(state, changes, &self.applied, max_tables);
+        assert_eq!(plan.problems, [], "{plan}");
+        crate::plan::apply(&plan, &mut self.maps, &mut self.applied).expect("applied");
+        assert!(
+            self.applied.index_is_consistent(max_tables),
+            "the plan's indexes drifted from what the maps hold"
+        );
+    }
+
+    /// What a packet meets, without the ids: each frontend's service entry,
+    /// flags and table (as the backends its slots name), and every backend
+    /// and service entry the maps hold.
+    fn served(&self) -> Served {
+        let maps = &self.maps;
+        let frontends = maps
+            .frontends
+            .iter()
+            .map(|(key, fe)| {
+                let slots = maps.table_of(key).unwrap_or_default();
+                let table = slots.iter().map(|id| maps.backends[id]).collect();
+                let info = described(&maps.services[&fe.service_id]);
+                (*key, (info, fe.flags, fe.backend_count, table))
+            })
+            .collect();
+        let mut backends: Vec<_> = maps.backends.values().copied().collect();
+        backends.sort_by_key(|b| (b.addr_be, b.port_be, b.proto, b.flags));
+        let mut services: Vec<_> = maps.services.values().map(described).collect();
+        services.sort();
+        (frontends, backends, services)
     }
 
     /// Who serves each frontend, as `agent::sync` reads it from the maps.
