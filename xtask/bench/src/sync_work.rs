@@ -4,7 +4,7 @@
 //! plan that follows. No kernel, no agent process: it isolates the part of
 //! "one change at 10,000 Services" that grows with the Services.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use anyhow::{Result, bail};
 use lb::{
@@ -87,8 +87,15 @@ pub fn measure(services: usize, samples: usize, api: bool) -> Result<Took> {
         bail!("the fixture has problems: {:?}", set.problems);
     }
     if api {
-        let metas = (set.services.iter_mut().map(|s| &mut s.metadata))
-            .chain(set.slices.iter_mut().map(|s| &mut s.metadata));
+        let metas = (set
+            .services
+            .iter_mut()
+            .map(|s| &mut Arc::make_mut(s).metadata))
+        .chain(
+            set.slices
+                .iter_mut()
+                .map(|s| &mut Arc::make_mut(s).metadata),
+        );
         for (i, meta) in metas.enumerate() {
             meta.uid = Some(format!("uid-{i}"));
             meta.resource_version = Some("1".into());
@@ -114,7 +121,9 @@ pub fn measure(services: usize, samples: usize, api: bool) -> Result<Took> {
     let mut took = Took::default();
     for sample in 0..samples {
         // A filler's first endpoint moves between two addresses.
-        if let Some(first) = set.slices[changed]
+        // Copied on write, as a reflector replaces the object it stores.
+        let slice = Arc::make_mut(&mut set.slices[changed]);
+        if let Some(first) = slice
             .endpoints
             .as_mut()
             .and_then(|endpoints| endpoints.first_mut())
@@ -122,7 +131,7 @@ pub fn measure(services: usize, samples: usize, api: bool) -> Result<Took> {
             first.addresses = vec![format!("198.18.{}.1", sample % 2)];
         }
         if api {
-            set.slices[changed].metadata.resource_version = Some(format!("{}", sample + 2));
+            slice.metadata.resource_version = Some(format!("{}", sample + 2));
         }
         let started = Instant::now();
         let full = desired::compute(&set.services, &set.slices, &node, &rules, &holders);

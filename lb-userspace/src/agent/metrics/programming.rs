@@ -13,6 +13,7 @@
 //! - a deleted slice is forgotten: its annotation is by definition from its
 //!   last update, not its deletion.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
@@ -56,9 +57,9 @@ impl TriggerTimes {
 
     /// The slices of a snapshot whose trigger time this tracker has not
     /// observed yet.
-    pub fn pending(&self, slices: &[EndpointSlice]) -> Pending {
+    pub fn pending(&self, slices: &[impl Borrow<EndpointSlice>]) -> Pending {
         let mut pending = Pending::default();
-        for slice in slices {
+        for slice in slices.iter().map(Borrow::borrow) {
             let key = format!(
                 "{}/{}",
                 slice.metadata.namespace.as_deref().unwrap_or_default(),

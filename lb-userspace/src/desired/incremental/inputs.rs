@@ -13,7 +13,10 @@
 //! order (the order manifest duplicates are resolved in). 64 bits: a
 //! collision would miss one change until the next resync rebuilds all.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::{
+    borrow::Borrow,
+    hash::{DefaultHasher, Hash, Hasher},
+};
 
 use k8s_openapi::{
     api::{core::v1::Service, discovery::v1::EndpointSlice},
@@ -67,29 +70,24 @@ impl GroupInputs<'_> {
             }
         }
     }
-
-    /// The objects as the desired state's computation takes them.
-    pub(super) fn owned(&self) -> (Vec<Service>, Vec<EndpointSlice>) {
-        (
-            self.services.iter().map(|s| (*s).clone()).collect(),
-            self.slices.iter().map(|s| (*s).clone()).collect(),
-        )
-    }
 }
 
 /// Groups the snapshot's objects. Slices without the service-name label
 /// serve nothing and raise no problem in the full computation either, so
 /// they belong to no group.
-pub(super) fn group<'a>(services: &'a [Service], slices: &'a [EndpointSlice]) -> Groups<'a> {
+pub(super) fn group<'a>(
+    services: &'a [impl Borrow<Service>],
+    slices: &'a [impl Borrow<EndpointSlice>],
+) -> Groups<'a> {
     let mut groups = Groups::default();
-    for service in services {
+    for service in services.iter().map(Borrow::borrow) {
         let meta = &service.metadata;
         let name = meta.name.as_deref().unwrap_or_default();
         let group = groups.entry(namespace_of(&meta.namespace), name);
         group.add("Service", meta, service);
         group.services.push(service);
     }
-    for slice in slices {
+    for slice in slices.iter().map(Borrow::borrow) {
         let meta = &slice.metadata;
         let Some(name) = meta.labels.as_ref().and_then(|l| l.get(LABEL_SERVICE_NAME)) else {
             continue;

@@ -36,7 +36,10 @@ mod inputs;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    borrow::Borrow,
+    collections::{BTreeMap, BTreeSet},
+};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
@@ -131,8 +134,8 @@ impl Tracker {
     /// once, and only when some recomputed group's result reads them.
     pub fn update(
         &mut self,
-        services: &[Service],
-        slices: &[EndpointSlice],
+        services: &[impl Borrow<Service>],
+        slices: &[impl Borrow<EndpointSlice>],
         node: &NodeFacts,
         holders: &dyn Fn() -> Holders,
     ) -> &DesiredState {
@@ -220,7 +223,7 @@ impl Tracker {
     }
 
     fn recompute(&mut self, key: &GroupKey, group: &GroupInputs<'_>, holders: &mut LazyHolders) {
-        let (services, slices) = group.owned();
+        let (services, slices) = (&group.services, &group.slices);
         let node = self.node.clone().unwrap_or_default();
         let mut result =
             compute_with_footprint(&services, &slices, &node, &self.rules, &Holders::default());
@@ -289,9 +292,8 @@ impl Tracker {
             let Some(group) = inputs.get(&key.0, &key.1) else {
                 continue;
             };
-            let (group_services, group_slices) = group.owned();
-            services.extend(group_services);
-            slices.extend(group_slices);
+            services.extend(group.services.iter().copied());
+            slices.extend(group.slices.iter().copied());
         }
         let node = self.node.clone().unwrap_or_default();
         let (state, _) =

@@ -138,15 +138,17 @@ impl ClusterSource {
 }
 
 /// A store's objects by namespace and name: the same cluster state gives
-/// the same snapshot, whatever order the store hashes them in.
-fn sorted<K: Resource + Clone + 'static>(store: &kube::runtime::reflector::Store<K>) -> Vec<K>
+/// the same snapshot, whatever order the store hashes them in. The
+/// objects are the store's own (`Arc`s), not copies.
+fn sorted<K: Resource + Clone + 'static>(store: &kube::runtime::reflector::Store<K>) -> Vec<Arc<K>>
 where
     K::DynamicType: std::hash::Hash + Eq + Clone,
 {
-    let mut objects: Vec<K> = store.state().iter().map(|o| (**o).clone()).collect();
+    let mut objects = store.state();
     objects.sort_by(|a, b| {
-        let key = |o: &K| (o.meta().namespace.clone(), o.meta().name.clone());
-        key(a).cmp(&key(b))
+        let (a, b) = (a.meta(), b.meta());
+        let key_a = (a.namespace.as_deref(), a.name.as_deref());
+        key_a.cmp(&(b.namespace.as_deref(), b.name.as_deref()))
     });
     objects
 }
