@@ -29,13 +29,31 @@ impl Changes {
     }
 
     /// Records a part taken out or put in.
-    pub(super) fn record(&mut self, part: &DesiredState) {
+    pub(super) fn record(&mut self, part: &PartKeys) {
         if self.all {
             return;
         }
-        self.frontends.extend(part.frontends.keys().copied());
-        self.services.extend(part.services.keys().cloned());
+        self.frontends.extend(part.frontends.iter().copied());
+        self.services.extend(part.services.iter().cloned());
+    }
+}
+
+/// What the tracker keeps of a part once it is in the merged state: its
+/// keys, to take it out again (the specs themselves live only in the
+/// merged state, not twice).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct PartKeys {
+    pub(super) frontends: Vec<Frontend>,
+    /// The ports with a service entry and the owners of its frontends.
+    pub(super) services: BTreeSet<ServicePortName>,
+}
+
+impl PartKeys {
+    pub(super) fn of(part: &DesiredState) -> PartKeys {
         let owners = part.frontends.values().map(|spec| &spec.service);
-        self.services.extend(owners.cloned());
+        PartKeys {
+            frontends: part.frontends.keys().copied().collect(),
+            services: part.services.keys().chain(owners).cloned().collect(),
+        }
     }
 }

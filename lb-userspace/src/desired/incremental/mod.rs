@@ -43,6 +43,7 @@ use std::{
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
+use self::changes::PartKeys;
 use self::{
     by_name::ByName,
     footprint::Overlaps,
@@ -63,7 +64,8 @@ enum Unit {
 struct Group {
     version: u64,
     footprint: Footprint,
-    solo: DesiredState,
+    /// Its part's keys (its specs are in the merged state only).
+    solo: PartKeys,
 }
 
 /// How much the last update recomputed.
@@ -84,7 +86,7 @@ pub struct Tracker {
     groups: ByName<String, Group>,
     overlaps: Overlaps,
     entangled: BTreeSet<GroupKey>,
-    entangled_state: DesiredState,
+    entangled_state: PartKeys,
     /// Solo groups whose result reads the holders.
     reads_holders: BTreeSet<GroupKey>,
     state: DesiredState,
@@ -101,7 +103,7 @@ impl Tracker {
             groups: ByName::default(),
             overlaps: Overlaps::default(),
             entangled: BTreeSet::new(),
-            entangled_state: DesiredState::default(),
+            entangled_state: PartKeys::default(),
             reads_holders: BTreeSet::new(),
             state: DesiredState::default(),
             problems: BTreeMap::new(),
@@ -232,6 +234,7 @@ impl Tracker {
             result = compute_with_footprint(&services, &slices, &node, &self.rules, holders.get());
         }
         let (solo, footprint) = result;
+        let keys = PartKeys::of(&solo);
         let met = self.overlaps.met_by(key, &footprint);
         self.overlaps.insert(key, &footprint);
         if self.entangled.contains(key) || !met.is_empty() {
@@ -243,12 +246,12 @@ impl Tracker {
             if reads_holders {
                 self.reads_holders.insert(key.clone());
             }
-            self.changes.record(&solo);
+            self.changes.record(&keys);
             contribute(
                 &mut self.state,
                 &mut self.problems,
                 Unit::Group(key.clone()),
-                &solo,
+                solo,
             );
         }
         let version = group.version();
@@ -258,7 +261,7 @@ impl Tracker {
             Group {
                 version,
                 footprint,
-                solo,
+                solo: keys,
             },
         );
     }
@@ -298,9 +301,10 @@ impl Tracker {
         let node = self.node.clone().unwrap_or_default();
         let (state, _) =
             compute_with_footprint(&services, &slices, &node, &self.rules, holders.get());
-        self.changes.record(&state);
-        contribute(&mut self.state, &mut self.problems, Unit::Entangled, &state);
-        self.entangled_state = state;
+        let keys = PartKeys::of(&state);
+        self.changes.record(&keys);
+        contribute(&mut self.state, &mut self.problems, Unit::Entangled, state);
+        self.entangled_state = keys;
         self.entangled.len()
     }
 
@@ -323,16 +327,12 @@ fn contribute(
     state: &mut DesiredState,
     problems: &mut BTreeMap<Unit, Vec<Problem>>,
     unit: Unit,
-    part: &DesiredState,
+    part: DesiredState,
 ) {
-    for (frontend, spec) in &part.frontends {
-        state.frontends.insert(*frontend, spec.clone());
-    }
-    for (name, info) in &part.services {
-        state.services.insert(name.clone(), info.clone());
-    }
+    state.frontends.extend(part.frontends);
+    state.services.extend(part.services);
     if !part.problems.is_empty() {
-        problems.insert(unit, part.problems.clone());
+        problems.insert(unit, part.problems);
     }
 }
 
@@ -340,12 +340,12 @@ fn withdraw(
     state: &mut DesiredState,
     problems: &mut BTreeMap<Unit, Vec<Problem>>,
     unit: Unit,
-    part: &DesiredState,
+    part: &PartKeys,
 ) {
-    for frontend in part.frontends.keys() {
+    for frontend in &part.frontends {
         state.frontends.remove(frontend);
     }
-    for name in part.services.keys() {
+    for name in &part.services {
         state.services.remove(name);
     }
     problems.remove(&unit);
