@@ -183,7 +183,7 @@ impl Syncer {
         let node = snapshot.node.take().unwrap_or_else(|| self.node.clone());
         let computing = Instant::now();
         self.tracker
-            .update(&snapshot.services, &snapshot.slices, &node, &|| {
+            .update_shared(&snapshot.services, &snapshot.slices, &node, &|| {
                 holders(applied)
             });
         let (desired, changes) = self.tracker.last();

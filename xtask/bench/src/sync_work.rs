@@ -32,7 +32,7 @@ target and empty Services, then filler Services with their endpoints), parsed on
 programmed into the in-memory datapath (`MemoryMaps`). Then one EndpointSlice changes (a \
 filler's first endpoint moves to another address) and, each timed alone: the desired state \
 computed whole (`desired::compute` with the holders the programmed frontends give, as each sync \
-did before) and by the tracker (`desired::incremental::Tracker::update`, warmed on the state \
+did before) and by the tracker (`desired::incremental::Tracker::update_shared`, as the agent calls it, warmed on the state \
 before the change, as the agent's is), for manifests (no versions: each object is hashed whole to see what changed) and for API objects (every object given a uid and a resourceVersion, the changed slice's bumped, as the API server does), then the plan against what is programmed: \
 the whole state's (`plan::plan`, every sync before the planner) and the changed ports' \
 (`plan::Planner::plan` with the tracker's changes, as the agent plans; its plan is the one applied). The change alternates between two addresses, so every sample is a real \
@@ -111,7 +111,7 @@ pub fn measure(services: usize, samples: usize, api: bool) -> Result<Took> {
     let mut applied = Applied::read(&maps)?;
     let mut tracker = Tracker::new(rules.clone());
     let state = tracker
-        .update(&set.services, &set.slices, &node, &Holders::default)
+        .update_shared(&set.services, &set.slices, &node, &Holders::default)
         .clone();
     let mut planner = Planner::new();
     let first = planner.plan(&state, tracker.changes(), &applied, maps.max_tables());
@@ -137,7 +137,7 @@ pub fn measure(services: usize, samples: usize, api: bool) -> Result<Took> {
         let full = desired::compute(&set.services, &set.slices, &node, &rules, &holders);
         took.full.push(ms(started));
         let started = Instant::now();
-        tracker.update(&set.services, &set.slices, &node, &|| holders.clone());
+        tracker.update_shared(&set.services, &set.slices, &node, &|| holders.clone());
         took.incremental.push(ms(started));
         let (state, changes) = tracker.last();
         if state.frontends != full.frontends {
