@@ -51,8 +51,14 @@ impl GroupInputs<'_> {
         hasher.finish()
     }
 
-    /// Adds one object's version.
-    fn add(&mut self, kind: &str, meta: &ObjectMeta, object: &impl Serialize) {
+    /// Adds one object's version; `content`: its content hash if known.
+    fn add(
+        &mut self,
+        kind: &str,
+        meta: &ObjectMeta,
+        object: &impl Serialize,
+        content: Option<u64>,
+    ) {
         match (&meta.uid, &meta.resource_version) {
             (Some(uid), Some(version)) => {
                 let mut hasher = DefaultHasher::new();
@@ -61,15 +67,23 @@ impl GroupInputs<'_> {
             }
             _ => {
                 (kind, &meta.namespace, &meta.name).hash(&mut self.in_order);
-                // Serialized straight into the hasher: no copy of the text.
-                if serde_json::to_writer(HashWriter(&mut self.in_order), object).is_err() {
-                    // Cannot happen for these types; a fresh value each
-                    // time has the group recomputed rather than trusted.
-                    std::time::Instant::now().hash(&mut self.in_order);
-                }
+                let content = content.unwrap_or_else(|| content_hash(object));
+                content.hash(&mut self.in_order);
             }
         }
     }
+}
+
+/// A hash of a whole object (for objects without an API version).
+pub(super) fn content_hash(object: &impl Serialize) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    // Serialized straight into the hasher: no copy of the text.
+    if serde_json::to_writer(HashWriter(&mut hasher), object).is_err() {
+        // Cannot happen for these types; a fresh value each time has the
+        // group recomputed rather than trusted.
+        std::time::Instant::now().hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// Groups the snapshot's objects. Slices without the service-name label
@@ -79,12 +93,26 @@ pub(super) fn group<'a>(
     services: &'a [impl Borrow<Service>],
     slices: &'a [impl Borrow<EndpointSlice>],
 ) -> Groups<'a> {
+    group_with(services, slices, &|_| None)
+}
+
+/// [`group`], with the content hashes already known by object address.
+pub(super) fn group_with<'a>(
+    services: &'a [impl Borrow<Service>],
+    slices: &'a [impl Borrow<EndpointSlice>],
+    known: &dyn Fn(usize) -> Option<u64>,
+) -> Groups<'a> {
     let mut groups = Groups::default();
     for service in services.iter().map(Borrow::borrow) {
         let meta = &service.metadata;
         let name = meta.name.as_deref().unwrap_or_default();
         let group = groups.entry(namespace_of(&meta.namespace), name);
-        group.add("Service", meta, service);
+        group.add(
+            "Service",
+            meta,
+            service,
+            known(std::ptr::from_ref(service) as usize),
+        );
         group.services.push(service);
     }
     for slice in slices.iter().map(Borrow::borrow) {
@@ -93,7 +121,12 @@ pub(super) fn group<'a>(
             continue;
         };
         let group = groups.entry(namespace_of(&meta.namespace), name.as_str());
-        group.add("EndpointSlice", meta, slice);
+        group.add(
+            "EndpointSlice",
+            meta,
+            slice,
+            known(std::ptr::from_ref(slice) as usize),
+        );
         group.slices.push(slice);
     }
     groups

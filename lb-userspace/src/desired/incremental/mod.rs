@@ -59,7 +59,7 @@ use self::{
     footprint::Overlaps,
     inputs::{GroupInputs, GroupKey, Groups},
     parts::{LazyHolders, contribute, withdraw},
-    shared::{SharedObjects, versioned},
+    shared::{ContentMemo, SharedObjects, versioned},
 };
 pub use self::{changes::Changes, footprint::Footprint};
 use super::{Holders, Rules, compute_with_footprint};
@@ -107,6 +107,8 @@ pub struct Tracker {
     changes: Changes,
     /// The objects of the last shared snapshot (`update_shared`).
     shared: Option<SharedObjects>,
+    /// The content hashes of the last shared snapshot's unversioned objects.
+    content: Option<ContentMemo>,
 }
 
 impl Tracker {
@@ -124,6 +126,7 @@ impl Tracker {
             stats: UpdateStats::default(),
             changes: Changes::all(),
             shared: None,
+            content: None,
         }
     }
 
@@ -157,7 +160,7 @@ impl Tracker {
         holders: &dyn Fn() -> Holders,
     ) -> &DesiredState {
         let full = self.begin(node);
-        self.shared = None;
+        (self.shared, self.content) = (None, None);
         let inputs = inputs::group(services, slices);
         let changed = self.changed(&inputs);
         self.apply_changes(&inputs, &changed, holders, full);
@@ -184,12 +187,22 @@ impl Tracker {
             // No baseline to compare with (the first shared snapshot, or
             // after objects without versions): the general path, which
             // seeds the baseline if these objects have versions.
-            let inputs = inputs::group(services, slices);
-            let changed = self.changed(&inputs);
-            self.apply_changes(&inputs, &changed, holders, full);
             let versioned = services.iter().all(|s| versioned(&s.metadata))
                 && slices.iter().all(|s| versioned(&s.metadata));
+            let memo = match versioned {
+                true => ContentMemo::default(),
+                false => self
+                    .content
+                    .take()
+                    .unwrap_or_default()
+                    .refresh(services, slices),
+            };
+            let inputs = inputs::group_with(services, slices, &|address| memo.get(address));
+            let changed = self.changed(&inputs);
+            self.apply_changes(&inputs, &changed, holders, full);
+            drop(inputs);
             self.shared = versioned.then_some(shared);
+            self.content = (!versioned).then_some(memo);
             return &self.state;
         };
         changed.extend(self.reads_holders.iter().cloned());

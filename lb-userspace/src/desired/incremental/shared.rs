@@ -21,7 +21,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 
-use super::inputs::GroupKey;
+use super::inputs::{GroupKey, content_hash};
 use crate::desired::{LABEL_SERVICE_NAME, meta::namespace_of};
 
 /// Addresses are already well spread: a multiply is hash enough.
@@ -210,4 +210,48 @@ impl SharedObjects {
     ) -> (Vec<&Service>, Vec<&EndpointSlice>) {
         (self.services.of(groups), self.slices.of(groups))
     }
+}
+
+/// The content hash of each object without an API version (manifests),
+/// by address: the manifest cache hands out the same `Arc`s for a file
+/// that did not change, so only the objects of changed files are hashed
+/// (serialized) again. Holds the `Arc`s, so no address is reused while
+/// remembered.
+#[derive(Default)]
+pub(super) struct ContentMemo {
+    services: ByAddress<(Arc<Service>, u64)>,
+    slices: ByAddress<(Arc<EndpointSlice>, u64)>,
+}
+
+impl ContentMemo {
+    /// The memo of this snapshot's objects (others are forgotten).
+    pub(super) fn refresh(
+        mut self,
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+    ) -> ContentMemo {
+        ContentMemo {
+            services: remembered(&mut self.services, services),
+            slices: remembered(&mut self.slices, slices),
+        }
+    }
+
+    /// The content hash of the object at `address`, if known.
+    pub(super) fn get(&self, address: usize) -> Option<u64> {
+        let service = self.services.get(&address).map(|(_, hash)| *hash);
+        service.or_else(|| self.slices.get(&address).map(|(_, hash)| *hash))
+    }
+}
+
+fn remembered<K: serde::Serialize>(
+    old: &mut ByAddress<(Arc<K>, u64)>,
+    now: &[Arc<K>],
+) -> ByAddress<(Arc<K>, u64)> {
+    now.iter()
+        .map(|object| {
+            let kept = old.remove(&address(object));
+            let hash = kept.map_or_else(|| content_hash(&**object), |(_, hash)| hash);
+            (address(object), (object.clone(), hash))
+        })
+        .collect()
 }
