@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// Each wanted backend's id and map value, or why it has none.
-pub(super) type BackendIds = BTreeMap<Backend, Result<(u32, Backend4), PlanError>>;
+type BackendIds = BTreeMap<Backend, Result<(u32, Backend4), PlanError>>;
 
 /// The frontends of one Service port, in the desired state's order.
 pub(super) type ServiceFrontends<'a> = Vec<(&'a Frontend, &'a FrontendSpec)>;
@@ -62,11 +62,41 @@ pub(super) fn plan_whole(
     applied: &Applied,
     max_tables: u32,
 ) -> (Plan, Vec<ServicePortName>) {
+    let ports = by_service(desired);
+    let mut planned = plan_ports_of(
+        ports,
+        wanted_backends(desired),
+        desired,
+        applied,
+        max_tables,
+    );
+    removals(applied, &planned.in_use, &mut planned.out);
+    planned.out.new_services = planned.ids.into_new_services();
+    (planned.out, planned.failed)
+}
+
+/// The writes of some Service ports, before the removals.
+pub(super) struct Planned<'a> {
+    pub(super) ids: Ids<'a>,
+    pub(super) out: Plan,
+    pub(super) in_use: InUse,
+    /// The ports that could not be planned.
+    pub(super) failed: Vec<ServicePortName>,
+}
+
+/// Plans `ports`, whose endpoints' backends (with their flags) are
+/// `wanted`: ids, tables, frontends, service entries and changed backends.
+pub(super) fn plan_ports_of<'a>(
+    ports: Vec<(&ServicePortName, ServiceFrontends<'_>)>,
+    wanted: BTreeMap<Backend, BackendFlags>,
+    desired: &DesiredState,
+    applied: &'a Applied,
+    max_tables: u32,
+) -> Planned<'a> {
     let mut ids = Ids::new(applied, max_tables);
-    let backend_ids = assign_backend_ids(wanted_backends(desired), applied, &mut ids);
+    let backend_ids = assign_backend_ids(wanted, applied, &mut ids);
     let mut out = Plan::default();
     let mut in_use = InUse::default();
-    let ports = by_service(desired);
     let failed = plan_ports(
         ports,
         desired,
@@ -77,14 +107,17 @@ pub(super) fn plan_whole(
         &mut in_use,
     );
     out.set_backends = changed_backends(&backend_ids, applied, &in_use);
-    removals(applied, &in_use, &mut out);
-    out.new_services = ids.into_new_services();
-    (out, failed)
+    Planned {
+        ids,
+        out,
+        in_use,
+        failed,
+    }
 }
 
 /// Plans each Service port on its own, in order; returns those that could
 /// not be planned, which keep what they have.
-pub(super) fn plan_ports<'a>(
+fn plan_ports<'a>(
     ports: Vec<(&'a ServicePortName, ServiceFrontends<'a>)>,
     desired: &DesiredState,
     applied: &Applied,
@@ -116,7 +149,7 @@ pub(super) fn plan_ports<'a>(
 }
 
 /// The planned backends whose map value is new or changed.
-pub(super) fn changed_backends(
+fn changed_backends(
     backend_ids: &BackendIds,
     applied: &Applied,
     in_use: &InUse,
@@ -167,7 +200,7 @@ fn wanted_backends(desired: &DesiredState) -> BTreeMap<Backend, BackendFlags> {
 }
 
 /// Each wanted backend's id: the one the maps have for it, else a new one.
-pub(super) fn assign_backend_ids(
+fn assign_backend_ids(
     wanted: BTreeMap<Backend, BackendFlags>,
     applied: &Applied,
     ids: &mut Ids,

@@ -15,8 +15,7 @@ use lb_common::Frontend4Key;
 
 use super::{
     Applied, Plan,
-    diff::{InUse, ServiceFrontends, assign_backend_ids, changed_backends, plan_ports},
-    ids::Ids,
+    diff::{InUse, ServiceFrontends, plan_ports_of},
     index::identity_of,
     usage::Usage,
 };
@@ -54,25 +53,13 @@ pub(super) fn plan_scope(
             wanted.insert(endpoint.backend, flags);
         }
     }
-    let mut ids = Ids::new(applied, max_tables);
-    let backend_ids = assign_backend_ids(wanted, applied, &mut ids);
-    let mut out = Plan::default();
-    let mut in_use = InUse::default();
-    let failed = plan_ports(
-        ports,
-        desired,
-        applied,
-        &backend_ids,
-        &mut ids,
-        &mut out,
-        &mut in_use,
-    );
-    out.set_backends = changed_backends(&backend_ids, applied, &in_use);
+    let mut planned = plan_ports_of(ports, wanted, desired, applied, max_tables);
     let keys = scope_keys(scope, usage, applied);
-    removals(&keys, desired, scope, applied, &in_use, &mut out);
-    shared_backend_flags(scope, usage, applied, &mut out);
-    out.new_services = ids.into_new_services();
-    (out, failed)
+    let out = &mut planned.out;
+    removals(&keys, desired, scope, applied, &planned.in_use, out);
+    shared_backend_flags(scope, usage, applied, out);
+    planned.out.new_services = planned.ids.into_new_services();
+    (planned.out, planned.failed)
 }
 
 /// The scope's Service ports with their frontends, in the order of their
