@@ -16,7 +16,7 @@ use crate::{
     datapath::{DatapathMaps, codec},
     desired::{self, Holders, Rules, incremental::Tracker},
     model::{DesiredState, NodeFacts, Problem},
-    plan::{self, Applied, Plan},
+    plan::{self, Applied, Plan, Planner},
     source::{Snapshot, Source, SourceError},
 };
 
@@ -30,7 +30,10 @@ pub(super) fn desired_state(
     applied: &Applied,
 ) -> DesiredState {
     let holders = holders(applied);
-    let mut state = desired::compute(&snapshot.services, &snapshot.slices, node, rules, &holders);
+    // The dry run computes once: copies of the objects are fine here.
+    let services: Vec<_> = snapshot.services.iter().map(|s| (**s).clone()).collect();
+    let slices: Vec<_> = snapshot.slices.iter().map(|s| (**s).clone()).collect();
+    let mut state = desired::compute(&services, &slices, node, rules, &holders);
     let mut problems = snapshot.problems;
     problems.append(&mut state.problems);
     state.problems = problems;
@@ -89,6 +92,8 @@ pub(super) struct Syncer {
     tracker: Tracker,
     /// The cluster's settings (the health-check ports read them too).
     rules: Rules,
+    /// The plans, made per changed Service port.
+    planner: Planner,
 }
 
 impl Syncer {
@@ -112,6 +117,7 @@ impl Syncer {
             node_missing: false,
             tracker: Tracker::new(rules.clone()),
             rules,
+            planner: Planner::new(),
         }
     }
 
@@ -187,13 +193,15 @@ impl Syncer {
         // Cluster mode's Node object replaces the configured facts.
         let node = snapshot.node.take().unwrap_or_else(|| self.node.clone());
         let computing = Instant::now();
-        let desired = self
-            .tracker
-            .update(&snapshot.services, &snapshot.slices, &node, &|| {
+        self.tracker
+            .update_shared(&snapshot.services, &snapshot.slices, &node, &|| {
                 holders(applied)
             });
+        let (desired, changes) = self.tracker.last();
         let computed = computing.elapsed();
-        let plan = plan::plan(desired, applied, maps.max_tables());
+        let plan = self
+            .planner
+            .plan(desired, changes, applied, maps.max_tables());
         let planned = computing.elapsed() - computed;
         let frontends = desired.frontends.len();
         // The source's problems first, then the desired state's.
@@ -205,10 +213,13 @@ impl Syncer {
             problems.extend(servers.sync(&checks, &node.addresses));
         }
         let stats = self.tracker.stats();
+        let plan_stats = self.planner.stats();
         debug!(
             recomputed = stats.recomputed,
             entangled = stats.entangled,
             full = stats.full,
+            planned_ports = plan_stats.ports,
+            whole_plan = plan_stats.whole,
             desired_us = computed.as_micros() as u64,
             plan_us = planned.as_micros() as u64,
             "desired state and plan"
@@ -236,6 +247,7 @@ impl Syncer {
             Err(err) => {
                 warn!("applying the plan failed, will retry: {err}");
                 self.failed("apply");
+                self.planner.not_applied();
                 match Applied::reread(maps, applied) {
                     Ok(fresh) => *applied = fresh,
                     Err(err) => warn!("re-reading the maps failed: {err}"),

@@ -170,7 +170,10 @@ mod tests {
     #[test]
     fn local_policy_falls_back_to_local_serving_terminating() {
         let mut set = fixture("itp-local.yaml");
-        let endpoints = set.slices[0].endpoints.as_mut().expect("endpoints");
+        let endpoints = std::sync::Arc::make_mut(&mut set.slices[0])
+            .endpoints
+            .as_mut()
+            .expect("endpoints");
         for endpoint in endpoints.iter_mut() {
             endpoint.conditions = Some(k8s_openapi::api::discovery::v1::EndpointConditions {
                 ready: Some(false),

@@ -7,6 +7,7 @@
 //! fails the check). The agent's `service_health` serves them.
 
 use std::{
+    borrow::Borrow,
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
@@ -43,13 +44,13 @@ pub struct HealthCheck {
 /// Every Service this node answers a health check for. Of two definitions
 /// of one namespace/name the first is used, as everywhere else.
 pub fn health_checks(
-    services: &[Service],
-    slices: &[EndpointSlice],
+    services: &[impl Borrow<Service>],
+    slices: &[impl Borrow<EndpointSlice>],
     node: &NodeFacts,
     rules: &Rules,
 ) -> BTreeMap<ServiceRef, HealthCheck> {
     let mut checks = BTreeMap::new();
-    for svc in services {
+    for svc in services.iter().map(Borrow::borrow) {
         let Some(port) = health_check_port(svc, rules) else {
             continue;
         };
@@ -66,7 +67,7 @@ pub fn health_checks(
         return checks;
     }
     let mut ready: BTreeMap<&ServiceRef, BTreeSet<IpAddr>> = BTreeMap::new();
-    for slice in slices {
+    for slice in slices.iter().map(Borrow::borrow) {
         let Some(service) = slice_service(slice, &checks) else {
             continue;
         };

@@ -56,6 +56,8 @@ mod test_support;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Borrow;
+
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 pub use health_checks::{HealthCheck, ServiceRef, health_checks};
@@ -85,8 +87,8 @@ use crate::model::{DesiredState, NodeFacts};
 /// Service that works (empty: the older object, then the name that sorts
 /// first).
 pub fn compute(
-    services: &[Service],
-    slices: &[EndpointSlice],
+    services: &[impl Borrow<Service>],
+    slices: &[impl Borrow<EndpointSlice>],
     node: &NodeFacts,
     rules: &Rules,
     holders: &Holders,
@@ -97,17 +99,17 @@ pub fn compute(
 /// [`compute`], plus what the result could collide on with other objects'
 /// (the incremental tracker's input: `incremental::footprint`).
 fn compute_with_footprint(
-    services: &[Service],
-    slices: &[EndpointSlice],
+    services: &[impl Borrow<Service>],
+    slices: &[impl Borrow<EndpointSlice>],
     node: &NodeFacts,
     rules: &Rules,
     holders: &Holders,
 ) -> (DesiredState, Footprint) {
     let mut problems = Problems::default();
     let mut slices = SliceIndex::build(slices, &mut problems);
-    let views: Vec<ServiceView> = sorted_by_name(services, |s| &s.metadata)
+    let views: Vec<ServiceView> = sorted_by_name(services, |s| &s.borrow().metadata)
         .into_iter()
-        .filter_map(|svc| ServiceView::parse(svc, rules, node, &mut problems))
+        .filter_map(|svc| ServiceView::parse(svc.borrow(), rules, node, &mut problems))
         .collect();
     let mut footprint = Footprint {
         endpoint_addrs: slices.endpoint_addresses(),

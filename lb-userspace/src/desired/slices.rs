@@ -4,6 +4,7 @@
 //! import goes in a circle.
 
 use std::{
+    borrow::Borrow,
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
@@ -104,9 +105,13 @@ pub(super) struct SliceIndex {
 }
 
 impl SliceIndex {
-    pub(super) fn build(slices: &[EndpointSlice], problems: &mut Problems) -> SliceIndex {
+    pub(super) fn build(
+        slices: &[impl Borrow<EndpointSlice>],
+        problems: &mut Problems,
+    ) -> SliceIndex {
         let mut index = SliceIndex::default();
-        for slice in sorted_by_name(slices, |s| &s.metadata) {
+        let sorted = sorted_by_name(slices, |s| &s.borrow().metadata);
+        for slice in sorted.into_iter().map(Borrow::borrow) {
             let Some(service) = slice
                 .metadata
                 .labels

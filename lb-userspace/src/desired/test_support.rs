@@ -24,8 +24,8 @@ pub(super) use WhenEmpty::{Drop, Reject};
 
 /// The desired state with the default rules and no current holders.
 pub(super) fn compute(
-    services: &[Service],
-    slices: &[EndpointSlice],
+    services: &[std::sync::Arc<Service>],
+    slices: &[std::sync::Arc<EndpointSlice>],
     node: &NodeFacts,
 ) -> DesiredState {
     super::compute(

@@ -25,7 +25,9 @@ pub(super) fn affinity_purge(applied: &Applied, plan: &Plan) -> Vec<(u32, u32)> 
     let mut after: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
     for (key, value) in &applied.frontends {
         if touched.contains(&value.service_id) {
-            reach(&mut before, value, |id| applied.table_backend_ids(id));
+            reach(&mut before, value, |id| {
+                applied.table_backend_ids(id).iter().copied().collect()
+            });
         }
         if !set.contains_key(key) && !removed.contains(key) && touched.contains(&value.service_id) {
             reach(&mut after, value, |id| tables_after(applied, plan, id));
@@ -85,7 +87,11 @@ fn reach(
 fn tables_after(applied: &Applied, plan: &Plan, table_id: u32) -> BTreeSet<u32> {
     match plan.write_tables.iter().find(|t| t.table_id == table_id) {
         Some(written) => written.slots.iter().copied().collect(),
-        None => applied.table_backend_ids(table_id),
+        None => applied
+            .table_backend_ids(table_id)
+            .iter()
+            .copied()
+            .collect(),
     }
 }
 

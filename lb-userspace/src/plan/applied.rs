@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use lb_common::{Backend4, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE, ServiceInfo};
 
-use super::{Plan, maglev};
+use super::{Plan, index::Index, maglev};
 use crate::{
     datapath::{
         DatapathMaps, MapsError,
-        codec::{backend_from_value, backend_identity, service_from_info},
+        codec::{backend_from_value, service_from_info},
     },
     model::{Backend, ServicePortName},
 };
@@ -32,6 +32,8 @@ pub struct Applied {
     /// Service port ids, and the service map's values for them.
     pub(super) services: BTreeMap<ServicePortName, u32>,
     pub service_infos: BTreeMap<u32, ServiceInfo>,
+    /// Who references what, and the free ids: kept in step by `record`.
+    pub(super) index: Index,
 }
 
 impl Applied {
@@ -70,6 +72,7 @@ impl Applied {
             }
         }
         applied.frontends = frontends;
+        applied.index = Index::build(&applied, maps.max_tables());
         Ok(applied)
     }
 
@@ -85,6 +88,7 @@ impl Applied {
             .into_iter()
             .filter(|id| !in_use.contains(id))
             .collect();
+        fresh.index = Index::build(&fresh, maps.max_tables());
         Ok(fresh)
     }
 
@@ -101,8 +105,8 @@ impl Applied {
     /// Whether `slots` are exactly what this agent knows table `table_id`
     /// holds (a resync's spot check of one table).
     pub fn holds_table(&self, table_id: u32, slots: &[u32]) -> bool {
-        let known = self.tables.iter().find(|(_, id)| **id == table_id);
-        known.is_some_and(|(backends, _)| self.recognise_table(slots).as_ref() == Some(backends))
+        let known = self.index.table_backends.get(&table_id);
+        known.is_some_and(|backends| self.recognise_table(slots).as_ref() == Some(backends))
     }
 
     /// The backend set whose Maglev table is exactly `slots`, if any.
@@ -123,14 +127,6 @@ impl Applied {
         same.then_some(set)
     }
 
-    /// Backend ids by identity (address, port, protocol).
-    pub(super) fn backend_ids(&self) -> BTreeMap<(u32, u16, u8), u32> {
-        self.backends
-            .iter()
-            .map(|(id, be)| (backend_identity(be), *id))
-            .collect()
-    }
-
     pub(super) fn table_ids_in_use(&self) -> BTreeSet<u32> {
         self.tables
             .values()
@@ -141,29 +137,61 @@ impl Applied {
     }
 
     /// The backend ids a live table names.
-    pub(super) fn table_backend_ids(&self, table_id: u32) -> BTreeSet<u32> {
-        if let Some(named) = self.foreign_tables.get(&table_id) {
-            return named.clone();
-        }
-        let Some((backends, _)) = self.tables.iter().find(|(_, id)| **id == table_id) else {
-            return BTreeSet::new();
-        };
-        let wanted: BTreeSet<&Backend> = backends.iter().collect();
-        self.backends
-            .iter()
-            .filter(|(_, value)| backend_from_value(value).is_some_and(|b| wanted.contains(&b)))
-            .map(|(id, _)| *id)
-            .collect()
+    pub(super) fn table_backend_ids(&self, table_id: u32) -> &[u32] {
+        self.index
+            .table_named
+            .get(&table_id)
+            .map_or(&[], Vec::as_slice)
     }
 
-    /// Records an applied plan.
+    /// Whether the indexes kept by `record` are what indexing the whole
+    /// state again gives (the property tests check it after every apply).
+    #[cfg(test)]
+    pub(crate) fn index_is_consistent(&self, max_tables: u32) -> bool {
+        let differences = self.index.differences(&Index::build(self, max_tables));
+        if !differences.is_empty() {
+            eprintln!("kept index differs from a rebuilt one: {differences:#?}");
+        }
+        differences.is_empty()
+    }
+
+    /// Records an applied plan, in time proportional to the plan.
     pub(super) fn record(&mut self, plan: &Plan) {
+        let mut index = std::mem::take(&mut self.index);
+        for table_id in &plan.release_tables {
+            if let Some(backends) = index.table_backends.get(table_id) {
+                self.tables.remove(backends);
+            }
+            self.foreign_tables.remove(table_id);
+        }
+        // An id handed to another name (a Service port that took over a
+        // frontend carrying it) is no longer the old name's: two ports
+        // sharing one id would overwrite each other's service entry.
+        for (name, id) in &plan.new_services {
+            if let Some(previous) = index.service_names.get(id)
+                && previous != name
+                && self.services.get(previous) == Some(id)
+            {
+                self.services.remove(previous);
+            }
+        }
+        let ended_quarantine = std::mem::take(&mut self.quarantined_tables);
+        index.record(plan, self, &ended_quarantine);
+        let touched = plan.remove_frontends.iter();
+        let touched = touched.chain(plan.set_frontends.iter().map(|(key, _)| key));
+        let maybe_unused: Vec<u32> = touched
+            .filter_map(|key| self.frontends.get(key).map(|fe| fe.service_id))
+            .chain(plan.remove_services.iter().copied())
+            .collect();
         self.service_infos.extend(plan.set_services.iter().copied());
         for id in &plan.remove_services {
             self.service_infos.remove(id);
+            if let Some(name) = index.service_names.remove(id)
+                && self.services.get(&name) == Some(id)
+            {
+                self.services.remove(&name);
+            }
         }
-        self.services
-            .retain(|_, id| !plan.remove_services.contains(id));
         self.backends.extend(plan.set_backends.iter().copied());
         for (id, _) in &plan.remove_backends {
             self.backends.remove(id);
@@ -172,20 +200,19 @@ impl Applied {
         for key in &plan.remove_frontends {
             self.frontends.remove(key);
         }
-        let released: BTreeSet<u32> = plan.release_tables.iter().copied().collect();
-        self.tables.retain(|_, id| !released.contains(id));
-        self.foreign_tables.retain(|id, _| !released.contains(id));
         self.tables.extend(
             plan.write_tables
                 .iter()
                 .map(|table| (table.backends.clone(), table.table_id)),
         );
-        self.quarantined_tables = released;
+        self.quarantined_tables = plan.release_tables.iter().copied().collect();
         self.services.extend(
             plan.new_services
                 .iter()
                 .filter(|(_, id)| !plan.remove_services.contains(id))
                 .cloned(),
         );
+        index.release_unused_services(maybe_unused, self);
+        self.index = index;
     }
 }

@@ -25,18 +25,18 @@ use crate::{
 type BackendIds = BTreeMap<Backend, Result<(u32, Backend4), PlanError>>;
 
 /// The frontends of one Service port, in the desired state's order.
-type ServiceFrontends<'a> = Vec<(&'a Frontend, &'a FrontendSpec)>;
+pub(super) type ServiceFrontends<'a> = Vec<(&'a Frontend, &'a FrontendSpec)>;
 
 /// What the plan keeps: everything else the maps hold is removed.
 #[derive(Default)]
-struct InUse {
-    frontends: BTreeSet<Frontend4Key>,
-    services: BTreeSet<u32>,
-    tables: BTreeSet<u32>,
+pub(super) struct InUse {
+    pub(super) frontends: BTreeSet<Frontend4Key>,
+    pub(super) services: BTreeSet<u32>,
+    pub(super) tables: BTreeSet<u32>,
     /// Backends the planned frontends select (written when changed).
-    planned_backends: BTreeSet<u32>,
+    pub(super) planned_backends: BTreeSet<u32>,
     /// Backends that frontends kept as they were still select.
-    kept_backends: BTreeSet<u32>,
+    pub(super) kept_backends: BTreeSet<u32>,
 }
 
 /// The writes of one Service port, added to the plan only when the whole
@@ -52,22 +52,86 @@ struct ServicePart {
 
 /// Computes the plan. Pure: reads only its arguments.
 pub fn plan(desired: &DesiredState, applied: &Applied, max_tables: u32) -> Plan {
+    plan_whole(desired, applied, max_tables).0
+}
+
+/// The plan of the whole desired state, and the Service ports it could
+/// not plan (kept as they were, each a problem of the plan).
+pub(super) fn plan_whole(
+    desired: &DesiredState,
+    applied: &Applied,
+    max_tables: u32,
+) -> (Plan, Vec<ServicePortName>) {
+    let ports = by_service(desired);
+    let mut planned = plan_ports_of(
+        ports,
+        wanted_backends(desired),
+        desired,
+        applied,
+        max_tables,
+    );
+    removals(applied, &planned.in_use, &mut planned.out);
+    planned.out.new_services = planned.ids.into_new_services();
+    planned.out.purge_affinity = super::affinity_purge::affinity_purge(applied, &planned.out);
+    (planned.out, planned.failed)
+}
+
+/// The writes of some Service ports, before the removals.
+pub(super) struct Planned<'a> {
+    pub(super) ids: Ids<'a>,
+    pub(super) out: Plan,
+    pub(super) in_use: InUse,
+    /// The ports that could not be planned.
+    pub(super) failed: Vec<ServicePortName>,
+}
+
+/// Plans `ports`, whose endpoints' backends (with their flags) are
+/// `wanted`: ids, tables, frontends, service entries and changed backends.
+pub(super) fn plan_ports_of<'a>(
+    ports: Vec<(&ServicePortName, ServiceFrontends<'_>)>,
+    wanted: BTreeMap<Backend, BackendFlags>,
+    desired: &DesiredState,
+    applied: &'a Applied,
+    max_tables: u32,
+) -> Planned<'a> {
     let mut ids = Ids::new(applied, max_tables);
-    let backend_ids = assign_backend_ids(desired, applied, &mut ids);
+    let backend_ids = assign_backend_ids(wanted, applied, &mut ids);
     let mut out = Plan::default();
     let mut in_use = InUse::default();
+    let failed = plan_ports(
+        ports,
+        desired,
+        applied,
+        &backend_ids,
+        &mut ids,
+        &mut out,
+        &mut in_use,
+    );
+    out.set_backends = changed_backends(&backend_ids, applied, &in_use);
+    Planned {
+        ids,
+        out,
+        in_use,
+        failed,
+    }
+}
+
+/// Plans each Service port on its own, in order; returns those that could
+/// not be planned, which keep what they have.
+fn plan_ports<'a>(
+    ports: Vec<(&'a ServicePortName, ServiceFrontends<'a>)>,
+    desired: &DesiredState,
+    applied: &Applied,
+    backend_ids: &BackendIds,
+    ids: &mut Ids<'_>,
+    out: &mut Plan,
+    in_use: &mut InUse,
+) -> Vec<ServicePortName> {
     let mut failed = Vec::new();
-    for (service, frontends) in by_service(desired) {
+    for (service, frontends) in ports {
         let mark: Mark = ids.mark();
-        match plan_service(
-            service,
-            &frontends,
-            desired,
-            applied,
-            &backend_ids,
-            &mut ids,
-        ) {
-            Ok(part) => add_part(part, applied, &mut out, &mut in_use),
+        match plan_service(service, &frontends, desired, applied, backend_ids, ids) {
+            Ok(part) => add_part(part, applied, out, in_use),
             Err(err) => {
                 ids.undo(mark);
                 failed.push((service, frontends, err));
@@ -76,22 +140,29 @@ pub fn plan(desired: &DesiredState, applied: &Applied, max_tables: u32) -> Plan 
     }
     // After every plannable port has claimed its frontends: a frontend that
     // moved to another Service goes to it.
+    let mut names = Vec::new();
     for (service, frontends, err) in failed {
-        let kept = keep_serving(service, &frontends, applied, &mut in_use);
+        let kept = keep_serving(service, &frontends, applied, in_use);
         out.problems.push(problem(service, &err, kept));
+        names.push(service.clone());
     }
-    out.set_backends = backend_ids
+    names
+}
+
+/// The planned backends whose map value is new or changed.
+fn changed_backends(
+    backend_ids: &BackendIds,
+    applied: &Applied,
+    in_use: &InUse,
+) -> Vec<(u32, Backend4)> {
+    backend_ids
         .values()
         .filter_map(|result| result.as_ref().ok())
         .filter(|(id, value)| {
             in_use.planned_backends.contains(id) && applied.backends.get(id) != Some(value)
         })
         .copied()
-        .collect();
-    removals(applied, &in_use, &mut out);
-    out.new_services = ids.into_new_services();
-    out.purge_affinity = super::affinity_purge::affinity_purge(applied, &out);
-    out
+        .collect()
 }
 
 /// Groups frontends by Service port, ports in the order of their first
@@ -113,9 +184,8 @@ fn by_service(desired: &DesiredState) -> Vec<(&ServicePortName, ServiceFrontends
 }
 
 /// Every backend any frontend uses, with its flags (a flag holds if it
-/// holds for every frontend using the backend), and its id: the one the
-/// maps have for it, else a new one.
-fn assign_backend_ids(desired: &DesiredState, applied: &Applied, ids: &mut Ids) -> BackendIds {
+/// holds for every frontend using the backend).
+fn wanted_backends(desired: &DesiredState) -> BTreeMap<Backend, BackendFlags> {
     let mut wanted: BTreeMap<Backend, BackendFlags> = BTreeMap::new();
     for endpoint in desired.frontends.values().flat_map(|spec| &spec.endpoints) {
         let flags = BackendFlags {
@@ -127,7 +197,16 @@ fn assign_backend_ids(desired: &DesiredState, applied: &Applied, ids: &mut Ids) 
             .and_modify(|f| *f = f.both(flags))
             .or_insert(flags);
     }
-    let known = applied.backend_ids();
+    wanted
+}
+
+/// Each wanted backend's id: the one the maps have for it, else a new one.
+fn assign_backend_ids(
+    wanted: BTreeMap<Backend, BackendFlags>,
+    applied: &Applied,
+    ids: &mut Ids,
+) -> BackendIds {
+    let known = &applied.index.backend_ids;
     wanted
         .into_iter()
         .map(|(backend, flags)| {
@@ -229,16 +308,21 @@ fn keep_serving(
     in_use: &mut InUse,
 ) -> usize {
     let known_id = applied.services.get(service).copied();
-    let at_its_addresses: BTreeSet<Frontend4Key> = frontends
+    let at_its_addresses = frontends
         .iter()
         .filter_map(|(frontend, _)| frontend_key(frontend).ok())
-        .collect();
+        .filter(|key| applied.frontends.contains_key(key));
+    let carrying_its_id = known_id
+        .and_then(|id| applied.index.service_frontends.get(&id))
+        .into_iter()
+        .flatten()
+        .copied();
     let mut kept = 0;
-    for (key, value) in &applied.frontends {
-        let its_own = Some(value.service_id) == known_id || at_its_addresses.contains(key);
-        if !its_own || !in_use.frontends.insert(*key) {
+    for key in carrying_its_id.chain(at_its_addresses) {
+        if !in_use.frontends.insert(key) {
             continue;
         }
+        let value = &applied.frontends[&key];
         kept += 1;
         in_use.services.insert(value.service_id);
         if value.backend_count > 0 {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use lb_common::{MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_SERVICES};
 
-use super::{Applied, PlanError, TableWrite, maglev};
+use super::{Applied, PlanError, TableWrite, free_ids::Claims, maglev};
 use crate::model::{Backend, ServicePortName};
 
 /// The largest service id. Ids run from 1 (0 is never used) to
@@ -29,56 +29,12 @@ pub(super) struct Mark {
     services: usize,
 }
 
-/// The ids of one kind in use, handing out the lowest free one. Ids below
-/// `cursor` are all in use, so a plan that allocates thousands of ids
-/// walks the range once, not once per id.
-struct IdPool {
-    used: BTreeSet<u32>,
-    cursor: u32,
-    end: u32,
-}
-
-impl IdPool {
-    /// A pool of the ids `start..end`, `used` taken already.
-    fn new(used: BTreeSet<u32>, start: u32, end: u32) -> IdPool {
-        IdPool {
-            used,
-            cursor: start,
-            end,
-        }
-    }
-
-    fn take_lowest(&mut self) -> Option<u32> {
-        while self.cursor < self.end && self.used.contains(&self.cursor) {
-            self.cursor += 1;
-        }
-        if self.cursor >= self.end {
-            return None;
-        }
-        let id = self.cursor;
-        self.used.insert(id);
-        self.cursor += 1;
-        Some(id)
-    }
-
-    fn insert(&mut self, id: u32) {
-        self.used.insert(id);
-    }
-
-    fn remove(&mut self, id: u32) {
-        self.used.remove(&id);
-        self.cursor = self.cursor.min(id);
-    }
-}
-
 pub(super) struct Ids<'a> {
     applied: &'a Applied,
-    backend_ids: IdPool,
-    table_ids: IdPool,
+    backend_ids: Claims<'a>,
+    table_ids: Claims<'a>,
     max_tables: u32,
-    service_ids: IdPool,
-    /// Service ids the maps already carry: never handed back by `undo`.
-    applied_service_ids: BTreeSet<u32>,
+    service_ids: Claims<'a>,
     /// Tables this plan writes, by content, and in allocation order.
     planned_tables: BTreeMap<Vec<Backend>, u32>,
     table_order: Vec<Vec<Backend>>,
@@ -89,23 +45,16 @@ pub(super) struct Ids<'a> {
 }
 
 impl<'a> Ids<'a> {
+    /// Claims on the free ids `applied` keeps: nothing here walks the
+    /// ids in use.
     pub(super) fn new(applied: &'a Applied, max_tables: u32) -> Ids<'a> {
-        let applied_service_ids: BTreeSet<u32> = applied
-            .services
-            .values()
-            .copied()
-            .chain(applied.frontends.values().map(|fe| fe.service_id))
-            .chain(applied.service_infos.keys().copied())
-            .collect();
+        let index = &applied.index;
         Ids {
             applied,
-            // Id 0 is never used, so a zeroed table slot can never name a
-            // backend.
-            backend_ids: IdPool::new(applied.backends.keys().copied().collect(), 1, MAX_BACKENDS),
-            table_ids: IdPool::new(applied.table_ids_in_use(), 0, max_tables),
+            backend_ids: Claims::new(&index.free_backends, MAX_BACKENDS),
+            table_ids: Claims::new(&index.free_tables, max_tables),
             max_tables,
-            service_ids: IdPool::new(applied_service_ids.clone(), 1, MAX_SERVICE_ID + 1),
-            applied_service_ids,
+            service_ids: Claims::new(&index.free_services, MAX_SERVICE_ID + 1),
             planned_tables: BTreeMap::new(),
             table_order: Vec::new(),
             new_services: Vec::new(),
@@ -137,7 +86,7 @@ impl<'a> Ids<'a> {
         for (name, id) in self.new_services.drain(mark.services..) {
             self.new_service_ids.remove(&name);
             self.new_service_taken.remove(&id);
-            if !self.applied_service_ids.contains(&id) {
+            if self.service_ids.was_free(id) {
                 self.service_ids.remove(id);
             }
         }
@@ -195,9 +144,14 @@ impl<'a> Ids<'a> {
         if let Some(id) = self.new_service_ids.get(service) {
             return Ok(*id);
         }
-        let id = match carried
-            .filter(|id| usable_service_id(*id) && !self.new_service_taken.contains(id))
-        {
+        // A carried id another port owns stays its: two ports on one id
+        // would overwrite each other's service entry.
+        let owner = |id: &u32| self.applied.index.service_names.get(id);
+        let id = match carried.filter(|id| {
+            usable_service_id(*id)
+                && !self.new_service_taken.contains(id)
+                && owner(id).is_none_or(|name| name == service)
+        }) {
             Some(id) => {
                 self.service_ids.insert(id);
                 id
@@ -216,28 +170,5 @@ impl<'a> Ids<'a> {
     /// The service ids this plan assigned.
     pub(super) fn into_new_services(self) -> Vec<(ServicePortName, u32)> {
         self.new_services
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pools_hand_out_the_lowest_free_id_and_take_back_what_is_undone() {
-        let mut pool = IdPool::new([1, 2, 4].into_iter().collect(), 1, 7);
-        assert_eq!(pool.take_lowest(), Some(3));
-        assert_eq!(pool.take_lowest(), Some(5));
-        pool.remove(2);
-        assert_eq!(
-            pool.take_lowest(),
-            Some(2),
-            "a freed id is the lowest again"
-        );
-        assert_eq!(pool.take_lowest(), Some(6));
-        assert_eq!(pool.take_lowest(), None, "the range ends at 6");
-        pool.insert(0);
-        pool.remove(5);
-        assert_eq!(pool.take_lowest(), Some(5));
     }
 }

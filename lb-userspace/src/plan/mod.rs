@@ -18,17 +18,32 @@
 //! the maps cannot hold) becomes a [`Problem`] of the plan and keeps what it
 //! had; every other change still goes through.
 //!
-//! Rooms: `applied` (what the maps hold, start-up adoption), `ids` (id
-//! allocation), `diff` (the pure plan), `apply` (ordered writes), `print`
-//! (the printed form), `maglev` (the tables).
+//! A sync plans only the Service ports whose desired part changed
+//! (`Planner`, with the tracker's `Changes`), through indexes kept across
+//! plans; the whole state is planned at start-up, at the periodic resync
+//! and after a failed apply, and the property test in
+//! `desired::incremental::tests` holds the first to the second.
+//!
+//! Rooms: `applied` (what the maps hold, start-up adoption), `index` (who
+//! references what in the maps, kept by each applied plan), `free_ids`
+//! (indexed free lists), `ids` (one plan's id allocation), `usage` (which
+//! ports use each backend, with which flags), `diff` (the whole plan),
+//! `scoped` (the plan of a few ports), `planner` (which of the two),
+//! `apply` (ordered writes), `print` (the printed form), `maglev` (the
+//! tables).
 
 mod affinity_purge;
 mod applied;
 mod apply;
 mod diff;
+mod free_ids;
 mod ids;
+mod index;
 pub mod maglev;
+mod planner;
 mod print;
+mod scoped;
+mod usage;
 
 use lb_common::{
     Backend4, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE, MAX_BACKENDS, ServiceInfo,
@@ -38,6 +53,7 @@ pub use applied::Applied;
 pub use apply::apply;
 pub use diff::plan;
 pub use ids::MAX_SERVICE_ID;
+pub use planner::{PlanStats, Planner};
 
 use crate::{
     datapath::codec::CodecError,

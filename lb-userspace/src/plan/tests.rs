@@ -1,7 +1,7 @@
 //! Plans against the in-memory maps, which check the write-order
 //! invariants on every write.
 
-use std::net::Ipv4Addr;
+use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use lb_common::{MAGLEV_TABLE_SIZE, PROTO_UDP};
 
@@ -18,13 +18,18 @@ use crate::{
 };
 
 /// Which backend a frontend's table sends slot `slot` to.
-fn backend_at(maps: &MemoryMaps, port: u16, scope: Scope, slot: usize) -> Option<Backend> {
+pub(super) fn backend_at(
+    maps: &MemoryMaps,
+    port: u16,
+    scope: Scope,
+    slot: usize,
+) -> Option<Backend> {
     let key = frontend_key(&frontend(port, scope)).unwrap();
     let id = maps.table_of(&key)?[slot];
     backend_from_value(&maps.backends[&id])
 }
 
-fn frontend(port: u16, scope: Scope) -> Frontend {
+pub(super) fn frontend(port: u16, scope: Scope) -> Frontend {
     Frontend {
         addr: Ipv4Addr::new(192, 0, 2, 10).into(),
         port,
@@ -33,7 +38,7 @@ fn frontend(port: u16, scope: Scope) -> Frontend {
     }
 }
 
-fn backend(last: u8, protocol: Protocol) -> Backend {
+pub(super) fn backend(last: u8, protocol: Protocol) -> Backend {
     Backend {
         addr: Ipv4Addr::new(203, 0, 113, last).into(),
         port: 8080,
@@ -41,7 +46,7 @@ fn backend(last: u8, protocol: Protocol) -> Backend {
     }
 }
 
-fn spec(name: &str, backends: &[Backend]) -> FrontendSpec {
+pub(super) fn spec(name: &str, backends: &[Backend]) -> FrontendSpec {
     FrontendSpec {
         service: ServicePortName {
             namespace: "default".into(),
@@ -65,7 +70,7 @@ fn spec(name: &str, backends: &[Backend]) -> FrontendSpec {
     }
 }
 
-fn desired(entries: &[(Frontend, FrontendSpec)]) -> DesiredState {
+pub(super) fn desired(entries: &[(Frontend, FrontendSpec)]) -> DesiredState {
     let services = entries
         .iter()
         .map(|(fe, spec)| {
@@ -337,3 +342,35 @@ fn removed_frontends_and_services_go_after_the_flips() {
 
 mod faults;
 mod problems;
+
+/// A Service port that takes over a frontend carries its id (restart
+/// adoption); the port that had it, back later, gets another id, not the
+/// one now in use (two ports on one id would overwrite each other's name).
+#[test]
+fn an_id_taken_over_by_another_port_is_not_the_old_ports_any_more() {
+    let mut maps = MemoryMaps::new(4);
+    let mut applied = Applied::default();
+    let (a, b) = (backend(11, Protocol::Tcp), backend(12, Protocol::Tcp));
+    sync(
+        &desired(&[(frontend(80, Scope::Internal), spec("old", &[a]))]),
+        &mut maps,
+        &mut applied,
+    );
+    sync(
+        &desired(&[(frontend(80, Scope::Internal), spec("new", &[b]))]),
+        &mut maps,
+        &mut applied,
+    );
+    sync(
+        &desired(&[
+            (frontend(80, Scope::Internal), spec("new", &[b])),
+            (frontend(81, Scope::Internal), spec("old", &[a])),
+        ]),
+        &mut maps,
+        &mut applied,
+    );
+    let ids: BTreeSet<u32> = maps.frontends.values().map(|fe| fe.service_id).collect();
+    assert_eq!(ids.len(), 2, "{:?}", maps.frontends);
+    assert_eq!(maps.services.len(), 2);
+    assert!(applied.index_is_consistent(4));
+}

@@ -1,17 +1,19 @@
 //! What a source holds at one moment, and why it may be unable to say.
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 use crate::model::{NodeFacts, Problem, ProblemCode};
 
 /// The Services and EndpointSlices a source holds, plus the objects it had
-/// to skip (a broken document, an unreadable file) and why.
+/// to skip (a broken document, an unreadable file) and why. The objects
+/// are shared with the source (a reflector's store, the manifest cache):
+/// a snapshot copies pointers, not objects.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
-    pub services: Vec<Service>,
-    pub slices: Vec<EndpointSlice>,
+    pub services: Vec<Arc<Service>>,
+    pub slices: Vec<Arc<EndpointSlice>>,
     pub problems: Vec<Problem>,
     /// The file each object and each problem's object came from, by the
     /// name problems call it ("Service ns/name", "web.yaml (document 2)"),

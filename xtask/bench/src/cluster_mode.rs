@@ -27,6 +27,8 @@ const CHANGE: &str = "cluster: one EndpointSlice change, trigger time -> map wri
 const BURST_SYNCS: &str = "cluster: syncs for a burst of changes";
 const BURST_LATENCY: &str = "cluster: burst, mean trigger time -> map write";
 const PEAK: &str = "cluster: agent peak RSS (VmHWM)";
+/// What stays (the peak minus this is the full sync's transient).
+const RESIDENT: &str = "cluster: agent RSS after the burst (VmRSS)";
 
 const PROGRAMMING_COUNT: &str = "kubeproxy_network_programming_duration_seconds_count";
 const PROGRAMMING_SUM: &str = "kubeproxy_network_programming_duration_seconds_sum";
@@ -112,8 +114,15 @@ fn measure_at(section: &mut Section, options: &BenchOptions, services: usize) ->
         slices.len()
     ));
 
-    let (_, peak) = agent.memory_kib()?;
+    let (resident, peak) = agent.memory_kib()?;
     section.figure(PEAK, SUBJECT, services, "MiB", &[peak as f64 / 1024.0]);
+    section.figure(
+        RESIDENT,
+        SUBJECT,
+        services,
+        "MiB",
+        &[resident as f64 / 1024.0],
+    );
     Ok(())
 }
 

@@ -4,14 +4,14 @@
 //! plan that follows. No kernel, no agent process: it isolates the part of
 //! "one change at 10,000 Services" that grows with the Services.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use anyhow::{Result, bail};
 use lb::{
     datapath::{DatapathMaps, MemoryMaps},
     desired::{self, Holders, Rules, incremental::Tracker},
     model::{DesiredState, NodeFacts},
-    plan::{self, Applied},
+    plan::{self, Applied, Planner},
     source::manifests::parse_documents,
 };
 
@@ -24,15 +24,18 @@ pub const PLAN: &str = "one slice change: plan";
 pub const FULL: &str = "full computation (before)";
 pub const INCREMENTAL: &str = "incremental tracker (after), manifests";
 pub const INCREMENTAL_API: &str = "incremental tracker (after), API objects";
+pub const WHOLE_PLAN: &str = "plan::plan, the whole state (before)";
+pub const PLANNER: &str = "plan::Planner, the changed ports (after)";
 
 const METHOD: &str = "The control-plane fixture's manifests (`fixture::manifests_text`: the \
 target and empty Services, then filler Services with their endpoints), parsed once and \
 programmed into the in-memory datapath (`MemoryMaps`). Then one EndpointSlice changes (a \
 filler's first endpoint moves to another address) and, each timed alone: the desired state \
 computed whole (`desired::compute` with the holders the programmed frontends give, as each sync \
-did before) and by the tracker (`desired::incremental::Tracker::update`, warmed on the state \
-before the change, as the agent's is), for manifests (no versions: each object is hashed whole to see what changed) and for API objects (every object given a uid and a resourceVersion, the changed slice's bumped, as the API server does), then the plan against what is programmed \
-(`plan::plan`). The change alternates between two addresses, so every sample is a real \
+did before) and by the tracker (`desired::incremental::Tracker::update_shared`, as the agent calls it, warmed on the state \
+before the change, as the agent's is), for manifests (no versions: each object is hashed whole to see what changed) and for API objects (every object given a uid and a resourceVersion, the changed slice's bumped, as the API server does), then the plan against what is programmed: \
+the whole state's (`plan::plan`, every sync before the planner) and the changed ports' \
+(`plan::Planner::plan` with the tracker's changes, as the agent plans; its plan is the one applied). The change alternates between two addresses, so every sample is a real \
 change. Release build, one process, no kernel: the source's snapshot, the apply and the \
 agent's wake-up are not in these figures (the control-plane section measures them end to end).";
 
@@ -43,7 +46,8 @@ pub fn run(options: &BenchOptions) -> Result<Section> {
         let took = measure(n, samples, false)?;
         section.figure(DESIRED, FULL, n, "ms", &took.full);
         section.figure(DESIRED, INCREMENTAL, n, "ms", &took.incremental);
-        section.figure(PLAN, "plan::plan", n, "ms", &took.plan);
+        section.figure(PLAN, WHOLE_PLAN, n, "ms", &took.plan);
+        section.figure(PLAN, PLANNER, n, "ms", &took.planner);
         let api = measure(n, samples, true)?;
         section.figure(DESIRED, INCREMENTAL_API, n, "ms", &api.incremental);
     }
@@ -58,6 +62,11 @@ pub fn run(options: &BenchOptions) -> Result<Section> {
             (DESIRED, FULL, n),
             (DESIRED, INCREMENTAL_API, n),
         );
+        section.ratio(
+            &format!("plan, whole / changed ports, {n} Services"),
+            (PLAN, WHOLE_PLAN, n),
+            (PLAN, PLANNER, n),
+        );
     }
     Ok(section)
 }
@@ -68,6 +77,7 @@ pub struct Took {
     pub full: Vec<f64>,
     pub incremental: Vec<f64>,
     pub plan: Vec<f64>,
+    pub planner: Vec<f64>,
 }
 
 /// `api`: the objects carry a uid and a resourceVersion, as from the API.
@@ -77,8 +87,15 @@ pub fn measure(services: usize, samples: usize, api: bool) -> Result<Took> {
         bail!("the fixture has problems: {:?}", set.problems);
     }
     if api {
-        let metas = (set.services.iter_mut().map(|s| &mut s.metadata))
-            .chain(set.slices.iter_mut().map(|s| &mut s.metadata));
+        let metas = (set
+            .services
+            .iter_mut()
+            .map(|s| &mut Arc::make_mut(s).metadata))
+        .chain(
+            set.slices
+                .iter_mut()
+                .map(|s| &mut Arc::make_mut(s).metadata),
+        );
         for (i, meta) in metas.enumerate() {
             meta.uid = Some(format!("uid-{i}"));
             meta.resource_version = Some("1".into());
@@ -94,19 +111,19 @@ pub fn measure(services: usize, samples: usize, api: bool) -> Result<Took> {
     let mut applied = Applied::read(&maps)?;
     let mut tracker = Tracker::new(rules.clone());
     let state = tracker
-        .update(&set.services, &set.slices, &node, &Holders::default)
+        .update_shared(&set.services, &set.slices, &node, &Holders::default)
         .clone();
-    plan::apply(
-        &plan::plan(&state, &applied, maps.max_tables()),
-        &mut maps,
-        &mut applied,
-    )?;
+    let mut planner = Planner::new();
+    let first = planner.plan(&state, tracker.changes(), &applied, maps.max_tables());
+    plan::apply(&first, &mut maps, &mut applied)?;
     let mut holders = holders_of(&state);
     let changed = set.slices.len() - 1;
     let mut took = Took::default();
     for sample in 0..samples {
         // A filler's first endpoint moves between two addresses.
-        if let Some(first) = set.slices[changed]
+        // Copied on write, as a reflector replaces the object it stores.
+        let slice = Arc::make_mut(&mut set.slices[changed]);
+        if let Some(first) = slice
             .endpoints
             .as_mut()
             .and_then(|endpoints| endpoints.first_mut())
@@ -114,20 +131,33 @@ pub fn measure(services: usize, samples: usize, api: bool) -> Result<Took> {
             first.addresses = vec![format!("198.18.{}.1", sample % 2)];
         }
         if api {
-            set.slices[changed].metadata.resource_version = Some(format!("{}", sample + 2));
+            slice.metadata.resource_version = Some(format!("{}", sample + 2));
         }
         let started = Instant::now();
         let full = desired::compute(&set.services, &set.slices, &node, &rules, &holders);
         took.full.push(ms(started));
         let started = Instant::now();
-        let state = tracker.update(&set.services, &set.slices, &node, &|| holders.clone());
+        tracker.update_shared(&set.services, &set.slices, &node, &|| holders.clone());
         took.incremental.push(ms(started));
+        let (state, changes) = tracker.last();
         if state.frontends != full.frontends {
             bail!("the tracker's desired state differs from the full computation's");
         }
         let started = Instant::now();
-        let plan = plan::plan(state, &applied, maps.max_tables());
+        let whole = plan::plan(state, &applied, maps.max_tables());
         took.plan.push(ms(started));
+        let started = Instant::now();
+        let plan = planner.plan(state, changes, &applied, maps.max_tables());
+        took.planner.push(ms(started));
+        let keys = |plan: &plan::Plan| {
+            plan.set_frontends
+                .iter()
+                .map(|(key, _)| *key)
+                .collect::<Vec<_>>()
+        };
+        if keys(&plan) != keys(&whole) {
+            bail!("the planner writes other frontends than the whole plan");
+        }
         plan::apply(&plan, &mut maps, &mut applied)?;
         holders = holders_of(&full);
     }
@@ -155,6 +185,7 @@ mod tests {
         assert_eq!(took.full.len(), 2);
         assert_eq!(took.incremental.len(), 2);
         assert_eq!(took.plan.len(), 2);
+        assert_eq!(took.planner.len(), 2);
         let api = super::measure(20, 2, true).expect("measured");
         assert_eq!(api.incremental.len(), 2);
     }

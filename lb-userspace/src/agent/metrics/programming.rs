@@ -13,7 +13,8 @@
 //! - a deleted slice is forgotten: its annotation is by definition from its
 //!   last update, not its deletion.
 
-use std::collections::BTreeMap;
+use std::borrow::Borrow;
+use std::collections::{BTreeSet, HashMap};
 
 use jiff::Timestamp;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -25,18 +26,28 @@ pub const LAST_CHANGE_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-
 #[derive(Debug)]
 pub struct TriggerTimes {
     started: Timestamp,
-    /// The raw annotation each slice had at the last successful sync.
-    seen: BTreeMap<String, String>,
+    /// The raw annotation each slice had at the last successful sync, by
+    /// namespace and name (looked up with the slice's own strings: a sync
+    /// at 10,000 slices allocates nothing for the unchanged ones).
+    seen: HashMap<String, HashMap<String, String>>,
+    seen_count: usize,
+}
+
+fn name_of(slice: &EndpointSlice) -> (&str, &str) {
+    let meta = &slice.metadata;
+    let namespace = meta.namespace.as_deref().unwrap_or_default();
+    (namespace, meta.name.as_deref().unwrap_or_default())
 }
 
 /// What one sync would observe if it succeeds.
 #[derive(Debug, Default)]
 pub struct Pending {
-    /// Slices whose annotation value is new, with the value and its time
-    /// (none: unusable, remembered but not observed).
-    changed: Vec<(String, String, Option<Timestamp>)>,
-    /// Every slice the snapshot holds.
-    present: Vec<String>,
+    /// Slices whose annotation value is new (namespace, name, value) and
+    /// its time (none: unusable, remembered but not observed).
+    changed: Vec<(String, String, String, Option<Timestamp>)>,
+    /// Every slice the snapshot holds, when some remembered slice is gone
+    /// (then the remembered ones are pruned to these).
+    present: Option<BTreeSet<(String, String)>>,
 }
 
 impl Default for TriggerTimes {
@@ -50,32 +61,37 @@ impl TriggerTimes {
     pub fn started_at(started: Timestamp) -> TriggerTimes {
         TriggerTimes {
             started,
-            seen: BTreeMap::new(),
+            seen: HashMap::new(),
+            seen_count: 0,
         }
     }
 
     /// The slices of a snapshot whose trigger time this tracker has not
     /// observed yet.
-    pub fn pending(&self, slices: &[EndpointSlice]) -> Pending {
+    pub fn pending(&self, slices: &[impl Borrow<EndpointSlice>]) -> Pending {
         let mut pending = Pending::default();
-        for slice in slices {
-            let key = format!(
-                "{}/{}",
-                slice.metadata.namespace.as_deref().unwrap_or_default(),
-                slice.metadata.name.as_deref().unwrap_or_default()
-            );
+        let mut remembered = 0;
+        for slice in slices.iter().map(Borrow::borrow) {
+            let (namespace, name) = name_of(slice);
+            let known = self.seen.get(namespace).and_then(|names| names.get(name));
+            remembered += usize::from(known.is_some());
             let raw = slice
                 .metadata
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(LAST_CHANGE_TRIGGER_TIME));
             if let Some(raw) = raw
-                && self.seen.get(&key) != Some(raw)
+                && known != Some(raw)
             {
                 let time = raw.parse::<Timestamp>().ok().filter(|t| *t > self.started);
-                pending.changed.push((key.clone(), raw.clone(), time));
+                let key = (namespace.to_owned(), name.to_owned());
+                pending.changed.push((key.0, key.1, raw.clone(), time));
             }
-            pending.present.push(key);
+        }
+        if remembered < self.seen_count {
+            let all = slices.iter().map(|s| name_of(s.borrow()));
+            let owned = all.map(|(ns, name)| (ns.to_owned(), name.to_owned()));
+            pending.present = Some(owned.collect());
         }
         pending
     }
@@ -84,15 +100,23 @@ impl TriggerTimes {
     /// new trigger time, in seconds (never negative: a trigger time ahead
     /// of this node's clock is skew, not a negative latency).
     pub fn applied(&mut self, pending: Pending, now: Timestamp) -> Vec<f64> {
-        let present: std::collections::BTreeSet<&String> = pending.present.iter().collect();
-        self.seen.retain(|key, _| present.contains(key));
+        if let Some(present) = &pending.present {
+            for (namespace, names) in &mut self.seen {
+                names.retain(|name, _| present.contains(&(namespace.clone(), name.clone())));
+            }
+            self.seen.retain(|_, names| !names.is_empty());
+            self.seen_count = self.seen.values().map(HashMap::len).sum();
+        }
         let mut latencies = Vec::new();
-        for (key, raw, time) in pending.changed {
+        for (namespace, name, raw, time) in pending.changed {
             if let Some(time) = time {
                 let seconds = now.duration_since(time).as_secs_f64();
                 latencies.push(seconds.max(0.0));
             }
-            self.seen.insert(key, raw);
+            let names = self.seen.entry(namespace).or_default();
+            if names.insert(name, raw).is_none() {
+                self.seen_count += 1;
+            }
         }
         latencies
     }

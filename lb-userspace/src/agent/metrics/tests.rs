@@ -285,3 +285,35 @@ fn the_sweep_sets_live_flows_by_state_and_counts_expired_ones() {
         Some(0.5)
     );
 }
+
+/// A slice's trigger time is observed once; a slice deleted is forgotten,
+/// so the same value on a slice recreated later is observed again (its
+/// programming happened again), while unchanged slices beside it are not.
+#[test]
+fn trigger_times_are_forgotten_with_their_slice() {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
+    let when = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1)).to_string();
+    let slice = |name: &str| -> EndpointSlice {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "ns", "name": name, "annotations": {
+                super::programming::LAST_CHANGE_TRIGGER_TIME: when}},
+            "addressType": "IPv4", "endpoints": []
+        }))
+        .expect("a slice")
+    };
+    let mut times = super::TriggerTimes::started_at(started);
+    let both = [slice("a"), slice("b")];
+    let pending = times.pending(&both);
+    assert_eq!(times.applied(pending, jiff::Timestamp::now()).len(), 2);
+    let pending = times.pending(&both);
+    assert!(times.applied(pending, jiff::Timestamp::now()).is_empty());
+    let pending = times.pending(&both[..1]);
+    assert!(times.applied(pending, jiff::Timestamp::now()).is_empty());
+    let pending = times.pending(&both);
+    assert_eq!(
+        times.applied(pending, jiff::Timestamp::now()).len(),
+        1,
+        "b was forgotten, a was not"
+    );
+}

@@ -1,14 +1,21 @@
-//! Reading a run of an array map in one `BPF_MAP_LOOKUP_BATCH` call
-//! (kernel 5.6+; aya has no wrapper). A Maglev table is 1,021 slots: slot
-//! by slot that is 1,021 syscalls, which the periodic resync would pay for
-//! every live table (10 million syscalls at 10,000 Services).
+//! Reading and writing a run of an array map in one `BPF_MAP_LOOKUP_BATCH`
+//! or `BPF_MAP_UPDATE_BATCH` call (kernel 5.6+; aya has no wrapper). A
+//! Maglev table is 1,021 slots: slot by slot that is 1,021 syscalls, which
+//! the periodic resync would pay for every live table, and a full sync for
+//! every table it writes (10 million syscalls at 10,000 Services).
 
 use std::os::fd::{AsFd, AsRawFd};
 
 use aya::maps::MapData;
 
-/// The command number of `BPF_MAP_LOOKUP_BATCH` in `bpf(2)`.
+/// The command numbers of `BPF_MAP_LOOKUP_BATCH` and
+/// `BPF_MAP_UPDATE_BATCH` in `bpf(2)`.
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// The kernel's internal "not supported" errno, which `bpf(2)` returns for
+/// a map type without a batch operation.
+const ENOTSUPP: i32 = 524;
 
 /// `union bpf_attr`'s `batch` member.
 #[repr(C)]
@@ -177,4 +184,48 @@ fn whole(
         )));
     }
     Ok(Some(values))
+}
+
+/// Writes `values` into the array map from index `first` on; `false` when
+/// the kernel has no batch update for it (the caller writes one by one),
+/// an error when the write itself failed (then a prefix may be written,
+/// as slot by slot).
+pub(super) fn write_u32s(map: &MapData, first: u32, values: &[u32]) -> std::io::Result<bool> {
+    let keys: Vec<u32> = (first..).take(values.len()).collect();
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: values.len() as u32,
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: the attribute names `count` keys and values of the map's
+    // sizes (u32 each, which aya checked at open), which the kernel only
+    // reads; both outlive the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    if ret < 0 {
+        let err = std::io::Error::last_os_error();
+        return match err.raw_os_error() {
+            // The kernel has no batch update here: slot by slot instead
+            // (rewriting what may be written already: nothing references
+            // a table being written).
+            Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS | ENOTSUPP) => Ok(false),
+            _ => Err(err),
+        };
+    }
+    if attr.count as usize != values.len() {
+        return Err(std::io::Error::other(format!(
+            "batch update wrote {} of {} entries from {first}",
+            attr.count,
+            values.len()
+        )));
+    }
+    Ok(true)
 }

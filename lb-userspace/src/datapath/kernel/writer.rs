@@ -98,6 +98,16 @@ impl DatapathMaps for KernelMaps {
         }
         self.check_table(table_id)?;
         let base = table_id * MAGLEV_TABLE_SIZE;
+        let map = aya::maps::IterableMap::<u32, u32>::map(&self.maglev);
+        match super::batch::write_u32s(map, base, slots) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(err) => {
+                return Err(MapsError::Invalid(format!(
+                    "map {MAGLEV}: batch update of table {table_id} failed: {err}"
+                )));
+            }
+        }
         for (index, id) in (base..).zip(slots) {
             self.maglev
                 .set(index, id, 0)

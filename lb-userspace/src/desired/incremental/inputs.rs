@@ -13,7 +13,10 @@
 //! order (the order manifest duplicates are resolved in). 64 bits: a
 //! collision would miss one change until the next resync rebuilds all.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::{
+    borrow::Borrow,
+    hash::{DefaultHasher, Hash, Hasher},
+};
 
 use k8s_openapi::{
     api::{core::v1::Service, discovery::v1::EndpointSlice},
@@ -48,8 +51,14 @@ impl GroupInputs<'_> {
         hasher.finish()
     }
 
-    /// Adds one object's version.
-    fn add(&mut self, kind: &str, meta: &ObjectMeta, object: &impl Serialize) {
+    /// Adds one object's version; `content`: its content hash if known.
+    fn add(
+        &mut self,
+        kind: &str,
+        meta: &ObjectMeta,
+        object: &impl Serialize,
+        content: Option<u64>,
+    ) {
         match (&meta.uid, &meta.resource_version) {
             (Some(uid), Some(version)) => {
                 let mut hasher = DefaultHasher::new();
@@ -58,44 +67,66 @@ impl GroupInputs<'_> {
             }
             _ => {
                 (kind, &meta.namespace, &meta.name).hash(&mut self.in_order);
-                // Serialized straight into the hasher: no copy of the text.
-                if serde_json::to_writer(HashWriter(&mut self.in_order), object).is_err() {
-                    // Cannot happen for these types; a fresh value each
-                    // time has the group recomputed rather than trusted.
-                    std::time::Instant::now().hash(&mut self.in_order);
-                }
+                let content = content.unwrap_or_else(|| content_hash(object));
+                content.hash(&mut self.in_order);
             }
         }
     }
+}
 
-    /// The objects as the desired state's computation takes them.
-    pub(super) fn owned(&self) -> (Vec<Service>, Vec<EndpointSlice>) {
-        (
-            self.services.iter().map(|s| (*s).clone()).collect(),
-            self.slices.iter().map(|s| (*s).clone()).collect(),
-        )
+/// A hash of a whole object (for objects without an API version).
+pub(super) fn content_hash(object: &impl Serialize) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    // Serialized straight into the hasher: no copy of the text.
+    if serde_json::to_writer(HashWriter(&mut hasher), object).is_err() {
+        // Cannot happen for these types; a fresh value each time has the
+        // group recomputed rather than trusted.
+        std::time::Instant::now().hash(&mut hasher);
     }
+    hasher.finish()
 }
 
 /// Groups the snapshot's objects. Slices without the service-name label
 /// serve nothing and raise no problem in the full computation either, so
 /// they belong to no group.
-pub(super) fn group<'a>(services: &'a [Service], slices: &'a [EndpointSlice]) -> Groups<'a> {
+pub(super) fn group<'a>(
+    services: &'a [impl Borrow<Service>],
+    slices: &'a [impl Borrow<EndpointSlice>],
+) -> Groups<'a> {
+    group_with(services, slices, &|_| None)
+}
+
+/// [`group`], with the content hashes already known by object address.
+pub(super) fn group_with<'a>(
+    services: &'a [impl Borrow<Service>],
+    slices: &'a [impl Borrow<EndpointSlice>],
+    known: &dyn Fn(usize) -> Option<u64>,
+) -> Groups<'a> {
     let mut groups = Groups::default();
-    for service in services {
+    for service in services.iter().map(Borrow::borrow) {
         let meta = &service.metadata;
         let name = meta.name.as_deref().unwrap_or_default();
         let group = groups.entry(namespace_of(&meta.namespace), name);
-        group.add("Service", meta, service);
+        group.add(
+            "Service",
+            meta,
+            service,
+            known(std::ptr::from_ref(service) as usize),
+        );
         group.services.push(service);
     }
-    for slice in slices {
+    for slice in slices.iter().map(Borrow::borrow) {
         let meta = &slice.metadata;
         let Some(name) = meta.labels.as_ref().and_then(|l| l.get(LABEL_SERVICE_NAME)) else {
             continue;
         };
         let group = groups.entry(namespace_of(&meta.namespace), name.as_str());
-        group.add("EndpointSlice", meta, slice);
+        group.add(
+            "EndpointSlice",
+            meta,
+            slice,
+            known(std::ptr::from_ref(slice) as usize),
+        );
         group.slices.push(slice);
     }
     groups

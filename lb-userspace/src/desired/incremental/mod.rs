@@ -23,28 +23,45 @@
 //!   serves changes with each apply;
 //! - [`Tracker::reset`]: everything, once.
 //!
+//! Finding the changed groups: `update` compares every group's version
+//! (`inputs`); `update_shared`, for the reflector stores' shared objects,
+//! looks up each object's address and reads only the new ones (`shared`),
+//! so an update at 10,000 Services costs a pointer lookup per object plus
+//! the changed groups. Each update reports what it changed (`changes`)
+//! for the plan.
+//!
 //! Problems come out per group in namespace/name order (the whole
 //! computation lists slice problems first): the same set, another order.
 //!
 //! [`compute`]: super::compute
 
 mod by_name;
+mod changes;
 mod footprint;
 mod inputs;
+mod parts;
+mod shared;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    borrow::Borrow,
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
-pub use self::footprint::Footprint;
+use self::changes::PartKeys;
 use self::{
     by_name::ByName,
     footprint::Overlaps,
     inputs::{GroupInputs, GroupKey, Groups},
+    parts::{LazyHolders, contribute, withdraw},
+    shared::{ContentMemo, SharedObjects, versioned},
 };
+pub use self::{changes::Changes, footprint::Footprint};
 use super::{Holders, Rules, compute_with_footprint};
 use crate::model::{DesiredState, NodeFacts, Problem};
 
@@ -59,7 +76,8 @@ enum Unit {
 struct Group {
     version: u64,
     footprint: Footprint,
-    solo: DesiredState,
+    /// Its part's keys (its specs are in the merged state only).
+    solo: PartKeys,
 }
 
 /// How much the last update recomputed.
@@ -80,12 +98,17 @@ pub struct Tracker {
     groups: ByName<String, Group>,
     overlaps: Overlaps,
     entangled: BTreeSet<GroupKey>,
-    entangled_state: DesiredState,
+    entangled_state: PartKeys,
     /// Solo groups whose result reads the holders.
     reads_holders: BTreeSet<GroupKey>,
     state: DesiredState,
     problems: BTreeMap<Unit, Vec<Problem>>,
     stats: UpdateStats,
+    changes: Changes,
+    /// The objects of the last shared snapshot (`update_shared`).
+    shared: Option<SharedObjects>,
+    /// The content hashes of the last shared snapshot's unversioned objects.
+    content: Option<ContentMemo>,
 }
 
 impl Tracker {
@@ -96,11 +119,14 @@ impl Tracker {
             groups: ByName::default(),
             overlaps: Overlaps::default(),
             entangled: BTreeSet::new(),
-            entangled_state: DesiredState::default(),
+            entangled_state: PartKeys::default(),
             reads_holders: BTreeSet::new(),
             state: DesiredState::default(),
             problems: BTreeMap::new(),
             stats: UpdateStats::default(),
+            changes: Changes::all(),
+            shared: None,
+            content: None,
         }
     }
 
@@ -113,40 +139,144 @@ impl Tracker {
         self.stats
     }
 
+    /// What the last update changed.
+    pub fn changes(&self) -> &Changes {
+        &self.changes
+    }
+
+    /// The last update's state and what it changed.
+    pub fn last(&self) -> (&DesiredState, &Changes) {
+        (&self.state, &self.changes)
+    }
+
     /// The desired state of this snapshot: what [`compute`](super::compute)
     /// gives for it, problems aside in order. `holders` is called at most
     /// once, and only when some recomputed group's result reads them.
     pub fn update(
         &mut self,
-        services: &[Service],
-        slices: &[EndpointSlice],
+        services: &[impl Borrow<Service>],
+        slices: &[impl Borrow<EndpointSlice>],
         node: &NodeFacts,
         holders: &dyn Fn() -> Holders,
     ) -> &DesiredState {
+        let full = self.begin(node);
+        (self.shared, self.content) = (None, None);
+        let inputs = inputs::group(services, slices);
+        let changed = self.changed(&inputs);
+        self.apply_changes(&inputs, &changed, holders, full);
+        &self.state
+    }
+
+    /// [`update`](Tracker::update) for a snapshot of shared objects (the
+    /// reflector stores' own): the objects still at the addresses the last
+    /// snapshot held are unchanged, so only the changed groups' objects
+    /// are read (`shared`). Objects without versions take `update`'s path.
+    pub fn update_shared(
+        &mut self,
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+        node: &NodeFacts,
+        holders: &dyn Fn() -> Holders,
+    ) -> &DesiredState {
+        let full = self.begin(node);
+        let baseline = self.shared.take();
+        let known = baseline.is_some();
+        let mut shared = baseline.unwrap_or_default();
+        let changed = shared.changed(services, slices);
+        let Some(mut changed) = changed.filter(|_| known) else {
+            // No baseline to compare with (the first shared snapshot, or
+            // after objects without versions): the general path, which
+            // seeds the baseline if these objects have versions.
+            let versioned = services.iter().all(|s| versioned(&s.metadata))
+                && slices.iter().all(|s| versioned(&s.metadata));
+            let memo = match versioned {
+                true => ContentMemo::default(),
+                false => self
+                    .content
+                    .take()
+                    .unwrap_or_default()
+                    .refresh(services, slices),
+            };
+            let inputs = inputs::group_with(services, slices, &|address| memo.get(address));
+            let changed = self.changed(&inputs);
+            self.apply_changes(&inputs, &changed, holders, full);
+            drop(inputs);
+            self.shared = versioned.then_some(shared);
+            self.content = (!versioned).then_some(memo);
+            return &self.state;
+        };
+        changed.extend(self.reads_holders.iter().cloned());
+        let mut holders = LazyHolders::new(holders);
+        let (their_services, their_slices) = shared.objects_of(&changed);
+        let inputs = inputs::group(&their_services, &their_slices);
+        let recomputed = self.recompute_changed(&inputs, &changed, &mut holders);
+        drop(inputs);
+        // Only now is it known which groups are entangled.
+        let (their_services, their_slices) = shared.objects_of(&self.entangled);
+        let inputs = inputs::group(&their_services, &their_slices);
+        let entangled = self.recompute_entangled(&inputs, &mut holders);
+        drop(inputs);
+        self.finish(recomputed, entangled, full);
+        self.shared = Some(shared);
+        &self.state
+    }
+
+    /// Starts an update: everything is recomputed when the node's facts
+    /// differ (or nothing was computed yet). Returns whether it is so.
+    fn begin(&mut self, node: &NodeFacts) -> bool {
         let full = self.node.as_ref() != Some(node);
         if full {
             self.reset();
             self.node = Some(node.clone());
         }
+        self.changes = if full {
+            Changes::all()
+        } else {
+            Changes::default()
+        };
+        full
+    }
+
+    /// Recomputes the `changed` groups (of `inputs`) and the entangled ones.
+    fn apply_changes(
+        &mut self,
+        inputs: &Groups<'_>,
+        changed: &BTreeSet<GroupKey>,
+        holders: &dyn Fn() -> Holders,
+        full: bool,
+    ) {
         let mut holders = LazyHolders::new(holders);
-        let inputs = inputs::group(services, slices);
-        let changed = self.changed(&inputs);
-        self.withdraw_changed(&changed);
+        let recomputed = self.recompute_changed(inputs, changed, &mut holders);
+        let entangled = self.recompute_entangled(inputs, &mut holders);
+        self.finish(recomputed, entangled, full);
+    }
+
+    /// Takes the changed groups out and puts in the new parts of those that
+    /// still exist; returns how many.
+    fn recompute_changed(
+        &mut self,
+        inputs: &Groups<'_>,
+        changed: &BTreeSet<GroupKey>,
+        holders: &mut LazyHolders,
+    ) -> usize {
+        self.withdraw_changed(changed);
         let mut recomputed = 0;
-        for key in &changed {
+        for key in changed {
             if let Some(group) = inputs.get(&key.0, &key.1) {
-                self.recompute(key, group, &mut holders);
+                self.recompute(key, group, holders);
                 recomputed += 1;
             }
         }
-        let entangled = self.recompute_entangled(&inputs, &mut holders);
+        recomputed
+    }
+
+    fn finish(&mut self, recomputed: usize, entangled: usize, full: bool) {
         self.stats = UpdateStats {
             recomputed,
             entangled,
             full,
         };
         self.state.problems = self.merged_problems();
-        &self.state
     }
 
     /// Groups whose version differs, that appeared or vanished, plus the
@@ -184,6 +314,7 @@ impl Tracker {
             };
             self.overlaps.remove(key, &old.footprint);
             if !self.entangled.remove(key) {
+                self.changes.record(&old.solo);
                 withdraw(
                     &mut self.state,
                     &mut self.problems,
@@ -196,19 +327,21 @@ impl Tracker {
             }
         }
         let old = std::mem::take(&mut self.entangled_state);
+        self.changes.record(&old);
         withdraw(&mut self.state, &mut self.problems, Unit::Entangled, &old);
     }
 
     fn recompute(&mut self, key: &GroupKey, group: &GroupInputs<'_>, holders: &mut LazyHolders) {
-        let (services, slices) = group.owned();
+        let (services, slices) = (&group.services, &group.slices);
         let node = self.node.clone().unwrap_or_default();
         let mut result =
-            compute_with_footprint(&services, &slices, &node, &self.rules, &Holders::default());
+            compute_with_footprint(services, slices, &node, &self.rules, &Holders::default());
         let reads_holders = result.1.reads_holders();
         if reads_holders {
-            result = compute_with_footprint(&services, &slices, &node, &self.rules, holders.get());
+            result = compute_with_footprint(services, slices, &node, &self.rules, holders.get());
         }
         let (solo, footprint) = result;
+        let keys = PartKeys::of(&solo);
         let met = self.overlaps.met_by(key, &footprint);
         self.overlaps.insert(key, &footprint);
         if self.entangled.contains(key) || !met.is_empty() {
@@ -220,11 +353,12 @@ impl Tracker {
             if reads_holders {
                 self.reads_holders.insert(key.clone());
             }
+            self.changes.record(&keys);
             contribute(
                 &mut self.state,
                 &mut self.problems,
                 Unit::Group(key.clone()),
-                &solo,
+                solo,
             );
         }
         let version = group.version();
@@ -234,7 +368,7 @@ impl Tracker {
             Group {
                 version,
                 footprint,
-                solo,
+                solo: keys,
             },
         );
     }
@@ -246,6 +380,7 @@ impl Tracker {
         }
         self.reads_holders.remove(&key);
         if let Some(group) = self.groups.get(&key.0, &key.1) {
+            self.changes.record(&group.solo);
             withdraw(
                 &mut self.state,
                 &mut self.problems,
@@ -267,15 +402,16 @@ impl Tracker {
             let Some(group) = inputs.get(&key.0, &key.1) else {
                 continue;
             };
-            let (group_services, group_slices) = group.owned();
-            services.extend(group_services);
-            slices.extend(group_slices);
+            services.extend(group.services.iter().copied());
+            slices.extend(group.slices.iter().copied());
         }
         let node = self.node.clone().unwrap_or_default();
         let (state, _) =
             compute_with_footprint(&services, &slices, &node, &self.rules, holders.get());
-        contribute(&mut self.state, &mut self.problems, Unit::Entangled, &state);
-        self.entangled_state = state;
+        let keys = PartKeys::of(&state);
+        self.changes.record(&keys);
+        contribute(&mut self.state, &mut self.problems, Unit::Entangled, state);
+        self.entangled_state = keys;
         self.entangled.len()
     }
 
@@ -289,55 +425,5 @@ impl Tracker {
             .filter(|p| seen.insert((p.object.clone(), p.reason.clone())))
             .cloned()
             .collect()
-    }
-}
-
-/// Adds one part; parts never share a frontend or a Service port (groups
-/// that could are entangled into one part).
-fn contribute(
-    state: &mut DesiredState,
-    problems: &mut BTreeMap<Unit, Vec<Problem>>,
-    unit: Unit,
-    part: &DesiredState,
-) {
-    for (frontend, spec) in &part.frontends {
-        state.frontends.insert(*frontend, spec.clone());
-    }
-    for (name, info) in &part.services {
-        state.services.insert(name.clone(), info.clone());
-    }
-    if !part.problems.is_empty() {
-        problems.insert(unit, part.problems.clone());
-    }
-}
-
-fn withdraw(
-    state: &mut DesiredState,
-    problems: &mut BTreeMap<Unit, Vec<Problem>>,
-    unit: Unit,
-    part: &DesiredState,
-) {
-    for frontend in part.frontends.keys() {
-        state.frontends.remove(frontend);
-    }
-    for name in part.services.keys() {
-        state.services.remove(name);
-    }
-    problems.remove(&unit);
-}
-
-/// The holders, read from the maps only if some group needs them.
-struct LazyHolders<'a> {
-    make: &'a dyn Fn() -> Holders,
-    made: Option<Holders>,
-}
-
-impl<'a> LazyHolders<'a> {
-    fn new(make: &'a dyn Fn() -> Holders) -> LazyHolders<'a> {
-        LazyHolders { make, made: None }
-    }
-
-    fn get(&mut self) -> &Holders {
-        self.made.get_or_insert_with(self.make)
     }
 }

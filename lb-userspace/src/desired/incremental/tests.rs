@@ -2,6 +2,8 @@
 //! desired state is the one `desired::compute` gives for the whole
 //! snapshot (problems compared as sets, see the module doc).
 
+use std::{collections::BTreeMap, sync::Arc};
+
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use proptest::prelude::*;
 use serde_json::json;
@@ -10,8 +12,8 @@ use super::{Tracker, UpdateStats, inputs};
 use crate::desired::test_support::*;
 
 fn oracle(
-    services: &[Service],
-    slices: &[EndpointSlice],
+    services: &[impl std::borrow::Borrow<Service>],
+    slices: &[impl std::borrow::Borrow<EndpointSlice>],
     node: &NodeFacts,
     holders: &Holders,
 ) -> DesiredState {
@@ -132,8 +134,8 @@ fn change() -> impl Strategy<Value = Change> {
 /// unique names) or manifests (no versions, duplicates allowed).
 struct World {
     api: bool,
-    services: Vec<Service>,
-    slices: Vec<EndpointSlice>,
+    services: Vec<Arc<Service>>,
+    slices: Vec<Arc<EndpointSlice>>,
     node: NodeFacts,
     version: u32,
 }
@@ -152,8 +154,8 @@ impl World {
                 age,
                 duplicate,
             } => {
-                let new = service(ns, name, ip, port, node_port, age, version);
-                let same = |s: &Service| {
+                let new = Arc::new(service(ns, name, ip, port, node_port, age, version));
+                let same = |s: &Arc<Service>| {
                     s.metadata.namespace == new.metadata.namespace
                         && s.metadata.name == new.metadata.name
                 };
@@ -172,8 +174,8 @@ impl World {
                 addrs,
                 port,
             } => {
-                let new = slice(ns, name, service, &addrs, port, version);
-                let same = |s: &EndpointSlice| {
+                let new = Arc::new(slice(ns, name, service, &addrs, port, version));
+                let same = |s: &Arc<EndpointSlice>| {
                     s.metadata.namespace == new.metadata.namespace
                         && s.metadata.name == new.metadata.name
                 };
@@ -196,7 +198,9 @@ impl World {
 /// Runs the changes, checking the tracker against the oracle after each,
 /// and the maps its plans program against those the oracle's plans do;
 /// the holders are read from the maps, as the agent reads them.
-fn check(api: bool, changes: Vec<Change>, reset_every: usize) {
+/// `shared`: the tracker takes the objects as shared ones (`update_shared`,
+/// the agent's call), else borrowed (`update`).
+fn check(api: bool, shared: bool, changes: Vec<Change>, reset_every: usize) {
     let mut world = World {
         api,
         services: vec![],
@@ -207,6 +211,8 @@ fn check(api: bool, changes: Vec<Change>, reset_every: usize) {
     let mut tracker = Tracker::new(Rules::default());
     let mut incremental_maps = Programmed::default();
     let mut full_maps = Programmed::default();
+    let mut planned_maps = Programmed::default();
+    let mut planner = crate::plan::Planner::new();
     for (step, change) in changes.into_iter().enumerate() {
         world.apply(change.clone());
         if reset_every > 0 && step % reset_every == 0 {
@@ -214,13 +220,22 @@ fn check(api: bool, changes: Vec<Change>, reset_every: usize) {
         }
         let holders = incremental_maps.holders();
         let full = oracle(&world.services, &world.slices, &world.node, &holders);
-        let incremental = tracker.update(&world.services, &world.slices, &world.node, &|| {
-            holders.clone()
-        });
+        let holders = || holders.clone();
+        if shared {
+            tracker.update_shared(&world.services, &world.slices, &world.node, &holders);
+        } else {
+            tracker.update(&world.services, &world.slices, &world.node, &holders);
+        }
+        let incremental = &tracker.state;
         assert_same(incremental, &full);
         incremental_maps.program(incremental);
         full_maps.program(&full);
         assert_eq!(incremental_maps.contents(), full_maps.contents());
+        // The plan of only what changed programs what the whole plan does
+        // (ids aside: it may hand them out in another order).
+        planned_maps.program_changes(&mut planner, incremental, tracker.changes());
+        assert_eq!(planned_maps.served(), full_maps.served(), "step {step}");
+        assert_eq!(planned_maps.maps.dangling(), Vec::<String>::new());
     }
 }
 
@@ -245,11 +260,68 @@ type Contents = (
     Vec<Vec<u32>>,
 );
 
+type Served = (
+    BTreeMap<lb_common::Frontend4Key, (String, u32, u32, Vec<lb_common::Backend4>)>,
+    Vec<lb_common::Backend4>,
+    Vec<String>,
+);
+
+fn described(info: &lb_common::ServiceInfo) -> String {
+    match crate::datapath::codec::service_from_info(info) {
+        Some((name, port)) => format!("{name} port {}", port.port),
+        None => format!("{info:?}"),
+    }
+}
+
 impl Programmed {
     fn program(&mut self, state: &DesiredState) {
         use crate::datapath::DatapathMaps;
         let plan = crate::plan::plan(state, &self.applied, self.maps.max_tables());
         crate::plan::apply(&plan, &mut self.maps, &mut self.applied).expect("applied");
+        assert!(
+            self.applied.index_is_consistent(self.maps.max_tables()),
+            "the plan's indexes drifted from what the maps hold"
+        );
+    }
+
+    /// What the planner plans for the changes alone.
+    fn program_changes(
+        &mut self,
+        planner: &mut crate::plan::Planner,
+        state: &DesiredState,
+        changes: &super::Changes,
+    ) {
+        use crate::datapath::DatapathMaps;
+        let max_tables = self.maps.max_tables();
+        let plan = planner.plan(state, changes, &self.applied, max_tables);
+        assert_eq!(plan.problems, [], "{plan}");
+        crate::plan::apply(&plan, &mut self.maps, &mut self.applied).expect("applied");
+        assert!(
+            self.applied.index_is_consistent(max_tables),
+            "the plan's indexes drifted from what the maps hold"
+        );
+    }
+
+    /// What a packet meets, without the ids: each frontend's service entry,
+    /// flags and table (as the backends its slots name), and every backend
+    /// and service entry the maps hold.
+    fn served(&self) -> Served {
+        let maps = &self.maps;
+        let frontends = maps
+            .frontends
+            .iter()
+            .map(|(key, fe)| {
+                let slots = maps.table_of(key).unwrap_or_default();
+                let table = slots.iter().map(|id| maps.backends[id]).collect();
+                let info = described(&maps.services[&fe.service_id]);
+                (*key, (info, fe.flags, fe.backend_count, table))
+            })
+            .collect();
+        let mut backends: Vec<_> = maps.backends.values().copied().collect();
+        backends.sort_by_key(|b| (b.addr_be, b.port_be, b.proto, b.flags));
+        let mut services: Vec<_> = maps.services.values().map(described).collect();
+        services.sort();
+        (frontends, backends, services)
     }
 
     /// Who serves each frontend, as `agent::sync` reads it from the maps.
@@ -290,17 +362,27 @@ proptest! {
 
     #[test]
     fn api_objects_give_the_full_computation(changes in proptest::collection::vec(change(), 1..40)) {
-        check(true, changes, 0);
+        check(true, false, changes, 0);
+    }
+
+    #[test]
+    fn shared_api_objects_give_the_full_computation(changes in proptest::collection::vec(change(), 1..40)) {
+        check(true, true, changes, 0);
     }
 
     #[test]
     fn manifests_give_the_full_computation(changes in proptest::collection::vec(change(), 1..40)) {
-        check(false, changes, 0);
+        check(false, false, changes, 0);
+    }
+
+    #[test]
+    fn shared_manifests_take_the_general_path(changes in proptest::collection::vec(change(), 1..40)) {
+        check(false, true, changes, 0);
     }
 
     #[test]
     fn resets_give_the_full_computation(changes in proptest::collection::vec(change(), 1..40)) {
-        check(true, changes, 7);
+        check(true, true, changes, 7);
     }
 }
 
@@ -485,4 +567,42 @@ fn slice_endpoints(i: u8, address: u8) -> Vec<k8s_openapi::api::discovery::v1::E
         json!([{"addresses": [format!("10.244.{i}.{address}")], "conditions": {"ready": true}}]),
     )
     .expect("valid endpoints")
+}
+
+/// With the stores' shared objects, the objects still at their address
+/// are not read again: one replaced slice among 50 Services is one group
+/// recomputed, and a deleted Service is found and withdrawn.
+#[test]
+fn shared_objects_replaced_or_deleted_are_found_by_address() {
+    let mut services: Vec<Arc<Service>> = (0..50u8)
+        .map(|i| Arc::new(named_service(i, Some(1))))
+        .collect();
+    let mut slices: Vec<Arc<EndpointSlice>> = (0..50u8)
+        .map(|i| Arc::new(named_slice(i, 10, Some(1))))
+        .collect();
+    let node = node("node-a");
+    let mut tracker = Tracker::new(Rules::default());
+    tracker.update_shared(&services, &slices, &node, &Holders::default);
+    slices[17] = Arc::new(named_slice(17, 11, Some(2)));
+    let state = tracker.update_shared(&services, &slices, &node, &|| {
+        panic!("no group reads the holders")
+    });
+    assert_same(
+        state,
+        &oracle(&services, &slices, &node, &Holders::default()),
+    );
+    assert_eq!(tracker.stats().recomputed, 1);
+    services.remove(3);
+    let state = tracker.update_shared(&services, &slices, &node, &Holders::default);
+    assert_same(
+        state,
+        &oracle(&services, &slices, &node, &Holders::default()),
+    );
+    assert_eq!(state.frontends.len(), 49);
+    assert_eq!(
+        tracker.stats().recomputed,
+        1,
+        "the slice of svc3 is still there"
+    );
+    assert_eq!(tracker.changes().services.len(), 1);
 }

@@ -186,6 +186,8 @@ fn service_ids_end_where_the_counter_array_ends() {
         applied.service_infos.insert(id, info(&name));
         applied.services.insert(spec(&name, &[]).service, id);
     }
+    // As `Applied::read` would have indexed them.
+    applied.index = super::super::index::Index::build(&applied, 4);
     let state = desired(&[
         (frontend(80, Scope::Internal), spec("last", &[])),
         (frontend(81, Scope::Internal), spec("over", &[])),

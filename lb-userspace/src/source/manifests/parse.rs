@@ -10,6 +10,8 @@ use k8s_openapi::{
     api::{core::v1::Service, discovery::v1::EndpointSlice},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
+use std::sync::Arc;
+
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -152,12 +154,12 @@ fn dispatch(place: &str, value: &Value, origin: Origin<'_>, set: &mut Snapshot) 
     match kind_of(api_version, kind) {
         Kind::Service => {
             if let Some(svc) = read_object::<Service>(place, value, origin, set) {
-                set.services.push(svc);
+                set.services.push(Arc::new(svc));
             }
         }
         Kind::EndpointSlice => {
             if let Some(slice) = read_object::<EndpointSlice>(place, value, origin, set) {
-                set.slices.push(slice);
+                set.slices.push(Arc::new(slice));
             }
         }
         Kind::List => read_list(place, value, None, set),

@@ -1,0 +1,101 @@
+//! The agent's planning across syncs: the whole plan at start-up, after a
+//! reset of the desired state (the periodic resync) and after an apply
+//! that failed; otherwise only the Service ports the tracker recomputed,
+//! plus those the previous plan could not plan (so a port waiting for a
+//! table the quarantine holds is retried at every sync, as the whole plan
+//! retries it).
+
+use std::collections::BTreeSet;
+
+use super::{
+    Applied, Plan,
+    diff::plan_whole,
+    scoped::{Scope, plan_scope},
+    usage::Usage,
+};
+use crate::{
+    desired::incremental::Changes,
+    model::{DesiredState, ServicePortName},
+};
+
+/// How the last plan was made (for the sync's log line and the bench).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlanStats {
+    /// The whole desired state was planned.
+    pub whole: bool,
+    /// Service ports planned.
+    pub ports: usize,
+}
+
+pub struct Planner {
+    usage: Usage,
+    /// Ports the last plan could not plan.
+    retry: BTreeSet<ServicePortName>,
+    /// The next plan is whole (nothing planned yet, or the last plan was
+    /// not applied as planned).
+    whole_next: bool,
+    stats: PlanStats,
+}
+
+impl Default for Planner {
+    fn default() -> Self {
+        Planner::new()
+    }
+}
+
+impl Planner {
+    pub fn new() -> Planner {
+        Planner {
+            usage: Usage::default(),
+            retry: BTreeSet::new(),
+            whole_next: true,
+            stats: PlanStats::default(),
+        }
+    }
+
+    /// The plan that takes `applied` to `desired`, where `changes` says
+    /// what changed in `desired` since the previous call.
+    pub fn plan(
+        &mut self,
+        desired: &DesiredState,
+        changes: &Changes,
+        applied: &Applied,
+        max_tables: u32,
+    ) -> Plan {
+        let (plan, failed) = if changes.all || self.whole_next {
+            self.whole_next = false;
+            self.usage = Usage::build(desired);
+            let ports = desired.services.len();
+            self.stats = PlanStats { whole: true, ports };
+            plan_whole(desired, applied, max_tables)
+        } else {
+            let backends = self.usage.update(desired, changes);
+            let scope = Scope {
+                services: changes.services.iter().chain(&self.retry).collect(),
+                frontends: &changes.frontends,
+                backends,
+            };
+            let ports = scope.services.len();
+            self.stats = PlanStats {
+                whole: false,
+                ports,
+            };
+            plan_scope(desired, &scope, &self.usage, applied, max_tables)
+        };
+        self.retry = failed.into_iter().collect();
+        plan
+    }
+
+    /// The last plan was not applied whole (the maps were read again): the
+    /// next one plans everything.
+    pub fn not_applied(&mut self) {
+        self.whole_next = true;
+    }
+
+    pub fn stats(&self) -> PlanStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests;
