@@ -606,3 +606,27 @@ fn shared_objects_replaced_or_deleted_are_found_by_address() {
     );
     assert_eq!(tracker.changes().services.len(), 1);
 }
+
+/// A case the property test found (manifests): two definitions of one
+/// name, a ClusterIP freed by a port change and claimed by a newcomer.
+#[test]
+fn a_duplicate_definition_and_a_contested_cluster_ip_give_the_full_computation() {
+    let put = |name, ip, port, age, duplicate| Change::PutService {
+        ns: 0,
+        name,
+        ip,
+        port,
+        node_port: None,
+        age,
+        duplicate,
+    };
+    let changes = vec![
+        put(0, 1, 80, None, false),
+        put(2, 1, 80, None, false),
+        put(0, 1, 81, None, false),
+        put(1, 2, 80, None, false),
+        put(2, 2, 80, Some(0), true),
+        put(3, 1, 80, None, false),
+    ];
+    check(false, false, changes, 0);
+}
