@@ -23,6 +23,8 @@ use xtask::{
 
 const PODS: usize = 3;
 const CLUSTER_IP: &str = "192.0.2.10";
+/// A node address that `--nodeport-addresses` leaves out.
+const SECONDARY_NODE_ADDR: &str = "198.51.100.7";
 
 /// Runs `work` against the API server, from a thread that entered the
 /// node's network namespace (the server listens on its loopback only).
@@ -197,6 +199,17 @@ async fn traffic_follows_a_service_changed_through_the_api() -> Result<()> {
     xtask::apiserver::build()?;
     let mut bed = Testbed::new(PODS)?;
     bed.start_pod_servers(&target_bin("lb-probe"))?;
+    // A second address on the node's external device, outside the agent's
+    // `--nodeport-addresses` (NODE_ADDR/32).
+    xtask::testbed::run(Command::new("ip").args([
+        "-n",
+        &bed.node_ns(),
+        "addr",
+        "add",
+        &format!("{SECONDARY_NODE_ADDR}/24"),
+        "dev",
+        EXTERNAL_DEVICE,
+    ]))?;
     let server = ApiServer::start_in_netns(&bed.netns_path(&bed.node_ns()))?;
     through_api(&bed, &server, create_cluster)?;
     let agent = NodeAgent::start(&bed, &server)?;
@@ -206,6 +219,14 @@ async fn traffic_follows_a_service_changed_through_the_api() -> Result<()> {
     let all = ["pod-1", "pod-2", "pod-3"];
     traffic_reaches(&bed, &agent, false, &nodeport, &all).await?;
     traffic_reaches(&bed, &agent, true, &cluster_ip, &all).await?;
+    // kube-proxy's --nodeport-addresses (pkg/proxy/util/nodeport_addresses.go):
+    // NodePorts answer only on the node addresses the CIDRs select; on the
+    // other address the port is the node's own, where nothing listens.
+    let excluded = requests(&bed, false, &format!("{SECONDARY_NODE_ADDR}:30080"), 3)?;
+    assert!(
+        excluded.answers.is_empty(),
+        "the NodePort answers on an address --nodeport-addresses excludes: {excluded:?}"
+    );
 
     // pod-3 leaves the EndpointSlice: no new connection reaches it.
     through_api(&bed, &server, async |cluster| {
