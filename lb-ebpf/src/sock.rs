@@ -195,9 +195,15 @@ fn translate(ctx: &SockAddrContext, counted: Reason) -> i32 {
     };
     let key = SockRevNat4Key::new(cookie, backend);
     let value = SockRevNat4Value::new(frontend, service_id);
+    // Written only when it changes: an unconnected UDP socket passes here
+    // at every sendmsg() to the same frontend, and a write to the shared
+    // LRU costs more than the lookup (which also keeps the entry recent).
     // On failure (memory pressure) the socket still reaches the backend;
     // only getpeername()/recvmsg() would show the backend's address.
-    let _ = SOCK_REVNAT4.insert(&key, &value, 0);
+    // SAFETY: copied out at once.
+    if unsafe { SOCK_REVNAT4.get(&key).copied() } != Some(value) {
+        let _ = SOCK_REVNAT4.insert(&key, &value, 0);
+    }
     addr.set(backend);
     stats::count(counted);
     stats::count_service(service_id, counted);
