@@ -53,6 +53,10 @@ pub const SNAT_ADDR: &str = "lb_snat_addr_v1";
 pub const SNAT_PORT_MIN: u16 = 61_000;
 pub const SNAT_PORT_MAX: u16 = 65_535;
 
+/// `TraceRecord.steps` bit: kube-proxy masquerades this new connection, to
+/// `TraceRecord.snat_addr_be` (bits 5 and 6 are affinity's).
+pub const TRACE_MASQUERADE: u32 = 1 << 7;
+
 /// Where a connection enters this node's datapath.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arrival {

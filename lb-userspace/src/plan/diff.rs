@@ -8,8 +8,8 @@ use lb_common::{Backend4, Frontend4Key, FrontendValue};
 
 use super::{
     Applied, Plan, PlanError, TableWrite,
-    masquerade,
     ids::{Ids, Mark},
+    masquerade,
 };
 use crate::{
     datapath::codec::{

@@ -62,7 +62,11 @@ mod tests {
             FrontendKind::LoadBalancer,
             FrontendKind::ExternalIp,
         ] {
-            assert!(masquerades(&frontend(Scope::External), kind, Some(&port(false))));
+            assert!(masquerades(
+                &frontend(Scope::External),
+                kind,
+                Some(&port(false))
+            ));
         }
     }
 
@@ -74,7 +78,11 @@ mod tests {
             FrontendKind::LoadBalancer,
             FrontendKind::ExternalIp,
         ] {
-            assert!(!masquerades(&frontend(Scope::External), kind, Some(&port(true))));
+            assert!(!masquerades(
+                &frontend(Scope::External),
+                kind,
+                Some(&port(true))
+            ));
         }
     }
 
@@ -82,7 +90,11 @@ mod tests {
     fn internal_frontends_never_masquerade() {
         // The socket path: connections start on this node.
         for kind in [FrontendKind::ClusterIp, FrontendKind::NodePort] {
-            assert!(!masquerades(&frontend(Scope::Internal), kind, Some(&port(false))));
+            assert!(!masquerades(
+                &frontend(Scope::Internal),
+                kind,
+                Some(&port(false))
+            ));
         }
     }
 }
