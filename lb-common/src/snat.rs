@@ -53,6 +53,13 @@ pub const SNAT_ADDR: &str = "lb_snat_addr_v1";
 pub const SNAT_PORT_MIN: u16 = 61_000;
 pub const SNAT_PORT_MAX: u16 = 65_535;
 
+/// The default NodePort range's end (`--service-node-port-range`) and the
+/// kernel's default ephemeral range's end: the SNAT ports start above both.
+const NODE_PORT_RANGE_END: u16 = 32_767;
+const EPHEMERAL_RANGE_END: u16 = 60_999;
+const _: () = assert!(SNAT_PORT_MIN > NODE_PORT_RANGE_END && SNAT_PORT_MIN > EPHEMERAL_RANGE_END);
+const _: () = assert!(SNAT_PORT_MAX as u32 - SNAT_PORT_MIN as u32 + 1 == 4_536);
+
 /// `TraceRecord.steps` bit: kube-proxy masquerades this new connection, to
 /// `TraceRecord.snat_addr_be` (bits 5 and 6 are affinity's).
 pub const TRACE_MASQUERADE: u32 = 1 << 7;

@@ -171,11 +171,3 @@ fn the_flag_is_what_the_datapath_reads() {
         0
     );
 }
-
-#[test]
-fn the_port_range_avoids_node_ports_and_ephemeral_ports() {
-    const NODE_PORT_MAX: u16 = 32_767;
-    const EPHEMERAL_MAX: u16 = 60_999;
-    assert!(SNAT_PORT_MIN > NODE_PORT_MAX && SNAT_PORT_MIN > EPHEMERAL_MAX);
-    assert_eq!(u32::from(SNAT_PORT_MAX - SNAT_PORT_MIN) + 1, 4_536);
-}
