@@ -16,6 +16,7 @@ pub mod maps;
 pub mod packet;
 pub mod reason;
 pub mod reject;
+pub mod snat;
 
 pub use affinity::*;
 pub use flow::{Endpoint4, Flow4};

@@ -44,7 +44,7 @@ pub const TRACE_REQUEST: &str = "lb_trace_req";
 pub const HASH_SEED: &str = "lb_hash_seed_v1";
 
 /// Every pinned map, for the agent's pin directory checks.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 12] = [
     FRONTENDS4,
     BACKENDS4,
     MAGLEV,
@@ -56,6 +56,8 @@ pub const ALL_MAPS: [&str; 11] = [
     SERVICE_STATS,
     crate::affinity::AFFINITY4,
     HASH_SEED,
+    // snat
+    crate::snat::SNAT_ADDR,
 ];
 
 /// Map names whose layout this build understands are `..._v1`; a pinned
@@ -302,6 +304,9 @@ pub struct TraceRecord {
     pub nat_addr_be: u32,
     pub nat_port_be: u16,
     pub _pad: u16,
+    /// The address a new connection's source is masqueraded to (valid with
+    /// `snat::TRACE_MASQUERADE`).
+    pub snat_addr_be: u32,
 }
 
 #[cfg(feature = "user")]
@@ -333,4 +338,4 @@ const _: () = assert!(size_of::<SockRevNat4Value>() == 12);
 const _: () = assert!(size_of::<ServiceInfo>() == 152);
 const _: () = assert!(size_of::<ServiceCounters>() == 32);
 const _: () = assert!(size_of::<TraceRequest>() == 24);
-const _: () = assert!(size_of::<TraceRecord>() == 40);
+const _: () = assert!(size_of::<TraceRecord>() == 44);

@@ -61,6 +61,11 @@ pub static SERVICE_STATS: PerCpuArray<ServiceCounters> = PerCpuArray::pinned(MAX
 #[map(name = "lb_hash_seed_v1")]
 pub static HASH_SEED: Array<u32> = Array::pinned(1, 0);
 
+/// The node's address new external connections are masqueraded to
+/// (`lb_common::snat::SNAT_ADDR`), slot 0; 0: none known.
+#[map(name = "lb_snat_addr_v1")]
+pub static SNAT_ADDR: Array<u32> = Array::pinned(1, 0);
+
 /// The per-CPU token bucket of ICMP rejects (never pinned: a restart
 /// starts with a full burst).
 #[map(name = "lb_reject_tokens")]
@@ -104,3 +109,4 @@ const _: () = assert!(str_eq("lb_trace", lb_common::TRACE));
 const _: () = assert!(str_eq("lb_hash_seed_v1", lb_common::HASH_SEED));
 const _: () = assert!(str_eq("lb_reject_tokens", lb_common::reject::REJECT_TOKENS));
 const _: () = assert!(str_eq("lb_trace_req", lb_common::TRACE_REQUEST));
+const _: () = assert!(str_eq("lb_snat_addr_v1", lb_common::snat::SNAT_ADDR));

@@ -99,6 +99,15 @@ pub fn backend(to: Endpoint4) {
     })
 }
 
+/// kube-proxy masquerades this new connection to `addr_be`.
+#[inline(always)]
+pub fn masquerade(addr_be: u32) {
+    record(|r| {
+        r.steps |= lb_common::snat::TRACE_MASQUERADE;
+        r.snat_addr_be = addr_be;
+    })
+}
+
 /// The final verdict.
 #[inline(always)]
 pub fn finish(reason: Reason) {

@@ -15,7 +15,7 @@ use lb_common::{
     AFFINITY_CLIENT_ADDR, Endpoint4, Flow4, FrontendValue, SCOPE_EXTERNAL, reason::Reason,
 };
 
-use crate::{affinity, ct, debug, nat, parse, reject, select, stats, trace};
+use crate::{affinity, ct, debug, nat, parse, reject, select, snat, stats, trace};
 
 /// `frags`: multi-buffer aware (jumbo frames; on veth, a program without it
 /// disables TSO on the peer and caps the MTU). Headers are read from the
@@ -100,5 +100,6 @@ fn new_flow(fe: &FrontendValue, flow: Flow4) -> Result<Endpoint4, Verdict> {
         affinity::select(fe, AFFINITY_CLIENT_ADDR, client, pick).map_err(Verdict::Drop)?;
     let backend = backend.endpoint();
     ct::create(flow, backend_id, backend, fe.service_id).map_err(Verdict::Drop)?;
+    snat::trace_decision(fe);
     Ok(backend)
 }

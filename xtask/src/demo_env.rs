@@ -42,6 +42,15 @@ impl Env {
     /// and more agent flags. The agent is ready when the NodePort
     /// 198.51.100.1:30080 answers, so the manifests must serve it.
     pub fn start_with(write: impl FnOnce(&Path) -> Result<()>, agent_args: &[&str]) -> Result<Env> {
+        Env::start_on(|| Testbed::new(PODS), write, agent_args)
+    }
+
+    /// [`Env::start_with`] on the testbed `bed` builds (a second node, say).
+    pub fn start_on(
+        bed: impl FnOnce() -> Result<Testbed>,
+        write: impl FnOnce(&Path) -> Result<()>,
+        agent_args: &[&str],
+    ) -> Result<Env> {
         let (lb, probe) = (target_bin("lb"), target_bin("lb-probe"));
         for bin in [&lb, &probe] {
             if !bin.exists() {
@@ -51,7 +60,7 @@ impl Env {
                 );
             }
         }
-        let mut bed = Testbed::new(PODS)?;
+        let mut bed = bed()?;
         let workdir = std::env::temp_dir().join(&bed.prefix);
         fs::create_dir_all(workdir.join("manifests"))?;
         write(&workdir.join("manifests"))?;
@@ -246,6 +255,15 @@ pub fn exclusive_env_with(
     write: impl FnOnce(&Path) -> Result<()>,
     agent_args: &[&str],
 ) -> (std::sync::MutexGuard<'static, ()>, Env) {
+    exclusive_env_on(|| Testbed::new(PODS), write, agent_args)
+}
+
+/// [`exclusive_env`] over [`Env::start_on`].
+pub fn exclusive_env_on(
+    bed: impl FnOnce() -> Result<Testbed>,
+    write: impl FnOnce(&Path) -> Result<()>,
+    agent_args: &[&str],
+) -> (std::sync::MutexGuard<'static, ()>, Env) {
     let guard = EXCLUSIVE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -255,6 +273,6 @@ pub fn exclusive_env_with(
         0,
         "end-to-end tests need root (namespaces, BPF)"
     );
-    let env = Env::start_with(write, agent_args).expect("starting the testbed and agent");
+    let env = Env::start_on(bed, write, agent_args).expect("starting the testbed and agent");
     (guard, env)
 }

@@ -27,6 +27,12 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+mod remote_node;
+pub use remote_node::{
+    NODE_LINK_ADDR, REMOTE_NODE_ADDR, REMOTE_NODE_NAME, REMOTE_POD_SUBNET, remote_pod_addr,
+    remote_pod_name,
+};
+
 pub const NODE_NAME: &str = "node-a";
 pub const NODE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
@@ -53,6 +59,10 @@ pub struct Testbed {
     /// Unique per testbed: names namespaces, the cgroup and the pin dir.
     pub prefix: String,
     pub pods: usize,
+    /// Pods on the second node (none: no second node).
+    pub remote_pods: usize,
+    /// Pod servers answer `NAME from ADDR` (the source they saw).
+    pub tell_peer: bool,
     pub cgroup: PathBuf,
     pub pin_dir: PathBuf,
     namespaces: Vec<String>,
@@ -64,6 +74,13 @@ pub struct Testbed {
 impl Testbed {
     /// Builds the topology with `pods` pods (at most 200).
     pub fn new(pods: usize) -> Result<Testbed> {
+        Self::with_remote_node(pods, 0)
+    }
+
+    /// [`Testbed::new`] and a second node with `remote_pods` pods (none:
+    /// no second node); the pod servers of both then tell the source they
+    /// saw.
+    pub fn with_remote_node(pods: usize, remote_pods: usize) -> Result<Testbed> {
         let prefix = format!(
             "lbt{}x{}",
             std::process::id(),
@@ -75,6 +92,8 @@ impl Testbed {
             cgroup,
             prefix,
             pods,
+            remote_pods,
+            tell_peer: remote_pods > 0,
             namespaces: Vec::new(),
             children: Vec::new(),
             peer_xdp: None,
@@ -104,12 +123,7 @@ impl Testbed {
         let (client, node) = (self.client_ns(), self.node_ns());
         let pods: Vec<String> = (0..self.pods).map(|i| self.pod_ns(i)).collect();
         for ns in [client.clone(), node.clone()].into_iter().chain(pods) {
-            ip(&["netns", "add", &ns])?;
-            self.namespaces.push(ns.clone());
-            // IPv4 only: no IPv6 link-local chatter on the test links.
-            sysctl(&ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
-            sysctl(&ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            self.add_namespace(&ns)?;
         }
         fs::create_dir(&self.cgroup)
             .with_context(|| format!("creating cgroup {}", self.cgroup.display()))?;
@@ -208,22 +222,42 @@ impl Testbed {
         self.peer_xdp = Some(crate::xdp_pass::attach(&self.netns_path(&client), "eth0")?);
         sysctl(&node, "net.ipv4.ip_forward", "1")?;
         sysctl(&node, "net.ipv4.conf.all.rp_filter", "0")?;
+        if self.remote_pods > 0 {
+            self.build_remote_node()?;
+        }
         Ok(())
     }
 
+    fn add_namespace(&mut self, ns: &str) -> Result<()> {
+        ip(&["netns", "add", ns])?;
+        self.namespaces.push(ns.to_string());
+        // IPv4 only: no IPv6 link-local chatter on the test links.
+        sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
+        sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])
+    }
+
     /// Starts an `lb-probe` server in every pod, answering with the pod's name.
+    /// (Also in every pod of the second node.)
     pub fn start_pod_servers(&mut self, probe: &Path) -> Result<()> {
-        for i in 0..self.pods {
-            let mut child = Command::new(probe)
-                .arg("--netns")
-                .arg(self.netns_path(&self.pod_ns(i)))
-                .args(["serve", "--name", &pod_name(i)])
+        let local = (0..self.pods).map(|i| (self.pod_ns(i), pod_name(i)));
+        let remote = (0..self.remote_pods).map(|i| (self.remote_pod_ns(i), remote_pod_name(i)));
+        let pods: Vec<(String, String)> = local.chain(remote).collect();
+        for (ns, name) in pods {
+            let mut cmd = Command::new(probe);
+            cmd.arg("--netns")
+                .arg(self.netns_path(&ns))
+                .args(["serve", "--name", &name])
                 .args([
                     "--tcp",
                     &POD_TCP_PORT.to_string(),
                     "--udp",
                     &POD_UDP_PORT.to_string(),
-                ])
+                ]);
+            if self.tell_peer {
+                cmd.arg("--tell-peer");
+            }
+            let mut child = cmd
                 .stdout(Stdio::piped())
                 .spawn()
                 .context("starting lb-probe serve")?;
@@ -232,7 +266,7 @@ impl Testbed {
             let mut line = String::new();
             BufReader::new(stdout).read_line(&mut line)?;
             if line.trim() != "ready" {
-                bail!("pod server {} did not start", pod_name(i));
+                bail!("pod server {name} did not start");
             }
         }
         Ok(())

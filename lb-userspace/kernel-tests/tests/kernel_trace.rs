@@ -606,6 +606,12 @@ fn a_normal_datapath_never_writes_trace_and_prunes_it() {
                 "normal mode references {normal:?}"
             );
             assert!(normal.iter().any(|n| n == "lb_ct4_v2"), "{normal:?}");
+            // Masquerade's decision is only traced this round: free.
+            assert!(
+                !normal.iter().any(|n| n == "lb_snat_addr_v1"),
+                "normal mode references {normal:?}"
+            );
+            assert!(dry.iter().any(|n| n == "lb_snat_addr_v1"), "{dry:?}");
             assert!(dry.iter().any(|n| n == "lb_trace"), "{dry:?}");
             assert!(!dry.iter().any(|n| n == "lb_stats_v1"), "{dry:?}");
         }

@@ -22,6 +22,7 @@ mod http;
 pub mod metrics;
 mod runner;
 pub mod service_health;
+pub mod snat_address;
 pub mod status;
 mod sync;
 

@@ -94,6 +94,8 @@ pub(super) struct Syncer {
     rules: Rules,
     /// The plans, made per changed Service port.
     planner: Planner,
+    /// The masquerade address, from the node's facts.
+    snat_address: super::snat_address::SnatAddress,
 }
 
 impl Syncer {
@@ -118,6 +120,7 @@ impl Syncer {
             tracker: Tracker::new(rules.clone()),
             rules,
             planner: Planner::new(),
+            snat_address: Default::default(),
         }
     }
 
@@ -178,6 +181,7 @@ impl Syncer {
             // kube-proxy's periodic full sync: everything is recomputed
             // once (which also sorts entangled Services out again).
             self.tracker.reset();
+            self.snat_address.forget();
             self.reread(maps, applied)
         } else {
             Drift::default()
@@ -192,6 +196,9 @@ impl Syncer {
         }
         // Cluster mode's Node object replaces the configured facts.
         let node = snapshot.node.take().unwrap_or_else(|| self.node.clone());
+        if let Err(err) = self.snat_address.sync(&node, maps) {
+            warn!("writing the masquerade address failed, will retry: {err}");
+        }
         let computing = Instant::now();
         self.tracker
             .update_shared(&snapshot.services, &snapshot.slices, &node, &|| {

@@ -130,6 +130,10 @@ impl DatapathMaps for Breakable {
         self.check()?;
         self.maps.purge_affinity(pairs)
     }
+    fn set_snat_address(&mut self, addr: Option<std::net::Ipv4Addr>) -> Result<(), MapsError> {
+        self.check()?;
+        self.maps.set_snat_address(addr)
+    }
 }
 
 /// One agent loop over a fed source and breakable maps.

@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use lb_common::snat::FE_FLAG_MASQUERADE;
 use lb_common::{
     ALGORITHM_MAGLEV, BE_FLAG_LOCAL, BE_FLAG_TERMINATING, Backend4, FE_AFFINITY_SHIFT,
     FE_FLAG_EMPTY_DROP, FE_KIND_CLUSTER_IP, FE_KIND_EXTERNAL_IP, FE_KIND_LOAD_BALANCER,
@@ -98,9 +99,12 @@ pub struct FrontendEntry {
     pub when_empty: WhenEmpty,
     /// ClientIP session affinity timeout in seconds; 0: none.
     pub affinity_timeout_s: u32,
+    /// New connections are masqueraded to the node's address
+    /// (`lb_common::snat::FE_FLAG_MASQUERADE`).
+    pub masquerade: bool,
 }
 
-const fn kind_code(kind: FrontendKind) -> u32 {
+pub(crate) const fn kind_code(kind: FrontendKind) -> u32 {
     match kind {
         FrontendKind::ClusterIp => FE_KIND_CLUSTER_IP,
         FrontendKind::NodePort => FE_KIND_NODE_PORT,
@@ -128,6 +132,9 @@ pub fn frontend_value(entry: &FrontendEntry) -> FrontendValue {
     // The model holds at most 86400 (the API's limit); more cannot be
     // stored, so the largest storable timeout stands in.
     flags |= entry.affinity_timeout_s.min(MAX_AFFINITY_TIMEOUT_S) << FE_AFFINITY_SHIFT;
+    if entry.masquerade {
+        flags |= FE_FLAG_MASQUERADE;
+    }
     FrontendValue {
         service_id: entry.service_id,
         table_id: entry.table_id,
@@ -149,6 +156,7 @@ pub fn frontend_entry(value: &FrontendValue) -> FrontendEntry {
             WhenEmpty::Reject
         },
         affinity_timeout_s: value.affinity_timeout_s(),
+        masquerade: lb_common::snat::masquerades(value),
     }
 }
 

@@ -33,6 +33,8 @@ pub struct MemoryMaps {
     pub purged: Vec<Backend4>,
     /// (service id, backend id) pairs whose affinity entries were purged.
     pub purged_affinity: Vec<(u32, u32)>,
+    /// The masquerade address last set.
+    pub snat_address: Option<std::net::Ipv4Addr>,
     max_tables: u32,
     writes: usize,
     fail_at: Option<usize>,
@@ -55,6 +57,7 @@ impl MemoryMaps {
             log: Vec::new(),
             purged: Vec::new(),
             purged_affinity: Vec::new(),
+            snat_address: None,
             max_tables,
             writes: 0,
             fail_at: None,
@@ -259,5 +262,10 @@ impl DatapathMaps for MemoryMaps {
         self.write(format!("purge affinity {}", pairs.len()))?;
         self.purged_affinity.extend_from_slice(pairs);
         Ok(pairs.len())
+    }
+
+    fn set_snat_address(&mut self, addr: Option<std::net::Ipv4Addr>) -> Result<(), MapsError> {
+        self.snat_address = addr;
+        Ok(())
     }
 }

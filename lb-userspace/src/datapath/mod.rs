@@ -58,6 +58,9 @@ pub trait DatapathMaps {
     /// id): endpoints that left the Service port, whose remembered clients
     /// must choose afresh. Returns how many entries were removed.
     fn purge_affinity(&mut self, pairs: &[(u32, u32)]) -> Result<usize, MapsError>;
+    /// Sets the address new external connections are masqueraded to (the
+    /// node's primary IPv4; `None`: none known, nothing is masqueraded).
+    fn set_snat_address(&mut self, addr: Option<std::net::Ipv4Addr>) -> Result<(), MapsError>;
 }
 
 pub mod attach;

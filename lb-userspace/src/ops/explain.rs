@@ -10,6 +10,9 @@ use lb_common::{
 };
 use serde::Serialize;
 
+mod masquerade;
+pub use masquerade::MasqueradeView;
+
 use crate::{
     datapath::codec::{backend_flags, frontend_entry},
     model::{FrontendKind, Protocol, ServicePortName, WhenEmpty},
@@ -48,8 +51,11 @@ pub struct TraceReport {
     pub backend: Option<String>,
     /// Whether the source would be rewritten: never yet, because this
     /// datapath does not masquerade, even where policy Cluster sends an
-    /// external client to a backend on another node (SNAT comes later).
+    /// external client to a backend on another node (see `masquerade`).
     pub snat: bool,
+    /// kube-proxy's masquerade decision for a translated connection: the
+    /// rule, the address and ports it would use.
+    pub masquerade: Option<MasqueradeView>,
     /// `namespace/name:portname` of the frontend that matched.
     pub service: Option<String>,
     /// The datapath's stable reason name (see `lb stats`).
@@ -188,6 +194,7 @@ pub fn report(
 
     let mut backend = None;
     let mut backend_state = None;
+    let mut masquerade_view = None;
     if translated {
         let address = socket(record.nat_addr_be, record.nat_port_be);
         let flags = inspector.backend(record.backend_id).map(backend_flags);
@@ -212,7 +219,9 @@ pub fn report(
                 "destination rewritten to"
             }
         ));
-        steps.push("source kept: no SNAT (this datapath does not masquerade yet)".to_string());
+        let view = masquerade::view(record, socket_entry);
+        steps.push(masquerade::step(&view));
+        masquerade_view = Some(view);
         backend = Some(address);
         backend_state = Some(state);
     }
@@ -222,6 +231,7 @@ pub fn report(
         verdict,
         backend,
         snat: false,
+        masquerade: masquerade_view,
         service,
         reason: reason.name(),
         entry,

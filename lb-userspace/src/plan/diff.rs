@@ -9,6 +9,7 @@ use lb_common::{Backend4, Frontend4Key, FrontendValue};
 use super::{
     Applied, Plan, PlanError, TableWrite,
     ids::{Ids, Mark},
+    masquerade,
 };
 use crate::{
     datapath::codec::{
@@ -252,7 +253,8 @@ fn plan_service(
         backends_used: BTreeSet::new(),
         frontends: Vec::new(),
     };
-    for ((_, spec), key) in frontends.iter().zip(keys) {
+    let port = desired.services.get(service);
+    for ((frontend, spec), key) in frontends.iter().zip(keys) {
         let backends: Vec<Backend> = spec.endpoints.iter().map(|ep| ep.backend).collect();
         let selected = backends
             .iter()
@@ -274,6 +276,7 @@ fn plan_service(
             kind: Some(spec.kind),
             when_empty: spec.when_empty,
             affinity_timeout_s: spec.affinity_timeout_s,
+            masquerade: masquerade::masquerades(frontend, spec.kind, port),
         });
         part.frontends.push((key, value));
     }

@@ -40,6 +40,7 @@ mod free_ids;
 mod ids;
 mod index;
 pub mod maglev;
+mod masquerade;
 mod planner;
 mod print;
 mod scoped;

@@ -33,7 +33,7 @@ impl fmt::Display for Plan {
         for (key, value) in &self.set_frontends {
             writeln!(
                 f,
-                "set frontend {} -> service {} table {} ({} backends){}",
+                "set frontend {} -> service {} table {} ({} backends){}{}",
                 describe_frontend(key),
                 value.service_id,
                 value.table_id,
@@ -41,6 +41,11 @@ impl fmt::Display for Plan {
                 match value.affinity_timeout_s() {
                     0 => String::new(),
                     timeout => format!(", affinity ClientIP {timeout}s"),
+                },
+                if lb_common::snat::masquerades(value) {
+                    ", masquerade"
+                } else {
+                    ""
                 }
             )?;
         }

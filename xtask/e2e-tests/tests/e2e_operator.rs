@@ -13,7 +13,7 @@ use serde_json::Value;
 use xtask::{
     demo::{Chat, Env, FRONTENDS, Origin, exclusive_env},
     manifests::EDGE_CASES,
-    testbed::{CLIENT_ADDR, POD_TCP_PORT, POD_UDP_PORT, pod_addr},
+    testbed::{CLIENT_ADDR, NODE_ADDR, POD_TCP_PORT, POD_UDP_PORT, pod_addr},
 };
 
 /// The demo environment plus the reject and drop Services.
@@ -142,6 +142,18 @@ fn trace_reports_what_real_traffic_meets() {
         );
         assert_eq!(report["verdict"], "dnat", "{}: {report:#}", frontend.label);
         assert_eq!(report["snat"], false);
+        // The demo's external frontends are policy Cluster: kube-proxy
+        // masquerades them to the node's address (--node-address), which
+        // the agent wrote and the datapath recorded.
+        let masquerade = &report["masquerade"];
+        assert_eq!(
+            masquerade["rule"], "external traffic, policy Cluster: masquerade",
+            "{}: {report:#}",
+            frontend.label
+        );
+        assert_eq!(masquerade["address"], NODE_ADDR.to_string());
+        assert_eq!(masquerade["ports"], "61000-65535");
+        assert_eq!(masquerade["applied"], false);
         assert_eq!(report["decided_by"], "maglev");
         let backend = report["backend"].as_str().unwrap();
         let pod_port = if frontend.udp {
@@ -204,6 +216,10 @@ fn trace_reports_what_real_traffic_meets() {
         let report = trace(&env, "pod", &src, frontend.addr, false, Some(chat.cookie));
         assert_eq!(report["verdict"], "dnat", "{}: {report:#}", frontend.label);
         assert_eq!(report["decided_by"], "socket-hash");
+        assert_eq!(
+            report["masquerade"]["rule"],
+            lb_common::snat::Masquerade::NotNeeded.rule()
+        );
         assert_eq!(
             pod_at(report["backend"].as_str().unwrap()),
             answered,

@@ -45,6 +45,9 @@ enum Command {
         tcp: Option<u16>,
         #[arg(long)]
         udp: Option<u16>,
+        /// Answer `NAME from ADDR`: the source address the pod saw.
+        #[arg(long)]
+        tell_peer: bool,
     },
     /// COUNT TCP connections, one request each; prints the name that answered
     /// each (or `error: ...`). Exits 1 if any failed.
@@ -102,7 +105,12 @@ fn run(cli: Cli) -> Result<bool> {
     }
     let timeout = Duration::from_millis(cli.timeout_ms);
     match cli.command {
-        Command::Serve { name, tcp, udp } => serve(&name, tcp, udp),
+        Command::Serve {
+            name,
+            tcp,
+            udp,
+            tell_peer,
+        } => serve(&name, tcp, udp, tell_peer),
         Command::Tcp {
             addr,
             count,
@@ -282,7 +290,14 @@ fn udp_chat(addr: SocketAddr, timeout: Duration) -> Result<bool> {
     Ok(ok)
 }
 
-fn serve(name: &str, tcp: Option<u16>, udp: Option<u16>) -> Result<bool> {
+fn serve(name: &str, tcp: Option<u16>, udp: Option<u16>, tell_peer: bool) -> Result<bool> {
+    let answer = move |name: &str, peer: SocketAddr| {
+        if tell_peer {
+            format!("{name} from {}", peer.ip())
+        } else {
+            name.to_string()
+        }
+    };
     let mut workers = Vec::new();
     if let Some(port) = tcp {
         let listener =
@@ -290,8 +305,11 @@ fn serve(name: &str, tcp: Option<u16>, udp: Option<u16>) -> Result<bool> {
         let name = name.to_string();
         workers.push(thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let name = name.clone();
-                thread::spawn(move || answer_lines(stream, &name));
+                let Ok(peer) = stream.peer_addr() else {
+                    continue;
+                };
+                let text = answer(&name, peer);
+                thread::spawn(move || answer_lines(stream, &text));
             }
         }));
     }
@@ -302,7 +320,7 @@ fn serve(name: &str, tcp: Option<u16>, udp: Option<u16>) -> Result<bool> {
         workers.push(thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while let Ok((_, from)) = socket.recv_from(&mut buf) {
-                let _ = socket.send_to(name.as_bytes(), from);
+                let _ = socket.send_to(answer(&name, from).as_bytes(), from);
             }
         }));
     }

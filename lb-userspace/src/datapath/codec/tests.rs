@@ -69,15 +69,18 @@ fn frontend_values_round_trip() {
     for kind in KINDS.map(Some).into_iter().chain([None]) {
         for when_empty in [WhenEmpty::Reject, WhenEmpty::Drop] {
             for affinity_timeout_s in [0, 1, 10_800, 86_400] {
-                let entry = FrontendEntry {
-                    service_id: 16_383,
-                    table_id: 2047,
-                    backend_count: 3,
-                    kind,
-                    when_empty,
-                    affinity_timeout_s,
-                };
-                assert_eq!(frontend_entry(&frontend_value(&entry)), entry);
+                for masquerade in [false, true] {
+                    let entry = FrontendEntry {
+                        service_id: 16_383,
+                        table_id: 2047,
+                        backend_count: 3,
+                        kind,
+                        when_empty,
+                        affinity_timeout_s,
+                        masquerade,
+                    };
+                    assert_eq!(frontend_entry(&frontend_value(&entry)), entry);
+                }
             }
         }
     }
@@ -92,10 +95,11 @@ fn frontend_value_flags_are_the_kernels() {
         kind: Some(FrontendKind::NodePort),
         when_empty: WhenEmpty::Drop,
         affinity_timeout_s: 10_800,
+        masquerade: true,
     });
     assert_eq!(
         value.flags,
-        FE_KIND_NODE_PORT << FE_KIND_SHIFT | FE_FLAG_EMPTY_DROP | 10_800 << 12
+        FE_KIND_NODE_PORT << FE_KIND_SHIFT | FE_FLAG_EMPTY_DROP | 1 << 2 | 10_800 << 12
     );
     assert_eq!(value.kind(), FE_KIND_NODE_PORT);
     assert_eq!(value.affinity_timeout_s(), 10_800);

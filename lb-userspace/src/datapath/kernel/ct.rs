@@ -140,6 +140,16 @@ impl KernelMaps {
             .map_err(map_err(lb_common::HASH_SEED, "update"))
     }
 
+    /// The address new external connections are masqueraded to, as the
+    /// datapath holds it (`None`: none).
+    pub fn snat_address(&self) -> Result<Option<std::net::Ipv4Addr>, MapsError> {
+        let addr_be = self
+            .snat_address
+            .get(&0, 0)
+            .map_err(map_err(lb_common::snat::SNAT_ADDR, "lookup"))?;
+        Ok((addr_be != 0).then(|| std::net::Ipv4Addr::from(addr_be.to_ne_bytes())))
+    }
+
     /// From now on, purging a UDP backend also aborts the connected UDP
     /// sockets to it of the processes in `cgroup` (the socket hooks'
     /// cgroup): they connect again, to a live backend.

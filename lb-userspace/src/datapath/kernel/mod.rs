@@ -18,6 +18,7 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
     sys::SyscallError,
 };
+use lb_common::snat::SNAT_ADDR;
 use lb_common::{
     AFFINITY4, ALL_MAPS, Affinity4Key, Affinity4Value, BACKENDS4, Backend4, CT4, CT4_NEW, Ct4Key,
     Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue, HASH_SEED, MAGLEV, MAGLEV_TABLE_SIZE,
@@ -47,6 +48,8 @@ pub struct KernelMaps {
     // session affinity
     affinity: HashMap<MapData, Affinity4Key, Affinity4Value>,
     hash_seed: Array<MapData, u32>,
+    // snat
+    snat_address: Array<MapData, u32>,
     /// The socket hooks' cgroup: purging a UDP backend aborts the connected
     /// sockets of its processes (`sock_destroy`); none, no socket is touched.
     socket_cgroup: Option<std::path::PathBuf>,
@@ -145,6 +148,7 @@ impl KernelMaps {
             service_stats,
             affinity,
             hash_seed,
+            snat_address,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -198,6 +202,9 @@ impl KernelMaps {
             hash_seed: typed(HASH_SEED, hash_seed)?
                 .try_into()
                 .map_err(map_err(HASH_SEED, "open"))?,
+            snat_address: typed(SNAT_ADDR, snat_address)?
+                .try_into()
+                .map_err(map_err(SNAT_ADDR, "open"))?,
             socket_cgroup: None,
         })
     }

@@ -44,6 +44,14 @@ impl DatapathMaps for KernelMaps {
         self.max_tables
     }
 
+    fn set_snat_address(&mut self, addr: Option<std::net::Ipv4Addr>) -> Result<(), MapsError> {
+        // Network order, as packets carry it.
+        let addr_be = addr.map_or(0, |addr| u32::from_ne_bytes(addr.octets()));
+        self.snat_address
+            .set(0, &addr_be, 0)
+            .map_err(map_err(lb_common::snat::SNAT_ADDR, "update"))
+    }
+
     fn frontends(&self) -> Result<Vec<(Frontend4Key, FrontendValue)>, MapsError> {
         self.frontends
             .iter()
