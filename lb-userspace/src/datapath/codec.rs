@@ -7,16 +7,19 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use aya::maps::lpm_trie;
+
 use lb_common::{
     ALGORITHM_MAGLEV, BE_FLAG_LOCAL, BE_FLAG_TERMINATING, Backend4, FE_AFFINITY_SHIFT,
     FE_FLAG_EMPTY_DROP, FE_KIND_CLUSTER_IP, FE_KIND_EXTERNAL_IP, FE_KIND_LOAD_BALANCER,
     FE_KIND_NODE_PORT, FE_KIND_SHIFT, Frontend4Key, FrontendValue, MAX_AFFINITY_TIMEOUT_S,
-    SCOPE_EXTERNAL, SCOPE_INTERNAL, SVC_FLAG_EXTERNAL_LOCAL, SVC_FLAG_INTERNAL_LOCAL,
-    SVC_FLAG_TOPOLOGY, ServiceInfo,
+    SCOPE_EXTERNAL, SCOPE_INTERNAL, SOURCE_RANGE_ID_BITS, SVC_FLAG_EXTERNAL_LOCAL,
+    SVC_FLAG_INTERNAL_LOCAL, SVC_FLAG_TOPOLOGY, ServiceInfo, SourceRange4,
 };
 
 use crate::model::{
-    Backend, Frontend, FrontendKind, Protocol, Scope, ServicePortInfo, ServicePortName, WhenEmpty,
+    Backend, Frontend, FrontendKind, Protocol, Scope, ServicePortInfo, ServicePortName,
+    SourceRange, WhenEmpty,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,6 +101,9 @@ pub struct FrontendEntry {
     pub when_empty: WhenEmpty,
     /// ClientIP session affinity timeout in seconds; 0: none.
     pub affinity_timeout_s: u32,
+    /// New connections' sources are checked against the Service port's
+    /// ranges (`FE_FLAG_SOURCE_RANGES`).
+    pub source_ranges: bool,
 }
 
 const fn kind_code(kind: FrontendKind) -> u32 {
@@ -128,6 +134,9 @@ pub fn frontend_value(entry: &FrontendEntry) -> FrontendValue {
     // The model holds at most 86400 (the API's limit); more cannot be
     // stored, so the largest storable timeout stands in.
     flags |= entry.affinity_timeout_s.min(MAX_AFFINITY_TIMEOUT_S) << FE_AFFINITY_SHIFT;
+    if entry.source_ranges {
+        flags |= lb_common::FE_FLAG_SOURCE_RANGES;
+    }
     FrontendValue {
         service_id: entry.service_id,
         table_id: entry.table_id,
@@ -149,6 +158,7 @@ pub fn frontend_entry(value: &FrontendValue) -> FrontendEntry {
             WhenEmpty::Reject
         },
         affinity_timeout_s: value.affinity_timeout_s(),
+        source_ranges: value.has_source_ranges(),
     }
 }
 
@@ -298,3 +308,26 @@ pub fn protocol_name(number: u8) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The source-range trie's key of one allowed range of a Service port.
+pub fn source_range_key(service_id: u32, range: &SourceRange) -> lpm_trie::Key<SourceRange4> {
+    lpm_trie::Key::new(
+        SOURCE_RANGE_ID_BITS + u32::from(range.prefix_len),
+        SourceRange4 {
+            service_id,
+            addr_be: u32::from_ne_bytes(range.network.octets()),
+        },
+    )
+}
+
+/// The Service port id and range of a trie key; `None` for a key this
+/// agent would not write (a prefix shorter than the id).
+pub fn source_range_from_key(key: &lpm_trie::Key<SourceRange4>) -> Option<(u32, SourceRange)> {
+    let prefix_len = key.prefix_len().checked_sub(SOURCE_RANGE_ID_BITS)?;
+    let data = key.data();
+    let range = SourceRange::new(
+        std::net::Ipv4Addr::from(data.addr_be.to_ne_bytes()),
+        u8::try_from(prefix_len).ok()?,
+    )?;
+    Some((data.service_id, range))
+}

@@ -14,6 +14,8 @@
 
 use lb_common::{Backend4, Frontend4Key, FrontendValue, ServiceInfo};
 
+use crate::model::SourceRange;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
     #[error("map {map}: {operation} failed: {source}")]
@@ -58,6 +60,15 @@ pub trait DatapathMaps {
     /// id): endpoints that left the Service port, whose remembered clients
     /// must choose afresh. Returns how many entries were removed.
     fn purge_affinity(&mut self, pairs: &[(u32, u32)]) -> Result<usize, MapsError>;
+    // loadBalancerSourceRanges
+    /// Every (service id, allowed range) the source-range trie holds.
+    fn source_ranges(&self) -> Result<Vec<(u32, SourceRange)>, MapsError>;
+    fn set_source_range(&mut self, service_id: u32, range: &SourceRange) -> Result<(), MapsError>;
+    fn remove_source_range(
+        &mut self,
+        service_id: u32,
+        range: &SourceRange,
+    ) -> Result<(), MapsError>;
 }
 
 pub mod attach;

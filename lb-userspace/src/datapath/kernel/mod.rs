@@ -6,6 +6,7 @@
 mod affinity;
 mod batch;
 mod ct;
+mod source_ranges;
 mod views;
 mod writer;
 
@@ -15,14 +16,14 @@ pub use views::MapFill;
 use std::{io, path::Path};
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
     sys::SyscallError,
 };
 use lb_common::{
     AFFINITY4, ALL_MAPS, Affinity4Key, Affinity4Value, BACKENDS4, Backend4, CT4, CT4_NEW, Ct4Key,
     Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue, HASH_SEED, MAGLEV, MAGLEV_TABLE_SIZE,
-    SERVICE_STATS, SERVICES, SOCK_REVNAT4, STATS, ServiceCounters, ServiceInfo, SockRevNat4Key,
-    SockRevNat4Value,
+    SERVICE_STATS, SERVICES, SOCK_REVNAT4, SOURCE_RANGES4, STATS, ServiceCounters, ServiceInfo,
+    SockRevNat4Key, SockRevNat4Value, SourceRange4,
 };
 
 use super::MapsError;
@@ -47,6 +48,8 @@ pub struct KernelMaps {
     // session affinity
     affinity: HashMap<MapData, Affinity4Key, Affinity4Value>,
     hash_seed: Array<MapData, u32>,
+    // loadBalancerSourceRanges
+    source_ranges: LpmTrie<MapData, SourceRange4, u8>,
     /// The socket hooks' cgroup: purging a UDP backend aborts the connected
     /// sockets of its processes (`sock_destroy`); none, no socket is touched.
     socket_cgroup: Option<std::path::PathBuf>,
@@ -145,6 +148,7 @@ impl KernelMaps {
             service_stats,
             affinity,
             hash_seed,
+            source_ranges,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -198,6 +202,9 @@ impl KernelMaps {
             hash_seed: typed(HASH_SEED, hash_seed)?
                 .try_into()
                 .map_err(map_err(HASH_SEED, "open"))?,
+            source_ranges: typed(SOURCE_RANGES4, source_ranges)?
+                .try_into()
+                .map_err(map_err(SOURCE_RANGES4, "open"))?,
             socket_cgroup: None,
         })
     }
