@@ -23,6 +23,10 @@ use lb::{
     },
     desired,
     model::{FrontendKind, NodeFacts, Protocol, SourceRange, WhenEmpty},
+    ops::{
+        explain::{self, Entry},
+        inspect::Inspector,
+    },
     plan::{self, Applied},
     source::manifests,
 };
@@ -171,6 +175,36 @@ fn the_node_port_and_cluster_ip_of_the_same_service_are_not_filtered() {
     let external = tracer.trace_external(&frame).unwrap();
     assert_eq!(external.record.reason, Reason::DnatNew as u32);
     assert_ne!(external.record.steps & TRACE_SOURCE_RANGE_ALLOWED, 0);
+
+    // `lb trace` names the decision; `lb service list` shows the ranges
+    // on the LoadBalancer IP's frontends only.
+    let inspector = Inspector::open(tracer.maps().unwrap()).unwrap();
+    let report = explain::report(
+        Entry::Pod,
+        from,
+        SocketAddrV4::new(LB_IP, 80),
+        Protocol::Tcp,
+        &lb_ip.record,
+        &inspector,
+    );
+    assert_eq!(
+        (report.verdict, report.reason, report.decided_by),
+        ("drop", "drop_source_range", Some("source-ranges"))
+    );
+    let named = "loadBalancerSourceRanges: the socket's bound address 198.51.100.7 is outside";
+    assert!(
+        report.steps.iter().any(|s| s.starts_with(named)),
+        "{:?}",
+        report.steps
+    );
+    let services = inspector.services().unwrap();
+    for fe in &services[0].frontends {
+        let expected: &[&str] = match fe.kind {
+            "load-balancer" => &["10.0.0.0/8", "203.0.113.0/25"],
+            _ => &[],
+        };
+        assert_eq!(fe.source_ranges, expected, "{} {}", fe.kind, fe.scope);
+    }
 }
 
 const FRONTEND: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 100);
