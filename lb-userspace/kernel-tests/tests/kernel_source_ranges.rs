@@ -10,7 +10,6 @@ mod common;
 use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener},
-    process::Command,
     time::Duration,
 };
 
@@ -264,27 +263,12 @@ fn connect_from(source: Ipv4Addr, target: SocketAddrV4) -> String {
 }
 
 fn child_connects(cgroup: &std::path::Path, source: Ipv4Addr, target: SocketAddr) -> String {
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "source_ranges_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(ENV_CGROUP, cgroup)
-        .env(ENV_TARGET, target.to_string())
-        .env(ENV_SOURCE, source.to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "child failed: {stdout}");
-    stdout
-        .split("<<<")
-        .nth(1)
-        .and_then(|s| s.split(">>>").next())
-        .expect("child output")
-        .to_owned()
+    let env = [
+        (ENV_CGROUP, cgroup.display().to_string()),
+        (ENV_TARGET, target.to_string()),
+        (ENV_SOURCE, source.to_string()),
+    ];
+    child_says("source_ranges_child", &env)
 }
 
 /// Upstream: kube-proxy filters the node's own processes and pods too
