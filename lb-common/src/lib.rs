@@ -17,7 +17,9 @@ pub mod packet;
 pub mod reason;
 pub mod reject;
 pub mod snat;
+pub mod source_ranges;
 
 pub use affinity::*;
 pub use flow::{Endpoint4, Flow4};
 pub use maps::*;
+pub use source_ranges::*;

@@ -44,7 +44,7 @@ pub const TRACE_REQUEST: &str = "lb_trace_req";
 pub const HASH_SEED: &str = "lb_hash_seed_v1";
 
 /// Every pinned map, for the agent's pin directory checks.
-pub const ALL_MAPS: [&str; 12] = [
+pub const ALL_MAPS: [&str; 13] = [
     FRONTENDS4,
     BACKENDS4,
     MAGLEV,
@@ -58,6 +58,7 @@ pub const ALL_MAPS: [&str; 12] = [
     HASH_SEED,
     // snat
     crate::snat::SNAT_ADDR,
+    crate::source_ranges::SOURCE_RANGES4,
 ];
 
 /// Map names whose layout this build understands are `..._v1`; a pinned

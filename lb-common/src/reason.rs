@@ -98,9 +98,14 @@ reasons! {
     CtPromoted = 24, "ct_promoted";
     /// Event: a SYN of a stale flow chose a backend again.
     CtReselected = 25, "ct_reselected";
+    // source ranges
+    /// A new connection to a LoadBalancer IP from a source outside the
+    /// Service's loadBalancerSourceRanges: dropped, as kube-proxy's
+    /// firewall chain drops it.
+    DropSourceRange = 26, "drop_source_range";
 }
 
 /// Number of counters in the stats map.
-pub const REASON_COUNT: u32 = 26;
+pub const REASON_COUNT: u32 = 27;
 
 const _: () = assert!(Reason::ALL.len() as u32 == REASON_COUNT);

@@ -11,7 +11,8 @@
 //! no shared state and record their decisions for `lb trace`.
 //!
 //! Every hook shares the same steps, one module each: `parse`, `select`
-//! (frontend and backend), `affinity` (sessionAffinity ClientIP), `ct`
+//! (frontend and backend), `affinity` (sessionAffinity ClientIP), `source_ranges`
+//! (loadBalancerSourceRanges), `ct`
 //! (connection table), `nat` (rewrites and
 //! checksums), `reject`, `stats`, `trace`. Map layouts, key construction,
 //! names and counter reasons are defined in `lb-common`.
@@ -38,6 +39,8 @@ mod select;
 mod snat;
 #[cfg(target_arch = "bpf")]
 mod sock;
+#[cfg(target_arch = "bpf")]
+mod source_ranges;
 #[cfg(target_arch = "bpf")]
 mod stats;
 #[cfg(target_arch = "bpf")]

@@ -26,7 +26,7 @@ use lb_common::{
 use crate::{
     affinity,
     maps::{SOCK_REVNAT4, TRACE_REQUEST},
-    nat, parse, select, stats, trace,
+    nat, parse, select, source_ranges, stats, trace,
 };
 
 const ECONNREFUSED: i32 = 111;
@@ -78,6 +78,17 @@ impl Addr {
             )
         }
     }
+    /// The address the socket is bound to (network order), 0 when it is
+    /// not bound yet: the kernel picks an unbound socket's source after
+    /// this hook, by route.
+    #[inline(always)]
+    fn bound_source(&self) -> u32 {
+        // SAFETY: as above; `sk` is the hook's socket, never null here.
+        unsafe {
+            let sk = core::ptr::read_volatile(&raw const (*self.sa).__bindgen_anon_1.sk);
+            core::ptr::read_volatile(&raw const (*sk).src_ip4)
+        }
+    }
     #[inline(always)]
     fn protocol(&self) -> u32 {
         // SAFETY: as above.
@@ -115,6 +126,11 @@ pub enum Decision {
     /// Refuse the syscall (`ECONNREFUSED`): the frontend has no endpoint
     /// this traffic may use (`reason` says which case).
     Refuse { service_id: u32, reason: Reason },
+    /// Fail the syscall with `EPERM`: the source is outside the Service's
+    /// loadBalancerSourceRanges (kube-proxy drops these packets; a
+    /// netfilter drop of a local sender's packet is `EPERM` too, and no
+    /// hook can make a connect() time out).
+    Forbid { service_id: u32, reason: Reason },
     /// The Maglev table named a backend that does not exist.
     Fail(Reason),
 }
@@ -123,17 +139,27 @@ pub enum Decision {
 /// frontend, then the backend the socket's cookie hashes to. `cookie` is
 /// only asked for when a backend is selected (a helper call the hooks skip
 /// for non-service traffic), `netns` (the client, for session affinity)
-/// only when the frontend has affinity.
+/// only when the frontend has affinity, `source` (the client's address)
+/// only when it has source ranges.
 #[inline(always)]
 pub fn decide(
     dst: Endpoint4,
     proto: u8,
     cookie: impl FnOnce() -> u64,
     netns: impl FnOnce() -> u64,
+    source: impl FnOnce() -> u32,
 ) -> Decision {
     let Some(fe) = select::frontend(dst, proto, SCOPE_INTERNAL) else {
         return Decision::Pass;
     };
+    if fe.has_source_ranges()
+        && let Err(reason) = source_ranges::check(&fe, source())
+    {
+        return Decision::Forbid {
+            service_id: fe.service_id,
+            reason,
+        };
+    }
     if fe.backend_count == 0 {
         return Decision::Refuse {
             service_id: fe.service_id,
@@ -174,7 +200,8 @@ fn translate(ctx: &SockAddrContext, counted: Reason) -> i32 {
     let cookie = || unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: as above.
     let netns = || unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
-    let (service_id, backend, cookie) = match decide(frontend, proto, cookie, netns) {
+    let source = || addr.bound_source();
+    let (service_id, backend, cookie) = match decide(frontend, proto, cookie, netns, source) {
         Decision::Pass => return ALLOW,
         Decision::Translate {
             service_id,
@@ -186,6 +213,12 @@ fn translate(ctx: &SockAddrContext, counted: Reason) -> i32 {
             stats::count_service(service_id, reason);
             // SAFETY: a plain helper call; connect4/sendmsg4 may set the errno.
             unsafe { bpf_set_retval(-ECONNREFUSED) };
+            return DENY;
+        }
+        Decision::Forbid { service_id, reason } => {
+            stats::count(reason);
+            stats::count_service(service_id, reason);
+            // DENY's own errno: EPERM.
             return DENY;
         }
         Decision::Fail(reason) => {
@@ -243,7 +276,9 @@ fn trace_socket(ctx: &XdpContext) -> (u32, Reason) {
     let frontend = pkt.flow().dst;
     let cookie = TRACE_REQUEST.get(0).map_or(0, |req| req.cookie);
     let netns = TRACE_REQUEST.get(0).map_or(0, |req| req.netns_cookie);
-    match decide(frontend, pkt.proto, || cookie, || netns) {
+    // The packet's source stands for the address the socket is bound to.
+    let source = pkt.flow().src.addr_be;
+    match decide(frontend, pkt.proto, || cookie, || netns, || source) {
         Decision::Pass => (xdp_action::XDP_PASS, Reason::PassNoService),
         Decision::Translate { backend, .. } => {
             nat::rewrite_xdp_destination(&pkt, frontend, backend);
@@ -256,7 +291,9 @@ fn trace_socket(ctx: &XdpContext) -> (u32, Reason) {
             };
             (xdp_action::XDP_PASS, reason)
         }
-        Decision::Refuse { reason, .. } | Decision::Fail(reason) => (xdp_action::XDP_DROP, reason),
+        Decision::Refuse { reason, .. }
+        | Decision::Forbid { reason, .. }
+        | Decision::Fail(reason) => (xdp_action::XDP_DROP, reason),
     }
 }
 

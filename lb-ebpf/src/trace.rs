@@ -83,6 +83,12 @@ pub fn affinity_set() {
     record(|r| r.steps |= TRACE_AFFINITY_SET)
 }
 
+/// A decision named by its `TRACE_*` bit alone (the bit is the record).
+#[inline(always)]
+pub fn step(bit: u32) {
+    record(|r| r.steps |= bit)
+}
+
 /// Selection hashed the socket cookie.
 #[inline(always)]
 pub fn socket_hash() {

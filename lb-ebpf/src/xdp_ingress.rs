@@ -15,7 +15,7 @@ use lb_common::{
     AFFINITY_CLIENT_ADDR, Endpoint4, Flow4, FrontendValue, SCOPE_EXTERNAL, reason::Reason,
 };
 
-use crate::{affinity, ct, debug, nat, parse, reject, select, snat, stats, trace};
+use crate::{affinity, ct, debug, nat, parse, reject, select, snat, source_ranges, stats, trace};
 
 /// `frags`: multi-buffer aware (jumbo frames; on veth, a program without it
 /// disables TSO on the peer and caps the MTU). Headers are read from the
@@ -83,9 +83,14 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
 }
 
 /// Selects the backend of a new flow and enters the flow in the connection
-/// table; a frontend without backends turns it away.
+/// table; a source outside the Service's ranges, or a frontend without
+/// backends, turns it away.
 #[inline(always)]
 fn new_flow(fe: &FrontendValue, flow: Flow4) -> Result<Endpoint4, Verdict> {
+    source_ranges::check(fe, flow.src.addr_be).map_err(|reason| {
+        stats::count_service(fe.service_id, reason);
+        Verdict::Drop(reason)
+    })?;
     if fe.backend_count == 0 {
         let reason = select::empty_reason(fe);
         stats::count_service(fe.service_id, reason);

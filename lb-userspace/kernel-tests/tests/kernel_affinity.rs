@@ -10,7 +10,6 @@ mod common;
 use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -296,26 +295,11 @@ fn affinity_child() {
 }
 
 fn child_connects(cgroup: &std::path::Path, target: SocketAddr) -> String {
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "affinity_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(ENV_CGROUP, cgroup)
-        .env(ENV_TARGET, target.to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "child failed: {stdout}");
-    stdout
-        .split("<<<")
-        .nth(1)
-        .and_then(|s| s.split(">>>").next())
-        .expect("child output")
-        .to_owned()
+    let env = [
+        (ENV_CGROUP, cgroup.display().to_string()),
+        (ENV_TARGET, target.to_string()),
+    ];
+    child_says("affinity_child", &env)
 }
 
 /// Backends on loopback that answer with their own name, until dropped.

@@ -63,6 +63,7 @@ fn the_fill_counts_what_the_maps_hold() {
                 0,
                 u64::from(lb_common::DEFAULT_AFFINITY_ENTRIES)
             ),
+            ("source_ranges", 0, u64::from(lb_common::MAX_SOURCE_RANGES)),
         ]
     );
 }

@@ -40,6 +40,7 @@ impl SpotCheck {
         if !same(&applied.frontends, maps.frontends()?)
             || !same(&applied.backends, maps.backends()?)
             || !same(&applied.service_infos, maps.services()?)
+            || !same_ranges(applied, maps)?
         {
             return Ok(false);
         }
@@ -105,6 +106,12 @@ impl Drift {
     }
 }
 
+/// Whether the source-range trie holds what the agent wrote.
+fn same_ranges(applied: &Applied, maps: &dyn DatapathMaps) -> Result<bool, MapsError> {
+    let read: std::collections::BTreeSet<_> = maps.source_ranges()?.into_iter().collect();
+    Ok(read == applied.source_ranges)
+}
+
 /// Whether a map read back holds exactly `known` (its order is the
 /// kernel's hash order).
 fn same<K: Ord, V: PartialEq>(known: &BTreeMap<K, V>, read: Vec<(K, V)>) -> bool {
@@ -116,4 +123,25 @@ fn differing<K: Ord, V: PartialEq>(a: &BTreeMap<K, V>, b: &BTreeMap<K, V>) -> u6
     let changed_or_gone = a.iter().filter(|(k, v)| b.get(k) != Some(*v)).count();
     let added = b.keys().filter(|k| !a.contains_key(k)).count();
     (changed_or_gone + added) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::{datapath::MemoryMaps, model::SourceRange};
+
+    /// A range removed behind the agent's back is drift: the resync reads
+    /// the maps again and its plan writes the range back.
+    #[test]
+    fn a_source_range_removed_behind_the_agent_is_drift() {
+        let mut maps = MemoryMaps::new(8);
+        let range = SourceRange::new(Ipv4Addr::new(203, 0, 113, 0), 24).unwrap();
+        maps.set_source_range(1, &range).unwrap();
+        let applied = Applied::read(&maps).unwrap();
+        assert!(SpotCheck::default().unchanged(&maps, &applied).unwrap());
+        maps.remove_source_range(1, &range).unwrap();
+        assert!(!SpotCheck::default().unchanged(&maps, &applied).unwrap());
+    }
 }

@@ -134,6 +134,25 @@ impl DatapathMaps for Breakable {
         self.check()?;
         self.maps.set_snat_address(addr)
     }
+    fn source_ranges(&self) -> Result<Vec<(u32, crate::model::SourceRange)>, MapsError> {
+        self.maps.source_ranges()
+    }
+    fn set_source_range(
+        &mut self,
+        service_id: u32,
+        range: &crate::model::SourceRange,
+    ) -> Result<(), MapsError> {
+        self.check()?;
+        self.maps.set_source_range(service_id, range)
+    }
+    fn remove_source_range(
+        &mut self,
+        service_id: u32,
+        range: &crate::model::SourceRange,
+    ) -> Result<(), MapsError> {
+        self.check()?;
+        self.maps.remove_source_range(service_id, range)
+    }
 }
 
 /// One agent loop over a fed source and breakable maps.

@@ -7,17 +7,20 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use aya::maps::lpm_trie;
 use lb_common::snat::FE_FLAG_MASQUERADE;
+
 use lb_common::{
     ALGORITHM_MAGLEV, BE_FLAG_LOCAL, BE_FLAG_TERMINATING, Backend4, FE_AFFINITY_SHIFT,
     FE_FLAG_EMPTY_DROP, FE_KIND_CLUSTER_IP, FE_KIND_EXTERNAL_IP, FE_KIND_LOAD_BALANCER,
     FE_KIND_NODE_PORT, FE_KIND_SHIFT, Frontend4Key, FrontendValue, MAX_AFFINITY_TIMEOUT_S,
-    SCOPE_EXTERNAL, SCOPE_INTERNAL, SVC_FLAG_EXTERNAL_LOCAL, SVC_FLAG_INTERNAL_LOCAL,
-    SVC_FLAG_TOPOLOGY, ServiceInfo,
+    SCOPE_EXTERNAL, SCOPE_INTERNAL, SOURCE_RANGE_ID_BITS, SVC_FLAG_EXTERNAL_LOCAL,
+    SVC_FLAG_INTERNAL_LOCAL, SVC_FLAG_TOPOLOGY, ServiceInfo, SourceRange4,
 };
 
 use crate::model::{
-    Backend, Frontend, FrontendKind, Protocol, Scope, ServicePortInfo, ServicePortName, WhenEmpty,
+    Backend, Frontend, FrontendKind, Protocol, Scope, ServicePortInfo, ServicePortName,
+    SourceRange, WhenEmpty,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,6 +105,9 @@ pub struct FrontendEntry {
     /// New connections are masqueraded to the node's address
     /// (`lb_common::snat::FE_FLAG_MASQUERADE`).
     pub masquerade: bool,
+    /// New connections' sources are checked against the Service port's
+    /// ranges (`FE_FLAG_SOURCE_RANGES`).
+    pub source_ranges: bool,
 }
 
 pub(crate) const fn kind_code(kind: FrontendKind) -> u32 {
@@ -135,6 +141,9 @@ pub fn frontend_value(entry: &FrontendEntry) -> FrontendValue {
     if entry.masquerade {
         flags |= FE_FLAG_MASQUERADE;
     }
+    if entry.source_ranges {
+        flags |= lb_common::FE_FLAG_SOURCE_RANGES;
+    }
     FrontendValue {
         service_id: entry.service_id,
         table_id: entry.table_id,
@@ -157,6 +166,7 @@ pub fn frontend_entry(value: &FrontendValue) -> FrontendEntry {
         },
         affinity_timeout_s: value.affinity_timeout_s(),
         masquerade: lb_common::snat::masquerades(value),
+        source_ranges: value.has_source_ranges(),
     }
 }
 
@@ -306,3 +316,26 @@ pub fn protocol_name(number: u8) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The source-range trie's key of one allowed range of a Service port.
+pub fn source_range_key(service_id: u32, range: &SourceRange) -> lpm_trie::Key<SourceRange4> {
+    lpm_trie::Key::new(
+        SOURCE_RANGE_ID_BITS + u32::from(range.prefix_len),
+        SourceRange4 {
+            service_id,
+            addr_be: u32::from_ne_bytes(range.network.octets()),
+        },
+    )
+}
+
+/// The Service port id and range of a trie key; `None` for a key this
+/// agent would not write (a prefix shorter than the id).
+pub fn source_range_from_key(key: &lpm_trie::Key<SourceRange4>) -> Option<(u32, SourceRange)> {
+    let prefix_len = key.prefix_len().checked_sub(SOURCE_RANGE_ID_BITS)?;
+    let data = key.data();
+    let range = SourceRange::new(
+        std::net::Ipv4Addr::from(data.addr_be.to_ne_bytes()),
+        u8::try_from(prefix_len).ok()?,
+    )?;
+    Some((data.service_id, range))
+}

@@ -154,7 +154,11 @@ impl Datapath {
                 .map(name)
                 .with_context(|| format!("map {name} missing from the datapath object"))?;
             let map_data = match map {
-                Map::HashMap(d) | Map::LruHashMap(d) | Map::Array(d) | Map::PerCpuArray(d) => d,
+                Map::HashMap(d)
+                | Map::LruHashMap(d)
+                | Map::Array(d)
+                | Map::PerCpuArray(d)
+                | Map::LpmTrie(d) => d,
                 _ => bail!("map {name} has an unexpected type"),
             };
             data.push(reopen(map_data, name)?);

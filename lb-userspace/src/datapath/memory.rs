@@ -19,6 +19,7 @@ use super::{
     DatapathMaps, MapsError,
     codec::{backend_identity, describe_frontend, key_address},
 };
+use crate::model::SourceRange;
 
 #[derive(Clone, Debug)]
 pub struct MemoryMaps {
@@ -35,6 +36,8 @@ pub struct MemoryMaps {
     pub purged_affinity: Vec<(u32, u32)>,
     /// The masquerade address last set.
     pub snat_address: Option<std::net::Ipv4Addr>,
+    /// (service id, range): the source-range trie.
+    pub source_ranges: BTreeSet<(u32, SourceRange)>,
     max_tables: u32,
     writes: usize,
     fail_at: Option<usize>,
@@ -58,6 +61,7 @@ impl MemoryMaps {
             purged: Vec::new(),
             purged_affinity: Vec::new(),
             snat_address: None,
+            source_ranges: BTreeSet::new(),
             max_tables,
             writes: 0,
             fail_at: None,
@@ -86,6 +90,14 @@ impl MemoryMaps {
             let name = describe_frontend(key);
             if !self.services.contains_key(&fe.service_id) {
                 found.push(format!("{name} names missing service {}", fe.service_id));
+            }
+            let has_ranges = || {
+                self.source_ranges
+                    .iter()
+                    .any(|(id, _)| *id == fe.service_id)
+            };
+            if fe.has_source_ranges() && !has_ranges() {
+                found.push(format!("{name} filters sources without any range"));
             }
             if fe.backend_count == 0 {
                 continue;
@@ -266,6 +278,26 @@ impl DatapathMaps for MemoryMaps {
 
     fn set_snat_address(&mut self, addr: Option<std::net::Ipv4Addr>) -> Result<(), MapsError> {
         self.snat_address = addr;
+        Ok(())
+    }
+
+    fn source_ranges(&self) -> Result<Vec<(u32, SourceRange)>, MapsError> {
+        Ok(self.source_ranges.iter().copied().collect())
+    }
+
+    fn set_source_range(&mut self, service_id: u32, range: &SourceRange) -> Result<(), MapsError> {
+        self.write(format!("range {service_id} {range}"))?;
+        self.source_ranges.insert((service_id, *range));
+        Ok(())
+    }
+
+    fn remove_source_range(
+        &mut self,
+        service_id: u32,
+        range: &SourceRange,
+    ) -> Result<(), MapsError> {
+        self.write(format!("-range {service_id} {range}"))?;
+        self.source_ranges.remove(&(service_id, *range));
         Ok(())
     }
 }

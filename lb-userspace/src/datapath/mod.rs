@@ -14,6 +14,8 @@
 
 use lb_common::{Backend4, Frontend4Key, FrontendValue, ServiceInfo};
 
+use crate::model::SourceRange;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
     #[error("map {map}: {operation} failed: {source}")]
@@ -61,6 +63,16 @@ pub trait DatapathMaps {
     /// Sets the address new external connections are masqueraded to (the
     /// node's primary IPv4; `None`: none known, nothing is masqueraded).
     fn set_snat_address(&mut self, addr: Option<std::net::Ipv4Addr>) -> Result<(), MapsError>;
+
+    // loadBalancerSourceRanges
+    /// Every (service id, allowed range) the source-range trie holds.
+    fn source_ranges(&self) -> Result<Vec<(u32, SourceRange)>, MapsError>;
+    fn set_source_range(&mut self, service_id: u32, range: &SourceRange) -> Result<(), MapsError>;
+    fn remove_source_range(
+        &mut self,
+        service_id: u32,
+        range: &SourceRange,
+    ) -> Result<(), MapsError>;
 }
 
 pub mod attach;

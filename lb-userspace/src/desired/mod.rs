@@ -47,6 +47,7 @@ mod rules;
 mod services;
 mod slices;
 mod sloppy_ip;
+mod source_ranges;
 mod validate;
 
 #[cfg(test)]

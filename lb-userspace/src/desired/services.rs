@@ -22,6 +22,7 @@ use super::{
     ports::{Owner, PortView, ServiceType, port_views},
     problems::Problems,
     rules::Rules,
+    source_ranges,
     validate::{addresses, indexed, parse_addr},
 };
 use crate::model::{NodeFacts, ProblemCode};
@@ -43,6 +44,8 @@ pub(super) struct ServiceView {
     pub(super) topology: TopologyWish,
     /// ClientIP session affinity timeout in seconds; 0: none.
     pub(super) affinity_timeout_s: u32,
+    /// Sources allowed to the LoadBalancer IPs; empty: all.
+    pub(super) source_ranges: Vec<crate::model::SourceRange>,
 }
 
 impl ServiceView {
@@ -113,10 +116,21 @@ impl ServiceView {
             problems,
         );
         let affinity_timeout_s = affinity::client_ip_timeout(spec, &object, problems);
+        let lb_ips = lb_ips(svc, &object, problems);
+        let is_load_balancer = svc_type == ServiceType::LoadBalancer;
+        let source_ranges = source_ranges::allowed_sources(
+            spec,
+            is_load_balancer,
+            &lb_ips,
+            node,
+            &object,
+            problems,
+        );
         Some(ServiceView {
             affinity_timeout_s,
+            source_ranges,
             created: svc.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            lb_ips: lb_ips(svc, &object, problems),
+            lb_ips,
             topology: topology_wish(svc, spec),
             object,
             namespace,

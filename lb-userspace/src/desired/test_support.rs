@@ -143,6 +143,7 @@ pub(super) fn spec(
         when_empty,
         selection: selection.to_owned(),
         affinity_timeout_s: 0,
+        source_ranges: Vec::new(),
     }
 }
 

@@ -60,8 +60,9 @@ fn whole_fixture_directory() {
         BTreeSet::from([
             "Service conflict/b",
             "Service invalid/nospec",
-            "Service invalid/typo"
+            "Service invalid/typo",
+            "Service lb/guarded"
         ])
     );
-    assert_eq!(state.frontends.len(), 53);
+    assert_eq!(state.frontends.len(), 58);
 }

@@ -8,8 +8,10 @@ use std::{collections::BTreeMap, fmt, net::IpAddr};
 use lb_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
 mod problem;
+mod source_range;
 
 pub use problem::{Problem, ProblemCode, Severity};
+pub use source_range::SourceRange;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -160,6 +162,11 @@ pub struct FrontendSpec {
     pub selection: String,
     /// `sessionAffinity: ClientIP`'s timeout in seconds; 0: no affinity.
     pub affinity_timeout_s: u32,
+    /// LoadBalancer IPs only: the sources allowed to open connections
+    /// (`loadBalancerSourceRanges`, plus the LoadBalancer IPs themselves
+    /// when a range holds a node address: kube-proxy's `allowFromNode`);
+    /// empty: every source.
+    pub source_ranges: Vec<SourceRange>,
 }
 
 /// The node's own facts that the desired state depends on.

@@ -155,7 +155,13 @@ pub fn report(
         service = name;
     }
 
-    let decided_by = if record.steps & TRACE_CONNECTION != 0 {
+    let denied = record.steps & lb_common::TRACE_SOURCE_RANGE_DENIED != 0;
+    if let Some(step) = source_range_step(record.steps, source, socket_entry) {
+        steps.push(step);
+    }
+    let decided_by = if denied {
+        Some("source-ranges")
+    } else if record.steps & TRACE_CONNECTION != 0 {
         steps.push(
             "the connection table decided: an established flow keeps its backend".to_string(),
         );
@@ -267,9 +273,39 @@ fn final_words(reason: Reason, verdict: &str, socket_entry: bool) -> String {
             "dropped: the traffic policy is Local and no endpoint runs on this node (as kube-proxy)"
                 .into()
         }
+        ("drop", false) if reason == Reason::DropSourceRange => {
+            "dropped: the source is outside loadBalancerSourceRanges (as kube-proxy's firewall chain)"
+                .into()
+        }
+        ("drop", true) if reason == Reason::DropSourceRange => {
+            "refused: the source is outside loadBalancerSourceRanges; connect() fails with EPERM"
+                .into()
+        }
         ("drop", _) => format!("dropped ({})", reason.name()),
         ("dnat", _) => format!("verdict: translated ({})", reason.name()),
         _ => format!("verdict: passed ({})", reason.name()),
+    }
+}
+
+/// The loadBalancerSourceRanges decision, when the frontend has ranges.
+fn source_range_step(steps: u32, source: SocketAddrV4, socket_entry: bool) -> Option<String> {
+    let whose = if socket_entry {
+        "the socket's bound address"
+    } else {
+        "the packet's source"
+    };
+    if steps & lb_common::TRACE_SOURCE_RANGE_DENIED != 0 {
+        Some(format!(
+            "loadBalancerSourceRanges: {whose} {} is outside every range of the Service",
+            source.ip()
+        ))
+    } else if steps & lb_common::TRACE_SOURCE_RANGE_ALLOWED != 0 {
+        Some(format!(
+            "loadBalancerSourceRanges: {whose} {} is inside a range of the Service",
+            source.ip()
+        ))
+    } else {
+        None
     }
 }
 

@@ -48,6 +48,9 @@ pub struct FrontendView {
     pub scope: &'static str,
     /// What new traffic meets when there is no backend: `reject` or `drop`.
     pub when_empty: &'static str,
+    /// loadBalancerSourceRanges: the sources allowed to open connections
+    /// (CIDRs); empty: every source.
+    pub source_ranges: Vec<String>,
     pub backends: Vec<BackendRef>,
 }
 
@@ -178,6 +181,7 @@ impl Inspector {
     }
 
     pub fn services(&self) -> Result<Vec<ServiceView>, MapsError> {
+        let ranges = crate::datapath::DatapathMaps::source_ranges(&self.maps)?;
         let mut views = Vec::new();
         for (&id, (name, info)) in &self.services {
             let mut frontends = Vec::new();
@@ -195,6 +199,12 @@ impl Inspector {
                     when_empty: match frontend_entry(value).when_empty {
                         WhenEmpty::Drop => "drop",
                         WhenEmpty::Reject => "reject",
+                    },
+                    source_ranges: if value.has_source_ranges() {
+                        let of_port = ranges.iter().filter(|(sid, _)| *sid == id);
+                        of_port.map(|(_, range)| range.to_string()).collect()
+                    } else {
+                        Vec::new()
                     },
                     backends,
                 });

@@ -47,11 +47,14 @@ pub fn services(views: &[ServiceView]) -> String {
     let mut rows = Vec::new();
     for svc in views {
         for fe in &svc.frontends {
-            let policy = match (fe.kind, fe.scope) {
+            let mut policy = match (fe.kind, fe.scope) {
                 ("cluster-ip", _) => format!("itp={}", svc.internal_traffic_policy),
                 (_, "external") => format!("etp={}", svc.external_traffic_policy),
                 _ => "all endpoints".to_string(),
             };
+            if !fe.source_ranges.is_empty() {
+                policy.push_str(&format!(", sources {}", fe.source_ranges.join(" ")));
+            }
             let backends = if fe.backends.is_empty() {
                 format!("none ({})", fe.when_empty)
             } else {

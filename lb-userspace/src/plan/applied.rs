@@ -34,6 +34,8 @@ pub struct Applied {
     pub service_infos: BTreeMap<u32, ServiceInfo>,
     /// Who references what, and the free ids: kept in step by `record`.
     pub(super) index: Index,
+    /// (service id, range): the source-range trie.
+    pub source_ranges: BTreeSet<(u32, crate::model::SourceRange)>,
 }
 
 impl Applied {
@@ -50,6 +52,7 @@ impl Applied {
             .collect();
         let mut applied = Applied {
             backends: maps.backends()?.into_iter().collect(),
+            source_ranges: maps.source_ranges()?.into_iter().collect(),
             services,
             service_infos,
             ..Applied::default()
@@ -195,6 +198,11 @@ impl Applied {
         self.backends.extend(plan.set_backends.iter().copied());
         for (id, _) in &plan.remove_backends {
             self.backends.remove(id);
+        }
+        self.source_ranges
+            .extend(plan.set_source_ranges.iter().copied());
+        for entry in &plan.remove_source_ranges {
+            self.source_ranges.remove(entry);
         }
         self.frontends.extend(plan.set_frontends.iter().copied());
         for key in &plan.remove_frontends {

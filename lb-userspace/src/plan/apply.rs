@@ -21,11 +21,17 @@ pub fn apply(
     for table in &plan.write_tables {
         maps.write_table(table.table_id, &table.slots)?;
     }
+    for (id, range) in &plan.set_source_ranges {
+        maps.set_source_range(*id, range)?;
+    }
     for (key, value) in &plan.set_frontends {
         maps.set_frontend(key, value)?;
     }
     for key in &plan.remove_frontends {
         maps.remove_frontend(key)?;
+    }
+    for (id, range) in &plan.remove_source_ranges {
+        maps.remove_source_range(*id, range)?;
     }
     // Purged while the backends are still in the maps: an apply
     // interrupted after the purge still finds them to remove next time,

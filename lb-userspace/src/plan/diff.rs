@@ -74,6 +74,8 @@ pub(super) fn plan_whole(
     removals(applied, &planned.in_use, &mut planned.out);
     planned.out.new_services = planned.ids.into_new_services();
     planned.out.purge_affinity = super::affinity_purge::affinity_purge(applied, &planned.out);
+    let all = super::source_ranges::Ports::All;
+    super::source_ranges::plan_source_ranges(desired, applied, &mut planned.out, all);
     (planned.out, planned.failed)
 }
 
@@ -277,6 +279,7 @@ fn plan_service(
             when_empty: spec.when_empty,
             affinity_timeout_s: spec.affinity_timeout_s,
             masquerade: masquerade::masquerades(frontend, spec.kind, port),
+            source_ranges: !spec.source_ranges.is_empty(),
         });
         part.frontends.push((key, value));
     }

@@ -3,8 +3,10 @@
 //!
 //! 1. new or changed backends,
 //! 2. whole Maglev tables into slots nothing references yet,
-//! 3. frontend flips (each a single atomic map update),
-//! 4. removal of frontends that are gone,
+//! 3. allowed source ranges of the ports about to filter by source, then
+//!    frontend flips (each a single atomic map update),
+//! 4. removal of frontends that are gone, then of source ranges nothing
+//!    filters with,
 //! 5. removal of the stale UDP connection entries that point at backends
 //!    nothing references any more, then of those backends (in this order,
 //!    so an interrupted apply still finds the backends to purge for), then
@@ -30,7 +32,8 @@
 //! ports use each backend, with which flags), `diff` (the whole plan),
 //! `scoped` (the plan of a few ports), `planner` (which of the two),
 //! `apply` (ordered writes), `print` (the printed form), `maglev` (the
-//! tables).
+//! tables), `affinity_purge` and `source_ranges` (the affinity and
+//! source-range entries a plan changes).
 
 mod affinity_purge;
 mod applied;
@@ -44,6 +47,7 @@ mod masquerade;
 mod planner;
 mod print;
 mod scoped;
+mod source_ranges;
 mod usage;
 
 use lb_common::{
@@ -58,7 +62,7 @@ pub use planner::{PlanStats, Planner};
 
 use crate::{
     datapath::codec::CodecError,
-    model::{Backend, Problem, ServicePortName},
+    model::{Backend, Problem, ServicePortName, SourceRange},
 };
 
 /// The ordered map writes that take `Applied` to the desired state.
@@ -81,6 +85,11 @@ pub struct Plan {
     pub purge_affinity: Vec<(u32, u32)>,
     /// Tables nothing references after this plan.
     pub release_tables: Vec<u32>,
+    /// (service id, range): allowed sources written before the frontends
+    /// flip (`source_ranges`).
+    pub set_source_ranges: Vec<(u32, SourceRange)>,
+    /// (service id, range): allowed sources removed after the frontends.
+    pub remove_source_ranges: Vec<(u32, SourceRange)>,
     /// Service ids assigned by this plan.
     pub new_services: Vec<(ServicePortName, u32)>,
     /// Service ports this plan leaves as they were, and why.
@@ -127,6 +136,8 @@ impl Plan {
             && self.remove_backends.is_empty()
             && self.purge_connections.is_empty()
             && self.purge_affinity.is_empty()
+            && self.set_source_ranges.is_empty()
+            && self.remove_source_ranges.is_empty()
     }
 }
 

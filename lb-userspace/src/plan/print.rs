@@ -30,10 +30,13 @@ impl fmt::Display for Plan {
                 names.join(", ")
             )?;
         }
+        for (id, range) in &self.set_source_ranges {
+            writeln!(f, "allow source {range} to service {id}")?;
+        }
         for (key, value) in &self.set_frontends {
             writeln!(
                 f,
-                "set frontend {} -> service {} table {} ({} backends){}{}",
+                "set frontend {} -> service {} table {} ({} backends){}{}{}",
                 describe_frontend(key),
                 value.service_id,
                 value.table_id,
@@ -46,11 +49,19 @@ impl fmt::Display for Plan {
                     ", masquerade"
                 } else {
                     ""
+                },
+                if value.has_source_ranges() {
+                    ", source ranges"
+                } else {
+                    ""
                 }
             )?;
         }
         for key in &self.remove_frontends {
             writeln!(f, "remove frontend {}", describe_frontend(key))?;
+        }
+        for (id, range) in &self.remove_source_ranges {
+            writeln!(f, "remove source {range} of service {id}")?;
         }
         for be in &self.purge_connections {
             writeln!(f, "purge connections to {}", describe_backend(be))?;

@@ -60,6 +60,14 @@ pub(super) fn plan_scope(
     shared_backend_flags(scope, usage, applied, out);
     planned.out.new_services = planned.ids.into_new_services();
     planned.out.purge_affinity = super::affinity_purge::affinity_purge(applied, &planned.out);
+    let ids: BTreeSet<u32> = scope
+        .services
+        .iter()
+        .filter_map(|s| applied.services.get(*s))
+        .copied()
+        .collect();
+    let ports = super::source_ranges::Ports::These(&ids);
+    super::source_ranges::plan_source_ranges(desired, applied, &mut planned.out, ports);
     (planned.out, planned.failed)
 }
 

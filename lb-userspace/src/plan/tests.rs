@@ -67,6 +67,7 @@ pub(super) fn spec(name: &str, backends: &[Backend]) -> FrontendSpec {
         when_empty: WhenEmpty::Reject,
         selection: String::new(),
         affinity_timeout_s: 0,
+        source_ranges: Vec::new(),
     }
 }
 

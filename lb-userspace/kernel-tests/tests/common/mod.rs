@@ -445,6 +445,26 @@ pub fn enter_cgroup(cgroup: &Path) {
         .unwrap_or_else(|e| panic!("entering cgroup {}: {e}", cgroup.display()));
 }
 
+/// Runs the test `name` of this very binary as a child process with the
+/// environment `env` (the child side of a test reads it; in a normal run
+/// it returns at once), and returns what the child printed between `<<<`
+/// and `>>>`.
+pub fn child_says(name: &str, env: &[(&str, String)]) -> String {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "child failed: {stdout}");
+    stdout
+        .split("<<<")
+        .nth(1)
+        .and_then(|s| s.split(">>>").next())
+        .expect("child output")
+        .to_owned()
+}
+
 pub fn cstr(s: &str) -> CString {
     CString::new(s).unwrap()
 }

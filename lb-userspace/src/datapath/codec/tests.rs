@@ -69,7 +69,9 @@ fn frontend_values_round_trip() {
     for kind in KINDS.map(Some).into_iter().chain([None]) {
         for when_empty in [WhenEmpty::Reject, WhenEmpty::Drop] {
             for affinity_timeout_s in [0, 1, 10_800, 86_400] {
-                for masquerade in [false, true] {
+                for (masquerade, source_ranges) in
+                    [(false, false), (true, false), (false, true), (true, true)]
+                {
                     let entry = FrontendEntry {
                         service_id: 16_383,
                         table_id: 2047,
@@ -78,6 +80,7 @@ fn frontend_values_round_trip() {
                         when_empty,
                         affinity_timeout_s,
                         masquerade,
+                        source_ranges,
                     };
                     assert_eq!(frontend_entry(&frontend_value(&entry)), entry);
                 }
@@ -96,10 +99,11 @@ fn frontend_value_flags_are_the_kernels() {
         when_empty: WhenEmpty::Drop,
         affinity_timeout_s: 10_800,
         masquerade: true,
+        source_ranges: true,
     });
     assert_eq!(
         value.flags,
-        FE_KIND_NODE_PORT << FE_KIND_SHIFT | FE_FLAG_EMPTY_DROP | 1 << 2 | 10_800 << 12
+        FE_KIND_NODE_PORT << FE_KIND_SHIFT | FE_FLAG_EMPTY_DROP | 1 << 1 | 1 << 2 | 10_800 << 12
     );
     assert_eq!(value.kind(), FE_KIND_NODE_PORT);
     assert_eq!(value.affinity_timeout_s(), 10_800);
@@ -242,4 +246,17 @@ fn sockets_decode_from_network_order() {
     let socket = socket_from_be(u32::from_ne_bytes(addr.octets()), 53u16.to_be());
     assert_eq!(socket.to_string(), "203.0.113.7:53");
     assert_eq!(protocol_name(PROTO_UDP), "UDP");
+}
+
+/// The trie key: the Service port id matched whole, then the range's
+/// prefix of the address, in network order as packets carry it.
+#[test]
+fn source_range_keys_round_trip_and_match_the_kernels_layout() {
+    use crate::model::SourceRange;
+    let range = SourceRange::new(std::net::Ipv4Addr::new(203, 0, 113, 0), 24).unwrap();
+    let key = source_range_key(7, &range);
+    assert_eq!(key.prefix_len(), 32 + 24);
+    assert_eq!(key.data().service_id, 7);
+    assert_eq!(key.data().addr_be.to_ne_bytes(), [203, 0, 113, 0]);
+    assert_eq!(source_range_from_key(&key), Some((7, range)));
 }

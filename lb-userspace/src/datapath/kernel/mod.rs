@@ -6,6 +6,7 @@
 mod affinity;
 mod batch;
 mod ct;
+mod source_ranges;
 mod views;
 mod writer;
 
@@ -15,15 +16,15 @@ pub use views::MapFill;
 use std::{io, path::Path};
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
     sys::SyscallError,
 };
 use lb_common::snat::SNAT_ADDR;
 use lb_common::{
     AFFINITY4, ALL_MAPS, Affinity4Key, Affinity4Value, BACKENDS4, Backend4, CT4, CT4_NEW, Ct4Key,
     Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue, HASH_SEED, MAGLEV, MAGLEV_TABLE_SIZE,
-    SERVICE_STATS, SERVICES, SOCK_REVNAT4, STATS, ServiceCounters, ServiceInfo, SockRevNat4Key,
-    SockRevNat4Value,
+    SERVICE_STATS, SERVICES, SOCK_REVNAT4, SOURCE_RANGES4, STATS, ServiceCounters, ServiceInfo,
+    SockRevNat4Key, SockRevNat4Value, SourceRange4,
 };
 
 use super::MapsError;
@@ -50,6 +51,8 @@ pub struct KernelMaps {
     hash_seed: Array<MapData, u32>,
     // snat
     snat_address: Array<MapData, u32>,
+    // loadBalancerSourceRanges
+    source_ranges: LpmTrie<MapData, SourceRange4, u8>,
     /// The socket hooks' cgroup: purging a UDP backend aborts the connected
     /// sockets of its processes (`sock_destroy`); none, no socket is touched.
     socket_cgroup: Option<std::path::PathBuf>,
@@ -149,6 +152,7 @@ impl KernelMaps {
             affinity,
             hash_seed,
             snat_address,
+            source_ranges,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -205,6 +209,9 @@ impl KernelMaps {
             snat_address: typed(SNAT_ADDR, snat_address)?
                 .try_into()
                 .map_err(map_err(SNAT_ADDR, "open"))?,
+            source_ranges: typed(SOURCE_RANGES4, source_ranges)?
+                .try_into()
+                .map_err(map_err(SOURCE_RANGES4, "open"))?,
             socket_cgroup: None,
         })
     }

@@ -16,7 +16,7 @@ use crate::datapath::{DatapathMaps, MapsError};
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct MapFill {
     /// `frontends`, `backends`, `maglev_tables`, `services`,
-    /// `connections`, `socket_translations` or `affinity`.
+    /// `connections`, `socket_translations`, `affinity` or `source_ranges`.
     pub map: &'static str,
     pub entries: u64,
     pub capacity: u64,
@@ -109,6 +109,15 @@ impl KernelMaps {
                 "affinity",
                 count(keys_in(self.affinity.keys()), lb_common::AFFINITY4)?,
                 lb_common::DEFAULT_AFFINITY_ENTRIES,
+            ),
+            // loadBalancerSourceRanges
+            fill(
+                "source_ranges",
+                count(
+                    keys_in(self.source_ranges.keys()),
+                    lb_common::SOURCE_RANGES4,
+                )?,
+                lb_common::MAX_SOURCE_RANGES,
             ),
         ])
     }

@@ -6,7 +6,10 @@ use lb_common::{
 };
 
 use super::{KernelMaps, ignore_missing, insert_err, map_err};
-use crate::datapath::{DatapathMaps, MapsError, sock_destroy};
+use crate::{
+    datapath::{DatapathMaps, MapsError, sock_destroy},
+    model::SourceRange,
+};
 
 /// Aborts the connected UDP sockets whose peer is one of the UDP
 /// `backends`, in every namespace of the socket hooks' `cgroup` (see
@@ -179,5 +182,21 @@ impl DatapathMaps for KernelMaps {
 
     fn purge_affinity(&mut self, pairs: &[(u32, u32)]) -> Result<usize, MapsError> {
         self.purge_affinity_of(pairs)
+    }
+
+    fn source_ranges(&self) -> Result<Vec<(u32, SourceRange)>, MapsError> {
+        self.source_range_entries()
+    }
+
+    fn set_source_range(&mut self, service_id: u32, range: &SourceRange) -> Result<(), MapsError> {
+        self.insert_source_range(service_id, range)
+    }
+
+    fn remove_source_range(
+        &mut self,
+        service_id: u32,
+        range: &SourceRange,
+    ) -> Result<(), MapsError> {
+        self.delete_source_range(service_id, range)
     }
 }
