@@ -15,6 +15,7 @@ use lb_common::reason::Reason;
 
 use crate::{frames, raw_bpf::RawProgram};
 
+pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 /// What lb's tc egress program returns for what it lets through (tcx:
@@ -73,7 +74,10 @@ pub enum Expect {
     /// tc lets it through with `from` as its source, the destination kept,
     /// checksums valid.
     ReverseNat { from: SocketAddrV4 },
-    /// XDP_TX of an ICMP port unreachable to the sender.
+    /// XDP_TX of an ICMP port unreachable to the sender, or, once this
+    /// CPU's reject budget is spent (the kernel's icmp_msgs_burst, then
+    /// icmp_msgs_per_sec), XDP_DROP: a stream of rejects measures mostly
+    /// the over-the-limit path, which is what a flood of them costs.
     Reject,
 }
 
@@ -115,8 +119,11 @@ impl Expect {
                 Ok(None)
             }
             Expect::Reject => {
+                if verdict == XDP_DROP {
+                    return Ok(None);
+                }
                 if verdict != XDP_TX {
-                    bail!("verdict {verdict}, expected XDP_TX");
+                    bail!("verdict {verdict}, expected XDP_TX, or XDP_DROP over the rate limit");
                 }
                 frames::check_port_unreachable(&out.packet_out, *sent.dst.ip(), *sent.src.ip())?;
                 Ok(None)
@@ -132,8 +139,8 @@ pub struct Stream<'a> {
     pub program: Program<'a>,
     pub frames: Frames,
     pub expect: Expect,
-    /// The agent counter each call must add one to.
-    pub counter: Option<Reason>,
+    /// The agent counters each call must add one to, together.
+    pub counters: Vec<Reason>,
     /// One mean per batch, in ns per packet.
     pub samples: Vec<f64>,
     /// Where DNAT sent the packets, by destination address.
@@ -152,9 +159,15 @@ impl<'a> Stream<'a> {
         counter: Reason,
     ) -> Stream<'a> {
         Stream {
-            counter: Some(counter),
+            counters: vec![counter],
             ..Stream::bench(case, LB, program, frames, expect)
         }
+    }
+
+    /// Calls may also count `reason` instead of the stream's counter.
+    pub fn or_counted(mut self, reason: Reason) -> Stream<'a> {
+        self.counters.push(reason);
+        self
     }
 
     /// One of the bench's own programs: no agent counter to prove it by.
@@ -171,7 +184,7 @@ impl<'a> Stream<'a> {
             program,
             frames,
             expect,
-            counter: None,
+            counters: Vec::new(),
             samples: Vec::new(),
             chosen: BTreeMap::new(),
             failure: None,
@@ -201,12 +214,13 @@ impl<'a> Stream<'a> {
                 *self.chosen.entry(dst).or_default() += 1;
             }
         }
-        if let (Some(reason), Some(before)) = (self.counter, before) {
-            let after = maps.stat(reason)?;
+        if let Some(before) = before {
+            let after = self.counter_value(maps)?.unwrap_or_default();
             if after.wrapping_sub(before) != u64::from(calls) {
+                let names: Vec<&str> = self.counters.iter().map(|r| r.name()).collect();
                 bail!(
                     "the agent's {} counter rose by {} over {calls} packets",
-                    reason.name(),
+                    names.join(" + "),
                     after.wrapping_sub(before)
                 );
             }
@@ -215,11 +229,16 @@ impl<'a> Stream<'a> {
         Ok(())
     }
 
+    /// The sum of the stream's counters; none when it has none.
     fn counter_value(&self, maps: &KernelMaps) -> Result<Option<u64>> {
-        self.counter
-            .map(|reason| maps.stat(reason))
-            .transpose()
-            .map_err(Into::into)
+        if self.counters.is_empty() {
+            return Ok(None);
+        }
+        let mut sum = 0u64;
+        for reason in &self.counters {
+            sum = sum.wrapping_add(maps.stat(*reason)?);
+        }
+        Ok(Some(sum))
     }
 }
 
@@ -330,5 +349,13 @@ mod tests {
                 .check(&input, &outcome(XDP_TX, input.clone()))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_reject_over_the_rate_limit_is_a_drop_and_nothing_else() {
+        let input = frames::tcp(addr(2, 1234), addr(1, 30090), true);
+        let check = |verdict| Expect::Reject.check(&input, &outcome(verdict, input.clone()));
+        assert!(check(XDP_DROP).is_ok());
+        assert!(check(XDP_PASS).is_err());
     }
 }
