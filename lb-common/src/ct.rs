@@ -118,6 +118,17 @@ pub const fn reopens(proto: u8, state: u8, tcp_flags: u8) -> bool {
         && tcp_flags & (tcp::SYN | tcp::ACK) == tcp::SYN
 }
 
+/// Whether a flow in `state`, last seen at `last_seen_s`, gives up its
+/// entries to a new flow that needs one of its keys: a TCP connection
+/// that is closing or closed (its port is free to reuse, as the kernel
+/// reopens from TIME_WAIT/CLOSE), or any flow past its timeout that the
+/// sweep has not removed yet. A live flow never does.
+#[inline(always)]
+pub const fn yields_to_new_flow(proto: u8, state: u8, last_seen_s: u32, now_s: u32) -> bool {
+    (proto == PROTO_TCP && matches!(state, CT_CLOSING | CT_CLOSED))
+        || expired(state, last_seen_s, now_s)
+}
+
 /// The state a new flow starts in.
 #[inline(always)]
 pub const fn initial_state(proto: u8) -> u8 {

@@ -103,9 +103,13 @@ reasons! {
     /// Service's loadBalancerSourceRanges: dropped, as kube-proxy's
     /// firewall chain drops it.
     DropSourceRange = 26, "drop_source_range";
+    // connection table, continued
+    /// Event: a new flow took over the reply key of a closed (or expired)
+    /// flow through another frontend, whose entries both went.
+    CtReplyTakenOver = 27, "ct_reply_taken_over";
 }
 
 /// Number of counters in the stats map.
-pub const REASON_COUNT: u32 = 27;
+pub const REASON_COUNT: u32 = 28;
 
 const _: () = assert!(Reason::ALL.len() as u32 == REASON_COUNT);

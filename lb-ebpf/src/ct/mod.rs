@@ -147,7 +147,7 @@ pub fn create(
     };
     // The reply entry first: once the original entry exists, later packets
     // of the flow rely on it.
-    pair::claim_reply(&Ct4Key::reply(flow.reply_via(backend)), &reply)?;
+    pair::claim_reply(flow.reply_via(backend), &reply)?;
     table::insert_new(&Ct4Key::original(flow), &original)
 }
 

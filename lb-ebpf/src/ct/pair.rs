@@ -4,7 +4,11 @@
 //! and never overwrites an entry of another flow that holds the partner's
 //! key. A new flow claims its reply entry only where no other flow holds it.
 
-use lb_common::{Ct4Key, Ct4Value, Endpoint4, ct::Direction, reason::Reason};
+use lb_common::{
+    Ct4Key, Ct4Value, Endpoint4, Flow4,
+    ct::{Direction, yields_to_new_flow},
+    reason::Reason,
+};
 
 use super::table::{self, Table};
 use crate::stats;
@@ -46,24 +50,38 @@ pub fn ensure(
     Some(value)
 }
 
-/// Enters a new flow's reply entry, unless another flow holds its key (the
-/// same client address and port reaching the same backend through another
-/// frontend): that flow keeps it, and the new one is refused. An entry of
-/// this same flow (same frontend and backend: its original entry expired
-/// or was evicted first) is taken over.
+/// Enters a new flow's reply entry (`reply` is backend -> client), unless
+/// another live flow holds its key (the same client address and port
+/// reaching the same backend through another frontend): that flow keeps
+/// it, and the new one is refused. An entry of this same flow (same
+/// frontend and backend: its original entry expired or was evicted first)
+/// is taken over, and so is a flow that is closed or past its timeout,
+/// whose entries both go (a client reusing a closed connection's port
+/// toward another frontend of the same backend).
 #[inline(always)]
-pub fn claim_reply(key: &Ct4Key, value: &Ct4Value) -> Result<(), Reason> {
-    if let Some((held_in, entry)) = table::find(key) {
+pub fn claim_reply(reply: Flow4, value: &Ct4Value) -> Result<(), Reason> {
+    let key = Ct4Key::reply(reply);
+    if let Some((held_in, entry)) = table::find(&key) {
         // SAFETY: a valid map value pointer; plain data.
         let held = unsafe { *entry };
-        if held.nat() != value.nat() || held.backend_id != value.backend_id {
-            return Err(Reason::DropCtReplyClash);
+        let same_flow = held.nat() == value.nat() && held.backend_id == value.backend_id;
+        if !same_flow {
+            if !yields_to_new_flow(reply.proto, held.state, held.last_seen_s, table::now_s()) {
+                return Err(Reason::DropCtReplyClash);
+            }
+            // The closed flow's original entry: client -> its frontend.
+            table::remove(&Ct4Key::original(Flow4::new(
+                reply.dst,
+                held.nat(),
+                reply.proto,
+            )));
+            stats::count(Reason::CtReplyTakenOver);
         }
-        // The same flow's leftover: replace it with the fresh entry, in the
-        // table of new flows where its original entry goes.
-        let _ = table::map(held_in).remove(key);
+        // Replaced by the fresh entry, in the table of new flows where its
+        // original entry goes.
+        let _ = table::map(held_in).remove(&key);
     }
-    match table::insert_absent(Table::New, key, value) {
+    match table::insert_absent(Table::New, &key, value) {
         Ok(()) => Ok(()),
         // Another CPU entered the same key between the lookup and here.
         Err(true) => Err(Reason::DropCtReplyClash),

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use common::*;
 use lb_common::{
     Ct4Key, Endpoint4, Flow4, PROTO_TCP, SCOPE_EXTERNAL,
-    packet::tcp::{ACK, SYN},
+    packet::tcp::{ACK, FIN, SYN},
     reason::Reason,
 };
 
@@ -122,4 +122,52 @@ fn a_reply_entry_clash_does_not_hijack_the_first_flow() {
         (NODE, 30080),
         "the reply keeps the first flow's frontend"
     );
+}
+
+/// A client reuses the port of a closed connection toward another
+/// frontend of the same backend (the kernel's ephemeral ports repeat
+/// across destinations): the closed flow yields its reply key, as the
+/// kernel reopens from TIME_WAIT/CLOSE, and the new connection is
+/// translated both ways with its own frontend; the closed flow's late
+/// packets no longer rewrite anything.
+#[test]
+fn a_closed_flow_yields_its_reply_key_to_a_new_connection() {
+    let mut t = TestDatapath::load();
+    service(&mut t);
+    install_service(
+        &mut t.maps,
+        frontend_key(LB_IP, 80, PROTO_TCP, SCOPE_EXTERNAL),
+        1,
+        0,
+        0,
+        &[(1, backend(POD, 8080, PROTO_TCP))],
+    );
+    // The first connection, through the NodePort, opened and closed.
+    t.run_xdp(&tcp_flags_frame(CLIENT, 40003, NODE, 30080, SYN, b""));
+    t.run_tc(&tcp_flags_frame(POD, 8080, CLIENT, 40003, SYN | ACK, b""));
+    t.run_xdp(&tcp_flags_frame(CLIENT, 40003, NODE, 30080, ACK, b""));
+    t.run_xdp(&tcp_flags_frame(CLIENT, 40003, NODE, 30080, FIN | ACK, b""));
+    t.run_tc(&tcp_flags_frame(POD, 8080, CLIENT, 40003, FIN | ACK, b""));
+
+    // The same client port, now to the LoadBalancer IP.
+    let (action, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 40003, LB_IP, 80, SYN, b""));
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(check_frame(&out).dst, POD);
+    assert_eq!(t.stat(Reason::DropCtReplyClash), 0);
+    assert_eq!(t.stat(Reason::CtReplyTakenOver), 1);
+    let (_, out) = t.run_tc(&tcp_flags_frame(POD, 8080, CLIENT, 40003, SYN | ACK, b""));
+    let p = check_frame(&out);
+    assert_eq!(
+        (p.src, p.sport),
+        (LB_IP, 80),
+        "the reply carries the new frontend"
+    );
+
+    // The closed flow's original entry went with it: a late ACK to the
+    // NodePort opens nothing and restores nothing.
+    let (action, _) = t.run_xdp(&tcp_flags_frame(CLIENT, 40003, NODE, 30080, ACK, b""));
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(t.stat(Reason::PassCtNotOpening), 1);
+    let (_, out) = t.run_tc(&tcp_flags_frame(POD, 8080, CLIENT, 40003, ACK, b""));
+    assert_eq!(check_frame(&out).src, LB_IP);
 }
