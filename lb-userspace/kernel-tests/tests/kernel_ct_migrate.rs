@@ -1,7 +1,8 @@
 //! Upgrading from the connection table before states (`lb_ct4_v1`): its
 //! entries are carried over into the assured table, so an established
 //! connection's next ACK (which may not open a flow) is still translated,
-//! both ways, and the old pin is gone.
+//! both ways, and the old pin is gone. And from a version that counted
+//! fewer reasons: its pinned counters map is replaced, not refused.
 
 mod common;
 
@@ -76,4 +77,33 @@ fn an_established_connection_survives_the_upgrade_of_the_table() {
     let fill = t.maps.fill().unwrap();
     let assured = fill.iter().find(|f| f.map == "connections").unwrap();
     assert_eq!(assured.entries, 2, "in the assured table");
+}
+
+/// The version before counted 17 reasons in `lb_stats_v1`: the loader
+/// would refuse a pinned map of another size, so the outgrown counters
+/// give way to a fresh map and the new datapath loads over every other pin.
+#[test]
+fn an_outgrown_counters_map_is_replaced_on_upgrade() {
+    use aya::maps::PerCpuArray;
+    use lb_common::{STATS, reason::REASON_COUNT};
+    ensure_bpffs();
+    let pin_dir = std::path::Path::new("/sys/fs/bpf").join(unique_name());
+    std::fs::create_dir_all(&pin_dir).unwrap();
+    let guard = PinGuard(pin_dir.clone());
+    let old = PerCpuArray::<MapData, u64>::create(17, 0).unwrap();
+    old.pin(pin_dir.join(STATS)).unwrap();
+
+    let t = TestDatapath::load_at(pin_dir.clone(), 8, 4096).expect("loads over the old pins");
+    let entries = MapData::from_pin(pin_dir.join(STATS))
+        .unwrap()
+        .info()
+        .unwrap()
+        .max_entries();
+    assert_eq!(entries, REASON_COUNT);
+    assert_eq!(
+        t.stat(Reason::DropSourceRange),
+        0,
+        "every reason has a counter"
+    );
+    std::mem::forget(guard);
 }

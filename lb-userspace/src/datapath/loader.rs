@@ -70,6 +70,7 @@ impl Datapath {
         let mut ebpf = match &opts.pin_dir {
             Some(dir) => {
                 pins::prepare_pin_dir(dir)?;
+                super::counters_upgrade::release_outgrown_counters(dir)?;
                 object::load_object(object, dir, dir, sizes, switches)?
             }
             None => {

@@ -78,6 +78,7 @@ pub trait DatapathMaps {
 pub mod attach;
 pub mod cleanup;
 pub mod codec;
+mod counters_upgrade;
 pub mod ct_migrate;
 pub mod kernel;
 pub mod loader;
