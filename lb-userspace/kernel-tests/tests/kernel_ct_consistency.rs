@@ -33,6 +33,22 @@ fn service(t: &mut TestDatapath) {
     );
 }
 
+/// The service's backend behind the NodePort and a LoadBalancer IP too,
+/// so one client port reaches it by two frontends with one reply key.
+fn two_frontends_one_backend() -> TestDatapath {
+    let mut t = TestDatapath::load();
+    service(&mut t);
+    install_service(
+        &mut t.maps,
+        frontend_key(LB_IP, 80, PROTO_TCP, SCOPE_EXTERNAL),
+        1,
+        0,
+        0,
+        &[(1, backend(POD, 8080, PROTO_TCP))],
+    );
+    t
+}
+
 fn original_key(sport: u16) -> Ct4Key {
     Ct4Key::original(Flow4::new(ep(CLIENT, sport), ep(NODE, 30080), PROTO_TCP))
 }
@@ -93,16 +109,7 @@ fn a_flow_whose_original_entry_was_deleted_is_healed_by_its_reply() {
 /// first flow's replies still carry its own frontend.
 #[test]
 fn a_reply_entry_clash_does_not_hijack_the_first_flow() {
-    let mut t = TestDatapath::load();
-    service(&mut t);
-    install_service(
-        &mut t.maps,
-        frontend_key(LB_IP, 80, PROTO_TCP, SCOPE_EXTERNAL),
-        1,
-        0,
-        0,
-        &[(1, backend(POD, 8080, PROTO_TCP))],
-    );
+    let t = two_frontends_one_backend();
     t.run_xdp(&tcp_flags_frame(CLIENT, 40002, NODE, 30080, SYN, b""));
     let before = t.maps.connections().unwrap();
 
@@ -132,16 +139,7 @@ fn a_reply_entry_clash_does_not_hijack_the_first_flow() {
 /// packets no longer rewrite anything.
 #[test]
 fn a_closed_flow_yields_its_reply_key_to_a_new_connection() {
-    let mut t = TestDatapath::load();
-    service(&mut t);
-    install_service(
-        &mut t.maps,
-        frontend_key(LB_IP, 80, PROTO_TCP, SCOPE_EXTERNAL),
-        1,
-        0,
-        0,
-        &[(1, backend(POD, 8080, PROTO_TCP))],
-    );
+    let t = two_frontends_one_backend();
     // The first connection, through the NodePort, opened and closed.
     t.run_xdp(&tcp_flags_frame(CLIENT, 40003, NODE, 30080, SYN, b""));
     t.run_tc(&tcp_flags_frame(POD, 8080, CLIENT, 40003, SYN | ACK, b""));
