@@ -4,6 +4,8 @@
 //! - `lb_tc_egress` (tcx egress, external devices): reverse NAT of replies.
 //! - `lb_connect4`, `lb_sendmsg4`, `lb_recvmsg4`, `lb_getpeername4` (cgroup
 //!   sock_addr): socket-level translation of east-west traffic.
+//! - `lb_sock_egress` (cgroup skb egress): loadBalancerSourceRanges of
+//!   sockets translated before their source was known.
 //! - `lb_trace_socket` (XDP, never attached): `lb trace` of the socket
 //!   hooks' decision under `BPF_PROG_TEST_RUN`.
 //!
@@ -39,6 +41,8 @@ mod select;
 mod snat;
 #[cfg(target_arch = "bpf")]
 mod sock;
+#[cfg(target_arch = "bpf")]
+mod sock_egress;
 #[cfg(target_arch = "bpf")]
 mod source_ranges;
 #[cfg(target_arch = "bpf")]

@@ -26,7 +26,9 @@ use lb_common::{
 use crate::{
     affinity,
     maps::{SOCK_REVNAT4, TRACE_REQUEST},
-    nat, parse, select, source_ranges, stats, trace,
+    nat, parse, select,
+    source_ranges::{self, SocketCheck},
+    stats, trace,
 };
 
 const ECONNREFUSED: i32 = 111;
@@ -117,11 +119,14 @@ fn proto(addr: &Addr) -> Option<u8> {
 pub enum Decision {
     /// Not a frontend: the syscall proceeds untouched.
     Pass,
-    /// Translate the destination to `backend`.
+    /// Translate the destination to `backend`; `check_source`: the socket
+    /// is unbound and the frontend has source ranges, so its first packet
+    /// is checked once the kernel has chosen its source.
     Translate {
         service_id: u32,
         backend: Endpoint4,
         cookie: u64,
+        check_source: bool,
     },
     /// Refuse the syscall (`ECONNREFUSED`): the frontend has no endpoint
     /// this traffic may use (`reason` says which case).
@@ -152,14 +157,16 @@ pub fn decide(
     let Some(fe) = select::frontend(dst, proto, SCOPE_INTERNAL) else {
         return Decision::Pass;
     };
-    if fe.has_source_ranges()
-        && let Err(reason) = source_ranges::check(&fe, source())
-    {
-        return Decision::Forbid {
-            service_id: fe.service_id,
-            reason,
-        };
-    }
+    let check_source = match source_ranges::check_socket(&fe, source) {
+        Ok(SocketCheck::Passed) => false,
+        Ok(SocketCheck::AtFirstPacket) => true,
+        Err(reason) => {
+            return Decision::Forbid {
+                service_id: fe.service_id,
+                reason,
+            };
+        }
+    };
     if fe.backend_count == 0 {
         return Decision::Refuse {
             service_id: fe.service_id,
@@ -182,6 +189,7 @@ pub fn decide(
                 service_id: fe.service_id,
                 backend,
                 cookie,
+                check_source,
             }
         }
         Err(reason) => Decision::Fail(reason),
@@ -207,7 +215,18 @@ fn translate(ctx: &SockAddrContext, counted: Reason) -> i32 {
             service_id,
             backend,
             cookie,
-        } => (service_id, backend, cookie),
+            check_source,
+        } => {
+            if check_source
+                && let Err(reason) =
+                    source_ranges::check_at_first_packet(ctx, service_id, backend, proto)
+            {
+                stats::count(reason);
+                stats::count_service(service_id, reason);
+                return DENY;
+            }
+            (service_id, backend, cookie)
+        }
         Decision::Refuse { service_id, reason } => {
             stats::count(reason);
             stats::count_service(service_id, reason);
@@ -276,7 +295,8 @@ fn trace_socket(ctx: &XdpContext) -> (u32, Reason) {
     let frontend = pkt.flow().dst;
     let cookie = TRACE_REQUEST.get(0).map_or(0, |req| req.cookie);
     let netns = TRACE_REQUEST.get(0).map_or(0, |req| req.netns_cookie);
-    // The packet's source stands for the address the socket is bound to.
+    // The packet's source stands for the socket's: the address it is bound
+    // to, or the one the kernel routes it from (checked at its first packet).
     let source = pkt.flow().src.addr_be;
     match decide(frontend, pkt.proto, || cookie, || netns, || source) {
         Decision::Pass => (xdp_action::XDP_PASS, Reason::PassNoService),

@@ -368,7 +368,14 @@ fn restarted_agent_replaces_programs_in_the_pinned_links() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(pinned.len(), 4, "{pinned:?}");
+    // Four sock_addr links and the skb egress check.
+    assert_eq!(pinned.len(), 5, "{pinned:?}");
+    let egress_pin = pinned
+        .iter()
+        .find(|name| name.to_string_lossy().starts_with("lb_sock_egress@cgroup-"))
+        .map(|name| links.join(name))
+        .expect("the skb egress link is pinned");
+    let (egress_prog, egress_target) = pinned_link_info(&egress_pin);
 
     // The "old agent" exits: its links stay attached through their pins.
     drop(s.t.dp.take());
@@ -394,7 +401,12 @@ fn restarted_agent_replaces_programs_in_the_pinned_links() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(pinned_after.len(), 4);
+    assert_eq!(pinned_after.len(), 5);
+    // The skb egress link (swapped by a raw BPF_LINK_UPDATE: aya has no
+    // attach_to_link for it) runs the new program on the same cgroup.
+    let (prog_after, target_after) = pinned_link_info(&egress_pin);
+    assert_ne!(prog_after, egress_prog);
+    assert_eq!(target_after, egress_target);
     drop(dp);
 
     // Still translating after both agents are gone.

@@ -9,7 +9,7 @@ mod common;
 
 use std::{
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
     time::Duration,
 };
 
@@ -30,7 +30,7 @@ use lb::{
     source::manifests,
 };
 use lb_common::{
-    PROTO_TCP, SCOPE_INTERNAL, TRACE_SOURCE_RANGE_ALLOWED, TRACE_SOURCE_RANGE_DENIED,
+    PROTO_TCP, PROTO_UDP, SCOPE_INTERNAL, TRACE_SOURCE_RANGE_ALLOWED, TRACE_SOURCE_RANGE_DENIED,
     reason::Reason,
 };
 
@@ -209,13 +209,18 @@ fn the_node_port_and_cluster_ip_of_the_same_service_are_not_filtered() {
 const FRONTEND: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 100);
 const LOOPBACK: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connect() whose SYNs are dropped waits (`SO_SNDTIMEO`).
+const NO_ANSWER: Duration = Duration::from_secs(2);
 const ENV_CGROUP: &str = "LB_RANGES_CHILD_CGROUP";
 const ENV_TARGET: &str = "LB_RANGES_CHILD_TARGET";
 const ENV_SOURCE: &str = "LB_RANGES_CHILD_SOURCE";
 
+const ENV_UDP: &str = "LB_RANGES_CHILD_UDP";
+
 /// The child side (a no-op in a normal run): in the cgroup, a TCP socket
-/// bound to the given source (`0.0.0.0`: unbound) connects to the target;
-/// prints the answer or the errno.
+/// bound to the given source (`0.0.0.0`: unbound) connects to the target
+/// and prints the answer or the errno; with `ENV_UDP`, an unbound UDP
+/// socket sends one datagram and prints `sent` or the errno.
 #[test]
 fn source_ranges_child() {
     let Ok(cgroup) = std::env::var(ENV_CGROUP) else {
@@ -223,12 +228,22 @@ fn source_ranges_child() {
     };
     enter_cgroup(std::path::Path::new(&cgroup));
     let target: SocketAddrV4 = std::env::var(ENV_TARGET).unwrap().parse().unwrap();
+    if std::env::var_os(ENV_UDP).is_some() {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        let said = match socket.send_to(b"ping", target) {
+            Ok(_) => "sent".to_string(),
+            Err(err) => format!("errno {}", err.raw_os_error().unwrap()),
+        };
+        println!("<<<{said}>>>");
+        return;
+    }
     let source: Ipv4Addr = std::env::var(ENV_SOURCE).unwrap().parse().unwrap();
     println!("<<<{}>>>", connect_from(source, target));
 }
 
 /// `socket(); bind(source); connect(target)`: the backend's answer, or
-/// `errno N`.
+/// `errno N` (a connect() that sees no answer within `NO_ANSWER` gives
+/// `EINPROGRESS`, from `SO_SNDTIMEO`).
 fn connect_from(source: Ipv4Addr, target: SocketAddrV4) -> String {
     let sockaddr = |addr: SocketAddrV4| libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
@@ -239,10 +254,20 @@ fn connect_from(source: Ipv4Addr, target: SocketAddrV4) -> String {
         sin_zero: [0; 8],
     };
     let len = size_of::<libc::sockaddr_in>() as u32;
+    let timeout = libc::timeval {
+        tv_sec: NO_ANSWER.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
     // SAFETY: plain socket calls on a socket this function owns.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
         assert!(fd >= 0);
+        let option = (&raw const timeout).cast();
+        let option_len = size_of::<libc::timeval>() as u32;
+        assert_eq!(
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, option, option_len),
+            0
+        );
         if !source.is_unspecified() {
             let local = sockaddr(SocketAddrV4::new(source, 0));
             assert_eq!(libc::bind(fd, (&raw const local).cast(), len), 0);
@@ -271,34 +296,46 @@ fn child_connects(cgroup: &std::path::Path, source: Ipv4Addr, target: SocketAddr
     child_says("source_ranges_child", &env)
 }
 
-/// Upstream: kube-proxy filters the node's own processes and pods too
-/// (their packets to the LoadBalancer IP traverse the same firewall
-/// chain, from OUTPUT or PREROUTING) and drops those outside; here
-/// connect() of a process in the test cgroup fails with EPERM (a
-/// netfilter drop of a local sender's packet is EPERM too) when its
-/// socket's source is outside, and is translated when inside. An unbound
-/// socket has no source yet when connect() runs the hook: it is refused.
-#[test]
-fn a_process_connecting_from_outside_the_range_is_refused() {
-    let mut t = TestDatapath::load();
-    let cgroup = TestCgroup::create();
-    assert_eq!(
-        t.dp_mut().attach_cgroup(&cgroup.path).unwrap(),
-        Attached::New
-    );
+fn child_sends_udp(cgroup: &std::path::Path, target: SocketAddr) -> String {
+    let env = [
+        (ENV_CGROUP, cgroup.display().to_string()),
+        (ENV_TARGET, target.to_string()),
+        (ENV_UDP, "1".to_string()),
+    ];
+    child_says("source_ranges_child", &env)
+}
+
+/// A TCP server on loopback that answers `backend` to each of `connections`
+/// connections; joined by the caller.
+fn loopback_server(connections: usize) -> (u16, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind((LOOPBACK, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        conn.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let mut buf = [0u8; 4];
-        conn.read_exact(&mut buf).unwrap();
-        conn.write_all(b"backend").unwrap();
+        for _ in 0..connections {
+            let (mut conn, _) = listener.accept().unwrap();
+            conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let mut buf = [0u8; 4];
+            conn.read_exact(&mut buf).unwrap();
+            conn.write_all(b"backend").unwrap();
+        }
     });
-    let service_id = 3;
+    (port, server)
+}
+
+/// A LoadBalancer frontend `FRONTEND:port` (internal scope: the socket
+/// hooks) of Service port `service_id` whose one range is `allowed`, its
+/// one backend `backend` (protocol `proto`).
+fn guarded_frontend(
+    t: &mut TestDatapath,
+    service_id: u32,
+    port: u16,
+    proto: u8,
+    allowed: SourceRange,
+    backend_at: (Ipv4Addr, u16),
+) {
     let flags = frontend_value(&FrontendEntry {
         service_id,
-        table_id: 0,
+        table_id: service_id,
         backend_count: 1,
         kind: Some(FrontendKind::LoadBalancer),
         when_empty: WhenEmpty::Reject,
@@ -307,32 +344,102 @@ fn a_process_connecting_from_outside_the_range_is_refused() {
         source_ranges: true,
     })
     .flags;
-    let allowed = SourceRange::new(Ipv4Addr::new(127, 0, 0, 0), 31).unwrap();
     t.maps.set_source_range(service_id, &allowed).unwrap();
     install_service(
         &mut t.maps,
-        frontend_key(FRONTEND, 80, PROTO_TCP, SCOPE_INTERNAL),
+        frontend_key(FRONTEND, port, proto, SCOPE_INTERNAL),
         service_id,
-        0,
+        service_id,
         flags,
-        &[(1, backend(LOOPBACK, port, PROTO_TCP))],
+        &[(service_id, backend(backend_at.0, backend_at.1, proto))],
     );
+}
+
+/// Upstream: kube-proxy filters the node's own processes and pods too
+/// (their packets to the LoadBalancer IP traverse the same firewall
+/// chain, from OUTPUT or PREROUTING) and drops those outside; here
+/// connect() of a process in the test cgroup whose socket is bound to a
+/// source outside fails with EPERM (a netfilter drop of a local sender's
+/// packet is EPERM too), and is translated when inside.
+#[test]
+fn a_process_connecting_from_outside_the_range_is_refused() {
+    let mut t = TestDatapath::load();
+    let cgroup = TestCgroup::create();
+    assert_eq!(
+        t.dp_mut().attach_cgroup(&cgroup.path).unwrap(),
+        Attached::New
+    );
+    let (port, server) = loopback_server(1);
+    let allowed = SourceRange::new(Ipv4Addr::new(127, 0, 0, 0), 31).unwrap();
+    guarded_frontend(&mut t, 3, 80, PROTO_TCP, allowed, (LOOPBACK, port));
     let target = SocketAddr::from((FRONTEND, 80));
     let eperm = format!("errno {}", libc::EPERM);
     assert_eq!(
         child_connects(&cgroup.path, Ipv4Addr::new(127, 0, 0, 2), target),
         eperm
     );
-    assert_eq!(
-        child_connects(&cgroup.path, Ipv4Addr::UNSPECIFIED, target),
-        eperm
-    );
-    assert_eq!(t.stat(Reason::DropSourceRange), 2);
+    assert_eq!(t.stat(Reason::DropSourceRange), 1);
     assert_eq!(
         child_connects(&cgroup.path, Ipv4Addr::new(127, 0, 0, 1), target),
         "backend"
     );
     server.join().unwrap();
     assert_eq!(t.stat(Reason::SockConnect), 1);
+    drop(cgroup);
+}
+
+/// Upstream: the same firewall chain, for the sockets most pods and node
+/// processes have: unbound, their source chosen by the kernel's route
+/// after connect()/sendmsg() ran the hook. kube-proxy matches the routed
+/// source (its chain sees the packet); so does `lb_sock_egress`, at the
+/// socket's first packet to the backend: loopback's route source
+/// 127.0.0.1 is inside 127.0.0.0/31 (translated, answered) and outside
+/// 10.0.0.0/8 (the SYN is dropped at each try, so connect() sees no
+/// answer, as under kube-proxy's drop; a UDP send fails with EPERM).
+#[test]
+fn an_unbound_socket_is_checked_by_the_source_its_route_gives() {
+    let mut t = TestDatapath::load();
+    let cgroup = TestCgroup::create();
+    assert_eq!(
+        t.dp_mut().attach_cgroup(&cgroup.path).unwrap(),
+        Attached::New
+    );
+    let (port, server) = loopback_server(1);
+    let loopback = SourceRange::new(Ipv4Addr::new(127, 0, 0, 0), 31).unwrap();
+    let elsewhere = SourceRange::new(Ipv4Addr::new(10, 0, 0, 0), 8).unwrap();
+    guarded_frontend(&mut t, 3, 80, PROTO_TCP, loopback, (LOOPBACK, port));
+    guarded_frontend(&mut t, 4, 81, PROTO_TCP, elsewhere, (LOOPBACK, port));
+    let unbound = Ipv4Addr::UNSPECIFIED;
+    assert_eq!(
+        child_connects(&cgroup.path, unbound, SocketAddr::from((FRONTEND, 80))),
+        "backend"
+    );
+    server.join().unwrap();
+    assert_eq!(t.stat(Reason::DropSourceRange), 0);
+    assert_eq!(
+        child_connects(&cgroup.path, unbound, SocketAddr::from((FRONTEND, 81))),
+        format!("errno {}", libc::EINPROGRESS)
+    );
+    assert!(t.stat(Reason::DropSourceRange) >= 1);
+    assert_eq!(t.stat(Reason::SockConnect), 2);
+
+    let receiver = UdpSocket::bind((LOOPBACK, 0)).unwrap();
+    receiver.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let udp_port = receiver.local_addr().unwrap().port();
+    guarded_frontend(&mut t, 5, 53, PROTO_UDP, loopback, (LOOPBACK, udp_port));
+    guarded_frontend(&mut t, 6, 54, PROTO_UDP, elsewhere, (LOOPBACK, udp_port));
+    let dropped = t.stat(Reason::DropSourceRange);
+    assert_eq!(
+        child_sends_udp(&cgroup.path, SocketAddr::from((FRONTEND, 54))),
+        format!("errno {}", libc::EPERM)
+    );
+    assert_eq!(t.stat(Reason::DropSourceRange), dropped + 1);
+    assert_eq!(
+        child_sends_udp(&cgroup.path, SocketAddr::from((FRONTEND, 53))),
+        "sent"
+    );
+    let mut buf = [0u8; 8];
+    let (len, _) = receiver.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..len], b"ping");
     drop(cgroup);
 }

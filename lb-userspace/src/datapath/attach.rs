@@ -1,15 +1,22 @@
-//! Attaching the programs: XDP and tcx to devices, sock_addr to a cgroup.
+//! Attaching the programs: XDP and tcx to devices, sock_addr and skb egress
+//! to a cgroup.
 //!
 //! A restarted (or upgraded) agent finds the links pinned for each target
 //! and swaps its freshly loaded programs into them with `BPF_LINK_UPDATE`:
 //! an atomic replacement, with no moment where no program is attached. A
 //! pinned link whose target went away is removed and attached anew.
 
-use std::{ffi::CString, fs::File, os::unix::fs::MetadataExt as _, path::Path};
+use std::{
+    ffi::CString,
+    fs::File,
+    os::{fd::AsFd as _, unix::fs::MetadataExt as _},
+    path::Path,
+};
 
 use anyhow::{Context as _, Result, bail};
 use aya::programs::{
-    CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttach, TcAttachType, Xdp,
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, LinkOrder, SchedClassifier,
+    TcAttach, TcAttachType, Xdp,
     cgroup_sock_addr::CgroupSockAddrLink,
     links::{FdLink, LinkError},
     tc::SchedClassifierLink,
@@ -17,8 +24,9 @@ use aya::programs::{
 };
 
 use super::{
+    link_update,
     loader::Datapath,
-    object::{CGROUP_PROGRAMS, PROG_TC_EGRESS, PROG_XDP_INGRESS, program_mut},
+    object::{CGROUP_PROGRAMS, PROG_SOCK_EGRESS, PROG_TC_EGRESS, PROG_XDP_INGRESS, program_mut},
     pins,
 };
 
@@ -113,7 +121,8 @@ impl Datapath {
         Ok(Attached::New)
     }
 
-    /// Attaches the four socket programs to the cgroup v2 directory `cgroup`
+    /// Attaches the socket programs (the four sock_addr ones and the skb
+    /// egress check) to the cgroup v2 directory `cgroup`
     /// (never this machine's root cgroup in tests: it governs every
     /// connection on the machine), or swaps them into links pinned for it.
     pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<Attached> {
@@ -144,7 +153,36 @@ impl Datapath {
             }
             outcome = Attached::New;
         }
+        if self.attach_sock_egress(&dir, cgroup, &target)? == Attached::New {
+            outcome = Attached::New;
+        }
         Ok(outcome)
+    }
+
+    /// The cgroup skb egress program beside the socket programs (the check
+    /// of sources they could not see), swapped into its pinned link if any.
+    fn attach_sock_egress(&mut self, dir: &File, cgroup: &Path, target: &str) -> Result<Attached> {
+        let pin = self.link_pin(PROG_SOCK_EGRESS, target)?;
+        let prog: &mut CgroupSkb = program_mut(&mut self.ebpf, PROG_SOCK_EGRESS)?;
+        if let Some(pin) = pin.as_deref().filter(|pin| pin.exists()) {
+            match link_update::swap_program(pin, prog.fd()?.as_fd()) {
+                Ok(()) => return Ok(Attached::Replaced),
+                Err(err) if err.raw_os_error() == Some(libc::ENOLINK) => {
+                    pins::remove_stale_pin(pin)?;
+                }
+                Err(err) => {
+                    return Err(err)
+                        .with_context(|| format!("replacing the program of {}", pin.display()));
+                }
+            }
+        }
+        let link_id = prog
+            .attach(dir, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+            .with_context(|| format!("attaching {PROG_SOCK_EGRESS} to {}", cgroup.display()))?;
+        if let Some(pin) = &pin {
+            pin_new(prog.take_link(link_id)?, pin, "cgroup skb")?;
+        }
+        Ok(Attached::New)
     }
 
     fn check_attachable(&self) -> Result<()> {

@@ -7,7 +7,7 @@ use lb_common::ALL_MAPS;
 
 use super::{
     loader::Datapath,
-    object::{CGROUP_PROGRAMS, PROG_TC_EGRESS, PROG_XDP_INGRESS},
+    object::{CGROUP_PROGRAMS, PROG_SOCK_EGRESS, PROG_TC_EGRESS, PROG_XDP_INGRESS},
     pins::{self, LINKS_DIR},
 };
 
@@ -53,7 +53,10 @@ fn unpin_links(links: &Path) -> Result<()> {
 }
 
 fn is_our_program(prog: &str) -> bool {
-    prog == PROG_XDP_INGRESS || prog == PROG_TC_EGRESS || CGROUP_PROGRAMS.contains(&prog)
+    prog == PROG_XDP_INGRESS
+        || prog == PROG_TC_EGRESS
+        || prog == PROG_SOCK_EGRESS
+        || CGROUP_PROGRAMS.contains(&prog)
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {

@@ -81,6 +81,7 @@ pub mod codec;
 mod counters_upgrade;
 pub mod ct_migrate;
 pub mod kernel;
+mod link_update;
 pub mod loader;
 pub mod memory;
 pub mod object;

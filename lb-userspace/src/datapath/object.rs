@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::MapError,
-    programs::{CgroupSockAddr, ProgramError, SchedClassifier, Xdp},
+    programs::{CgroupSkb, CgroupSockAddr, ProgramError, SchedClassifier, Xdp},
 };
 use lb_common::{CT4, CT4_NEW, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES, MAGLEV, MAGLEV_TABLE_SIZE};
 
@@ -21,6 +21,9 @@ pub const PROG_CONNECT4: &str = "lb_connect4";
 pub const PROG_SENDMSG4: &str = "lb_sendmsg4";
 pub const PROG_RECVMSG4: &str = "lb_recvmsg4";
 pub const PROG_GETPEERNAME4: &str = "lb_getpeername4";
+/// The cgroup skb egress program: source ranges of sockets translated
+/// before their source was known.
+pub const PROG_SOCK_EGRESS: &str = "lb_sock_egress";
 /// `lb trace` of the socket hooks' decision (XDP, never attached).
 pub const PROG_TRACE_SOCKET: &str = "lb_trace_socket";
 /// Every cgroup program, in attach order.
@@ -236,6 +239,9 @@ pub(super) fn load_attachable_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
             .load()
             .with_context(|| format!("loading {name}"))?;
     }
+    program_mut::<CgroupSkb>(ebpf, PROG_SOCK_EGRESS)?
+        .load()
+        .with_context(|| format!("loading {PROG_SOCK_EGRESS}"))?;
     Ok(())
 }
 
