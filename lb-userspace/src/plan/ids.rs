@@ -116,10 +116,10 @@ impl<'a> Ids<'a> {
             })?;
         self.planned_tables.insert(backends.to_vec(), id);
         self.table_order.push(backends.to_vec());
-        let slots = maglev::table(backends, MAGLEV_TABLE_SIZE)
-            .into_iter()
-            .map(|index| backend_ids[index as usize])
-            .collect();
+        let mut slots = maglev::table(backends, MAGLEV_TABLE_SIZE);
+        for slot in &mut slots {
+            *slot = backend_ids[*slot as usize];
+        }
         let write = TableWrite {
             table_id: id,
             backends: backends.to_vec(),

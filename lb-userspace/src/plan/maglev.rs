@@ -93,15 +93,15 @@ impl Permutation {
     /// walk is exhausted without a free slot, which only happens if `size`
     /// is not prime, it falls back to the first free slot: the table is then
     /// still full and deterministic, just without Maglev's guarantees.
-    fn claim(&mut self, entries: &[Option<u32>], size: u64) -> usize {
+    fn claim(&mut self, entries: &[u32], size: u64) -> usize {
         while self.next < size {
             let slot = ((self.offset + self.next * self.skip) % size) as usize;
             self.next += 1;
-            if entries[slot].is_none() {
+            if entries[slot] == FREE {
                 return slot;
             }
         }
-        entries.iter().position(Option::is_none).unwrap_or(0)
+        entries.iter().position(|e| *e == FREE).unwrap_or(0)
     }
 }
 
@@ -129,22 +129,28 @@ pub fn table(backends: &[Backend], size: u32) -> Vec<u32> {
         .iter()
         .map(|(backend, _)| Permutation::new(backend, size64))
         .collect();
-    let mut entries: Vec<Option<u32>> = vec![None; size as usize];
+    // Built in place as the result (4 bytes a slot: an `Option<u32>` table
+    // collected into `u32`s would keep its 8-byte allocation).
+    let mut entries: Vec<u32> = vec![FREE; size as usize];
     let mut filled = 0;
     // Round robin, one slot per backend per round: this is what keeps the
     // shares within one slot of each other.
     'fill: loop {
         for (perm, (_, index)) in perms.iter_mut().zip(&unique) {
             let slot = perm.claim(&entries, size64);
-            entries[slot] = Some(*index);
+            entries[slot] = *index;
             filled += 1;
             if filled == entries.len() {
                 break 'fill;
             }
         }
     }
-    entries.into_iter().map(|e| e.unwrap_or(0)).collect()
+    entries
 }
+
+/// A slot no backend has claimed yet (never an index: tables index at most
+/// `size` backends).
+const FREE: u32 = u32::MAX;
 
 /// The distinct backends sorted by identity, each with its first index in
 /// the input: population runs in this canonical order so input order cannot
