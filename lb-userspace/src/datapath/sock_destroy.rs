@@ -108,8 +108,9 @@ pub fn destroy_udp_connected_to(backends: &[Endpoint4]) -> io::Result<usize> {
 
 /// [`destroy_udp_connected_to`] in every network namespace a process of
 /// `cgroup` (or of a cgroup below it) runs in, each from a thread that
-/// enters it. A namespace that cannot be entered is skipped and reported
-/// in the error list.
+/// enters it. A namespace that cannot be entered, or a process whose
+/// namespace cannot be read (without CAP_SYS_PTRACE), is skipped and
+/// reported in the error list.
 pub fn destroy_udp_connected_to_in_cgroup(
     cgroup: &Path,
     backends: &[Endpoint4],
@@ -117,7 +118,9 @@ pub fn destroy_udp_connected_to_in_cgroup(
     let mut destroyed = 0;
     let mut failed = Vec::new();
     let own = fs::read_link("/proc/self/ns/net").ok();
-    for path in namespaces_of_cgroup(cgroup) {
+    let (namespaces, unreadable) = namespaces_of_cgroup(cgroup);
+    failed.extend(unreadable);
+    for path in namespaces {
         // The agent's own namespace (the node's) needs no setns, so no
         // CAP_SYS_ADMIN: CAP_NET_ADMIN alone destroys its sockets.
         let result = if own.is_some() && fs::read_link(&path).ok() == own {
@@ -134,19 +137,25 @@ pub fn destroy_udp_connected_to_in_cgroup(
 }
 
 /// One `/proc/<pid>/ns/net` per distinct network namespace of the
-/// processes in `cgroup` and the cgroups below it.
-pub fn namespaces_of_cgroup(cgroup: &Path) -> Vec<PathBuf> {
+/// processes in `cgroup` and the cgroups below it; and the processes whose
+/// namespace could not be read (one that exited meanwhile is not counted).
+pub fn namespaces_of_cgroup(cgroup: &Path) -> (Vec<PathBuf>, Vec<(PathBuf, io::Error)>) {
     let mut seen = BTreeSet::new();
     let mut paths = Vec::new();
+    let mut unreadable = Vec::new();
     let mut dirs = vec![cgroup.to_path_buf()];
     while let Some(dir) = dirs.pop() {
         let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
         for pid in procs.lines().filter(|l| !l.is_empty()) {
             let path = Path::new("/proc").join(pid).join("ns/net");
-            if let Ok(target) = fs::read_link(&path)
-                && seen.insert(target)
-            {
-                paths.push(path);
+            match fs::read_link(&path) {
+                Ok(target) => {
+                    if seen.insert(target) {
+                        paths.push(path);
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => unreadable.push((path, err)),
             }
         }
         if let Ok(entries) = fs::read_dir(&dir) {
@@ -158,7 +167,7 @@ pub fn namespaces_of_cgroup(cgroup: &Path) -> Vec<PathBuf> {
             );
         }
     }
-    paths
+    (paths, unreadable)
 }
 
 fn in_namespace<T: Send>(path: &Path, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {

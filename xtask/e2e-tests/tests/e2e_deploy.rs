@@ -9,9 +9,10 @@
 
 use std::{
     fs,
+    io::{BufRead as _, BufReader, Write as _},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -25,7 +26,8 @@ use xtask::{
 
 const NODEPORT: &str = "198.51.100.1:30080";
 
-/// What the DaemonSet adds (`BPF`, `NET_ADMIN`, `PERFMON`).
+/// What the DaemonSet adds (`BPF`, `NET_ADMIN`, `PERFMON` for the
+/// datapath, `SYS_PTRACE` and `SYS_ADMIN` for aborting pods' UDP sockets).
 fn daemonset_capabilities() -> Vec<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/daemonset.yaml");
     agent_capabilities(&fs::read_to_string(path).unwrap()).unwrap()
@@ -168,13 +170,58 @@ fn the_agent_serves_with_only_the_daemonsets_capabilities_fresh_and_after_a_rest
     assert!(status.is_object(), "{status}");
 }
 
+/// The capabilities that only aborting a pod's connected UDP socket needs
+/// (entering the pod's network namespace); without them the agent serves.
+const FOR_POD_SOCKETS: [&str; 2] = ["SYS_PTRACE", "SYS_ADMIN"];
+
+/// A pod's connected UDP client to the ClusterIP, then its backend removed
+/// from the Service: whether the agent aborted the socket (the client
+/// connected again, to another pod). The endpoints are restored after.
+fn pod_socket_aborted_when_its_backend_leaves(env: &Env) -> bool {
+    let mut cmd = env.probe_from(Origin::Pod(0));
+    cmd.args(["udp-chat", "192.0.2.10:53"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().expect("lb-probe udp-chat");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut peer = String::new();
+    stdout.read_line(&mut peer).unwrap();
+    let mut ask = || {
+        writeln!(stdin, "ping").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        line.trim().to_string()
+    };
+    let pod = ask();
+    assert!(pod.starts_with("pod-"), "{pod}");
+    let index: usize = pod.trim_start_matches("pod-").parse::<usize>().unwrap() - 1;
+    let remaining: Vec<usize> = (0..3).filter(|i| *i != index).collect();
+    env.set_endpoints(&remaining).unwrap();
+    thread::sleep(Duration::from_secs(2));
+    let answer = ask();
+    let _ = child.kill();
+    let _ = child.wait();
+    env.set_endpoints(&[0, 1, 2]).unwrap();
+    thread::sleep(Duration::from_secs(2));
+    answer.starts_with("reconnected ")
+}
+
 #[test]
 fn each_daemonset_capability_is_needed_and_cleanup_needs_none() {
     let caps = daemonset_capabilities();
     let (_serial, mut env) = exclusive_env();
     let real_lb = fresh(&mut env);
-    for missing in &caps {
-        let fewer: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
+    // Each of the datapath's is needed by the datapath (from no pins: a
+    // failed start leaves none), checked without the pod-socket ones (CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON).
+    let datapath: Vec<String> = caps
+        .iter()
+        .filter(|c| !FOR_POD_SOCKETS.contains(&c.as_str()))
+        .cloned()
+        .collect();
+    for missing in &datapath {
+        let fewer: Vec<String> = datapath.iter().filter(|c| *c != missing).cloned().collect();
         env.lb = capped_lb(&env, &real_lb, &format!("lb-without-{missing}"), &fewer);
         let outcome = env.start_agent();
         let log = env.agent_log_text();
@@ -192,10 +239,35 @@ fn each_daemonset_capability_is_needed_and_cleanup_needs_none() {
             "without CAP_{missing} the agent failed for another reason:\n{log}"
         );
     }
-    // With all of them it starts (the failures above were the capability's).
+    // Each of the pod-socket capabilities is needed for that alone.
+    for missing in FOR_POD_SOCKETS {
+        let fewer: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
+        env.lb = capped_lb(&env, &real_lb, &format!("lb-without-{missing}"), &fewer);
+        env.start_agent()
+            .unwrap_or_else(|e| panic!("without CAP_{missing} the agent must serve: {e:#}"));
+        let aborted = pod_socket_aborted_when_its_backend_leaves(&env);
+        let log = env.agent_log_text();
+        env.kill_agent().unwrap();
+        assert!(
+            !aborted,
+            "a pod's UDP socket was aborted without CAP_{missing}: the DaemonSet need not add it"
+        );
+        assert!(
+            log.contains("not aborted in some network namespaces"),
+            "without CAP_{missing} the agent did not say what it could not abort:\n{log}"
+        );
+    }
+    // With all of them it starts (the failures above were the capability's)
+    // and aborts the pod's socket.
     env.lb = capped_lb(&env, &real_lb, "lb-daemonset-caps", &caps);
     env.start_agent().unwrap();
+    let aborted = pod_socket_aborted_when_its_backend_leaves(&env);
+    let log = env.agent_log_text();
     env.kill_agent().unwrap();
+    assert!(
+        aborted,
+        "with the DaemonSet's capabilities a pod's UDP socket was not aborted:\n{log}"
+    );
 
     // Rolling back: `lb cleanup` with no capability at all detaches it.
     let nocaps = capped_lb(&env, &real_lb, "lb-no-caps", &[]);

@@ -172,9 +172,12 @@ fn the_builder_installs_what_setup_installs() {
 }
 
 #[test]
-fn the_agent_adds_only_bpf_net_admin_and_perfmon() {
+fn the_agent_adds_only_the_datapath_s_and_the_udp_abort_s_capabilities() {
     let caps = manifests::agent_capabilities(&read("deploy/daemonset.yaml")).unwrap();
-    assert_eq!(caps, ["BPF", "NET_ADMIN", "PERFMON"]);
+    assert_eq!(
+        caps,
+        ["BPF", "NET_ADMIN", "PERFMON", "SYS_PTRACE", "SYS_ADMIN"]
+    );
     let privileged = read("deploy/daemonset.yaml").replace("privileged: false", "privileged: true");
     let err = manifests::agent_capabilities(&privileged).unwrap_err();
     assert!(err.to_string().contains("privileged: false"), "{err}");

@@ -28,7 +28,7 @@ fn abort_udp_sockets(cgroup: &std::path::Path, backends: &[Backend4]) -> usize {
     let (aborted, failed) = sock_destroy::destroy_udp_connected_to_in_cgroup(cgroup, &udp);
     if let Some((path, err)) = failed.first() {
         tracing::warn!(
-            namespaces = failed.len(),
+            namespaces_or_processes = failed.len(),
             first = %path.display(),
             "connected UDP sockets to removed backends not aborted in some network namespaces: {err} \
              (the agent needs CAP_SYS_ADMIN and CAP_SYS_PTRACE, and hostPID in a cluster)"
