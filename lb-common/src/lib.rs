@@ -16,6 +16,7 @@ pub mod maps;
 pub mod packet;
 pub mod reason;
 pub mod reject;
+pub mod sctp;
 pub mod snat;
 pub mod source_ranges;
 

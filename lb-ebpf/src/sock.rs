@@ -19,8 +19,8 @@ use aya_ebpf::{
     programs::{SockAddrContext, XdpContext},
 };
 use lb_common::{
-    AFFINITY_CLIENT_NETNS, Endpoint4, PROTO_TCP, PROTO_UDP, SCOPE_INTERNAL, SockRevNat4Key,
-    SockRevNat4Value, flow_hash::socket_hash, reason::Reason,
+    AFFINITY_CLIENT_NETNS, Endpoint4, PROTO_SCTP, PROTO_TCP, PROTO_UDP, SCOPE_INTERNAL,
+    SockRevNat4Key, SockRevNat4Value, flow_hash::socket_hash, reason::Reason,
 };
 
 use crate::{
@@ -109,6 +109,10 @@ fn proto(addr: &Addr) -> Option<u8> {
     match addr.protocol() {
         p if p == PROTO_TCP as u32 => Some(PROTO_TCP),
         p if p == PROTO_UDP as u32 => Some(PROTO_UDP),
+        // SCTP sockets are translated as TCP's are, where the kernel runs
+        // these hooks for them (unproven here: this machine's kernel has
+        // no SCTP sockets).
+        p if p == PROTO_SCTP as u32 => Some(PROTO_SCTP),
         _ => None,
     }
 }
@@ -282,9 +286,9 @@ fn trace_socket(ctx: &XdpContext) -> (u32, Reason) {
         Decision::Pass => (xdp_action::XDP_PASS, Reason::PassNoService),
         Decision::Translate { backend, .. } => {
             nat::rewrite_xdp_destination(&pkt, frontend, backend);
-            // A stream socket is translated at connect(), a datagram
-            // socket (unless connected) at each sendmsg().
-            let reason = if pkt.proto == PROTO_TCP {
+            // A stream socket (TCP, SCTP) is translated at connect(), a
+            // datagram socket (unless connected) at each sendmsg().
+            let reason = if pkt.proto != PROTO_UDP {
                 Reason::SockConnect
             } else {
                 Reason::SockSendmsg
