@@ -17,6 +17,7 @@ pub mod packet;
 pub mod reason;
 pub mod reject;
 pub mod sctp;
+pub mod service_cidr;
 pub mod snat;
 pub mod source_ranges;
 

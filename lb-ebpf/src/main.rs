@@ -12,7 +12,7 @@
 //!
 //! Every hook shares the same steps, one module each: `parse`, `select`
 //! (frontend and backend), `affinity` (sessionAffinity ClientIP), `source_ranges`
-//! (loadBalancerSourceRanges), `ct`
+//! (loadBalancerSourceRanges), `service_cidr` (`--service-cidr`), `ct`
 //! (connection table), `nat` (rewrites and
 //! checksums; SCTP's CRC32c in `sctp`), `reject`, `stats`, `trace`. Map layouts, key construction,
 //! names and counter reasons are defined in `lb-common`.
@@ -37,6 +37,8 @@ mod reject;
 mod sctp;
 #[cfg(target_arch = "bpf")]
 mod select;
+#[cfg(target_arch = "bpf")]
+mod service_cidr;
 #[cfg(target_arch = "bpf")]
 mod snat;
 #[cfg(target_arch = "bpf")]

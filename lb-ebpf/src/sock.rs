@@ -26,7 +26,7 @@ use lb_common::{
 use crate::{
     affinity,
     maps::{SOCK_REVNAT4, TRACE_REQUEST},
-    nat, parse, select, source_ranges, stats, trace,
+    nat, parse, select, service_cidr, source_ranges, stats, trace,
 };
 
 const ECONNREFUSED: i32 = 111;
@@ -137,6 +137,12 @@ pub enum Decision {
     Forbid { service_id: u32, reason: Reason },
     /// The Maglev table named a backend that does not exist.
     Fail(Reason),
+    /// No frontend, and `--service-cidr`'s rules turn the destination
+    /// away (`service_cidr`): a ClusterIP's unexposed port is refused
+    /// (`ECONNREFUSED`, as the ICMP port unreachable of kube-proxy's
+    /// reject), another address of a service CIDR fails with `EPERM` (a
+    /// netfilter drop of a local sender's packet).
+    Unallocated(Reason),
 }
 
 /// The socket hooks' decision for a destination: the internal-scope
@@ -154,7 +160,10 @@ pub fn decide(
     source: impl FnOnce() -> u32,
 ) -> Decision {
     let Some(fe) = select::frontend(dst, proto, SCOPE_INTERNAL) else {
-        return Decision::Pass;
+        return match service_cidr::unmatched(dst.addr_be) {
+            Some(reason) => Decision::Unallocated(reason),
+            None => Decision::Pass,
+        };
     };
     if fe.has_source_ranges()
         && let Err(reason) = source_ranges::check(&fe, source())
@@ -229,6 +238,14 @@ fn translate(ctx: &SockAddrContext, counted: Reason) -> i32 {
             stats::count(reason);
             return DENY;
         }
+        Decision::Unallocated(reason) => {
+            stats::count(reason);
+            if reason == Reason::RejectClusterIpPort {
+                // SAFETY: a plain helper call; connect4/sendmsg4 may set the errno.
+                unsafe { bpf_set_retval(-ECONNREFUSED) };
+            }
+            return DENY;
+        }
     };
     let key = SockRevNat4Key::new(cookie, backend);
     let value = SockRevNat4Value::new(frontend, service_id);
@@ -297,7 +314,8 @@ fn trace_socket(ctx: &XdpContext) -> (u32, Reason) {
         }
         Decision::Refuse { reason, .. }
         | Decision::Forbid { reason, .. }
-        | Decision::Fail(reason) => (xdp_action::XDP_DROP, reason),
+        | Decision::Fail(reason)
+        | Decision::Unallocated(reason) => (xdp_action::XDP_DROP, reason),
     }
 }
 
