@@ -68,8 +68,8 @@ const fn times_x(a: u32) -> u32 {
     (a >> 1) ^ (CRC32C_POLY & 0u32.wrapping_sub(a & 1))
 }
 
-/// `a * b` modulo the polynomial. Branch-free, a fixed 32 rounds: the
-/// verifier walks it once.
+/// `a * b` modulo the polynomial: a fixed 32 rounds without a branch, so
+/// the verifier walks one path through it.
 #[inline(always)]
 pub const fn mul_mod(a: u32, mut b: u32) -> u32 {
     let mut product = 0;
@@ -160,32 +160,21 @@ const fn ports_word((src_be, dst_be): (u16, u16)) -> u32 {
 /// CRC32c of `data`, the whole way (the host's reference; the datapath
 /// only updates). Bitwise: for tests and crafted packets.
 pub fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = times_x(crc);
-        }
-    }
-    !crc
+    !data.iter().fold(!0u32, |crc, &byte| crc_byte(crc, byte))
 }
 
 /// The checksum an SCTP packet (`sctp`: from the common header on) must
 /// carry: CRC32c over it with the checksum field zeroed.
 pub fn packet_crc32c(sctp: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for (i, &byte) in sctp.iter().enumerate() {
-        let byte = if (SCTP_CSUM_OFF..SCTP_CSUM_OFF + 4).contains(&i) {
-            0
-        } else {
-            byte
-        };
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = times_x(crc);
-        }
-    }
-    !crc
+    let field = SCTP_CSUM_OFF..SCTP_CSUM_OFF + 4;
+    !sctp.iter().enumerate().fold(!0u32, |crc, (i, &byte)| {
+        crc_byte(crc, if field.contains(&i) { 0 } else { byte })
+    })
+}
+
+/// The register after one more byte.
+fn crc_byte(crc: u32, byte: u8) -> u32 {
+    (0..8).fold(crc ^ u32::from(byte), |crc, _| times_x(crc))
 }
 
 #[cfg(test)]
