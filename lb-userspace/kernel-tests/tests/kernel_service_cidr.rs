@@ -18,7 +18,6 @@ use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     path::Path,
-    process::Command,
     time::Duration,
 };
 
@@ -199,27 +198,14 @@ fn cidr_child() {
 }
 
 fn run_child(cgroup: &Path, mode: &str, target: SocketAddr) -> String {
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "cidr_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(ENV_MODE, mode)
-        .env(ENV_CGROUP, cgroup)
-        .env(ENV_TARGET, target.to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "child failed: {stdout}");
-    stdout
-        .split("<<<")
-        .nth(1)
-        .and_then(|s| s.split(">>>").next())
-        .expect("child output")
-        .to_owned()
+    child_says(
+        "cidr_child",
+        &[
+            (ENV_MODE, mode.to_owned()),
+            (ENV_CGROUP, cgroup.display().to_string()),
+            (ENV_TARGET, target.to_string()),
+        ],
+    )
 }
 
 /// A TCP server answering "pong" to one connection, on `addr`.
