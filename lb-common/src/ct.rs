@@ -33,8 +33,17 @@
 //! - Closed 10 (an RST seen): the kernel's `close` and Cilium's `CT_CLOSE_TIMEOUT`.
 //! - Unreplied and Replied 30, Stream 120: the kernel's `udp_timeout` and
 //!   `udp_timeout_stream` (kube-proxy leaves both as the kernel has them).
+//!
+//! SCTP has states of its own (`sctp`: INIT opens, COOKIE ACK assures,
+//! the kernel's SCTP timeouts). For SCTP the functions' `tcp_flags`
+//! argument is the type of the packet's first chunk (what the parsers put
+//! in the packet's flags byte).
 
-use crate::{PROTO_TCP, packet::tcp};
+mod sctp;
+
+pub use sctp::*;
+
+use crate::{PROTO_SCTP, PROTO_TCP, packet::tcp};
 
 /// `Ct4Value::state`.
 pub const CT_SYN_SENT: u8 = 1;
@@ -84,6 +93,10 @@ pub const fn timeout_s(state: u8) -> u32 {
         CT_CLOSING => TIMEOUT_CLOSING_S,
         CT_CLOSED => TIMEOUT_CLOSED_S,
         CT_STREAM => TIMEOUT_UDP_STREAM_S,
+        CT_SCTP_COOKIE_WAIT => TIMEOUT_SCTP_COOKIE_WAIT_S,
+        CT_SCTP_COOKIE_ECHOED => TIMEOUT_SCTP_COOKIE_ECHOED_S,
+        CT_SCTP_ESTABLISHED => TIMEOUT_SCTP_ESTABLISHED_S,
+        CT_SCTP_SHUTDOWN => TIMEOUT_SCTP_SHUTDOWN_S,
         // Unreplied, Replied, and anything this build does not know.
         _ => TIMEOUT_UDP_S,
     }
@@ -98,14 +111,27 @@ pub const fn expired(state: u8, last_seen_s: u32, now_s: u32) -> bool {
 /// Assured flows live in the established table.
 #[inline(always)]
 pub const fn is_assured(state: u8) -> bool {
-    matches!(state, CT_ESTABLISHED | CT_STREAM)
+    matches!(state, CT_ESTABLISHED | CT_STREAM | CT_SCTP_ESTABLISHED)
+}
+
+/// Whether a flow of `proto` is a connection whose packets other than
+/// its opening keep their backend while it is gone (TCP, SCTP), rather
+/// than a stream of datagrams that choose again (UDP).
+#[inline(always)]
+pub const fn is_connection(proto: u8) -> bool {
+    proto == PROTO_TCP || proto == PROTO_SCTP
 }
 
 /// Whether a packet of an unknown flow may create entries: for TCP only a
-/// SYN without ACK (an opening), for other protocols any packet.
+/// SYN without ACK (an opening), for SCTP only an INIT, for other
+/// protocols any packet.
 #[inline(always)]
 pub const fn opens_flow(proto: u8, tcp_flags: u8) -> bool {
-    proto != PROTO_TCP || tcp_flags & (tcp::SYN | tcp::ACK | tcp::RST) == tcp::SYN
+    match proto {
+        PROTO_TCP => tcp_flags & (tcp::SYN | tcp::ACK | tcp::RST) == tcp::SYN,
+        PROTO_SCTP => sctp_opens_flow(tcp_flags),
+        _ => true,
+    }
 }
 
 /// Whether a TCP SYN (without ACK) meets an entry of a connection that was
@@ -113,9 +139,10 @@ pub const fn opens_flow(proto: u8, tcp_flags: u8) -> bool {
 /// (the kernel reopens from TIME_WAIT/CLOSE likewise).
 #[inline(always)]
 pub const fn reopens(proto: u8, state: u8, tcp_flags: u8) -> bool {
-    proto == PROTO_TCP
+    (proto == PROTO_TCP
         && matches!(state, CT_CLOSING | CT_CLOSED)
-        && tcp_flags & (tcp::SYN | tcp::ACK) == tcp::SYN
+        && tcp_flags & (tcp::SYN | tcp::ACK) == tcp::SYN)
+        || (proto == PROTO_SCTP && sctp_reopens(state, tcp_flags))
 }
 
 /// Whether a flow in `state`, last seen at `last_seen_s`, gives up its
@@ -126,16 +153,17 @@ pub const fn reopens(proto: u8, state: u8, tcp_flags: u8) -> bool {
 #[inline(always)]
 pub const fn yields_to_new_flow(proto: u8, state: u8, last_seen_s: u32, now_s: u32) -> bool {
     (proto == PROTO_TCP && matches!(state, CT_CLOSING | CT_CLOSED))
+        || (proto == PROTO_SCTP && sctp_ending(state))
         || expired(state, last_seen_s, now_s)
 }
 
 /// The state a new flow starts in.
 #[inline(always)]
 pub const fn initial_state(proto: u8) -> u8 {
-    if proto == PROTO_TCP {
-        CT_SYN_SENT
-    } else {
-        CT_UNREPLIED
+    match proto {
+        PROTO_TCP => CT_SYN_SENT,
+        PROTO_SCTP => CT_SCTP_COOKIE_WAIT,
+        _ => CT_UNREPLIED,
     }
 }
 
@@ -165,6 +193,9 @@ pub const fn next_state(
             _ => state,
         };
     }
+    if proto == PROTO_SCTP {
+        return sctp_next_state(state, dir, tcp_flags);
+    }
     match (state, dir) {
         (CT_UNREPLIED, Direction::Reply) => CT_REPLIED,
         (CT_REPLIED, _) if now_s.wrapping_sub(created_s) >= UDP_STREAM_AFTER_S => CT_STREAM,
@@ -189,6 +220,10 @@ pub const fn state_name(state: u8) -> &'static str {
         CT_UNREPLIED => "unreplied",
         CT_REPLIED => "replied",
         CT_STREAM => "stream",
+        CT_SCTP_COOKIE_WAIT => "sctp_cookie_wait",
+        CT_SCTP_COOKIE_ECHOED => "sctp_cookie_echoed",
+        CT_SCTP_ESTABLISHED => "sctp_established",
+        CT_SCTP_SHUTDOWN => "sctp_shutdown",
         _ => "unknown",
     }
 }

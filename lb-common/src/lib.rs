@@ -16,6 +16,8 @@ pub mod maps;
 pub mod packet;
 pub mod reason;
 pub mod reject;
+pub mod sctp;
+pub mod service_cidr;
 pub mod snat;
 pub mod source_ranges;
 

@@ -44,7 +44,7 @@ pub const TRACE_REQUEST: &str = "lb_trace_req";
 pub const HASH_SEED: &str = "lb_hash_seed_v1";
 
 /// Every pinned map, for the agent's pin directory checks.
-pub const ALL_MAPS: [&str; 13] = [
+pub const ALL_MAPS: [&str; 15] = [
     FRONTENDS4,
     BACKENDS4,
     MAGLEV,
@@ -59,6 +59,9 @@ pub const ALL_MAPS: [&str; 13] = [
     // snat
     crate::snat::SNAT_ADDR,
     crate::source_ranges::SOURCE_RANGES4,
+    // sctp and service CIDRs
+    crate::service_cidr::CLUSTER_IPS4,
+    crate::service_cidr::SERVICE_CIDRS4,
 ];
 
 /// Map names whose layout this build understands are `..._v1`; a pinned

@@ -2,7 +2,7 @@
 //! by the datapath's parsers (XDP direct access, skb loads) and testable on
 //! the host.
 
-use crate::{PROTO_TCP, PROTO_UDP, reason::Reason};
+use crate::{PROTO_SCTP, PROTO_TCP, PROTO_UDP, reason::Reason, sctp::SCTP_MIN_LEN};
 
 pub const ETH_HLEN: usize = 14;
 /// `ETH_P_IP` as it sits in the packet, loaded natively.
@@ -54,7 +54,7 @@ pub struct Ipv4Hdr {
     pub daddr_be: u32,
 }
 
-/// The first four bytes of a TCP or UDP header.
+/// The first four bytes of a TCP, UDP or SCTP header.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Ports {
@@ -85,6 +85,7 @@ pub fn check_ipv4(ip: &Ipv4Hdr) -> Result<(usize, usize), Reason> {
     let l4_min = match ip.proto {
         PROTO_TCP => TCP_HLEN,
         PROTO_UDP => UDP_HLEN,
+        PROTO_SCTP => SCTP_MIN_LEN,
         _ => return Err(Reason::PassOtherProtocol),
     };
     if tot_len < hlen + l4_min {

@@ -38,7 +38,7 @@ reasons! {
     PassMalformed = 1, "pass_malformed";
     /// A non-first IPv4 fragment: no ports to match on.
     PassFragment = 2, "pass_fragment";
-    /// Not TCP or UDP.
+    /// Not TCP, UDP or SCTP.
     PassOtherProtocol = 3, "pass_other_protocol";
     /// No frontend at this destination.
     PassNoService = 4, "pass_no_service";
@@ -107,9 +107,19 @@ reasons! {
     /// Event: a new flow took over the reply key of a closed (or expired)
     /// flow through another frontend, whose entries both went.
     CtReplyTakenOver = 27, "ct_reply_taken_over";
+    // sctp and service CIDRs
+    /// A new connection to an address inside a `--service-cidr` that is no
+    /// allocated ClusterIP: dropped, as kube-proxy's nftables rule "Drop
+    /// traffic to unallocated ClusterIPs" drops it.
+    DropUnallocatedClusterIp = 28, "drop_unallocated_cluster_ip";
+    /// A new connection to an allocated ClusterIP on a port or protocol
+    /// its Service does not expose: rejected (ICMP port unreachable, or
+    /// `ECONNREFUSED` from the socket hooks), as kube-proxy's nftables
+    /// rule "Reject traffic to invalid ports of ClusterIPs" rejects it.
+    RejectClusterIpPort = 29, "reject_cluster_ip_port";
 }
 
 /// Number of counters in the stats map.
-pub const REASON_COUNT: u32 = 28;
+pub const REASON_COUNT: u32 = 30;
 
 const _: () = assert!(Reason::ALL.len() as u32 == REASON_COUNT);

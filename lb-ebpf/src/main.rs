@@ -1,4 +1,4 @@
-//! The lb datapath: IPv4 TCP/UDP service translation.
+//! The lb datapath: IPv4 TCP/UDP/SCTP service translation.
 //!
 //! - `lb_xdp_ingress` (XDP, external devices): DNAT of north-south traffic.
 //! - `lb_tc_egress` (tcx egress, external devices): reverse NAT of replies.
@@ -14,9 +14,9 @@
 //!
 //! Every hook shares the same steps, one module each: `parse`, `select`
 //! (frontend and backend), `affinity` (sessionAffinity ClientIP), `source_ranges`
-//! (loadBalancerSourceRanges), `ct`
+//! (loadBalancerSourceRanges), `service_cidr` (`--service-cidr`), `ct`
 //! (connection table), `nat` (rewrites and
-//! checksums), `reject`, `stats`, `trace`. Map layouts, key construction,
+//! checksums; SCTP's CRC32c in `sctp`), `reject`, `stats`, `trace`. Map layouts, key construction,
 //! names and counter reasons are defined in `lb-common`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -36,7 +36,11 @@ mod parse;
 #[cfg(target_arch = "bpf")]
 mod reject;
 #[cfg(target_arch = "bpf")]
+mod sctp;
+#[cfg(target_arch = "bpf")]
 mod select;
+#[cfg(target_arch = "bpf")]
+mod service_cidr;
 #[cfg(target_arch = "bpf")]
 mod snat;
 #[cfg(target_arch = "bpf")]

@@ -11,9 +11,12 @@ use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     programs::TcContext,
 };
-use lb_common::{Endpoint4, PROTO_UDP, csum, reason::Reason};
+use lb_common::{Endpoint4, PROTO_SCTP, PROTO_UDP, csum, reason::Reason};
 
-use crate::parse::{ETH_HLEN, IPV4_CSUM_OFF, IPV4_SADDR_OFF, SkbPacket, XdpPacket};
+use crate::{
+    parse::{ETH_HLEN, IPV4_CSUM_OFF, IPV4_SADDR_OFF, SkbPacket, XdpPacket},
+    sctp,
+};
 
 /// Rewrites the destination of a parsed XDP packet from `from` (its
 /// current destination) to `to`.
@@ -24,6 +27,12 @@ pub fn rewrite_xdp_destination(pkt: &XdpPacket, from: Endpoint4, to: Endpoint4) 
         let ip = pkt.ip;
         (*ip).check = csum::replace4((*ip).check, from.addr_be, to.addr_be);
         (*ip).daddr_be = to.addr_be;
+        if pkt.proto == PROTO_SCTP {
+            // CRC32c, over the SCTP packet only.
+            sctp::update_xdp_crc(pkt, from, to);
+            (*pkt.ports).dst_be = to.port_be;
+            return;
+        }
         *pkt.csum = csum::l4_after_rewrite(
             pkt.proto,
             *pkt.csum,
@@ -44,7 +53,11 @@ pub fn rewrite_skb_source(ctx: &TcContext, pkt: &SkbPacket, to: Endpoint4) -> Re
     let from = pkt.flow.src;
     let mut l4_flags = 0u64;
     let mut l4_csum = true;
-    if pkt.flow.proto == PROTO_UDP {
+    if pkt.flow.proto == PROTO_SCTP {
+        // CRC32c, over the SCTP packet only: the ports, not the address.
+        sctp::update_skb_crc(ctx, pkt, to)?;
+        l4_csum = false;
+    } else if pkt.flow.proto == PROTO_UDP {
         // Zero means "no checksum"; MARK_MANGLED_0 keeps it so and turns a
         // computed zero into 0xffff.
         l4_flags = BPF_F_MARK_MANGLED_0 as u64;

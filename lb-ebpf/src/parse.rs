@@ -1,4 +1,5 @@
-//! Bounds-checked Ethernet / IPv4 / TCP / UDP parsing.
+//! Bounds-checked Ethernet / IPv4 / TCP / UDP / SCTP parsing (SCTP's own
+//! header in [`crate::sctp`]).
 //!
 //! Two front ends share one set of rules ([`check_ipv4`]): [`xdp_ipv4`] reads
 //! the packet in place (direct packet access, every read bounds-checked
@@ -7,19 +8,24 @@
 //! and counts the returned reason.
 
 use aya_ebpf::programs::TcContext;
-use lb_common::{Endpoint4, Flow4, PROTO_TCP, PROTO_UDP, reason::Reason};
+use lb_common::{Endpoint4, Flow4, PROTO_SCTP, PROTO_TCP, PROTO_UDP, reason::Reason};
+
+use crate::sctp;
 
 pub use lb_common::packet::*;
 
-/// A parsed IPv4 TCP/UDP packet in an XDP buffer. The pointers are
+/// A parsed IPv4 TCP/UDP/SCTP packet in an XDP buffer. The pointers are
 /// bounds-checked: `ip` covers the fixed IPv4 header, `ports` and `csum` lie
 /// inside the transport header.
 pub struct XdpPacket {
     pub ip: *mut Ipv4Hdr,
     pub ports: *mut Ports,
+    /// The checksum: TCP's and UDP's 16 bits; for SCTP the first half of
+    /// its 32-bit CRC32c, all four bytes bounds-checked.
     pub csum: *mut u16,
     pub proto: u8,
-    /// The TCP flags byte (0 for UDP).
+    /// The TCP flags byte (0 for UDP; for SCTP the first chunk's type,
+    /// which `lb_common::ct` reads in its place).
     pub tcp_flags: u8,
 }
 
@@ -71,16 +77,26 @@ pub fn xdp_ipv4(data: usize, data_end: usize, buff_len: usize) -> Result<XdpPack
         return Err(Reason::PassMalformed);
     }
     let l4 = data + ETH_HLEN + hlen;
+    if l4 + l4_min > data_end {
+        return Err(Reason::PassMalformed);
+    }
+    let ports: *mut Ports = ptr_at(l4, data_end, 0).ok_or(Reason::PassMalformed)?;
+    if hdr.proto == PROTO_SCTP {
+        let (csum, first_chunk) = sctp::xdp_header(l4, data_end)?;
+        return Ok(XdpPacket {
+            ip,
+            ports,
+            csum,
+            proto: PROTO_SCTP,
+            tcp_flags: first_chunk,
+        });
+    }
     let (csum_off, proto) = if l4_min == TCP_HLEN {
         (TCP_CSUM_OFF, PROTO_TCP)
     } else {
         (UDP_CSUM_OFF, PROTO_UDP)
     };
-    if l4 + l4_min > data_end {
-        return Err(Reason::PassMalformed);
-    }
     let csum: *mut u16 = ptr_at(l4, data_end, csum_off).ok_or(Reason::PassMalformed)?;
-    let ports: *mut Ports = ptr_at(l4, data_end, 0).ok_or(Reason::PassMalformed)?;
     let tcp_flags = if proto == PROTO_TCP {
         let flags: *const u8 = ptr_at(l4, data_end, TCP_FLAGS_OFF).ok_or(Reason::PassMalformed)?;
         // SAFETY: bounds-checked above.
@@ -97,13 +113,14 @@ pub fn xdp_ipv4(data: usize, data_end: usize, buff_len: usize) -> Result<XdpPack
     })
 }
 
-/// A parsed IPv4 TCP/UDP packet in an skb: the transport header's offsets
-/// and the tuple it carries.
+/// A parsed IPv4 TCP/UDP/SCTP packet in an skb: the transport header's
+/// offsets and the tuple it carries.
 pub struct SkbPacket {
     pub l4_off: usize,
+    /// The checksum's offset (SCTP: its CRC32c's).
     pub csum_off: usize,
     pub flow: Flow4,
-    /// The TCP flags byte (0 for UDP).
+    /// The TCP flags byte (0 for UDP; for SCTP the first chunk's type).
     pub tcp_flags: u8,
 }
 
@@ -122,6 +139,14 @@ pub fn skb_ipv4(ctx: &TcContext) -> Result<SkbPacket, Reason> {
     }
     let l4_off = ETH_HLEN + hlen;
     let ports: Ports = ctx.load(l4_off).map_err(|_| Reason::PassMalformed)?;
+    if hdr.proto == PROTO_SCTP {
+        return Ok(SkbPacket {
+            l4_off,
+            csum_off: l4_off + sctp::CSUM_OFF,
+            flow: flow(&hdr, ports, PROTO_SCTP),
+            tcp_flags: sctp::skb_first_chunk(ctx, l4_off)?,
+        });
+    }
     let (csum_off, proto) = if l4_min == TCP_HLEN {
         (TCP_CSUM_OFF, PROTO_TCP)
     } else {

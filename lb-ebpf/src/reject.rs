@@ -47,10 +47,11 @@ struct Reply {
 
 const _: () = assert!(size_of::<Reply>() == REPLY_LEN);
 
-/// Answers a packet to a Service without endpoints, within the rate limit:
-/// the XDP action and the reason to count.
+/// Answers a packet rejected for `reason` (a Service without endpoints, a
+/// ClusterIP's unexposed port), within the rate limit: the XDP action and
+/// the reason to count.
 #[inline(always)]
-pub fn answer(ctx: &XdpContext) -> (u32, Reason) {
+pub fn answer(ctx: &XdpContext, reason: Reason) -> (u32, Reason) {
     if !within_rate() {
         return (xdp_action::XDP_DROP, Reason::DropRejectRateLimited);
     }
@@ -58,7 +59,7 @@ pub fn answer(ctx: &XdpContext) -> (u32, Reason) {
         Ok(()) => xdp_action::XDP_TX,
         Err(()) => xdp_action::XDP_DROP,
     };
-    (action, Reason::RejectNoEndpoints)
+    (action, reason)
 }
 
 /// Takes a token from this CPU's bucket. A trace takes none (it changes no

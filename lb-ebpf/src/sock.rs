@@ -19,14 +19,14 @@ use aya_ebpf::{
     programs::{SockAddrContext, XdpContext},
 };
 use lb_common::{
-    AFFINITY_CLIENT_NETNS, Endpoint4, PROTO_TCP, PROTO_UDP, SCOPE_INTERNAL, SockRevNat4Key,
-    SockRevNat4Value, flow_hash::socket_hash, reason::Reason,
+    AFFINITY_CLIENT_NETNS, Endpoint4, PROTO_SCTP, PROTO_TCP, PROTO_UDP, SCOPE_INTERNAL,
+    SockRevNat4Key, SockRevNat4Value, flow_hash::socket_hash, reason::Reason,
 };
 
 use crate::{
     affinity,
     maps::{SOCK_REVNAT4, TRACE_REQUEST},
-    nat, parse, select,
+    nat, parse, select, service_cidr,
     source_ranges::{self, SocketCheck},
     stats, trace,
 };
@@ -111,6 +111,10 @@ fn proto(addr: &Addr) -> Option<u8> {
     match addr.protocol() {
         p if p == PROTO_TCP as u32 => Some(PROTO_TCP),
         p if p == PROTO_UDP as u32 => Some(PROTO_UDP),
+        // SCTP sockets are translated as TCP's are, where the kernel runs
+        // these hooks for them (unproven here: this machine's kernel has
+        // no SCTP sockets).
+        p if p == PROTO_SCTP as u32 => Some(PROTO_SCTP),
         _ => None,
     }
 }
@@ -138,6 +142,12 @@ pub enum Decision {
     Forbid { service_id: u32, reason: Reason },
     /// The Maglev table named a backend that does not exist.
     Fail(Reason),
+    /// No frontend, and `--service-cidr`'s rules turn the destination
+    /// away (`service_cidr`): a ClusterIP's unexposed port is refused
+    /// (`ECONNREFUSED`, as the ICMP port unreachable of kube-proxy's
+    /// reject), another address of a service CIDR fails with `EPERM` (a
+    /// netfilter drop of a local sender's packet).
+    Unallocated(Reason),
 }
 
 /// The socket hooks' decision for a destination: the internal-scope
@@ -155,7 +165,10 @@ pub fn decide(
     source: impl FnOnce() -> u32,
 ) -> Decision {
     let Some(fe) = select::frontend(dst, proto, SCOPE_INTERNAL) else {
-        return Decision::Pass;
+        return match service_cidr::unmatched(dst.addr_be) {
+            Some(reason) => Decision::Unallocated(reason),
+            None => Decision::Pass,
+        };
     };
     let check_source = match source_ranges::check_socket(&fe, source) {
         Ok(SocketCheck::Passed) => false,
@@ -244,6 +257,14 @@ fn translate(ctx: &SockAddrContext, counted: Reason) -> i32 {
             stats::count(reason);
             return DENY;
         }
+        Decision::Unallocated(reason) => {
+            stats::count(reason);
+            if reason == Reason::RejectClusterIpPort {
+                // SAFETY: a plain helper call; connect4/sendmsg4 may set the errno.
+                unsafe { bpf_set_retval(-ECONNREFUSED) };
+            }
+            return DENY;
+        }
     };
     let key = SockRevNat4Key::new(cookie, backend);
     let value = SockRevNat4Value::new(frontend, service_id);
@@ -302,9 +323,9 @@ fn trace_socket(ctx: &XdpContext) -> (u32, Reason) {
         Decision::Pass => (xdp_action::XDP_PASS, Reason::PassNoService),
         Decision::Translate { backend, .. } => {
             nat::rewrite_xdp_destination(&pkt, frontend, backend);
-            // A stream socket is translated at connect(), a datagram
-            // socket (unless connected) at each sendmsg().
-            let reason = if pkt.proto == PROTO_TCP {
+            // A stream socket (TCP, SCTP) is translated at connect(), a
+            // datagram socket (unless connected) at each sendmsg().
+            let reason = if pkt.proto != PROTO_UDP {
                 Reason::SockConnect
             } else {
                 Reason::SockSendmsg
@@ -313,7 +334,8 @@ fn trace_socket(ctx: &XdpContext) -> (u32, Reason) {
         }
         Decision::Refuse { reason, .. }
         | Decision::Forbid { reason, .. }
-        | Decision::Fail(reason) => (xdp_action::XDP_DROP, reason),
+        | Decision::Fail(reason)
+        | Decision::Unallocated(reason) => (xdp_action::XDP_DROP, reason),
     }
 }
 

@@ -12,10 +12,14 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    AFFINITY_CLIENT_ADDR, Endpoint4, Flow4, FrontendValue, SCOPE_EXTERNAL, reason::Reason,
+    AFFINITY_CLIENT_ADDR, Endpoint4, Flow4, FrontendValue, SCOPE_EXTERNAL, SCOPE_INTERNAL,
+    reason::Reason,
 };
 
-use crate::{affinity, ct, debug, nat, parse, reject, select, snat, source_ranges, stats, trace};
+use crate::{
+    affinity, ct, debug, nat, parse, reject, select, service_cidr, snat, source_ranges, stats,
+    trace,
+};
 
 /// `frags`: multi-buffer aware (jumbo frames; on veth, a program without it
 /// disables TSO on the peer and caps the MTU). Headers are read from the
@@ -26,7 +30,7 @@ pub fn lb_xdp_ingress(ctx: XdpContext) -> u32 {
         Ok(reason) => (xdp_action::XDP_PASS, reason),
         Err(Verdict::Pass(reason)) => (xdp_action::XDP_PASS, reason),
         Err(Verdict::Drop(reason)) => (xdp_action::XDP_DROP, reason),
-        Err(Verdict::Reject) => reject::answer(&ctx),
+        Err(Verdict::Reject(reason)) => reject::answer(&ctx, reason),
     };
     stats::count(reason);
     trace::finish(reason);
@@ -44,8 +48,9 @@ pub fn lb_xdp_ingress(ctx: XdpContext) -> u32 {
 enum Verdict {
     Pass(Reason),
     Drop(Reason),
-    /// No endpoints at all: answer with ICMP port unreachable.
-    Reject,
+    /// No endpoints at all, or a ClusterIP's port its Service does not
+    /// expose: answer with ICMP port unreachable.
+    Reject(Reason),
 }
 
 impl From<Reason> for Verdict {
@@ -63,7 +68,9 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
     let flow = pkt.flow();
 
     // Look up the frontend, then the flow: a known flow keeps its backend.
-    let fe = select::frontend(flow.dst, flow.proto, SCOPE_EXTERNAL).ok_or(Reason::PassNoService)?;
+    let Some(fe) = select::frontend(flow.dst, flow.proto, SCOPE_EXTERNAL) else {
+        return Err(no_frontend(flow));
+    };
     let (backend, reason) = match ct::lookup_original(flow, pkt.tcp_flags, &fe)? {
         ct::Original::Hit(entry) => {
             trace::connection(entry.backend_id);
@@ -82,6 +89,21 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
     Ok(reason)
 }
 
+/// No external frontend: a ClusterIP port served inside the node passes
+/// (nothing translates it here yet), and `--service-cidr`'s rules turn
+/// away the rest of the service CIDRs (`service_cidr`).
+#[inline(always)]
+fn no_frontend(flow: Flow4) -> Verdict {
+    match service_cidr::unmatched(flow.dst.addr_be) {
+        Some(_) if select::frontend(flow.dst, flow.proto, SCOPE_INTERNAL).is_some() => {
+            Verdict::Pass(Reason::PassNoService)
+        }
+        Some(Reason::RejectClusterIpPort) => Verdict::Reject(Reason::RejectClusterIpPort),
+        Some(reason) => Verdict::Drop(reason),
+        None => Verdict::Pass(Reason::PassNoService),
+    }
+}
+
 /// Selects the backend of a new flow and enters the flow in the connection
 /// table; a source outside the Service's ranges, or a frontend without
 /// backends, turns it away.
@@ -95,7 +117,7 @@ fn new_flow(fe: &FrontendValue, flow: Flow4) -> Result<Endpoint4, Verdict> {
         let reason = select::empty_reason(fe);
         stats::count_service(fe.service_id, reason);
         return Err(match reason {
-            Reason::RejectNoEndpoints => Verdict::Reject,
+            Reason::RejectNoEndpoints => Verdict::Reject(reason),
             reason => Verdict::Drop(reason),
         });
     }

@@ -94,3 +94,118 @@ fn entries_expire_after_their_states_timeout_only() {
     // A last-seen time ahead of the clock (another CPU's newer write) is fresh.
     assert!(!expired(CT_CLOSED, 2000, 1000));
 }
+
+const S: u8 = crate::PROTO_SCTP;
+
+/// The kernel's SCTP tracking (nf_conntrack_proto_sctp.c): an INIT creates
+/// the entry in COOKIE_WAIT, the client's COOKIE ECHO makes it
+/// COOKIE_ECHOED, the backend's COOKIE ACK ESTABLISHED and assured; the
+/// INIT ACK and DATA in between change nothing.
+#[test]
+fn sctp_handshake_walks_cookie_wait_cookie_echoed_established() {
+    use crate::sctp::chunk;
+    assert!(opens_flow(S, chunk::INIT));
+    assert_eq!(initial_state(S), CT_SCTP_COOKIE_WAIT);
+    let s = next_state(
+        S,
+        CT_SCTP_COOKIE_WAIT,
+        Direction::Reply,
+        chunk::INIT_ACK,
+        0,
+        0,
+    );
+    assert_eq!(s, CT_SCTP_COOKIE_WAIT);
+    let s = next_state(S, s, Direction::Original, chunk::COOKIE_ECHO, 0, 0);
+    assert_eq!(s, CT_SCTP_COOKIE_ECHOED);
+    assert!(!is_assured(s));
+    let s = next_state(S, s, Direction::Reply, chunk::COOKIE_ACK, 0, 0);
+    assert_eq!(s, CT_SCTP_ESTABLISHED);
+    assert!(is_assured(s));
+    for c in [
+        chunk::DATA,
+        chunk::SACK,
+        chunk::HEARTBEAT,
+        chunk::HEARTBEAT_ACK,
+    ] {
+        assert_eq!(next_state(S, s, Direction::Original, c, 0, 100), s);
+        assert_eq!(next_state(S, s, Direction::Reply, c, 0, 100), s);
+    }
+    // The kernel's sctp_timeouts.
+    assert_eq!(timeout_s(CT_SCTP_COOKIE_WAIT), 3);
+    assert_eq!(timeout_s(CT_SCTP_COOKIE_ECHOED), 3);
+    assert_eq!(timeout_s(CT_SCTP_ESTABLISHED), 210);
+    assert_eq!(timeout_s(CT_SCTP_SHUTDOWN), 3);
+    assert_eq!(timeout_s(CT_CLOSED), 10);
+}
+
+/// Only an INIT opens an SCTP flow (the kernel's sctp_new); a COOKIE ACK
+/// in the wrong direction or state assures nothing.
+#[test]
+fn sctp_only_init_opens_and_only_the_answered_cookie_assures() {
+    use crate::sctp::chunk;
+    for c in [
+        chunk::DATA,
+        chunk::INIT_ACK,
+        chunk::COOKIE_ECHO,
+        chunk::ABORT,
+        chunk::SHUTDOWN,
+    ] {
+        assert!(!opens_flow(S, c), "chunk {c}");
+    }
+    let s = next_state(
+        S,
+        CT_SCTP_COOKIE_WAIT,
+        Direction::Reply,
+        chunk::COOKIE_ACK,
+        0,
+        0,
+    );
+    assert_eq!(
+        s, CT_SCTP_COOKIE_WAIT,
+        "a COOKIE ACK before the COOKIE ECHO"
+    );
+    let s = next_state(
+        S,
+        CT_SCTP_COOKIE_ECHOED,
+        Direction::Original,
+        chunk::COOKIE_ACK,
+        0,
+        0,
+    );
+    assert_eq!(s, CT_SCTP_COOKIE_ECHOED, "a COOKIE ACK from the client");
+    assert!(is_connection(S) && is_connection(T) && !is_connection(PROTO_UDP));
+}
+
+/// SHUTDOWN and ABORT end an association; an INIT on an ending one opens
+/// a new flow, and an ending association yields its keys to a new flow.
+#[test]
+fn sctp_shutdown_and_abort_end_and_init_reopens() {
+    use crate::sctp::chunk;
+    let s = next_state(
+        S,
+        CT_SCTP_ESTABLISHED,
+        Direction::Original,
+        chunk::SHUTDOWN,
+        0,
+        0,
+    );
+    assert_eq!(s, CT_SCTP_SHUTDOWN);
+    let s = next_state(S, s, Direction::Reply, chunk::SHUTDOWN_ACK, 0, 0);
+    assert_eq!(s, CT_SCTP_SHUTDOWN);
+    assert_eq!(
+        next_state(S, s, Direction::Original, chunk::SHUTDOWN_COMPLETE, 0, 0),
+        CT_CLOSED
+    );
+    assert_eq!(
+        next_state(S, CT_SCTP_ESTABLISHED, Direction::Reply, chunk::ABORT, 0, 0),
+        CT_CLOSED
+    );
+    assert!(reopens(S, CT_SCTP_SHUTDOWN, chunk::INIT));
+    assert!(reopens(S, CT_CLOSED, chunk::INIT));
+    assert!(!reopens(S, CT_SCTP_ESTABLISHED, chunk::INIT));
+    assert!(!reopens(S, CT_CLOSED, chunk::DATA));
+    assert!(yields_to_new_flow(S, CT_SCTP_SHUTDOWN, 5, 5));
+    assert!(!yields_to_new_flow(S, CT_SCTP_ESTABLISHED, 5, 5));
+    assert!(yields_to_new_flow(S, CT_SCTP_ESTABLISHED, 5, 5 + 211));
+    assert_eq!(state_name(CT_SCTP_ESTABLISHED), "sctp_established");
+}

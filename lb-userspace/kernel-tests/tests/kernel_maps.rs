@@ -37,6 +37,9 @@ fn the_fill_counts_what_the_maps_hold() {
     ];
     let key = frontend_key("192.0.2.10".parse().unwrap(), 80, PROTO_TCP, SCOPE_EXTERNAL);
     install_service(&mut t.maps, key, 1, 2, 0, &backends);
+    t.maps
+        .set_cluster_ip("10.96.0.10".parse().unwrap())
+        .unwrap();
     let fill: Vec<(&str, u64, u64)> = t
         .maps
         .fill()
@@ -64,6 +67,16 @@ fn the_fill_counts_what_the_maps_hold() {
                 u64::from(lb_common::DEFAULT_AFFINITY_ENTRIES)
             ),
             ("source_ranges", 0, u64::from(lb_common::MAX_SOURCE_RANGES)),
+            (
+                "cluster_ips",
+                1,
+                u64::from(lb_common::service_cidr::MAX_CLUSTER_IPS)
+            ),
+            (
+                "service_cidrs",
+                0,
+                u64::from(lb_common::service_cidr::MAX_SERVICE_CIDRS)
+            ),
         ]
     );
 }

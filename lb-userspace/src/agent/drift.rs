@@ -41,6 +41,7 @@ impl SpotCheck {
             || !same(&applied.backends, maps.backends()?)
             || !same(&applied.service_infos, maps.services()?)
             || !same_ranges(applied, maps)?
+            || !same_service_cidr_maps(applied, maps)?
         {
             return Ok(false);
         }
@@ -112,6 +113,14 @@ fn same_ranges(applied: &Applied, maps: &dyn DatapathMaps) -> Result<bool, MapsE
     Ok(read == applied.source_ranges)
 }
 
+/// Whether the allocated-ClusterIP hash and the service-CIDR trie hold
+/// what the agent wrote.
+fn same_service_cidr_maps(applied: &Applied, maps: &dyn DatapathMaps) -> Result<bool, MapsError> {
+    let cluster_ips: std::collections::BTreeSet<_> = maps.cluster_ips()?.into_iter().collect();
+    let cidrs: std::collections::BTreeSet<_> = maps.service_cidrs()?.into_iter().collect();
+    Ok(cluster_ips == applied.cluster_ips && cidrs == applied.service_cidrs)
+}
+
 /// Whether a map read back holds exactly `known` (its order is the
 /// kernel's hash order).
 fn same<K: Ord, V: PartialEq>(known: &BTreeMap<K, V>, read: Vec<(K, V)>) -> bool {
@@ -142,6 +151,23 @@ mod tests {
         let applied = Applied::read(&maps).unwrap();
         assert!(SpotCheck::default().unchanged(&maps, &applied).unwrap());
         maps.remove_source_range(1, &range).unwrap();
+        assert!(!SpotCheck::default().unchanged(&maps, &applied).unwrap());
+    }
+
+    /// So is an allocated ClusterIP or a service CIDR removed behind it.
+    #[test]
+    fn a_cluster_ip_or_service_cidr_removed_behind_the_agent_is_drift() {
+        let mut maps = MemoryMaps::new(8);
+        let addr = Ipv4Addr::new(10, 96, 0, 10);
+        let cidr = SourceRange::new(Ipv4Addr::new(10, 96, 0, 0), 12).unwrap();
+        maps.set_cluster_ip(addr).unwrap();
+        maps.set_service_cidr(&cidr).unwrap();
+        let applied = Applied::read(&maps).unwrap();
+        assert!(SpotCheck::default().unchanged(&maps, &applied).unwrap());
+        maps.remove_cluster_ip(addr).unwrap();
+        assert!(!SpotCheck::default().unchanged(&maps, &applied).unwrap());
+        maps.set_cluster_ip(addr).unwrap();
+        maps.remove_service_cidr(&cidr).unwrap();
         assert!(!SpotCheck::default().unchanged(&maps, &applied).unwrap());
     }
 }

@@ -40,7 +40,9 @@ pub(super) async fn print_plan(source: &mut impl Source, config: &AgentConfig) -
     for problem in &desired.problems {
         println!("skipped: {problem}");
     }
-    let plan = plan::plan(&desired, &applied, max_tables);
+    let mut plan = plan::plan(&desired, &applied, max_tables);
+    let cidrs = config.rules.ipv4_service_cidrs();
+    plan::plan_service_cidrs(&cidrs, &applied, &mut plan);
     for problem in &plan.problems {
         println!("skipped: {problem}");
     }

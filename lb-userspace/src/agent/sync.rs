@@ -118,8 +118,8 @@ impl Syncer {
             waiting: false,
             node_missing: false,
             tracker: Tracker::new(rules.clone()),
+            planner: Planner::with_service_cidrs(rules.ipv4_service_cidrs()),
             rules,
-            planner: Planner::new(),
             snat_address: Default::default(),
         }
     }

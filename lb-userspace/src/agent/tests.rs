@@ -153,6 +153,28 @@ impl DatapathMaps for Breakable {
         self.check()?;
         self.maps.remove_source_range(service_id, range)
     }
+    fn cluster_ips(&self) -> Result<Vec<std::net::Ipv4Addr>, MapsError> {
+        self.maps.cluster_ips()
+    }
+    fn set_cluster_ip(&mut self, addr: std::net::Ipv4Addr) -> Result<(), MapsError> {
+        self.check()?;
+        self.maps.set_cluster_ip(addr)
+    }
+    fn remove_cluster_ip(&mut self, addr: std::net::Ipv4Addr) -> Result<(), MapsError> {
+        self.check()?;
+        self.maps.remove_cluster_ip(addr)
+    }
+    fn service_cidrs(&self) -> Result<Vec<crate::model::SourceRange>, MapsError> {
+        self.maps.service_cidrs()
+    }
+    fn set_service_cidr(&mut self, cidr: &crate::model::SourceRange) -> Result<(), MapsError> {
+        self.check()?;
+        self.maps.set_service_cidr(cidr)
+    }
+    fn remove_service_cidr(&mut self, cidr: &crate::model::SourceRange) -> Result<(), MapsError> {
+        self.check()?;
+        self.maps.remove_service_cidr(cidr)
+    }
 }
 
 /// One agent loop over a fed source and breakable maps.

@@ -38,6 +38,8 @@ pub struct MemoryMaps {
     pub snat_address: Option<std::net::Ipv4Addr>,
     /// (service id, range): the source-range trie.
     pub source_ranges: BTreeSet<(u32, SourceRange)>,
+    pub cluster_ips: BTreeSet<std::net::Ipv4Addr>,
+    pub service_cidrs: BTreeSet<SourceRange>,
     max_tables: u32,
     writes: usize,
     fail_at: Option<usize>,
@@ -62,6 +64,8 @@ impl MemoryMaps {
             purged_affinity: Vec::new(),
             snat_address: None,
             source_ranges: BTreeSet::new(),
+            cluster_ips: BTreeSet::new(),
+            service_cidrs: BTreeSet::new(),
             max_tables,
             writes: 0,
             fail_at: None,
@@ -298,6 +302,39 @@ impl DatapathMaps for MemoryMaps {
     ) -> Result<(), MapsError> {
         self.write(format!("-range {service_id} {range}"))?;
         self.source_ranges.remove(&(service_id, *range));
+        Ok(())
+    }
+
+    // sctp and service CIDRs
+    fn cluster_ips(&self) -> Result<Vec<std::net::Ipv4Addr>, MapsError> {
+        Ok(self.cluster_ips.iter().copied().collect())
+    }
+
+    fn set_cluster_ip(&mut self, addr: std::net::Ipv4Addr) -> Result<(), MapsError> {
+        self.write(format!("clusterip {addr}"))?;
+        self.cluster_ips.insert(addr);
+        Ok(())
+    }
+
+    fn remove_cluster_ip(&mut self, addr: std::net::Ipv4Addr) -> Result<(), MapsError> {
+        self.write(format!("-clusterip {addr}"))?;
+        self.cluster_ips.remove(&addr);
+        Ok(())
+    }
+
+    fn service_cidrs(&self) -> Result<Vec<SourceRange>, MapsError> {
+        Ok(self.service_cidrs.iter().copied().collect())
+    }
+
+    fn set_service_cidr(&mut self, cidr: &SourceRange) -> Result<(), MapsError> {
+        self.write(format!("cidr {cidr}"))?;
+        self.service_cidrs.insert(*cidr);
+        Ok(())
+    }
+
+    fn remove_service_cidr(&mut self, cidr: &SourceRange) -> Result<(), MapsError> {
+        self.write(format!("-cidr {cidr}"))?;
+        self.service_cidrs.remove(cidr);
         Ok(())
     }
 }

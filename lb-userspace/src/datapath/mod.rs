@@ -73,6 +73,16 @@ pub trait DatapathMaps {
         service_id: u32,
         range: &SourceRange,
     ) -> Result<(), MapsError>;
+
+    // sctp and service CIDRs
+    /// Every allocated ClusterIP the datapath holds.
+    fn cluster_ips(&self) -> Result<Vec<std::net::Ipv4Addr>, MapsError>;
+    fn set_cluster_ip(&mut self, addr: std::net::Ipv4Addr) -> Result<(), MapsError>;
+    fn remove_cluster_ip(&mut self, addr: std::net::Ipv4Addr) -> Result<(), MapsError>;
+    /// Every service CIDR the datapath holds.
+    fn service_cidrs(&self) -> Result<Vec<SourceRange>, MapsError>;
+    fn set_service_cidr(&mut self, cidr: &SourceRange) -> Result<(), MapsError>;
+    fn remove_service_cidr(&mut self, cidr: &SourceRange) -> Result<(), MapsError>;
 }
 
 pub mod attach;

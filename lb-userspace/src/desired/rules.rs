@@ -23,6 +23,17 @@ pub struct Rules {
     pub service_proxy_name: Option<String>,
 }
 
+impl Rules {
+    /// The service CIDRs' IPv4 prefixes, for the datapath's drop of
+    /// unallocated ClusterIPs.
+    pub fn ipv4_service_cidrs(&self) -> std::collections::BTreeSet<crate::model::SourceRange> {
+        self.service_cidrs
+            .iter()
+            .filter_map(Cidr::ipv4_prefix)
+            .collect()
+    }
+}
+
 impl Default for Rules {
     fn default() -> Self {
         Rules {
@@ -56,6 +67,14 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// The IPv4 prefix, host bits cleared (`None` for IPv6).
+    pub fn ipv4_prefix(&self) -> Option<crate::model::SourceRange> {
+        match self.network {
+            IpAddr::V4(net) => crate::model::SourceRange::new(net, self.prefix),
+            IpAddr::V6(_) => None,
+        }
+    }
+
     pub fn contains(&self, addr: IpAddr) -> bool {
         match (self.network, addr) {
             (IpAddr::V4(net), IpAddr::V4(addr)) => {

@@ -253,7 +253,7 @@ pub fn report(
 fn verdict(reason: Reason, translated: bool) -> &'static str {
     match reason {
         _ if translated => "dnat",
-        Reason::RejectNoEndpoints => "reject",
+        Reason::RejectNoEndpoints | Reason::RejectClusterIpPort => "reject",
         // Every drop reason's name says so (`drop_*`).
         reason if reason.name().starts_with("drop_") => "drop",
         _ => "pass",
@@ -262,6 +262,22 @@ fn verdict(reason: Reason, translated: bool) -> &'static str {
 
 fn final_words(reason: Reason, verdict: &str, socket_entry: bool) -> String {
     match (verdict, socket_entry) {
+        ("reject", _) if reason == Reason::RejectClusterIpPort => format!(
+            "rejected: the ClusterIP's Service exposes no such port or protocol (kube-proxy's \"Reject traffic to invalid ports of ClusterIPs\"); {}",
+            if socket_entry {
+                "connect() fails with ECONNREFUSED"
+            } else {
+                "ICMP port unreachable goes back to the client"
+            }
+        ),
+        ("drop", _) if reason == Reason::DropUnallocatedClusterIp => format!(
+            "dropped: the address is inside a --service-cidr but no ClusterIP (kube-proxy's \"Drop traffic to unallocated ClusterIPs\"){}",
+            if socket_entry {
+                "; connect() fails with EPERM"
+            } else {
+                ""
+            }
+        ),
         ("reject", false) => {
             "rejected: the Service has no endpoints; ICMP port unreachable goes back to the client"
                 .into()

@@ -36,6 +36,9 @@ pub struct Applied {
     pub(super) index: Index,
     /// (service id, range): the source-range trie.
     pub source_ranges: BTreeSet<(u32, crate::model::SourceRange)>,
+    /// The allocated ClusterIPs and the service CIDRs (`service_cidrs`).
+    pub cluster_ips: BTreeSet<std::net::Ipv4Addr>,
+    pub service_cidrs: BTreeSet<crate::model::SourceRange>,
 }
 
 impl Applied {
@@ -53,6 +56,8 @@ impl Applied {
         let mut applied = Applied {
             backends: maps.backends()?.into_iter().collect(),
             source_ranges: maps.source_ranges()?.into_iter().collect(),
+            cluster_ips: maps.cluster_ips()?.into_iter().collect(),
+            service_cidrs: maps.service_cidrs()?.into_iter().collect(),
             services,
             service_infos,
             ..Applied::default()
@@ -203,6 +208,16 @@ impl Applied {
             .extend(plan.set_source_ranges.iter().copied());
         for entry in &plan.remove_source_ranges {
             self.source_ranges.remove(entry);
+        }
+        self.cluster_ips
+            .extend(plan.set_cluster_ips.iter().copied());
+        for addr in &plan.remove_cluster_ips {
+            self.cluster_ips.remove(addr);
+        }
+        self.service_cidrs
+            .extend(plan.set_service_cidrs.iter().copied());
+        for cidr in &plan.remove_service_cidrs {
+            self.service_cidrs.remove(cidr);
         }
         self.frontends.extend(plan.set_frontends.iter().copied());
         for key in &plan.remove_frontends {

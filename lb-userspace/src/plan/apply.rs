@@ -33,6 +33,18 @@ pub fn apply(
     for (id, range) in &plan.remove_source_ranges {
         maps.remove_source_range(*id, range)?;
     }
+    for addr in &plan.set_cluster_ips {
+        maps.set_cluster_ip(*addr)?;
+    }
+    for addr in &plan.remove_cluster_ips {
+        maps.remove_cluster_ip(*addr)?;
+    }
+    for cidr in &plan.set_service_cidrs {
+        maps.set_service_cidr(cidr)?;
+    }
+    for cidr in &plan.remove_service_cidrs {
+        maps.remove_service_cidr(cidr)?;
+    }
     // Purged while the backends are still in the maps: an apply
     // interrupted after the purge still finds them to remove next time,
     // while one interrupted before it would otherwise never purge again.

@@ -76,6 +76,7 @@ pub(super) fn plan_whole(
     planned.out.purge_affinity = super::affinity_purge::affinity_purge(applied, &planned.out);
     let all = super::source_ranges::Ports::All;
     super::source_ranges::plan_source_ranges(desired, applied, &mut planned.out, all);
+    super::service_cidrs::plan_cluster_ips(applied, &mut planned.out, true);
     (planned.out, planned.failed)
 }
 

@@ -6,7 +6,8 @@
 //! 3. allowed source ranges of the ports about to filter by source, then
 //!    frontend flips (each a single atomic map update),
 //! 4. removal of frontends that are gone, then of source ranges nothing
-//!    filters with,
+//!    filters with; then the allocated ClusterIPs and service CIDRs
+//!    (`service_cidrs`),
 //! 5. removal of the stale UDP connection entries that point at backends
 //!    nothing references any more, then of those backends (in this order,
 //!    so an interrupted apply still finds the backends to purge for), then
@@ -32,8 +33,8 @@
 //! ports use each backend, with which flags), `diff` (the whole plan),
 //! `scoped` (the plan of a few ports), `planner` (which of the two),
 //! `apply` (ordered writes), `print` (the printed form), `maglev` (the
-//! tables), `affinity_purge` and `source_ranges` (the affinity and
-//! source-range entries a plan changes).
+//! tables), `affinity_purge`, `source_ranges` and `service_cidrs` (the
+//! affinity, source-range and service-CIDR entries a plan changes).
 
 mod affinity_purge;
 mod applied;
@@ -47,6 +48,7 @@ mod masquerade;
 mod planner;
 mod print;
 mod scoped;
+mod service_cidrs;
 mod source_ranges;
 mod usage;
 
@@ -59,6 +61,7 @@ pub use apply::apply;
 pub use diff::plan;
 pub use ids::MAX_SERVICE_ID;
 pub use planner::{PlanStats, Planner};
+pub use service_cidrs::plan_service_cidrs;
 
 use crate::{
     datapath::codec::CodecError,
@@ -90,6 +93,15 @@ pub struct Plan {
     pub set_source_ranges: Vec<(u32, SourceRange)>,
     /// (service id, range): allowed sources removed after the frontends.
     pub remove_source_ranges: Vec<(u32, SourceRange)>,
+    // sctp and service CIDRs
+    /// Addresses that became allocated ClusterIPs (written after the
+    /// frontends), and those that no longer are.
+    pub set_cluster_ips: Vec<std::net::Ipv4Addr>,
+    pub remove_cluster_ips: Vec<std::net::Ipv4Addr>,
+    /// `--service-cidr`s to write, and those the maps hold but the agent
+    /// was not started with.
+    pub set_service_cidrs: Vec<SourceRange>,
+    pub remove_service_cidrs: Vec<SourceRange>,
     /// Service ids assigned by this plan.
     pub new_services: Vec<(ServicePortName, u32)>,
     /// Service ports this plan leaves as they were, and why.
@@ -138,6 +150,10 @@ impl Plan {
             && self.purge_affinity.is_empty()
             && self.set_source_ranges.is_empty()
             && self.remove_source_ranges.is_empty()
+            && self.set_cluster_ips.is_empty()
+            && self.remove_cluster_ips.is_empty()
+            && self.set_service_cidrs.is_empty()
+            && self.remove_service_cidrs.is_empty()
     }
 }
 

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     desired::incremental::Changes,
-    model::{DesiredState, ServicePortName},
+    model::{DesiredState, ServicePortName, SourceRange},
 };
 
 /// How the last plan was made (for the sync's log line and the bench).
@@ -35,6 +35,9 @@ pub struct Planner {
     /// not applied as planned).
     whole_next: bool,
     stats: PlanStats,
+    /// `--service-cidr`'s IPv4 prefixes, which every plan keeps in the
+    /// service-CIDR trie.
+    service_cidrs: BTreeSet<SourceRange>,
 }
 
 impl Default for Planner {
@@ -50,6 +53,15 @@ impl Planner {
             retry: BTreeSet::new(),
             whole_next: true,
             stats: PlanStats::default(),
+            service_cidrs: BTreeSet::new(),
+        }
+    }
+
+    /// A planner whose plans keep `cidrs` in the service-CIDR trie.
+    pub fn with_service_cidrs(cidrs: BTreeSet<SourceRange>) -> Planner {
+        Planner {
+            service_cidrs: cidrs,
+            ..Planner::new()
         }
     }
 
@@ -83,6 +95,8 @@ impl Planner {
             plan_scope(desired, &scope, &self.usage, applied, max_tables)
         };
         self.retry = failed.into_iter().collect();
+        let mut plan = plan;
+        super::service_cidrs::plan_service_cidrs(&self.service_cidrs, applied, &mut plan);
         plan
     }
 

@@ -63,6 +63,18 @@ impl fmt::Display for Plan {
         for (id, range) in &self.remove_source_ranges {
             writeln!(f, "remove source {range} of service {id}")?;
         }
+        for addr in &self.set_cluster_ips {
+            writeln!(f, "allocate cluster ip {addr}")?;
+        }
+        for addr in &self.remove_cluster_ips {
+            writeln!(f, "release cluster ip {addr}")?;
+        }
+        for cidr in &self.set_service_cidrs {
+            writeln!(f, "set service cidr {cidr}")?;
+        }
+        for cidr in &self.remove_service_cidrs {
+            writeln!(f, "remove service cidr {cidr}")?;
+        }
         for be in &self.purge_connections {
             writeln!(f, "purge connections to {}", describe_backend(be))?;
         }

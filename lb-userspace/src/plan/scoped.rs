@@ -68,6 +68,7 @@ pub(super) fn plan_scope(
         .collect();
     let ports = super::source_ranges::Ports::These(&ids);
     super::source_ranges::plan_source_ranges(desired, applied, &mut planned.out, ports);
+    super::service_cidrs::plan_cluster_ips(applied, &mut planned.out, false);
     (planned.out, planned.failed)
 }
 

@@ -112,7 +112,9 @@ fn first_sync_writes_service_backends_table_then_frontend() {
             "backend 1",
             "backend 2",
             "table 0",
-            "frontend 80"
+            "frontend 80",
+            // The ClusterIP is allocated once its frontend serves.
+            "clusterip 192.0.2.10"
         ]
     );
     let table = &maps.tables[&0];

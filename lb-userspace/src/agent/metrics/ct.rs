@@ -17,8 +17,9 @@
 use std::sync::atomic::AtomicU64;
 
 use lb_common::ct::{
-    CT_CLOSED, CT_CLOSING, CT_ESTABLISHED, CT_REPLIED, CT_STREAM, CT_SYN_RECV, CT_SYN_SENT,
-    CT_UNREPLIED, state_name,
+    CT_CLOSED, CT_CLOSING, CT_ESTABLISHED, CT_REPLIED, CT_SCTP_COOKIE_ECHOED, CT_SCTP_COOKIE_WAIT,
+    CT_SCTP_ESTABLISHED, CT_SCTP_SHUTDOWN, CT_STREAM, CT_SYN_RECV, CT_SYN_SENT, CT_UNREPLIED,
+    state_name,
 };
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -27,7 +28,7 @@ use prometheus_client::{
 };
 
 /// Every state a flow can be in, for gauges present at 0.
-pub const STATES: [u8; 8] = [
+pub const STATES: [u8; 12] = [
     CT_SYN_SENT,
     CT_SYN_RECV,
     CT_ESTABLISHED,
@@ -36,6 +37,10 @@ pub const STATES: [u8; 8] = [
     CT_UNREPLIED,
     CT_REPLIED,
     CT_STREAM,
+    CT_SCTP_COOKIE_WAIT,
+    CT_SCTP_COOKIE_ECHOED,
+    CT_SCTP_ESTABLISHED,
+    CT_SCTP_SHUTDOWN,
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -6,6 +6,7 @@
 mod affinity;
 mod batch;
 mod ct;
+mod service_cidrs;
 mod source_ranges;
 mod views;
 mod writer;
@@ -19,6 +20,7 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
     sys::SyscallError,
 };
+use lb_common::service_cidr::{CLUSTER_IPS4, SERVICE_CIDRS4};
 use lb_common::snat::SNAT_ADDR;
 use lb_common::{
     AFFINITY4, ALL_MAPS, Affinity4Key, Affinity4Value, BACKENDS4, Backend4, CT4, CT4_NEW, Ct4Key,
@@ -53,6 +55,9 @@ pub struct KernelMaps {
     snat_address: Array<MapData, u32>,
     // loadBalancerSourceRanges
     source_ranges: LpmTrie<MapData, SourceRange4, u8>,
+    // sctp and service CIDRs
+    cluster_ips: HashMap<MapData, u32, u8>,
+    service_cidrs: LpmTrie<MapData, u32, u8>,
     /// The socket hooks' cgroup: purging a UDP backend aborts the connected
     /// sockets of its processes (`sock_destroy`); none, no socket is touched.
     socket_cgroup: Option<std::path::PathBuf>,
@@ -153,6 +158,9 @@ impl KernelMaps {
             hash_seed,
             snat_address,
             source_ranges,
+            // sctp and service CIDRs
+            cluster_ips,
+            service_cidrs,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -212,6 +220,12 @@ impl KernelMaps {
             source_ranges: typed(SOURCE_RANGES4, source_ranges)?
                 .try_into()
                 .map_err(map_err(SOURCE_RANGES4, "open"))?,
+            cluster_ips: typed(CLUSTER_IPS4, cluster_ips)?
+                .try_into()
+                .map_err(map_err(CLUSTER_IPS4, "open"))?,
+            service_cidrs: typed(SERVICE_CIDRS4, service_cidrs)?
+                .try_into()
+                .map_err(map_err(SERVICE_CIDRS4, "open"))?,
             socket_cgroup: None,
         })
     }

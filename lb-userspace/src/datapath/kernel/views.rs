@@ -16,7 +16,8 @@ use crate::datapath::{DatapathMaps, MapsError};
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct MapFill {
     /// `frontends`, `backends`, `maglev_tables`, `services`,
-    /// `connections`, `socket_translations`, `affinity` or `source_ranges`.
+    /// `connections`, `socket_translations`, `affinity`, `source_ranges`,
+    /// `cluster_ips` or `service_cidrs`.
     pub map: &'static str,
     pub entries: u64,
     pub capacity: u64,
@@ -118,6 +119,23 @@ impl KernelMaps {
                     lb_common::SOURCE_RANGES4,
                 )?,
                 lb_common::MAX_SOURCE_RANGES,
+            ),
+            // sctp and service CIDRs
+            fill(
+                "cluster_ips",
+                count(
+                    keys_in(self.cluster_ips.keys()),
+                    lb_common::service_cidr::CLUSTER_IPS4,
+                )?,
+                lb_common::service_cidr::MAX_CLUSTER_IPS,
+            ),
+            fill(
+                "service_cidrs",
+                count(
+                    keys_in(self.service_cidrs.keys()),
+                    lb_common::service_cidr::SERVICE_CIDRS4,
+                )?,
+                lb_common::service_cidr::MAX_SERVICE_CIDRS,
             ),
         ])
     }

@@ -199,4 +199,29 @@ impl DatapathMaps for KernelMaps {
     ) -> Result<(), MapsError> {
         self.delete_source_range(service_id, range)
     }
+
+    // sctp and service CIDRs
+    fn cluster_ips(&self) -> Result<Vec<std::net::Ipv4Addr>, MapsError> {
+        self.cluster_ip_entries()
+    }
+
+    fn set_cluster_ip(&mut self, addr: std::net::Ipv4Addr) -> Result<(), MapsError> {
+        self.insert_cluster_ip(addr)
+    }
+
+    fn remove_cluster_ip(&mut self, addr: std::net::Ipv4Addr) -> Result<(), MapsError> {
+        self.delete_cluster_ip(addr)
+    }
+
+    fn service_cidrs(&self) -> Result<Vec<SourceRange>, MapsError> {
+        self.service_cidr_entries()
+    }
+
+    fn set_service_cidr(&mut self, cidr: &SourceRange) -> Result<(), MapsError> {
+        self.insert_service_cidr(cidr)
+    }
+
+    fn remove_service_cidr(&mut self, cidr: &SourceRange) -> Result<(), MapsError> {
+        self.delete_service_cidr(cidr)
+    }
 }

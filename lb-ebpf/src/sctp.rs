@@ -1,0 +1,94 @@
+//! SCTP on the packet hooks: the common header's checksum and first chunk
+//! (parsing), and the CRC32c update a port rewrite needs (translation).
+//!
+//! The CRC covers the SCTP packet only (no pseudo-header), so an address
+//! rewrite leaves it as it is; a port rewrite updates it with
+//! `lb_common::sctp::crc32c_after_port_rewrite`, which by CRC32c's
+//! linearity needs only the old CRC, the packet's length and the ports:
+//! no payload is read, so non-linear skbs and multi-buffer XDP frames of
+//! any length are translated alike, and a packet whose CRC was wrong
+//! before stays exactly as wrong (the receiver drops it, as it would have).
+//!
+//! A CRC left to be computed by the device (`CHECKSUM_PARTIAL` with SCTP
+//! CRC offload) holds zero, and updating it would corrupt what the device
+//! computes; no program can see that state, but it does not arise here:
+//! the replies tc translates come from pods through veths, which offer no
+//! SCTP CRC offload, so the pod's stack computed the CRC in full.
+
+use aya_ebpf::programs::TcContext;
+use lb_common::{
+    Endpoint4,
+    reason::Reason,
+    sctp::{SCTP_CHUNK_TYPE_OFF, SCTP_CSUM_OFF, crc32c_after_port_rewrite},
+};
+
+use crate::parse::{ETH_HLEN, Ipv4Hdr, SkbPacket, XdpPacket};
+
+pub use lb_common::sctp::SCTP_CSUM_OFF as CSUM_OFF;
+
+/// The CRC32c's place (as the first of two `u16`s, all four bytes
+/// bounds-checked) and the first chunk's type of the SCTP header at `l4`.
+#[inline(always)]
+pub fn xdp_header(l4: usize, data_end: usize) -> Result<(*mut u16, u8), Reason> {
+    if l4 + SCTP_CSUM_OFF + 4 > data_end || l4 + SCTP_CHUNK_TYPE_OFF + 1 > data_end {
+        return Err(Reason::PassMalformed);
+    }
+    let csum = (l4 + SCTP_CSUM_OFF) as *mut u16;
+    // SAFETY: bounds-checked above.
+    let first_chunk = unsafe { *((l4 + SCTP_CHUNK_TYPE_OFF) as *const u8) };
+    Ok((csum, first_chunk))
+}
+
+/// The first chunk's type of the SCTP header at `l4_off` of an skb.
+#[inline(always)]
+pub fn skb_first_chunk(ctx: &TcContext, l4_off: usize) -> Result<u8, Reason> {
+    ctx.load(l4_off + SCTP_CHUNK_TYPE_OFF)
+        .map_err(|_| Reason::PassMalformed)
+}
+
+/// The SCTP packet's length: the IPv4 datagram's less its header.
+#[inline(always)]
+fn sctp_len(ip: &Ipv4Hdr) -> u32 {
+    let hlen = u32::from(ip.ver_ihl & 0x0f) * 4;
+    u32::from(u16::from_be(ip.tot_len_be)).saturating_sub(hlen)
+}
+
+/// Updates the CRC32c of a parsed XDP packet whose destination port goes
+/// from `from` to `to` (call before the port is written; the address
+/// needs nothing).
+#[inline(always)]
+pub fn update_xdp_crc(pkt: &XdpPacket, from: Endpoint4, to: Endpoint4) {
+    if from.port_be == to.port_be {
+        return;
+    }
+    // SAFETY: bounds-checked pointers from `parse::xdp_ipv4`: all four
+    // bytes of the CRC (`xdp_header`).
+    unsafe {
+        let (ip, ports) = (*pkt.ip, *pkt.ports);
+        let crc = core::ptr::read_unaligned(pkt.csum.cast::<u32>());
+        let crc = crc32c_after_port_rewrite(
+            crc,
+            sctp_len(&ip),
+            (ports.src_be, from.port_be),
+            (ports.src_be, to.port_be),
+        );
+        core::ptr::write_unaligned(pkt.csum.cast::<u32>(), crc);
+    }
+}
+
+/// Updates the CRC32c of a parsed skb whose source port goes from the
+/// packet's to `to` (the reply path; the ports are written by the caller).
+#[inline(always)]
+pub fn update_skb_crc(ctx: &TcContext, pkt: &SkbPacket, to: Endpoint4) -> Result<(), Reason> {
+    let from = pkt.flow.src;
+    if from.port_be == to.port_be {
+        return Ok(());
+    }
+    let fail = |_| Reason::DropRewriteFailed;
+    let hdr: Ipv4Hdr = ctx.load(ETH_HLEN).map_err(fail)?;
+    let crc: u32 = ctx.load(pkt.csum_off).map_err(fail)?;
+    let dst = pkt.flow.dst.port_be;
+    let crc =
+        crc32c_after_port_rewrite(crc, sctp_len(&hdr), (from.port_be, dst), (to.port_be, dst));
+    ctx.store(pkt.csum_off, &crc, 0).map_err(fail)
+}
