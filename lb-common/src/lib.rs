@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod affinity;
+pub mod algorithm;
 pub mod csum;
 pub mod ct;
 pub mod flow;

@@ -44,7 +44,7 @@ pub const TRACE_REQUEST: &str = "lb_trace_req";
 pub const HASH_SEED: &str = "lb_hash_seed_v1";
 
 /// Every pinned map, for the agent's pin directory checks.
-pub const ALL_MAPS: [&str; 13] = [
+pub const ALL_MAPS: [&str; 14] = [
     FRONTENDS4,
     BACKENDS4,
     MAGLEV,
@@ -59,6 +59,8 @@ pub const ALL_MAPS: [&str; 13] = [
     // snat
     crate::snat::SNAT_ADDR,
     crate::source_ranges::SOURCE_RANGES4,
+    // selection
+    crate::algorithm::BACKEND_CONNECTIONS,
 ];
 
 /// Map names whose layout this build understands are `..._v1`; a pinned
@@ -225,7 +227,8 @@ pub const SVC_FLAG_INTERNAL_LOCAL: u8 = 1 << 1;
 /// Topology-aware routing filtered the endpoints.
 pub const SVC_FLAG_TOPOLOGY: u8 = 1 << 2;
 
-/// How a service port picks a backend for a new flow.
+/// How a service port picks a backend for a new flow (the others:
+/// [`crate::algorithm`]).
 pub const ALGORITHM_MAGLEV: u8 = 0;
 
 #[repr(C)]

@@ -18,6 +18,9 @@
 //! names and counter reasons are defined in `lb-common`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// The atomic add of `select_algorithm` (the build runs with RUSTC_BOOTSTRAP).
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
 mod affinity;
@@ -35,6 +38,8 @@ mod parse;
 mod reject;
 #[cfg(target_arch = "bpf")]
 mod select;
+#[cfg(target_arch = "bpf")]
+mod select_algorithm;
 #[cfg(target_arch = "bpf")]
 mod snat;
 #[cfg(target_arch = "bpf")]

@@ -1,6 +1,7 @@
 //! Backend selection, shared by every hook so a flow lands on the same
 //! backend whichever hook saw it: frontend lookup, then Maglev slot ->
-//! backend id -> backend.
+//! backend id -> backend. New flows of the packet path pick their slot by
+//! the Service's algorithm (`select_algorithm`).
 
 use lb_common::{
     Backend4, Endpoint4, FE_FLAG_EMPTY_DROP, Flow4, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE,
@@ -9,7 +10,7 @@ use lb_common::{
 
 use crate::{
     maps::{BACKENDS4, FRONTENDS4, HASH_SEED, MAGLEV},
-    trace,
+    select_algorithm, trace,
 };
 
 /// The hash that selects a new flow's backend, under the cluster's seed.
@@ -45,15 +46,36 @@ pub fn empty_reason(fe: &FrontendValue) -> Reason {
     }
 }
 
-/// The backend the frontend's Maglev table gives for `hash`.
+/// The backend the frontend's Maglev table gives for `hash` (the socket
+/// hooks: `hash` is the socket's).
 #[inline(always)]
 pub fn backend(fe: &FrontendValue, hash: u32) -> Result<(u32, Backend4), Reason> {
-    if fe.table_id > u32::MAX / MAGLEV_TABLE_SIZE - 1 {
-        return Err(Reason::DropBackendMissing);
-    }
     let slot = maglev_slot(hash);
-    let index = fe.table_id * MAGLEV_TABLE_SIZE + slot;
-    let id = *MAGLEV.get(index).ok_or(Reason::DropBackendMissing)?;
+    let id = table_entry(fe, slot).ok_or(Reason::DropBackendMissing)?;
+    backend_at(slot, id)
+}
+
+/// The backend of a new flow of the packet path, by the frontend's
+/// algorithm (`select_algorithm`); `hash` is the flow's seeded hash.
+#[inline(always)]
+pub fn new_flow_backend(fe: &FrontendValue, hash: u32) -> Result<(u32, Backend4), Reason> {
+    let (slot, id) =
+        select_algorithm::pick(fe, hash, MAGLEV_TABLE_SIZE, |slot| table_entry(fe, slot))
+            .ok_or(Reason::DropBackendMissing)?;
+    backend_at(slot, id)
+}
+
+/// The backend id in slot `slot` of the frontend's table.
+#[inline(always)]
+fn table_entry(fe: &FrontendValue, slot: u32) -> Option<u32> {
+    if fe.table_id > u32::MAX / MAGLEV_TABLE_SIZE - 1 || slot >= MAGLEV_TABLE_SIZE {
+        return None;
+    }
+    MAGLEV.get(fe.table_id * MAGLEV_TABLE_SIZE + slot).copied()
+}
+
+#[inline(always)]
+fn backend_at(slot: u32, id: u32) -> Result<(u32, Backend4), Reason> {
     trace::maglev(slot, id);
     // SAFETY: copied out at once (see `frontend`).
     let backend = unsafe { BACKENDS4.get(&id).copied() }.ok_or(Reason::DropBackendMissing)?;

@@ -305,6 +305,7 @@ fn a_process_connecting_from_outside_the_range_is_refused() {
         affinity_timeout_s: 0,
         masquerade: false,
         source_ranges: true,
+        algorithm: Default::default(),
     })
     .flags;
     let allowed = SourceRange::new(Ipv4Addr::new(127, 0, 0, 0), 31).unwrap();

@@ -249,7 +249,8 @@ fn plan_service(
         info: desired
             .services
             .get(service)
-            .map(|port| service_info(service, port)),
+            .map(|port| service_info(service, port))
+            .map(|info| super::algorithm::with_algorithm(info, frontends)),
         tables: Vec::new(),
         tables_used: BTreeSet::new(),
         backends_used: BTreeSet::new(),
@@ -280,6 +281,7 @@ fn plan_service(
             affinity_timeout_s: spec.affinity_timeout_s,
             masquerade: masquerade::masquerades(frontend, spec.kind, port),
             source_ranges: !spec.source_ranges.is_empty(),
+            algorithm: spec.algorithm,
         });
         part.frontends.push((key, value));
     }

@@ -36,6 +36,7 @@
 //! source-range entries a plan changes).
 
 mod affinity_purge;
+mod algorithm;
 mod applied;
 mod apply;
 mod diff;

@@ -68,6 +68,7 @@ pub(super) fn spec(name: &str, backends: &[Backend]) -> FrontendSpec {
         selection: String::new(),
         affinity_timeout_s: 0,
         source_ranges: Vec::new(),
+        algorithm: Default::default(),
     }
 }
 

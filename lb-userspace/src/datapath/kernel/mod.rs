@@ -4,6 +4,7 @@
 //! translations, tables) in `views`.
 
 mod affinity;
+mod backend_connections;
 mod batch;
 mod ct;
 mod source_ranges;
@@ -19,6 +20,7 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
     sys::SyscallError,
 };
+use lb_common::algorithm::BACKEND_CONNECTIONS;
 use lb_common::snat::SNAT_ADDR;
 use lb_common::{
     AFFINITY4, ALL_MAPS, Affinity4Key, Affinity4Value, BACKENDS4, Backend4, CT4, CT4_NEW, Ct4Key,
@@ -53,6 +55,8 @@ pub struct KernelMaps {
     snat_address: Array<MapData, u32>,
     // loadBalancerSourceRanges
     source_ranges: LpmTrie<MapData, SourceRange4, u8>,
+    // selection: live connections per backend (least-connections)
+    backend_connections: Array<MapData, u64>,
     /// The socket hooks' cgroup: purging a UDP backend aborts the connected
     /// sockets of its processes (`sock_destroy`); none, no socket is touched.
     socket_cgroup: Option<std::path::PathBuf>,
@@ -153,6 +157,8 @@ impl KernelMaps {
             hash_seed,
             snat_address,
             source_ranges,
+            // selection
+            backend_connections,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -212,6 +218,9 @@ impl KernelMaps {
             source_ranges: typed(SOURCE_RANGES4, source_ranges)?
                 .try_into()
                 .map_err(map_err(SOURCE_RANGES4, "open"))?,
+            backend_connections: typed(BACKEND_CONNECTIONS, backend_connections)?
+                .try_into()
+                .map_err(map_err(BACKEND_CONNECTIONS, "open"))?,
             socket_cgroup: None,
         })
     }
