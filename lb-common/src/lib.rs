@@ -13,6 +13,7 @@ pub mod ct;
 pub mod flow;
 pub mod flow_hash;
 pub mod icmp;
+pub mod maglev;
 pub mod maps;
 pub mod packet;
 pub mod reason;

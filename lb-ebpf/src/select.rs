@@ -4,12 +4,13 @@
 //! the Service's algorithm (`select_algorithm`).
 
 use lb_common::{
-    Backend4, Endpoint4, FE_FLAG_EMPTY_DROP, Flow4, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE,
-    flow_hash::maglev_slot, reason::Reason,
+    Backend4, Endpoint4, FE_FLAG_EMPTY_DROP, Flow4, Frontend4Key, FrontendValue,
+    maglev::{TABLE_SIZE_INDEX, valid_size},
+    reason::Reason,
 };
 
 use crate::{
-    maps::{BACKENDS4, FRONTENDS4, HASH_SEED, MAGLEV},
+    maps::{BACKENDS4, FRONTENDS4, HASH_SEED, MAGLEV, MaglevTable as Table},
     select_algorithm, trace,
 };
 
@@ -50,8 +51,9 @@ pub fn empty_reason(fe: &FrontendValue) -> Reason {
 /// hooks: `hash` is the socket's).
 #[inline(always)]
 pub fn backend(fe: &FrontendValue, hash: u32) -> Result<(u32, Backend4), Reason> {
-    let slot = maglev_slot(hash);
-    let id = table_entry(fe, slot).ok_or(Reason::DropBackendMissing)?;
+    let (table, size) = table(fe).ok_or(Reason::DropBackendMissing)?;
+    let slot = slot_of(hash, size).ok_or(Reason::DropBackendMissing)?;
+    let id = entry(table, slot).ok_or(Reason::DropBackendMissing)?;
     backend_at(slot, id)
 }
 
@@ -59,19 +61,34 @@ pub fn backend(fe: &FrontendValue, hash: u32) -> Result<(u32, Backend4), Reason>
 /// algorithm (`select_algorithm`); `hash` is the flow's seeded hash.
 #[inline(always)]
 pub fn new_flow_backend(fe: &FrontendValue, hash: u32) -> Result<(u32, Backend4), Reason> {
-    let (slot, id) =
-        select_algorithm::pick(fe, hash, MAGLEV_TABLE_SIZE, |slot| table_entry(fe, slot))
-            .ok_or(Reason::DropBackendMissing)?;
+    let (table, size) = table(fe).ok_or(Reason::DropBackendMissing)?;
+    let (slot, id) = select_algorithm::pick(fe, hash, size, |slot| entry(table, slot))
+        .ok_or(Reason::DropBackendMissing)?;
     backend_at(slot, id)
 }
 
-/// The backend id in slot `slot` of the frontend's table.
+/// The frontend's table (one inner map: the outer update that swapped it
+/// in was whole, and the kernel keeps it alive while this program runs)
+/// and its size.
 #[inline(always)]
-fn table_entry(fe: &FrontendValue, slot: u32) -> Option<u32> {
-    if fe.table_id > u32::MAX / MAGLEV_TABLE_SIZE - 1 || slot >= MAGLEV_TABLE_SIZE {
-        return None;
-    }
-    MAGLEV.get(fe.table_id * MAGLEV_TABLE_SIZE + slot).copied()
+fn table(fe: &FrontendValue) -> Option<(&'static Table, u32)> {
+    let table = MAGLEV.get(fe.table_id)?;
+    let size = *table.get(TABLE_SIZE_INDEX)?;
+    valid_size(size).then_some((table, size))
+}
+
+/// The backend id in slot `slot` of `table` (its slots follow the size).
+#[inline(always)]
+fn entry(table: &Table, slot: u32) -> Option<u32> {
+    table.get(slot.checked_add(1)?).copied()
+}
+
+/// The Maglev slot of `hash` in a table of `size` slots (checked: a
+/// division the compiler cannot prove safe would be a panic path, which
+/// the verifier refuses).
+#[inline(always)]
+pub fn slot_of(hash: u32, size: u32) -> Option<u32> {
+    hash.checked_rem(size)
 }
 
 #[inline(always)]

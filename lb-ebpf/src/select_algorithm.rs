@@ -16,7 +16,6 @@ use lb_common::{
     algorithm::{
         ALGORITHM_LEAST_CONNECTIONS, ALGORITHM_RANDOM, random_slot, second_is_less_loaded,
     },
-    flow_hash::maglev_slot,
 };
 
 use crate::trace;
@@ -55,7 +54,7 @@ pub fn pick(
             }
         }
         _ => {
-            let slot = maglev_slot(hash) % size.max(1);
+            let slot = crate::select::slot_of(hash, size)?;
             Some((slot, at(slot)?))
         }
     }

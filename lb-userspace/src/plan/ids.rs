@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lb_common::{MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_SERVICES};
+use lb_common::{MAX_BACKENDS, MAX_SERVICES, maglev::table_size};
 
 use super::{Applied, PlanError, TableWrite, free_ids::Claims, maglev};
 use crate::model::{Backend, ServicePortName};
@@ -116,7 +116,8 @@ impl<'a> Ids<'a> {
             })?;
         self.planned_tables.insert(backends.to_vec(), id);
         self.table_order.push(backends.to_vec());
-        let slots = maglev::table(backends, MAGLEV_TABLE_SIZE)
+        // Sized per backend count (a prime of at least 100 slots each).
+        let slots = maglev::table(backends, table_size(backends.len() as u32))
             .into_iter()
             .map(|index| backend_ids[index as usize])
             .collect();

@@ -51,9 +51,7 @@ mod scoped;
 mod source_ranges;
 mod usage;
 
-use lb_common::{
-    Backend4, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE, MAX_BACKENDS, ServiceInfo,
-};
+use lb_common::{Backend4, Frontend4Key, FrontendValue, MAX_BACKENDS, ServiceInfo};
 
 pub use applied::Applied;
 pub use apply::apply;
@@ -101,7 +99,7 @@ pub struct Plan {
 pub struct TableWrite {
     pub table_id: u32,
     pub backends: Vec<Backend>,
-    /// `MAGLEV_TABLE_SIZE` backend ids.
+    /// Backend ids, `lb_common::maglev::table_size` of them.
     pub slots: Vec<u32>,
 }
 
@@ -109,8 +107,7 @@ pub struct TableWrite {
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     #[error(
-        "all {max} Maglev tables are in use: start the agent with a larger --max-tables (each costs {} KiB of kernel memory)",
-        MAGLEV_TABLE_SIZE * 4 / 1024
+        "all {max} Maglev tables are in use: start the agent with a larger --max-tables (each id costs 8 bytes of kernel memory; a table, 4 KiB to 256 KiB by its backend count, only while in use)"
     )]
     TablesExhausted { max: u32 },
     #[error(
