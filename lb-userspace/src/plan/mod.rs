@@ -2,7 +2,8 @@
 //! list of map writes in an order no packet can observe half-done:
 //!
 //! 1. new or changed backends,
-//! 2. whole Maglev tables into slots nothing references yet,
+//! 2. whole Maglev tables (each sized to its backend count, its own inner
+//!    map swapped in with one update) under ids nothing references yet,
 //! 3. allowed source ranges of the ports about to filter by source, then
 //!    frontend flips (each a single atomic map update),
 //! 4. removal of frontends that are gone, then of source ranges nothing
@@ -12,9 +13,12 @@
 //!    so an interrupted apply still finds the backends to purge for), then
 //!    of service ports nothing references.
 //!
-//! Table slots freed by a plan are quarantined for one more plan before
+//! Table ids freed by a plan are quarantined for one more plan before
 //! reuse, so a packet that read the old frontend value just before a flip
-//! never indexes a table being rewritten.
+//! never finds another backend set's table under its id. (A table is
+//! never seen half-written, since it is swapped in whole; the quarantine
+//! guards the id, because ids name backend sets, shared between frontends,
+//! not Service ports.)
 //!
 //! A Service port that cannot be planned (no table or id left, an address
 //! the maps cannot hold) becomes a [`Problem`] of the plan and keeps what it
@@ -44,6 +48,8 @@ mod free_ids;
 mod ids;
 mod index;
 pub mod maglev;
+#[cfg(test)]
+mod maglev_sizes;
 mod masquerade;
 mod planner;
 mod print;
