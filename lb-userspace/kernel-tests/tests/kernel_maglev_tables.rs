@@ -294,3 +294,37 @@ fn an_upgrade_from_the_flat_tables_keeps_every_selection() {
     let applied = Applied::read(&t.maps).unwrap();
     assert!(applied.frontends.contains_key(&key));
 }
+
+/// A released table leaves the outer map and its pin goes: the kernel
+/// frees it (a frontend still naming it would find no table, which is
+/// why only tables out of quarantine are released), and its id takes a
+/// new table later.
+#[test]
+fn a_released_table_gives_its_memory_back() {
+    let mut t = TestDatapath::load();
+    let ids = [21u32, 22];
+    let backends: Vec<_> = ids
+        .iter()
+        .map(|id| (*id, backend(pod(*id as usize), 8080, PROTO_TCP)))
+        .collect();
+    let key = frontend_key(NODE, NODE_PORT, PROTO_TCP, SCOPE_EXTERNAL);
+    install_service(
+        &mut t.maps,
+        key,
+        7,
+        2,
+        FE_KIND_NODE_PORT << FE_KIND_SHIFT,
+        &backends,
+    );
+    assert_eq!(syn(&t, 33_000).0, XDP_PASS);
+    let pin = tables_dir(&t.pin_dir).join("2");
+    assert!(pin.exists());
+    t.maps.release_table(2).unwrap();
+    assert!(!pin.exists());
+    assert_eq!(t.maps.read_table(2).unwrap(), Vec::<u32>::new());
+    assert_eq!(syn(&t, 33_001).0, XDP_DROP, "no table under the id");
+    assert_eq!(t.stat(Reason::DropBackendMissing), 1);
+    t.maps.release_table(2).unwrap();
+    t.maps.write_table(2, &round_robin(&ids)).unwrap();
+    assert_eq!(syn(&t, 33_002).0, XDP_PASS, "the id takes a new table");
+}

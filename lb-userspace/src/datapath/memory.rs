@@ -214,6 +214,16 @@ impl DatapathMaps for MemoryMaps {
         Ok(())
     }
 
+    fn release_table(&mut self, table_id: u32) -> Result<(), MapsError> {
+        assert!(
+            !self.live_tables().any(|live| live == table_id),
+            "table {table_id} released while referenced"
+        );
+        self.write(format!("-table {table_id}"))?;
+        self.tables.remove(&table_id);
+        Ok(())
+    }
+
     fn read_table(&self, table_id: u32) -> Result<Vec<u32>, MapsError> {
         // A table never written reads empty, as the kernel's (no pin).
         Ok(self.tables.get(&table_id).cloned().unwrap_or_default())

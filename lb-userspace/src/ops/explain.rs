@@ -175,7 +175,12 @@ pub fn report(
         ));
         Some("session-affinity")
     } else if record.steps & TRACE_MAGLEV != 0 {
-        let (step, decided_by) = algorithm::slot_step(record);
+        // The table's size, read back (tables are sized per backend count).
+        let size = inspector
+            .maps()
+            .table(record.frontend.table_id)
+            .map_or(0, |slots| slots.len());
+        let (step, decided_by) = algorithm::slot_step(record, size);
         steps.push(step);
         if record.steps & TRACE_AFFINITY_SET != 0 {
             steps.push(format!(

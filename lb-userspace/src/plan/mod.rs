@@ -11,7 +11,9 @@
 //! 5. removal of the stale UDP connection entries that point at backends
 //!    nothing references any more, then of those backends (in this order,
 //!    so an interrupted apply still finds the backends to purge for), then
-//!    of service ports nothing references.
+//!    of service ports nothing references,
+//! 6. release of the tables whose quarantine ends (their memory goes back
+//!    to the kernel).
 //!
 //! Table ids freed by a plan are quarantined for one more plan before
 //! reuse, so a packet that read the old frontend value just before a flip

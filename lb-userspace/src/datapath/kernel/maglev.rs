@@ -108,6 +108,25 @@ impl KernelMaps {
         std::fs::rename(&fresh, &pin).map_err(|err| io("renaming a table pin in", err))
     }
 
+    /// Removes table `table_id` from the outer map and unpins it: the
+    /// kernel frees it once no program runs on it.
+    pub(super) fn release_maglev_table(&mut self, table_id: u32) -> Result<(), MapsError> {
+        self.check_table(table_id)?;
+        if let Err(err) = delete_elem(&self.maglev_fd, table_id)
+            && err.raw_os_error() != Some(libc::ENOENT)
+        {
+            return Err(MapsError::Invalid(format!(
+                "map {MAGLEV}: releasing table {table_id}: {err}"
+            )));
+        }
+        match std::fs::remove_file(table_pin(self.tables()?, table_id)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(MapsError::Invalid(
+                format!("map {MAGLEV}: unpinning table {table_id}: {err}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The backend ids of table `table_id`, read from its pin; empty when
     /// none was ever written.
     pub(super) fn read_maglev_table(&self, table_id: u32) -> Result<Vec<u32>, MapsError> {
@@ -143,4 +162,41 @@ impl KernelMaps {
             .map(|i| table.get(&i, 0).map_err(map_err(MAGLEV, "lookup")))
             .collect()
     }
+}
+
+/// `BPF_MAP_DELETE_ELEM` on an array of maps (aya 0.16 has no delete for
+/// it; the kernel does: the slot then holds no map).
+fn delete_elem(map: &std::os::fd::OwnedFd, key: u32) -> std::io::Result<()> {
+    /// `union bpf_attr`'s element member.
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+    use std::os::fd::AsRawFd as _;
+    let mut attr = ElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: &key as *const u32 as u64,
+        value: 0,
+        flags: 0,
+    };
+    // SAFETY: the attribute names one key of the map's key size (u32),
+    // which outlives the call; the kernel only reads it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_DELETE_ELEM,
+            &mut attr as *mut ElemAttr,
+            std::mem::size_of::<ElemAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

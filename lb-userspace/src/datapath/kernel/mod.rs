@@ -44,6 +44,8 @@ pub struct KernelMaps {
     max_tables: u32,
     /// Where each Maglev table is pinned (see `maglev`); none: unpinned.
     tables_dir: Option<std::path::PathBuf>,
+    /// The outer Maglev map's own descriptor, for the delete aya lacks.
+    maglev_fd: std::os::fd::OwnedFd,
     ct: HashMap<MapData, Ct4Key, Ct4Value>,
     ct_capacity: u32,
     ct_new: HashMap<MapData, Ct4Key, Ct4Value>,
@@ -173,6 +175,9 @@ impl KernelMaps {
         let frontends_capacity = capacity(FRONTENDS4, &frontends)?;
         let backends_capacity = capacity(BACKENDS4, &backends)?;
         let max_tables = capacity(MAGLEV, &maglev)?;
+        let maglev_fd = std::os::fd::AsFd::as_fd(maglev.fd())
+            .try_clone_to_owned()
+            .map_err(|err| MapsError::Invalid(format!("map {MAGLEV}: {err}")))?;
         let ct_capacity = capacity(CT4, &ct)?;
         let ct_new_capacity = capacity(CT4_NEW, &ct_new)?;
         let sock_revnat_capacity = capacity(SOCK_REVNAT4, &sock_revnat)?;
@@ -193,6 +198,7 @@ impl KernelMaps {
                 .map_err(map_err(MAGLEV, "open"))?,
             max_tables,
             tables_dir: None,
+            maglev_fd,
             ct: typed(CT4, ct)?.try_into().map_err(map_err(CT4, "open"))?,
             ct_capacity,
             ct_new: typed(CT4_NEW, ct_new)?

@@ -104,6 +104,10 @@ impl DatapathMaps for KernelMaps {
         self.write_maglev_table(table_id, slots)
     }
 
+    fn release_table(&mut self, table_id: u32) -> Result<(), MapsError> {
+        self.release_maglev_table(table_id)
+    }
+
     fn read_table(&self, table_id: u32) -> Result<Vec<u32>, MapsError> {
         self.table(table_id)
     }
