@@ -14,11 +14,9 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use common::*;
 use lb::{
     datapath::DatapathMaps as _,
-    desired,
-    model::{NodeFacts, ProblemCode},
+    model::ProblemCode,
     ops::{inspect::Inspector, output},
-    plan::{self, Applied},
-    source::manifests,
+    plan::Applied,
 };
 use lb_common::{
     ALGORITHM_MAGLEV,
@@ -55,23 +53,7 @@ fn serve(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: balanced, namespace: lb{annotations}}}\nspec: {{type: NodePort, clusterIP: 10.96.0.160, {extra} ports: [{{name: http, port: 80, targetPort: 8080, nodePort: {NODE_PORT}}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: balanced-1, namespace: lb, labels: {{kubernetes.io/service-name: balanced}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{}]\n",
         endpoints.join(", ")
     );
-    let set = manifests::parse_documents("balanced.yaml", &yaml);
-    let facts = NodeFacts {
-        name: "node-a".into(),
-        addresses: vec![NODE.into()],
-        zone: None,
-    };
-    let state = desired::compute(
-        &set.services,
-        &set.slices,
-        &facts,
-        &desired::Rules::default(),
-        &desired::Holders::default(),
-    );
-    let plan = plan::plan(&state, applied, t.maps.max_tables());
-    assert_eq!(plan.problems, vec![], "{plan}");
-    plan::apply(&plan, &mut t.maps, applied).unwrap();
-    state.problems
+    serve_manifests(&mut t.maps, applied, &yaml, NODE)
 }
 
 /// The pod a new connection (a SYN from `sport`) reaches.

@@ -18,10 +18,7 @@ use aya::maps::{Array, MapData};
 use common::*;
 use lb::{
     datapath::{DatapathMaps as _, kernel::tables_dir},
-    desired,
-    model::NodeFacts,
-    plan::{self, Applied},
-    source::manifests,
+    plan::Applied,
 };
 use lb_common::{
     FE_KIND_NODE_PORT, FE_KIND_SHIFT, MAGLEV_TABLE_SIZE, MAGLEV_V1, PROTO_TCP, SCOPE_EXTERNAL,
@@ -47,23 +44,7 @@ fn serve(t: &mut lb::datapath::KernelMaps, applied: &mut Applied, pods: &[usize]
         "apiVersion: v1\nkind: Service\nmetadata: {{name: sized, namespace: lb}}\nspec: {{type: NodePort, clusterIP: 10.96.0.170, ports: [{{name: http, port: 80, targetPort: 8080, nodePort: {NODE_PORT}}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: sized-1, namespace: lb, labels: {{kubernetes.io/service-name: sized}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{}]\n",
         endpoints.join(", ")
     );
-    let set = manifests::parse_documents("sized.yaml", &yaml);
-    let facts = NodeFacts {
-        name: "node-a".into(),
-        addresses: vec![NODE.into()],
-        zone: None,
-    };
-    let state = desired::compute(
-        &set.services,
-        &set.slices,
-        &facts,
-        &desired::Rules::default(),
-        &desired::Holders::default(),
-    );
-    assert_eq!(state.problems, vec![]);
-    let plan = plan::plan(&state, applied, t.max_tables());
-    assert_eq!(plan.problems, vec![], "{plan}");
-    plan::apply(&plan, t, applied).unwrap();
+    assert_eq!(serve_manifests(t, applied, &yaml, NODE), vec![]);
 }
 
 /// The external NodePort frontend's value.

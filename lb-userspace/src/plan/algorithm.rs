@@ -8,14 +8,19 @@ use std::collections::BTreeSet;
 use lb_common::ServiceInfo;
 
 use super::{Applied, Plan, diff::ServiceFrontends};
-use crate::datapath::codec::algorithm_code;
+use crate::{
+    datapath::codec::{algorithm_code, service_info},
+    model::{ServicePortInfo, ServicePortName},
+};
 
-/// `info` with the algorithm of the Service port's frontends (they all
-/// carry the Service's annotation).
-pub(super) fn with_algorithm(
-    mut info: ServiceInfo,
+/// The service map's entry of a Service port, with the algorithm of its
+/// frontends (they all carry the Service's annotation).
+pub(super) fn service_entry(
+    name: &ServicePortName,
+    port: &ServicePortInfo,
     frontends: &ServiceFrontends<'_>,
 ) -> ServiceInfo {
+    let mut info = service_info(name, port);
     if let Some((_, spec)) = frontends.first() {
         info.algorithm = algorithm_code(spec.algorithm);
     }

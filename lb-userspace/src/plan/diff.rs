@@ -14,7 +14,7 @@ use super::{
 use crate::{
     datapath::codec::{
         BackendFlags, FrontendEntry, backend_from_value, backend_identity, backend_value,
-        frontend_key, frontend_value, service_info,
+        frontend_key, frontend_value,
     },
     model::{
         Backend, DesiredState, Frontend, FrontendSpec, Problem, ProblemCode, Protocol,
@@ -249,8 +249,7 @@ fn plan_service(
         info: desired
             .services
             .get(service)
-            .map(|port| service_info(service, port))
-            .map(|info| super::algorithm::with_algorithm(info, frontends)),
+            .map(|port| super::algorithm::service_entry(service, port, frontends)),
         tables: Vec::new(),
         tables_used: BTreeSet::new(),
         backends_used: BTreeSet::new(),
