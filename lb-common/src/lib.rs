@@ -7,11 +7,13 @@
 #![no_std]
 
 pub mod affinity;
+pub mod algorithm;
 pub mod csum;
 pub mod ct;
 pub mod flow;
 pub mod flow_hash;
 pub mod icmp;
+pub mod maglev;
 pub mod maps;
 pub mod packet;
 pub mod reason;

@@ -10,9 +10,19 @@ use bytemuck::{Pod, Zeroable};
 pub const FRONTENDS4: &str = "lb_fe4_v1";
 /// Backends: backend id (`u32`) -> `Backend4` (hash).
 pub const BACKENDS4: &str = "lb_be4_v1";
-/// Maglev tables, flattened: index `table_id * MAGLEV_TABLE_SIZE + slot`
-/// -> backend id (`u32`) (array).
-pub const MAGLEV: &str = "lb_maglev_v1";
+/// Maglev tables: table id -> one inner array per table (an array of
+/// maps), sized per backend count (see [`crate::maglev`]): slot 0 holds
+/// the table's size, slots 1 to size the backend ids (`u32`). `_v2`: `_v1`
+/// was one flat array of 1,021-slot tables (`table_id * 1021 + slot`),
+/// carried over at load by the agent.
+pub const MAGLEV: &str = "lb_maglev_v2";
+/// The flat Maglev array of the version before per-Service sizes.
+pub const MAGLEV_V1: &str = "lb_maglev_v1";
+/// Where the agent pins each inner table of [`MAGLEV`], under its pin
+/// directory (`<dir>/maglev_tables/<table id>`): an inner map can be read
+/// back through the outer map only with `CAP_SYS_ADMIN`
+/// (`BPF_MAP_GET_FD_BY_ID`), which the agent does not have.
+pub const MAGLEV_TABLES_DIR: &str = "maglev_tables";
 /// Connection table for packet hooks, assured flows (a TCP handshake
 /// completed, a UDP stream): `Ct4Key -> Ct4Value` (LRU hash). `_v2`: the
 /// value carries a state and timestamps in seconds (see [`crate::ct`]).
@@ -44,7 +54,7 @@ pub const TRACE_REQUEST: &str = "lb_trace_req";
 pub const HASH_SEED: &str = "lb_hash_seed_v1";
 
 /// Every pinned map, for the agent's pin directory checks.
-pub const ALL_MAPS: [&str; 15] = [
+pub const ALL_MAPS: [&str; 16] = [
     FRONTENDS4,
     BACKENDS4,
     MAGLEV,
@@ -62,16 +72,19 @@ pub const ALL_MAPS: [&str; 15] = [
     // sctp and service CIDRs
     crate::service_cidr::CLUSTER_IPS4,
     crate::service_cidr::SERVICE_CIDRS4,
+    // selection
+    crate::algorithm::BACKEND_CONNECTIONS,
 ];
 
 /// Map names whose layout this build understands are `..._v1`; a pinned
 /// map with any other version suffix was written by another lb version.
 pub const MAP_VERSION_SUFFIX: &str = "_v1";
 
-/// Slots in one Maglev table. Prime, as Maglev requires. Each backend gets
-/// within one slot of an equal share, so with N backends a share is off by
-/// less than N/1021 of it: under 1% up to 10 backends, up to ~10% at 100.
-pub const MAGLEV_TABLE_SIZE: u32 = 1021;
+/// Slots in the smallest Maglev table (up to 10 backends; larger Services
+/// get larger tables: [`crate::maglev::table_size`]). Prime, as Maglev
+/// requires. Each backend gets within one slot of an equal share, so with N
+/// backends a share is off by less than N/1021 of it: under 1% up to 10.
+pub const MAGLEV_TABLE_SIZE: u32 = crate::maglev::MIN_TABLE_SIZE;
 /// Maglev tables the kernel can hold by default (the agent can raise it at
 /// load time). Tables are shared between frontends with the same backend set.
 pub const DEFAULT_MAX_TABLES: u32 = 2048;
@@ -228,7 +241,8 @@ pub const SVC_FLAG_INTERNAL_LOCAL: u8 = 1 << 1;
 /// Topology-aware routing filtered the endpoints.
 pub const SVC_FLAG_TOPOLOGY: u8 = 1 << 2;
 
-/// How a service port picks a backend for a new flow.
+/// How a service port picks a backend for a new flow (the others:
+/// [`crate::algorithm`]).
 pub const ALGORITHM_MAGLEV: u8 = 0;
 
 #[repr(C)]

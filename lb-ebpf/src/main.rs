@@ -20,6 +20,9 @@
 //! names and counter reasons are defined in `lb-common`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// The atomic add of `select_algorithm` (the build runs with RUSTC_BOOTSTRAP).
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
 mod affinity;
@@ -40,6 +43,7 @@ mod sctp;
 #[cfg(target_arch = "bpf")]
 mod select;
 #[cfg(target_arch = "bpf")]
+mod select_algorithm;
 mod service_cidr;
 #[cfg(target_arch = "bpf")]
 mod snat;

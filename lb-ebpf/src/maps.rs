@@ -4,7 +4,8 @@
 //! the assertions at the end check at compile time.
 
 use aya_ebpf::{
-    macros::map,
+    btf_maps::{self, ArrayOfMaps},
+    macros::{btf_map, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::reject::RejectBucket;
@@ -23,10 +24,18 @@ pub static FRONTENDS4: HashMap<Frontend4Key, FrontendValue> = HashMap::pinned(MA
 #[map(name = "lb_be4_v1")]
 pub static BACKENDS4: HashMap<u32, Backend4> = HashMap::pinned(MAX_BACKENDS, 0);
 
-/// Flattened Maglev tables: `table_id * MAGLEV_TABLE_SIZE + slot` -> backend id.
-/// The agent resizes it at load time (`--max-tables`).
-#[map(name = "lb_maglev_v1")]
-pub static MAGLEV: Array<u32> = Array::pinned(DEFAULT_MAX_TABLES * MAGLEV_TABLE_SIZE, 0);
+/// `BPF_F_INNER_MAP`: inner arrays of any size may stand in for the
+/// template (kernel 5.10); the verifier then checks indexes at run time.
+const BPF_F_INNER_MAP: usize = 1 << 12;
+
+/// One Maglev table as the outer map holds it.
+pub type MaglevTable = btf_maps::Array<u32, { MAGLEV_TABLE_SIZE as usize + 1 }, BPF_F_INNER_MAP>;
+
+/// Maglev tables: table id -> its inner array (slot 0: the size, then the
+/// backend ids; see `lb_common::maglev`). The agent resizes the outer map
+/// at load time (`--max-tables`) and swaps a whole table in one update.
+#[btf_map(name = "lb_maglev_v2", pin_by_name)]
+pub static MAGLEV: ArrayOfMaps<MaglevTable, { DEFAULT_MAX_TABLES as usize }> = ArrayOfMaps::new();
 
 /// Connection table of the packet hooks, assured flows (both directions).
 /// The agent resizes it at load time (`--ct-entries`).
@@ -98,7 +107,7 @@ pub(crate) const fn str_eq(a: &str, b: &str) -> bool {
 // the contract.
 const _: () = assert!(str_eq("lb_fe4_v1", lb_common::FRONTENDS4));
 const _: () = assert!(str_eq("lb_be4_v1", lb_common::BACKENDS4));
-const _: () = assert!(str_eq("lb_maglev_v1", lb_common::MAGLEV));
+const _: () = assert!(str_eq("lb_maglev_v2", lb_common::MAGLEV));
 const _: () = assert!(str_eq("lb_ct4_v2", lb_common::CT4));
 const _: () = assert!(str_eq("lb_ct4_new_v2", lb_common::CT4_NEW));
 const _: () = assert!(str_eq("lb_sock_rnat4_v1", lb_common::SOCK_REVNAT4));

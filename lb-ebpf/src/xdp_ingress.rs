@@ -121,7 +121,7 @@ fn new_flow(fe: &FrontendValue, flow: Flow4) -> Result<Endpoint4, Verdict> {
             reason => Verdict::Drop(reason),
         });
     }
-    let pick = || select::backend(fe, select::flow_hash(flow));
+    let pick = || select::new_flow_backend(fe, select::flow_hash(flow));
     let client = u64::from(flow.src.addr_be);
     let (backend_id, backend) =
         affinity::select(fe, AFFINITY_CLIENT_ADDR, client, pick).map_err(Verdict::Drop)?;

@@ -83,8 +83,9 @@ pub struct AgentArgs {
     /// bpffs directory where maps and links are pinned.
     #[arg(long, default_value = DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
-    /// Maglev tables the datapath can hold (services with distinct backend
-    /// sets); each costs 4 KiB of kernel memory.
+    /// Maglev table ids the datapath can hold (services with distinct
+    /// backend sets); each id costs 8 bytes of kernel memory, and a table,
+    /// while written, 8 to 512 KiB by its backend count.
     #[arg(long, default_value_t = lb_common::DEFAULT_MAX_TABLES)]
     max_tables: u32,
     /// Manifest files larger than this are not read (a problem of the file).

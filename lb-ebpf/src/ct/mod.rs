@@ -79,6 +79,7 @@ pub fn lookup_original(flow: Flow4, tcp_flags: u8, fe: &FrontendValue) -> Result
         }
         // A SYN reusing the port of a closed connection, or of a flow
         // whose backend is gone: a new flow.
+        crate::select_algorithm::closed(value.backend_id);
         forget(flow, value.nat());
     }
     if opens_flow(flow.proto, tcp_flags) {
@@ -148,7 +149,9 @@ pub fn create(
     // The reply entry first: once the original entry exists, later packets
     // of the flow rely on it.
     pair::claim_reply(flow.reply_via(backend), &reply)?;
-    table::insert_new(&Ct4Key::original(flow), &original)
+    table::insert_new(&Ct4Key::original(flow), &original)?;
+    crate::select_algorithm::opened(backend_id);
+    Ok(())
 }
 
 /// Removes both entries of a flow translated to `backend` (a closed

@@ -6,25 +6,30 @@ mod common;
 
 use common::*;
 use lb::datapath::DatapathMaps;
-use lb_common::{MAGLEV_TABLE_SIZE, PROTO_TCP, SCOPE_EXTERNAL};
+use lb_common::{MAGLEV_TABLE_SIZE, PROTO_TCP, SCOPE_EXTERNAL, maglev::MAX_TABLE_SIZE};
 
 /// A table reads back as written, the first, a middle one and the last
-/// of the map (where the batch reaches the array's end), and a table past
-/// the end is refused.
+/// id of the map, at the smallest and the largest size (each its own inner
+/// map, read in one batch), and a table past the end is refused, as is a
+/// size that is not a table size.
 #[test]
 fn maglev_tables_read_back_in_one_batch_as_written() {
     let mut t = TestDatapath::load_with(4, 4096);
-    for table in [0, 1, 3] {
-        let slots: Vec<u32> = (0..MAGLEV_TABLE_SIZE).map(|i| i * 7 + table).collect();
+    for (table, size) in [(0, MAGLEV_TABLE_SIZE), (1, MAX_TABLE_SIZE), (3, 1103)] {
+        let slots: Vec<u32> = (0..size).map(|i| i * 7 + table).collect();
         t.maps.write_table(table, &slots).unwrap();
         assert_eq!(t.maps.read_table(table).unwrap(), slots, "table {table}");
     }
     assert_eq!(
         t.maps.read_table(2).unwrap(),
-        vec![0; MAGLEV_TABLE_SIZE as usize],
-        "an unwritten table reads as zeros"
+        Vec::<u32>::new(),
+        "an unwritten table reads empty"
     );
     assert!(t.maps.read_table(4).is_err());
+    assert!(
+        t.maps.write_table(2, &[1; 1024]).is_err(),
+        "1024 is no prime"
+    );
 }
 
 /// `lb_map_entries{map}`: what `fill` counts is what the maps hold.

@@ -434,7 +434,7 @@ fn mismatched_pinned_map_size_is_a_clear_error() {
     .unwrap_err();
     let msg = format!("{err:#}");
     assert!(
-        msg.contains("lb_maglev_v1") && msg.contains("max_tables 8"),
+        msg.contains("lb_maglev_v2") && msg.contains("max_tables 8"),
         "{msg}"
     );
 }

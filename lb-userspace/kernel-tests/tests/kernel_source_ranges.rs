@@ -342,6 +342,7 @@ fn guarded_frontend(
         affinity_timeout_s: 0,
         masquerade: false,
         source_ranges: true,
+        algorithm: Default::default(),
     })
     .flags;
     t.maps.set_source_range(service_id, &allowed).unwrap();

@@ -108,6 +108,7 @@ pub fn sweep_once(maps: &mut KernelMaps, now_s: u32) -> Result<Judgement, MapsEr
             maps.remove_connection(key)?;
         }
     }
+    super::backend_connections::recount(maps, &entries, now_s)?;
     Ok(judgement)
 }
 

@@ -25,6 +25,14 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
         .context("opening the datapath maps")?
         .set_hash_seed(config.hash_seed)
         .context("writing the flow hash's seed (--hash-seed)")?;
+    // selection: before the new programs run, the tables of lb_maglev_v1.
+    if let Some(tables) = datapath
+        .maps()?
+        .carry_over_maglev_v1(&config.pin_dir)
+        .context("carrying the Maglev tables over from lb_maglev_v1")?
+    {
+        info!(tables, "Maglev tables carried over from lb_maglev_v1");
+    }
     for device in &super::devices::resolve(&config.devices)? {
         let xdp = datapath
             .attach_xdp(device, config.xdp_generic)

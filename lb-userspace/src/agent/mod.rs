@@ -11,6 +11,7 @@
 //! HTTP endpoints beside the loop (over `http`), `service_health` the
 //! `healthCheckNodePort` servers, `ct_sweep` the connection table's sweep
 //! on its own thread; this module is the loop.
+pub mod backend_connections;
 pub mod config;
 pub mod ct_sweep;
 mod datapath;

@@ -100,6 +100,10 @@ impl DatapathMaps for Breakable {
         self.check()?;
         self.maps.write_table(table_id, slots)
     }
+    fn release_table(&mut self, table_id: u32) -> Result<(), MapsError> {
+        self.check()?;
+        self.maps.release_table(table_id)
+    }
     fn read_table(&self, table_id: u32) -> Result<Vec<u32>, MapsError> {
         self.maps.read_table(table_id)
     }

@@ -23,6 +23,10 @@ impl Datapath {
         }
         // The connection table of lb before states, if never migrated.
         remove_if_present(&pin_dir.join(super::ct_migrate::CT4_V1))?;
+        // The Maglev tables' own pins, and the flat table array of lb
+        // before per-Service sizes, if never carried over.
+        remove_tables(&super::kernel::tables_dir(pin_dir))?;
+        remove_if_present(&pin_dir.join(lb_common::MAGLEV_V1))?;
         if pin_dir.exists() {
             pins::remove_dir_if_empty(pin_dir)?;
         }
@@ -50,6 +54,20 @@ fn unpin_links(links: &Path) -> Result<()> {
         }
     }
     pins::remove_dir_if_empty(links)
+}
+
+/// Unpins every Maglev table (and a table pin a crash left half-renamed),
+/// then the directory.
+fn remove_tables(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", dir.display())),
+    };
+    for entry in entries {
+        remove_if_present(&entry?.path())?;
+    }
+    pins::remove_dir_if_empty(dir)
 }
 
 fn is_our_program(prog: &str) -> bool {

@@ -8,6 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use aya::maps::lpm_trie;
+use lb_common::algorithm::{ALGORITHM_LEAST_CONNECTIONS, ALGORITHM_RANDOM, algorithm_flags};
 use lb_common::snat::FE_FLAG_MASQUERADE;
 
 use lb_common::{
@@ -19,7 +20,7 @@ use lb_common::{
 };
 
 use crate::model::{
-    Backend, Frontend, FrontendKind, Protocol, Scope, ServicePortInfo, ServicePortName,
+    Algorithm, Backend, Frontend, FrontendKind, Protocol, Scope, ServicePortInfo, ServicePortName,
     SourceRange, WhenEmpty,
 };
 
@@ -108,6 +109,8 @@ pub struct FrontendEntry {
     /// New connections' sources are checked against the Service port's
     /// ranges (`FE_FLAG_SOURCE_RANGES`).
     pub source_ranges: bool,
+    /// How new flows pick a backend (`lb_common::algorithm`, flags bits 4-5).
+    pub algorithm: Algorithm,
 }
 
 pub(crate) const fn kind_code(kind: FrontendKind) -> u32 {
@@ -144,6 +147,7 @@ pub fn frontend_value(entry: &FrontendEntry) -> FrontendValue {
     if entry.source_ranges {
         flags |= lb_common::FE_FLAG_SOURCE_RANGES;
     }
+    flags |= algorithm_flags(algorithm_code(entry.algorithm));
     FrontendValue {
         service_id: entry.service_id,
         table_id: entry.table_id,
@@ -167,6 +171,26 @@ pub fn frontend_entry(value: &FrontendValue) -> FrontendEntry {
         affinity_timeout_s: value.affinity_timeout_s(),
         masquerade: lb_common::snat::masquerades(value),
         source_ranges: value.has_source_ranges(),
+        algorithm: algorithm_from_code(value.algorithm()),
+    }
+}
+
+/// The `ALGORITHM_*` code of an algorithm (frontend flags, service map).
+pub const fn algorithm_code(algorithm: Algorithm) -> u8 {
+    match algorithm {
+        Algorithm::Maglev => ALGORITHM_MAGLEV,
+        Algorithm::Random => ALGORITHM_RANDOM,
+        Algorithm::LeastConnections => ALGORITHM_LEAST_CONNECTIONS,
+    }
+}
+
+/// The algorithm of an `ALGORITHM_*` code; an unknown one reads as Maglev,
+/// as the datapath reads it.
+pub const fn algorithm_from_code(code: u8) -> Algorithm {
+    match code {
+        ALGORITHM_RANDOM => Algorithm::Random,
+        ALGORITHM_LEAST_CONNECTIONS => Algorithm::LeastConnections,
+        _ => Algorithm::Maglev,
     }
 }
 

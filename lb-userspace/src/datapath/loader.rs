@@ -158,6 +158,7 @@ impl Datapath {
                 Map::HashMap(d)
                 | Map::LruHashMap(d)
                 | Map::Array(d)
+                | Map::ArrayOfMaps(d)
                 | Map::PerCpuArray(d)
                 | Map::LpmTrie(d) => d,
                 _ => bail!("map {name} has an unexpected type"),
@@ -166,7 +167,11 @@ impl Datapath {
         }
         let maps: [MapData; ALL_MAPS.len()] =
             data.try_into().map_err(|_| anyhow!("map count mismatch"))?;
-        Ok(KernelMaps::from_map_data(maps)?)
+        let maps = KernelMaps::from_map_data(maps)?;
+        Ok(match &self.pin_dir {
+            Some(dir) => maps.with_tables_dir(super::kernel::tables_dir(dir)),
+            None => maps,
+        })
     }
 
     /// Starts reading the programs' aya-log records (loaded with

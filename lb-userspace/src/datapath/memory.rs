@@ -11,9 +11,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lb_common::{
-    Backend4, DEFAULT_MAX_TABLES, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE, ServiceInfo,
-};
+use lb_common::maglev::valid_size;
+use lb_common::{Backend4, DEFAULT_MAX_TABLES, Frontend4Key, FrontendValue, ServiceInfo};
 
 use super::{
     DatapathMaps, MapsError,
@@ -107,7 +106,7 @@ impl MemoryMaps {
                 continue;
             }
             match self.tables.get(&fe.table_id) {
-                Some(slots) if slots.len() == MAGLEV_TABLE_SIZE as usize => {
+                Some(slots) if valid_size(slots.len() as u32) => {
                     let missing: BTreeSet<u32> = slots
                         .iter()
                         .filter(|id| !self.backends.contains_key(id))
@@ -190,7 +189,7 @@ impl DatapathMaps for MemoryMaps {
     }
 
     fn write_table(&mut self, table_id: u32, slots: &[u32]) -> Result<(), MapsError> {
-        if slots.len() != MAGLEV_TABLE_SIZE as usize || table_id >= self.max_tables {
+        if !valid_size(slots.len() as u32) || table_id >= self.max_tables {
             return Err(MapsError::Invalid(format!(
                 "table {table_id} of {} slots does not fit",
                 slots.len()
@@ -219,17 +218,27 @@ impl DatapathMaps for MemoryMaps {
         Ok(())
     }
 
+    fn release_table(&mut self, table_id: u32) -> Result<(), MapsError> {
+        assert!(
+            !self.live_tables().any(|live| live == table_id),
+            "table {table_id} released while referenced"
+        );
+        self.write(format!("-table {table_id}"))?;
+        self.tables.remove(&table_id);
+        Ok(())
+    }
+
     fn read_table(&self, table_id: u32) -> Result<Vec<u32>, MapsError> {
-        // An array map reads zeros where nothing was written.
-        let mut slots = self.tables.get(&table_id).cloned().unwrap_or_default();
-        slots.resize(MAGLEV_TABLE_SIZE as usize, 0);
-        Ok(slots)
+        // A table never written reads empty, as the kernel's (no pin).
+        Ok(self.tables.get(&table_id).cloned().unwrap_or_default())
     }
 
     fn set_frontend(&mut self, key: &Frontend4Key, value: &FrontendValue) -> Result<(), MapsError> {
         if value.backend_count > 0 {
             assert!(
-                self.tables.get(&value.table_id).map(Vec::len) == Some(MAGLEV_TABLE_SIZE as usize),
+                self.tables
+                    .get(&value.table_id)
+                    .is_some_and(|t| valid_size(t.len() as u32)),
                 "frontend flipped to an unwritten table"
             );
         }

@@ -39,9 +39,12 @@ pub trait DatapathMaps {
     fn backends(&self) -> Result<Vec<(u32, Backend4)>, MapsError>;
     fn set_backend(&mut self, id: u32, backend: &Backend4) -> Result<(), MapsError>;
     fn remove_backend(&mut self, id: u32) -> Result<(), MapsError>;
-    /// Writes a whole Maglev table: `slots.len() == MAGLEV_TABLE_SIZE`,
-    /// each a backend id.
+    /// Writes a whole Maglev table: `lb_common::maglev::table_size` slots
+    /// (a prime from 1,021 to 65,537), each a backend id.
     fn write_table(&mut self, table_id: u32, slots: &[u32]) -> Result<(), MapsError>;
+    /// Gives a table nothing references (its quarantine over) back: its
+    /// memory returns to the kernel. A table never written is no error.
+    fn release_table(&mut self, table_id: u32) -> Result<(), MapsError>;
     /// Reads a whole Maglev table back (a restarted agent adopts the tables
     /// it finds instead of rewriting them).
     fn read_table(&self, table_id: u32) -> Result<Vec<u32>, MapsError>;

@@ -10,7 +10,11 @@ use aya::{
     maps::MapError,
     programs::{CgroupSkb, CgroupSockAddr, ProgramError, SchedClassifier, Xdp},
 };
-use lb_common::{CT4, CT4_NEW, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES, MAGLEV, MAGLEV_TABLE_SIZE};
+use lb_common::{CT4, CT4_NEW, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES, MAGLEV};
+
+/// The most table ids `--max-tables` may ask for (the outer map holds one
+/// 8-byte reference per id, allocated at load).
+pub const MAX_TABLE_IDS: u32 = 1 << 20;
 
 /// The XDP program (north-south ingress).
 pub const PROG_XDP_INGRESS: &str = "lb_xdp_ingress";
@@ -130,13 +134,15 @@ impl MapSizes {
         if opts.max_tables == 0 {
             return Err(LoadError::NoTables);
         }
-        let maglev_entries =
-            opts.max_tables
-                .checked_mul(MAGLEV_TABLE_SIZE)
-                .ok_or(LoadError::TooManyTables {
-                    asked: opts.max_tables,
-                    max: u32::MAX / MAGLEV_TABLE_SIZE,
-                })?;
+        // One outer entry per table: the tables themselves are inner maps
+        // of their own sizes, allocated as they are written.
+        if opts.max_tables > MAX_TABLE_IDS {
+            return Err(LoadError::TooManyTables {
+                asked: opts.max_tables,
+                max: MAX_TABLE_IDS,
+            });
+        }
+        let maglev_entries = opts.max_tables;
         if opts.ct_entries == 0 {
             return Err(LoadError::NoConnectionEntries);
         }
@@ -191,7 +197,7 @@ fn load_error(err: EbpfError, dir: &Path) -> LoadError {
         };
     };
     let hint = if name == MAGLEV && *property == "max_entries" {
-        let tables = |entries: u64| entries / u64::from(MAGLEV_TABLE_SIZE);
+        let tables = |entries: u64| entries;
         format!(
             "it holds {} Maglev tables ({actual} entries) and {} were asked for ({expected} entries): \
              start with max_tables {}",
@@ -279,7 +285,7 @@ mod tests {
         assert_eq!(
             MapSizes::for_options(&opts(3, 100)).unwrap(),
             MapSizes {
-                maglev_entries: 3 * MAGLEV_TABLE_SIZE,
+                maglev_entries: 3,
                 ct_entries: 100
             }
         );
@@ -291,14 +297,11 @@ mod tests {
             MapSizes::for_options(&opts(1, 0)),
             Err(LoadError::NoConnectionEntries)
         ));
-        let too_many = u32::MAX / MAGLEV_TABLE_SIZE + 1;
+        let too_many = MAX_TABLE_IDS + 1;
         let err = MapSizes::for_options(&opts(too_many, 1)).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!(
-                "max_tables {too_many} is too large (at most {})",
-                u32::MAX / MAGLEV_TABLE_SIZE
-            )
+            format!("max_tables {too_many} is too large (at most {MAX_TABLE_IDS})")
         );
     }
 
@@ -308,8 +311,8 @@ mod tests {
             EbpfError::MapError(MapError::IncompatiblePinnedMap {
                 name: MAGLEV.to_string(),
                 property: "max_entries",
-                expected: 8 * u64::from(MAGLEV_TABLE_SIZE),
-                actual: 4 * u64::from(MAGLEV_TABLE_SIZE),
+                expected: 8,
+                actual: 4,
             }),
             Path::new("/sys/fs/bpf/lb"),
         );

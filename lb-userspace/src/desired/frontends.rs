@@ -146,6 +146,7 @@ impl ServiceView {
                 when_empty: choice.when_empty,
                 selection: choice.selection.clone(),
                 affinity_timeout_s: self.affinity_timeout_s,
+                algorithm: self.algorithm,
                 // Only LoadBalancer IPs are filtered (kube-proxy's
                 // firewall chain hangs off the LoadBalancer IP rules).
                 source_ranges: if kind == FrontendKind::LoadBalancer {

@@ -8,5 +8,7 @@ pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 /// Topology Aware Routing, current spelling.
 pub const ANNOTATION_TOPOLOGY_MODE: &str = "service.kubernetes.io/topology-mode";
+/// The balancing algorithm of a Service (lb's own, beyond kube-proxy).
+pub const ANNOTATION_ALGORITHM: &str = "lb.kubernetes.io/algorithm";
 /// Topology Aware Hints, the older spelling still honoured by kube-proxy.
 pub const ANNOTATION_TOPOLOGY_HINTS: &str = "service.kubernetes.io/topology-aware-hints";

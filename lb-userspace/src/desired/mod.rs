@@ -28,6 +28,7 @@
 
 mod addresses;
 mod affinity;
+mod algorithm;
 mod captures;
 mod choice;
 mod conflicts;

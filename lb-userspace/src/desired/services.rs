@@ -10,7 +10,7 @@ use k8s_openapi::{
 
 use super::{
     addresses::{self as check},
-    affinity,
+    affinity, algorithm,
     endpoints::TopologyWish,
     family,
     labels::{
@@ -46,6 +46,8 @@ pub(super) struct ServiceView {
     pub(super) affinity_timeout_s: u32,
     /// Sources allowed to the LoadBalancer IPs; empty: all.
     pub(super) source_ranges: Vec<crate::model::SourceRange>,
+    /// `lb.kubernetes.io/algorithm`.
+    pub(super) algorithm: crate::model::Algorithm,
 }
 
 impl ServiceView {
@@ -116,6 +118,7 @@ impl ServiceView {
             problems,
         );
         let affinity_timeout_s = affinity::client_ip_timeout(spec, &object, problems);
+        let algorithm = algorithm::algorithm(svc, &object, problems);
         let lb_ips = lb_ips(svc, &object, problems);
         let is_load_balancer = svc_type == ServiceType::LoadBalancer;
         let source_ranges = source_ranges::allowed_sources(
@@ -127,6 +130,7 @@ impl ServiceView {
             problems,
         );
         Some(ServiceView {
+            algorithm,
             affinity_timeout_s,
             source_ranges,
             created: svc.metadata.creation_timestamp.as_ref().map(|t| t.0),

@@ -144,6 +144,7 @@ pub(super) fn spec(
         selection: selection.to_owned(),
         affinity_timeout_s: 0,
         source_ranges: Vec::new(),
+        algorithm: Default::default(),
     }
 }
 

@@ -7,8 +7,11 @@ use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 use lb_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
+mod algorithm;
 mod problem;
 mod source_range;
+
+pub use algorithm::Algorithm;
 
 pub use problem::{Problem, ProblemCode, Severity};
 pub use source_range::SourceRange;
@@ -167,6 +170,8 @@ pub struct FrontendSpec {
     /// when a range holds a node address: kube-proxy's `allowFromNode`);
     /// empty: every source.
     pub source_ranges: Vec<SourceRange>,
+    /// How new flows pick a backend (`lb.kubernetes.io/algorithm`).
+    pub algorithm: Algorithm,
 }
 
 /// The node's own facts that the desired state depends on.

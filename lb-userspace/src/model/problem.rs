@@ -143,10 +143,13 @@ pub enum ProblemCode {
     // Serving beside the datapath.
     /// A Service's `healthCheckNodePort` that cannot be listened on.
     HealthCheckPortUnavailable,
+    // selection
+    /// An `lb.kubernetes.io/algorithm` value lb does not know (Maglev is used).
+    UnknownAlgorithm,
 }
 
 impl ProblemCode {
-    pub const ALL: [ProblemCode; 30] = [
+    pub const ALL: [ProblemCode; 31] = [
         ProblemCode::UnreadableFile,
         ProblemCode::NotUtf8,
         ProblemCode::FileTooLarge,
@@ -177,6 +180,8 @@ impl ProblemCode {
         ProblemCode::MapFull,
         ProblemCode::UnsupportedFamily,
         ProblemCode::HealthCheckPortUnavailable,
+        // selection
+        ProblemCode::UnknownAlgorithm,
     ];
 
     /// The code as serialized: kebab-case, e.g. `reserved-address`.
@@ -212,6 +217,8 @@ impl ProblemCode {
             ProblemCode::MapFull => "map-full",
             ProblemCode::UnsupportedFamily => "unsupported-family",
             ProblemCode::HealthCheckPortUnavailable => "health-check-port-unavailable",
+            // selection
+            ProblemCode::UnknownAlgorithm => "unknown-algorithm",
         }
     }
 

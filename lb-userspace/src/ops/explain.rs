@@ -5,11 +5,12 @@
 use std::net::SocketAddrV4;
 
 use lb_common::{
-    FrontendValue, MAGLEV_TABLE_SIZE, TRACE_AFFINITY_HIT, TRACE_AFFINITY_SET, TRACE_BACKEND,
-    TRACE_CONNECTION, TRACE_FRONTEND, TRACE_MAGLEV, TRACE_SOCKET_HASH, TraceRecord, reason::Reason,
+    FrontendValue, TRACE_AFFINITY_HIT, TRACE_AFFINITY_SET, TRACE_BACKEND, TRACE_CONNECTION,
+    TRACE_FRONTEND, TRACE_MAGLEV, TraceRecord, reason::Reason,
 };
 use serde::Serialize;
 
+mod algorithm;
 mod masquerade;
 pub use masquerade::MasqueradeView;
 
@@ -174,26 +175,20 @@ pub fn report(
         ));
         Some("session-affinity")
     } else if record.steps & TRACE_MAGLEV != 0 {
-        let how = if record.steps & TRACE_SOCKET_HASH != 0 {
-            "the socket's cookie"
-        } else {
-            "the flow's 5-tuple"
-        };
-        steps.push(format!(
-            "new flow: the hash of {how} picked Maglev slot {} of {MAGLEV_TABLE_SIZE}",
-            record.slot
-        ));
+        // The table's size, read back (tables are sized per backend count).
+        let size = inspector
+            .maps()
+            .table(record.frontend.table_id)
+            .map_or(0, |slots| slots.len());
+        let (step, decided_by) = algorithm::slot_step(record, size);
+        steps.push(step);
         if record.steps & TRACE_AFFINITY_SET != 0 {
             steps.push(format!(
                 "sessionAffinity ClientIP: the choice is remembered for this client for {}s",
                 record.frontend.affinity_timeout_s()
             ));
         }
-        Some(if record.steps & TRACE_SOCKET_HASH != 0 {
-            "socket-hash"
-        } else {
-            "maglev"
-        })
+        Some(decided_by)
     } else {
         None
     };

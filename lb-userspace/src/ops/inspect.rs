@@ -14,11 +14,11 @@ use crate::{
     datapath::{
         DatapathMaps, KernelMaps, MapsError,
         codec::{
-            backend_flags, frontend_entry, key_address, key_scope, protocol_name,
-            service_from_info, socket_from_be,
+            algorithm_from_code, backend_flags, frontend_entry, key_address, key_scope,
+            protocol_name, service_from_info, socket_from_be,
         },
     },
-    model::{FrontendKind, Scope, ServicePortInfo, ServicePortName, WhenEmpty},
+    model::{Algorithm, FrontendKind, Scope, ServicePortInfo, ServicePortName, WhenEmpty},
 };
 
 #[derive(Debug, Serialize)]
@@ -221,7 +221,14 @@ impl Inspector {
                 external_traffic_policy: policy(info.external_policy_local),
                 internal_traffic_policy: policy(info.internal_policy_local),
                 topology_aware: info.topology_aware,
-                algorithm: "maglev",
+                algorithm: self
+                    .frontends
+                    .iter()
+                    .find(|(_, value)| value.service_id == id)
+                    .map_or(Algorithm::Maglev, |(_, value)| {
+                        algorithm_from_code(value.algorithm())
+                    })
+                    .as_str(),
                 frontends,
                 counters: self.maps.service_counters(id)?.into(),
             });

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lb_common::{Backend4, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE, ServiceInfo};
+use lb_common::{Backend4, Frontend4Key, FrontendValue, ServiceInfo, maglev::table_size};
 
 use super::{Plan, index::Index, maglev};
 use crate::{
@@ -119,6 +119,9 @@ impl Applied {
 
     /// The backend set whose Maglev table is exactly `slots`, if any.
     fn recognise_table(&self, slots: &[u32]) -> Option<Vec<Backend>> {
+        if slots.is_empty() {
+            return None;
+        }
         let ids: BTreeSet<u32> = slots.iter().copied().collect();
         let mut backends: Vec<(Backend, u32)> = ids
             .iter()
@@ -126,7 +129,7 @@ impl Applied {
             .collect::<Option<_>>()?;
         backends.sort();
         let set: Vec<Backend> = backends.iter().map(|(b, _)| *b).collect();
-        let expected = maglev::table(&set, MAGLEV_TABLE_SIZE);
+        let expected = maglev::table(&set, table_size(set.len() as u32));
         let same = expected.len() == slots.len()
             && expected
                 .iter()

@@ -60,6 +60,11 @@ pub fn apply(
     for id in &plan.remove_services {
         maps.remove_service(*id)?;
     }
+    // selection: the tables whose quarantine ends with this plan, unless
+    // it wrote them again, give their memory back.
+    for id in super::algorithm::tables_to_release(plan, applied) {
+        maps.release_table(id)?;
+    }
     applied.record(plan);
     Ok(())
 }

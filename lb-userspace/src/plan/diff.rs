@@ -14,7 +14,7 @@ use super::{
 use crate::{
     datapath::codec::{
         BackendFlags, FrontendEntry, backend_from_value, backend_identity, backend_value,
-        frontend_key, frontend_value, service_info,
+        frontend_key, frontend_value,
     },
     model::{
         Backend, DesiredState, Frontend, FrontendSpec, Problem, ProblemCode, Protocol,
@@ -250,7 +250,7 @@ fn plan_service(
         info: desired
             .services
             .get(service)
-            .map(|port| service_info(service, port)),
+            .map(|port| super::algorithm::service_entry(service, port, frontends)),
         tables: Vec::new(),
         tables_used: BTreeSet::new(),
         backends_used: BTreeSet::new(),
@@ -281,6 +281,7 @@ fn plan_service(
             affinity_timeout_s: spec.affinity_timeout_s,
             masquerade: masquerade::masquerades(frontend, spec.kind, port),
             source_ranges: !spec.source_ranges.is_empty(),
+            algorithm: spec.algorithm,
         });
         part.frontends.push((key, value));
     }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lb_common::{MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_SERVICES};
+use lb_common::{MAX_BACKENDS, MAX_SERVICES, maglev::table_size};
 
 use super::{Applied, PlanError, TableWrite, free_ids::Claims, maglev};
 use crate::model::{Backend, ServicePortName};
@@ -116,7 +116,9 @@ impl<'a> Ids<'a> {
             })?;
         self.planned_tables.insert(backends.to_vec(), id);
         self.table_order.push(backends.to_vec());
-        let mut slots = maglev::table(backends, MAGLEV_TABLE_SIZE);
+        // Sized per backend count (a prime of at least 100 slots each),
+        // built in place as the backend ids.
+        let mut slots = maglev::table(backends, table_size(backends.len() as u32));
         for slot in &mut slots {
             *slot = backend_ids[*slot as usize];
         }

@@ -17,6 +17,8 @@
 
 use std::net::IpAddr;
 
+use lb_common::maglev::is_prime;
+
 use crate::model::Backend;
 
 /// FNV-1a 64-bit parameters (http://www.isthe.com/chongo/tech/comp/fnv/).
@@ -165,13 +167,6 @@ fn canonical(backends: &[Backend]) -> Vec<(Backend, u32)> {
     unique.sort();
     unique.dedup_by_key(|(backend, _)| *backend);
     unique
-}
-
-fn is_prime(n: u32) -> bool {
-    n >= 2
-        && (2..)
-            .take_while(|d: &u32| d.saturating_mul(*d) <= n)
-            .all(|d| !n.is_multiple_of(d))
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! list of map writes in an order no packet can observe half-done:
 //!
 //! 1. new or changed backends,
-//! 2. whole Maglev tables into slots nothing references yet,
+//! 2. whole Maglev tables (each sized to its backend count, its own inner
+//!    map swapped in with one update) under ids nothing references yet,
 //! 3. allowed source ranges of the ports about to filter by source, then
 //!    frontend flips (each a single atomic map update),
 //! 4. removal of frontends that are gone, then of source ranges nothing
@@ -11,11 +12,16 @@
 //! 5. removal of the stale UDP connection entries that point at backends
 //!    nothing references any more, then of those backends (in this order,
 //!    so an interrupted apply still finds the backends to purge for), then
-//!    of service ports nothing references.
+//!    of service ports nothing references,
+//! 6. release of the tables whose quarantine ends (their memory goes back
+//!    to the kernel).
 //!
-//! Table slots freed by a plan are quarantined for one more plan before
+//! Table ids freed by a plan are quarantined for one more plan before
 //! reuse, so a packet that read the old frontend value just before a flip
-//! never indexes a table being rewritten.
+//! never finds another backend set's table under its id. (A table is
+//! never seen half-written, since it is swapped in whole; the quarantine
+//! guards the id, because ids name backend sets, shared between frontends,
+//! not Service ports.)
 //!
 //! A Service port that cannot be planned (no table or id left, an address
 //! the maps cannot hold) becomes a [`Problem`] of the plan and keeps what it
@@ -37,6 +43,7 @@
 //! affinity, source-range and service-CIDR entries a plan changes).
 
 mod affinity_purge;
+mod algorithm;
 mod applied;
 mod apply;
 mod diff;
@@ -44,6 +51,8 @@ mod free_ids;
 mod ids;
 mod index;
 pub mod maglev;
+#[cfg(test)]
+mod maglev_sizes;
 mod masquerade;
 mod planner;
 mod print;
@@ -52,9 +61,7 @@ mod service_cidrs;
 mod source_ranges;
 mod usage;
 
-use lb_common::{
-    Backend4, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE, MAX_BACKENDS, ServiceInfo,
-};
+use lb_common::{Backend4, Frontend4Key, FrontendValue, MAX_BACKENDS, ServiceInfo};
 
 pub use applied::Applied;
 pub use apply::apply;
@@ -112,7 +119,7 @@ pub struct Plan {
 pub struct TableWrite {
     pub table_id: u32,
     pub backends: Vec<Backend>,
-    /// `MAGLEV_TABLE_SIZE` backend ids.
+    /// Backend ids, `lb_common::maglev::table_size` of them.
     pub slots: Vec<u32>,
 }
 
@@ -120,8 +127,7 @@ pub struct TableWrite {
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     #[error(
-        "all {max} Maglev tables are in use: start the agent with a larger --max-tables (each costs {} KiB of kernel memory)",
-        MAGLEV_TABLE_SIZE * 4 / 1024
+        "all {max} Maglev tables are in use: start the agent with a larger --max-tables (each id costs 8 bytes of kernel memory; a table, 4 KiB to 256 KiB by its backend count, only while in use)"
     )]
     TablesExhausted { max: u32 },
     #[error(

@@ -36,11 +36,15 @@ impl fmt::Display for Plan {
         for (key, value) in &self.set_frontends {
             writeln!(
                 f,
-                "set frontend {} -> service {} table {} ({} backends){}{}{}",
+                "set frontend {} -> service {} table {} ({} backends){}{}{}{}",
                 describe_frontend(key),
                 value.service_id,
                 value.table_id,
                 value.backend_count,
+                match crate::datapath::codec::algorithm_from_code(value.algorithm()) {
+                    crate::model::Algorithm::Maglev => String::new(),
+                    other => format!(", algorithm {other}"),
+                },
                 match value.affinity_timeout_s() {
                     0 => String::new(),
                     timeout => format!(", affinity ClientIP {timeout}s"),

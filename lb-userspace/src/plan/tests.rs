@@ -68,6 +68,7 @@ pub(super) fn spec(name: &str, backends: &[Backend]) -> FrontendSpec {
         selection: String::new(),
         affinity_timeout_s: 0,
         source_ranges: Vec::new(),
+        algorithm: Default::default(),
     }
 }
 
@@ -178,6 +179,14 @@ fn a_change_writes_a_new_table_and_quarantines_the_old_one() {
         &mut applied,
     );
     assert_eq!(plan.write_tables[0].table_id, 2);
+    // Its quarantine over and not written again, slot 0 gives its memory
+    // back (after the flip); slot 1 is the quarantined one now.
+    assert!(
+        maps.log.ends_with(&["-table 0".to_string()]),
+        "{:?}",
+        maps.log
+    );
+    assert_eq!(maps.tables.keys().copied().collect::<Vec<_>>(), [1, 2]);
     let plan = sync(
         &desired(&[(frontend(80, Scope::Internal), spec("web", &[b]))]),
         &mut maps,

@@ -564,3 +564,33 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for {what}");
 }
+
+/// Plans and applies the Services and EndpointSlices of `yaml` (one
+/// manifest file) for a node named `node-a` at `node`, as the agent does:
+/// the real desired state, plan and writer. The plan must go through
+/// whole; returns the desired state's problems.
+#[allow(dead_code)]
+pub fn serve_manifests(
+    maps: &mut KernelMaps,
+    applied: &mut lb::plan::Applied,
+    yaml: &str,
+    node: Ipv4Addr,
+) -> Vec<lb::model::Problem> {
+    let set = lb::source::manifests::parse_documents("served.yaml", yaml);
+    let facts = lb::model::NodeFacts {
+        name: "node-a".into(),
+        addresses: vec![node.into()],
+        zone: None,
+    };
+    let state = lb::desired::compute(
+        &set.services,
+        &set.slices,
+        &facts,
+        &lb::desired::Rules::default(),
+        &lb::desired::Holders::default(),
+    );
+    let plan = lb::plan::plan(&state, applied, maps.max_tables());
+    assert_eq!(plan.problems, vec![], "{plan}");
+    lb::plan::apply(&plan, maps, applied).unwrap();
+    state.problems
+}

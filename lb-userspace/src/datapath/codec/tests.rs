@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use lb_common::{NAME_LEN, PORT_NAME_LEN, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
 use super::*;
+use crate::model::Algorithm;
 
 const KINDS: [FrontendKind; 4] = [
     FrontendKind::ClusterIp,
@@ -69,8 +70,10 @@ fn frontend_values_round_trip() {
     for kind in KINDS.map(Some).into_iter().chain([None]) {
         for when_empty in [WhenEmpty::Reject, WhenEmpty::Drop] {
             for affinity_timeout_s in [0, 1, 10_800, 86_400] {
-                for (masquerade, source_ranges) in
+                for ((masquerade, source_ranges), algorithm) in
                     [(false, false), (true, false), (false, true), (true, true)]
+                        .into_iter()
+                        .zip(Algorithm::ALL.into_iter().cycle())
                 {
                     let entry = FrontendEntry {
                         service_id: 16_383,
@@ -81,6 +84,7 @@ fn frontend_values_round_trip() {
                         affinity_timeout_s,
                         masquerade,
                         source_ranges,
+                        algorithm,
                     };
                     assert_eq!(frontend_entry(&frontend_value(&entry)), entry);
                 }
@@ -100,10 +104,20 @@ fn frontend_value_flags_are_the_kernels() {
         affinity_timeout_s: 10_800,
         masquerade: true,
         source_ranges: true,
+        algorithm: Algorithm::LeastConnections,
     });
     assert_eq!(
         value.flags,
-        FE_KIND_NODE_PORT << FE_KIND_SHIFT | FE_FLAG_EMPTY_DROP | 1 << 1 | 1 << 2 | 10_800 << 12
+        FE_KIND_NODE_PORT << FE_KIND_SHIFT
+            | FE_FLAG_EMPTY_DROP
+            | 1 << 1
+            | 1 << 2
+            | 2 << 4
+            | 10_800 << 12
+    );
+    assert_eq!(
+        value.algorithm(),
+        lb_common::algorithm::ALGORITHM_LEAST_CONNECTIONS
     );
     assert_eq!(value.kind(), FE_KIND_NODE_PORT);
     assert_eq!(value.affinity_timeout_s(), 10_800);

@@ -191,6 +191,16 @@ fn whole(
 /// an error when the write itself failed (then a prefix may be written,
 /// as slot by slot).
 pub(super) fn write_u32s(map: &MapData, first: u32, values: &[u32]) -> std::io::Result<bool> {
+    write_values(map, first, values)
+}
+
+/// [`write_u32s`] for an array map of any value type `V` (the map's own,
+/// which aya checked at open).
+pub(super) fn write_values<V: aya::Pod>(
+    map: &MapData,
+    first: u32,
+    values: &[V],
+) -> std::io::Result<bool> {
     let keys: Vec<u32> = (first..).take(values.len()).collect();
     let mut attr = BatchAttr {
         keys: keys.as_ptr() as u64,
@@ -200,7 +210,7 @@ pub(super) fn write_u32s(map: &MapData, first: u32, values: &[u32]) -> std::io::
         ..BatchAttr::default()
     };
     // SAFETY: the attribute names `count` keys and values of the map's
-    // sizes (u32 each, which aya checked at open), which the kernel only
+    // sizes (u32 keys, `V` values, which aya checked at open), which the kernel only
     // reads; both outlive the call.
     let ret = unsafe {
         libc::syscall(

@@ -4,29 +4,34 @@
 //! translations, tables) in `views`.
 
 mod affinity;
+mod backend_connections;
 mod batch;
 mod ct;
+mod maglev;
+mod maglev_upgrade;
 mod service_cidrs;
 mod source_ranges;
 mod views;
 mod writer;
 
 pub use ct::monotonic_s;
+pub use maglev::tables_dir;
 pub use views::MapFill;
 
 use std::{io, path::Path};
 
 use aya::{
-    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
+    maps::{Array, ArrayOfMaps, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
     sys::SyscallError,
 };
 use lb_common::service_cidr::{CLUSTER_IPS4, SERVICE_CIDRS4};
+use lb_common::algorithm::BACKEND_CONNECTIONS;
 use lb_common::snat::SNAT_ADDR;
 use lb_common::{
     AFFINITY4, ALL_MAPS, Affinity4Key, Affinity4Value, BACKENDS4, Backend4, CT4, CT4_NEW, Ct4Key,
-    Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue, HASH_SEED, MAGLEV, MAGLEV_TABLE_SIZE,
-    SERVICE_STATS, SERVICES, SOCK_REVNAT4, SOURCE_RANGES4, STATS, ServiceCounters, ServiceInfo,
-    SockRevNat4Key, SockRevNat4Value, SourceRange4,
+    Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue, HASH_SEED, MAGLEV, SERVICE_STATS, SERVICES,
+    SOCK_REVNAT4, SOURCE_RANGES4, STATS, ServiceCounters, ServiceInfo, SockRevNat4Key,
+    SockRevNat4Value, SourceRange4,
 };
 
 use super::MapsError;
@@ -37,8 +42,12 @@ pub struct KernelMaps {
     frontends_capacity: u32,
     backends: HashMap<MapData, u32, Backend4>,
     backends_capacity: u32,
-    maglev: Array<MapData, u32>,
+    maglev: ArrayOfMaps<MapData, Array<MapData, u32>>,
     max_tables: u32,
+    /// Where each Maglev table is pinned (see `maglev`); none: unpinned.
+    tables_dir: Option<std::path::PathBuf>,
+    /// The outer Maglev map's own descriptor, for the delete aya lacks.
+    maglev_fd: std::os::fd::OwnedFd,
     ct: HashMap<MapData, Ct4Key, Ct4Value>,
     ct_capacity: u32,
     ct_new: HashMap<MapData, Ct4Key, Ct4Value>,
@@ -58,6 +67,8 @@ pub struct KernelMaps {
     // sctp and service CIDRs
     cluster_ips: HashMap<MapData, u32, u8>,
     service_cidrs: LpmTrie<MapData, u32, u8>,
+    // selection: live connections per backend (least-connections)
+    backend_connections: Array<MapData, u64>,
     /// The socket hooks' cgroup: purging a UDP backend aborts the connected
     /// sockets of its processes (`sock_destroy`); none, no socket is touched.
     socket_cgroup: Option<std::path::PathBuf>,
@@ -138,7 +149,7 @@ impl KernelMaps {
         let maps: [MapData; ALL_MAPS.len()] = data
             .try_into()
             .map_err(|_| MapsError::Invalid("map count mismatch".into()))?;
-        Self::from_map_data(maps)
+        Ok(Self::from_map_data(maps)?.with_tables_dir(tables_dir(pin_dir)))
     }
 
     /// Builds the typed view, checking each map's type and sizes. The maps
@@ -161,6 +172,8 @@ impl KernelMaps {
             // sctp and service CIDRs
             cluster_ips,
             service_cidrs,
+            // selection
+            backend_connections,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -169,7 +182,10 @@ impl KernelMaps {
         };
         let frontends_capacity = capacity(FRONTENDS4, &frontends)?;
         let backends_capacity = capacity(BACKENDS4, &backends)?;
-        let maglev_entries = capacity(MAGLEV, &maglev)?;
+        let max_tables = capacity(MAGLEV, &maglev)?;
+        let maglev_fd = std::os::fd::AsFd::as_fd(maglev.fd())
+            .try_clone_to_owned()
+            .map_err(|err| MapsError::Invalid(format!("map {MAGLEV}: {err}")))?;
         let ct_capacity = capacity(CT4, &ct)?;
         let ct_new_capacity = capacity(CT4_NEW, &ct_new)?;
         let sock_revnat_capacity = capacity(SOCK_REVNAT4, &sock_revnat)?;
@@ -188,7 +204,9 @@ impl KernelMaps {
             maglev: typed(MAGLEV, maglev)?
                 .try_into()
                 .map_err(map_err(MAGLEV, "open"))?,
-            max_tables: maglev_entries / MAGLEV_TABLE_SIZE,
+            max_tables,
+            tables_dir: None,
+            maglev_fd,
             ct: typed(CT4, ct)?.try_into().map_err(map_err(CT4, "open"))?,
             ct_capacity,
             ct_new: typed(CT4_NEW, ct_new)?
@@ -226,6 +244,9 @@ impl KernelMaps {
             service_cidrs: typed(SERVICE_CIDRS4, service_cidrs)?
                 .try_into()
                 .map_err(map_err(SERVICE_CIDRS4, "open"))?,
+            backend_connections: typed(BACKEND_CONNECTIONS, backend_connections)?
+                .try_into()
+                .map_err(map_err(BACKEND_CONNECTIONS, "open"))?,
             socket_cgroup: None,
         })
     }
@@ -235,10 +256,16 @@ impl KernelMaps {
         if table_id >= self.max_tables {
             return Err(MapsError::Full {
                 map: MAGLEV,
-                capacity: self.max_tables * MAGLEV_TABLE_SIZE,
+                capacity: self.max_tables,
             });
         }
         Ok(())
+    }
+
+    /// The maps with their Maglev tables pinned under `dir`.
+    pub(crate) fn with_tables_dir(mut self, dir: std::path::PathBuf) -> KernelMaps {
+        self.tables_dir = Some(dir);
+        self
     }
 }
 

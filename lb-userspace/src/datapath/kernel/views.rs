@@ -4,9 +4,8 @@
 use std::collections::BTreeSet;
 
 use lb_common::{
-    BACKENDS4, CT4, CT4_NEW, Ct4Key, Ct4Value, MAGLEV, MAGLEV_TABLE_SIZE, MAX_SERVICES,
-    SERVICE_STATS, SERVICES, SOCK_REVNAT4, STATS, ServiceCounters, SockRevNat4Key,
-    SockRevNat4Value, reason::Reason,
+    BACKENDS4, CT4, CT4_NEW, Ct4Key, Ct4Value, MAX_SERVICES, SERVICE_STATS, SERVICES, SOCK_REVNAT4,
+    STATS, ServiceCounters, SockRevNat4Key, SockRevNat4Value, reason::Reason,
 };
 
 use super::{KernelMaps, map_err};
@@ -159,24 +158,9 @@ impl KernelMaps {
             .map_err(map_err(SOCK_REVNAT4, "iterate"))
     }
 
-    /// The backend ids of one Maglev table: one batch lookup, or slot by
-    /// slot on a kernel without batch lookups of arrays.
+    /// The backend ids of one Maglev table (see `maglev`).
     pub fn table(&self, table_id: u32) -> Result<Vec<u32>, MapsError> {
-        self.check_table(table_id)?;
-        let base = table_id * MAGLEV_TABLE_SIZE;
-        let map = aya::maps::IterableMap::<u32, u32>::map(&self.maglev);
-        match super::batch::read_u32s(map, base, MAGLEV_TABLE_SIZE) {
-            Ok(Some(slots)) => return Ok(slots),
-            Ok(None) => {}
-            Err(err) => {
-                return Err(MapsError::Invalid(format!(
-                    "map {MAGLEV}: batch lookup of table {table_id} failed: {err}"
-                )));
-            }
-        }
-        (base..base + MAGLEV_TABLE_SIZE)
-            .map(|i| self.maglev.get(&i, 0).map_err(map_err(MAGLEV, "lookup")))
-            .collect()
+        self.read_maglev_table(table_id)
     }
 }
 

@@ -1,8 +1,8 @@
 //! [`DatapathMaps`] over the real maps: what plan/apply writes through.
 
 use lb_common::{
-    BACKENDS4, Backend4, Ct4Key, Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue, MAGLEV,
-    MAGLEV_TABLE_SIZE, PROTO_UDP, SERVICES, SOCK_REVNAT4, ServiceInfo, SockRevNat4Key,
+    BACKENDS4, Backend4, Ct4Key, Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue, PROTO_UDP,
+    SERVICES, SOCK_REVNAT4, ServiceInfo, SockRevNat4Key,
 };
 
 use super::{KernelMaps, ignore_missing, insert_err, map_err};
@@ -101,30 +101,11 @@ impl DatapathMaps for KernelMaps {
     }
 
     fn write_table(&mut self, table_id: u32, slots: &[u32]) -> Result<(), MapsError> {
-        if slots.len() != MAGLEV_TABLE_SIZE as usize {
-            return Err(MapsError::Invalid(format!(
-                "Maglev table {table_id} has {} slots, expected {MAGLEV_TABLE_SIZE}",
-                slots.len()
-            )));
-        }
-        self.check_table(table_id)?;
-        let base = table_id * MAGLEV_TABLE_SIZE;
-        let map = aya::maps::IterableMap::<u32, u32>::map(&self.maglev);
-        match super::batch::write_u32s(map, base, slots) {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(err) => {
-                return Err(MapsError::Invalid(format!(
-                    "map {MAGLEV}: batch update of table {table_id} failed: {err}"
-                )));
-            }
-        }
-        for (index, id) in (base..).zip(slots) {
-            self.maglev
-                .set(index, id, 0)
-                .map_err(map_err(MAGLEV, "update"))?;
-        }
-        Ok(())
+        self.write_maglev_table(table_id, slots)
+    }
+
+    fn release_table(&mut self, table_id: u32) -> Result<(), MapsError> {
+        self.release_maglev_table(table_id)
     }
 
     fn read_table(&self, table_id: u32) -> Result<Vec<u32>, MapsError> {

@@ -1,0 +1,112 @@
+//! The live connections per backend that least-connections compares
+//! (`lb_common::algorithm::BACKEND_CONNECTIONS`), recounted from the
+//! connection table at every sweep. Between sweeps the datapath keeps the
+//! counts itself (one more when it enters a flow, one less when it forgets
+//! one); what it cannot see is counted here: flows the sweep expires, flows
+//! an LRU eviction or an agent purge removed, and flows that closed (a FIN
+//! or an RST: still in the table for their closing timeout, no longer a
+//! load on the backend). Increments that land between the table's read and
+//! the rewrite are lost until the next sweep (10 s): the counts are a load
+//! estimate, exact after each sweep, never a source of a wrong verdict.
+
+use std::collections::HashMap;
+
+use lb_common::{
+    Ct4Key, Ct4Value, Flow4,
+    ct::{CT_CLOSED, CT_CLOSING, expired},
+};
+
+use crate::datapath::{KernelMaps, MapsError};
+
+/// Live flows per backend id (index), for ids below `capacity`: a flow
+/// counts once (whichever of its entries the table still has, the fresher
+/// one deciding), unless it expired at `now_s` or is closing or closed.
+pub fn live_counts(entries: &[(Ct4Key, Ct4Value)], now_s: u32, capacity: u32) -> Vec<u64> {
+    let mut flows: HashMap<Flow4, &Ct4Value> = HashMap::new();
+    for (key, value) in entries {
+        let Some(flow) = key.original_flow(value) else {
+            continue;
+        };
+        let fresher = flows
+            .get(&flow)
+            .is_none_or(|known| value.last_seen_s > known.last_seen_s);
+        if fresher {
+            flows.insert(flow, value);
+        }
+    }
+    let mut counts = vec![0u64; capacity as usize];
+    for value in flows.values() {
+        let closed = matches!(value.state, CT_CLOSING | CT_CLOSED);
+        if closed || expired(value.state, value.last_seen_s, now_s) {
+            continue;
+        }
+        if let Some(count) = counts.get_mut(value.backend_id as usize) {
+            *count += 1;
+        }
+    }
+    counts
+}
+
+/// Rewrites the datapath's counts from the table's `entries` read at `now_s`.
+pub fn recount(
+    maps: &mut KernelMaps,
+    entries: &[(Ct4Key, Ct4Value)],
+    now_s: u32,
+) -> Result<(), MapsError> {
+    let counts = live_counts(entries, now_s, maps.backend_connections_capacity());
+    maps.set_backend_connections(&counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::{
+        Endpoint4, PROTO_TCP,
+        ct::{CT_ESTABLISHED, CT_SYN_SENT, TIMEOUT_SYN_SENT_S},
+    };
+
+    use super::*;
+
+    /// Both entries of a flow from client port `sport` to `backend_id`.
+    fn flow(sport: u16, backend_id: u32, state: u8, last_seen_s: u32) -> [(Ct4Key, Ct4Value); 2] {
+        let client = Endpoint4::new(u32::from_be_bytes([198, 51, 100, 7]).to_be(), sport.to_be());
+        let frontend = Endpoint4::new(u32::from_be_bytes([192, 0, 2, 10]).to_be(), 80u16.to_be());
+        let backend = Endpoint4::new(
+            u32::from_be_bytes([10, 0, 0, backend_id as u8]).to_be(),
+            8080u16.to_be(),
+        );
+        let original_flow = Flow4::new(client, frontend, PROTO_TCP);
+        let value = |nat: Endpoint4| Ct4Value {
+            nat_addr_be: nat.addr_be,
+            nat_port_be: nat.port_be,
+            state,
+            _pad: 0,
+            backend_id,
+            service_id: 1,
+            created_s: 0,
+            last_seen_s,
+        };
+        [
+            (Ct4Key::original(original_flow), value(backend)),
+            (
+                Ct4Key::reply(original_flow.reply_via(backend)),
+                value(frontend),
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_flow_counts_once_and_closed_or_expired_flows_not_at_all() {
+        let now = 1000;
+        let mut entries = Vec::new();
+        entries.extend(flow(1, 1, CT_ESTABLISHED, now));
+        entries.extend(flow(2, 1, CT_ESTABLISHED, now));
+        // Only the reply entry left (the original was evicted): still one flow.
+        entries.push(flow(3, 2, CT_ESTABLISHED, now)[1]);
+        entries.extend(flow(4, 2, CT_CLOSING, now));
+        entries.extend(flow(5, 3, CT_CLOSED, now));
+        entries.extend(flow(6, 3, CT_SYN_SENT, now - TIMEOUT_SYN_SENT_S - 1));
+        // A backend id past the map's end is not counted (and not a panic).
+        entries.extend(flow(7, 9, CT_ESTABLISHED, now));
+        assert_eq!(live_counts(&entries, now, 4), vec![0, 2, 1, 0]);
+    }
+}
