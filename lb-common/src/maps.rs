@@ -15,11 +15,12 @@ pub const BACKENDS4: &str = "lb_be4_v1";
 pub const MAGLEV: &str = "lb_maglev_v1";
 /// Connection table for packet hooks, assured flows (a TCP handshake
 /// completed, a UDP stream): `Ct4Key -> Ct4Value` (LRU hash). `_v2`: the
-/// value carries a state and timestamps in seconds (see [`crate::ct`]).
-pub const CT4: &str = "lb_ct4_v2";
+/// value carries a state and timestamps in seconds (see [`crate::ct`]);
+/// `_v3`: and a second endpoint for masqueraded flows (`Ct4Value::peer_*`).
+pub const CT4: &str = "lb_ct4_v3";
 /// Connection table for packet hooks, flows not assured yet: the same
 /// layout; a flood of new flows can only displace entries of this table.
-pub const CT4_NEW: &str = "lb_ct4_new_v2";
+pub const CT4_NEW: &str = "lb_ct4_new_v3";
 /// Reverse translation for socket hooks: `SockRevNat4Key -> SockRevNat4Value` (LRU hash).
 pub const SOCK_REVNAT4: &str = "lb_sock_rnat4_v1";
 /// Per-CPU counters indexed by [`crate::reason::Reason`] (per-CPU array of `u64`).
@@ -173,6 +174,12 @@ pub struct Ct4Key {
     pub _pad: [u8; 2],
 }
 
+/// `Ct4Value.flags`: the flow is masqueraded (SNAT). Its original entry's
+/// `peer_*` is the node address and port the source is rewritten to; its
+/// reply entry is keyed backend -> that address and port, and its `peer_*`
+/// is the client the destination is rewritten back to.
+pub const CT_FLAG_SNAT: u8 = 1 << 0;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct Ct4Value {
@@ -182,7 +189,8 @@ pub struct Ct4Value {
     pub nat_port_be: u16,
     /// `crate::ct::CT_*`.
     pub state: u8,
-    pub _pad: u8,
+    /// `CT_FLAG_*`.
+    pub flags: u8,
     pub backend_id: u32,
     pub service_id: u32,
     /// Seconds of `CLOCK_MONOTONIC` (see [`crate::ct::seconds`]) when the
@@ -190,6 +198,12 @@ pub struct Ct4Value {
     /// only when the second changes: no shared cache line written per packet).
     pub created_s: u32,
     pub last_seen_s: u32,
+    /// With `CT_FLAG_SNAT` (0 otherwise): original entry, the source the
+    /// flow is masqueraded to (node address, allocated port); reply entry,
+    /// the client to rewrite the destination back to.
+    pub peer_addr_be: u32,
+    pub peer_port_be: u16,
+    pub _pad: u16,
 }
 
 /// Socket-hook reverse translation: which frontend a socket meant when it
@@ -308,6 +322,10 @@ pub struct TraceRecord {
     /// The address a new connection's source is masqueraded to (valid with
     /// `snat::TRACE_MASQUERADE`).
     pub snat_addr_be: u32,
+    /// The source port a masqueraded connection gets (valid with
+    /// `snat::TRACE_SNAT_APPLIED`).
+    pub snat_port_be: u16,
+    pub _pad2: u16,
 }
 
 #[cfg(feature = "user")]
@@ -333,10 +351,10 @@ const _: () = assert!(size_of::<Frontend4Key>() == 8);
 const _: () = assert!(size_of::<FrontendValue>() == 16);
 const _: () = assert!(size_of::<Backend4>() == 8);
 const _: () = assert!(size_of::<Ct4Key>() == 16);
-const _: () = assert!(size_of::<Ct4Value>() == 24);
+const _: () = assert!(size_of::<Ct4Value>() == 32);
 const _: () = assert!(size_of::<SockRevNat4Key>() == 16);
 const _: () = assert!(size_of::<SockRevNat4Value>() == 12);
 const _: () = assert!(size_of::<ServiceInfo>() == 152);
 const _: () = assert!(size_of::<ServiceCounters>() == 32);
 const _: () = assert!(size_of::<TraceRequest>() == 24);
-const _: () = assert!(size_of::<TraceRecord>() == 44);
+const _: () = assert!(size_of::<TraceRecord>() == 48);

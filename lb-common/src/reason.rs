@@ -107,9 +107,22 @@ reasons! {
     /// Event: a new flow took over the reply key of a closed (or expired)
     /// flow through another frontend, whose entries both went.
     CtReplyTakenOver = 27, "ct_reply_taken_over";
+    // snat
+    /// A new masqueraded flow found no free source port toward its backend
+    /// within its tries (`snat::SNAT_PORT_TRIES`): dropped, never sharing
+    /// another flow's translated tuple (the client retries).
+    DropSnatPortExhausted = 28, "drop_snat_port_exhausted";
+    /// A reply to a masqueraded flow (backend -> node address and SNAT
+    /// port) translated back at ingress: destination the client, source
+    /// the frontend.
+    ReverseSnat = 29, "reverse_snat";
+    /// Event: kube-proxy would masquerade this new flow, but its backend is
+    /// on this node, whose pods' replies no hook translates back yet: the
+    /// client's address is kept (README, "Not built yet").
+    SnatSkippedLocalBackend = 30, "snat_skipped_local_backend";
 }
 
 /// Number of counters in the stats map.
-pub const REASON_COUNT: u32 = 28;
+pub const REASON_COUNT: u32 = 31;
 
 const _: () = assert!(Reason::ALL.len() as u32 == REASON_COUNT);

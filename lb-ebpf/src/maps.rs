@@ -30,12 +30,12 @@ pub static MAGLEV: Array<u32> = Array::pinned(DEFAULT_MAX_TABLES * MAGLEV_TABLE_
 
 /// Connection table of the packet hooks, assured flows (both directions).
 /// The agent resizes it at load time (`--ct-entries`).
-#[map(name = "lb_ct4_v2")]
+#[map(name = "lb_ct4_v3")]
 pub static CT4: LruHashMap<Ct4Key, Ct4Value> = LruHashMap::pinned(DEFAULT_CT_ENTRIES, 0);
 
 /// Connection table of the packet hooks, flows not assured yet (a quarter
 /// of `--ct-entries`).
-#[map(name = "lb_ct4_new_v2")]
+#[map(name = "lb_ct4_new_v3")]
 pub static CT4_NEW: LruHashMap<Ct4Key, Ct4Value> =
     LruHashMap::pinned(DEFAULT_CT_ENTRIES / CT_NEW_SHARE, 0);
 
@@ -99,8 +99,8 @@ pub(crate) const fn str_eq(a: &str, b: &str) -> bool {
 const _: () = assert!(str_eq("lb_fe4_v1", lb_common::FRONTENDS4));
 const _: () = assert!(str_eq("lb_be4_v1", lb_common::BACKENDS4));
 const _: () = assert!(str_eq("lb_maglev_v1", lb_common::MAGLEV));
-const _: () = assert!(str_eq("lb_ct4_v2", lb_common::CT4));
-const _: () = assert!(str_eq("lb_ct4_new_v2", lb_common::CT4_NEW));
+const _: () = assert!(str_eq("lb_ct4_v3", lb_common::CT4));
+const _: () = assert!(str_eq("lb_ct4_new_v3", lb_common::CT4_NEW));
 const _: () = assert!(str_eq("lb_sock_rnat4_v1", lb_common::SOCK_REVNAT4));
 const _: () = assert!(str_eq("lb_stats_v1", lb_common::STATS));
 const _: () = assert!(str_eq("lb_svc_v1", lb_common::SERVICES));

@@ -36,6 +36,27 @@ pub fn rewrite_xdp_destination(pkt: &XdpPacket, from: Endpoint4, to: Endpoint4) 
     }
 }
 
+/// Rewrites the source of a parsed XDP packet from `from` (its current
+/// source) to `to` (masquerade, and the frontend of a masqueraded reply).
+#[inline(always)]
+pub fn rewrite_xdp_source(pkt: &XdpPacket, from: Endpoint4, to: Endpoint4) {
+    // SAFETY: bounds-checked pointers from `parse::xdp_ipv4`.
+    unsafe {
+        let ip = pkt.ip;
+        (*ip).check = csum::replace4((*ip).check, from.addr_be, to.addr_be);
+        (*ip).saddr_be = to.addr_be;
+        *pkt.csum = csum::l4_after_rewrite(
+            pkt.proto,
+            *pkt.csum,
+            from.addr_be,
+            to.addr_be,
+            from.port_be,
+            to.port_be,
+        );
+        (*pkt.ports).src_be = to.port_be;
+    }
+}
+
 /// Rewrites the source of a parsed skb to `to`. A failed helper call
 /// (`DropRewriteFailed`) may leave the packet half rewritten: drop it.
 #[inline(always)]

@@ -1,27 +1,66 @@
-//! Masquerade (SNAT) of new external connections: kube-proxy's decision
-//! (`lb_common::snat`) as the agent encoded it, `FE_FLAG_MASQUERADE` on
-//! the frontend and the node's address in `SNAT_ADDR`.
+//! Masquerade (SNAT) of new external connections, and the translation
+//! back of their replies. kube-proxy's decision (`lb_common::snat`) comes
+//! as the agent encoded it: `FE_FLAG_MASQUERADE` on the frontend and the
+//! node's address in `SNAT_ADDR`. The source port is claimed with the
+//! flow's reply entry (`ct::create`, `ct/snat.rs`).
 //!
-//! This round only `lb trace` sees the decision: the rewrite of the
-//! source, its port allocation and the reverse translation of the replies
-//! are not built yet (README, "Not built yet"), so in normal mode this is
-//! pruned by the verifier and costs nothing.
+//! - A new flow to a masquerading frontend gets the node's address and a
+//!   port of 61000-65535 as source, besides the backend as destination; the
+//!   stack forwards it to the backend's node (which needs `accept_local` on
+//!   the device: the agent sets it, `agent/snat_sysctl.rs`).
+//! - The backend's replies come back addressed to the node's address and
+//!   that port, outside every frontend: [`reverse`] rewrites them to the
+//!   client, from the frontend, before the stack sees them.
+//! - A backend on this node keeps the client's address for now: its pod's
+//!   replies leave through the pod-facing device, where no hook of ours
+//!   translates them back yet (README, "Not built yet"); counted
+//!   (`snat_skipped_local_backend`) and traced.
 
-use lb_common::{FrontendValue, snat::masquerades};
+use lb_common::{
+    BE_FLAG_LOCAL, Backend4, Flow4, FrontendValue,
+    reason::Reason,
+    snat::{SNAT_PORT_MIN, TRACE_SNAT_LOCAL_BACKEND, masquerades},
+};
 
-use crate::{maps::SNAT_ADDR, trace};
+use crate::{ct, maps::SNAT_ADDR, nat, parse::XdpPacket, stats, trace};
 
-/// Records, in a trace, whether kube-proxy would masquerade a new
-/// connection to `fe` and to which address (none while the agent knows no
-/// IPv4 address of the node).
+/// The address a new connection to `fe`, sent to `backend`, is
+/// masqueraded to; `None` keeps the client's (policy Local, no node
+/// address known, or a local backend).
 #[inline(always)]
-pub fn trace_decision(fe: &FrontendValue) {
-    if !trace::dry_run() || !masquerades(fe) {
-        return;
+pub fn source_address(fe: &FrontendValue, backend: &Backend4) -> Option<u32> {
+    if !masquerades(fe) {
+        return None;
     }
-    if let Some(&addr_be) = SNAT_ADDR.get(0)
-        && addr_be != 0
-    {
-        trace::masquerade(addr_be);
+    let addr_be = node_address()?;
+    trace::masquerade(addr_be);
+    if backend.flags & BE_FLAG_LOCAL != 0 {
+        trace::step(TRACE_SNAT_LOCAL_BACKEND);
+        stats::count(Reason::SnatSkippedLocalBackend);
+        return None;
+    }
+    Some(addr_be)
+}
+
+/// Translates a reply to a masqueraded flow back (destination the client,
+/// source the frontend); `None` when `flow` is none (not addressed to the
+/// node's address and an SNAT port, or no such flow).
+#[inline(always)]
+pub fn reverse(pkt: &XdpPacket, flow: Flow4) -> Option<Reason> {
+    if u16::from_be(flow.dst.port_be) < SNAT_PORT_MIN || node_address()? != flow.dst.addr_be {
+        return None;
+    }
+    let entry = ct::lookup_reply(flow, pkt.tcp_flags, true)?;
+    trace::backend(entry.peer);
+    nat::rewrite_xdp_destination(pkt, flow.dst, entry.peer);
+    nat::rewrite_xdp_source(pkt, flow.src, entry.nat);
+    Some(Reason::ReverseSnat)
+}
+
+#[inline(always)]
+fn node_address() -> Option<u32> {
+    match SNAT_ADDR.get(0) {
+        Some(&addr_be) if addr_be != 0 => Some(addr_be),
+        _ => None,
     }
 }

@@ -29,8 +29,8 @@ use anyhow::{Context, Result, bail};
 
 mod remote_node;
 pub use remote_node::{
-    NODE_LINK_ADDR, REMOTE_NODE_ADDR, REMOTE_NODE_NAME, REMOTE_POD_SUBNET, remote_pod_addr,
-    remote_pod_name,
+    NODE_LINK_ADDR, NODE_LINK_DEVICE, REMOTE_NODE_ADDR, REMOTE_NODE_NAME, REMOTE_POD_SUBNET,
+    remote_pod_addr, remote_pod_name,
 };
 
 pub const NODE_NAME: &str = "node-a";

@@ -18,14 +18,15 @@ use super::{
 use crate::{stats, trace};
 
 /// A packet going `dir` hit `entry` (at `key` in `table`); `partner` is the
-/// key of the flow's other entry, whose rewrite must be `partner_nat`.
+/// key of the flow's other entry, whose rewrite and second endpoint must be
+/// `partner_nat` (see `Ct4Value::peer`).
 #[inline(always)]
 pub fn seen(
     table: Table,
     key: &Ct4Key,
     entry: *mut Ct4Value,
     partner: &Ct4Key,
-    partner_nat: Endpoint4,
+    partner_nat: (Endpoint4, Endpoint4),
     dir: Direction,
     tcp_flags: u8,
 ) {

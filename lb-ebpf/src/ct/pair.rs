@@ -15,19 +15,26 @@ use crate::stats;
 
 /// The flow's partner entry after the hit on `own` (going `dir`), with
 /// `own`'s state; `None` when another flow holds the partner's key (left
-/// alone) or it could not be restored.
+/// alone) or it could not be restored. `(partner_nat, partner_peer)` is
+/// what the partner must hold: its rewrite, and for a masqueraded flow its
+/// second endpoint (the SNAT source of the original entry, the client of
+/// the reply entry; zero otherwise).
 #[inline(always)]
 pub fn ensure(
     table: Table,
     partner: &Ct4Key,
-    partner_nat: Endpoint4,
+    (partner_nat, partner_peer): (Endpoint4, Endpoint4),
     own: &Ct4Value,
     dir: Direction,
 ) -> Option<Ct4Value> {
     if let Some((_, entry)) = table::find_from(table, partner) {
         // SAFETY: a valid map value pointer; plain data.
         let mut value = unsafe { *entry };
-        if value.nat() != partner_nat || value.backend_id != own.backend_id {
+        if value.nat() != partner_nat
+            || value.peer() != partner_peer
+            || value.flags != own.flags
+            || value.backend_id != own.backend_id
+        {
             return None;
         }
         if value.state != own.state {
@@ -40,6 +47,8 @@ pub fn ensure(
     let value = Ct4Value {
         nat_addr_be: partner_nat.addr_be,
         nat_port_be: partner_nat.port_be,
+        peer_addr_be: partner_peer.addr_be,
+        peer_port_be: partner_peer.port_be,
         ..*own
     };
     table::insert_absent(table, partner, &value).ok()?;
@@ -71,7 +80,7 @@ pub fn claim_reply(reply: Flow4, value: &Ct4Value) -> Result<(), Reason> {
             }
             // The closed flow's original entry: client -> its frontend.
             table::remove(&Ct4Key::original(Flow4::new(
-                reply.dst,
+                held.client_of_reply(&key),
                 held.nat(),
                 reply.proto,
             )));

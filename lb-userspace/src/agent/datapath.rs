@@ -33,6 +33,9 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
             .attach_tc_egress(device)
             .with_context(|| format!("attaching tc egress to {device}"))?;
         info!(device, xdp = ?xdp, tc_egress = ?tc, "attached to device");
+        if let Err(err) = super::snat_sysctl::accept_local(device) {
+            tracing::warn!(device, "accept_local not set: {err}");
+        }
     }
     // After the programs were replaced: nothing writes the old table now.
     let mut maps = datapath.maps().context("opening the datapath maps")?;
@@ -42,6 +45,14 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
         info!(
             entries = moved,
             "connection table carried over from lb_ct4_v1"
+        );
+    }
+    if let Some(moved) = crate::datapath::ct_migrate_v2::migrate_v2(&config.pin_dir, &mut maps)
+        .context("carrying the connection table over from lb_ct4_v2 and lb_ct4_new_v2")?
+    {
+        info!(
+            entries = moved,
+            "connection table carried over from lb_ct4_v2 and lb_ct4_new_v2"
         );
     }
     if let Some(cgroup) = &config.cgroup {
