@@ -45,7 +45,7 @@ pub const TRACE_REQUEST: &str = "lb_trace_req";
 pub const HASH_SEED: &str = "lb_hash_seed_v1";
 
 /// Every pinned map, for the agent's pin directory checks.
-pub const ALL_MAPS: [&str; 13] = [
+pub const ALL_MAPS: [&str; 14] = [
     FRONTENDS4,
     BACKENDS4,
     MAGLEV,
@@ -60,6 +60,8 @@ pub const ALL_MAPS: [&str; 13] = [
     // snat
     crate::snat::SNAT_ADDR,
     crate::source_ranges::SOURCE_RANGES4,
+    // snat, continued
+    crate::snat::SNAT_LOCAL,
 ];
 
 /// Map names whose layout this build understands are `..._v1`; a pinned

@@ -41,6 +41,12 @@ pub const FE_FLAG_MASQUERADE: u32 = 1 << 2;
 /// masqueraded). Written by the agent from the node's addresses.
 pub const SNAT_ADDR: &str = "lb_snat_addr_v1";
 
+/// Whether backends on this node are masqueraded too: an array of one
+/// `u32`, 1 once the agent attached the hook that translates their pods'
+/// replies back (`lb_tc_pod_ingress` on `--pod-device`); 0: a local
+/// backend keeps the client's address (`snat_skipped_local_backend`).
+pub const SNAT_LOCAL: &str = "lb_snat_local_v1";
+
 /// The source ports masquerade allocates from: 61000 to 65535. Disjoint
 /// from the default NodePort range (30000-32767: a reply to a masqueraded
 /// flow must never look like a new connection to a NodePort) and from the

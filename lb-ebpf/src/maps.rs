@@ -66,6 +66,11 @@ pub static HASH_SEED: Array<u32> = Array::pinned(1, 0);
 #[map(name = "lb_snat_addr_v1")]
 pub static SNAT_ADDR: Array<u32> = Array::pinned(1, 0);
 
+/// 1: backends on this node are masqueraded too (the pod hook is
+/// attached, `lb_common::snat::SNAT_LOCAL`), slot 0.
+#[map(name = "lb_snat_local_v1")]
+pub static SNAT_LOCAL: Array<u32> = Array::pinned(1, 0);
+
 /// The per-CPU token bucket of ICMP rejects (never pinned: a restart
 /// starts with a full burst).
 #[map(name = "lb_reject_tokens")]
@@ -110,3 +115,4 @@ const _: () = assert!(str_eq("lb_hash_seed_v1", lb_common::HASH_SEED));
 const _: () = assert!(str_eq("lb_reject_tokens", lb_common::reject::REJECT_TOKENS));
 const _: () = assert!(str_eq("lb_trace_req", lb_common::TRACE_REQUEST));
 const _: () = assert!(str_eq("lb_snat_addr_v1", lb_common::snat::SNAT_ADDR));
+const _: () = assert!(str_eq("lb_snat_local_v1", lb_common::snat::SNAT_LOCAL));

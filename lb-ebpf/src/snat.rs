@@ -11,10 +11,11 @@
 //! - The backend's replies come back addressed to the node's address and
 //!   that port, outside every frontend: [`reverse`] rewrites them to the
 //!   client, from the frontend, before the stack sees them.
-//! - A backend on this node keeps the client's address for now: its pod's
-//!   replies leave through the pod-facing device, where no hook of ours
-//!   translates them back yet (README, "Not built yet"); counted
-//!   (`snat_skipped_local_backend`) and traced.
+//! - A backend on this node is masqueraded alike once the agent attached
+//!   `lb_tc_pod_ingress` (`snat_pod.rs`) to the pod-facing devices, where
+//!   its pod's replies enter the node (`SNAT_LOCAL` is then 1); until then
+//!   it keeps the client's address, counted (`snat_skipped_local_backend`)
+//!   and traced, so the connection still works.
 
 use lb_common::{
     BE_FLAG_LOCAL, Backend4, Flow4, FrontendValue,
@@ -22,7 +23,13 @@ use lb_common::{
     snat::{SNAT_PORT_MIN, TRACE_SNAT_LOCAL_BACKEND, masquerades},
 };
 
-use crate::{ct, maps::SNAT_ADDR, nat, parse::XdpPacket, stats, trace};
+use crate::{
+    ct,
+    maps::{SNAT_ADDR, SNAT_LOCAL},
+    nat,
+    parse::XdpPacket,
+    stats, trace,
+};
 
 /// The address a new connection to `fe`, sent to `backend`, is
 /// masqueraded to; `None` keeps the client's (policy Local, no node
@@ -34,7 +41,7 @@ pub fn source_address(fe: &FrontendValue, backend: &Backend4) -> Option<u32> {
     }
     let addr_be = node_address()?;
     trace::masquerade(addr_be);
-    if backend.flags & BE_FLAG_LOCAL != 0 {
+    if backend.flags & BE_FLAG_LOCAL != 0 && SNAT_LOCAL.get(0).copied() != Some(1) {
         trace::step(TRACE_SNAT_LOCAL_BACKEND);
         stats::count(Reason::SnatSkippedLocalBackend);
         return None;
@@ -58,7 +65,7 @@ pub fn reverse(pkt: &XdpPacket, flow: Flow4) -> Option<Reason> {
 }
 
 #[inline(always)]
-fn node_address() -> Option<u32> {
+pub fn node_address() -> Option<u32> {
     match SNAT_ADDR.get(0) {
         Some(&addr_be) if addr_be != 0 => Some(addr_be),
         _ => None,

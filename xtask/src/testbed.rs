@@ -35,6 +35,8 @@ pub use remote_node::{
 
 pub const NODE_NAME: &str = "node-a";
 pub const NODE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// The node's bridge to its pods (what `--pod-device` names).
+pub const POD_BRIDGE: &str = "br0";
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 /// Service frontends (ClusterIPs, LoadBalancer and external IPs) live here;

@@ -275,12 +275,51 @@ fn port_exhaustion_is_a_counted_drop() {
     }
 }
 
-/// Under policy Cluster a backend on this node would be masqueraded too
-/// (kube-proxy's rule does not look at the endpoint), but no hook
-/// translates its pod's replies back yet: the client's address is kept,
-/// counted and traced, and the connection works as before.
+/// Under policy Cluster a backend on this node is masqueraded too
+/// (kube-proxy's rule does not look at the endpoint: TestInternalExternalMasquerade
+/// "external to NodePort" lists the local endpoint with masq true) once the
+/// pod hook is attached (`--pod-device`): the pod's reply to node_addr:port
+/// is translated back there, with valid checksums; any other packet of the
+/// pods passes untouched and uncounted.
 #[test]
-fn a_local_backend_keeps_the_client_for_now() {
+fn a_local_backend_is_masqueraded_with_the_pod_hook() {
+    for proto in [PROTO_TCP, PROTO_UDP] {
+        let mut t = masquerading(proto);
+        let mut local = backend(POD, 8080, proto);
+        local.flags = BE_FLAG_LOCAL;
+        t.maps.set_backend(1, &local).unwrap();
+        t.maps.set_masquerade_local_backends(true).unwrap();
+        assert!(t.maps.masquerades_local_backends().unwrap());
+        let (_, out) = t.run_xdp(&opening(proto, CLIENT, 40000, NODE, CLUSTER_PORT));
+        let p = check_frame(&out);
+        assert_eq!((p.src, p.dst), (NODE, POD));
+        assert_eq!(t.stat(Reason::SnatSkippedLocalBackend), 0);
+        let reply = if proto == PROTO_TCP {
+            tcp_flags_frame(POD, 8080, NODE, p.sport, SYN | ACK, b"")
+        } else {
+            udp_frame(POD, 8080, NODE, p.sport, b"answer", true)
+        };
+        let (verdict, out) = t.dp().run_tc_pod_ingress(&reply).unwrap();
+        assert_eq!(verdict, TCX_NEXT);
+        let r = check_frame(&out);
+        assert_eq!(
+            (r.src, r.sport, r.dst, r.dport),
+            (NODE, CLUSTER_PORT, CLIENT, 40000)
+        );
+        assert_eq!(t.stat(Reason::ReverseSnat), 1);
+        // A pod's own traffic is none of the hook's business.
+        let other = udp_frame(POD, 8080, Ipv4Addr::new(10, 244, 1, 6), 53, b"x", true);
+        let (verdict, out) = t.dp().run_tc_pod_ingress(&other).unwrap();
+        assert_eq!((verdict, out), (TCX_NEXT, other));
+        assert_eq!(t.nonzero_stats().iter().map(|(_, n)| n).sum::<u64>(), 2);
+    }
+}
+
+/// Without the pod hook, a backend on this node keeps the client's
+/// address (no hook would translate its pod's replies back): counted and
+/// traced, and the connection works as before.
+#[test]
+fn a_local_backend_keeps_the_client_without_the_pod_hook() {
     let mut t = masquerading(PROTO_TCP);
     let mut local = backend(POD, 8080, PROTO_TCP);
     local.flags = BE_FLAG_LOCAL;

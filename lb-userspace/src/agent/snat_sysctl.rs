@@ -24,20 +24,23 @@ pub fn path(device: &str) -> PathBuf {
         .join("accept_local")
 }
 
-/// Turns `accept_local` on for `device`; the error says what to run
-/// instead when the agent may not (a read-only `/proc/sys`).
+/// Turns `accept_local` on for `device` unless it is on already (for the
+/// device or for `all`: the kernel takes either); the error says what to
+/// do instead when the agent may not (a container's read-only
+/// `/proc/sys`).
 pub fn accept_local(device: &str) -> Result<(), String> {
+    let is_on = |dev: &str| std::fs::read_to_string(path(dev)).map(|value| value.trim() == "1");
     let path = path(device);
-    match std::fs::read_to_string(&path) {
-        Ok(value) if value.trim() == "1" => return Ok(()),
-        Ok(_) => {}
-        Err(err) => return Err(format!("reading {}: {err}", path.display())),
+    match (is_on("all"), is_on(device)) {
+        (Ok(true), _) | (_, Ok(true)) => return Ok(()),
+        (_, Ok(false)) => {}
+        (_, Err(err)) => return Err(format!("reading {}: {err}", path.display())),
     }
     std::fs::write(&path, "1").map_err(|err| {
         format!(
             "writing {}: {err}; masqueraded connections (externalTrafficPolicy Cluster to a \
-             backend on another node) need it: run `sysctl -w net.ipv4.conf.{device}.accept_local=1` \
-             on the node",
+             backend on another node) are dropped as martians without it: on the node, run \
+             `sysctl -w net.ipv4.conf.all.accept_local=1` and keep it in /etc/sysctl.d",
             path.display()
         )
     })

@@ -19,7 +19,7 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
     sys::SyscallError,
 };
-use lb_common::snat::SNAT_ADDR;
+use lb_common::snat::{SNAT_ADDR, SNAT_LOCAL};
 use lb_common::{
     AFFINITY4, ALL_MAPS, Affinity4Key, Affinity4Value, BACKENDS4, Backend4, CT4, CT4_NEW, Ct4Key,
     Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue, HASH_SEED, MAGLEV, MAGLEV_TABLE_SIZE,
@@ -51,6 +51,7 @@ pub struct KernelMaps {
     hash_seed: Array<MapData, u32>,
     // snat
     snat_address: Array<MapData, u32>,
+    snat_local: Array<MapData, u32>,
     // loadBalancerSourceRanges
     source_ranges: LpmTrie<MapData, SourceRange4, u8>,
     /// The socket hooks' cgroup: purging a UDP backend aborts the connected
@@ -153,6 +154,7 @@ impl KernelMaps {
             hash_seed,
             snat_address,
             source_ranges,
+            snat_local,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -212,6 +214,9 @@ impl KernelMaps {
             source_ranges: typed(SOURCE_RANGES4, source_ranges)?
                 .try_into()
                 .map_err(map_err(SOURCE_RANGES4, "open"))?,
+            snat_local: typed(SNAT_LOCAL, snat_local)?
+                .try_into()
+                .map_err(map_err(SNAT_LOCAL, "open"))?,
             socket_cgroup: None,
         })
     }
