@@ -146,6 +146,11 @@ impl FrontendValue {
 pub const BE_FLAG_TERMINATING: u8 = 1 << 0;
 /// The endpoint lives on this node.
 pub const BE_FLAG_LOCAL: u8 = 1 << 1;
+/// The endpoint's EndpointSlice names another node (`nodeName`): its
+/// replies to a masqueraded flow come back through an external device.
+/// Neither flag: no node named (an endpoint outside the cluster, or a
+/// slice written without nodeName).
+pub const BE_FLAG_REMOTE: u8 = 1 << 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]

@@ -14,11 +14,13 @@
 //! - A backend on this node is masqueraded alike once the agent attached
 //!   `lb_tc_pod_ingress` (`snat_pod.rs`) to the pod-facing devices, where
 //!   its pod's replies enter the node (`SNAT_LOCAL` is then 1); until then
-//!   it keeps the client's address, counted (`snat_skipped_local_backend`)
-//!   and traced, so the connection still works.
+//!   only backends whose slice names another node are (`BE_FLAG_REMOTE`),
+//!   and the others (local, or on no node named: they may be a local pod)
+//!   keep the client's address, counted (`snat_skipped_local_backend`) and
+//!   traced, so no connection that worked unmasqueraded breaks.
 
 use lb_common::{
-    BE_FLAG_LOCAL, Backend4, Flow4, FrontendValue,
+    BE_FLAG_REMOTE, Backend4, Flow4, FrontendValue,
     reason::Reason,
     snat::{SNAT_PORT_MIN, TRACE_SNAT_LOCAL_BACKEND, masquerades},
 };
@@ -33,7 +35,8 @@ use crate::{
 
 /// The address a new connection to `fe`, sent to `backend`, is
 /// masqueraded to; `None` keeps the client's (policy Local, no node
-/// address known, or a local backend).
+/// address known, or a backend not known to be on another node while the
+/// pod hook is not attached).
 #[inline(always)]
 pub fn source_address(fe: &FrontendValue, backend: &Backend4) -> Option<u32> {
     if !masquerades(fe) {
@@ -41,7 +44,7 @@ pub fn source_address(fe: &FrontendValue, backend: &Backend4) -> Option<u32> {
     }
     let addr_be = node_address()?;
     trace::masquerade(addr_be);
-    if backend.flags & BE_FLAG_LOCAL != 0 && SNAT_LOCAL.get(0).copied() != Some(1) {
+    if backend.flags & BE_FLAG_REMOTE == 0 && SNAT_LOCAL.get(0).copied() != Some(1) {
         trace::step(TRACE_SNAT_LOCAL_BACKEND);
         stats::count(Reason::SnatSkippedLocalBackend);
         return None;

@@ -88,6 +88,7 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
     // Translate.
     nat::rewrite_xdp_destination(&pkt, flow.dst, backend);
     if let Some(source) = source {
+        trace::snat(source);
         nat::rewrite_xdp_source(&pkt, flow.src, source);
     }
     // Forward: the node's stack routes the packet to the backend.

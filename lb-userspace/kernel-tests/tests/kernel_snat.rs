@@ -19,7 +19,7 @@ use lb::{
     model::Protocol,
 };
 use lb_common::{
-    BE_FLAG_LOCAL, CT_FLAG_SNAT, Ct4Key, Ct4Value, Endpoint4, FE_FLAG_EMPTY_DROP,
+    BE_FLAG_LOCAL, BE_FLAG_REMOTE, CT_FLAG_SNAT, Ct4Key, Ct4Value, Endpoint4, FE_FLAG_EMPTY_DROP,
     FE_KIND_EXTERNAL_IP, FE_KIND_LOAD_BALANCER, FE_KIND_NODE_PORT, FE_KIND_SHIFT, Flow4, PROTO_TCP,
     PROTO_UDP, SCOPE_EXTERNAL,
     packet::tcp::{ACK, RST, SYN},
@@ -40,6 +40,14 @@ const NODE_PORT: u32 = FE_KIND_NODE_PORT << FE_KIND_SHIFT;
 const CLUSTER_PORT: u16 = 30001;
 const LOCAL_PORT: u16 = 30002;
 
+/// A backend whose EndpointSlice names another node.
+fn remote(addr: Ipv4Addr, port: u16, proto: u8) -> lb_common::Backend4 {
+    lb_common::Backend4 {
+        flags: BE_FLAG_REMOTE,
+        ..backend(addr, port, proto)
+    }
+}
+
 fn services(t: &mut TestDatapath, proto: u8) {
     install_service(
         &mut t.maps,
@@ -47,7 +55,7 @@ fn services(t: &mut TestDatapath, proto: u8) {
         1,
         0,
         NODE_PORT | FE_FLAG_MASQUERADE,
-        &[(1, backend(POD, 8080, proto))],
+        &[(1, remote(POD, 8080, proto))],
     );
     install_service(
         &mut t.maps,
@@ -127,7 +135,7 @@ fn masqueraded_node_port_lb_and_external_ip_leave_from_the_node_address() {
                 3 + id as u32,
                 2 + id as u32,
                 kind << FE_KIND_SHIFT | FE_FLAG_MASQUERADE,
-                &[(3 + id as u32, backend(POD, 9000 + id as u16, proto))],
+                &[(3 + id as u32, remote(POD, 9000 + id as u16, proto))],
             );
         }
         for (dst, dport, backend_port) in [
@@ -313,6 +321,24 @@ fn a_local_backend_is_masqueraded_with_the_pod_hook() {
         assert_eq!((verdict, out), (TCX_NEXT, other));
         assert_eq!(t.nonzero_stats().iter().map(|(_, n)| n).sum::<u64>(), 2);
     }
+}
+
+/// Without the pod hook, a backend on no node named (a slice without
+/// nodeName: it may be a pod of this node) is not masqueraded either, so
+/// a connection that worked unmasqueraded keeps working; with the hook,
+/// it is (kube-proxy masquerades every endpoint under policy Cluster).
+#[test]
+fn a_backend_on_no_node_named_is_masqueraded_only_with_the_pod_hook() {
+    let mut t = masquerading(PROTO_TCP);
+    t.maps
+        .set_backend(1, &backend(POD, 8080, PROTO_TCP))
+        .unwrap();
+    let (_, out) = t.run_xdp(&opening(PROTO_TCP, CLIENT, 40000, NODE, CLUSTER_PORT));
+    assert_eq!(check_frame(&out).src, CLIENT);
+    assert_eq!(t.stat(Reason::SnatSkippedLocalBackend), 1);
+    t.maps.set_masquerade_local_backends(true).unwrap();
+    let (_, out) = t.run_xdp(&opening(PROTO_TCP, CLIENT, 40001, NODE, CLUSTER_PORT));
+    assert_eq!(check_frame(&out).src, NODE);
 }
 
 /// Without the pod hook, a backend on this node keeps the client's

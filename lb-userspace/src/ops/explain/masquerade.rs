@@ -38,7 +38,7 @@ pub struct MasqueradeView {
 /// Why a masqueraded decision keeps the source.
 const LOCAL_BACKEND: &str = "the backend is on this node, and no hook translates its pod's replies back yet: the client's address is kept (README, \"Not built yet\")";
 const EXHAUSTED: &str = "every source port tried toward this backend is taken: the new connection is dropped (drop_snat_port_exhausted)";
-const ESTABLISHED: &str = "decided at the connection's first packet; the connection table keeps it (lb conntrack list shows the source)";
+const ESTABLISHED_UNMASQUERADED: &str = "this established connection was not masqueraded at its first packet (a local backend then, or no node address): the connection table keeps it so";
 
 /// The decision for a traced connection that a frontend translated
 /// (`socket_entry`: the socket hooks saw it).
@@ -56,11 +56,19 @@ pub fn view(record: &TraceRecord, socket_entry: bool) -> MasqueradeView {
     } else {
         Masquerade::NotTranslated
     };
-    let masquerading = decision == Masquerade::ToNodeAddress;
     let steps = record.steps;
-    let address = (masquerading && steps & TRACE_MASQUERADE != 0)
+    // An established flow's source comes from its entry (the decision was
+    // its first packet's, under policy Cluster): applied, whatever the
+    // frontend says now.
+    let applied = steps & TRACE_SNAT_APPLIED != 0;
+    let decision = if applied {
+        Masquerade::ToNodeAddress
+    } else {
+        decision
+    };
+    let masquerading = decision == Masquerade::ToNodeAddress;
+    let address = (masquerading && steps & (TRACE_MASQUERADE | TRACE_SNAT_APPLIED) != 0)
         .then(|| Ipv4Addr::from(record.snat_addr_be.to_ne_bytes()).to_string());
-    let applied = masquerading && steps & TRACE_SNAT_APPLIED != 0;
     let not_applied_because = if !masquerading || applied {
         None
     } else if steps & TRACE_SNAT_LOCAL_BACKEND != 0 {
@@ -68,7 +76,7 @@ pub fn view(record: &TraceRecord, socket_entry: bool) -> MasqueradeView {
     } else if steps & TRACE_SNAT_EXHAUSTED != 0 {
         Some(EXHAUSTED)
     } else if steps & TRACE_CONNECTION != 0 {
-        Some(ESTABLISHED)
+        Some(ESTABLISHED_UNMASQUERADED)
     } else {
         None
     };
