@@ -120,9 +120,14 @@ reasons! {
     /// on this node, whose pods' replies no hook translates back yet: the
     /// client's address is kept (README, "Not built yet").
     SnatSkippedLocalBackend = 30, "snat_skipped_local_backend";
+    /// Event: a masqueraded flow's reply entry was evicted and another
+    /// flow claimed its port since: the flow's original entry goes (a SYN
+    /// or datagram claims a new port, anything else is `drop_ct_stale`),
+    /// so no two flows share a translated tuple.
+    SnatPortLost = 31, "snat_port_lost";
 }
 
 /// Number of counters in the stats map.
-pub const REASON_COUNT: u32 = 31;
+pub const REASON_COUNT: u32 = 32;
 
 const _: () = assert!(Reason::ALL.len() as u32 == REASON_COUNT);

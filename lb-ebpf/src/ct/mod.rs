@@ -71,7 +71,7 @@ pub fn lookup_original(flow: Flow4, tcp_flags: u8, fe: &FrontendValue) -> Result
             if recheck::still_valid(&hit, fe, flow.proto, tcp_flags) {
                 let reply = Ct4Key::reply(value.reply_flow(flow));
                 let client = if value.is_snat() { flow.src } else { NO_PEER };
-                lifecycle::seen(
+                let kept = lifecycle::seen(
                     table,
                     &key,
                     entry,
@@ -80,7 +80,18 @@ pub fn lookup_original(flow: Flow4, tcp_flags: u8, fe: &FrontendValue) -> Result
                     Direction::Original,
                     tcp_flags,
                 );
-                return Ok(Original::Hit(hit));
+                if kept || !value.is_snat() {
+                    return Ok(Original::Hit(hit));
+                }
+                // A masqueraded flow whose port another flow claimed after
+                // an eviction took its reply entry: never share the tuple.
+                table::remove(&key);
+                stats::count(Reason::SnatPortLost);
+                return if opens_flow(flow.proto, tcp_flags) {
+                    Ok(Original::New)
+                } else {
+                    Ok(Original::Stale)
+                };
             }
             if !opens_flow(flow.proto, tcp_flags) {
                 return Ok(Original::Stale);
@@ -113,7 +124,8 @@ pub fn lookup_reply(reply: Flow4, tcp_flags: u8, masqueraded: bool) -> Option<En
     let client = value.client_of_reply(&key);
     let original = Ct4Key::original(Flow4::new(client, value.nat(), reply.proto));
     let source = if masqueraded { reply.dst } else { NO_PEER };
-    lifecycle::seen(
+    // A reply always belongs to the flow whose entry it hit.
+    let _ = lifecycle::seen(
         table,
         &key,
         entry,

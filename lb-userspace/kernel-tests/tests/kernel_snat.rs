@@ -421,6 +421,41 @@ fn a_masqueraded_flow_keeps_both_entries_consistent() {
     );
 }
 
+/// An eviction took a masqueraded flow's reply entry and another flow
+/// claimed the port since: the first flow never goes on with that tuple
+/// (its next ACK is dropped as stale, its next SYN claims a new port), and
+/// the holder's entry is left alone.
+#[test]
+fn a_flow_whose_port_was_claimed_by_another_never_shares_it() {
+    let mut t = masquerading(PROTO_TCP);
+    let (_, out) = t.run_xdp(&opening(PROTO_TCP, CLIENT, 40000, NODE, CLUSTER_PORT));
+    let port = check_frame(&out).sport;
+    let reply_key = Ct4Key::reply(Flow4::new(ep(POD, 8080), ep(NODE, port), PROTO_TCP));
+    let mut holder = t.maps.connection(&reply_key).unwrap().unwrap();
+    (holder.peer_addr_be, holder.peer_port_be) = (be32(Ipv4Addr::new(198, 51, 100, 9)), be16(5));
+    t.maps.remove_connection(&reply_key).unwrap();
+    t.maps.set_connection(&reply_key, &holder, false).unwrap();
+
+    let (action, _) = t.run_xdp(&tcp_flags_frame(
+        CLIENT,
+        40000,
+        NODE,
+        CLUSTER_PORT,
+        ACK,
+        b"",
+    ));
+    assert_eq!(action, XDP_DROP);
+    assert_eq!(
+        (t.stat(Reason::SnatPortLost), t.stat(Reason::DropCtStale)),
+        (1, 1)
+    );
+    assert_eq!(t.maps.connection(&reply_key).unwrap(), Some(holder));
+    let (_, out) = t.run_xdp(&opening(PROTO_TCP, CLIENT, 40000, NODE, CLUSTER_PORT));
+    let again = check_frame(&out);
+    assert_eq!(again.src, NODE);
+    assert_ne!(again.sport, port, "a port of its own");
+}
+
 /// `lb trace` runs the real program: the decision (kube-proxy's rule), the
 /// node's address and the port this connection would get, applied; policy
 /// Local keeps the client.
