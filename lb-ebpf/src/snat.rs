@@ -57,7 +57,7 @@ pub fn source_address(fe: &FrontendValue, backend: &Backend4) -> Option<u32> {
 /// node's address and an SNAT port, or no such flow).
 #[inline(always)]
 pub fn reverse(pkt: &XdpPacket, flow: Flow4) -> Option<Reason> {
-    if u16::from_be(flow.dst.port_be) < SNAT_PORT_MIN || node_address()? != flow.dst.addr_be {
+    if !to_snat_port(flow) {
         return None;
     }
     let entry = ct::lookup_reply(flow, pkt.tcp_flags, true)?;
@@ -67,8 +67,15 @@ pub fn reverse(pkt: &XdpPacket, flow: Flow4) -> Option<Reason> {
     Some(Reason::ReverseSnat)
 }
 
+/// Whether `flow` is addressed to the node's address and an SNAT port:
+/// a reply to a masqueraded flow, if any flow holds that port.
 #[inline(always)]
-pub fn node_address() -> Option<u32> {
+pub fn to_snat_port(flow: Flow4) -> bool {
+    u16::from_be(flow.dst.port_be) >= SNAT_PORT_MIN && node_address() == Some(flow.dst.addr_be)
+}
+
+#[inline(always)]
+fn node_address() -> Option<u32> {
     match SNAT_ADDR.get(0) {
         Some(&addr_be) if addr_be != 0 => Some(addr_be),
         _ => None,
