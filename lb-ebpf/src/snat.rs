@@ -61,7 +61,6 @@ pub fn reverse(pkt: &XdpPacket, flow: Flow4) -> Option<Reason> {
         return None;
     }
     let entry = ct::lookup_reply(flow, pkt.tcp_flags, true)?;
-    trace::backend(entry.peer);
     nat::rewrite_xdp_destination(pkt, flow.dst, entry.peer);
     nat::rewrite_xdp_source(pkt, flow.src, entry.nat);
     Some(Reason::ReverseSnat)
