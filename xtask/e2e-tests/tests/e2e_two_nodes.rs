@@ -27,13 +27,22 @@ const LOCAL_UDP_NODE_PORT: u16 = 30094;
 const CLUSTER_NODE_PORT: u16 = 30095;
 const CLUSTER_UDP_NODE_PORT: u16 = 30096;
 
-/// One Service of policy Local with one endpoint on this node and two on
-/// node-b, and the same of policy Cluster.
+/// The policy Cluster Service's LoadBalancer ingress IP and externalIP
+/// (inside the range the client routes to the node).
+const CLUSTER_LB_IP: &str = "192.0.2.132";
+const CLUSTER_EXTERNAL_IP: &str = "192.0.2.232";
+
+/// One LoadBalancer Service of policy Local with one endpoint on this node
+/// and two on node-b, and the same of policy Cluster.
 fn spread_local() -> String {
     spread(
-        "spread-local",
-        "192.0.2.31",
-        "Local",
+        [
+            "spread-local",
+            "192.0.2.31",
+            "Local",
+            "192.0.2.131",
+            "192.0.2.231",
+        ],
         LOCAL_NODE_PORT,
         LOCAL_UDP_NODE_PORT,
     )
@@ -41,15 +50,24 @@ fn spread_local() -> String {
 
 fn spread_cluster() -> String {
     spread(
-        "spread-cluster",
-        "192.0.2.32",
-        "Cluster",
+        [
+            "spread-cluster",
+            "192.0.2.32",
+            "Cluster",
+            CLUSTER_LB_IP,
+            CLUSTER_EXTERNAL_IP,
+        ],
         CLUSTER_NODE_PORT,
         CLUSTER_UDP_NODE_PORT,
     )
 }
 
-fn spread(name: &str, cluster_ip: &str, policy: &str, tcp_port: u16, udp_port: u16) -> String {
+/// `[name, clusterIP, externalTrafficPolicy, LoadBalancer IP, externalIP]`.
+fn spread(
+    [name, cluster_ip, policy, lb_ip, external_ip]: [&str; 5],
+    tcp_port: u16,
+    udp_port: u16,
+) -> String {
     let endpoint = |addr: std::net::Ipv4Addr, node: &str| {
         format!(
             "  - addresses: [\"{addr}\"]\n    conditions: {{ready: true}}\n    nodeName: {node}\n"
@@ -60,12 +78,16 @@ fn spread(name: &str, cluster_ip: &str, policy: &str, tcp_port: u16, udp_port: u
 kind: Service
 metadata: {{name: {name}, namespace: default}}
 spec:
-  type: NodePort
+  type: LoadBalancer
   clusterIP: {cluster_ip}
+  externalIPs: [{external_ip}]
   externalTrafficPolicy: {policy}
   ports:
     - {{name: http, protocol: TCP, port: 80, targetPort: {POD_TCP_PORT}, nodePort: {tcp_port}}}
     - {{name: dns, protocol: UDP, port: 53, targetPort: {POD_UDP_PORT}, nodePort: {udp_port}}}
+status:
+  loadBalancer:
+    ingress: [{{ip: {lb_ip}}}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -127,7 +149,10 @@ fn the_second_node_is_a_flat_pod_network() {
 
 /// The issue's headline: under policy Cluster 22 of 40 connections failed
 /// (every one sent to node-b). Masqueraded, all 40 succeed, TCP and UDP,
-/// and every pod sees node-a's address, as under kube-proxy; the agent
+/// through the NodePort, the LoadBalancer IP and the externalIP
+/// (TestInternalExternalMasquerade "external to NodePort", "external to
+/// LB"; TestExternalTrafficPolicyCluster "external to external IP hits both
+/// endpoints": masq true), and every pod sees node-a's address; the agent
 /// attaches to the link toward node-b too, where node-b's replies come
 /// back, and to the local pods' bridge, where theirs do.
 #[test]
@@ -137,11 +162,21 @@ fn policy_cluster_reaches_pods_on_both_nodes_masqueraded() {
         write,
         &["--device", NODE_LINK_DEVICE, "--pod-device", POD_BRIDGE],
     );
-    for (proto, port) in [("tcp", CLUSTER_NODE_PORT), ("udp", CLUSTER_UDP_NODE_PORT)] {
+    let node = NODE_ADDR.to_string();
+    let frontends = [
+        ("tcp", node.as_str(), CLUSTER_NODE_PORT),
+        ("udp", node.as_str(), CLUSTER_UDP_NODE_PORT),
+        ("tcp", CLUSTER_LB_IP, 80),
+        ("udp", CLUSTER_LB_IP, 53),
+        ("tcp", CLUSTER_EXTERNAL_IP, 80),
+        ("udp", CLUSTER_EXTERNAL_IP, 53),
+    ];
+    for (proto, addr, port) in frontends {
         let mut cmd = env.bed.from_client(&env.probe);
         cmd.args(["--timeout-ms", "2000", proto])
-            .arg(format!("{NODE_ADDR}:{port}"))
+            .arg(format!("{addr}:{port}"))
             .args(["--count", "40"]);
+        let proto = format!("{proto} to {addr}:{port}");
         let tally = tally(&mut cmd).unwrap();
         assert!(
             tally.errors.is_empty(),
