@@ -204,3 +204,73 @@ fn policy_cluster_reaches_pods_on_both_nodes_masqueraded() {
         );
     }
 }
+
+/// `lb trace` names the masquerade real traffic meets: for a few client
+/// ports, the trace's backend, address and port rule (applied), then the
+/// real request from that port lands on that pod, which sees the node's
+/// address, and `lb conntrack list` shows the flow's translated source.
+#[test]
+fn the_trace_and_the_connection_table_show_the_masquerade() {
+    let (_serial, env) = exclusive_env_on(
+        || Testbed::with_remote_node(3, 2),
+        write,
+        &["--device", NODE_LINK_DEVICE, "--pod-device", POD_BRIDGE],
+    );
+    let lb = |args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(&env.lb)
+            .args(args)
+            .args(["-o", "json", "--pin-dir"])
+            .arg(&env.bed.pin_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "lb {args:?}: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let frontend = format!("{NODE_ADDR}:{CLUSTER_NODE_PORT}");
+    let pod_of = |backend: &str| {
+        let addr: std::net::Ipv4Addr = backend.split(':').next().unwrap().parse().unwrap();
+        (0..3)
+            .find(|&i| pod_addr(i) == addr)
+            .map(pod_name)
+            .or_else(|| {
+                (0..2)
+                    .find(|&i| remote_pod_addr(i) == addr)
+                    .map(remote_pod_name)
+            })
+            .unwrap_or_else(|| panic!("{backend} is no pod"))
+    };
+    for port in 42_000..42_006u16 {
+        let src = format!("{CLIENT_ADDR}:{port}");
+        let report = lb(&[
+            "trace", "--from", "external", "--src", &src, "--dst", &frontend,
+        ]);
+        let masquerade = &report["masquerade"];
+        assert_eq!(report["verdict"], "dnat", "{report:#}");
+        assert_eq!(report["snat"], true, "{report:#}");
+        assert_eq!(
+            masquerade["rule"],
+            "external traffic, policy Cluster: masquerade"
+        );
+        assert_eq!(masquerade["address"], NODE_ADDR.to_string());
+        let traced_port = masquerade["port"].as_u64().unwrap();
+        assert!((61_000..=65_535).contains(&traced_port), "{report:#}");
+        let backend = report["backend"].as_str().unwrap();
+
+        let mut cmd = env.bed.from_client(&env.probe);
+        cmd.args(["--timeout-ms", "2000", "tcp", &frontend])
+            .args(["--source-port", &port.to_string()]);
+        let answer = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+        assert_eq!(
+            answer.trim(),
+            format!("{} from {NODE_ADDR}", pod_of(backend)),
+            "from port {port}: the trace said {backend}"
+        );
+        let conns = lb(&["conntrack", "list", "--port", &port.to_string()]);
+        let conn = &conns.as_array().unwrap()[0];
+        assert_eq!(conn["backend"], backend);
+        let source = conn["translated_source"].as_str().unwrap();
+        let (addr, snat_port) = source.split_once(':').unwrap();
+        assert_eq!(addr, NODE_ADDR.to_string());
+        assert!((61_000..=65_535).contains(&snat_port.parse::<u32>().unwrap()));
+    }
+}
