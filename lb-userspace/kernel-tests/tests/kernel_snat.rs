@@ -86,6 +86,27 @@ fn opening(proto: u8, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> V
     }
 }
 
+/// The backend's first answer to CLIENT:40000's masqueraded flow, which
+/// got `snat_port`.
+fn reply_to(proto: u8, snat_port: u16) -> Vec<u8> {
+    if proto == PROTO_TCP {
+        tcp_flags_frame(POD, 8080, NODE, snat_port, SYN | ACK, b"")
+    } else {
+        udp_frame(POD, 8080, NODE, snat_port, b"answer", true)
+    }
+}
+
+/// `out` goes back to CLIENT:40000 from the frontend, with valid
+/// checksums, counted once as `reverse_snat`.
+fn assert_back_to_the_client(t: &TestDatapath, out: &[u8]) {
+    let p = check_frame(out);
+    assert_eq!(
+        (p.src, p.sport, p.dst, p.dport),
+        (NODE, CLUSTER_PORT, CLIENT, 40000)
+    );
+    assert_eq!(t.stat(Reason::ReverseSnat), 1);
+}
+
 fn in_range(port: u16) -> bool {
     (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&port)
 }
@@ -184,19 +205,9 @@ fn the_reply_to_the_node_address_is_translated_back() {
         let t = masquerading(proto);
         let (_, out) = t.run_xdp(&opening(proto, CLIENT, 40000, NODE, CLUSTER_PORT));
         let snat_port = check_frame(&out).sport;
-        let reply = if proto == PROTO_TCP {
-            tcp_flags_frame(POD, 8080, NODE, snat_port, SYN | ACK, b"")
-        } else {
-            udp_frame(POD, 8080, NODE, snat_port, b"answer", true)
-        };
-        let (action, out) = t.run_xdp(&reply);
+        let (action, out) = t.run_xdp(&reply_to(proto, snat_port));
         assert_eq!(action, XDP_PASS);
-        let p = check_frame(&out);
-        assert_eq!(
-            (p.src, p.sport, p.dst, p.dport),
-            (NODE, CLUSTER_PORT, CLIENT, 40000)
-        );
-        assert_eq!(t.stat(Reason::ReverseSnat), 1);
+        assert_back_to_the_client(&t, &out);
 
         let next = if proto == PROTO_TCP {
             tcp_flags_frame(CLIENT, 40000, NODE, CLUSTER_PORT, ACK, b"data")
@@ -302,19 +313,12 @@ fn a_local_backend_is_masqueraded_with_the_pod_hook() {
         let p = check_frame(&out);
         assert_eq!((p.src, p.dst), (NODE, POD));
         assert_eq!(t.stat(Reason::SnatSkippedLocalBackend), 0);
-        let reply = if proto == PROTO_TCP {
-            tcp_flags_frame(POD, 8080, NODE, p.sport, SYN | ACK, b"")
-        } else {
-            udp_frame(POD, 8080, NODE, p.sport, b"answer", true)
-        };
-        let (verdict, out) = t.dp().run_tc_pod_ingress(&reply).unwrap();
+        let (verdict, out) = t
+            .dp()
+            .run_tc_pod_ingress(&reply_to(proto, p.sport))
+            .unwrap();
         assert_eq!(verdict, TCX_NEXT);
-        let r = check_frame(&out);
-        assert_eq!(
-            (r.src, r.sport, r.dst, r.dport),
-            (NODE, CLUSTER_PORT, CLIENT, 40000)
-        );
-        assert_eq!(t.stat(Reason::ReverseSnat), 1);
+        assert_back_to_the_client(&t, &out);
         // A pod's own traffic is none of the hook's business.
         let other = udp_frame(POD, 8080, Ipv4Addr::new(10, 244, 1, 6), 53, b"x", true);
         let (verdict, out) = t.dp().run_tc_pod_ingress(&other).unwrap();
