@@ -6,8 +6,8 @@
 //! them (the `_be` convention of the map types).
 
 use crate::{
-    Backend4, CT_DIR_ORIGINAL, CT_DIR_REPLY, Ct4Key, Ct4Value, SockRevNat4Key, SockRevNat4Value,
-    flow_hash::flow_hash4_seeded,
+    Backend4, CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FLAG_SNAT, Ct4Key, Ct4Value, SockRevNat4Key,
+    SockRevNat4Value, flow_hash::flow_hash4_seeded,
 };
 
 /// One end of a flow: an IPv4 address and a port, both in network order.
@@ -137,7 +137,7 @@ impl Ct4Key {
             CT_DIR_ORIGINAL => Some(self.flow()),
             // The reply entry's value holds the frontend the client spoke to.
             CT_DIR_REPLY => Some(Flow4::new(
-                Endpoint4::new(self.dst_addr_be, self.dst_port_be),
+                value.client_of_reply(self),
                 value.nat(),
                 self.proto,
             )),
@@ -164,6 +164,42 @@ impl Ct4Value {
     #[inline(always)]
     pub const fn nat(&self) -> Endpoint4 {
         Endpoint4::new(self.nat_addr_be, self.nat_port_be)
+    }
+
+    /// The second endpoint of a masqueraded flow (see `CT_FLAG_SNAT`).
+    #[inline(always)]
+    pub const fn peer(&self) -> Endpoint4 {
+        Endpoint4::new(self.peer_addr_be, self.peer_port_be)
+    }
+
+    #[inline(always)]
+    pub const fn is_snat(&self) -> bool {
+        self.flags & CT_FLAG_SNAT != 0
+    }
+
+    /// The client of the flow whose reply entry (at `key`) this is: the
+    /// key's destination, unless the flow is masqueraded (the key's
+    /// destination is then the node's address and SNAT port).
+    #[inline(always)]
+    pub const fn client_of_reply(&self, key: &Ct4Key) -> Endpoint4 {
+        if self.is_snat() {
+            self.peer()
+        } else {
+            Endpoint4::new(key.dst_addr_be, key.dst_port_be)
+        }
+    }
+
+    /// The tuple replies carry for the flow whose original entry this is
+    /// (`flow` is client -> frontend): backend -> client, or backend ->
+    /// the node's address and SNAT port when masqueraded.
+    #[inline(always)]
+    pub const fn reply_flow(&self, flow: Flow4) -> Flow4 {
+        let reply = flow.reply_via(self.nat());
+        if self.is_snat() {
+            reply.with_destination(self.peer())
+        } else {
+            reply
+        }
     }
 }
 

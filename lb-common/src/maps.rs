@@ -25,11 +25,12 @@ pub const MAGLEV_V1: &str = "lb_maglev_v1";
 pub const MAGLEV_TABLES_DIR: &str = "maglev_tables";
 /// Connection table for packet hooks, assured flows (a TCP handshake
 /// completed, a UDP stream): `Ct4Key -> Ct4Value` (LRU hash). `_v2`: the
-/// value carries a state and timestamps in seconds (see [`crate::ct`]).
-pub const CT4: &str = "lb_ct4_v2";
+/// value carries a state and timestamps in seconds (see [`crate::ct`]);
+/// `_v3`: and a second endpoint for masqueraded flows (`Ct4Value::peer_*`).
+pub const CT4: &str = "lb_ct4_v3";
 /// Connection table for packet hooks, flows not assured yet: the same
 /// layout; a flood of new flows can only displace entries of this table.
-pub const CT4_NEW: &str = "lb_ct4_new_v2";
+pub const CT4_NEW: &str = "lb_ct4_new_v3";
 /// Reverse translation for socket hooks: `SockRevNat4Key -> SockRevNat4Value` (LRU hash).
 pub const SOCK_REVNAT4: &str = "lb_sock_rnat4_v1";
 /// Per-CPU counters indexed by [`crate::reason::Reason`] (per-CPU array of `u64`).
@@ -54,7 +55,7 @@ pub const TRACE_REQUEST: &str = "lb_trace_req";
 pub const HASH_SEED: &str = "lb_hash_seed_v1";
 
 /// Every pinned map, for the agent's pin directory checks.
-pub const ALL_MAPS: [&str; 16] = [
+pub const ALL_MAPS: [&str; 17] = [
     FRONTENDS4,
     BACKENDS4,
     MAGLEV,
@@ -74,6 +75,8 @@ pub const ALL_MAPS: [&str; 16] = [
     crate::service_cidr::SERVICE_CIDRS4,
     // selection
     crate::algorithm::BACKEND_CONNECTIONS,
+    // snat, continued
+    crate::snat::SNAT_LOCAL,
 ];
 
 /// Map names whose layout this build understands are `..._v1`; a pinned
@@ -159,6 +162,11 @@ impl FrontendValue {
 pub const BE_FLAG_TERMINATING: u8 = 1 << 0;
 /// The endpoint lives on this node.
 pub const BE_FLAG_LOCAL: u8 = 1 << 1;
+/// The endpoint's EndpointSlice names another node (`nodeName`): its
+/// replies to a masqueraded flow come back through an external device.
+/// Neither flag: no node named (an endpoint outside the cluster, or a
+/// slice written without nodeName).
+pub const BE_FLAG_REMOTE: u8 = 1 << 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
@@ -189,6 +197,12 @@ pub struct Ct4Key {
     pub _pad: [u8; 2],
 }
 
+/// `Ct4Value.flags`: the flow is masqueraded (SNAT). Its original entry's
+/// `peer_*` is the node address and port the source is rewritten to; its
+/// reply entry is keyed backend -> that address and port, and its `peer_*`
+/// is the client the destination is rewritten back to.
+pub const CT_FLAG_SNAT: u8 = 1 << 0;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct Ct4Value {
@@ -198,7 +212,8 @@ pub struct Ct4Value {
     pub nat_port_be: u16,
     /// `crate::ct::CT_*`.
     pub state: u8,
-    pub _pad: u8,
+    /// `CT_FLAG_*`.
+    pub flags: u8,
     pub backend_id: u32,
     pub service_id: u32,
     /// Seconds of `CLOCK_MONOTONIC` (see [`crate::ct::seconds`]) when the
@@ -206,6 +221,12 @@ pub struct Ct4Value {
     /// only when the second changes: no shared cache line written per packet).
     pub created_s: u32,
     pub last_seen_s: u32,
+    /// With `CT_FLAG_SNAT` (0 otherwise): original entry, the source the
+    /// flow is masqueraded to (node address, allocated port); reply entry,
+    /// the client to rewrite the destination back to.
+    pub peer_addr_be: u32,
+    pub peer_port_be: u16,
+    pub _pad: u16,
 }
 
 /// Socket-hook reverse translation: which frontend a socket meant when it
@@ -325,6 +346,10 @@ pub struct TraceRecord {
     /// The address a new connection's source is masqueraded to (valid with
     /// `snat::TRACE_MASQUERADE`).
     pub snat_addr_be: u32,
+    /// The source port a masqueraded connection gets (valid with
+    /// `snat::TRACE_SNAT_APPLIED`).
+    pub snat_port_be: u16,
+    pub _pad2: u16,
 }
 
 #[cfg(feature = "user")]
@@ -350,10 +375,10 @@ const _: () = assert!(size_of::<Frontend4Key>() == 8);
 const _: () = assert!(size_of::<FrontendValue>() == 16);
 const _: () = assert!(size_of::<Backend4>() == 8);
 const _: () = assert!(size_of::<Ct4Key>() == 16);
-const _: () = assert!(size_of::<Ct4Value>() == 24);
+const _: () = assert!(size_of::<Ct4Value>() == 32);
 const _: () = assert!(size_of::<SockRevNat4Key>() == 16);
 const _: () = assert!(size_of::<SockRevNat4Value>() == 12);
 const _: () = assert!(size_of::<ServiceInfo>() == 152);
 const _: () = assert!(size_of::<ServiceCounters>() == 32);
 const _: () = assert!(size_of::<TraceRequest>() == 24);
-const _: () = assert!(size_of::<TraceRecord>() == 44);
+const _: () = assert!(size_of::<TraceRecord>() == 48);

@@ -117,9 +117,27 @@ reasons! {
     /// `ECONNREFUSED` from the socket hooks), as kube-proxy's nftables
     /// rule "Reject traffic to invalid ports of ClusterIPs" rejects it.
     RejectClusterIpPort = 29, "reject_cluster_ip_port";
+    // snat
+    /// A new masqueraded flow found no free source port toward its backend
+    /// within its tries (`snat::SNAT_PORT_TRIES`): dropped, never sharing
+    /// another flow's translated tuple (the client retries).
+    DropSnatPortExhausted = 30, "drop_snat_port_exhausted";
+    /// A reply to a masqueraded flow (backend -> node address and SNAT
+    /// port) translated back at ingress: destination the client, source
+    /// the frontend.
+    ReverseSnat = 31, "reverse_snat";
+    /// Event: kube-proxy would masquerade this new flow, but its backend is
+    /// on this node, whose pods' replies no hook translates back yet: the
+    /// client's address is kept (README, "Not built yet").
+    SnatSkippedLocalBackend = 32, "snat_skipped_local_backend";
+    /// Event: a masqueraded flow's reply entry was evicted and another
+    /// flow claimed its port since: the flow's original entry goes (a SYN
+    /// or datagram claims a new port, anything else is `drop_ct_stale`),
+    /// so no two flows share a translated tuple.
+    SnatPortLost = 33, "snat_port_lost";
 }
 
 /// Number of counters in the stats map.
-pub const REASON_COUNT: u32 = 30;
+pub const REASON_COUNT: u32 = 34;
 
 const _: () = assert!(Reason::ALL.len() as u32 == REASON_COUNT);

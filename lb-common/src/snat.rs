@@ -41,6 +41,12 @@ pub const FE_FLAG_MASQUERADE: u32 = 1 << 2;
 /// masqueraded). Written by the agent from the node's addresses.
 pub const SNAT_ADDR: &str = "lb_snat_addr_v1";
 
+/// Whether backends on this node are masqueraded too: an array of one
+/// `u32`, 1 once the agent attached the hook that translates their pods'
+/// replies back (`lb_tc_pod_ingress` on `--pod-device`); 0: a local
+/// backend keeps the client's address (`snat_skipped_local_backend`).
+pub const SNAT_LOCAL: &str = "lb_snat_local_v1";
+
 /// The source ports masquerade allocates from: 61000 to 65535. Disjoint
 /// from the default NodePort range (30000-32767: a reply to a masqueraded
 /// flow must never look like a new connection to a NodePort) and from the
@@ -60,9 +66,36 @@ const EPHEMERAL_RANGE_END: u16 = 60_999;
 const _: () = assert!(SNAT_PORT_MIN > NODE_PORT_RANGE_END && SNAT_PORT_MIN > EPHEMERAL_RANGE_END);
 const _: () = assert!(SNAT_PORT_MAX as u32 - SNAT_PORT_MIN as u32 + 1 == 4_536);
 
+/// Ports in the SNAT range.
+pub const SNAT_PORT_COUNT: u32 = SNAT_PORT_MAX as u32 - SNAT_PORT_MIN as u32 + 1;
+
+/// How many ports a new masqueraded flow tries, each drawn at random in
+/// the range, before its drop counts as exhaustion. A port is claimed by
+/// inserting the flow's reply key (backend -> node address and port) only
+/// where none exists, so a try fails only where another flow holds that
+/// very tuple; with 32 random tries a backend whose ports are 90% taken
+/// still gets a new flow through 97% of the time (Cilium tries 32 without
+/// its large instruction budget; the kernel's `nf_nat_l4proto_unique_tuple`
+/// 128, then fewer).
+pub const SNAT_PORT_TRIES: u32 = 32;
+
+/// The port a try with `random` gets, in network order.
+#[inline(always)]
+pub const fn snat_port_be(random: u32) -> u16 {
+    (SNAT_PORT_MIN + (random % SNAT_PORT_COUNT) as u16).to_be()
+}
+
 /// `TraceRecord.steps` bit: kube-proxy masquerades this new connection, to
 /// `TraceRecord.snat_addr_be` (bits 5 and 6 are affinity's).
 pub const TRACE_MASQUERADE: u32 = 1 << 7;
+/// `TraceRecord.steps` bit: the datapath masquerades it, to
+/// `snat_addr_be`:`snat_port_be` (the first free port it tried).
+pub const TRACE_SNAT_APPLIED: u32 = 1 << 8;
+/// `TraceRecord.steps` bit: the backend is on this node; its replies have
+/// no hook to translate them back yet, so the source is kept.
+pub const TRACE_SNAT_LOCAL_BACKEND: u32 = 1 << 9;
+/// `TraceRecord.steps` bit: every port tried is taken (a drop).
+pub const TRACE_SNAT_EXHAUSTED: u32 = 1 << 10;
 
 /// Where a connection enters this node's datapath.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,6 +2,8 @@
 //!
 //! - `lb_xdp_ingress` (XDP, external devices): DNAT of north-south traffic.
 //! - `lb_tc_egress` (tcx egress, external devices): reverse NAT of replies.
+//! - `lb_tc_pod_ingress` (tcx ingress, pod-facing devices): reverse NAT of
+//!   local pods' replies to masqueraded flows.
 //! - `lb_connect4`, `lb_sendmsg4`, `lb_recvmsg4`, `lb_getpeername4` (cgroup
 //!   sock_addr): socket-level translation of east-west traffic.
 //! - `lb_sock_egress` (cgroup skb egress): loadBalancerSourceRanges of
@@ -47,6 +49,8 @@ mod select_algorithm;
 mod service_cidr;
 #[cfg(target_arch = "bpf")]
 mod snat;
+#[cfg(target_arch = "bpf")]
+mod snat_pod;
 #[cfg(target_arch = "bpf")]
 mod sock;
 #[cfg(target_arch = "bpf")]

@@ -39,12 +39,12 @@ pub static MAGLEV: ArrayOfMaps<MaglevTable, { DEFAULT_MAX_TABLES as usize }> = A
 
 /// Connection table of the packet hooks, assured flows (both directions).
 /// The agent resizes it at load time (`--ct-entries`).
-#[map(name = "lb_ct4_v2")]
+#[map(name = "lb_ct4_v3")]
 pub static CT4: LruHashMap<Ct4Key, Ct4Value> = LruHashMap::pinned(DEFAULT_CT_ENTRIES, 0);
 
 /// Connection table of the packet hooks, flows not assured yet (a quarter
 /// of `--ct-entries`).
-#[map(name = "lb_ct4_new_v2")]
+#[map(name = "lb_ct4_new_v3")]
 pub static CT4_NEW: LruHashMap<Ct4Key, Ct4Value> =
     LruHashMap::pinned(DEFAULT_CT_ENTRIES / CT_NEW_SHARE, 0);
 
@@ -74,6 +74,11 @@ pub static HASH_SEED: Array<u32> = Array::pinned(1, 0);
 /// (`lb_common::snat::SNAT_ADDR`), slot 0; 0: none known.
 #[map(name = "lb_snat_addr_v1")]
 pub static SNAT_ADDR: Array<u32> = Array::pinned(1, 0);
+
+/// 1: backends on this node are masqueraded too (the pod hook is
+/// attached, `lb_common::snat::SNAT_LOCAL`), slot 0.
+#[map(name = "lb_snat_local_v1")]
+pub static SNAT_LOCAL: Array<u32> = Array::pinned(1, 0);
 
 /// The per-CPU token bucket of ICMP rejects (never pinned: a restart
 /// starts with a full burst).
@@ -108,8 +113,8 @@ pub(crate) const fn str_eq(a: &str, b: &str) -> bool {
 const _: () = assert!(str_eq("lb_fe4_v1", lb_common::FRONTENDS4));
 const _: () = assert!(str_eq("lb_be4_v1", lb_common::BACKENDS4));
 const _: () = assert!(str_eq("lb_maglev_v2", lb_common::MAGLEV));
-const _: () = assert!(str_eq("lb_ct4_v2", lb_common::CT4));
-const _: () = assert!(str_eq("lb_ct4_new_v2", lb_common::CT4_NEW));
+const _: () = assert!(str_eq("lb_ct4_v3", lb_common::CT4));
+const _: () = assert!(str_eq("lb_ct4_new_v3", lb_common::CT4_NEW));
 const _: () = assert!(str_eq("lb_sock_rnat4_v1", lb_common::SOCK_REVNAT4));
 const _: () = assert!(str_eq("lb_stats_v1", lb_common::STATS));
 const _: () = assert!(str_eq("lb_svc_v1", lb_common::SERVICES));
@@ -119,3 +124,4 @@ const _: () = assert!(str_eq("lb_hash_seed_v1", lb_common::HASH_SEED));
 const _: () = assert!(str_eq("lb_reject_tokens", lb_common::reject::REJECT_TOKENS));
 const _: () = assert!(str_eq("lb_trace_req", lb_common::TRACE_REQUEST));
 const _: () = assert!(str_eq("lb_snat_addr_v1", lb_common::snat::SNAT_ADDR));
+const _: () = assert!(str_eq("lb_snat_local_v1", lb_common::snat::SNAT_LOCAL));

@@ -1,7 +1,7 @@
 //! Address and port rewrites with their checksum updates, for every hook
-//! that translates packets: the destination of an XDP packet (forward
-//! translation, and what `lb trace` shows for the socket hooks) and the
-//! source of an skb (reverse translation on tc).
+//! that translates packets: either end of an XDP packet (forward
+//! translation and masquerade, what `lb trace` shows for the socket hooks,
+//! masqueraded replies) and of an skb (reverse translation on tc).
 //!
 //! XDP updates checksums incrementally (`lb_common::csum`); tc uses the
 //! kernel's helpers, which unlike an incremental update also handle
@@ -15,8 +15,11 @@ use lb_common::{Endpoint4, PROTO_SCTP, PROTO_UDP, csum, reason::Reason};
 
 use crate::{
     parse::{ETH_HLEN, IPV4_CSUM_OFF, IPV4_SADDR_OFF, SkbPacket, XdpPacket},
-    sctp,
+    sctp::{self, PortEnd},
 };
+
+/// The destination address' offset in the IPv4 header.
+const IPV4_DADDR_OFF: usize = 16;
 
 /// Rewrites the destination of a parsed XDP packet from `from` (its
 /// current destination) to `to`.
@@ -24,13 +27,59 @@ use crate::{
 pub fn rewrite_xdp_destination(pkt: &XdpPacket, from: Endpoint4, to: Endpoint4) {
     // SAFETY: bounds-checked pointers from `parse::xdp_ipv4`.
     unsafe {
+        rewrite_xdp(
+            pkt,
+            &raw mut (*pkt.ip).daddr_be,
+            &raw mut (*pkt.ports).dst_be,
+            PortEnd::Destination,
+            from,
+            to,
+        )
+    }
+}
+
+/// Rewrites the source of a parsed XDP packet from `from` (its current
+/// source) to `to` (masquerade, and the frontend of a masqueraded reply).
+#[inline(always)]
+pub fn rewrite_xdp_source(pkt: &XdpPacket, from: Endpoint4, to: Endpoint4) {
+    // SAFETY: bounds-checked pointers from `parse::xdp_ipv4`.
+    unsafe {
+        rewrite_xdp(
+            pkt,
+            &raw mut (*pkt.ip).saddr_be,
+            &raw mut (*pkt.ports).src_be,
+            PortEnd::Source,
+            from,
+            to,
+        )
+    }
+}
+
+/// Rewrites one end of a parsed XDP packet, `from` to `to`: `addr` and
+/// `port` point at its address in the IPv4 header and its port in the
+/// transport header (`end` says which); both checksums are updated
+/// incrementally.
+///
+/// # Safety
+/// `addr` and `port` point into `pkt`'s bounds-checked headers.
+#[inline(always)]
+unsafe fn rewrite_xdp(
+    pkt: &XdpPacket,
+    addr: *mut u32,
+    port: *mut u16,
+    end: PortEnd,
+    from: Endpoint4,
+    to: Endpoint4,
+) {
+    // SAFETY: the caller's pointers, and `parse::xdp_ipv4`'s.
+    unsafe {
         let ip = pkt.ip;
         (*ip).check = csum::replace4((*ip).check, from.addr_be, to.addr_be);
-        (*ip).daddr_be = to.addr_be;
+        *addr = to.addr_be;
         if pkt.proto == PROTO_SCTP {
-            // CRC32c, over the SCTP packet only.
-            sctp::update_xdp_crc(pkt, from, to);
-            (*pkt.ports).dst_be = to.port_be;
+            // CRC32c, over the SCTP packet only: the port, not the address.
+            sctp::update_xdp_crc(pkt, end, from, to);
+            *port = to.port_be;
             return;
         }
         *pkt.csum = csum::l4_after_rewrite(
@@ -41,7 +90,7 @@ pub fn rewrite_xdp_destination(pkt: &XdpPacket, from: Endpoint4, to: Endpoint4) 
             from.port_be,
             to.port_be,
         );
-        (*pkt.ports).dst_be = to.port_be;
+        *port = to.port_be;
     }
 }
 
@@ -49,13 +98,55 @@ pub fn rewrite_xdp_destination(pkt: &XdpPacket, from: Endpoint4, to: Endpoint4) 
 /// (`DropRewriteFailed`) may leave the packet half rewritten: drop it.
 #[inline(always)]
 pub fn rewrite_skb_source(ctx: &TcContext, pkt: &SkbPacket, to: Endpoint4) -> Result<(), Reason> {
+    rewrite_skb(
+        ctx,
+        pkt,
+        PortEnd::Source,
+        pkt.flow.src,
+        to,
+        IPV4_SADDR_OFF,
+        0,
+    )
+}
+
+/// Rewrites the destination of a parsed skb (as parsed: a source rewritten
+/// since is left alone) to `to`; failures as [`rewrite_skb_source`].
+#[inline(always)]
+pub fn rewrite_skb_destination(
+    ctx: &TcContext,
+    pkt: &SkbPacket,
+    to: Endpoint4,
+) -> Result<(), Reason> {
+    rewrite_skb(
+        ctx,
+        pkt,
+        PortEnd::Destination,
+        pkt.flow.dst,
+        to,
+        IPV4_DADDR_OFF,
+        2,
+    )
+}
+
+/// Rewrites one end of a parsed skb, `from` to `to`: the address at
+/// `addr_off` in the IPv4 header and the port at `port_off` in the
+/// transport header, with both checksums.
+#[inline(always)]
+fn rewrite_skb(
+    ctx: &TcContext,
+    pkt: &SkbPacket,
+    end: PortEnd,
+    from: Endpoint4,
+    to: Endpoint4,
+    addr_off: usize,
+    port_off: usize,
+) -> Result<(), Reason> {
     let fail = |_| Reason::DropRewriteFailed;
-    let from = pkt.flow.src;
     let mut l4_flags = 0u64;
     let mut l4_csum = true;
     if pkt.flow.proto == PROTO_SCTP {
         // CRC32c, over the SCTP packet only: the ports, not the address.
-        sctp::update_skb_crc(ctx, pkt, to)?;
+        sctp::update_skb_crc(ctx, pkt, end, from, to)?;
         l4_csum = false;
     } else if pkt.flow.proto == PROTO_UDP {
         // Zero means "no checksum"; MARK_MANGLED_0 keeps it so and turns a
@@ -87,8 +178,9 @@ pub fn rewrite_skb_source(ctx: &TcContext, pkt: &SkbPacket, to: Endpoint4) -> Re
         4,
     )
     .map_err(fail)?;
-    ctx.store(ETH_HLEN + IPV4_SADDR_OFF, &to.addr_be, 0)
+    ctx.store(ETH_HLEN + addr_off, &to.addr_be, 0)
         .map_err(fail)?;
-    ctx.store(pkt.l4_off, &to.port_be, 0).map_err(fail)?;
+    ctx.store(pkt.l4_off + port_off, &to.port_be, 0)
+        .map_err(fail)?;
     Ok(())
 }

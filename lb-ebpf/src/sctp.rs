@@ -53,11 +53,30 @@ fn sctp_len(ip: &Ipv4Hdr) -> u32 {
     u32::from(u16::from_be(ip.tot_len_be)).saturating_sub(hlen)
 }
 
-/// Updates the CRC32c of a parsed XDP packet whose destination port goes
-/// from `from` to `to` (call before the port is written; the address
-/// needs nothing).
+/// Which port of a packet a rewrite changes.
+#[derive(Clone, Copy)]
+pub enum PortEnd {
+    Source,
+    Destination,
+}
+
+/// The header's ports (source, destination) before and after `end` goes
+/// from `from` to `to`, the other port as `ports` has it. By CRC32c's
+/// linearity only what changes counts: the other port cancels out, so a
+/// stale value of it (an skb's end rewritten since it was parsed) is fine.
 #[inline(always)]
-pub fn update_xdp_crc(pkt: &XdpPacket, from: Endpoint4, to: Endpoint4) {
+fn ports_around(ports: (u16, u16), end: PortEnd, from: u16, to: u16) -> ((u16, u16), (u16, u16)) {
+    match end {
+        PortEnd::Source => ((from, ports.1), (to, ports.1)),
+        PortEnd::Destination => ((ports.0, from), (ports.0, to)),
+    }
+}
+
+/// Updates the CRC32c of a parsed XDP packet whose `end` port goes from
+/// `from` to `to` (call before the port is written; the address needs
+/// nothing).
+#[inline(always)]
+pub fn update_xdp_crc(pkt: &XdpPacket, end: PortEnd, from: Endpoint4, to: Endpoint4) {
     if from.port_be == to.port_be {
         return;
     }
@@ -65,30 +84,31 @@ pub fn update_xdp_crc(pkt: &XdpPacket, from: Endpoint4, to: Endpoint4) {
     // bytes of the CRC (`xdp_header`).
     unsafe {
         let (ip, ports) = (*pkt.ip, *pkt.ports);
+        let (old, new) = ports_around((ports.src_be, ports.dst_be), end, from.port_be, to.port_be);
         let crc = core::ptr::read_unaligned(pkt.csum.cast::<u32>());
-        let crc = crc32c_after_port_rewrite(
-            crc,
-            sctp_len(&ip),
-            (ports.src_be, from.port_be),
-            (ports.src_be, to.port_be),
-        );
+        let crc = crc32c_after_port_rewrite(crc, sctp_len(&ip), old, new);
         core::ptr::write_unaligned(pkt.csum.cast::<u32>(), crc);
     }
 }
 
-/// Updates the CRC32c of a parsed skb whose source port goes from the
-/// packet's to `to` (the reply path; the ports are written by the caller).
+/// Updates the CRC32c of a parsed skb whose `end` port goes from `from`
+/// to `to` (the ports are written by the caller).
 #[inline(always)]
-pub fn update_skb_crc(ctx: &TcContext, pkt: &SkbPacket, to: Endpoint4) -> Result<(), Reason> {
-    let from = pkt.flow.src;
+pub fn update_skb_crc(
+    ctx: &TcContext,
+    pkt: &SkbPacket,
+    end: PortEnd,
+    from: Endpoint4,
+    to: Endpoint4,
+) -> Result<(), Reason> {
     if from.port_be == to.port_be {
         return Ok(());
     }
     let fail = |_| Reason::DropRewriteFailed;
     let hdr: Ipv4Hdr = ctx.load(ETH_HLEN).map_err(fail)?;
     let crc: u32 = ctx.load(pkt.csum_off).map_err(fail)?;
-    let dst = pkt.flow.dst.port_be;
-    let crc =
-        crc32c_after_port_rewrite(crc, sctp_len(&hdr), (from.port_be, dst), (to.port_be, dst));
+    let parsed = (pkt.flow.src.port_be, pkt.flow.dst.port_be);
+    let (old, new) = ports_around(parsed, end, from.port_be, to.port_be);
+    let crc = crc32c_after_port_rewrite(crc, sctp_len(&hdr), old, new);
     ctx.store(pkt.csum_off, &crc, 0).map_err(fail)
 }

@@ -39,7 +39,9 @@ pub fn count_service(service_id: u32, reason: Reason) {
             }
             Reason::DnatEstablished => (*counters).established += 1,
             Reason::RejectNoEndpoints => (*counters).rejected += 1,
-            Reason::DropNoLocalEndpoint | Reason::DropSourceRange => (*counters).dropped += 1,
+            Reason::DropNoLocalEndpoint
+            | Reason::DropSourceRange
+            | Reason::DropSnatPortExhausted => (*counters).dropped += 1,
             _ => {}
         }
     }

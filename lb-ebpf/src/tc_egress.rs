@@ -35,7 +35,7 @@ fn egress(ctx: &TcContext) -> Result<Reason, Reason> {
     // Parse.
     let pkt = parse::skb_ipv4(ctx)?;
     // Look up the reply entry: backend -> client.
-    let entry = ct::lookup_reply(pkt.flow, pkt.tcp_flags).ok_or(Reason::PassNoConnection)?;
+    let entry = ct::lookup_reply(pkt.flow, pkt.tcp_flags, false).ok_or(Reason::PassNoConnection)?;
     // Translate the source back to the frontend.
     nat::rewrite_skb_source(ctx, &pkt, entry.nat)?;
     Ok(Reason::ReverseNat)

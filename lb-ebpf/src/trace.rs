@@ -114,6 +114,16 @@ pub fn masquerade(addr_be: u32) {
     })
 }
 
+/// The datapath masquerades this new connection to `source`.
+#[inline(always)]
+pub fn snat(source: Endpoint4) {
+    record(|r| {
+        r.steps |= lb_common::snat::TRACE_SNAT_APPLIED;
+        r.snat_addr_be = source.addr_be;
+        r.snat_port_be = source.port_be;
+    })
+}
+
 /// The final verdict.
 #[inline(always)]
 pub fn finish(reason: Reason) {

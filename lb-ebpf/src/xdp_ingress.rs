@@ -67,17 +67,26 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
     let pkt = parse::xdp_ipv4(ctx.data(), ctx.data_end(), buff_len)?;
     let flow = pkt.flow();
 
+    // A reply to a masqueraded flow: translated back, to the client.
+    if let Some(reason) = snat::reverse(&pkt, flow) {
+        return Ok(reason);
+    }
+
     // Look up the frontend, then the flow: a known flow keeps its backend.
     let Some(fe) = select::frontend(flow.dst, flow.proto, SCOPE_EXTERNAL) else {
         return Err(no_frontend(flow));
     };
-    let (backend, reason) = match ct::lookup_original(flow, pkt.tcp_flags, &fe)? {
+    let (backend, source, reason) = match ct::lookup_original(flow, pkt.tcp_flags, &fe)? {
         ct::Original::Hit(entry) => {
             trace::connection(entry.backend_id);
-            (entry.nat, Reason::DnatEstablished)
+            let source = entry.snat.then_some(entry.peer);
+            (entry.nat, source, Reason::DnatEstablished)
         }
         // Select.
-        ct::Original::New => (new_flow(&fe, flow)?, Reason::DnatNew),
+        ct::Original::New => {
+            let (backend, source) = new_flow(&fe, flow)?;
+            (backend, source, Reason::DnatNew)
+        }
         ct::Original::Stale => return Err(Verdict::Drop(Reason::DropCtStale)),
     };
     stats::count_service(fe.service_id, reason);
@@ -85,7 +94,11 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
 
     // Translate.
     nat::rewrite_xdp_destination(&pkt, flow.dst, backend);
-    // Forward: the node's stack routes the packet to the local backend.
+    if let Some(source) = source {
+        trace::snat(source);
+        nat::rewrite_xdp_source(&pkt, flow.src, source);
+    }
+    // Forward: the node's stack routes the packet to the backend.
     Ok(reason)
 }
 
@@ -105,10 +118,11 @@ fn no_frontend(flow: Flow4) -> Verdict {
 }
 
 /// Selects the backend of a new flow and enters the flow in the connection
-/// table; a source outside the Service's ranges, or a frontend without
-/// backends, turns it away.
+/// table: the backend and, when masqueraded, the source it gets. A source
+/// outside the Service's ranges, or a frontend without backends, turns it
+/// away.
 #[inline(always)]
-fn new_flow(fe: &FrontendValue, flow: Flow4) -> Result<Endpoint4, Verdict> {
+fn new_flow(fe: &FrontendValue, flow: Flow4) -> Result<(Endpoint4, Option<Endpoint4>), Verdict> {
     source_ranges::check(fe, flow.src.addr_be).map_err(|reason| {
         stats::count_service(fe.service_id, reason);
         Verdict::Drop(reason)
@@ -125,8 +139,12 @@ fn new_flow(fe: &FrontendValue, flow: Flow4) -> Result<Endpoint4, Verdict> {
     let client = u64::from(flow.src.addr_be);
     let (backend_id, backend) =
         affinity::select(fe, AFFINITY_CLIENT_ADDR, client, pick).map_err(Verdict::Drop)?;
+    let snat_addr_be = snat::source_address(fe, &backend);
     let backend = backend.endpoint();
-    ct::create(flow, backend_id, backend, fe.service_id).map_err(Verdict::Drop)?;
-    snat::trace_decision(fe);
-    Ok(backend)
+    let source =
+        ct::create(flow, backend_id, backend, fe.service_id, snat_addr_be).map_err(|reason| {
+            stats::count_service(fe.service_id, reason);
+            Verdict::Drop(reason)
+        })?;
+    Ok((backend, source))
 }

@@ -145,6 +145,14 @@ pub struct AgentArgs {
     /// only.
     #[arg(long, default_value_t = 0, value_name = "U32")]
     hash_seed: u32,
+    // snat
+    /// Device(s) this node reaches its own pods by (a CNI bridge such as
+    /// cni0), repeatable or comma-separated: tcx ingress there translates
+    /// back the replies of local pods to masqueraded connections, so
+    /// backends on this node are masqueraded too (kube-proxy's rule under
+    /// externalTrafficPolicy Cluster). None: they keep the client's address.
+    #[arg(long = "pod-device", env = "LB_POD_DEVICES", value_delimiter = ',')]
+    pod_devices: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -226,6 +234,7 @@ impl AgentArgs {
             bpf_log: self.bpf_log,
             ct_entries: self.ct_entries,
             hash_seed: self.hash_seed,
+            pod_devices: self.pod_devices,
         })
     }
 }

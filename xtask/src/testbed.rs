@@ -29,12 +29,14 @@ use anyhow::{Context, Result, bail};
 
 mod remote_node;
 pub use remote_node::{
-    NODE_LINK_ADDR, REMOTE_NODE_ADDR, REMOTE_NODE_NAME, REMOTE_POD_SUBNET, remote_pod_addr,
-    remote_pod_name,
+    NODE_LINK_ADDR, NODE_LINK_DEVICE, REMOTE_NODE_ADDR, REMOTE_NODE_NAME, REMOTE_POD_SUBNET,
+    remote_pod_addr, remote_pod_name,
 };
 
 pub const NODE_NAME: &str = "node-a";
 pub const NODE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// The node's bridge to its pods (what `--pod-device` names).
+pub const POD_BRIDGE: &str = "br0";
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 /// Service frontends (ClusterIPs, LoadBalancer and external IPs) live here;

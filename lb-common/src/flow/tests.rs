@@ -15,11 +15,14 @@ fn value(nat: Endpoint4) -> Ct4Value {
         nat_addr_be: nat.addr_be,
         nat_port_be: nat.port_be,
         state: crate::ct::CT_ESTABLISHED,
-        _pad: 0,
+        flags: 0,
         backend_id: 1,
         service_id: 7,
         created_s: 1,
         last_seen_s: 2,
+        peer_addr_be: 0,
+        peer_port_be: 0,
+        _pad: 0,
     }
 }
 

@@ -12,25 +12,27 @@ use lb_common::{
 };
 
 use super::{
-    pair,
+    pair::{self, Partner},
     table::{self, Table},
 };
 use crate::{stats, trace};
 
 /// A packet going `dir` hit `entry` (at `key` in `table`); `partner` is the
-/// key of the flow's other entry, whose rewrite must be `partner_nat`.
+/// key of the flow's other entry, whose rewrite and second endpoint must be
+/// `partner_nat` (see `Ct4Value::peer`). False when another flow holds the
+/// partner's key (a masqueraded flow has then lost its port).
 #[inline(always)]
 pub fn seen(
     table: Table,
     key: &Ct4Key,
     entry: *mut Ct4Value,
     partner: &Ct4Key,
-    partner_nat: Endpoint4,
+    partner_nat: (Endpoint4, Endpoint4),
     dir: Direction,
     tcp_flags: u8,
-) {
+) -> bool {
     if trace::dry_run() {
-        return;
+        return true;
     }
     let now = table::now_s();
     // SAFETY: a valid map value pointer; plain data.
@@ -46,12 +48,15 @@ pub fn seen(
         // SAFETY: as above.
         unsafe { (*entry).state = state };
     }
-    let Some(partner_value) = pair::ensure(table, partner, partner_nat, &value, dir) else {
-        return;
+    let partner_value = match pair::ensure(table, partner, partner_nat, &value, dir) {
+        Partner::Present(partner_value) => partner_value,
+        Partner::HeldByAnother => return false,
+        Partner::NotRestored => return true,
     };
     if table == Table::New && is_assured(state) {
         promote(key, &value, partner, &partner_value);
     }
+    true
 }
 
 /// Moves a flow's two entries to the table of assured flows.

@@ -13,41 +13,62 @@ use lb_common::{
 use super::table::{self, Table};
 use crate::stats;
 
+/// What became of a flow's partner entry after a hit on the other.
+pub enum Partner {
+    /// Present (or restored), with the hit entry's state.
+    Present(Ct4Value),
+    /// Another flow holds its key (left alone): an eviction took this
+    /// flow's entry and the key was claimed since.
+    HeldByAnother,
+    /// Missing, and could not be restored.
+    NotRestored,
+}
+
 /// The flow's partner entry after the hit on `own` (going `dir`), with
-/// `own`'s state; `None` when another flow holds the partner's key (left
-/// alone) or it could not be restored.
+/// `own`'s state (see [`Partner`]). `(partner_nat, partner_peer)` is
+/// what the partner must hold: its rewrite, and for a masqueraded flow its
+/// second endpoint (the SNAT source of the original entry, the client of
+/// the reply entry; zero otherwise).
 #[inline(always)]
 pub fn ensure(
     table: Table,
     partner: &Ct4Key,
-    partner_nat: Endpoint4,
+    (partner_nat, partner_peer): (Endpoint4, Endpoint4),
     own: &Ct4Value,
     dir: Direction,
-) -> Option<Ct4Value> {
+) -> Partner {
     if let Some((_, entry)) = table::find_from(table, partner) {
         // SAFETY: a valid map value pointer; plain data.
         let mut value = unsafe { *entry };
-        if value.nat() != partner_nat || value.backend_id != own.backend_id {
-            return None;
+        if value.nat() != partner_nat
+            || value.peer() != partner_peer
+            || value.flags != own.flags
+            || value.backend_id != own.backend_id
+        {
+            return Partner::HeldByAnother;
         }
         if value.state != own.state {
             value.state = own.state;
             // SAFETY: as above.
             unsafe { (*entry).state = own.state };
         }
-        return Some(value);
+        return Partner::Present(value);
     }
     let value = Ct4Value {
         nat_addr_be: partner_nat.addr_be,
         nat_port_be: partner_nat.port_be,
+        peer_addr_be: partner_peer.addr_be,
+        peer_port_be: partner_peer.port_be,
         ..*own
     };
-    table::insert_absent(table, partner, &value).ok()?;
+    if table::insert_absent(table, partner, &value).is_err() {
+        return Partner::NotRestored;
+    }
     stats::count(match dir {
         Direction::Original => Reason::CtReplyRestored,
         Direction::Reply => Reason::CtOriginalRestored,
     });
-    Some(value)
+    Partner::Present(value)
 }
 
 /// Enters a new flow's reply entry (`reply` is backend -> client), unless
@@ -71,7 +92,7 @@ pub fn claim_reply(reply: Flow4, value: &Ct4Value) -> Result<(), Reason> {
             }
             // The closed flow's original entry: client -> its frontend.
             table::remove(&Ct4Key::original(Flow4::new(
-                reply.dst,
+                held.client_of_reply(&key),
                 held.nat(),
                 reply.proto,
             )));

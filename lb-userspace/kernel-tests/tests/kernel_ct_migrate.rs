@@ -1,8 +1,10 @@
 //! Upgrading from the connection table before states (`lb_ct4_v1`): its
 //! entries are carried over into the assured table, so an established
 //! connection's next ACK (which may not open a flow) is still translated,
-//! both ways, and the old pin is gone. And from a version that counted
-//! fewer reasons: its pinned counters map is replaced, not refused.
+//! both ways, and the old pin is gone. From the tables before masquerade
+//! (`lb_ct4_v2`, `lb_ct4_new_v2`): each entry into its `_v3` table, live
+//! flows keep translating. And from a version that counted fewer reasons:
+//! its pinned counters map is replaced, not refused.
 
 mod common;
 
@@ -10,9 +12,14 @@ use std::net::Ipv4Addr;
 
 use aya::maps::{HashMap, MapData};
 use common::*;
-use lb::datapath::ct_migrate::{CT4_V1, Ct4ValueV1, migrate_v1};
+use lb::datapath::{
+    ct_migrate::{CT4_V1, Ct4ValueV1, migrate_v1},
+    ct_migrate_v2::{CT4_NEW_V2, CT4_V2, Ct4ValueV2, migrate_v2},
+};
 use lb_common::{
-    Ct4Key, Endpoint4, Flow4, PROTO_TCP, SCOPE_EXTERNAL, ct::CT_ESTABLISHED, packet::tcp::ACK,
+    Ct4Key, Endpoint4, Flow4, PROTO_TCP, SCOPE_EXTERNAL,
+    ct::{CT_ESTABLISHED, CT_SYN_RECV},
+    packet::tcp::ACK,
     reason::Reason,
 };
 
@@ -77,6 +84,68 @@ fn an_established_connection_survives_the_upgrade_of_the_table() {
     let fill = t.maps.fill().unwrap();
     let assured = fill.iter().find(|f| f.map == "connections").unwrap();
     assert_eq!(assured.entries, 2, "in the assured table");
+}
+
+#[test]
+fn live_flows_survive_the_table_without_room_for_masquerade() {
+    let mut t = TestDatapath::load();
+    tcp_and_udp_node_ports(&mut t, NODE, POD);
+    let value = |nat: Endpoint4, state| Ct4ValueV2 {
+        nat_addr_be: nat.addr_be,
+        nat_port_be: nat.port_be,
+        state,
+        _pad: 0,
+        backend_id: 1,
+        service_id: 1,
+        created_s: 1,
+        last_seen_s: u32::MAX / 2,
+    };
+    // An established connection in the assured table, a handshake under
+    // way in the table of new flows.
+    let backend = ep(POD, 8080);
+    let established = Flow4::new(ep(CLIENT, 40000), ep(NODE, 30080), PROTO_TCP);
+    let opening = Flow4::new(ep(CLIENT, 40001), ep(NODE, 30080), PROTO_TCP);
+    for (name, flow, state) in [
+        (CT4_V2, established, CT_ESTABLISHED),
+        (CT4_NEW_V2, opening, CT_SYN_RECV),
+    ] {
+        let mut old = HashMap::<MapData, Ct4Key, Ct4ValueV2>::create(16, 0).unwrap();
+        old.insert(&Ct4Key::original(flow), &value(backend, state), 0)
+            .unwrap();
+        old.insert(
+            &Ct4Key::reply(flow.reply_via(backend)),
+            &value(flow.dst, state),
+            0,
+        )
+        .unwrap();
+        old.pin(t.pin_dir.join(name)).unwrap();
+    }
+
+    assert_eq!(migrate_v2(&t.pin_dir, &mut t.maps).unwrap(), Some(4));
+    assert!(!t.pin_dir.join(CT4_V2).exists() && !t.pin_dir.join(CT4_NEW_V2).exists());
+    assert_eq!(migrate_v2(&t.pin_dir, &mut t.maps).unwrap(), None, "once");
+    let fill = t.maps.fill().unwrap();
+    let entries = |map: &str| fill.iter().find(|f| f.map == map).unwrap().entries;
+    assert_eq!((entries("connections"), entries("new_connections")), (2, 2));
+    assert!(
+        t.maps
+            .connections()
+            .unwrap()
+            .iter()
+            .all(|(_, v)| !v.is_snat())
+    );
+
+    for sport in [40000, 40001] {
+        let (_, out) = t.run_xdp(&tcp_flags_frame(CLIENT, sport, NODE, 30080, ACK, b"after"));
+        assert_eq!(check_frame(&out).dst, POD);
+        let (_, out) = t.run_tc(&tcp_flags_frame(POD, 8080, CLIENT, sport, ACK, b"reply"));
+        assert_eq!(
+            (check_frame(&out).src, check_frame(&out).sport),
+            (NODE, 30080)
+        );
+    }
+    assert_eq!(t.stat(Reason::PassCtNotOpening), 0);
+    assert_eq!(t.stat(Reason::DnatEstablished), 2);
 }
 
 /// The version before counted 17 reasons in `lb_stats_v1`: the loader

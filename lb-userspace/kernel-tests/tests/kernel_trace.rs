@@ -605,10 +605,11 @@ fn a_normal_datapath_never_writes_trace_and_prunes_it() {
                 !normal.iter().any(|n| n == "lb_trace"),
                 "normal mode references {normal:?}"
             );
-            assert!(normal.iter().any(|n| n == "lb_ct4_v2"), "{normal:?}");
-            // Masquerade's decision is only traced this round: free.
+            assert!(normal.iter().any(|n| n == "lb_ct4_v3"), "{normal:?}");
+            // Masquerade is applied now: the normal program reads the
+            // node's address.
             assert!(
-                !normal.iter().any(|n| n == "lb_snat_addr_v1"),
+                normal.iter().any(|n| n == "lb_snat_addr_v1"),
                 "normal mode references {normal:?}"
             );
             assert!(dry.iter().any(|n| n == "lb_snat_addr_v1"), "{dry:?}");

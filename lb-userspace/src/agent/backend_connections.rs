@@ -79,11 +79,14 @@ mod tests {
             nat_addr_be: nat.addr_be,
             nat_port_be: nat.port_be,
             state,
-            _pad: 0,
+            flags: 0,
             backend_id,
             service_id: 1,
             created_s: 0,
             last_seen_s,
+            peer_addr_be: 0,
+            peer_port_be: 0,
+            _pad: 0,
         };
         [
             (Ct4Key::original(original_flow), value(backend)),

@@ -54,6 +54,10 @@ pub struct AgentConfig {
     pub ct_entries: u32,
     /// The flow hash's per-cluster seed (`--hash-seed`).
     pub hash_seed: u32,
+    // snat
+    /// Devices the node reaches its pods by (`--pod-device`): the hook
+    /// translating local pods' masqueraded replies back attaches there.
+    pub pod_devices: Vec<String>,
 }
 
 /// A duration as kube-proxy's flags write them: a number and a unit (`ms`,

@@ -41,6 +41,18 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
             .attach_tc_egress(device)
             .with_context(|| format!("attaching tc egress to {device}"))?;
         info!(device, xdp = ?xdp, tc_egress = ?tc, "attached to device");
+        if let Err(err) = super::snat_sysctl::accept_local(device) {
+            tracing::warn!(device, "accept_local not set: {err}");
+        }
+    }
+    for device in &config.pod_devices {
+        let hook = datapath
+            .attach_tc_pod_ingress(device)
+            .with_context(|| format!("attaching the pod hook to {device} (--pod-device)"))?;
+        info!(device, tc_ingress = ?hook, "attached to pod device");
+        if let Err(err) = super::snat_sysctl::accept_local(device) {
+            tracing::warn!(device, "accept_local not set: {err}");
+        }
     }
     // After the programs were replaced: nothing writes the old table now.
     let mut maps = datapath.maps().context("opening the datapath maps")?;
@@ -52,6 +64,18 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
             "connection table carried over from lb_ct4_v1"
         );
     }
+    if let Some(moved) = crate::datapath::ct_migrate_v2::migrate_v2(&config.pin_dir, &mut maps)
+        .context("carrying the connection table over from lb_ct4_v2 and lb_ct4_new_v2")?
+    {
+        info!(
+            entries = moved,
+            "connection table carried over from lb_ct4_v2 and lb_ct4_new_v2"
+        );
+    }
+    // Local backends are masqueraded only where the hook that translates
+    // their replies back is attached.
+    maps.set_masquerade_local_backends(!config.pod_devices.is_empty())
+        .context("writing whether local backends are masqueraded (--pod-device)")?;
     if let Some(cgroup) = &config.cgroup {
         let hooks = datapath
             .attach_cgroup(cgroup)

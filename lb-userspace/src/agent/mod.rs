@@ -24,6 +24,7 @@ pub mod metrics;
 mod runner;
 pub mod service_health;
 pub mod snat_address;
+pub mod snat_sysctl;
 pub mod status;
 mod sync;
 

@@ -26,7 +26,10 @@ use aya::programs::{
 use super::{
     link_update,
     loader::Datapath,
-    object::{CGROUP_PROGRAMS, PROG_SOCK_EGRESS, PROG_TC_EGRESS, PROG_XDP_INGRESS, program_mut},
+    object::{
+        CGROUP_PROGRAMS, PROG_SOCK_EGRESS, PROG_TC_EGRESS, PROG_TC_POD_INGRESS, PROG_XDP_INGRESS,
+        program_mut,
+    },
     pins,
 };
 
@@ -97,10 +100,26 @@ impl Datapath {
     /// Attaches the tc program to `iface`'s egress (tcx, kernel 6.6+), or
     /// swaps it into the link pinned for `iface`.
     pub fn attach_tc_egress(&mut self, iface: &str) -> Result<Attached> {
+        self.attach_tcx(PROG_TC_EGRESS, iface, TcAttachType::Egress)
+    }
+
+    /// Attaches the pod hook (local pods' masqueraded replies) to the
+    /// ingress of `iface`, a device the node reaches its pods by, or swaps
+    /// it into the link pinned for `iface`.
+    pub fn attach_tc_pod_ingress(&mut self, iface: &str) -> Result<Attached> {
+        self.attach_tcx(PROG_TC_POD_INGRESS, iface, TcAttachType::Ingress)
+    }
+
+    fn attach_tcx(
+        &mut self,
+        program: &str,
+        iface: &str,
+        attach_type: TcAttachType,
+    ) -> Result<Attached> {
         self.check_attachable()?;
-        let pin = self.link_pin(PROG_TC_EGRESS, iface)?;
+        let pin = self.link_pin(program, iface)?;
         let name = iface_name(iface)?;
-        let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, PROG_TC_EGRESS)?;
+        let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, program)?;
         if replace_pinned(pin.as_deref(), "tcx", |link: SchedClassifierLink| {
             let id = prog.attach_to_link(link)?;
             prog.take_link(id)?;
@@ -108,13 +127,13 @@ impl Datapath {
         })? {
             return Ok(Attached::Replaced);
         }
-        let egress = TcAttach::Tcx {
-            attach_type: TcAttachType::Egress,
+        let tcx = TcAttach::Tcx {
+            attach_type,
             order: LinkOrder::default(),
         };
         let id = prog
-            .attach(&name, egress)
-            .with_context(|| format!("attaching tcx egress to {iface}"))?;
+            .attach(&name, tcx)
+            .with_context(|| format!("attaching tcx {attach_type:?} to {iface}"))?;
         if let Some(pin) = &pin {
             pin_new(prog.take_link(id)?, pin, "tcx")?;
         }

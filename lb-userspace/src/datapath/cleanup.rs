@@ -21,12 +21,15 @@ impl Datapath {
         for name in ALL_MAPS {
             remove_if_present(&pin_dir.join(name))?;
         }
-        // The connection table of lb before states, if never migrated.
+        // The connection tables of lb before states and before masquerade,
+        // if never migrated.
         remove_if_present(&pin_dir.join(super::ct_migrate::CT4_V1))?;
         // The Maglev tables' own pins, and the flat table array of lb
         // before per-Service sizes, if never carried over.
         remove_tables(&super::kernel::tables_dir(pin_dir))?;
         remove_if_present(&pin_dir.join(lb_common::MAGLEV_V1))?;
+        remove_if_present(&pin_dir.join(super::ct_migrate_v2::CT4_V2))?;
+        remove_if_present(&pin_dir.join(super::ct_migrate_v2::CT4_NEW_V2))?;
         if pin_dir.exists() {
             pins::remove_dir_if_empty(pin_dir)?;
         }

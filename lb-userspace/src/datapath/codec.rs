@@ -12,11 +12,11 @@ use lb_common::algorithm::{ALGORITHM_LEAST_CONNECTIONS, ALGORITHM_RANDOM, algori
 use lb_common::snat::FE_FLAG_MASQUERADE;
 
 use lb_common::{
-    ALGORITHM_MAGLEV, BE_FLAG_LOCAL, BE_FLAG_TERMINATING, Backend4, FE_AFFINITY_SHIFT,
-    FE_FLAG_EMPTY_DROP, FE_KIND_CLUSTER_IP, FE_KIND_EXTERNAL_IP, FE_KIND_LOAD_BALANCER,
-    FE_KIND_NODE_PORT, FE_KIND_SHIFT, Frontend4Key, FrontendValue, MAX_AFFINITY_TIMEOUT_S,
-    SCOPE_EXTERNAL, SCOPE_INTERNAL, SOURCE_RANGE_ID_BITS, SVC_FLAG_EXTERNAL_LOCAL,
-    SVC_FLAG_INTERNAL_LOCAL, SVC_FLAG_TOPOLOGY, ServiceInfo, SourceRange4,
+    ALGORITHM_MAGLEV, BE_FLAG_LOCAL, BE_FLAG_REMOTE, BE_FLAG_TERMINATING, Backend4,
+    FE_AFFINITY_SHIFT, FE_FLAG_EMPTY_DROP, FE_KIND_CLUSTER_IP, FE_KIND_EXTERNAL_IP,
+    FE_KIND_LOAD_BALANCER, FE_KIND_NODE_PORT, FE_KIND_SHIFT, Frontend4Key, FrontendValue,
+    MAX_AFFINITY_TIMEOUT_S, SCOPE_EXTERNAL, SCOPE_INTERNAL, SOURCE_RANGE_ID_BITS,
+    SVC_FLAG_EXTERNAL_LOCAL, SVC_FLAG_INTERNAL_LOCAL, SVC_FLAG_TOPOLOGY, ServiceInfo, SourceRange4,
 };
 
 use crate::model::{
@@ -201,6 +201,8 @@ pub struct BackendFlags {
     pub terminating: bool,
     /// The endpoint is on this node.
     pub local: bool,
+    /// The endpoint's slice names another node.
+    pub remote: bool,
 }
 
 impl BackendFlags {
@@ -210,6 +212,7 @@ impl BackendFlags {
         BackendFlags {
             terminating: self.terminating && other.terminating,
             local: self.local && other.local,
+            remote: self.remote && other.remote,
         }
     }
 }
@@ -222,6 +225,9 @@ pub fn backend_value(backend: &Backend, flags: BackendFlags) -> Result<Backend4,
     }
     if flags.local {
         bits |= BE_FLAG_LOCAL;
+    }
+    if flags.remote {
+        bits |= BE_FLAG_REMOTE;
     }
     Ok(Backend4 {
         addr_be: ipv4_be(backend.addr)?,
@@ -245,6 +251,7 @@ pub fn backend_flags(value: &Backend4) -> BackendFlags {
     BackendFlags {
         terminating: value.flags & BE_FLAG_TERMINATING != 0,
         local: value.flags & BE_FLAG_LOCAL != 0,
+        remote: value.flags & BE_FLAG_REMOTE != 0,
     }
 }
 

@@ -1,10 +1,15 @@
 //! Upgrading the connection table's layout: an agent of this version
-//! started on the pins of an older one finds `lb_ct4_v1` (one LRU for
-//! every flow, timestamps in nanoseconds, no state) beside the `_v2`
-//! tables it just created. Its entries are carried over into the table of
-//! assured flows (they were live connections: TCP as established, UDP as a
-//! stream), and its pin is removed, so established connections survive the
-//! upgrade. Run after the new programs replaced the old ones on their
+//! started on the pins of an older one finds the older tables beside the
+//! `_v3` ones it just created, carries their entries over and removes
+//! their pins, so established connections survive the upgrade:
+//! - `lb_ct4_v1` (one LRU for every flow, timestamps in nanoseconds, no
+//!   state): into the table of assured flows (they were live connections:
+//!   TCP as established, UDP as a stream);
+//! - `lb_ct4_v2` and `lb_ct4_new_v2` (states and seconds, no room for a
+//!   masqueraded flow's second endpoint): each into its `_v3` table,
+//!   unmasqueraded (the `_v2` datapath never masqueraded).
+//!
+//! Run after the new programs replaced the old ones on their
 //! links: a flow the old program created in between is not carried over
 //! (its next SYN or datagram creates it again; a TCP connection opened in
 //! that instant is reset).
@@ -50,11 +55,14 @@ impl Ct4ValueV1 {
             } else {
                 CT_STREAM
             },
-            _pad: 0,
+            flags: 0,
             backend_id: self.backend_id,
             service_id: self.service_id,
             created_s: seconds(self.created_ns),
             last_seen_s: seconds(self.last_seen_ns),
+            peer_addr_be: 0,
+            peer_port_be: 0,
+            _pad: 0,
         }
     }
 }
@@ -63,26 +71,39 @@ impl Ct4ValueV1 {
 /// its pin: how many entries moved, `None` when there was none to migrate.
 pub fn migrate_v1(pin_dir: &Path, maps: &mut KernelMaps) -> Result<Option<usize>, MapsError> {
     let path = pin_dir.join(CT4_V1);
-    if !path.exists() {
+    let Some(entries) = read_old::<Ct4ValueV1>(&path)? else {
         return Ok(None);
-    }
-    let invalid = |what: &str, err: &dyn std::fmt::Display| {
-        MapsError::Invalid(format!(
-            "{what} {}: {err}; remove it with `rm {}` (its connections are lost) and start again",
-            path.display(),
-            path.display()
-        ))
     };
-    let data = MapData::from_pin(&path).map_err(|err| invalid("opening", &err))?;
-    let old: HashMap<MapData, Ct4Key, Ct4ValueV1> = Map::LruHashMap(data)
-        .try_into()
-        .map_err(|err| invalid("reading", &err))?;
-    let entries: Vec<(Ct4Key, Ct4ValueV1)> = old.iter().filter_map(Result::ok).collect();
     for (key, value) in &entries {
         maps.set_connection(key, &value.upgraded(key.proto), true)?;
     }
-    std::fs::remove_file(&path).map_err(|err| invalid("unpinning", &err))?;
+    unpin(&path)?;
     Ok(Some(entries.len()))
+}
+
+/// What to do when an old table cannot be carried over.
+pub(super) fn invalid(path: &Path, what: &str, err: &dyn std::fmt::Display) -> MapsError {
+    MapsError::Invalid(format!(
+        "{what} {}: {err}; remove it with `rm {}` (its connections are lost) and start again",
+        path.display(),
+        path.display()
+    ))
+}
+
+/// The entries of the old table pinned at `path`, `None` when none is.
+pub(super) fn read_old<V: aya::Pod>(path: &Path) -> Result<Option<Vec<(Ct4Key, V)>>, MapsError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let data = MapData::from_pin(path).map_err(|err| invalid(path, "opening", &err))?;
+    let old: HashMap<MapData, Ct4Key, V> = Map::LruHashMap(data)
+        .try_into()
+        .map_err(|err| invalid(path, "reading", &err))?;
+    Ok(Some(old.iter().filter_map(Result::ok).collect()))
+}
+
+pub(super) fn unpin(path: &Path) -> Result<(), MapsError> {
+    std::fs::remove_file(path).map_err(|err| invalid(path, "unpinning", &err))
 }
 
 #[cfg(test)]

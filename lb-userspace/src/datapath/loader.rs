@@ -197,6 +197,11 @@ impl Datapath {
         self.program(PROG_TC_EGRESS)
     }
 
+    /// The pod hook (tcx ingress on pod-facing devices).
+    pub fn tc_pod_ingress_program(&self) -> Result<&SchedClassifier> {
+        self.program(crate::datapath::object::PROG_TC_POD_INGRESS)
+    }
+
     fn program<'a, T>(&'a self, name: &str) -> Result<&'a T>
     where
         &'a T: TryFrom<&'a aya::programs::Program, Error = aya::programs::ProgramError>,

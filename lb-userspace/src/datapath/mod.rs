@@ -93,6 +93,7 @@ pub mod cleanup;
 pub mod codec;
 mod counters_upgrade;
 pub mod ct_migrate;
+pub mod ct_migrate_v2;
 pub mod kernel;
 mod link_update;
 pub mod loader;

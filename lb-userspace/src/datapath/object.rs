@@ -20,6 +20,8 @@ pub const MAX_TABLE_IDS: u32 = 1 << 20;
 pub const PROG_XDP_INGRESS: &str = "lb_xdp_ingress";
 /// The tc (tcx) egress program (reply path).
 pub const PROG_TC_EGRESS: &str = "lb_tc_egress";
+/// tcx ingress on pod-facing devices: local pods' masqueraded replies.
+pub const PROG_TC_POD_INGRESS: &str = "lb_tc_pod_ingress";
 /// The cgroup sock_addr programs (east-west).
 pub const PROG_CONNECT4: &str = "lb_connect4";
 pub const PROG_SENDMSG4: &str = "lb_sendmsg4";
@@ -237,9 +239,11 @@ pub(super) fn load_attachable_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     program_mut::<Xdp>(ebpf, PROG_XDP_INGRESS)?
         .load()
         .with_context(|| format!("loading {PROG_XDP_INGRESS}"))?;
-    program_mut::<SchedClassifier>(ebpf, PROG_TC_EGRESS)?
-        .load()
-        .with_context(|| format!("loading {PROG_TC_EGRESS}"))?;
+    for name in [PROG_TC_EGRESS, PROG_TC_POD_INGRESS] {
+        program_mut::<SchedClassifier>(ebpf, name)?
+            .load()
+            .with_context(|| format!("loading {name}"))?;
+    }
     for name in CGROUP_PROGRAMS {
         program_mut::<CgroupSockAddr>(ebpf, name)?
             .load()

@@ -87,6 +87,12 @@ impl Datapath {
         test_run(self.tc_egress_program()?, frame, repeat)
     }
 
+    /// Runs the pod hook once on `frame` (see [`Self::run_xdp`]).
+    pub fn run_tc_pod_ingress(&self, frame: &[u8]) -> Result<(i32, Vec<u8>)> {
+        let outcome = test_run(self.tc_pod_ingress_program()?, frame, 1)?;
+        Ok((outcome.tc_verdict(), outcome.packet_out))
+    }
+
     /// Runs the socket-decision trace program once on `frame` (see
     /// [`Self::run_xdp`]).
     pub fn run_trace_socket(&self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {

@@ -61,6 +61,8 @@ pub(super) struct Candidate {
     pub(super) terminating: bool,
     /// On this node (kube-proxy's `IsLocal`).
     pub(super) local: bool,
+    /// On another node, by name.
+    pub(super) remote: bool,
     pub(super) target: Option<String>,
     pub(super) zone_hints: Vec<String>,
     pub(super) node_hints: Vec<String>,
@@ -74,6 +76,11 @@ impl Candidate {
             serving: ep.serving,
             terminating: ep.terminating,
             local: !node.name.is_empty() && ep.node_name.as_deref() == Some(node.name.as_str()),
+            remote: !node.name.is_empty()
+                && ep
+                    .node_name
+                    .as_deref()
+                    .is_some_and(|name| name != node.name),
             target: ep.target.clone(),
             zone_hints: ep.zone_hints.clone(),
             node_hints: ep.node_hints.clone(),
@@ -92,6 +99,7 @@ impl Candidate {
             backend: self.backend,
             terminating: fallback,
             local: self.local,
+            remote: self.remote,
             target: self.target.clone(),
         }
     }

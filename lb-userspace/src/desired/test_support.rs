@@ -118,6 +118,7 @@ pub(super) fn ep(
         },
         terminating: false,
         local,
+        remote: !local,
         target: target.map(str::to_owned),
     }
 }

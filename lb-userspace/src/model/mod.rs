@@ -139,6 +139,8 @@ pub struct Endpoint {
     pub terminating: bool,
     /// The endpoint is on this node.
     pub local: bool,
+    /// The endpoint's slice names another node (neither: no node named).
+    pub remote: bool,
     /// Pod or target name from the EndpointSlice, when it names one.
     pub target: Option<String>,
 }

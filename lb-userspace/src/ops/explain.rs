@@ -50,9 +50,8 @@ pub struct TraceReport {
     pub verdict: &'static str,
     /// `ip:port` the packet or connection goes to, when translated.
     pub backend: Option<String>,
-    /// Whether the source would be rewritten: never yet, because this
-    /// datapath does not masquerade, even where policy Cluster sends an
-    /// external client to a backend on another node (see `masquerade`).
+    /// Whether the source would be rewritten (masquerade applied: see
+    /// `masquerade` for the address, the port and the rule).
     pub snat: bool,
     /// kube-proxy's masquerade decision for a translated connection: the
     /// rule, the address and ports it would use.
@@ -231,7 +230,7 @@ pub fn report(
     TraceReport {
         verdict,
         backend,
-        snat: false,
+        snat: masquerade_view.as_ref().is_some_and(|view| view.applied),
         masquerade: masquerade_view,
         service,
         reason: reason.name(),

@@ -98,6 +98,9 @@ pub struct ConnectionView {
     pub client: String,
     pub frontend: String,
     pub backend: String,
+    /// The source the backend sees when masqueraded (node address and SNAT
+    /// port); `None`: the client's own.
+    pub translated_source: Option<String>,
     pub service: Option<String>,
     /// `syn_sent`, `established`, `closing`, ... (`lb_common::ct`).
     pub state: &'static str,
@@ -287,7 +290,7 @@ impl Inspector {
                 continue;
             }
             let (flow, backend) = (key.flow(), value.nat());
-            let ends = [flow.src, flow.dst, backend];
+            let ends = [flow.src, flow.dst, backend, value.peer()];
             let addr_ok = addr.is_none_or(|a| {
                 ends.iter()
                     .any(|end| end.addr_be == u32::from_ne_bytes(a.octets()))
@@ -302,6 +305,9 @@ impl Inspector {
                 client: socket(flow.src.addr_be, flow.src.port_be),
                 frontend: socket(flow.dst.addr_be, flow.dst.port_be),
                 backend: socket(backend.addr_be, backend.port_be),
+                translated_source: value
+                    .is_snat()
+                    .then(|| socket(value.peer_addr_be, value.peer_port_be)),
                 service: self.service_name(value.service_id),
                 state: lb_common::ct::state_name(value.state),
                 age_seconds: u64::from(now.saturating_sub(value.created_s)),

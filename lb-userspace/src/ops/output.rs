@@ -122,6 +122,7 @@ pub fn connections(views: &[ConnectionView]) -> String {
                 c.client.clone(),
                 c.frontend.clone(),
                 c.backend.clone(),
+                c.translated_source.clone().unwrap_or_else(|| "-".into()),
                 c.service.clone().unwrap_or_else(|| "-".into()),
                 c.state.to_string(),
                 format!("{}s", c.age_seconds),
@@ -131,7 +132,7 @@ pub fn connections(views: &[ConnectionView]) -> String {
         .collect();
     table(
         &[
-            "PROTO", "CLIENT", "FRONTEND", "BACKEND", "SERVICE", "STATE", "AGE", "IDLE",
+            "PROTO", "CLIENT", "FRONTEND", "BACKEND", "SNAT", "SERVICE", "STATE", "AGE", "IDLE",
         ],
         &rows,
     )

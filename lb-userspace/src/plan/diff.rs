@@ -195,6 +195,7 @@ fn wanted_backends(desired: &DesiredState) -> BTreeMap<Backend, BackendFlags> {
         let flags = BackendFlags {
             terminating: endpoint.terminating,
             local: endpoint.local,
+            remote: endpoint.remote,
         };
         wanted
             .entry(endpoint.backend)

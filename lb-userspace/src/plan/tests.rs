@@ -61,6 +61,7 @@ pub(super) fn spec(name: &str, backends: &[Backend]) -> FrontendSpec {
                 backend: *b,
                 terminating: false,
                 local: true,
+                remote: false,
                 target: None,
             })
             .collect(),

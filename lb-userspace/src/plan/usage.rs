@@ -18,6 +18,7 @@ struct FlagCount {
     users: u32,
     terminating: u32,
     local: u32,
+    remote: u32,
 }
 
 impl FlagCount {
@@ -25,18 +26,21 @@ impl FlagCount {
         self.users += other.users;
         self.terminating += other.terminating;
         self.local += other.local;
+        self.remote += other.remote;
     }
 
     fn subtract(&mut self, other: FlagCount) {
         self.users -= other.users;
         self.terminating -= other.terminating;
         self.local -= other.local;
+        self.remote -= other.remote;
     }
 
     fn flags(&self) -> BackendFlags {
         BackendFlags {
             terminating: self.terminating == self.users,
             local: self.local == self.users,
+            remote: self.remote == self.users,
         }
     }
 }
@@ -62,6 +66,7 @@ impl PortUse {
                         users: 1,
                         terminating: u32::from(endpoint.terminating),
                         local: u32::from(endpoint.local),
+                        remote: u32::from(endpoint.remote),
                     });
             }
         }

@@ -36,6 +36,19 @@ pub const EMPTY_CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
 pub const EMPTY_NODE_PORT: u16 = 30090;
 /// Pods behind the target Service.
 pub const PODS: usize = 3;
+/// A Service whose endpoints are on another node (masqueraded from
+/// outside, policy Cluster): its ClusterIP and NodePort, and its endpoints,
+/// enough that the bench's new flows never run out of SNAT ports
+/// (4,536 per endpoint).
+pub const REMOTE_CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 30);
+pub const REMOTE_NODE_PORT: u16 = 30085;
+pub const REMOTE_PODS: usize = 8;
+
+/// The remote Service's endpoint `i` (on node-b, never routed: the
+/// per-packet section only runs programs).
+pub fn remote_pod_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(203, 0, 114, 11 + i as u8)
+}
 /// Endpoints of each filler Service, as design.md's scaling figures use.
 pub const FILLER_ENDPOINTS: usize = 10;
 
@@ -223,9 +236,10 @@ pub fn max_tables(services: usize) -> u32 {
 
 /// Frontends the manifests produce: the target's ClusterIP (TCP, UDP) and
 /// NodePorts (TCP, UDP, each in both scopes), the empty Service's ClusterIP
-/// and NodePort (both scopes), one ClusterIP per filler.
+/// and NodePort (both scopes), the remote Service's likewise, one ClusterIP
+/// per filler.
 pub fn expected_frontends(services: usize) -> usize {
-    2 + 4 + 1 + 2 + services.saturating_sub(1)
+    2 + 4 + 1 + 2 + 1 + 2 + services.saturating_sub(1)
 }
 
 /// The filler Services and the target Service, kube-proxy's shapes (the
@@ -269,6 +283,22 @@ pub fn manifests_text(services: usize) -> String {
          spec:\n  type: NodePort\n  clusterIP: {EMPTY_CLUSTER_IP}\n  ports:\n\
          \x20 - {{name: http, port: 80, nodePort: {EMPTY_NODE_PORT}, protocol: TCP}}\n"
     );
+    let _ = write!(
+        out,
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: remote, namespace: bench}}\n\
+         spec:\n  type: NodePort\n  clusterIP: {REMOTE_CLUSTER_IP}\n  ports:\n\
+         \x20 - {{name: http, port: 80, targetPort: {POD_TCP_PORT}, nodePort: {REMOTE_NODE_PORT}, protocol: TCP}}\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: remote-1, namespace: bench, labels: {{kubernetes.io/service-name: remote}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {POD_TCP_PORT}, protocol: TCP}}]\nendpoints:\n"
+    );
+    for i in 0..REMOTE_PODS {
+        let _ = writeln!(
+            out,
+            "- addresses: [{}]\n  conditions: {{ready: true}}\n  nodeName: node-b",
+            remote_pod_addr(i)
+        );
+    }
     for (i, filler) in filler_services(services.saturating_sub(1), filler_endpoints(services))
         .iter()
         .enumerate()

@@ -74,6 +74,12 @@ pub enum Expect {
     /// tc lets it through with `from` as its source, the destination kept,
     /// checksums valid.
     ReverseNat { from: SocketAddrV4 },
+    /// XDP_PASS, the destination one of `to`, the source `node` and a port
+    /// of the SNAT range, checksums valid (masquerade).
+    Masquerade {
+        to: Vec<SocketAddrV4>,
+        node: Ipv4Addr,
+    },
     /// XDP_TX of an ICMP port unreachable to the sender, or, once this
     /// CPU's reject budget is spent (the kernel's icmp_msgs_burst, then
     /// icmp_msgs_per_sec), XDP_DROP: a stream of rejects measures mostly
@@ -101,6 +107,22 @@ impl Expect {
                         seen.src,
                         seen.dst,
                         sent.src
+                    );
+                }
+                Ok(Some(*seen.dst.ip()))
+            }
+            Expect::Masquerade { to, node } => {
+                let seen = frames::parse_checked(&out.packet_out)?;
+                let snat_ports = lb_common::snat::SNAT_PORT_MIN..=lb_common::snat::SNAT_PORT_MAX;
+                if verdict != XDP_PASS
+                    || seen.src.ip() != node
+                    || !snat_ports.contains(&seen.src.port())
+                    || !to.contains(&seen.dst)
+                {
+                    bail!(
+                        "verdict {verdict}, {} -> {}: expected XDP_PASS, {node}:{snat_ports:?} -> one of {to:?}",
+                        seen.src,
+                        seen.dst
                     );
                 }
                 Ok(Some(*seen.dst.ip()))

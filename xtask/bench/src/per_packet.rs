@@ -14,7 +14,10 @@ use xtask::testbed::{NODE_ADDR, POD_TCP_PORT, pod_addr};
 use crate::{
     BenchOptions,
     bpf_asm::{Alu, Asm, R0},
-    fixture::{AgentUnderTest, EMPTY_NODE_PORT, PODS, TARGET_TCP_NODE_PORT, max_services},
+    fixture::{
+        AgentUnderTest, EMPTY_NODE_PORT, PODS, REMOTE_NODE_PORT, REMOTE_PODS, TARGET_TCP_NODE_PORT,
+        max_services, remote_pod_addr,
+    },
     frames,
     packet_streams::{Expect, Frames, LB, Program, Stream, TCX_NEXT, XDP_PASS},
     raw_bpf::{Hook, RawProgram},
@@ -27,6 +30,7 @@ const SIZES: [usize; 4] = [1, 1_000, 10_000, 100_000];
 const UNIT: &str = "ns/packet";
 
 pub const NEW_FLOW: &str = "new flow";
+pub const MASQUERADED: &str = "new flow, masqueraded (remote backend)";
 pub const ESTABLISHED: &str = "established flow";
 pub const REPLY: &str = "reply (tc egress)";
 pub const NOT_A_SERVICE: &str = "not a service";
@@ -192,6 +196,18 @@ fn measure(
             xdp,
             new_flows(target),
             Expect::Dnat { to: pods() },
+            Reason::DnatNew,
+        ),
+        Stream::lb(
+            MASQUERADED,
+            xdp,
+            new_flows(node_port(REMOTE_NODE_PORT)),
+            Expect::Masquerade {
+                to: (0..REMOTE_PODS)
+                    .map(|i| SocketAddrV4::new(remote_pod_addr(i), POD_TCP_PORT))
+                    .collect(),
+                node: NODE_ADDR,
+            },
             Reason::DnatNew,
         ),
         Stream::lb(

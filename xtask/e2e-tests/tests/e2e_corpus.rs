@@ -51,12 +51,19 @@ const CORPUS_AGENT_ARGS: &[&str] = &[
 ];
 
 /// The corpus's good Service, its endpoints moved onto the testbed's pods
-/// so that real requests reach it; every frontend a bad object may try to
-/// take stays as the corpus has it.
+/// (on this node, as their nodeName then says: a pod said to be on another
+/// node is masqueraded under policy Cluster, and only the pod hook would
+/// translate a local pod's masqueraded replies back) so that real requests
+/// reach it; every frontend a bad object may try to take stays as the
+/// corpus has it.
 fn write_good_service(dir: &Path) -> anyhow::Result<()> {
     let text = fs::read_to_string(corpus_dir().join("good/service.yaml"))?
         .replace("10.244.1.7", "203.0.113.11")
-        .replace("10.244.2.8", "203.0.113.12");
+        .replace("10.244.2.8", "203.0.113.12")
+        .replace(
+            "nodeName: node-b",
+            &format!("nodeName: {}", xtask::testbed::NODE_NAME),
+        );
     fs::write(dir.join("good.yaml"), text)?;
     Ok(())
 }

@@ -3,8 +3,11 @@
 //! `externalTrafficPolicy: Local` an external client reaches only this
 //! node's pods and they see the client's own address (kube-proxy's
 //! TestExternalTrafficPolicyLocal "external to NodePort hits only local
-//! endpoint, unmasqueraded"), with real TCP and UDP. Policy Cluster needs
-//! the masquerade rewrite, which is not built yet (README, "Not built yet").
+//! endpoint, unmasqueraded"), with real TCP and UDP. Under policy Cluster
+//! every new connection succeeds, to pods on both nodes, and the remote
+//! pods see node-a's address (TestExternalTrafficPolicyCluster "external to
+//! NodePort hits both endpoints", masqueraded), and so does the local pod
+//! once the agent hooks the pods' bridge (`--pod-device`).
 
 use std::fs;
 
@@ -12,18 +15,59 @@ use xtask::{
     demo_env::exclusive_env_on,
     manifests,
     testbed::{
-        CLIENT_ADDR, NODE_ADDR, NODE_NAME, POD_TCP_PORT, POD_UDP_PORT, REMOTE_NODE_NAME, Testbed,
-        pod_addr, remote_pod_addr,
+        CLIENT_ADDR, NODE_ADDR, NODE_LINK_DEVICE, NODE_NAME, POD_BRIDGE, POD_TCP_PORT,
+        POD_UDP_PORT, REMOTE_NODE_NAME, Testbed, pod_addr, pod_name, remote_pod_addr,
+        remote_pod_name,
     },
     traffic::tally,
 };
 
 const LOCAL_NODE_PORT: u16 = 30093;
 const LOCAL_UDP_NODE_PORT: u16 = 30094;
+const CLUSTER_NODE_PORT: u16 = 30095;
+const CLUSTER_UDP_NODE_PORT: u16 = 30096;
 
-/// One Service of policy Local with one endpoint on this node and two on
-/// node-b.
+/// The policy Cluster Service's LoadBalancer ingress IP and externalIP
+/// (inside the range the client routes to the node).
+const CLUSTER_LB_IP: &str = "192.0.2.132";
+const CLUSTER_EXTERNAL_IP: &str = "192.0.2.232";
+
+/// One LoadBalancer Service of policy Local with one endpoint on this node
+/// and two on node-b, and the same of policy Cluster.
 fn spread_local() -> String {
+    spread(
+        [
+            "spread-local",
+            "192.0.2.31",
+            "Local",
+            "192.0.2.131",
+            "192.0.2.231",
+        ],
+        LOCAL_NODE_PORT,
+        LOCAL_UDP_NODE_PORT,
+    )
+}
+
+fn spread_cluster() -> String {
+    spread(
+        [
+            "spread-cluster",
+            "192.0.2.32",
+            "Cluster",
+            CLUSTER_LB_IP,
+            CLUSTER_EXTERNAL_IP,
+        ],
+        CLUSTER_NODE_PORT,
+        CLUSTER_UDP_NODE_PORT,
+    )
+}
+
+/// `[name, clusterIP, externalTrafficPolicy, LoadBalancer IP, externalIP]`.
+fn spread(
+    [name, cluster_ip, policy, lb_ip, external_ip]: [&str; 5],
+    tcp_port: u16,
+    udp_port: u16,
+) -> String {
     let endpoint = |addr: std::net::Ipv4Addr, node: &str| {
         format!(
             "  - addresses: [\"{addr}\"]\n    conditions: {{ready: true}}\n    nodeName: {node}\n"
@@ -32,21 +76,25 @@ fn spread_local() -> String {
     format!(
         "apiVersion: v1
 kind: Service
-metadata: {{name: spread-local, namespace: default}}
+metadata: {{name: {name}, namespace: default}}
 spec:
-  type: NodePort
-  clusterIP: 192.0.2.31
-  externalTrafficPolicy: Local
+  type: LoadBalancer
+  clusterIP: {cluster_ip}
+  externalIPs: [{external_ip}]
+  externalTrafficPolicy: {policy}
   ports:
-    - {{name: http, protocol: TCP, port: 80, targetPort: {POD_TCP_PORT}, nodePort: {LOCAL_NODE_PORT}}}
-    - {{name: dns, protocol: UDP, port: 53, targetPort: {POD_UDP_PORT}, nodePort: {LOCAL_UDP_NODE_PORT}}}
+    - {{name: http, protocol: TCP, port: 80, targetPort: {POD_TCP_PORT}, nodePort: {tcp_port}}}
+    - {{name: dns, protocol: UDP, port: 53, targetPort: {POD_UDP_PORT}, nodePort: {udp_port}}}
+status:
+  loadBalancer:
+    ingress: [{{ip: {lb_ip}}}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: spread-local-1
+  name: {name}-1
   namespace: default
-  labels: {{kubernetes.io/service-name: spread-local}}
+  labels: {{kubernetes.io/service-name: {name}}}
 addressType: IPv4
 ports: [{{name: http, protocol: TCP, port: {POD_TCP_PORT}}}, {{name: dns, protocol: UDP, port: {POD_UDP_PORT}}}]
 endpoints:
@@ -60,6 +108,7 @@ endpoints:
 fn write(dir: &std::path::Path) -> anyhow::Result<()> {
     manifests::write_demo(dir, &[0, 1, 2])?;
     fs::write(dir.join("spread-local.yaml"), spread_local())?;
+    fs::write(dir.join("spread-cluster.yaml"), spread_cluster())?;
     Ok(())
 }
 
@@ -96,4 +145,132 @@ fn the_second_node_is_a_flat_pod_network() {
         tally.answers.keys().collect::<Vec<_>>(),
         vec![&format!("remote-pod-2 from {}", pod_addr(0))]
     );
+}
+
+/// The issue's headline: under policy Cluster 22 of 40 connections failed
+/// (every one sent to node-b). Masqueraded, all 40 succeed, TCP and UDP,
+/// through the NodePort, the LoadBalancer IP and the externalIP
+/// (TestInternalExternalMasquerade "external to NodePort", "external to
+/// LB"; TestExternalTrafficPolicyCluster "external to external IP hits both
+/// endpoints": masq true), and every pod sees node-a's address; the agent
+/// attaches to the link toward node-b too, where node-b's replies come
+/// back, and to the local pods' bridge, where theirs do.
+#[test]
+fn policy_cluster_reaches_pods_on_both_nodes_masqueraded() {
+    let (_serial, env) = exclusive_env_on(
+        || Testbed::with_remote_node(3, 2),
+        write,
+        &["--device", NODE_LINK_DEVICE, "--pod-device", POD_BRIDGE],
+    );
+    let node = NODE_ADDR.to_string();
+    let frontends = [
+        ("tcp", node.as_str(), CLUSTER_NODE_PORT),
+        ("udp", node.as_str(), CLUSTER_UDP_NODE_PORT),
+        ("tcp", CLUSTER_LB_IP, 80),
+        ("udp", CLUSTER_LB_IP, 53),
+        ("tcp", CLUSTER_EXTERNAL_IP, 80),
+        ("udp", CLUSTER_EXTERNAL_IP, 53),
+    ];
+    for (proto, addr, port) in frontends {
+        let mut cmd = env.bed.from_client(&env.probe);
+        cmd.args(["--timeout-ms", "2000", proto])
+            .arg(format!("{addr}:{port}"))
+            .args(["--count", "40"]);
+        let proto = format!("{proto} to {addr}:{port}");
+        let tally = tally(&mut cmd).unwrap();
+        assert!(
+            tally.errors.is_empty(),
+            "{proto}: {:?}\n{}",
+            tally.errors,
+            env.agent_log_text()
+        );
+        assert_eq!(tally.total(), 40, "{proto}");
+        let remote: Vec<String> = (0..2)
+            .map(|i| format!("{} from {NODE_ADDR}", remote_pod_name(i)))
+            .collect();
+        let local = format!("{} from {NODE_ADDR}", pod_name(0));
+        for answer in tally.answers.keys() {
+            assert!(
+                remote.contains(answer) || *answer == local,
+                "{proto}: unexpected {answer:?} in {:?}",
+                tally.answers
+            );
+        }
+        assert!(
+            remote.iter().any(|r| tally.answers.contains_key(r))
+                && tally.answers.contains_key(&local),
+            "{proto}: pods of both nodes are chosen in 40 (all but certainly): {:?}",
+            tally.answers
+        );
+    }
+}
+
+/// `lb trace` names the masquerade real traffic meets: for a few client
+/// ports, the trace's backend, address and port rule (applied), then the
+/// real request from that port lands on that pod, which sees the node's
+/// address, and `lb conntrack list` shows the flow's translated source.
+#[test]
+fn the_trace_and_the_connection_table_show_the_masquerade() {
+    let (_serial, env) = exclusive_env_on(
+        || Testbed::with_remote_node(3, 2),
+        write,
+        &["--device", NODE_LINK_DEVICE, "--pod-device", POD_BRIDGE],
+    );
+    let lb = |args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(&env.lb)
+            .args(args)
+            .args(["-o", "json", "--pin-dir"])
+            .arg(&env.bed.pin_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "lb {args:?}: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let frontend = format!("{NODE_ADDR}:{CLUSTER_NODE_PORT}");
+    let pod_of = |backend: &str| {
+        let addr: std::net::Ipv4Addr = backend.split(':').next().unwrap().parse().unwrap();
+        (0..3)
+            .find(|&i| pod_addr(i) == addr)
+            .map(pod_name)
+            .or_else(|| {
+                (0..2)
+                    .find(|&i| remote_pod_addr(i) == addr)
+                    .map(remote_pod_name)
+            })
+            .unwrap_or_else(|| panic!("{backend} is no pod"))
+    };
+    for port in 42_000..42_006u16 {
+        let src = format!("{CLIENT_ADDR}:{port}");
+        let report = lb(&[
+            "trace", "--from", "external", "--src", &src, "--dst", &frontend,
+        ]);
+        let masquerade = &report["masquerade"];
+        assert_eq!(report["verdict"], "dnat", "{report:#}");
+        assert_eq!(report["snat"], true, "{report:#}");
+        assert_eq!(
+            masquerade["rule"],
+            "external traffic, policy Cluster: masquerade"
+        );
+        assert_eq!(masquerade["address"], NODE_ADDR.to_string());
+        let traced_port = masquerade["port"].as_u64().unwrap();
+        assert!((61_000..=65_535).contains(&traced_port), "{report:#}");
+        let backend = report["backend"].as_str().unwrap();
+
+        let mut cmd = env.bed.from_client(&env.probe);
+        cmd.args(["--timeout-ms", "2000", "tcp", &frontend])
+            .args(["--source-port", &port.to_string()]);
+        let answer = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+        assert_eq!(
+            answer.trim(),
+            format!("{} from {NODE_ADDR}", pod_of(backend)),
+            "from port {port}: the trace said {backend}"
+        );
+        let conns = lb(&["conntrack", "list", "--port", &port.to_string()]);
+        let conn = &conns.as_array().unwrap()[0];
+        assert_eq!(conn["backend"], backend);
+        let source = conn["translated_source"].as_str().unwrap();
+        let (addr, snat_port) = source.split_once(':').unwrap();
+        assert_eq!(addr, NODE_ADDR.to_string());
+        assert!((61_000..=65_535).contains(&snat_port.parse::<u32>().unwrap()));
+    }
 }

@@ -9,6 +9,10 @@
 //! node-b has no route to the external client's subnet: a remote pod's
 //! reply that is not addressed to node-a (no masquerade) is dropped there,
 //! as an external client drops a reply from an address it never spoke to.
+//! It reaches node-a's own address (`NODE_ADDR`, its InternalIP, what
+//! masquerade rewrites sources to) over the link, as nodes of a cluster
+//! reach each other's addresses; the masqueraded replies then come back
+//! through `NODE_LINK_DEVICE`, which the agent must attach to as well.
 
 use std::net::Ipv4Addr;
 
@@ -17,6 +21,8 @@ use anyhow::Result;
 use super::{Testbed, ethtool_tx_off, ip, sysctl};
 
 pub const REMOTE_NODE_NAME: &str = "node-b";
+/// node-a's end of the link between the nodes.
+pub const NODE_LINK_DEVICE: &str = "nodes0";
 /// node-a's address on the link between the nodes.
 pub const NODE_LINK_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 /// node-b's address on the same link.
@@ -52,14 +58,24 @@ impl Testbed {
             self.add_namespace(&ns)?;
         }
         ip(&[
-            "-n", &node, "link", "add", "nodes0", "type", "veth", "peer", "name", "eth0", "netns",
+            "-n",
+            &node,
+            "link",
+            "add",
+            NODE_LINK_DEVICE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
             &remote,
         ])?;
         let address = |ns: &str, addr: String, dev: &str| -> Result<()> {
             ip(&["-n", ns, "addr", "add", &addr, "dev", dev])?;
             ip(&["-n", ns, "link", "set", dev, "up"])
         };
-        address(&node, format!("{NODE_LINK_ADDR}/24"), "nodes0")?;
+        address(&node, format!("{NODE_LINK_ADDR}/24"), NODE_LINK_DEVICE)?;
         address(&remote, format!("{REMOTE_NODE_ADDR}/24"), "eth0")?;
         ip(&[
             "-n",
@@ -76,6 +92,15 @@ impl Testbed {
             "route",
             "add",
             LOCAL_POD_SUBNET,
+            "via",
+            &NODE_LINK_ADDR.to_string(),
+        ])?;
+        ip(&[
+            "-n",
+            &remote,
+            "route",
+            "add",
+            &format!("{}/32", super::NODE_ADDR),
             "via",
             &NODE_LINK_ADDR.to_string(),
         ])?;

@@ -17,11 +17,14 @@ fn pair(proto: u8, port: u16, state: u8, original_s: u32, reply_s: u32) -> [(Ct4
         nat_addr_be: nat.addr_be,
         nat_port_be: nat.port_be,
         state,
-        _pad: 0,
+        flags: 0,
         backend_id: 1,
         service_id: 1,
         created_s: 0,
         last_seen_s,
+        peer_addr_be: 0,
+        peer_port_be: 0,
+        _pad: 0,
     };
     [
         (Ct4Key::original(flow), value(backend, original_s)),
@@ -92,4 +95,37 @@ fn a_flood_is_new_flows_overrunning_the_new_flow_table() {
     assert!(!is_flood(512, 1024), "exactly full is no flood yet");
     assert!(is_flood(513, 1024));
     assert!(!is_flood(1_000_000, 0), "no table, no verdict");
+}
+
+/// A masqueraded flow's reply entry is keyed backend -> node address and
+/// SNAT port: it is still one flow with its original entry (its client is
+/// the entry's peer), so both expire together and free the port, and a
+/// reply-only refresh keeps both.
+#[test]
+fn a_masqueraded_flow_is_one_flow_with_its_snat_reply_entry() {
+    use lb_common::CT_FLAG_SNAT;
+    let now = 100_000;
+    let masqueraded = |port: u16, original_s: u32, reply_s: u32| {
+        let [(okey, mut original), (_, mut reply)] =
+            pair(PROTO_UDP, port, CT_UNREPLIED, original_s, reply_s);
+        let flow = okey.flow();
+        let source = ep(9, 61_000 + port);
+        original.flags = CT_FLAG_SNAT;
+        (original.peer_addr_be, original.peer_port_be) = (source.addr_be, source.port_be);
+        reply.flags = CT_FLAG_SNAT;
+        (reply.peer_addr_be, reply.peer_port_be) = (flow.src.addr_be, flow.src.port_be);
+        let rkey = Ct4Key::reply(original.reply_flow(flow));
+        assert_eq!(rkey.dst_port_be, source.port_be);
+        [(okey, original), (rkey, reply)]
+    };
+    let old = now - TIMEOUT_UDP_S - 1;
+    let mut entries = Vec::new();
+    entries.extend(masqueraded(1, old, old));
+    entries.extend(masqueraded(2, old, now - 1));
+    let judgement = judge(&entries, now);
+    let mut expected: Vec<Ct4Key> = entries[..2].iter().map(|(k, _)| *k).collect();
+    expected.sort_unstable();
+    assert_eq!(judgement.expired, expected);
+    assert_eq!(judgement.expired_flows, 1);
+    assert_eq!(judgement.live, vec![(CT_UNREPLIED, 1)]);
 }

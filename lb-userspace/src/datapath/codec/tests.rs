@@ -126,8 +126,12 @@ fn frontend_value_flags_are_the_kernels() {
 #[test]
 fn backend_values_round_trip_with_every_flag() {
     for protocol in PROTOCOLS {
-        for (terminating, local) in [(false, false), (true, false), (false, true), (true, true)] {
-            let flags = BackendFlags { terminating, local };
+        for bits in 0..8u8 {
+            let flags = BackendFlags {
+                terminating: bits & 1 != 0,
+                local: bits & 2 != 0,
+                remote: bits & 4 != 0,
+            };
             let value = backend_value(&backend(protocol), flags).unwrap();
             assert_eq!(backend_from_value(&value), Some(backend(protocol)));
             assert_eq!(backend_flags(&value), flags);
@@ -140,6 +144,7 @@ fn backend_layout_and_identity() {
     let flags = BackendFlags {
         terminating: true,
         local: true,
+        remote: false,
     };
     let value = backend_value(&backend(Protocol::Sctp), flags).unwrap();
     assert_eq!(value.flags, BE_FLAG_TERMINATING | BE_FLAG_LOCAL);
@@ -154,10 +159,12 @@ fn flags_of_a_shared_backend_hold_only_if_they_hold_for_all() {
     let both = BackendFlags {
         terminating: true,
         local: true,
+        remote: false,
     };
     let local = BackendFlags {
         terminating: false,
         local: true,
+        remote: false,
     };
     assert_eq!(both.both(local), local);
     assert_eq!(local.both(BackendFlags::default()), BackendFlags::default());

@@ -150,6 +150,23 @@ impl KernelMaps {
         Ok((addr_be != 0).then(|| std::net::Ipv4Addr::from(addr_be.to_ne_bytes())))
     }
 
+    /// Whether backends on this node are masqueraded too (the pod hook is
+    /// attached: `lb_common::snat::SNAT_LOCAL`).
+    pub fn masquerades_local_backends(&self) -> Result<bool, MapsError> {
+        self.snat_local
+            .get(&0, 0)
+            .map(|on| on == 1)
+            .map_err(map_err(lb_common::snat::SNAT_LOCAL, "lookup"))
+    }
+
+    /// Masquerades backends on this node too (`on`: only once the hook
+    /// translating their pods' replies back is attached), or not.
+    pub fn set_masquerade_local_backends(&mut self, on: bool) -> Result<(), MapsError> {
+        self.snat_local
+            .set(0, &u32::from(on), 0)
+            .map_err(map_err(lb_common::snat::SNAT_LOCAL, "update"))
+    }
+
     /// From now on, purging a UDP backend also aborts the connected UDP
     /// sockets to it of the processes in `cgroup` (the socket hooks'
     /// cgroup): they connect again, to a live backend.

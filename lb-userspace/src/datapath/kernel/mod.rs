@@ -24,9 +24,9 @@ use aya::{
     maps::{Array, ArrayOfMaps, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
     sys::SyscallError,
 };
-use lb_common::service_cidr::{CLUSTER_IPS4, SERVICE_CIDRS4};
 use lb_common::algorithm::BACKEND_CONNECTIONS;
-use lb_common::snat::SNAT_ADDR;
+use lb_common::service_cidr::{CLUSTER_IPS4, SERVICE_CIDRS4};
+use lb_common::snat::{SNAT_ADDR, SNAT_LOCAL};
 use lb_common::{
     AFFINITY4, ALL_MAPS, Affinity4Key, Affinity4Value, BACKENDS4, Backend4, CT4, CT4_NEW, Ct4Key,
     Ct4Value, FRONTENDS4, Frontend4Key, FrontendValue, HASH_SEED, MAGLEV, SERVICE_STATS, SERVICES,
@@ -62,6 +62,7 @@ pub struct KernelMaps {
     hash_seed: Array<MapData, u32>,
     // snat
     snat_address: Array<MapData, u32>,
+    snat_local: Array<MapData, u32>,
     // loadBalancerSourceRanges
     source_ranges: LpmTrie<MapData, SourceRange4, u8>,
     // sctp and service CIDRs
@@ -174,6 +175,7 @@ impl KernelMaps {
             service_cidrs,
             // selection
             backend_connections,
+            snat_local,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -247,6 +249,9 @@ impl KernelMaps {
             backend_connections: typed(BACKEND_CONNECTIONS, backend_connections)?
                 .try_into()
                 .map_err(map_err(BACKEND_CONNECTIONS, "open"))?,
+            snat_local: typed(SNAT_LOCAL, snat_local)?
+                .try_into()
+                .map_err(map_err(SNAT_LOCAL, "open"))?,
             socket_cgroup: None,
         })
     }

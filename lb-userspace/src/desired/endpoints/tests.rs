@@ -43,6 +43,7 @@ fn endpoint(addr_port: &str) -> Candidate {
         ready: false,
         serving: false,
         terminating: false,
+        remote: false,
         local: false,
         target: None,
         zone_hints: Vec::new(),

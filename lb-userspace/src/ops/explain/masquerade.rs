@@ -1,13 +1,19 @@
 //! The masquerade part of a trace report: kube-proxy's decision for the
 //! traced connection (`lb_common::snat`), as the agent encoded it in the
-//! frontend (`FE_FLAG_MASQUERADE`) and the datapath recorded it (the
-//! node's address, `TRACE_MASQUERADE`).
+//! frontend (`FE_FLAG_MASQUERADE`), and what the datapath did with it: the
+//! node's address (`TRACE_MASQUERADE`), the source port the new flow would
+//! claim (`TRACE_SNAT_APPLIED`), or why the source is kept (a backend on
+//! this node, `TRACE_SNAT_LOCAL_BACKEND`; every port tried taken,
+//! `TRACE_SNAT_EXHAUSTED`).
 
 use std::net::Ipv4Addr;
 
 use lb_common::{
-    FE_KIND_EXTERNAL_IP, FE_KIND_LOAD_BALANCER, FE_KIND_NODE_PORT, TraceRecord,
-    snat::{Masquerade, SNAT_PORT_MAX, SNAT_PORT_MIN, TRACE_MASQUERADE, masquerades},
+    FE_KIND_EXTERNAL_IP, FE_KIND_LOAD_BALANCER, FE_KIND_NODE_PORT, TRACE_CONNECTION, TraceRecord,
+    snat::{
+        Masquerade, SNAT_PORT_MAX, SNAT_PORT_MIN, TRACE_MASQUERADE, TRACE_SNAT_APPLIED,
+        TRACE_SNAT_EXHAUSTED, TRACE_SNAT_LOCAL_BACKEND, masquerades,
+    },
 };
 use serde::Serialize;
 
@@ -20,10 +26,19 @@ pub struct MasqueradeView {
     pub address: Option<String>,
     /// The source ports a masqueraded connection's port comes from.
     pub ports: Option<String>,
-    /// Whether this datapath rewrites the source: not yet (README, "Not
-    /// built yet").
+    /// The source port this new connection would get (the first free one
+    /// the datapath tried).
+    pub port: Option<u16>,
+    /// Whether this datapath rewrites the source.
     pub applied: bool,
+    /// Why it does not, where kube-proxy would.
+    pub not_applied_because: Option<&'static str>,
 }
+
+/// Why a masqueraded decision keeps the source.
+const LOCAL_BACKEND: &str = "the backend is on this node, and no hook translates its pod's replies back yet: the client's address is kept (README, \"Not built yet\")";
+const EXHAUSTED: &str = "every source port tried toward this backend is taken: the new connection is dropped (drop_snat_port_exhausted)";
+const ESTABLISHED_UNMASQUERADED: &str = "this established connection was not masqueraded at its first packet (a local backend then, or no node address): the connection table keeps it so";
 
 /// The decision for a traced connection that a frontend translated
 /// (`socket_entry`: the socket hooks saw it).
@@ -41,26 +56,60 @@ pub fn view(record: &TraceRecord, socket_entry: bool) -> MasqueradeView {
     } else {
         Masquerade::NotTranslated
     };
+    let steps = record.steps;
+    // An established flow's source comes from its entry (the decision was
+    // its first packet's, under policy Cluster): applied, whatever the
+    // frontend says now.
+    let applied = steps & TRACE_SNAT_APPLIED != 0;
+    let decision = if applied {
+        Masquerade::ToNodeAddress
+    } else {
+        decision
+    };
     let masquerading = decision == Masquerade::ToNodeAddress;
-    let address = (masquerading && record.steps & TRACE_MASQUERADE != 0)
+    let address = (masquerading && steps & (TRACE_MASQUERADE | TRACE_SNAT_APPLIED) != 0)
         .then(|| Ipv4Addr::from(record.snat_addr_be.to_ne_bytes()).to_string());
+    let not_applied_because = if !masquerading || applied {
+        None
+    } else if steps & TRACE_SNAT_LOCAL_BACKEND != 0 {
+        Some(LOCAL_BACKEND)
+    } else if steps & TRACE_SNAT_EXHAUSTED != 0 {
+        Some(EXHAUSTED)
+    } else if steps & TRACE_CONNECTION != 0 {
+        Some(ESTABLISHED_UNMASQUERADED)
+    } else {
+        None
+    };
     MasqueradeView {
         rule: decision.rule(),
         address,
         ports: masquerading.then(|| format!("{SNAT_PORT_MIN}-{SNAT_PORT_MAX}")),
-        applied: false,
+        port: applied.then(|| u16::from_be(record.snat_port_be)),
+        applied,
+        not_applied_because,
     }
 }
 
 /// The step `lb trace` prints for `view`.
 pub fn step(view: &MasqueradeView) -> String {
-    match (&view.ports, &view.address) {
-        (Some(ports), Some(address)) => format!(
-            "{}: kube-proxy rewrites the source to {address}, port {ports}; this datapath does not rewrite it yet (source kept)",
+    match (
+        &view.ports,
+        &view.address,
+        view.port,
+        view.not_applied_because,
+    ) {
+        (Some(_), Some(address), Some(port), _) => format!(
+            "{}: the source is rewritten to {address}:{port} (the first free port of {} tried toward this backend)",
+            view.rule,
+            view.ports.as_deref().unwrap_or_default()
+        ),
+        (Some(ports), Some(address), None, Some(why)) => format!(
+            "{}: kube-proxy rewrites the source to {address}, port {ports}; here {why}",
             view.rule
         ),
-        (Some(_), None) => format!(
-            "{}: to the node's address, decided at the connection's first packet (none recorded here); this datapath does not rewrite it yet (source kept)",
+        (Some(_), None, _, Some(why)) => format!("{}: {why}", view.rule),
+        (Some(_), _, _, _) => format!(
+            "{}: to the node's address, none known (the agent writes the node's primary IPv4): source kept",
             view.rule
         ),
         _ => format!("{}: source kept", view.rule),
@@ -95,8 +144,36 @@ mod tests {
         assert_eq!(v.rule, "external traffic, policy Cluster: masquerade");
         assert_eq!(v.address.as_deref(), Some("192.168.0.2"));
         assert_eq!(v.ports.as_deref(), Some("61000-65535"));
+        assert!(!v.applied, "no port recorded");
+    }
+
+    #[test]
+    fn an_applied_masquerade_names_the_port() {
+        let mut r = record(
+            FE_KIND_NODE_PORT,
+            FE_FLAG_MASQUERADE,
+            TRACE_MASQUERADE | TRACE_SNAT_APPLIED,
+        );
+        r.snat_port_be = 61234u16.to_be();
+        let v = view(&r, false);
+        assert!(v.applied);
+        assert_eq!(v.port, Some(61234));
+        assert!(step(&v).contains("192.168.0.2:61234"), "{}", step(&v));
+    }
+
+    #[test]
+    fn a_local_backend_keeps_the_client_and_says_why() {
+        let v = view(
+            &record(
+                FE_KIND_NODE_PORT,
+                FE_FLAG_MASQUERADE,
+                TRACE_MASQUERADE | TRACE_SNAT_LOCAL_BACKEND,
+            ),
+            false,
+        );
         assert!(!v.applied);
-        assert!(step(&v).contains("192.168.0.2"), "{}", step(&v));
+        assert_eq!(v.not_applied_because, Some(LOCAL_BACKEND));
+        assert!(step(&v).contains("on this node"), "{}", step(&v));
     }
 
     #[test]
