@@ -20,11 +20,14 @@ use std::net::Ipv4Addr;
 
 use common::*;
 use etherparse::{IpNumber, NetHeaders, PacketHeaders};
+use lb::datapath::DatapathMaps as _;
 use lb_common::{
-    PROTO_SCTP, PROTO_TCP, PROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL,
+    BE_FLAG_REMOTE, FE_KIND_NODE_PORT, FE_KIND_SHIFT, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+    SCOPE_EXTERNAL, SCOPE_INTERNAL,
     ct::{CT_SCTP_COOKIE_ECHOED, CT_SCTP_COOKIE_WAIT, CT_SCTP_ESTABLISHED},
     reason::Reason,
     sctp::chunk,
+    snat::{FE_FLAG_MASQUERADE, SNAT_PORT_MAX, SNAT_PORT_MIN},
 };
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
@@ -420,4 +423,55 @@ fn a_cluster_ip_is_translated_by_the_socket_decision_with_valid_crc32c() {
     let (action, out) = t.run_xdp(&init);
     assert_eq!((action, &out), (XDP_PASS, &init));
     assert_eq!(t.stat(Reason::PassNoService), 1);
+}
+
+/// Upstream: kube-proxy masquerades external traffic to a NodePort of
+/// policy Cluster whatever its protocol (the nftables `external-...` chain
+/// jumps to `mark-for-masquerade` before any protocol match), so an SCTP
+/// association to a pod on another node leaves from the node's address
+/// and a port of the SNAT range, its source port's change folded into the
+/// CRC32c; the pod's INIT ACK to that port comes back from the NodePort to
+/// the client with a valid CRC32c again.
+#[test]
+fn a_masqueraded_association_leaves_from_the_node_address_with_valid_crc32c() {
+    let mut t = TestDatapath::load();
+    let remote = lb_common::Backend4 {
+        flags: BE_FLAG_REMOTE,
+        ..backend(POD, TARGET_PORT, PROTO_SCTP)
+    };
+    install_service(
+        &mut t.maps,
+        frontend_key(NODE, NODE_PORT, PROTO_SCTP, SCOPE_EXTERNAL),
+        1,
+        0,
+        FE_KIND_NODE_PORT << FE_KIND_SHIFT | FE_FLAG_MASQUERADE,
+        &[(1, remote)],
+    );
+    t.maps.set_snat_address(Some(NODE)).unwrap();
+
+    let (action, out) = t.run_xdp(&sctp_frame(CLIENT, 5000, NODE, NODE_PORT, &init_chunk()));
+    assert_eq!(action, XDP_PASS);
+    let seen = check_sctp(&out);
+    assert_eq!((seen.src, seen.dst, seen.dport), (NODE, POD, TARGET_PORT));
+    assert!(
+        (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&seen.sport),
+        "{}",
+        seen.sport
+    );
+
+    let ack = sctp_frame(
+        POD,
+        TARGET_PORT,
+        NODE,
+        seen.sport,
+        &chunk_of(chunk::INIT_ACK, &[7; 20]),
+    );
+    let (action, out) = t.run_xdp(&ack);
+    assert_eq!(action, XDP_PASS);
+    let back = check_sctp(&out);
+    assert_eq!(
+        (back.src, back.sport, back.dst, back.dport),
+        (NODE, NODE_PORT, CLIENT, 5000)
+    );
+    assert_eq!(t.stat(Reason::ReverseSnat), 1);
 }
