@@ -171,6 +171,66 @@ impl Env {
         manifests::write_slices(&self.manifests(), pods)
     }
 
+    /// Rewrites the EndpointSlices to list only `pods` (not none) and waits,
+    /// at most 10 s, until the agent has applied them: every port of the
+    /// demo Services lists exactly those pods as backends in the pinned
+    /// maps. Tests assert what the datapath does once a change is applied;
+    /// how fast it applies is the bench's to measure.
+    pub fn set_endpoints_applied(&self, pods: &[usize]) -> Result<()> {
+        self.set_endpoints(pods)?;
+        let want: std::collections::BTreeSet<String> = pods
+            .iter()
+            .map(|i| crate::testbed::pod_addr(*i).to_string())
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.demo_backends()?.iter().all(|set| *set == want) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the agent did not apply endpoints {pods:?} within 10 s:\n{}",
+                    self.agent_log_text()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The backend addresses of each frontend of the demo Services, from
+    /// `lb service list` on the pinned maps.
+    fn demo_backends(&self) -> Result<Vec<std::collections::BTreeSet<String>>> {
+        let out = Command::new(&self.lb)
+            .args(["service", "list", "-o", "json", "--pin-dir"])
+            .arg(&self.bed.pin_dir)
+            .output()
+            .context("running lb service list")?;
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
+        let services = listed
+            .as_array()
+            .context("lb service list -o json: a list")?;
+        let demo = |s: &&serde_json::Value| {
+            manifests::SERVICES
+                .iter()
+                .any(|(name, _)| s["name"] == *name)
+        };
+        Ok(services
+            .iter()
+            .filter(demo)
+            .flat_map(|s| s["frontends"].as_array().cloned().unwrap_or_default())
+            .map(|frontend| {
+                frontend["backends"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    // `ip:port`: the pod is the address.
+                    .filter_map(|b| b["address"].as_str()?.split(':').next().map(str::to_owned))
+                    .collect()
+            })
+            .collect())
+    }
+
     /// Starts a long-lived `lb-probe chat` connection (stdin/stdout piped);
     /// it is killed with the testbed.
     pub fn chat(&mut self, origin: Origin, addr: &str) -> Result<Child> {

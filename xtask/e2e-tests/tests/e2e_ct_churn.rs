@@ -55,8 +55,7 @@ fn long_lived_connections_survive_endpoint_churn_with_zero_resets() {
     eprintln!("churn: {rewrites} rewrites, {answers} answers, no reset");
 
     // Settled on pods 1 and 2: new connections never reach pod-3.
-    env.set_endpoints(&[0, 1]).unwrap();
-    thread::sleep(Duration::from_secs(2));
+    env.set_endpoints_applied(&[0, 1]).unwrap();
     let tally = env.request(nodeport, 30).unwrap();
     assert!(tally.errors.is_empty(), "{:?}", tally.errors);
     assert!(!tally.answers.contains_key("pod-3"), "{:?}", tally.answers);

@@ -203,8 +203,7 @@ fn pod_socket_aborted_when_its_backend_leaves(env: &Env) -> bool {
     let answer = ask();
     let _ = child.kill();
     let _ = child.wait();
-    env.set_endpoints(&[0, 1, 2]).unwrap();
-    thread::sleep(Duration::from_secs(2));
+    env.set_endpoints_applied(&[0, 1, 2]).unwrap();
     answer.starts_with("reconnected ")
 }
 
