@@ -28,8 +28,12 @@ pub static BACKENDS4: HashMap<u32, Backend4> = HashMap::pinned(MAX_BACKENDS, 0);
 /// template (kernel 5.10); the verifier then checks indexes at run time.
 const BPF_F_INNER_MAP: usize = 1 << 12;
 
+/// `BPF_F_MMAPABLE`: the agent fills a table through a mapping of it.
+const BPF_F_MMAPABLE: usize = 1 << 10;
+
 /// One Maglev table as the outer map holds it.
-pub type MaglevTable = btf_maps::Array<u32, { MAGLEV_TABLE_SIZE as usize + 1 }, BPF_F_INNER_MAP>;
+pub type MaglevTable =
+    btf_maps::Array<u32, { MAGLEV_TABLE_SIZE as usize + 1 }, { BPF_F_INNER_MAP | BPF_F_MMAPABLE }>;
 
 /// Maglev tables: table id -> its inner array (slot 0: the size, then the
 /// backend ids; see `lb_common::maglev`). The agent resizes the outer map

@@ -42,6 +42,15 @@ pub trait DatapathMaps {
     /// Writes a whole Maglev table: `lb_common::maglev::table_size` slots
     /// (a prime from 1,021 to 65,537), each a backend id.
     fn write_table(&mut self, table_id: u32, slots: &[u32]) -> Result<(), MapsError>;
+    /// Writes several whole tables, as [`Self::write_table`] each; the
+    /// kernel's maps swap them in together (an array of maps waits for
+    /// running programs once per update call, not once per table).
+    fn write_tables(&mut self, tables: &[(u32, &[u32])]) -> Result<(), MapsError> {
+        for &(table_id, slots) in tables {
+            self.write_table(table_id, slots)?;
+        }
+        Ok(())
+    }
     /// Gives a table nothing references (its quarantine over) back: its
     /// memory returns to the kernel. A table never written is no error.
     fn release_table(&mut self, table_id: u32) -> Result<(), MapsError>;

@@ -18,9 +18,12 @@ pub fn apply(
     for (id, value) in &plan.set_backends {
         maps.set_backend(*id, value)?;
     }
-    for table in &plan.write_tables {
-        maps.write_table(table.table_id, &table.slots)?;
-    }
+    let tables: Vec<(u32, &[u32])> = plan
+        .write_tables
+        .iter()
+        .map(|table| (table.table_id, table.slots.as_slice()))
+        .collect();
+    maps.write_tables(&tables)?;
     for (id, range) in &plan.set_source_ranges {
         maps.set_source_range(*id, range)?;
     }

@@ -1,8 +1,8 @@
 //! Reading and writing a run of an array map in one `BPF_MAP_LOOKUP_BATCH`
 //! or `BPF_MAP_UPDATE_BATCH` call (kernel 5.6+; aya has no wrapper). A
-//! Maglev table is 1,021 slots: slot by slot that is 1,021 syscalls, which
-//! the periodic resync would pay for every live table, and a full sync for
-//! every table it writes (10 million syscalls at 10,000 Services).
+//! Maglev table is 1,021 slots or more: slot by slot that is a syscall
+//! each, which the periodic resync would pay for every live table it
+//! reads. (Tables are written through a mapping: `mapped`.)
 
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -186,32 +186,39 @@ fn whole(
     Ok(Some(values))
 }
 
-/// Writes `values` into the array map from index `first` on; `false` when
+/// Writes `values` into the array map from index `first` on, for any
+/// value type `V` (the map's own, which aya checked at open); `false` when
 /// the kernel has no batch update for it (the caller writes one by one),
 /// an error when the write itself failed (then a prefix may be written,
 /// as slot by slot).
-pub(super) fn write_u32s(map: &MapData, first: u32, values: &[u32]) -> std::io::Result<bool> {
-    write_values(map, first, values)
-}
-
-/// [`write_u32s`] for an array map of any value type `V` (the map's own,
-/// which aya checked at open).
 pub(super) fn write_values<V: aya::Pod>(
     map: &MapData,
     first: u32,
     values: &[V],
 ) -> std::io::Result<bool> {
     let keys: Vec<u32> = (first..).take(values.len()).collect();
+    write_keyed(map.fd().as_fd(), &keys, values)
+}
+
+/// Writes `values[i]` at `keys[i]` of the map behind `map_fd` in one
+/// `BPF_MAP_UPDATE_BATCH` (an array of maps takes map fds as values);
+/// `false` and errors as [`write_values`].
+pub(super) fn write_keyed<V: Copy>(
+    map_fd: std::os::fd::BorrowedFd<'_>,
+    keys: &[u32],
+    values: &[V],
+) -> std::io::Result<bool> {
+    assert_eq!(keys.len(), values.len());
     let mut attr = BatchAttr {
         keys: keys.as_ptr() as u64,
         values: values.as_ptr() as u64,
         count: values.len() as u32,
-        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        map_fd: map_fd.as_raw_fd() as u32,
         ..BatchAttr::default()
     };
     // SAFETY: the attribute names `count` keys and values of the map's
-    // sizes (u32 keys, `V` values, which aya checked at open), which the kernel only
-    // reads; both outlive the call.
+    // sizes (u32 keys; `V` values, the map's own as the caller says),
+    // which the kernel only reads; both outlive the call.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -223,16 +230,15 @@ pub(super) fn write_values<V: aya::Pod>(
     if ret < 0 {
         let err = std::io::Error::last_os_error();
         return match err.raw_os_error() {
-            // The kernel has no batch update here: slot by slot instead
-            // (rewriting what may be written already: nothing references
-            // a table being written).
+            // The kernel has no batch update here: one by one instead
+            // (rewriting what may be written already is harmless).
             Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS | ENOTSUPP) => Ok(false),
             _ => Err(err),
         };
     }
     if attr.count as usize != values.len() {
         return Err(std::io::Error::other(format!(
-            "batch update wrote {} of {} entries from {first}",
+            "batch update wrote {} of {} entries",
             attr.count,
             values.len()
         )));

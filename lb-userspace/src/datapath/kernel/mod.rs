@@ -9,6 +9,7 @@ mod batch;
 mod ct;
 mod maglev;
 mod maglev_upgrade;
+mod mapped;
 mod service_cidrs;
 mod source_ranges;
 mod views;

@@ -104,6 +104,10 @@ impl DatapathMaps for KernelMaps {
         self.write_maglev_table(table_id, slots)
     }
 
+    fn write_tables(&mut self, tables: &[(u32, &[u32])]) -> Result<(), MapsError> {
+        self.write_maglev_tables(tables)
+    }
+
     fn release_table(&mut self, table_id: u32) -> Result<(), MapsError> {
         self.release_maglev_table(table_id)
     }
