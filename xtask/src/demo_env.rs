@@ -254,8 +254,9 @@ pub struct Chat {
     child: Child,
     stdout: BufReader<ChildStdout>,
     pub peer: String,
-    /// The socket's cookie (the socket hooks hash it to pick a backend).
-    pub cookie: u64,
+    /// The socket's cookie (the socket hooks hash it to pick a backend);
+    /// `None` for a UDP chat, whose probe does not print it.
+    pub cookie: Option<u64>,
 }
 
 impl Chat {
@@ -271,12 +272,37 @@ impl Chat {
                 .to_string()
         };
         let peer = line("peer ");
-        let cookie = line("cookie ").parse().unwrap();
+        let cookie = Some(line("cookie ").parse().unwrap());
         Chat {
             child,
             stdout,
             peer,
             cookie,
+        }
+    }
+
+    /// A connected UDP client (`lb-probe udp-chat`): it prints its peer
+    /// (getpeername) first; an answer is `reconnected POD` once its socket
+    /// was aborted and it connected again.
+    pub fn open_udp(env: &Env, origin: Origin, addr: &str) -> Chat {
+        let mut cmd = env.probe_from(origin);
+        cmd.args(["udp-chat", addr])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut child = cmd.spawn().expect("lb-probe udp-chat");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut text = String::new();
+        stdout.read_line(&mut text).unwrap();
+        let peer = text
+            .trim()
+            .strip_prefix("peer ")
+            .unwrap_or_else(|| panic!("\"peer \" expected, got {text:?}"))
+            .to_string();
+        Chat {
+            child,
+            stdout,
+            peer,
+            cookie: None,
         }
     }
 

@@ -356,6 +356,17 @@ fn guarded_frontend(
     );
 }
 
+/// A datapath with its socket hooks attached to a test cgroup of its own.
+fn with_socket_hooks() -> (TestDatapath, TestCgroup) {
+    let mut t = TestDatapath::load();
+    let cgroup = TestCgroup::create();
+    assert_eq!(
+        t.dp_mut().attach_cgroup(&cgroup.path).unwrap(),
+        Attached::New
+    );
+    (t, cgroup)
+}
+
 /// Upstream: kube-proxy filters the node's own processes and pods too
 /// (their packets to the LoadBalancer IP traverse the same firewall
 /// chain, from OUTPUT or PREROUTING) and drops those outside; here
@@ -364,12 +375,7 @@ fn guarded_frontend(
 /// packet is EPERM too), and is translated when inside.
 #[test]
 fn a_process_connecting_from_outside_the_range_is_refused() {
-    let mut t = TestDatapath::load();
-    let cgroup = TestCgroup::create();
-    assert_eq!(
-        t.dp_mut().attach_cgroup(&cgroup.path).unwrap(),
-        Attached::New
-    );
+    let (mut t, cgroup) = with_socket_hooks();
     let (port, server) = loopback_server(1);
     let allowed = SourceRange::new(Ipv4Addr::new(127, 0, 0, 0), 31).unwrap();
     guarded_frontend(&mut t, 3, 80, PROTO_TCP, allowed, (LOOPBACK, port));
@@ -399,12 +405,7 @@ fn a_process_connecting_from_outside_the_range_is_refused() {
 /// answer, as under kube-proxy's drop; a UDP send fails with EPERM).
 #[test]
 fn an_unbound_socket_is_checked_by_the_source_its_route_gives() {
-    let mut t = TestDatapath::load();
-    let cgroup = TestCgroup::create();
-    assert_eq!(
-        t.dp_mut().attach_cgroup(&cgroup.path).unwrap(),
-        Attached::New
-    );
+    let (mut t, cgroup) = with_socket_hooks();
     let (port, server) = loopback_server(1);
     let loopback = SourceRange::new(Ipv4Addr::new(127, 0, 0, 0), 31).unwrap();
     let elsewhere = SourceRange::new(Ipv4Addr::new(10, 0, 0, 0), 8).unwrap();

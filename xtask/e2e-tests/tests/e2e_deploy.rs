@@ -9,10 +9,9 @@
 
 use std::{
     fs,
-    io::{BufRead as _, BufReader, Write as _},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -178,22 +177,8 @@ const FOR_POD_SOCKETS: [&str; 2] = ["SYS_PTRACE", "SYS_ADMIN"];
 /// from the Service: whether the agent aborted the socket (the client
 /// connected again, to another pod). The endpoints are restored after.
 fn pod_socket_aborted_when_its_backend_leaves(env: &Env) -> bool {
-    let mut cmd = env.probe_from(Origin::Pod(0));
-    cmd.args(["udp-chat", "192.0.2.10:53"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let mut child = cmd.spawn().expect("lb-probe udp-chat");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut peer = String::new();
-    stdout.read_line(&mut peer).unwrap();
-    let mut ask = || {
-        writeln!(stdin, "ping").unwrap();
-        stdin.flush().unwrap();
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        line.trim().to_string()
-    };
+    let mut chat = Chat::open_udp(env, Origin::Pod(0), "192.0.2.10:53");
+    let mut ask = || chat.ask();
     let pod = ask();
     assert!(pod.starts_with("pod-"), "{pod}");
     let index: usize = pod.trim_start_matches("pod-").parse::<usize>().unwrap() - 1;
@@ -201,8 +186,7 @@ fn pod_socket_aborted_when_its_backend_leaves(env: &Env) -> bool {
     env.set_endpoints(&remaining).unwrap();
     thread::sleep(Duration::from_secs(2));
     let answer = ask();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(chat);
     env.set_endpoints_applied(&[0, 1, 2]).unwrap();
     answer.starts_with("reconnected ")
 }

@@ -213,7 +213,7 @@ fn trace_reports_what_real_traffic_meets() {
         let mut chat = Chat::open(&mut env, frontend.origin, frontend.addr);
         let answered = chat.ask();
         let src = format!("{}:0", pod_addr(index));
-        let report = trace(&env, "pod", &src, frontend.addr, false, Some(chat.cookie));
+        let report = trace(&env, "pod", &src, frontend.addr, false, chat.cookie);
         assert_eq!(report["verdict"], "dnat", "{}: {report:#}", frontend.label);
         assert_eq!(report["decided_by"], "socket-hash");
         assert_eq!(

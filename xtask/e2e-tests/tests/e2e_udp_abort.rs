@@ -6,36 +6,17 @@
 //! aborts it (SOCK_DESTROY) when it purges the backend, and the client
 //! connects again.
 
-use std::{
-    io::{BufRead, BufReader, Write},
-    process::Stdio,
-    thread,
-    time::Duration,
-};
+use std::{thread, time::Duration};
 
-use xtask::demo::{Origin, exclusive_env};
+use xtask::demo::{Chat, Origin, exclusive_env};
 
 #[test]
 fn a_connected_udp_client_moves_to_a_new_backend_after_its_backend_is_removed() {
     let (_serial, env) = exclusive_env();
-    let mut cmd = env.probe_from(Origin::Pod(0));
-    cmd.args(["udp-chat", "192.0.2.10:53"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let mut child = cmd.spawn().expect("lb-probe udp-chat");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut chat = Chat::open_udp(&env, Origin::Pod(0), "192.0.2.10:53");
     // The probe prints its peer first: the frontend (getpeername).
-    let mut peer = String::new();
-    stdout.read_line(&mut peer).unwrap();
-    assert!(peer.starts_with("peer 192.0.2.10:53"), "{peer}");
-    let mut ask = || {
-        writeln!(stdin, "ping").unwrap();
-        stdin.flush().unwrap();
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        line.trim().to_string()
-    };
+    assert_eq!(chat.peer, "192.0.2.10:53");
+    let mut ask = || chat.ask();
     let pod = ask();
     assert!(pod.starts_with("pod-"), "{pod}");
     assert_eq!(ask(), pod, "a connected socket keeps its backend");
@@ -57,6 +38,4 @@ fn a_connected_udp_client_moves_to_a_new_backend_after_its_backend_is_removed() 
         "{moved} after {pod}"
     );
     assert_eq!(ask(), moved, "the new socket keeps its new backend");
-    let _ = child.kill();
-    let _ = child.wait();
 }
