@@ -108,6 +108,14 @@ pub const fn expired(state: u8, last_seen_s: u32, now_s: u32) -> bool {
     now_s > last_seen_s && now_s - last_seen_s > timeout_s(state)
 }
 
+/// Whether a flow in `state` is closing or closed (TCP after a FIN or an
+/// RST, an SCTP association shutting down or aborted): still in the table
+/// for its timeout, no longer a load on its backend.
+#[inline(always)]
+pub const fn is_ending(state: u8) -> bool {
+    matches!(state, CT_CLOSING | CT_CLOSED) || sctp_ending(state)
+}
+
 /// Assured flows live in the established table.
 #[inline(always)]
 pub const fn is_assured(state: u8) -> bool {

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use lb_common::{
     Ct4Key, Ct4Value, Flow4,
-    ct::{CT_CLOSED, CT_CLOSING, expired},
+    ct::{expired, is_ending},
 };
 
 use crate::datapath::{KernelMaps, MapsError};
@@ -36,8 +36,7 @@ pub fn live_counts(entries: &[(Ct4Key, Ct4Value)], now_s: u32, capacity: u32) ->
     }
     let mut counts = vec![0u64; capacity as usize];
     for value in flows.values() {
-        let closed = matches!(value.state, CT_CLOSING | CT_CLOSED);
-        if closed || expired(value.state, value.last_seen_s, now_s) {
+        if is_ending(value.state) || expired(value.state, value.last_seen_s, now_s) {
             continue;
         }
         if let Some(count) = counts.get_mut(value.backend_id as usize) {
@@ -60,21 +59,35 @@ pub fn recount(
 #[cfg(test)]
 mod tests {
     use lb_common::{
-        Endpoint4, PROTO_TCP,
-        ct::{CT_ESTABLISHED, CT_SYN_SENT, TIMEOUT_SYN_SENT_S},
+        Endpoint4, PROTO_SCTP, PROTO_TCP,
+        ct::{
+            CT_CLOSED, CT_CLOSING, CT_ESTABLISHED, CT_SCTP_SHUTDOWN, CT_SYN_SENT,
+            TIMEOUT_SYN_SENT_S,
+        },
     };
 
     use super::*;
 
     /// Both entries of a flow from client port `sport` to `backend_id`.
     fn flow(sport: u16, backend_id: u32, state: u8, last_seen_s: u32) -> [(Ct4Key, Ct4Value); 2] {
+        flow_of(PROTO_TCP, sport, backend_id, state, last_seen_s)
+    }
+
+    /// [`flow`] of protocol `proto`.
+    fn flow_of(
+        proto: u8,
+        sport: u16,
+        backend_id: u32,
+        state: u8,
+        last_seen_s: u32,
+    ) -> [(Ct4Key, Ct4Value); 2] {
         let client = Endpoint4::new(u32::from_be_bytes([198, 51, 100, 7]).to_be(), sport.to_be());
         let frontend = Endpoint4::new(u32::from_be_bytes([192, 0, 2, 10]).to_be(), 80u16.to_be());
         let backend = Endpoint4::new(
             u32::from_be_bytes([10, 0, 0, backend_id as u8]).to_be(),
             8080u16.to_be(),
         );
-        let original_flow = Flow4::new(client, frontend, PROTO_TCP);
+        let original_flow = Flow4::new(client, frontend, proto);
         let value = |nat: Endpoint4| Ct4Value {
             nat_addr_be: nat.addr_be,
             nat_port_be: nat.port_be,
@@ -108,6 +121,8 @@ mod tests {
         entries.extend(flow(4, 2, CT_CLOSING, now));
         entries.extend(flow(5, 3, CT_CLOSED, now));
         entries.extend(flow(6, 3, CT_SYN_SENT, now - TIMEOUT_SYN_SENT_S - 1));
+        // An SCTP association shutting down is no load either.
+        entries.extend(flow_of(PROTO_SCTP, 8, 3, CT_SCTP_SHUTDOWN, now));
         // A backend id past the map's end is not counted (and not a panic).
         entries.extend(flow(7, 9, CT_ESTABLISHED, now));
         assert_eq!(live_counts(&entries, now, 4), vec![0, 2, 1, 0]);
