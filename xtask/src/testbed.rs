@@ -188,34 +188,7 @@ impl Testbed {
         ])?;
         ip(&["-n", &node, "link", "set", "br0", "up"])?;
         for i in 0..self.pods {
-            let (pod, host_end) = (self.pod_ns(i), format!("veth{}", i + 1));
-            ip(&[
-                "-n", &pod, "link", "add", "eth0", "type", "veth", "peer", "name", &host_end,
-                "netns", &node,
-            ])?;
-            ip(&[
-                "-n",
-                &pod,
-                "addr",
-                "add",
-                &format!("{}/24", pod_addr(i)),
-                "dev",
-                "eth0",
-            ])?;
-            ip(&["-n", &pod, "link", "set", "eth0", "up"])?;
-            ip(&[
-                "-n",
-                &pod,
-                "route",
-                "add",
-                "default",
-                "via",
-                &POD_GATEWAY.to_string(),
-            ])?;
-            ip(&["-n", &node, "link", "set", &host_end, "master", "br0", "up"])?;
-            // Locally generated TCP on a veth carries a partial checksum that
-            // XDP cannot see; real NICs hand XDP complete ones.
-            ethtool_tx_off(&pod)?;
+            bridged_pod(&self.pod_ns(i), &node, i, pod_addr(i), POD_GATEWAY)?;
         }
         ethtool_tx_off(&client)?;
         // A veth only delivers XDP_TX frames (the datapath's ICMP rejects)
@@ -361,6 +334,45 @@ pub fn cgroup2_mount() -> Result<PathBuf> {
             (kind == "cgroup2").then(|| PathBuf::from(path))
         })
         .context("no cgroup v2 mount: run `cargo xtask setup`")
+}
+
+/// Pod `index` of a node: namespace `pod` with `eth0` at `addr`/24 and a
+/// default route via `gateway`, its veth peer `veth<index+1>` in the node's
+/// namespace `node`, on the node's bridge `br0`.
+fn bridged_pod(
+    pod: &str,
+    node: &str,
+    index: usize,
+    addr: Ipv4Addr,
+    gateway: Ipv4Addr,
+) -> Result<()> {
+    let host_end = format!("veth{}", index + 1);
+    ip(&[
+        "-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", &host_end, "netns", node,
+    ])?;
+    ip(&[
+        "-n",
+        pod,
+        "addr",
+        "add",
+        &format!("{addr}/24"),
+        "dev",
+        "eth0",
+    ])?;
+    ip(&["-n", pod, "link", "set", "eth0", "up"])?;
+    ip(&[
+        "-n",
+        pod,
+        "route",
+        "add",
+        "default",
+        "via",
+        &gateway.to_string(),
+    ])?;
+    ip(&["-n", node, "link", "set", &host_end, "master", "br0", "up"])?;
+    // Locally generated TCP on a veth carries a partial checksum that XDP
+    // cannot see; real NICs hand XDP complete ones.
+    ethtool_tx_off(pod)
 }
 
 fn ip(args: &[&str]) -> Result<()> {

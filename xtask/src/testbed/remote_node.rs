@@ -18,7 +18,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::Result;
 
-use super::{Testbed, ethtool_tx_off, ip, sysctl};
+use super::{Testbed, bridged_pod, ip, sysctl};
 
 pub const REMOTE_NODE_NAME: &str = "node-b";
 /// node-a's end of the link between the nodes.
@@ -107,25 +107,13 @@ impl Testbed {
         ip(&["-n", &remote, "link", "add", "br0", "type", "bridge"])?;
         address(&remote, format!("{REMOTE_POD_GATEWAY}/24"), "br0")?;
         for i in 0..self.remote_pods {
-            let (pod, host_end) = (self.remote_pod_ns(i), format!("veth{}", i + 1));
-            ip(&[
-                "-n", &pod, "link", "add", "eth0", "type", "veth", "peer", "name", &host_end,
-                "netns", &remote,
-            ])?;
-            address(&pod, format!("{}/24", remote_pod_addr(i)), "eth0")?;
-            ip(&[
-                "-n",
-                &pod,
-                "route",
-                "add",
-                "default",
-                "via",
-                &REMOTE_POD_GATEWAY.to_string(),
-            ])?;
-            ip(&[
-                "-n", &remote, "link", "set", &host_end, "master", "br0", "up",
-            ])?;
-            ethtool_tx_off(&pod)?;
+            bridged_pod(
+                &self.remote_pod_ns(i),
+                &remote,
+                i,
+                remote_pod_addr(i),
+                REMOTE_POD_GATEWAY,
+            )?;
         }
         sysctl(&remote, "net.ipv4.ip_forward", "1")?;
         sysctl(&remote, "net.ipv4.conf.all.rp_filter", "0")?;
