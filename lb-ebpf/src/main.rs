@@ -33,6 +33,8 @@ mod ct;
 #[cfg(target_arch = "bpf")]
 mod debug;
 #[cfg(target_arch = "bpf")]
+mod forward;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod nat;

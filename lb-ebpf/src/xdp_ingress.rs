@@ -1,6 +1,7 @@
 //! North-south ingress: traffic from outside the node to a NodePort,
-//! LoadBalancer IP or externalIP. Parse, look up, select, translate, pass
-//! to the stack (which forwards to the local backend).
+//! LoadBalancer IP or externalIP. Parse, look up, select, translate,
+//! forward (in XDP where `--xdp-forward` and the route allow, see
+//! [`crate::forward`]; else the stack forwards it).
 //!
 //! In a trace (`DRY_RUN`, see [`crate::trace`]) the same code runs, but
 //! writes no connection-table entry, refreshes no last-seen time and counts
@@ -17,8 +18,9 @@ use lb_common::{
 };
 
 use crate::{
-    affinity, ct, debug, nat, parse, reject, select, service_cidr, snat, source_ranges, stats,
-    trace,
+    affinity, ct, debug, forward, nat,
+    parse::{self, XdpPacket},
+    reject, select, service_cidr, snat, source_ranges, stats, trace,
 };
 
 /// `frags`: multi-buffer aware (jumbo frames; on veth, a program without it
@@ -27,7 +29,7 @@ use crate::{
 #[xdp(frags)]
 pub fn lb_xdp_ingress(ctx: XdpContext) -> u32 {
     let (action, reason) = match ingress(&ctx) {
-        Ok(reason) => (xdp_action::XDP_PASS, reason),
+        Ok((reason, pkt)) => (forward::xdp(&ctx, &pkt), reason),
         Err(Verdict::Pass(reason)) => (xdp_action::XDP_PASS, reason),
         Err(Verdict::Drop(reason)) => (xdp_action::XDP_DROP, reason),
         Err(Verdict::Reject(reason)) => reject::answer(&ctx, reason),
@@ -59,8 +61,9 @@ impl From<Reason> for Verdict {
     }
 }
 
+/// A translated packet: why, and the packet to forward.
 #[inline(always)]
-fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
+fn ingress(ctx: &XdpContext) -> Result<(Reason, XdpPacket), Verdict> {
     // Parse.
     // SAFETY: a plain helper call on our context.
     let buff_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
@@ -69,7 +72,7 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
 
     // A reply to a masqueraded flow: translated back, to the client.
     if let Some(reason) = snat::reverse(&pkt, flow) {
-        return Ok(reason);
+        return Ok((reason, pkt));
     }
 
     // Look up the frontend, then the flow: a known flow keeps its backend.
@@ -98,8 +101,7 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
         trace::snat(source);
         nat::rewrite_xdp_source(&pkt, flow.src, source);
     }
-    // Forward: the node's stack routes the packet to the backend.
-    Ok(reason)
+    Ok((reason, pkt))
 }
 
 /// No external frontend: a ClusterIP port served inside the node passes

@@ -153,6 +153,17 @@ pub struct AgentArgs {
     /// externalTrafficPolicy Cluster). None: they keep the client's address.
     #[arg(long = "pod-device", env = "LB_POD_DEVICES", value_delimiter = ',')]
     pod_devices: Vec<String>,
+    // forwarding in XDP
+    /// Forward translated packets from XDP (FIB lookup, then XDP_TX or a
+    /// redirect) when their route leaves by one of the --device devices,
+    /// instead of through the kernel's IP forwarding: remote backends and
+    /// the replies of masqueraded flows. Packets to local pods, and any the
+    /// FIB cannot forward at once (no neighbour yet, too large), still take
+    /// the stack. Bypasses netfilter for those packets, as Cilium's XDP
+    /// acceleration does. A veth device needs XDP (or GRO) on its peer to
+    /// accept XDP frames: leave this off there unless its peer has it.
+    #[arg(long)]
+    xdp_forward: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -235,6 +246,7 @@ impl AgentArgs {
             ct_entries: self.ct_entries,
             hash_seed: self.hash_seed,
             pod_devices: self.pod_devices,
+            xdp_forward: self.xdp_forward,
         })
     }
 }

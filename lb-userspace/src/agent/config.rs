@@ -58,6 +58,10 @@ pub struct AgentConfig {
     /// Devices the node reaches its pods by (`--pod-device`): the hook
     /// translating local pods' masqueraded replies back attaches there.
     pub pod_devices: Vec<String>,
+    // forwarding in XDP
+    /// Forward translated packets from XDP by the external devices
+    /// (`--xdp-forward`, `lb_common::forward`).
+    pub xdp_forward: bool,
 }
 
 /// A duration as kube-proxy's flags write them: a number and a unit (`ms`,

@@ -33,7 +33,8 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
     {
         info!(tables, "Maglev tables carried over from lb_maglev_v1");
     }
-    for device in &super::devices::resolve(&config.devices)? {
+    let devices = super::devices::resolve(&config.devices)?;
+    for device in &devices {
         let xdp = datapath
             .attach_xdp(device, config.xdp_generic)
             .with_context(|| format!("attaching XDP to {device}"))?;
@@ -76,6 +77,18 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
     // their replies back is attached.
     maps.set_masquerade_local_backends(!config.pod_devices.is_empty())
         .context("writing whether local backends are masqueraded (--pod-device)")?;
+    // After the programs are attached: a device forwards in XDP only where
+    // lb's XDP runs (a driver may take redirected frames only there).
+    let forward = if config.xdp_forward {
+        forward_devices(&devices)?
+    } else {
+        Default::default()
+    };
+    maps.set_forward_devices(&forward)
+        .context("writing the devices that forward in XDP (--xdp-forward)")?;
+    if config.xdp_forward {
+        info!(devices = ?devices, "forwarding in XDP by these devices");
+    }
     if let Some(cgroup) = &config.cgroup {
         let hooks = datapath
             .attach_cgroup(cgroup)
@@ -83,6 +96,17 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
         info!(cgroup = %cgroup.display(), socket_hooks = ?hooks, "attached to cgroup");
     }
     Ok(datapath)
+}
+
+/// The ifindexes of `devices`.
+fn forward_devices(devices: &[String]) -> Result<std::collections::BTreeSet<u32>> {
+    devices
+        .iter()
+        .map(|device| {
+            nix::net::if_::if_nametoindex(device.as_str())
+                .with_context(|| format!("finding the ifindex of {device} (--xdp-forward)"))
+        })
+        .collect()
 }
 
 /// Forwards the datapath's aya-log records into the agent's log (they reach

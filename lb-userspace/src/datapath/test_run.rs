@@ -70,6 +70,29 @@ impl Datapath {
         Ok((outcome.return_value, outcome.packet_out))
     }
 
+    /// Runs the XDP program once on `frame` as if it arrived on the device
+    /// `ingress_ifindex` (of the calling thread's network namespace): what
+    /// the FIB lookup of forwarding in XDP starts from.
+    pub fn run_xdp_from(&self, frame: &[u8], ingress_ifindex: u32) -> Result<(u32, Vec<u8>)> {
+        // `struct xdp_md`: data, data_end (the frame's length: the kernel
+        // checks it), data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex (must be 0).
+        let md: [u32; 6] = [0, frame.len() as u32, 0, ingress_ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|word| word.to_ne_bytes()).collect();
+        let mut out = vec![0u8; frame.len() + HEADROOM];
+        let result = self
+            .xdp_program()?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                ..Default::default()
+            })
+            .context("BPF_PROG_TEST_RUN")?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
+    }
+
     /// Runs the XDP program `repeat` times on `frame` (see [`Self::run_xdp`]).
     pub fn test_run_xdp(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutcome> {
         test_run(self.xdp_program()?, frame, repeat)

@@ -7,6 +7,7 @@ mod affinity;
 mod backend_connections;
 mod batch;
 mod ct;
+mod forward;
 mod maglev;
 mod maglev_upgrade;
 mod mapped;
@@ -26,6 +27,7 @@ use aya::{
     sys::SyscallError,
 };
 use lb_common::algorithm::BACKEND_CONNECTIONS;
+use lb_common::forward::{FORWARD_DEVICES, FORWARD_STATS};
 use lb_common::service_cidr::{CLUSTER_IPS4, SERVICE_CIDRS4};
 use lb_common::snat::{SNAT_ADDR, SNAT_LOCAL};
 use lb_common::{
@@ -71,6 +73,9 @@ pub struct KernelMaps {
     service_cidrs: LpmTrie<MapData, u32, u8>,
     // selection: live connections per backend (least-connections)
     backend_connections: Array<MapData, u64>,
+    // forwarding in XDP: the devices it may use, and its outcomes
+    forward_devices: HashMap<MapData, u32, u32>,
+    forward_stats: PerCpuArray<MapData, u64>,
     /// The socket hooks' cgroup: purging a UDP backend aborts the connected
     /// sockets of its processes (`sock_destroy`); none, no socket is touched.
     socket_cgroup: Option<std::path::PathBuf>,
@@ -177,6 +182,9 @@ impl KernelMaps {
             // selection
             backend_connections,
             snat_local,
+            // forwarding in XDP
+            forward_devices,
+            forward_stats,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -253,6 +261,12 @@ impl KernelMaps {
             snat_local: typed(SNAT_LOCAL, snat_local)?
                 .try_into()
                 .map_err(map_err(SNAT_LOCAL, "open"))?,
+            forward_devices: typed(FORWARD_DEVICES, forward_devices)?
+                .try_into()
+                .map_err(map_err(FORWARD_DEVICES, "open"))?,
+            forward_stats: typed(FORWARD_STATS, forward_stats)?
+                .try_into()
+                .map_err(map_err(FORWARD_STATS, "open"))?,
             socket_cgroup: None,
         })
     }

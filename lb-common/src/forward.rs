@@ -1,0 +1,95 @@
+//! Forwarding in XDP (`--xdp-forward`): a translated packet whose route
+//! leaves by a device lb's XDP program runs on is sent there from XDP
+//! (FIB lookup, then `XDP_TX` or a redirect) instead of walking the
+//! kernel's IP forwarding path; anything else goes to the stack as before.
+//!
+//! Only devices with lb's XDP attached qualify as egress: a driver may
+//! accept redirected frames only where an XDP program runs (some allocate
+//! their XDP transmit queues with it), and the operator chose those
+//! devices. Frames to pods (a bridge, a pod's veth) always take the stack.
+
+/// Device ifindex -> 1: the devices lb's XDP runs on with forwarding on.
+/// Empty (no `--xdp-forward`): every packet goes to the stack, uncounted.
+pub const FORWARD_DEVICES: &str = "lb_fwd_dev_v1";
+/// Room for devices in [`FORWARD_DEVICES`].
+pub const MAX_FORWARD_DEVICES: u32 = 256;
+
+/// Per-CPU counters of what forwarding did, indexed by [`ForwardOutcome`].
+pub const FORWARD_STATS: &str = "lb_fwd_stats_v1";
+
+/// What became of a translated packet that arrived on a forwarding device.
+/// Stable numbers: the pinned counters are indexed by them.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardOutcome {
+    /// Sent back out of the device it came in by (`XDP_TX`).
+    Transmitted = 0,
+    /// Redirected to another forwarding device.
+    Redirected = 1,
+    /// The route's next hop has no neighbour entry yet: the stack resolves
+    /// it (and the next packets are forwarded in XDP).
+    StackNoNeighbour = 2,
+    /// Larger than the route's MTU: the stack fragments it or answers
+    /// "fragmentation needed".
+    StackFragNeeded = 3,
+    /// The route leaves by a device lb's XDP does not run on (a pod's
+    /// bridge or veth, a device not given): the stack forwards it.
+    StackOtherDevice = 4,
+    /// The FIB forwards nothing here (a local address, blackhole,
+    /// unreachable, forwarding off on the device): the stack decides.
+    StackRoute = 5,
+    /// The TTL would expire: the stack answers "time exceeded".
+    StackTtl = 6,
+}
+
+pub const FORWARD_OUTCOME_COUNT: u32 = 7;
+
+impl ForwardOutcome {
+    pub const ALL: [ForwardOutcome; FORWARD_OUTCOME_COUNT as usize] = [
+        ForwardOutcome::Transmitted,
+        ForwardOutcome::Redirected,
+        ForwardOutcome::StackNoNeighbour,
+        ForwardOutcome::StackFragNeeded,
+        ForwardOutcome::StackOtherDevice,
+        ForwardOutcome::StackRoute,
+        ForwardOutcome::StackTtl,
+    ];
+
+    /// The metric label and `lb stats` name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ForwardOutcome::Transmitted => "xdp_tx",
+            ForwardOutcome::Redirected => "xdp_redirect",
+            ForwardOutcome::StackNoNeighbour => "stack_no_neighbour",
+            ForwardOutcome::StackFragNeeded => "stack_frag_needed",
+            ForwardOutcome::StackOtherDevice => "stack_other_device",
+            ForwardOutcome::StackRoute => "stack_route",
+            ForwardOutcome::StackTtl => "stack_ttl",
+        }
+    }
+
+    /// Forwarded in XDP, without the stack.
+    pub const fn in_xdp(self) -> bool {
+        matches!(
+            self,
+            ForwardOutcome::Transmitted | ForwardOutcome::Redirected
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_numbered_in_order_and_named_apart() {
+        for (index, outcome) in ForwardOutcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, index);
+        }
+        for a in ForwardOutcome::ALL {
+            for b in ForwardOutcome::ALL {
+                assert_eq!(a == b, a.name() == b.name());
+            }
+        }
+    }
+}
