@@ -69,8 +69,9 @@ pub struct Testbed {
     pub pin_dir: PathBuf,
     namespaces: Vec<String>,
     children: Vec<Child>,
-    /// The XDP_PASS link on the client's veth (detached when dropped).
-    peer_xdp: Option<OwnedFd>,
+    /// The XDP_PASS links on the peers of the node's external veths, the
+    /// client's and node-b's (detached when dropped).
+    peer_xdp: Vec<OwnedFd>,
 }
 
 impl Testbed {
@@ -98,7 +99,7 @@ impl Testbed {
             tell_peer: remote_pods > 0,
             namespaces: Vec::new(),
             children: Vec::new(),
-            peer_xdp: None,
+            peer_xdp: Vec::new(),
         };
         bed.build()
             .with_context(|| format!("building testbed {}", bed.prefix))?;
@@ -194,7 +195,8 @@ impl Testbed {
         // A veth only delivers XDP_TX frames (the datapath's ICMP rejects)
         // promptly when its peer runs XDP itself, as a real NIC transmits
         // them on its own: give the client's end a program that passes all.
-        self.peer_xdp = Some(crate::xdp_pass::attach(&self.netns_path(&client), "eth0")?);
+        self.peer_xdp
+            .push(crate::xdp_pass::attach(&self.netns_path(&client), "eth0")?);
         sysctl(&node, "net.ipv4.ip_forward", "1")?;
         sysctl(&node, "net.ipv4.conf.all.rp_filter", "0")?;
         if self.remote_pods > 0 {

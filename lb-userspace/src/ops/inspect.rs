@@ -113,6 +113,8 @@ pub struct StatsView {
     /// Every verdict and drop reason, in counter order.
     pub reasons: Vec<ReasonCount>,
     pub services: Vec<ServiceCountersView>,
+    /// What forwarding in XDP did (`--xdp-forward`), by outcome.
+    pub forwarded: Vec<ReasonCount>,
 }
 
 #[derive(Debug, Serialize)]
@@ -342,7 +344,20 @@ impl Inspector {
                 counters: self.maps.service_counters(*id)?.into(),
             });
         }
-        Ok(StatsView { reasons, services })
+        let forwarded = self
+            .maps
+            .forward_stats()?
+            .into_iter()
+            .map(|(outcome, count)| ReasonCount {
+                reason: outcome.name(),
+                count,
+            })
+            .collect();
+        Ok(StatsView {
+            reasons,
+            services,
+            forwarded,
+        })
     }
 }
 

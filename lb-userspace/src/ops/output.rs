@@ -158,13 +158,19 @@ pub fn stats(view: &StatsView) -> String {
             ]
         })
         .collect();
+    let forwarded: Vec<Vec<String>> = view
+        .forwarded
+        .iter()
+        .map(|r| vec![r.reason.to_string(), r.count.to_string()])
+        .collect();
     format!(
-        "{}\n{}",
+        "{}\n{}\n{}",
         table(&["REASON", "PACKETS"], &reasons),
         table(
             &["SERVICE", "NEW", "ESTABLISHED", "REJECTED", "DROPPED"],
             &services
-        )
+        ),
+        table(&["XDP FORWARD", "PACKETS"], &forwarded)
     )
 }
 

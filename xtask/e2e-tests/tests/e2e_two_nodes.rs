@@ -274,3 +274,78 @@ fn the_trace_and_the_connection_table_show_the_masquerade() {
         assert!((61_000..=65_535).contains(&snat_port.parse::<u32>().unwrap()));
     }
 }
+
+/// Forwarding in XDP (`--xdp-forward`): the same 40 connections of policy
+/// Cluster, TCP and UDP through the NodePort, all answered; the packets
+/// toward node-b's pods leave from XDP by the link to node-b (a redirect),
+/// and node-b's replies, translated back, leave from XDP toward the
+/// client; the local pod's packets take the stack (its bridge runs no lb
+/// XDP). kube-proxy's behaviour is unchanged (the same masquerade,
+/// TestExternalTrafficPolicyCluster); only the kernel's forwarding path is
+/// skipped.
+#[test]
+fn policy_cluster_is_forwarded_from_xdp_by_the_external_devices() {
+    let (_serial, env) = exclusive_env_on(
+        || Testbed::with_remote_node(3, 2),
+        write,
+        &[
+            "--device",
+            NODE_LINK_DEVICE,
+            "--pod-device",
+            POD_BRIDGE,
+            "--xdp-forward",
+        ],
+    );
+    let forwarded = || -> std::collections::BTreeMap<String, u64> {
+        let out = std::process::Command::new(&env.lb)
+            .args(["stats", "-o", "json", "--pin-dir"])
+            .arg(&env.bed.pin_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "lb stats: {out:?}");
+        let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        stats["forwarded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["reason"].as_str().unwrap().to_string(),
+                    r["count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let before = forwarded();
+    for (proto, port) in [("tcp", CLUSTER_NODE_PORT), ("udp", CLUSTER_UDP_NODE_PORT)] {
+        let mut cmd = env.bed.from_client(&env.probe);
+        cmd.args(["--timeout-ms", "2000", proto])
+            .arg(format!("{NODE_ADDR}:{port}"))
+            .args(["--count", "40"]);
+        let tally = tally(&mut cmd).unwrap();
+        assert!(
+            tally.errors.is_empty(),
+            "{proto}: {:?}\n{}",
+            tally.errors,
+            env.agent_log_text()
+        );
+        assert_eq!(tally.total(), 40, "{proto}");
+        let remote_answers: u32 = (0..2)
+            .map(|i| format!("{} from {NODE_ADDR}", remote_pod_name(i)))
+            .filter_map(|r| tally.answers.get(&r))
+            .sum();
+        assert!(remote_answers > 0, "{proto}: {:?}", tally.answers);
+    }
+    let after = forwarded();
+    let grew = |outcome: &str| after[outcome] - before.get(outcome).copied().unwrap_or(0);
+    // Requests to node-b's pods and node-b's replies: both cross devices.
+    assert!(
+        grew("xdp_redirect") >= 4,
+        "forwarded from XDP: {after:?}\n{}",
+        env.agent_log_text()
+    );
+    assert!(
+        grew("stack_other_device") > 0,
+        "the local pod's packets take the stack: {after:?}"
+    );
+}

@@ -117,6 +117,10 @@ impl Testbed {
         }
         sysctl(&remote, "net.ipv4.ip_forward", "1")?;
         sysctl(&remote, "net.ipv4.conf.all.rp_filter", "0")?;
+        // As on the client's end: a veth takes frames node-a forwards from
+        // XDP (`--xdp-forward`) only when its peer runs XDP, as a NIC would.
+        self.peer_xdp
+            .push(crate::xdp_pass::attach(&self.netns_path(&remote), "eth0")?);
         Ok(())
     }
 }

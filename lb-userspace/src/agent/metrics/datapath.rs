@@ -8,11 +8,13 @@
 //!   verdict is the reason's first word (`pass`, `dnat`, `reverse`, `drop`,
 //!   `reject`, `sock`), so drops are `verdict="drop"`;
 //! - `lb_service_packets_total{service,outcome}`: per Service port, new
-//!   flows, established, rejected and dropped packets.
+//!   flows, established, rejected and dropped packets;
+//! - `lb_xdp_forward_packets_total{outcome}`: what forwarding in XDP
+//!   (`--xdp-forward`) did with translated packets (`lb_common::forward`).
 
 use std::sync::{Arc, Mutex};
 
-use lb_common::{ServiceCounters, reason::Reason};
+use lb_common::{ServiceCounters, forward::ForwardOutcome, reason::Reason};
 use prometheus_client::{
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
@@ -32,6 +34,7 @@ pub struct DatapathReading {
     pub maps: Vec<MapFill>,
     pub reasons: Vec<(Reason, u64)>,
     pub services: Vec<ServicePackets>,
+    pub forwarded: Vec<(ForwardOutcome, u64)>,
 }
 
 /// The counters of one Service port, by its `namespace/name:port`.
@@ -62,6 +65,7 @@ impl DatapathReader for KernelMaps {
             maps: self.fill()?,
             reasons: self.stats()?,
             services,
+            forwarded: self.forward_stats()?,
         })
     }
 }
@@ -110,6 +114,11 @@ struct MapLabel {
 struct PacketLabels {
     verdict: &'static str,
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ForwardLabel {
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -177,6 +186,18 @@ impl prometheus_client::collector::Collector for Collector {
                 };
                 ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
             }
+        }
+        let mut family = encoder.encode_descriptor(
+            "lb_xdp_forward_packets",
+            "Translated packets by what forwarding in XDP did (--xdp-forward): xdp_tx and xdp_redirect left from XDP, stack_* took the kernel's forwarding",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, count) in &reading.forwarded {
+            let labels = ForwardLabel {
+                outcome: outcome.name(),
+            };
+            ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -87,6 +87,10 @@ fn the_exposition_parses_and_carries_kube_proxys_names_and_ours() {
                 dropped: 1,
             },
         }],
+        forwarded: vec![
+            (lb_common::forward::ForwardOutcome::Transmitted, 9),
+            (lb_common::forward::ForwardOutcome::StackNoNeighbour, 1),
+        ],
     })));
     let text = metrics.render();
     let scrape = parse(&text);
@@ -113,6 +117,7 @@ fn the_exposition_parses_and_carries_kube_proxys_names_and_ours() {
         ("lb_map_capacity", "gauge"),
         ("lb_packets", "counter"),
         ("lb_service_packets", "counter"),
+        ("lb_xdp_forward_packets", "counter"),
     ] {
         assert_eq!(types.get(name), Some(&kind), "{name} in\n{text}");
     }
@@ -214,6 +219,14 @@ fn the_exposition_parses_and_carries_kube_proxys_names_and_ours() {
             &[("verdict", "dnat"), ("reason", "dnat_new")]
         ),
         Some(40.0)
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "lb_xdp_forward_packets_total",
+            &[("outcome", "xdp_tx")]
+        ),
+        Some(9.0)
     );
     assert_eq!(
         value(
