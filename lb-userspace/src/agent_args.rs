@@ -162,7 +162,15 @@ pub struct AgentArgs {
     /// the stack. Bypasses netfilter for those packets, as Cilium's XDP
     /// acceleration does. A veth device needs XDP (or GRO) on its peer to
     /// accept XDP frames: leave this off there unless its peer has it.
-    #[arg(long)]
+    /// `--xdp-forward` alone is `--xdp-forward=true`.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     xdp_forward: bool,
 }
 
@@ -334,5 +342,24 @@ mod tests {
             Some("0.0.0.0:10256".parse().unwrap())
         );
         assert_eq!(config.pin_dir, std::path::Path::new("/sys/fs/bpf/lb"));
+        assert!(
+            !config.xdp_forward,
+            "forwarding in XDP is the operator's choice"
+        );
+    }
+
+    #[test]
+    fn xdp_forward_is_a_flag_or_takes_a_boolean() {
+        let parse = |extra: &[&str]| {
+            let args = ["lb", "agent", "--manifests", "/m"].iter().chain(extra);
+            let Command::Agent(agent) = Cli::try_parse_from(args).unwrap().command else {
+                unreachable!()
+            };
+            agent.into_config().unwrap().xdp_forward
+        };
+        assert!(!parse(&[]));
+        assert!(parse(&["--xdp-forward"]));
+        assert!(parse(&["--xdp-forward=true"]));
+        assert!(!parse(&["--xdp-forward=false"]));
     }
 }
