@@ -64,6 +64,21 @@ pub struct AgentConfig {
     pub xdp_forward: bool,
 }
 
+impl AgentConfig {
+    /// `--pod-device auto`: the pod hook follows the local endpoints'
+    /// devices (`pod_devices`).
+    pub fn pod_devices_auto(&self) -> bool {
+        self.pod_devices.iter().any(|d| d == super::devices::AUTO)
+    }
+
+    /// The pod devices named (not `auto`).
+    pub fn named_pod_devices(&self) -> impl Iterator<Item = &String> {
+        self.pod_devices
+            .iter()
+            .filter(|d| *d != super::devices::AUTO)
+    }
+}
+
 /// A duration as kube-proxy's flags write them: a number and a unit (`ms`,
 /// `s`, `m`, `h`), or several (`1m30s`); `0` alone is zero.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

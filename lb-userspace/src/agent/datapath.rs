@@ -7,8 +7,9 @@ use tracing::{info, warn};
 use super::AgentConfig;
 use crate::datapath::loader::{Datapath, LoadOptions};
 
-/// Loads the datapath and attaches it where the config says.
-pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
+/// Loads the datapath and attaches it where the config says; returns it
+/// and the external devices it attached to.
+pub(super) fn start(config: &AgentConfig) -> Result<(Datapath, Vec<String>)> {
     let mut datapath = Datapath::load(&LoadOptions {
         pin_dir: Some(config.pin_dir.clone()),
         max_tables: config.max_tables,
@@ -46,7 +47,7 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
             tracing::warn!(device, "accept_local not set: {err}");
         }
     }
-    for device in &config.pod_devices {
+    for device in config.named_pod_devices() {
         let hook = datapath
             .attach_tc_pod_ingress(device)
             .with_context(|| format!("attaching the pod hook to {device} (--pod-device)"))?;
@@ -74,8 +75,10 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
         );
     }
     // Local backends are masqueraded only where the hook that translates
-    // their replies back is attached.
-    maps.set_masquerade_local_backends(!config.pod_devices.is_empty())
+    // their replies back is attached; under `auto`, from the first sync on,
+    // once every local endpoint's device has it (`pod_devices`).
+    let named = config.named_pod_devices().next().is_some();
+    maps.set_masquerade_local_backends(named && !config.pod_devices_auto())
         .context("writing whether local backends are masqueraded (--pod-device)")?;
     // After the programs are attached: a device forwards in XDP only where
     // lb's XDP runs (a driver may take redirected frames only there).
@@ -95,7 +98,7 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
             .with_context(|| format!("attaching socket hooks to {}", cgroup.display()))?;
         info!(cgroup = %cgroup.display(), socket_hooks = ?hooks, "attached to cgroup");
     }
-    Ok(datapath)
+    Ok((datapath, devices))
 }
 
 /// The ifindexes of `devices`.

@@ -21,6 +21,8 @@ mod dry_run;
 pub mod health;
 mod http;
 pub mod metrics;
+mod pod_devices;
+mod pod_routes;
 mod runner;
 pub mod service_health;
 pub mod snat_address;
@@ -67,8 +69,8 @@ async fn run_with(mut source: impl Source, name: String, config: &AgentConfig) -
     if config.dry_run {
         return dry_run::print_plan(&mut source, config).await;
     }
-    let datapath = datapath::start(config)?;
-    reconcile_until_stopped(config, &datapath, &mut source, name).await?;
+    let (datapath, devices) = datapath::start(config)?;
+    reconcile_until_stopped(config, datapath, devices, &mut source, name).await?;
     info!("stopping; the pinned datapath keeps serving established and new connections");
     Ok(())
 }
@@ -79,7 +81,8 @@ async fn run_with(mut source: impl Source, name: String, config: &AgentConfig) -
 /// maps to repair drift), and again after a failure, with backoff.
 async fn reconcile_until_stopped(
     config: &AgentConfig,
-    datapath: &Datapath,
+    datapath: Datapath,
+    devices: Vec<String>,
     source: &mut impl Source,
     source_name: String,
 ) -> Result<()> {
@@ -130,6 +133,9 @@ async fn reconcile_until_stopped(
         )),
     };
     let mut syncer = Syncer::new(config.node.clone(), config.rules.clone(), outputs);
+    if config.pod_devices_auto() {
+        syncer.follow_pod_devices(pod_devices::start(config, datapath, devices)?);
+    }
     let mut terminate = signal(SignalKind::terminate())?;
     let stop = async move {
         tokio::select! {

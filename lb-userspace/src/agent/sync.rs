@@ -96,6 +96,8 @@ pub(super) struct Syncer {
     planner: Planner,
     /// The masquerade address, from the node's facts.
     snat_address: super::snat_address::SnatAddress,
+    /// `--pod-device auto`: the pod hook's devices, from the endpoints.
+    pod_devices: Option<super::pod_devices::PodDevices>,
 }
 
 impl Syncer {
@@ -121,7 +123,14 @@ impl Syncer {
             planner: Planner::with_service_cidrs(rules.ipv4_service_cidrs()),
             rules,
             snat_address: Default::default(),
+            pod_devices: None,
         }
+    }
+
+    /// Hooks the devices of local endpoints at each sync, before the plan
+    /// writes them (`--pod-device auto`).
+    pub fn follow_pod_devices(&mut self, devices: super::pod_devices::PodDevices) {
+        self.pod_devices = Some(devices);
     }
 
     /// Makes the maps what the source says; true when they are. Whatever
@@ -206,6 +215,11 @@ impl Syncer {
             });
         let (desired, changes) = self.tracker.last();
         let computed = computing.elapsed();
+        if let Some(devices) = &mut self.pod_devices
+            && let Err(err) = devices.sync(&super::pod_devices::local_endpoints(desired))
+        {
+            warn!("following the pods' devices failed, will retry: {err:#}");
+        }
         let plan = self
             .planner
             .plan(desired, changes, applied, maps.max_tables());

@@ -110,6 +110,29 @@ impl Datapath {
         self.attach_tcx(PROG_TC_POD_INGRESS, iface, TcAttachType::Ingress)
     }
 
+    /// Removes the pod hook from `iface` (its pinned link goes, and with it
+    /// the attachment); `false`: it was not hooked.
+    pub fn detach_tc_pod_ingress(&mut self, iface: &str) -> Result<bool> {
+        self.check_attachable()?;
+        let Some(pin) = self.link_pin(PROG_TC_POD_INGRESS, iface)? else {
+            return Ok(false);
+        };
+        match std::fs::remove_file(&pin) {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(err).with_context(|| format!("removing {}", pin.display())),
+        }
+    }
+
+    /// The devices the pod hook's links are pinned on (an earlier agent's
+    /// too).
+    pub fn pod_hook_devices(&self) -> Result<std::collections::BTreeSet<String>> {
+        let Some(dir) = self.pin_dir.as_deref() else {
+            return Ok(Default::default());
+        };
+        pins::pinned_targets(dir, PROG_TC_POD_INGRESS)
+    }
+
     fn attach_tcx(
         &mut self,
         program: &str,

@@ -132,6 +132,32 @@ pub(super) fn link_pin(pin_dir: &Path, prog: &str, target: &str) -> Result<PathB
     Ok(links.join(format!("{prog}@{}", pin_name(target))))
 }
 
+/// The targets `prog`'s links are pinned for under `pin_dir` (names
+/// unescaped); none when nothing is pinned.
+pub(super) fn pinned_targets(
+    pin_dir: &Path,
+    prog: &str,
+) -> Result<std::collections::BTreeSet<String>> {
+    let links = pin_dir.join(LINKS_DIR);
+    let entries = match std::fs::read_dir(&links) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", links.display())),
+    };
+    let mut targets = std::collections::BTreeSet::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", links.display()))?;
+        let name = entry.file_name();
+        let Some((program, target)) = name.to_str().and_then(|n| n.split_once('@')) else {
+            continue;
+        };
+        if program == prog {
+            targets.insert(target.replace("%2e", ".").replace("%25", "%"));
+        }
+    }
+    Ok(targets)
+}
+
 /// bpffs refuses names containing a dot (VLAN devices are `eth0.100`):
 /// escape `%` and `.` the URL way.
 fn pin_name(target: &str) -> String {
@@ -224,6 +250,12 @@ mod tests {
         assert!(dir.path().join(LINKS_DIR).is_dir());
         assert_eq!(link_pin_program(&pin), Some("lb_xdp_ingress"));
         assert_eq!(link_pin_program(Path::new("links/README")), None);
+        std::fs::write(&pin, "").unwrap();
+        std::fs::write(dir.path().join("links/lb_tc_egress@eth1"), "").unwrap();
+        assert_eq!(
+            pinned_targets(dir.path(), "lb_xdp_ingress").unwrap(),
+            ["eth0.100".to_string()].into()
+        );
         for bad in ["", "a/b"] {
             assert!(link_pin(dir.path(), "lb_xdp_ingress", bad).is_err());
         }

@@ -349,3 +349,50 @@ fn policy_cluster_is_forwarded_from_xdp_by_the_external_devices() {
         "the local pod's packets take the stack: {after:?}"
     );
 }
+
+/// `--pod-device auto`: the agent finds the local pods' device (the
+/// bridge) by its route to their endpoints and hooks it, so the local pod
+/// is masqueraded too (TestExternalTrafficPolicyCluster: "external to
+/// NodePort hits both endpoints", masqueraded whatever the endpoint),
+/// without the device being named.
+#[test]
+fn pod_device_auto_finds_the_local_pods_bridge() {
+    let (_serial, env) = exclusive_env_on(
+        || Testbed::with_remote_node(3, 2),
+        write,
+        &["--device", NODE_LINK_DEVICE, "--pod-device", "auto"],
+    );
+    let local = format!("{} from {NODE_ADDR}", pod_name(0));
+    for (proto, port) in [("tcp", CLUSTER_NODE_PORT), ("udp", CLUSTER_UDP_NODE_PORT)] {
+        let mut cmd = env.bed.from_client(&env.probe);
+        cmd.args(["--timeout-ms", "2000", proto])
+            .arg(format!("{NODE_ADDR}:{port}"))
+            .args(["--count", "40"]);
+        let tally = tally(&mut cmd).unwrap();
+        assert!(
+            tally.errors.is_empty(),
+            "{proto}: {:?}\n{}",
+            tally.errors,
+            env.agent_log_text()
+        );
+        assert!(
+            tally.answers.contains_key(&local),
+            "{proto}: the local pod answers, seeing the node's address: {:?}\n{}",
+            tally.answers,
+            env.agent_log_text()
+        );
+        assert!(
+            !tally
+                .answers
+                .keys()
+                .any(|a| a.ends_with(&CLIENT_ADDR.to_string())),
+            "{proto}: nobody sees the client: {:?}",
+            tally.answers
+        );
+    }
+    let log = env.agent_log_text();
+    assert!(
+        log.contains("pod hook attached") && log.contains(POD_BRIDGE),
+        "the bridge was found and hooked:\n{log}"
+    );
+}
