@@ -8,11 +8,14 @@
 //! their XDP transmit queues with it), and the operator chose those
 //! devices. Frames to pods (a bridge, a pod's veth) always take the stack.
 
-/// Device ifindex -> 1: the devices lb's XDP runs on with forwarding on.
-/// Empty (no `--xdp-forward`): every packet goes to the stack, uncounted.
+/// An array indexed by ifindex: 1 for the devices lb's XDP runs on with
+/// forwarding on, 0 elsewhere (all 0, no `--xdp-forward`: every packet
+/// goes to the stack, uncounted). An array, not a hash: every translated
+/// packet looks its device up, and an array lookup is a bounds check.
 pub const FORWARD_DEVICES: &str = "lb_fwd_dev_v1";
-/// Room for devices in [`FORWARD_DEVICES`].
-pub const MAX_FORWARD_DEVICES: u32 = 256;
+/// Devices with an ifindex below this can forward in XDP (a node's
+/// external devices are among its first; the agent warns of one past it).
+pub const MAX_FORWARD_IFINDEX: u32 = 4096;
 
 /// Per-CPU counters of what forwarding did, indexed by [`ForwardOutcome`].
 pub const FORWARD_STATS: &str = "lb_fwd_stats_v1";

@@ -14,20 +14,20 @@ use aya_ebpf::{
     },
     helpers::generated::{bpf_fib_lookup, bpf_redirect},
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
 use lb_common::{
     csum,
-    forward::{FORWARD_OUTCOME_COUNT, ForwardOutcome, MAX_FORWARD_DEVICES},
+    forward::{FORWARD_OUTCOME_COUNT, ForwardOutcome, MAX_FORWARD_IFINDEX},
     packet::{EthHdr, Ipv4Hdr},
 };
 
 use crate::{maps::str_eq, parse::XdpPacket, trace};
 
-/// Device ifindex -> 1 (`lb_common::forward::FORWARD_DEVICES`).
+/// Ifindex -> 1 for a forwarding device (`lb_common::forward::FORWARD_DEVICES`).
 #[map(name = "lb_fwd_dev_v1")]
-pub static FORWARD_DEVICES: HashMap<u32, u32> = HashMap::pinned(MAX_FORWARD_DEVICES, 0);
+pub static FORWARD_DEVICES: Array<u32> = Array::pinned(MAX_FORWARD_IFINDEX, 0);
 
 /// Outcome -> packets (`lb_common::forward::FORWARD_STATS`).
 #[map(name = "lb_fwd_stats_v1")]
@@ -47,8 +47,7 @@ pub fn xdp(ctx: &XdpContext, pkt: &XdpPacket) -> u32 {
     }
     // SAFETY: the context's own field.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    // SAFETY: a plain lookup; the value is not kept.
-    if unsafe { FORWARD_DEVICES.get(&ingress) }.is_none() {
+    if !forwards(ingress) {
         return xdp_action::XDP_PASS;
     }
     let (action, outcome) = route(ctx, pkt, ingress);
@@ -74,8 +73,7 @@ fn route(ctx: &XdpContext, pkt: &XdpPacket, ingress: u32) -> (u32, ForwardOutcom
         BPF_FIB_LKUP_RET_FRAG_NEEDED => return (PASS, ForwardOutcome::StackFragNeeded),
         _ => return (PASS, ForwardOutcome::StackRoute),
     }
-    // SAFETY: a plain lookup; the value is not kept.
-    if unsafe { FORWARD_DEVICES.get(&fib.ifindex) }.is_none() {
+    if !forwards(fib.ifindex) {
         return (PASS, ForwardOutcome::StackOtherDevice);
     }
     let Some(eth) = ethernet(ctx) else {
@@ -95,6 +93,12 @@ fn route(ctx: &XdpContext, pkt: &XdpPacket, ingress: u32) -> (u32, ForwardOutcom
     // the stack would have dropped such a frame too).
     let action = unsafe { bpf_redirect(fib.ifindex, 0) } as u32;
     (action, ForwardOutcome::Redirected)
+}
+
+/// Whether the device `ifindex` forwards in XDP.
+#[inline(always)]
+fn forwards(ifindex: u32) -> bool {
+    FORWARD_DEVICES.get(ifindex) == Some(&1)
 }
 
 /// The lookup the kernel's forwarding would do for this packet as it

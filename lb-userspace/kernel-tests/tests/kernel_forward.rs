@@ -234,6 +234,10 @@ fn without_the_flag_or_on_another_device_every_packet_takes_the_stack_uncounted(
             .run_xdp_from(&datagram(30001, 40005), ifindex("ext0"))
             .unwrap();
         assert_eq!(action, XDP_PASS);
+        // A device the array cannot name is refused, and changes nothing.
+        let past = lb_common::forward::MAX_FORWARD_IFINDEX;
+        assert!(t.maps.set_forward_devices(&[past].into()).is_err());
+        assert_eq!(t.maps.forward_devices().unwrap(), [ifindex("ext1")].into());
         // And off again: the set is replaced, not merged.
         t.maps.set_forward_devices(&BTreeSet::new()).unwrap();
         assert_eq!(t.maps.forward_devices().unwrap(), BTreeSet::new());

@@ -3,26 +3,33 @@
 
 use std::collections::BTreeSet;
 
-use lb_common::forward::{FORWARD_DEVICES, FORWARD_STATS, ForwardOutcome};
+use lb_common::forward::{FORWARD_DEVICES, FORWARD_STATS, ForwardOutcome, MAX_FORWARD_IFINDEX};
 
-use super::{KernelMaps, MapsError, ignore_missing, insert_err, map_err};
+use super::{KernelMaps, MapsError, map_err};
 
 impl KernelMaps {
     /// Makes `ifindexes` the devices whose translated packets are forwarded
     /// in XDP (and which it may send by); empty: none, every packet takes
-    /// the stack. Devices no longer listed are removed after the new ones
-    /// are in, so a device staying on never misses a packet.
+    /// the stack. Devices no longer listed are turned off after the new ones
+    /// are on, so a device staying on never misses a packet. An ifindex
+    /// past [`MAX_FORWARD_IFINDEX`] is refused.
     pub fn set_forward_devices(&mut self, ifindexes: &BTreeSet<u32>) -> Result<(), MapsError> {
-        let capacity = lb_common::forward::MAX_FORWARD_DEVICES;
+        if let Some(&past) = ifindexes.iter().find(|&&i| i >= MAX_FORWARD_IFINDEX) {
+            return Err(MapsError::Invalid(format!(
+                "ifindex {past} is past the {MAX_FORWARD_IFINDEX} devices forwarding in XDP \
+                 can name: leave --xdp-forward off on this node"
+            )));
+        }
         for &ifindex in ifindexes {
             self.forward_devices
-                .insert(&ifindex, &1, 0)
-                .map_err(insert_err(FORWARD_DEVICES, capacity))?;
+                .set(ifindex, &1, 0)
+                .map_err(map_err(FORWARD_DEVICES, "update"))?;
         }
         for ifindex in self.forward_devices()? {
             if !ifindexes.contains(&ifindex) {
-                ignore_missing(self.forward_devices.remove(&ifindex))
-                    .map_err(map_err(FORWARD_DEVICES, "delete"))?;
+                self.forward_devices
+                    .set(ifindex, &0, 0)
+                    .map_err(map_err(FORWARD_DEVICES, "update"))?;
             }
         }
         Ok(())
@@ -30,10 +37,13 @@ impl KernelMaps {
 
     /// The devices forwarding in XDP runs on, by ifindex.
     pub fn forward_devices(&self) -> Result<BTreeSet<u32>, MapsError> {
-        self.forward_devices
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(map_err(FORWARD_DEVICES, "iterate"))
+        let mut on = BTreeSet::new();
+        for (ifindex, value) in self.forward_devices.iter().enumerate() {
+            if value.map_err(map_err(FORWARD_DEVICES, "lookup"))? == 1 {
+                on.insert(ifindex as u32);
+            }
+        }
+        Ok(on)
     }
 
     /// Each outcome's packets, summed over CPUs.

@@ -74,7 +74,7 @@ pub struct KernelMaps {
     // selection: live connections per backend (least-connections)
     backend_connections: Array<MapData, u64>,
     // forwarding in XDP: the devices it may use, and its outcomes
-    forward_devices: HashMap<MapData, u32, u32>,
+    forward_devices: Array<MapData, u32>,
     forward_stats: PerCpuArray<MapData, u64>,
     /// The socket hooks' cgroup: purging a UDP backend aborts the connected
     /// sockets of its processes (`sock_destroy`); none, no socket is touched.
