@@ -42,12 +42,14 @@ pub const PODS: usize = 3;
 /// (4,536 per endpoint).
 pub const REMOTE_CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 30);
 pub const REMOTE_NODE_PORT: u16 = 30085;
+pub const REMOTE_UDP_NODE_PORT: u16 = 30086;
 pub const REMOTE_PODS: usize = 8;
 
-/// The remote Service's endpoint `i` (on node-b, never routed: the
-/// per-packet section only runs programs).
+/// The remote Service's endpoint `i` on node-b (routed only where the
+/// testbed has node-b: the forwarding section's; the per-packet section
+/// only runs programs). The testbed's own numbering.
 pub fn remote_pod_addr(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(203, 0, 114, 11 + i as u8)
+    xtask::testbed::remote_pod_addr(i)
 }
 /// Endpoints of each filler Service, as design.md's scaling figures use.
 pub const FILLER_ENDPOINTS: usize = 10;
@@ -78,14 +80,29 @@ pub struct AgentUnderTest {
     pub workdir: PathBuf,
     pub services: usize,
     agent: Option<Child>,
+    /// Arguments beyond the testbed's own.
+    agent_args: Vec<String>,
 }
 
 impl AgentUnderTest {
     /// Builds the testbed, writes the manifests, starts the pods and the
     /// agent, and waits until the agent has programmed every Service.
     pub fn start(services: usize) -> Result<AgentUnderTest> {
+        Self::start_on(services, Testbed::new(PODS)?, &[])
+    }
+
+    /// [`Self::start`] on a testbed with node-b and the remote Service's
+    /// pods there, the agent attached to the link toward node-b too (where
+    /// the masqueraded replies come back), with `agent_args` added.
+    pub fn start_two_nodes(services: usize, agent_args: &[&str]) -> Result<AgentUnderTest> {
+        let bed = Testbed::with_remote_node(PODS, REMOTE_PODS)?;
+        let mut args = vec!["--device", xtask::testbed::NODE_LINK_DEVICE];
+        args.extend_from_slice(agent_args);
+        Self::start_on(services, bed, &args)
+    }
+
+    fn start_on(services: usize, mut bed: Testbed, agent_args: &[&str]) -> Result<AgentUnderTest> {
         let probe = release_bin("lb-probe");
-        let mut bed = Testbed::new(PODS)?;
         let workdir = std::env::temp_dir().join(format!("{}-bench", bed.prefix));
         let manifests = workdir.join("manifests");
         fs::create_dir_all(&manifests)?;
@@ -96,6 +113,7 @@ impl AgentUnderTest {
             workdir,
             services,
             agent: None,
+            agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
         };
         aut.start_agent()?;
         Ok(aut)
@@ -115,6 +133,7 @@ impl AgentUnderTest {
             .bed
             .agent_command(&release_bin("lb"), &self.manifests())
             .args(["--max-tables", &max_tables(self.services).to_string()])
+            .args(&self.agent_args)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -236,10 +255,10 @@ pub fn max_tables(services: usize) -> u32 {
 
 /// Frontends the manifests produce: the target's ClusterIP (TCP, UDP) and
 /// NodePorts (TCP, UDP, each in both scopes), the empty Service's ClusterIP
-/// and NodePort (both scopes), the remote Service's likewise, one ClusterIP
-/// per filler.
+/// and NodePort (both scopes), the remote Service's likewise (TCP, UDP),
+/// one ClusterIP per filler.
 pub fn expected_frontends(services: usize) -> usize {
-    2 + 4 + 1 + 2 + 1 + 2 + services.saturating_sub(1)
+    2 + 4 + 1 + 2 + 2 + 4 + services.saturating_sub(1)
 }
 
 /// The filler Services and the target Service, kube-proxy's shapes (the
@@ -288,9 +307,10 @@ pub fn manifests_text(services: usize) -> String {
         "---\napiVersion: v1\nkind: Service\nmetadata: {{name: remote, namespace: bench}}\n\
          spec:\n  type: NodePort\n  clusterIP: {REMOTE_CLUSTER_IP}\n  ports:\n\
          \x20 - {{name: http, port: 80, targetPort: {POD_TCP_PORT}, nodePort: {REMOTE_NODE_PORT}, protocol: TCP}}\n\
+         \x20 - {{name: dns, port: 53, targetPort: {POD_UDP_PORT}, nodePort: {REMOTE_UDP_NODE_PORT}, protocol: UDP}}\n\
          ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
          metadata: {{name: remote-1, namespace: bench, labels: {{kubernetes.io/service-name: remote}}}}\n\
-         addressType: IPv4\nports: [{{name: http, port: {POD_TCP_PORT}, protocol: TCP}}]\nendpoints:\n"
+         addressType: IPv4\nports: [{{name: http, port: {POD_TCP_PORT}, protocol: TCP}}, {{name: dns, port: {POD_UDP_PORT}, protocol: UDP}}]\nendpoints:\n"
     );
     for i in 0..REMOTE_PODS {
         let _ = writeln!(

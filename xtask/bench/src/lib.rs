@@ -13,6 +13,7 @@ pub mod cluster_mode;
 pub mod control_agent;
 pub mod control_plane;
 pub mod fixture;
+pub mod forwarding;
 pub mod frames;
 pub mod kube_proxy_changes;
 pub mod kube_proxy_mode;
@@ -75,6 +76,9 @@ pub fn run(options: &BenchOptions) -> Result<PathBuf> {
     }
     if wanted("throughput") {
         sections.push(throughput::section(options)?);
+    }
+    if wanted("forwarding") {
+        sections.push(forwarding::section(options)?);
     }
     if wanted("control-plane") {
         sections.push(control_plane::run(options)?);

@@ -161,7 +161,7 @@ fn link_json(ns: &str, dev: &str) -> Result<serde_json::Value> {
         .with_context(|| format!("no link {dev} in {ns}"))
 }
 
-fn rx_packets(ns: &str, dev: &str) -> Result<u64> {
+pub fn rx_packets(ns: &str, dev: &str) -> Result<u64> {
     link_json(ns, dev)?
         .pointer("/stats64/rx/packets")
         .and_then(serde_json::Value::as_u64)
