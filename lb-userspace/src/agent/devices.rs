@@ -65,47 +65,10 @@ pub fn detect() -> Result<Vec<String>, DeviceError> {
     Ok(devices)
 }
 
-/// `RTF_UP` in the kernel's route flags.
-const ROUTE_UP: u32 = 0x1;
-
-/// Parses `/proc/net/route` (a header line, then tab-separated rows of
-/// hex fields: Iface Destination Gateway Flags RefCnt Use Metric Mask ...)
-/// into the devices of the routes that are up with destination and mask
-/// 0.0.0.0, by ascending metric. Rows that do not parse are skipped.
+/// The default routes' devices of a `/proc/net/route` table, lowest
+/// metric first (see [`super::routes::RouteTable::default_devices`]).
 fn default_route_devices(table: &str) -> Vec<String> {
-    let mut routes: Vec<(u32, String)> = table.lines().skip(1).filter_map(default_route).collect();
-    routes.sort_by_key(|(metric, _)| *metric);
-    let mut devices: Vec<String> = Vec::new();
-    for (_, device) in routes {
-        if !devices.contains(&device) {
-            devices.push(device);
-        }
-    }
-    devices
-}
-
-/// `(metric, device)` when the row is an up default route.
-fn default_route(row: &str) -> Option<(u32, String)> {
-    let fields: Vec<&str> = row.split_whitespace().collect();
-    let [
-        device,
-        destination,
-        _gateway,
-        flags,
-        _refcnt,
-        _use,
-        metric,
-        mask,
-        ..,
-    ] = fields[..]
-    else {
-        return None;
-    };
-    let hex = |field: &str| u32::from_str_radix(field, 16).ok();
-    let default = hex(destination)? == 0 && hex(mask)? == 0;
-    let up = hex(flags)? & ROUTE_UP != 0;
-    let metric = metric.parse().ok()?;
-    (default && up && device != "lo").then(|| (metric, device.to_string()))
+    super::routes::RouteTable::parse(table).default_devices()
 }
 
 #[cfg(test)]

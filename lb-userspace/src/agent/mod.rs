@@ -22,7 +22,7 @@ pub mod health;
 mod http;
 pub mod metrics;
 mod pod_devices;
-mod pod_routes;
+mod routes;
 mod runner;
 pub mod service_health;
 pub mod snat_address;

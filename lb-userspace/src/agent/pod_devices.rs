@@ -3,7 +3,7 @@
 //! local endpoints by, as pods come and go: a CNI bridge (`cni0`) once, or
 //! each pod's own veth (kindnet, Calico's `cali*`). At each sync, before
 //! the plan is applied, every local endpoint's device is looked up in the
-//! routing table (`pod_routes`), hooked if it is not yet (or was
+//! routing table (`routes`), hooked if it is not yet (or was
 //! recreated: its ifindex changed), and hooks on devices no endpoint uses
 //! any more are removed.
 //!
@@ -23,7 +23,7 @@ use std::{
 use anyhow::{Context, Result};
 use tracing::{info, warn};
 
-use super::pod_routes::{Reach, RouteTable};
+use super::routes::{Reach, RouteTable};
 use crate::datapath::{KernelMaps, loader::Datapath};
 
 /// The routing table of the calling thread's network namespace.

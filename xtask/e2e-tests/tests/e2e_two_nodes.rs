@@ -12,14 +12,14 @@
 use std::fs;
 
 use xtask::{
-    demo_env::exclusive_env_on,
+    demo_env::{Env, exclusive_env_on},
     manifests,
     testbed::{
         CLIENT_ADDR, NODE_ADDR, NODE_LINK_DEVICE, NODE_NAME, POD_BRIDGE, POD_TCP_PORT,
         POD_UDP_PORT, REMOTE_NODE_NAME, Testbed, pod_addr, pod_name, remote_pod_addr,
         remote_pod_name,
     },
-    traffic::tally,
+    traffic::{Tally, tally},
 };
 
 const LOCAL_NODE_PORT: u16 = 30093;
@@ -112,6 +112,24 @@ fn write(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// 40 connections (TCP) or datagrams (UDP) from the external client to
+/// `addr:port`, each answered within 2 s: the answers, by pod and source.
+fn all_forty_answered(env: &Env, proto: &str, addr: &str, port: u16) -> Tally {
+    let mut cmd = env.bed.from_client(&env.probe);
+    cmd.args(["--timeout-ms", "2000", proto])
+        .arg(format!("{addr}:{port}"))
+        .args(["--count", "40"]);
+    let tally = tally(&mut cmd).unwrap();
+    assert!(
+        tally.errors.is_empty(),
+        "{proto} to {addr}:{port}: {:?}\n{}",
+        tally.errors,
+        env.agent_log_text()
+    );
+    assert_eq!(tally.total(), 40, "{proto} to {addr}:{port}");
+    tally
+}
+
 #[test]
 fn policy_local_uses_only_local_pods_and_keeps_the_client_address() {
     let (_serial, env) = exclusive_env_on(|| Testbed::with_remote_node(3, 2), write, &[]);
@@ -172,19 +190,8 @@ fn policy_cluster_reaches_pods_on_both_nodes_masqueraded() {
         ("udp", CLUSTER_EXTERNAL_IP, 53),
     ];
     for (proto, addr, port) in frontends {
-        let mut cmd = env.bed.from_client(&env.probe);
-        cmd.args(["--timeout-ms", "2000", proto])
-            .arg(format!("{addr}:{port}"))
-            .args(["--count", "40"]);
+        let tally = all_forty_answered(&env, proto, addr, port);
         let proto = format!("{proto} to {addr}:{port}");
-        let tally = tally(&mut cmd).unwrap();
-        assert!(
-            tally.errors.is_empty(),
-            "{proto}: {:?}\n{}",
-            tally.errors,
-            env.agent_log_text()
-        );
-        assert_eq!(tally.total(), 40, "{proto}");
         let remote: Vec<String> = (0..2)
             .map(|i| format!("{} from {NODE_ADDR}", remote_pod_name(i)))
             .collect();
@@ -317,19 +324,9 @@ fn policy_cluster_is_forwarded_from_xdp_by_the_external_devices() {
             .collect()
     };
     let before = forwarded();
+    let node = NODE_ADDR.to_string();
     for (proto, port) in [("tcp", CLUSTER_NODE_PORT), ("udp", CLUSTER_UDP_NODE_PORT)] {
-        let mut cmd = env.bed.from_client(&env.probe);
-        cmd.args(["--timeout-ms", "2000", proto])
-            .arg(format!("{NODE_ADDR}:{port}"))
-            .args(["--count", "40"]);
-        let tally = tally(&mut cmd).unwrap();
-        assert!(
-            tally.errors.is_empty(),
-            "{proto}: {:?}\n{}",
-            tally.errors,
-            env.agent_log_text()
-        );
-        assert_eq!(tally.total(), 40, "{proto}");
+        let tally = all_forty_answered(&env, proto, &node, port);
         let remote_answers: u32 = (0..2)
             .map(|i| format!("{} from {NODE_ADDR}", remote_pod_name(i)))
             .filter_map(|r| tally.answers.get(&r))
@@ -363,18 +360,9 @@ fn pod_device_auto_finds_the_local_pods_bridge() {
         &["--device", NODE_LINK_DEVICE, "--pod-device", "auto"],
     );
     let local = format!("{} from {NODE_ADDR}", pod_name(0));
+    let node = NODE_ADDR.to_string();
     for (proto, port) in [("tcp", CLUSTER_NODE_PORT), ("udp", CLUSTER_UDP_NODE_PORT)] {
-        let mut cmd = env.bed.from_client(&env.probe);
-        cmd.args(["--timeout-ms", "2000", proto])
-            .arg(format!("{NODE_ADDR}:{port}"))
-            .args(["--count", "40"]);
-        let tally = tally(&mut cmd).unwrap();
-        assert!(
-            tally.errors.is_empty(),
-            "{proto}: {:?}\n{}",
-            tally.errors,
-            env.agent_log_text()
-        );
+        let tally = all_forty_answered(&env, proto, &node, port);
         assert!(
             tally.answers.contains_key(&local),
             "{proto}: the local pod answers, seeing the node's address: {:?}\n{}",

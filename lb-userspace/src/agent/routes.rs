@@ -1,7 +1,8 @@
-//! Where this node reaches an endpoint's address, by its IPv4 routing
-//! table (`/proc/net/route`): on a device of its own pods (a CNI bridge, a
-//! pod's veth), through the network (an external device, a gateway), or
-//! nowhere. `--pod-device auto` hooks the first kind (`pod_devices`).
+//! This node's IPv4 routing table (`/proc/net/route`), parsed: its default
+//! routes' devices (`--device auto`, `devices`), and where it reaches an
+//! endpoint's address: on a device of its own pods (a CNI bridge, a pod's
+//! veth), through the network (an external device, a gateway), or nowhere
+//! (`--pod-device auto` hooks the first kind, `pod_devices`).
 //!
 //! Pure: the table is text in, the answer out (the unit tests are the
 //! kernel's own format).
@@ -48,6 +49,24 @@ impl RouteTable {
     pub fn parse(table: &str) -> RouteTable {
         let routes = table.lines().skip(1).filter_map(route).collect();
         RouteTable { routes }
+    }
+
+    /// The devices of the default routes (destination and mask 0.0.0.0),
+    /// lowest metric first, each once; never `lo`.
+    pub fn default_devices(&self) -> Vec<String> {
+        let mut defaults: Vec<&Route> = self
+            .routes
+            .iter()
+            .filter(|r| r.destination == 0 && r.mask == 0 && r.device != "lo")
+            .collect();
+        defaults.sort_by_key(|r| r.metric);
+        let mut devices: Vec<String> = Vec::new();
+        for route in defaults {
+            if !devices.contains(&route.device) {
+                devices.push(route.device.clone());
+            }
+        }
+        devices
     }
 
     /// How `addr` is reached: the longest matching prefix, the lowest
