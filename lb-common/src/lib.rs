@@ -12,6 +12,7 @@ pub mod csum;
 pub mod ct;
 pub mod flow;
 pub mod flow_hash;
+pub mod frag;
 pub mod icmp;
 pub mod maglev;
 pub mod maps;

@@ -64,7 +64,7 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
     // Parse.
     // SAFETY: a plain helper call on our context.
     let buff_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
-    let pkt = parse::xdp_ipv4(ctx.data(), ctx.data_end(), buff_len)?;
+    let pkt = parse::xdp_ipv4(ctx.data(), ctx.data_end(), buff_len).map_err(unparsed)?;
     let flow = pkt.flow();
 
     // A reply to a masqueraded flow: translated back, to the client.
@@ -100,6 +100,16 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
     }
     // Forward: the node's stack routes the packet to the backend.
     Ok(reason)
+}
+
+/// A packet the parser refused passes to the stack, but a later fragment
+/// to the node whose first was not seen (`frag`) is dropped.
+#[inline(always)]
+fn unparsed(reason: Reason) -> Verdict {
+    match reason {
+        Reason::DropFragUnseen => Verdict::Drop(reason),
+        reason => Verdict::Pass(reason),
+    }
 }
 
 /// No external frontend: a ClusterIP port served inside the node passes

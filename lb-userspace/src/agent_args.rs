@@ -153,6 +153,13 @@ pub struct AgentArgs {
     /// externalTrafficPolicy Cluster). None: they keep the client's address.
     #[arg(long = "pod-device", env = "LB_POD_DEVICES", value_delimiter = ',')]
     pod_devices: Vec<String>,
+    // icmp errors and fragments
+    /// Fragmented IPv4 datagrams whose ports are remembered at once (an
+    /// LRU map, 16 bytes an entry, allocated at load time): a datagram's
+    /// later fragments carry no ports and are translated by its first's.
+    /// An evicted entry costs its datagram's later fragments.
+    #[arg(long, default_value_t = lb_common::frag::DEFAULT_FRAG_ENTRIES, value_name = "ENTRIES")]
+    frag_entries: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -235,6 +242,7 @@ impl AgentArgs {
             ct_entries: self.ct_entries,
             hash_seed: self.hash_seed,
             pod_devices: self.pod_devices,
+            frag_entries: self.frag_entries,
         })
     }
 }

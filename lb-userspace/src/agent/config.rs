@@ -58,6 +58,9 @@ pub struct AgentConfig {
     /// Devices the node reaches its pods by (`--pod-device`): the hook
     /// translating local pods' masqueraded replies back attaches there.
     pub pod_devices: Vec<String>,
+    // icmp errors and fragments
+    /// Fragmented datagrams remembered at once (`--frag-entries`).
+    pub frag_entries: u32,
 }
 
 /// A duration as kube-proxy's flags write them: a number and a unit (`ms`,

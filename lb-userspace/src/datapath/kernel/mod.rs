@@ -7,6 +7,7 @@ mod affinity;
 mod backend_connections;
 mod batch;
 mod ct;
+mod fragments;
 mod maglev;
 mod maglev_upgrade;
 mod mapped;
@@ -27,6 +28,7 @@ use aya::{
 };
 use lb_common::algorithm::BACKEND_CONNECTIONS;
 use lb_common::service_cidr::{CLUSTER_IPS4, SERVICE_CIDRS4};
+use lb_common::frag::{FRAGS4, Frag4Key, Frag4Ports};
 use lb_common::snat::{SNAT_ADDR, SNAT_LOCAL};
 use lb_common::{
     AFFINITY4, ALL_MAPS, Affinity4Key, Affinity4Value, BACKENDS4, Backend4, CT4, CT4_NEW, Ct4Key,
@@ -71,6 +73,9 @@ pub struct KernelMaps {
     service_cidrs: LpmTrie<MapData, u32, u8>,
     // selection: live connections per backend (least-connections)
     backend_connections: Array<MapData, u64>,
+    // icmp errors and fragments: fragmented datagrams' ports (read by
+    // tests and `lb status`'s fill levels)
+    fragments: HashMap<MapData, Frag4Key, Frag4Ports>,
     /// The socket hooks' cgroup: purging a UDP backend aborts the connected
     /// sockets of its processes (`sock_destroy`); none, no socket is touched.
     socket_cgroup: Option<std::path::PathBuf>,
@@ -177,6 +182,8 @@ impl KernelMaps {
             // selection
             backend_connections,
             snat_local,
+            // icmp errors and fragments
+            fragments,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -253,6 +260,9 @@ impl KernelMaps {
             snat_local: typed(SNAT_LOCAL, snat_local)?
                 .try_into()
                 .map_err(map_err(SNAT_LOCAL, "open"))?,
+            fragments: typed(FRAGS4, fragments)?
+                .try_into()
+                .map_err(map_err(FRAGS4, "open"))?,
             socket_cgroup: None,
         })
     }
