@@ -14,6 +14,7 @@ pub mod flow;
 pub mod flow_hash;
 pub mod frag;
 pub mod icmp;
+pub mod icmp_error;
 pub mod maglev;
 pub mod maps;
 pub mod packet;

@@ -149,9 +149,18 @@ reasons! {
     /// refused the memory): it is translated, its later fragments will be
     /// `drop_frag_unseen`.
     FragRememberFailed = 35, "frag_remember_failed";
+    /// An ICMP error from the client's side about a reply of a translated
+    /// flow (destination unreachable, time exceeded), sent on to the
+    /// backend as the error about its own packet (a frag-needed lowers
+    /// the pod's path MTU).
+    IcmpErrorToBackend = 36, "icmp_error_to_backend";
+    /// An ICMP error from a backend (or a router before it) about a
+    /// request of a translated flow, sent on to the client from the
+    /// frontend, quoting the client's packet (no pod address leaks).
+    IcmpErrorToClient = 37, "icmp_error_to_client";
 }
 
 /// Number of counters in the stats map.
-pub const REASON_COUNT: u32 = 36;
+pub const REASON_COUNT: u32 = 38;
 
 const _: () = assert!(Reason::ALL.len() as u32 == REASON_COUNT);

@@ -17,7 +17,7 @@ use lb_common::{
 };
 
 use crate::{
-    affinity, ct, debug, nat, parse, reject, select, service_cidr, snat, source_ranges, stats,
+    affinity, ct, debug, icmp_error, nat, parse, reject, select, service_cidr, snat, source_ranges, stats,
     trace,
 };
 
@@ -64,7 +64,12 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
     // Parse.
     // SAFETY: a plain helper call on our context.
     let buff_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
-    let pkt = parse::xdp_ipv4(ctx.data(), ctx.data_end(), buff_len).map_err(unparsed)?;
+    let pkt = match parse::xdp_ipv4(ctx.data(), ctx.data_end(), buff_len) {
+        Ok(pkt) => pkt,
+        // Perhaps an ICMP error about a translated flow.
+        Err(Reason::PassOtherProtocol) => return Ok(icmp_error::at_xdp_ingress(ctx)),
+        Err(reason) => return Err(unparsed(reason)),
+    };
     let flow = pkt.flow();
 
     // A reply to a masqueraded flow: translated back, to the client.
