@@ -120,9 +120,12 @@ fn at_skb(ctx: &TcContext, masqueraded: bool) -> Option<Result<Reason, Reason>> 
     };
     toward_client(&mut h, &entry, tcp.as_mut());
     let fail = |_| Reason::DropRewriteFailed;
-    let stored = ctx.store(ETH_HLEN, &h, 0).map_err(fail).and_then(|()| match tcp {
-        Some(tcp) => ctx.store(tcp_off, &tcp, 0).map_err(fail),
-        None => Ok(()),
-    });
+    let stored = ctx
+        .store(ETH_HLEN, &h, 0)
+        .map_err(fail)
+        .and_then(|()| match tcp {
+            Some(tcp) => ctx.store(tcp_off, &tcp, 0).map_err(fail),
+            None => Ok(()),
+        });
     Some(stored.map(|()| Reason::IcmpErrorToClient))
 }

@@ -42,15 +42,7 @@ pub fn rewrite_xdp_destination(pkt: &XdpPacket, from: Endpoint4, to: Endpoint4) 
 #[inline(always)]
 pub fn rewrite_xdp_source(pkt: &XdpPacket, from: Endpoint4, to: Endpoint4) {
     // SAFETY: bounds-checked pointer from `parse::xdp_ipv4`.
-    unsafe {
-        rewrite_xdp(
-            pkt,
-            &raw mut (*pkt.ip).saddr_be,
-            PortEnd::Source,
-            from,
-            to,
-        )
-    }
+    unsafe { rewrite_xdp(pkt, &raw mut (*pkt.ip).saddr_be, PortEnd::Source, from, to) }
 }
 
 /// Rewrites one end of a parsed XDP packet, `from` to `to`: `addr` points
@@ -159,9 +151,7 @@ fn rewrite_skb(
             4,
         )
         .map_err(fail)?;
-        return ctx
-            .store(ETH_HLEN + addr_off, &to.addr_be, 0)
-            .map_err(fail);
+        return ctx.store(ETH_HLEN + addr_off, &to.addr_be, 0).map_err(fail);
     } else if pkt.flow.proto == PROTO_SCTP {
         // CRC32c, over the SCTP packet only: the ports, not the address.
         sctp::update_skb_crc(ctx, pkt, end, from, to)?;

@@ -17,8 +17,8 @@ use lb_common::{
 };
 
 use crate::{
-    affinity, ct, debug, icmp_error, nat, parse, reject, select, service_cidr, snat, source_ranges, stats,
-    trace,
+    affinity, ct, debug, icmp_error, nat, parse, reject, select, service_cidr, snat, source_ranges,
+    stats, trace,
 };
 
 /// `frags`: multi-buffer aware (jumbo frames; on veth, a program without it

@@ -12,13 +12,23 @@ const CLIENT: [u8; 4] = [198, 51, 100, 7];
 const POD: [u8; 4] = [10, 244, 1, 5];
 
 /// An IPv4 packet (no Ethernet) of `proto` with `payload`.
-fn packet(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+fn packet(
+    proto: u8,
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let ip = PacketBuilder::ipv4(src, dst, 64);
     let mut out = Vec::new();
     if proto == PROTO_UDP {
         ip.udp(sport, dport).write(&mut out, payload).unwrap();
     } else {
-        ip.tcp(sport, dport, 7, 1000).ack(9).write(&mut out, payload).unwrap();
+        ip.tcp(sport, dport, 7, 1000)
+            .ack(9)
+            .write(&mut out, payload)
+            .unwrap();
     }
     out
 }
@@ -68,11 +78,11 @@ fn ep(addr: [u8; 4], port: u16) -> Endpoint4 {
 
 /// Applies `f` to `bytes`' headers, the quote's TCP checksum included
 /// when it holds one.
-fn rewrite(bytes: &mut Vec<u8>, f: impl FnOnce(&mut ErrorHeaders, Option<&mut u16>)) {
+fn rewrite(bytes: &mut [u8], f: impl FnOnce(&mut ErrorHeaders, Option<&mut u16>)) {
     let mut h = headers(bytes);
     let tcp_at = INNER_TCP_CSUM_OFF;
-    let mut tcp = (bytes.len() >= tcp_at + 2)
-        .then(|| u16::from_ne_bytes([bytes[tcp_at], bytes[tcp_at + 1]]));
+    let mut tcp =
+        (bytes.len() >= tcp_at + 2).then(|| u16::from_ne_bytes([bytes[tcp_at], bytes[tcp_at + 1]]));
     f(&mut h, tcp.as_mut());
     put(bytes, &h);
     if let Some(tcp) = tcp {
@@ -152,10 +162,20 @@ fn a_udp_quote_without_checksum_keeps_none() {
 #[test]
 fn only_unreachable_and_time_exceeded_about_a_packet_to_its_source_are_translated() {
     let reply = packet(PROTO_UDP, NODE, 30053, CLIENT, 40000, b"x");
-    let ok = |icmp: Icmpv4Type, to: [u8; 4]| headers(&error(icmp, ROUTER, to, &reply, 28)).quoted_flow().is_some();
+    let ok = |icmp: Icmpv4Type, to: [u8; 4]| {
+        headers(&error(icmp, ROUTER, to, &reply, 28))
+            .quoted_flow()
+            .is_some()
+    };
     assert!(ok(frag_needed(), NODE));
-    assert!(ok(Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit), NODE));
-    assert!(!ok(frag_needed(), CLIENT), "sent elsewhere than the quote's source");
+    assert!(ok(
+        Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit),
+        NODE
+    ));
+    assert!(
+        !ok(frag_needed(), CLIENT),
+        "sent elsewhere than the quote's source"
+    );
     let echo = Icmpv4Type::EchoReply(etherparse::IcmpEchoHeader { id: 1, seq: 1 });
     assert!(!ok(echo, NODE), "a query, not an error");
     assert!(translated_type(3, 13) && !translated_type(11, 2) && !translated_type(5, 0));

@@ -56,7 +56,11 @@ fn set_ip_checksum(hdr: &mut [u8]) {
 /// A fragment's IPv4 header, its checksum checked.
 fn checked_header(frame: &[u8]) -> Ipv4Header {
     let (ip, _) = Ipv4Header::from_slice(&frame[14..]).unwrap();
-    assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "IPv4 checksum");
+    assert_eq!(
+        ip.header_checksum,
+        ip.calc_header_checksum(),
+        "IPv4 checksum"
+    );
     ip
 }
 
@@ -96,7 +100,11 @@ fn reassembled(frames: &[Vec<u8>]) -> Checked {
 /// 3,000 bytes (the datagram): three fragments at a 1,500 MTU.
 fn datagram(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, id: u16) -> Vec<Vec<u8>> {
     let payload: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
-    fragments(&udp_frame(src, sport, dst, dport, &payload, true), id, CHUNK)
+    fragments(
+        &udp_frame(src, sport, dst, dport, &payload, true),
+        id,
+        CHUNK,
+    )
 }
 
 fn node_ports() -> TestDatapath {
@@ -195,7 +203,10 @@ fn reply_fragments_at_tc_egress_are_translated_back() {
     let reply = datagram(POD, 53, CLIENT, 40000, 0x0777);
     let out = run_all_tc(&t, &reply);
     let p = reassembled(&out);
-    assert_eq!((p.src, p.sport, p.dst, p.dport), (NODE, 30053, CLIENT, 40000));
+    assert_eq!(
+        (p.src, p.sport, p.dst, p.dport),
+        (NODE, 30053, CLIENT, 40000)
+    );
     assert_eq!(t.stat(Reason::ReverseNat), 3);
     // A later reply fragment whose first was not seen leaves untouched.
     let unseen = datagram(POD, 53, CLIENT, 40000, 0x0778);
@@ -243,7 +254,10 @@ fn a_masqueraded_flows_fragments_go_both_ways() {
     let port = masqueraded_request(&t);
     let out = run_all_xdp(&t, &datagram(POD, 5353, NODE, port, 0x3333));
     let p = reassembled(&out);
-    assert_eq!((p.src, p.sport, p.dst, p.dport), (NODE, 30054, CLIENT, 40000));
+    assert_eq!(
+        (p.src, p.sport, p.dst, p.dport),
+        (NODE, 30054, CLIENT, 40000)
+    );
     assert_eq!(t.stat(Reason::ReverseSnat), 3);
 }
 
@@ -263,6 +277,9 @@ fn a_local_pods_fragmented_reply_is_translated_by_the_pod_hook() {
         })
         .collect();
     let p = reassembled(&out);
-    assert_eq!((p.src, p.sport, p.dst, p.dport), (NODE, 30054, CLIENT, 40000));
+    assert_eq!(
+        (p.src, p.sport, p.dst, p.dport),
+        (NODE, 30054, CLIENT, 40000)
+    );
     assert_eq!(t.stat(Reason::ReverseSnat), 3);
 }

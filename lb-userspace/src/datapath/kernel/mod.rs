@@ -27,8 +27,8 @@ use aya::{
     sys::SyscallError,
 };
 use lb_common::algorithm::BACKEND_CONNECTIONS;
-use lb_common::service_cidr::{CLUSTER_IPS4, SERVICE_CIDRS4};
 use lb_common::frag::{FRAGS4, Frag4Key, Frag4Ports};
+use lb_common::service_cidr::{CLUSTER_IPS4, SERVICE_CIDRS4};
 use lb_common::snat::{SNAT_ADDR, SNAT_LOCAL};
 use lb_common::{
     AFFINITY4, ALL_MAPS, Affinity4Key, Affinity4Value, BACKENDS4, Backend4, CT4, CT4_NEW, Ct4Key,
