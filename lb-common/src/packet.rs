@@ -169,6 +169,14 @@ mod tests {
         assert_eq!(with(7, 0x01), Err(Reason::PassFragment), "fragment offset");
         assert_eq!(with(6, 0x40), Ok((20, TCP_HLEN)), "don't fragment is fine");
         assert_eq!(with(9, 1), Err(Reason::PassOtherProtocol), "ICMP");
+        let mut sctp_first = good.clone();
+        sctp_first[6] = 0x20;
+        sctp_first[9] = PROTO_SCTP;
+        assert_eq!(
+            check_ipv4(&header(&sctp_first)),
+            Err(Reason::PassFragment),
+            "SCTP fragments are not translated (frag.rs)"
+        );
     }
 
     proptest! {
