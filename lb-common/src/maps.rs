@@ -55,7 +55,7 @@ pub const TRACE_REQUEST: &str = "lb_trace_req";
 pub const HASH_SEED: &str = "lb_hash_seed_v1";
 
 /// Every pinned map, for the agent's pin directory checks.
-pub const ALL_MAPS: [&str; 19] = [
+pub const ALL_MAPS: [&str; 20] = [
     FRONTENDS4,
     BACKENDS4,
     MAGLEV,
@@ -80,6 +80,8 @@ pub const ALL_MAPS: [&str; 19] = [
     // forwarding in XDP
     crate::forward::FORWARD_DEVICES,
     crate::forward::FORWARD_STATS,
+    // icmp errors and fragments
+    crate::frag::FRAGS4,
 ];
 
 /// Map names whose layout this build understands are `..._v1`; a pinned

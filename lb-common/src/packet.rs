@@ -2,13 +2,16 @@
 //! by the datapath's parsers (XDP direct access, skb loads) and testable on
 //! the host.
 
-use crate::{PROTO_SCTP, PROTO_TCP, PROTO_UDP, reason::Reason, sctp::SCTP_MIN_LEN};
+use crate::{
+    PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+    frag::{self, Fragment},
+    reason::Reason,
+    sctp::SCTP_MIN_LEN,
+};
 
 pub const ETH_HLEN: usize = 14;
 /// `ETH_P_IP` as it sits in the packet, loaded natively.
 pub const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
-/// More-fragments flag and fragment offset, in network order.
-const IP_MF_OFFSET_BE: u16 = 0x3fffu16.to_be();
 pub const IPV4_MIN_HLEN: usize = 20;
 pub const TCP_HLEN: usize = 20;
 pub const UDP_HLEN: usize = 8;
@@ -64,7 +67,11 @@ pub struct Ports {
 
 /// The checks every IPv4 parser applies to the fixed header, before looking
 /// at the transport header. Returns the header length and the minimum
-/// transport header length for the protocol.
+/// transport header length for the protocol. A first fragment of TCP or
+/// UDP passes (it carries the transport header: see [`crate::frag`]); a
+/// later fragment, and any fragment of another protocol, is
+/// `PassFragment` (the parsers look a later TCP or UDP one up by its
+/// datagram).
 #[inline(always)]
 pub fn check_ipv4(ip: &Ipv4Hdr) -> Result<(usize, usize), Reason> {
     let ver_ihl = ip.ver_ihl;
@@ -79,8 +86,10 @@ pub fn check_ipv4(ip: &Ipv4Hdr) -> Result<(usize, usize), Reason> {
     if tot_len < hlen {
         return Err(Reason::PassMalformed);
     }
-    if ip.frag_off_be & IP_MF_OFFSET_BE != 0 {
-        return Err(Reason::PassFragment);
+    match frag::classify(ip.frag_off_be) {
+        Fragment::Whole => {}
+        Fragment::First if frag::translated(ip.proto) => {}
+        Fragment::First | Fragment::Later => return Err(Reason::PassFragment),
     }
     let l4_min = match ip.proto {
         PROTO_TCP => TCP_HLEN,
@@ -152,10 +161,22 @@ mod tests {
             Err(Reason::PassMalformed),
             "total length cuts the TCP header"
         );
-        assert_eq!(with(6, 0x20), Err(Reason::PassFragment), "more fragments");
+        assert_eq!(
+            with(6, 0x20),
+            Ok((20, TCP_HLEN)),
+            "a first fragment carries the ports"
+        );
         assert_eq!(with(7, 0x01), Err(Reason::PassFragment), "fragment offset");
         assert_eq!(with(6, 0x40), Ok((20, TCP_HLEN)), "don't fragment is fine");
         assert_eq!(with(9, 1), Err(Reason::PassOtherProtocol), "ICMP");
+        let mut sctp_first = good.clone();
+        sctp_first[6] = 0x20;
+        sctp_first[9] = PROTO_SCTP;
+        assert_eq!(
+            check_ipv4(&header(&sctp_first)),
+            Err(Reason::PassFragment),
+            "SCTP fragments are not translated (frag.rs)"
+        );
     }
 
     proptest! {
@@ -178,7 +199,7 @@ mod tests {
                     let parsed = parsed.unwrap();
                     prop_assert_eq!(parsed.ihl() as usize * 4, hlen);
                     prop_assert!(parsed.protocol() == IpNumber::TCP || parsed.protocol() == IpNumber::UDP);
-                    prop_assert!(!parsed.more_fragments() && parsed.fragments_offset().value() == 0);
+                    prop_assert!(parsed.fragments_offset().value() == 0, "a later fragment has no ports");
                     prop_assert!(parsed.total_len() as usize >= hlen + l4_min);
                 }
             }

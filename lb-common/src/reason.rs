@@ -36,7 +36,10 @@ reasons! {
     /// Too short for the headers it claims, or a bad IPv4 header: passed
     /// untouched so the kernel's own checks count and drop it.
     PassMalformed = 1, "pass_malformed";
-    /// A non-first IPv4 fragment: no ports to match on.
+    /// An IPv4 fragment left untranslated: a later fragment of a datagram
+    /// no hook translates (found by its first: no frontend or flow), or
+    /// one whose first was not seen, to an address other than the node's;
+    /// any fragment of SCTP or another protocol.
     PassFragment = 2, "pass_fragment";
     /// Not TCP, UDP or SCTP.
     PassOtherProtocol = 3, "pass_other_protocol";
@@ -135,9 +138,29 @@ reasons! {
     /// or datagram claims a new port, anything else is `drop_ct_stale`),
     /// so no two flows share a translated tuple.
     SnatPortLost = 33, "snat_port_lost";
+    // icmp errors and fragments
+    /// A later IPv4 fragment (no ports) addressed to the node's address
+    /// whose datagram's first fragment this hook has not seen (not yet,
+    /// or its entry was evicted): dropped, as Cilium drops it
+    /// (`DROP_FRAG_NOT_FOUND`), since it cannot be translated as its
+    /// datagram is. Fragments to other addresses pass (`pass_fragment`).
+    DropFragUnseen = 34, "drop_frag_unseen";
+    /// Event: a first fragment's ports could not be remembered (the kernel
+    /// refused the memory): it is translated, its later fragments will be
+    /// `drop_frag_unseen`.
+    FragRememberFailed = 35, "frag_remember_failed";
+    /// An ICMP error from the client's side about a reply of a translated
+    /// flow (destination unreachable, time exceeded), sent on to the
+    /// backend as the error about its own packet (a frag-needed lowers
+    /// the pod's path MTU).
+    IcmpErrorToBackend = 36, "icmp_error_to_backend";
+    /// An ICMP error from a backend (or a router before it) about a
+    /// request of a translated flow, sent on to the client from the
+    /// frontend, quoting the client's packet (no pod address leaks).
+    IcmpErrorToClient = 37, "icmp_error_to_client";
 }
 
 /// Number of counters in the stats map.
-pub const REASON_COUNT: u32 = 34;
+pub const REASON_COUNT: u32 = 38;
 
 const _: () = assert!(Reason::ALL.len() as u32 == REASON_COUNT);

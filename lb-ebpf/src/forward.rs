@@ -110,10 +110,9 @@ fn fib_params(pkt: &XdpPacket, ip: &Ipv4Hdr, ingress: u32) -> FibLookup {
     let mut fib: FibLookup = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
     fib.l4_protocol = pkt.proto;
-    // SAFETY: `pkt.ports` was bounds-checked by the parser.
-    let ports = unsafe { *pkt.ports };
-    fib.sport = ports.src_be;
-    fib.dport = ports.dst_be;
+    // A later fragment's: its first fragment's.
+    fib.sport = pkt.ports.src_be;
+    fib.dport = pkt.ports.dst_be;
     // The MTU check: a packet larger than the route's MTU goes to the stack.
     fib.__bindgen_anon_1.tot_len = u16::from_be(ip.tot_len_be);
     fib.__bindgen_anon_2.tos = ip.tos;

@@ -17,7 +17,7 @@
 //! Every hook shares the same steps, one module each: `parse`, `select`
 //! (frontend and backend), `affinity` (sessionAffinity ClientIP), `source_ranges`
 //! (loadBalancerSourceRanges), `service_cidr` (`--service-cidr`), `ct`
-//! (connection table), `nat` (rewrites and
+//! (connection table), `frag` (IPv4 fragments' ports), `icmp_error` (ICMP errors about translated flows), `nat` (rewrites and
 //! checksums; SCTP's CRC32c in `sctp`), `reject`, `stats`, `trace`. Map layouts, key construction,
 //! names and counter reasons are defined in `lb-common`.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -34,6 +34,10 @@ mod ct;
 mod debug;
 #[cfg(target_arch = "bpf")]
 mod forward;
+#[cfg(target_arch = "bpf")]
+mod frag;
+#[cfg(target_arch = "bpf")]
+mod icmp_error;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

@@ -8,6 +8,7 @@ use aya_ebpf::{
     macros::{btf_map, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
+use lb_common::frag::{Frag4Key, Frag4Ports};
 use lb_common::reject::RejectBucket;
 use lb_common::{
     Backend4, CT_NEW_SHARE, Ct4Key, Ct4Value, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES,
@@ -89,6 +90,13 @@ pub static SNAT_LOCAL: Array<u32> = Array::pinned(1, 0);
 #[map(name = "lb_reject_tokens")]
 pub static REJECT_TOKENS: PerCpuArray<RejectBucket> = PerCpuArray::with_max_entries(1, 0);
 
+/// Ports of fragmented datagrams, by their first fragment
+/// (`lb_common::frag`). The agent resizes it at load time
+/// (`--frag-entries`).
+#[map(name = "lb_frag4_v1")]
+pub static FRAGS4: LruHashMap<Frag4Key, Frag4Ports> =
+    LruHashMap::pinned(lb_common::frag::DEFAULT_FRAG_ENTRIES, 0);
+
 /// `lb trace` only (never pinned: private to each trace).
 #[map(name = "lb_trace")]
 pub static TRACE: Array<TraceRecord> = Array::with_max_entries(1, 0);
@@ -129,3 +137,4 @@ const _: () = assert!(str_eq("lb_reject_tokens", lb_common::reject::REJECT_TOKEN
 const _: () = assert!(str_eq("lb_trace_req", lb_common::TRACE_REQUEST));
 const _: () = assert!(str_eq("lb_snat_addr_v1", lb_common::snat::SNAT_ADDR));
 const _: () = assert!(str_eq("lb_snat_local_v1", lb_common::snat::SNAT_LOCAL));
+const _: () = assert!(str_eq("lb_frag4_v1", lb_common::frag::FRAGS4));

@@ -25,12 +25,11 @@ const IPV4_DADDR_OFF: usize = 16;
 /// current destination) to `to`.
 #[inline(always)]
 pub fn rewrite_xdp_destination(pkt: &XdpPacket, from: Endpoint4, to: Endpoint4) {
-    // SAFETY: bounds-checked pointers from `parse::xdp_ipv4`.
+    // SAFETY: bounds-checked pointer from `parse::xdp_ipv4`.
     unsafe {
         rewrite_xdp(
             pkt,
             &raw mut (*pkt.ip).daddr_be,
-            &raw mut (*pkt.ports).dst_be,
             PortEnd::Destination,
             from,
             to,
@@ -42,49 +41,48 @@ pub fn rewrite_xdp_destination(pkt: &XdpPacket, from: Endpoint4, to: Endpoint4) 
 /// source) to `to` (masquerade, and the frontend of a masqueraded reply).
 #[inline(always)]
 pub fn rewrite_xdp_source(pkt: &XdpPacket, from: Endpoint4, to: Endpoint4) {
-    // SAFETY: bounds-checked pointers from `parse::xdp_ipv4`.
-    unsafe {
-        rewrite_xdp(
-            pkt,
-            &raw mut (*pkt.ip).saddr_be,
-            &raw mut (*pkt.ports).src_be,
-            PortEnd::Source,
-            from,
-            to,
-        )
-    }
+    // SAFETY: bounds-checked pointer from `parse::xdp_ipv4`.
+    unsafe { rewrite_xdp(pkt, &raw mut (*pkt.ip).saddr_be, PortEnd::Source, from, to) }
 }
 
-/// Rewrites one end of a parsed XDP packet, `from` to `to`: `addr` and
-/// `port` point at its address in the IPv4 header and its port in the
-/// transport header (`end` says which); both checksums are updated
-/// incrementally.
+/// Rewrites one end of a parsed XDP packet, `from` to `to`: `addr` points
+/// at its address in the IPv4 header, `end` says which port of the
+/// transport header goes with it; both checksums are updated
+/// incrementally. A later fragment has no transport header: its address
+/// and IP checksum only (its first fragment's transport checksum covers
+/// the whole datagram, and got the update).
 ///
 /// # Safety
-/// `addr` and `port` point into `pkt`'s bounds-checked headers.
+/// `addr` points into `pkt`'s bounds-checked IPv4 header.
 #[inline(always)]
 unsafe fn rewrite_xdp(
     pkt: &XdpPacket,
     addr: *mut u32,
-    port: *mut u16,
     end: PortEnd,
     from: Endpoint4,
     to: Endpoint4,
 ) {
-    // SAFETY: the caller's pointers, and `parse::xdp_ipv4`'s.
+    // SAFETY: the caller's pointer, and `parse::xdp_ipv4`'s.
     unsafe {
         let ip = pkt.ip;
         (*ip).check = csum::replace4((*ip).check, from.addr_be, to.addr_be);
         *addr = to.addr_be;
+        let Some(l4) = &pkt.l4 else {
+            return;
+        };
+        let port = match end {
+            PortEnd::Source => &raw mut (*l4.ports).src_be,
+            PortEnd::Destination => &raw mut (*l4.ports).dst_be,
+        };
         if pkt.proto == PROTO_SCTP {
             // CRC32c, over the SCTP packet only: the port, not the address.
-            sctp::update_xdp_crc(pkt, end, from, to);
+            sctp::update_xdp_crc(pkt, l4, end, from, to);
             *port = to.port_be;
             return;
         }
-        *pkt.csum = csum::l4_after_rewrite(
+        *l4.csum = csum::l4_after_rewrite(
             pkt.proto,
-            *pkt.csum,
+            *l4.csum,
             from.addr_be,
             to.addr_be,
             from.port_be,
@@ -144,7 +142,17 @@ fn rewrite_skb(
     let fail = |_| Reason::DropRewriteFailed;
     let mut l4_flags = 0u64;
     let mut l4_csum = true;
-    if pkt.flow.proto == PROTO_SCTP {
+    if !pkt.l4 {
+        // A later fragment: addresses only (see `rewrite_xdp`).
+        ctx.l3_csum_replace(
+            ETH_HLEN + IPV4_CSUM_OFF,
+            from.addr_be as u64,
+            to.addr_be as u64,
+            4,
+        )
+        .map_err(fail)?;
+        return ctx.store(ETH_HLEN + addr_off, &to.addr_be, 0).map_err(fail);
+    } else if pkt.flow.proto == PROTO_SCTP {
         // CRC32c, over the SCTP packet only: the ports, not the address.
         sctp::update_skb_crc(ctx, pkt, end, from, to)?;
         l4_csum = false;

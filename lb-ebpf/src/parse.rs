@@ -10,32 +10,40 @@
 use aya_ebpf::programs::TcContext;
 use lb_common::{Endpoint4, Flow4, PROTO_SCTP, PROTO_TCP, PROTO_UDP, reason::Reason};
 
-use crate::sctp;
+use crate::{frag, sctp};
 
 pub use lb_common::packet::*;
 
 /// A parsed IPv4 TCP/UDP/SCTP packet in an XDP buffer. The pointers are
-/// bounds-checked: `ip` covers the fixed IPv4 header, `ports` and `csum` lie
-/// inside the transport header.
+/// bounds-checked: `ip` covers the fixed IPv4 header, `l4`'s lie inside
+/// the transport header.
 pub struct XdpPacket {
     pub ip: *mut Ipv4Hdr,
-    pub ports: *mut Ports,
-    /// The checksum: TCP's and UDP's 16 bits; for SCTP the first half of
-    /// its 32-bit CRC32c, all four bytes bounds-checked.
-    pub csum: *mut u16,
+    /// The transport header; `None` in a later fragment (see `frag`).
+    pub l4: Option<XdpL4>,
+    /// The ports as parsed (a later fragment's: its first fragment's).
+    pub ports: Ports,
     pub proto: u8,
     /// The TCP flags byte (0 for UDP; for SCTP the first chunk's type,
     /// which `lb_common::ct` reads in its place).
     pub tcp_flags: u8,
 }
 
+/// The transport header of an [`XdpPacket`].
+pub struct XdpL4 {
+    pub ports: *mut Ports,
+    /// The checksum: TCP's and UDP's 16 bits; for SCTP the first half of
+    /// its 32-bit CRC32c, all four bytes bounds-checked.
+    pub csum: *mut u16,
+}
+
 impl XdpPacket {
     /// The tuple the packet carries.
     #[inline(always)]
     pub fn flow(&self) -> Flow4 {
-        // SAFETY: `xdp_ipv4` bounds-checked both pointers.
-        let (ip, ports) = unsafe { (*self.ip, *self.ports) };
-        flow(&ip, ports, self.proto)
+        // SAFETY: `xdp_ipv4` bounds-checked the pointer.
+        let ip = unsafe { *self.ip };
+        flow(&ip, self.ports, self.proto)
     }
 }
 
@@ -70,12 +78,25 @@ pub fn xdp_ipv4(data: usize, data_end: usize, buff_len: usize) -> Result<XdpPack
     let ip: *mut Ipv4Hdr = ptr_at(data, data_end, ETH_HLEN).ok_or(Reason::PassMalformed)?;
     // SAFETY: bounds-checked above.
     let hdr = unsafe { *ip };
-    let (hlen, l4_min) = check_ipv4(&hdr)?;
+    let checked = check_ipv4(&hdr);
     // The whole datagram must be inside the frame.
     let tot_len = u16::from_be(hdr.tot_len_be) as usize;
     if ETH_HLEN + tot_len > buff_len {
         return Err(Reason::PassMalformed);
     }
+    let (hlen, l4_min) = match checked {
+        Err(Reason::PassFragment) => {
+            let ports = frag::recall_at_ingress(&hdr)?;
+            return Ok(XdpPacket {
+                ip,
+                l4: None,
+                ports,
+                proto: hdr.proto,
+                tcp_flags: 0,
+            });
+        }
+        checked => checked?,
+    };
     let l4 = data + ETH_HLEN + hlen;
     if l4 + l4_min > data_end {
         return Err(Reason::PassMalformed);
@@ -85,8 +106,9 @@ pub fn xdp_ipv4(data: usize, data_end: usize, buff_len: usize) -> Result<XdpPack
         let (csum, first_chunk) = sctp::xdp_header(l4, data_end)?;
         return Ok(XdpPacket {
             ip,
-            ports,
-            csum,
+            // SAFETY: bounds-checked above.
+            ports: unsafe { *ports },
+            l4: Some(XdpL4 { ports, csum }),
             proto: PROTO_SCTP,
             tcp_flags: first_chunk,
         });
@@ -104,10 +126,13 @@ pub fn xdp_ipv4(data: usize, data_end: usize, buff_len: usize) -> Result<XdpPack
     } else {
         0
     };
+    // SAFETY: bounds-checked above.
+    let ports_value = unsafe { *ports };
+    frag::remember_first(&hdr, ports_value);
     Ok(XdpPacket {
         ip,
-        ports,
-        csum,
+        l4: Some(XdpL4 { ports, csum }),
+        ports: ports_value,
         proto,
         tcp_flags,
     })
@@ -117,6 +142,9 @@ pub fn xdp_ipv4(data: usize, data_end: usize, buff_len: usize) -> Result<XdpPack
 /// offsets and the tuple it carries.
 pub struct SkbPacket {
     pub l4_off: usize,
+    /// The transport header is there (not a later fragment: then `flow`'s
+    /// ports are its first fragment's, see `frag`).
+    pub l4: bool,
     /// The checksum's offset (SCTP: its CRC32c's).
     pub csum_off: usize,
     pub flow: Flow4,
@@ -132,16 +160,30 @@ pub fn skb_ipv4(ctx: &TcContext) -> Result<SkbPacket, Reason> {
         return Err(Reason::PassNotIpv4);
     }
     let hdr: Ipv4Hdr = ctx.load(ETH_HLEN).map_err(|_| Reason::PassMalformed)?;
-    let (hlen, l4_min) = check_ipv4(&hdr)?;
+    let checked = check_ipv4(&hdr);
     let tot_len = u16::from_be(hdr.tot_len_be) as usize;
     if ETH_HLEN + tot_len > ctx.len() as usize {
         return Err(Reason::PassMalformed);
     }
+    let (hlen, l4_min) = match checked {
+        Err(Reason::PassFragment) => {
+            let ports = frag::recall_at_egress(&hdr)?;
+            return Ok(SkbPacket {
+                l4_off: 0,
+                l4: false,
+                csum_off: 0,
+                flow: flow(&hdr, ports, hdr.proto),
+                tcp_flags: 0,
+            });
+        }
+        checked => checked?,
+    };
     let l4_off = ETH_HLEN + hlen;
     let ports: Ports = ctx.load(l4_off).map_err(|_| Reason::PassMalformed)?;
     if hdr.proto == PROTO_SCTP {
         return Ok(SkbPacket {
             l4_off,
+            l4: true,
             csum_off: l4_off + sctp::CSUM_OFF,
             flow: flow(&hdr, ports, PROTO_SCTP),
             tcp_flags: sctp::skb_first_chunk(ctx, l4_off)?,
@@ -158,8 +200,10 @@ pub fn skb_ipv4(ctx: &TcContext) -> Result<SkbPacket, Reason> {
     } else {
         0
     };
+    frag::remember_first(&hdr, ports);
     Ok(SkbPacket {
         l4_off,
+        l4: true,
         csum_off: l4_off + csum_off,
         flow: flow(&hdr, ports, proto),
         tcp_flags,

@@ -22,7 +22,7 @@ use lb_common::{
     sctp::{SCTP_CHUNK_TYPE_OFF, SCTP_CSUM_OFF, crc32c_after_port_rewrite},
 };
 
-use crate::parse::{ETH_HLEN, Ipv4Hdr, SkbPacket, XdpPacket};
+use crate::parse::{ETH_HLEN, Ipv4Hdr, SkbPacket, XdpL4, XdpPacket};
 
 pub use lb_common::sctp::SCTP_CSUM_OFF as CSUM_OFF;
 
@@ -76,18 +76,18 @@ fn ports_around(ports: (u16, u16), end: PortEnd, from: u16, to: u16) -> ((u16, u
 /// `from` to `to` (call before the port is written; the address needs
 /// nothing).
 #[inline(always)]
-pub fn update_xdp_crc(pkt: &XdpPacket, end: PortEnd, from: Endpoint4, to: Endpoint4) {
+pub fn update_xdp_crc(pkt: &XdpPacket, l4: &XdpL4, end: PortEnd, from: Endpoint4, to: Endpoint4) {
     if from.port_be == to.port_be {
         return;
     }
     // SAFETY: bounds-checked pointers from `parse::xdp_ipv4`: all four
     // bytes of the CRC (`xdp_header`).
     unsafe {
-        let (ip, ports) = (*pkt.ip, *pkt.ports);
+        let (ip, ports) = (*pkt.ip, pkt.ports);
         let (old, new) = ports_around((ports.src_be, ports.dst_be), end, from.port_be, to.port_be);
-        let crc = core::ptr::read_unaligned(pkt.csum.cast::<u32>());
+        let crc = core::ptr::read_unaligned(l4.csum.cast::<u32>());
         let crc = crc32c_after_port_rewrite(crc, sctp_len(&ip), old, new);
-        core::ptr::write_unaligned(pkt.csum.cast::<u32>(), crc);
+        core::ptr::write_unaligned(l4.csum.cast::<u32>(), crc);
     }
 }
 

@@ -73,8 +73,9 @@ pub fn to_snat_port(flow: Flow4) -> bool {
     u16::from_be(flow.dst.port_be) >= SNAT_PORT_MIN && node_address() == Some(flow.dst.addr_be)
 }
 
+/// The node's address (masquerade's, and its primary one), when known.
 #[inline(always)]
-fn node_address() -> Option<u32> {
+pub fn node_address() -> Option<u32> {
     match SNAT_ADDR.get(0) {
         Some(&addr_be) if addr_be != 0 => Some(addr_be),
         _ => None,

@@ -13,7 +13,7 @@
 use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
 use lb_common::reason::Reason;
 
-use crate::{ct, nat, parse, snat, stats};
+use crate::{ct, icmp_error, nat, parse, snat, stats};
 
 /// See `tc_egress::TCX_NEXT`.
 const TCX_NEXT: i32 = -1;
@@ -21,8 +21,8 @@ const TCX_NEXT: i32 = -1;
 #[classifier]
 pub fn lb_tc_pod_ingress(ctx: TcContext) -> i32 {
     match reverse(&ctx) {
-        Some(Ok(())) => {
-            stats::count(Reason::ReverseSnat);
+        Some(Ok(reason)) => {
+            stats::count(reason);
             TCX_NEXT
         }
         Some(Err(reason)) => {
@@ -33,10 +33,14 @@ pub fn lb_tc_pod_ingress(ctx: TcContext) -> i32 {
     }
 }
 
-/// `None`: not a reply to a masqueraded flow.
+/// `None`: not a reply to a masqueraded flow (nor an ICMP error about
+/// one's request).
 #[inline(always)]
-fn reverse(ctx: &TcContext) -> Option<Result<(), Reason>> {
-    let pkt = parse::skb_ipv4(ctx).ok()?;
+fn reverse(ctx: &TcContext) -> Option<Result<Reason, Reason>> {
+    let pkt = match parse::skb_ipv4(ctx) {
+        Err(Reason::PassOtherProtocol) => return icmp_error::at_pod_ingress(ctx),
+        parsed => parsed.ok()?,
+    };
     let flow = pkt.flow;
     if !snat::to_snat_port(flow) {
         return None;
@@ -44,6 +48,7 @@ fn reverse(ctx: &TcContext) -> Option<Result<(), Reason>> {
     let entry = ct::lookup_reply(flow, pkt.tcp_flags, true)?;
     Some(
         nat::rewrite_skb_source(ctx, &pkt, entry.nat)
-            .and_then(|()| nat::rewrite_skb_destination(ctx, &pkt, entry.peer)),
+            .and_then(|()| nat::rewrite_skb_destination(ctx, &pkt, entry.peer))
+            .map(|()| Reason::ReverseSnat),
     )
 }

@@ -5,7 +5,7 @@
 use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
 use lb_common::reason::Reason;
 
-use crate::{ct, nat, parse, stats};
+use crate::{ct, icmp_error, nat, parse, stats};
 
 /// `TCX_NEXT` (the same value as `TC_ACT_UNSPEC`): let the next program on
 /// the device (a CNI's, say) see the packet too, translated or not; with
@@ -33,7 +33,11 @@ pub fn lb_tc_egress(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn egress(ctx: &TcContext) -> Result<Reason, Reason> {
     // Parse.
-    let pkt = parse::skb_ipv4(ctx)?;
+    let pkt = match parse::skb_ipv4(ctx) {
+        // Perhaps a backend's ICMP error about a translated flow.
+        Err(Reason::PassOtherProtocol) => return icmp_error::at_tc_egress(ctx),
+        parsed => parsed?,
+    };
     // Look up the reply entry: backend -> client.
     let entry = ct::lookup_reply(pkt.flow, pkt.tcp_flags, false).ok_or(Reason::PassNoConnection)?;
     // Translate the source back to the frontend.

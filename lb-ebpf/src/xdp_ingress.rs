@@ -18,7 +18,7 @@ use lb_common::{
 };
 
 use crate::{
-    affinity, ct, debug, forward, nat,
+    affinity, ct, debug, forward, icmp_error, nat,
     parse::{self, XdpPacket},
     reject, select, service_cidr, snat, source_ranges, stats, trace,
 };
@@ -67,7 +67,15 @@ fn ingress(ctx: &XdpContext) -> Result<(Reason, XdpPacket), Verdict> {
     // Parse.
     // SAFETY: a plain helper call on our context.
     let buff_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
-    let pkt = parse::xdp_ipv4(ctx.data(), ctx.data_end(), buff_len)?;
+    let pkt = match parse::xdp_ipv4(ctx.data(), ctx.data_end(), buff_len) {
+        Ok(pkt) => pkt,
+        // Perhaps an ICMP error about a translated flow: translated or
+        // not, the stack delivers it.
+        Err(Reason::PassOtherProtocol) => {
+            return Err(Verdict::Pass(icmp_error::at_xdp_ingress(ctx)));
+        }
+        Err(reason) => return Err(unparsed(reason)),
+    };
     let flow = pkt.flow();
 
     // A reply to a masqueraded flow: translated back, to the client.
@@ -102,6 +110,16 @@ fn ingress(ctx: &XdpContext) -> Result<(Reason, XdpPacket), Verdict> {
         nat::rewrite_xdp_source(&pkt, flow.src, source);
     }
     Ok((reason, pkt))
+}
+
+/// A packet the parser refused passes to the stack, but a later fragment
+/// to the node whose first was not seen (`frag`) is dropped.
+#[inline(always)]
+fn unparsed(reason: Reason) -> Verdict {
+    match reason {
+        Reason::DropFragUnseen => Verdict::Drop(reason),
+        reason => Verdict::Pass(reason),
+    }
 }
 
 /// No external frontend: a ClusterIP port served inside the node passes

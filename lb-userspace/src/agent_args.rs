@@ -172,6 +172,13 @@ pub struct AgentArgs {
         action = clap::ArgAction::Set
     )]
     xdp_forward: bool,
+    // icmp errors and fragments
+    /// Fragmented IPv4 datagrams whose ports are remembered at once (an
+    /// LRU map, 16 bytes an entry, allocated at load time): a datagram's
+    /// later fragments carry no ports and are translated by its first's.
+    /// An evicted entry costs its datagram's later fragments.
+    #[arg(long, default_value_t = lb_common::frag::DEFAULT_FRAG_ENTRIES, value_name = "ENTRIES")]
+    frag_entries: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -255,6 +262,7 @@ impl AgentArgs {
             hash_seed: self.hash_seed,
             pod_devices: self.pod_devices,
             xdp_forward: self.xdp_forward,
+            frag_entries: self.frag_entries,
         })
     }
 }

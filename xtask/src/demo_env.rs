@@ -149,6 +149,26 @@ impl Env {
         fs::read_to_string(self.agent_log()).unwrap_or_default()
     }
 
+    /// How many packets the datapath counted under the reason `name`
+    /// (`lb stats -o json` on the agent's pins; 0 when not listed).
+    pub fn reason_count(&self, name: &str) -> Result<u64> {
+        let out = Command::new(&self.lb)
+            .args(["stats", "-o", "json", "--pin-dir"])
+            .arg(&self.bed.pin_dir)
+            .output()
+            .context("running lb stats")?;
+        let stats: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("lb stats -o json")?;
+        let reasons = stats["reasons"]
+            .as_array()
+            .context("lb stats: no reasons")?;
+        Ok(reasons
+            .iter()
+            .find(|r| r["reason"] == name)
+            .and_then(|r| r["count"].as_u64())
+            .unwrap_or(0))
+    }
+
     /// `count` requests to a frontend from its origin.
     pub fn request(&self, frontend: &Frontend, count: u32) -> Result<Tally> {
         let mut cmd = self.probe_from(frontend.origin);

@@ -138,6 +138,15 @@ pub fn lookup_reply(reply: Flow4, tcp_flags: u8, masqueraded: bool) -> Option<En
     Some(entry_of(&value))
 }
 
+/// The entry at `key` (either direction), read only: an ICMP error about
+/// the flow moves no state and refreshes nothing.
+#[inline(always)]
+pub fn peek(key: &Ct4Key) -> Option<Entry> {
+    let (_, entry) = table::find(key)?;
+    // SAFETY: a valid map value pointer; copied out at once.
+    Some(entry_of(unsafe { &*entry }))
+}
+
 #[inline(always)]
 fn entry_of(value: &Ct4Value) -> Entry {
     Entry {

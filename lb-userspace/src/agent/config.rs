@@ -62,6 +62,9 @@ pub struct AgentConfig {
     /// Forward translated packets from XDP by the external devices
     /// (`--xdp-forward`, `lb_common::forward`).
     pub xdp_forward: bool,
+    // icmp errors and fragments
+    /// Fragmented datagrams remembered at once (`--frag-entries`).
+    pub frag_entries: u32,
 }
 
 impl AgentConfig {

@@ -15,6 +15,7 @@ pub(super) fn start(config: &AgentConfig) -> Result<(Datapath, Vec<String>)> {
         max_tables: config.max_tables,
         ct_entries: config.ct_entries,
         bpf_log: config.bpf_log,
+        frag_entries: config.frag_entries,
     })
     .context("loading the datapath")?;
     if config.bpf_log {

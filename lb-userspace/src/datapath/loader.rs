@@ -117,6 +117,7 @@ impl Datapath {
         let sizes = MapSizes {
             maglev_entries: entries(MAGLEV)?,
             ct_entries: entries(CT4)?,
+            frag_entries: entries(lb_common::frag::FRAGS4)?,
         };
         // The loader reuses maps pinned by name in the directory it is given:
         // give it a private one holding pins of exactly the maps opened

@@ -10,6 +10,7 @@ use aya::{
     maps::MapError,
     programs::{CgroupSkb, CgroupSockAddr, ProgramError, SchedClassifier, Xdp},
 };
+use lb_common::frag::{DEFAULT_FRAG_ENTRIES, FRAGS4};
 use lb_common::{CT4, CT4_NEW, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES, MAGLEV};
 
 /// The most table ids `--max-tables` may ask for (the outer map holds one
@@ -67,6 +68,8 @@ pub struct LoadOptions {
     /// Log each verdict through aya-log (`lb agent --bpf-log`). Off, the
     /// log calls are pruned by the verifier: no cost on the hot path.
     pub bpf_log: bool,
+    /// Fragmented datagrams remembered at once (sizes `lb_frag4_v1`).
+    pub frag_entries: u32,
 }
 
 impl Default for LoadOptions {
@@ -76,6 +79,7 @@ impl Default for LoadOptions {
             max_tables: DEFAULT_MAX_TABLES,
             ct_entries: DEFAULT_CT_ENTRIES,
             bpf_log: false,
+            frag_entries: DEFAULT_FRAG_ENTRIES,
         }
     }
 }
@@ -93,6 +97,8 @@ pub enum LoadError {
     TooManyTables { asked: u32, max: u32 },
     #[error("ct_entries must be at least 1")]
     NoConnectionEntries,
+    #[error("--frag-entries must be at least 1")]
+    NoFragmentEntries,
     #[error(
         "pinned map {} does not fit this datapath: {hint}, or remove the pinned datapath with `lb cleanup --pin-dir {}` \
          (drops every established connection)",
@@ -129,6 +135,7 @@ fn non_empty(object: &'static [u8]) -> Result<&'static [u8], LoadError> {
 pub(super) struct MapSizes {
     pub maglev_entries: u32,
     pub ct_entries: u32,
+    pub frag_entries: u32,
 }
 
 impl MapSizes {
@@ -148,9 +155,13 @@ impl MapSizes {
         if opts.ct_entries == 0 {
             return Err(LoadError::NoConnectionEntries);
         }
+        if opts.frag_entries == 0 {
+            return Err(LoadError::NoFragmentEntries);
+        }
         Ok(Self {
             maglev_entries,
             ct_entries: opts.ct_entries,
+            frag_entries: opts.frag_entries,
         })
     }
 }
@@ -178,6 +189,7 @@ pub(super) fn load_object(
         .map_max_entries(MAGLEV, sizes.maglev_entries)
         .map_max_entries(CT4, sizes.ct_entries)
         .map_max_entries(CT4_NEW, lb_common::ct::new_table_entries(sizes.ct_entries))
+        .map_max_entries(FRAGS4, sizes.frag_entries)
         .override_global(GLOBAL_DRY_RUN, &u8::from(switches.dry_run), true)
         .override_global(GLOBAL_DEBUG, &u8::from(switches.bpf_log), true)
         .load(object)
@@ -210,6 +222,10 @@ fn load_error(err: EbpfError, dir: &Path) -> LoadError {
     } else if name == CT4 && *property == "max_entries" {
         format!(
             "it holds {actual} connection entries and {expected} were asked for: start with --ct-entries {actual}"
+        )
+    } else if name == FRAGS4 && *property == "max_entries" {
+        format!(
+            "it holds {actual} fragmented datagrams and {expected} were asked for: start with --frag-entries {actual}"
         )
     } else {
         format!(
@@ -290,7 +306,8 @@ mod tests {
             MapSizes::for_options(&opts(3, 100)).unwrap(),
             MapSizes {
                 maglev_entries: 3,
-                ct_entries: 100
+                ct_entries: 100,
+                frag_entries: DEFAULT_FRAG_ENTRIES,
             }
         );
         assert!(matches!(
@@ -300,6 +317,14 @@ mod tests {
         assert!(matches!(
             MapSizes::for_options(&opts(1, 0)),
             Err(LoadError::NoConnectionEntries)
+        ));
+        let no_frags = LoadOptions {
+            frag_entries: 0,
+            ..LoadOptions::default()
+        };
+        assert!(matches!(
+            MapSizes::for_options(&no_frags),
+            Err(LoadError::NoFragmentEntries)
         ));
         let too_many = MAX_TABLE_IDS + 1;
         let err = MapSizes::for_options(&opts(too_many, 1)).unwrap_err();

@@ -148,15 +148,7 @@ fn load_balancer_source_ranges_filter_real_connections() {
     let reached = env.request(&pod_to_cluster_ip, 3).unwrap();
     assert!(reached.errors.is_empty(), "{:?}", reached.errors);
 
-    let stats = Command::new(&env.lb)
-        .args(["stats", "-o", "json", "--pin-dir"])
-        .arg(&env.bed.pin_dir)
-        .output()
-        .unwrap();
-    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
-    let reasons = stats["reasons"].as_array().unwrap();
-    let dropped = reasons.iter().find(|r| r["reason"] == "drop_source_range");
     // The outsider's SYN (and its retransmission) and pod 0's SYN.
-    let count = dropped.and_then(|r| r["count"].as_u64()).unwrap_or(0);
-    assert!(count >= 2, "{stats}");
+    let count = env.reason_count("drop_source_range").unwrap();
+    assert!(count >= 2, "{count}");
 }

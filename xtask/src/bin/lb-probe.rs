@@ -68,6 +68,10 @@ enum Command {
         /// Send from this source port (with --count 1).
         #[arg(long)]
         source_port: Option<u16>,
+        /// Datagrams of SIZE bytes (past the MTU: fragmented), each answer
+        /// as large (the server pads it); an answer of another size fails.
+        #[arg(long, default_value_t = 5)]
+        size: usize,
     },
     /// One long-lived TCP connection: prints `peer <addr>` (what
     /// getpeername() says) and `cookie <n>` (its socket cookie, which the
@@ -120,7 +124,10 @@ fn run(cli: Cli) -> Result<bool> {
             addr,
             count,
             source_port,
-        } => Ok(repeat(count, || udp_request(addr, source_port, timeout))),
+            size,
+        } => Ok(repeat(count, || {
+            udp_request(addr, source_port, size, timeout)
+        })),
         Command::Chat { addr } => chat(addr, timeout),
         Command::UdpChat { addr } => udp_chat(addr, timeout),
     }
@@ -206,13 +213,29 @@ fn exchange(
     Ok(answer.trim_end().to_string())
 }
 
-fn udp_request(addr: SocketAddr, source_port: Option<u16>, timeout: Duration) -> Result<String> {
+/// The largest datagram a probe sends or answers.
+const MAX_DATAGRAM: usize = 65_507;
+
+/// `hello`, padded with dots to `size` bytes (at least the word).
+fn request_of(size: usize) -> Vec<u8> {
+    let mut request = b"hello".to_vec();
+    request.resize(size.clamp(request.len(), MAX_DATAGRAM), b'.');
+    request
+}
+
+fn udp_request(
+    addr: SocketAddr,
+    source_port: Option<u16>,
+    size: usize,
+    timeout: Duration,
+) -> Result<String> {
     let socket = UdpSocket::bind(("0.0.0.0", source_port.unwrap_or(0)))?;
     socket.set_read_timeout(Some(timeout))?;
+    let request = request_of(size);
     socket
-        .send_to(b"hello", addr)
+        .send_to(&request, addr)
         .with_context(|| format!("send to {addr}"))?;
-    let mut buf = [0u8; 512];
+    let mut buf = vec![0u8; MAX_DATAGRAM];
     let (len, from) = socket
         .recv_from(&mut buf)
         .with_context(|| format!("no answer from {addr}"))?;
@@ -220,7 +243,15 @@ fn udp_request(addr: SocketAddr, source_port: Option<u16>, timeout: Duration) ->
     if from != addr {
         bail!("answer came from {from}, not {addr}");
     }
-    Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
+    let answer = String::from_utf8_lossy(&buf[..len]);
+    let name = answer.trim_end_matches(' ');
+    if request.len() > name.len() && len != request.len() {
+        bail!(
+            "answer of {len} bytes to a request of {}: the server pads its answer to the request's size",
+            request.len()
+        );
+    }
+    Ok(name.to_string())
 }
 
 fn chat(addr: SocketAddr, timeout: Duration) -> Result<bool> {
@@ -318,9 +349,13 @@ fn serve(name: &str, tcp: Option<u16>, udp: Option<u16>, tell_peer: bool) -> Res
             UdpSocket::bind(("0.0.0.0", port)).with_context(|| format!("bind udp {port}"))?;
         let name = name.to_string();
         workers.push(thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while let Ok((_, from)) = socket.recv_from(&mut buf) {
-                let _ = socket.send_to(answer(&name, from).as_bytes(), from);
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            while let Ok((len, from)) = socket.recv_from(&mut buf) {
+                // As large as the request (spaces after the name), so a
+                // large request gets a large, fragmented answer back.
+                let mut text = answer(&name, from).into_bytes();
+                text.resize(text.len().max(len), b' ');
+                let _ = socket.send_to(&text, from);
             }
         }));
     }

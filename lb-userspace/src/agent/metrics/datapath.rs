@@ -6,7 +6,9 @@
 //!   maglev_tables, services, connections, socket_translations, affinity;
 //! - `lb_packets_total{verdict,reason}`: every datapath decision; the
 //!   verdict is the reason's first word (`pass`, `dnat`, `reverse`, `drop`,
-//!   `reject`, `sock`), so drops are `verdict="drop"`;
+//!   `reject`, `sock`, `ct`, `snat`; `icmp` for translated ICMP errors,
+//!   `frag` for a first fragment not remembered), so drops are
+//!   `verdict="drop"`;
 //! - `lb_service_packets_total{service,outcome}`: per Service port, new
 //!   flows, established, rejected and dropped packets;
 //! - `lb_xdp_forward_packets_total{outcome}`: what forwarding in XDP

@@ -8,6 +8,7 @@ mod backend_connections;
 mod batch;
 mod ct;
 mod forward;
+mod fragments;
 mod maglev;
 mod maglev_upgrade;
 mod mapped;
@@ -28,6 +29,7 @@ use aya::{
 };
 use lb_common::algorithm::BACKEND_CONNECTIONS;
 use lb_common::forward::{FORWARD_DEVICES, FORWARD_STATS};
+use lb_common::frag::{FRAGS4, Frag4Key, Frag4Ports};
 use lb_common::service_cidr::{CLUSTER_IPS4, SERVICE_CIDRS4};
 use lb_common::snat::{SNAT_ADDR, SNAT_LOCAL};
 use lb_common::{
@@ -76,6 +78,9 @@ pub struct KernelMaps {
     // forwarding in XDP: the devices it may use, and its outcomes
     forward_devices: Array<MapData, u32>,
     forward_stats: PerCpuArray<MapData, u64>,
+    // icmp errors and fragments: fragmented datagrams' ports (read by
+    // tests and `lb status`'s fill levels)
+    fragments: HashMap<MapData, Frag4Key, Frag4Ports>,
     /// The socket hooks' cgroup: purging a UDP backend aborts the connected
     /// sockets of its processes (`sock_destroy`); none, no socket is touched.
     socket_cgroup: Option<std::path::PathBuf>,
@@ -185,6 +190,8 @@ impl KernelMaps {
             // forwarding in XDP
             forward_devices,
             forward_stats,
+            // icmp errors and fragments
+            fragments,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -267,6 +274,9 @@ impl KernelMaps {
             forward_stats: typed(FORWARD_STATS, forward_stats)?
                 .try_into()
                 .map_err(map_err(FORWARD_STATS, "open"))?,
+            fragments: typed(FRAGS4, fragments)?
+                .try_into()
+                .map_err(map_err(FRAGS4, "open"))?,
             socket_cgroup: None,
         })
     }
