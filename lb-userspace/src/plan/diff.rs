@@ -10,6 +10,7 @@ use super::{
     Applied, Plan, PlanError, TableWrite,
     ids::{Ids, Mark},
     masquerade,
+    tables::{FrontendSet, port_tables},
 };
 use crate::{
     datapath::codec::{
@@ -258,24 +259,40 @@ fn plan_service(
         frontends: Vec::new(),
     };
     let port = desired.services.get(service);
-    for ((frontend, spec), key) in frontends.iter().zip(keys) {
-        let backends: Vec<Backend> = spec.endpoints.iter().map(|ep| ep.backend).collect();
-        let selected = backends
-            .iter()
-            .map(|backend| backend_ids[backend].clone().map(|(id, _)| id))
-            .collect::<Result<Vec<u32>, _>>()?;
-        let table_id = if backends.is_empty() {
-            0
-        } else {
-            let (id, write) = ids.table_for(&backends, &selected)?;
-            part.tables.extend(write);
+    let sets: Vec<(Vec<Backend>, Vec<u32>)> = frontends
+        .iter()
+        .map(|(_, spec)| {
+            let backends: Vec<Backend> = spec.endpoints.iter().map(|ep| ep.backend).collect();
+            let selected = backends
+                .iter()
+                .map(|backend| backend_ids[backend].clone().map(|(id, _)| id))
+                .collect::<Result<Vec<u32>, _>>()?;
+            Ok((backends, selected))
+        })
+        .collect::<Result<_, PlanError>>()?;
+    let uses: Vec<FrontendSet<'_>> = keys
+        .iter()
+        .zip(&sets)
+        .map(|(key, (backends, backend_ids))| FrontendSet {
+            key: *key,
+            backends,
+            backend_ids,
+        })
+        .collect();
+    let tables = port_tables(service_id, &uses, ids)?;
+    part.tables = tables.writes;
+    for (((frontend, spec), key), ((backends, selected), table)) in frontends
+        .iter()
+        .zip(keys)
+        .zip(sets.iter().zip(tables.table_of))
+    {
+        if let Some(id) = table {
             part.tables_used.insert(id);
-            part.backends_used.extend(&selected);
-            id
-        };
+            part.backends_used.extend(selected);
+        }
         let value = frontend_value(&FrontendEntry {
             service_id,
-            table_id,
+            table_id: table.unwrap_or(0),
             backend_count: backends.len() as u32,
             kind: Some(spec.kind),
             when_empty: spec.when_empty,
@@ -392,7 +409,7 @@ fn removals(applied: &Applied, in_use: &InUse, out: &mut Plan) {
     }
     out.release_tables = applied
         .tables
-        .values()
+        .keys()
         .chain(applied.foreign_tables.keys())
         .filter(|id| !in_use.tables.contains(id))
         .copied()
