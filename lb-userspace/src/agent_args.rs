@@ -153,6 +153,15 @@ pub struct AgentArgs {
     /// externalTrafficPolicy Cluster). None: they keep the client's address.
     #[arg(long = "pod-device", env = "LB_POD_DEVICES", value_delimiter = ',')]
     pod_devices: Vec<String>,
+    // tables (issue 13)
+    /// Backends (distinct endpoint addresses and ports) the datapath holds
+    /// [default: 1048576]: the backends map and the per-backend connection
+    /// counts are allocated whole at load time, 88 bytes of kernel memory
+    /// per backend (memlock: the default costs 88 MiB). Without the
+    /// flag a pinned datapath keeps its size; with another size than the
+    /// pinned one the agent refuses to start (resizing needs `lb cleanup`).
+    #[arg(long, value_name = "BACKENDS")]
+    max_backends: Option<u32>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -235,6 +244,7 @@ impl AgentArgs {
             ct_entries: self.ct_entries,
             hash_seed: self.hash_seed,
             pod_devices: self.pod_devices,
+            max_backends: self.max_backends,
         })
     }
 }

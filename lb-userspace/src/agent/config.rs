@@ -58,6 +58,10 @@ pub struct AgentConfig {
     /// Devices the node reaches its pods by (`--pod-device`): the hook
     /// translating local pods' masqueraded replies back attaches there.
     pub pod_devices: Vec<String>,
+    // tables (issue 13)
+    /// Backends the datapath holds (`--max-backends`; `None`: the pinned
+    /// size, else `lb_common::DEFAULT_MAX_BACKENDS`).
+    pub max_backends: Option<u32>,
 }
 
 /// A duration as kube-proxy's flags write them: a number and a unit (`ms`,

@@ -14,6 +14,7 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
         max_tables: config.max_tables,
         ct_entries: config.ct_entries,
         bpf_log: config.bpf_log,
+        max_backends: config.max_backends,
     })
     .context("loading the datapath")?;
     if config.bpf_log {

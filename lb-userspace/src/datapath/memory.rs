@@ -40,6 +40,8 @@ pub struct MemoryMaps {
     pub cluster_ips: BTreeSet<std::net::Ipv4Addr>,
     pub service_cidrs: BTreeSet<SourceRange>,
     max_tables: u32,
+    /// Backend ids the maps have room for (tests lower it).
+    pub max_backends: u32,
     writes: usize,
     fail_at: Option<usize>,
 }
@@ -66,6 +68,7 @@ impl MemoryMaps {
             cluster_ips: BTreeSet::new(),
             service_cidrs: BTreeSet::new(),
             max_tables,
+            max_backends: lb_common::DEFAULT_MAX_BACKENDS,
             writes: 0,
             fail_at: None,
         }
@@ -156,6 +159,10 @@ impl MemoryMaps {
 impl DatapathMaps for MemoryMaps {
     fn max_tables(&self) -> u32 {
         self.max_tables
+    }
+
+    fn max_backends(&self) -> u32 {
+        self.max_backends
     }
 
     fn frontends(&self) -> Result<Vec<(Frontend4Key, FrontendValue)>, MapsError> {

@@ -10,7 +10,9 @@ use aya::{
     maps::MapError,
     programs::{CgroupSkb, CgroupSockAddr, ProgramError, SchedClassifier, Xdp},
 };
-use lb_common::{CT4, CT4_NEW, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES, MAGLEV};
+use lb_common::{BACKENDS4, CT4, CT4_NEW, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES, MAGLEV};
+
+use super::backend_capacity::{self, BackendSizes};
 
 /// The most table ids `--max-tables` may ask for (the outer map holds one
 /// 8-byte reference per id, allocated at load).
@@ -67,6 +69,9 @@ pub struct LoadOptions {
     /// Log each verdict through aya-log (`lb agent --bpf-log`). Off, the
     /// log calls are pruned by the verifier: no cost on the hot path.
     pub bpf_log: bool,
+    /// Backends the datapath holds (`--max-backends`; `None`: the pinned
+    /// maps' size, else `DEFAULT_MAX_BACKENDS`): see `backend_capacity`.
+    pub max_backends: Option<u32>,
 }
 
 impl Default for LoadOptions {
@@ -76,6 +81,7 @@ impl Default for LoadOptions {
             max_tables: DEFAULT_MAX_TABLES,
             ct_entries: DEFAULT_CT_ENTRIES,
             bpf_log: false,
+            max_backends: None,
         }
     }
 }
@@ -93,6 +99,22 @@ pub enum LoadError {
     TooManyTables { asked: u32, max: u32 },
     #[error("ct_entries must be at least 1")]
     NoConnectionEntries,
+    #[error("--max-backends must be at least 1")]
+    NoBackends,
+    #[error("--max-backends {asked} is too large (at most {max})")]
+    TooManyBackends { asked: u32, max: u32 },
+    #[error(
+        "the datapath pinned in {} holds {pinned} backends and --max-backends {asked} was asked for: \
+         start without --max-backends (or with --max-backends {pinned}) to keep it, or remove the pinned \
+         datapath with `lb cleanup --pin-dir {}` (drops every established connection) to resize it",
+        dir.display(),
+        dir.display()
+    )]
+    BackendsResized {
+        dir: PathBuf,
+        pinned: u32,
+        asked: u32,
+    },
     #[error(
         "pinned map {} does not fit this datapath: {hint}, or remove the pinned datapath with `lb cleanup --pin-dir {}` \
          (drops every established connection)",
@@ -129,6 +151,7 @@ fn non_empty(object: &'static [u8]) -> Result<&'static [u8], LoadError> {
 pub(super) struct MapSizes {
     pub maglev_entries: u32,
     pub ct_entries: u32,
+    pub backends: BackendSizes,
 }
 
 impl MapSizes {
@@ -148,9 +171,11 @@ impl MapSizes {
         if opts.ct_entries == 0 {
             return Err(LoadError::NoConnectionEntries);
         }
+        let backends = backend_capacity::resolve(opts.pin_dir.as_deref(), opts.max_backends)?;
         Ok(Self {
             maglev_entries,
             ct_entries: opts.ct_entries,
+            backends,
         })
     }
 }
@@ -178,6 +203,11 @@ pub(super) fn load_object(
         .map_max_entries(MAGLEV, sizes.maglev_entries)
         .map_max_entries(CT4, sizes.ct_entries)
         .map_max_entries(CT4_NEW, lb_common::ct::new_table_entries(sizes.ct_entries))
+        .map_max_entries(BACKENDS4, sizes.backends.backends)
+        .map_max_entries(
+            lb_common::algorithm::BACKEND_CONNECTIONS,
+            sizes.backends.connections,
+        )
         .override_global(GLOBAL_DRY_RUN, &u8::from(switches.dry_run), true)
         .override_global(GLOBAL_DEBUG, &u8::from(switches.bpf_log), true)
         .load(object)
@@ -290,7 +320,8 @@ mod tests {
             MapSizes::for_options(&opts(3, 100)).unwrap(),
             MapSizes {
                 maglev_entries: 3,
-                ct_entries: 100
+                ct_entries: 100,
+                backends: BackendSizes::for_capacity(lb_common::DEFAULT_MAX_BACKENDS),
             }
         );
         assert!(matches!(

@@ -42,6 +42,18 @@ pub struct Applied {
     /// The allocated ClusterIPs and the service CIDRs (`service_cidrs`).
     pub cluster_ips: BTreeSet<std::net::Ipv4Addr>,
     pub service_cidrs: BTreeSet<crate::model::SourceRange>,
+    /// Backend ids the datapath has room for (`--max-backends`).
+    pub(super) max_backends: BackendCapacity,
+}
+
+/// Backend ids the datapath has room for: 1 to this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct BackendCapacity(pub(super) u32);
+
+impl Default for BackendCapacity {
+    fn default() -> Self {
+        BackendCapacity(lb_common::DEFAULT_MAX_BACKENDS)
+    }
 }
 
 impl Applied {
@@ -63,6 +75,7 @@ impl Applied {
             service_cidrs: maps.service_cidrs()?.into_iter().collect(),
             services,
             service_infos,
+            max_backends: BackendCapacity(maps.max_backends()),
             ..Applied::default()
         };
         let live: BTreeSet<u32> = frontends

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lb_common::{MAX_BACKENDS, MAX_SERVICES};
+use lb_common::MAX_SERVICES;
 
 use super::{Applied, PlanError, free_ids::Claims};
 use crate::model::ServicePortName;
@@ -53,7 +53,7 @@ impl<'a> Ids<'a> {
         let index = &applied.index;
         Ids {
             applied,
-            backend_ids: Claims::new(&index.free_backends, MAX_BACKENDS),
+            backend_ids: Claims::new(&index.free_backends, applied.max_backends.0 + 1),
             table_ids: Claims::new(&index.free_tables, max_tables),
             max_tables,
             service_ids: Claims::new(&index.free_services, MAX_SERVICE_ID + 1),
@@ -68,7 +68,9 @@ impl<'a> Ids<'a> {
     pub(super) fn next_backend(&mut self) -> Result<u32, PlanError> {
         self.backend_ids
             .take_lowest()
-            .ok_or(PlanError::BackendsExhausted)
+            .ok_or(PlanError::BackendsExhausted {
+                max: self.applied.max_backends.0,
+            })
     }
 
     pub(super) fn mark(&self) -> Mark {

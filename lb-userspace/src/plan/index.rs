@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use lb_common::{Frontend4Key, FrontendValue, MAX_BACKENDS};
+use lb_common::{Frontend4Key, FrontendValue};
 
 use super::{Applied, MAX_SERVICE_ID, Plan, free_ids::FreeIds};
 use crate::{
@@ -90,7 +90,8 @@ impl Index {
             index.service_names.insert(*id, name.clone());
         }
         let backends_used = applied.backends.keys().copied();
-        index.free_backends = FreeIds::with_used(1, backends_used.filter(|id| *id < MAX_BACKENDS));
+        let max_backends = applied.max_backends.0;
+        index.free_backends = FreeIds::with_used(1, backends_used.filter(|id| *id <= max_backends));
         let tables_used = applied.table_ids_in_use().into_iter();
         index.free_tables = FreeIds::with_used(0, tables_used.filter(|id| *id < max_tables));
         let services_used = applied

@@ -64,7 +64,7 @@ mod source_ranges;
 mod tables;
 mod usage;
 
-use lb_common::{Backend4, Frontend4Key, FrontendValue, MAX_BACKENDS, ServiceInfo};
+use lb_common::{Backend4, Frontend4Key, FrontendValue, ServiceInfo};
 
 pub use applied::Applied;
 pub use apply::apply;
@@ -134,9 +134,9 @@ pub enum PlanError {
     )]
     TablesExhausted { max: u32 },
     #[error(
-        "all {MAX_BACKENDS} backend ids are in use: too many distinct endpoints for this node; remove endpoints or Services"
+        "all {max} backend ids are in use (--max-backends): start the agent with a larger --max-backends after `lb cleanup` (each backend costs 88 bytes of kernel memory), or remove endpoints or Services"
     )]
-    BackendsExhausted,
+    BackendsExhausted { max: u32 },
     #[error(
         "all {MAX_SERVICE_ID} service ids are in use: too many Service ports for this node; remove Services"
     )]
