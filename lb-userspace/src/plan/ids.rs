@@ -66,11 +66,9 @@ impl<'a> Ids<'a> {
     }
 
     pub(super) fn next_backend(&mut self) -> Result<u32, PlanError> {
-        self.backend_ids
-            .take_lowest()
-            .ok_or(PlanError::BackendsExhausted {
-                max: self.applied.max_backends.0,
-            })
+        self.backend_ids.take().ok_or(PlanError::BackendsExhausted {
+            max: self.applied.max_backends.0,
+        })
     }
 
     pub(super) fn mark(&self) -> Mark {
@@ -112,22 +110,19 @@ impl<'a> Ids<'a> {
         self.table_order.push((id, false));
     }
 
-    /// Takes the lowest free table id.
+    /// Takes a free table id.
     pub(super) fn new_table(&mut self) -> Result<u32, PlanError> {
-        let id = self
-            .table_ids
-            .take_lowest()
-            .ok_or(PlanError::TablesExhausted {
-                max: self.max_tables,
-            })?;
+        let id = self.table_ids.take().ok_or(PlanError::TablesExhausted {
+            max: self.max_tables,
+        })?;
         self.claimed_tables.insert(id);
         self.table_order.push((id, true));
         Ok(id)
     }
 
     /// A stable id per Service port: the one already known, else the one the
-    /// maps carry for this frontend (after a restart), else the smallest
-    /// free one. An id out of range (an older agent's) is not kept.
+    /// maps carry for this frontend (after a restart), else a free one
+    /// (`free_ids`). An id out of range (an older agent's) is not kept.
     pub(super) fn service_id(
         &mut self,
         service: &ServicePortName,
@@ -155,7 +150,7 @@ impl<'a> Ids<'a> {
             }
             None => self
                 .service_ids
-                .take_lowest()
+                .take()
                 .ok_or(PlanError::ServicesExhausted)?,
         };
         self.new_services.push((service.clone(), id));

@@ -313,18 +313,18 @@ impl Index {
             ),
             (
                 "free_backends",
-                format!("{:?}", self.free_backends),
-                format!("{:?}", other.free_backends),
+                format!("{:?}", self.free_backends.sorted()),
+                format!("{:?}", other.free_backends.sorted()),
             ),
             (
                 "free_tables",
-                format!("{:?}", self.free_tables),
-                format!("{:?}", other.free_tables),
+                format!("{:?}", self.free_tables.sorted()),
+                format!("{:?}", other.free_tables.sorted()),
             ),
             (
                 "free_services",
-                format!("{:?}", self.free_services),
-                format!("{:?}", other.free_services),
+                format!("{:?}", self.free_services.sorted()),
+                format!("{:?}", other.free_services.sorted()),
             ),
         ];
         fields.into_iter().filter(|(_, a, b)| a != b).collect()
