@@ -10,10 +10,7 @@
 
 mod common;
 
-use std::{
-    net::Ipv4Addr,
-    os::fd::{AsFd as _, AsRawFd as _},
-};
+use std::net::Ipv4Addr;
 
 use aya::maps::MapData;
 use common::*;
@@ -66,22 +63,8 @@ fn plan_and_apply(
     applied: &mut Applied,
     yaml: &str,
 ) -> Vec<lb::model::Problem> {
-    let set = lb::source::manifests::parse_documents("capacity.yaml", yaml);
-    let facts = lb::model::NodeFacts {
-        name: "node-a".into(),
-        addresses: vec![NODE.into()],
-        zone: None,
-    };
-    let state = lb::desired::compute(
-        &set.services,
-        &set.slices,
-        &facts,
-        &lb::desired::Rules::default(),
-        &lb::desired::Holders::default(),
-    );
-    assert_eq!(state.problems, vec![]);
-    let plan = lb::plan::plan(&state, applied, t.maps.max_tables());
-    lb::plan::apply(&plan, &mut t.maps, applied).unwrap();
+    let (problems, plan) = apply_manifests(&mut t.maps, applied, yaml, NODE);
+    assert_eq!(problems, vec![]);
     plan.problems
 }
 
@@ -201,19 +184,6 @@ fn a_pinned_capacity_is_adopted_and_another_is_refused_with_what_to_do() {
     );
 }
 
-/// `memlock:` of a pinned map, as the kernel accounts it.
-fn memlock(pin: &std::path::Path) -> u64 {
-    let map = MapData::from_pin(pin).unwrap();
-    let fd = map.fd().as_fd().as_raw_fd();
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("memlock:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// What the two backend maps cost at the default size and at a small one:
 /// both are allocated whole at load (the hash preallocates its elements).
 #[test]
@@ -221,8 +191,9 @@ fn the_backend_maps_cost_kernel_memory_by_capacity() {
     let mut figures = Vec::new();
     for capacity in [65_536u32, DEFAULT_MAX_BACKENDS] {
         let t = load(Some(capacity)).unwrap();
-        let backends = memlock(&t.pin_dir.join(BACKENDS4));
-        let connections = memlock(&t.pin_dir.join(BACKEND_CONNECTIONS));
+        let pinned = |name| MapData::from_pin(t.pin_dir.join(name)).unwrap();
+        let backends = memlock(&pinned(BACKENDS4));
+        let connections = memlock(&pinned(BACKEND_CONNECTIONS));
         let per_backend = (backends + connections) / u64::from(capacity);
         assert!(
             (12..=256).contains(&per_backend),

@@ -17,10 +17,7 @@ use crate::{
         BackendFlags, FrontendEntry, backend_from_value, backend_identity, backend_value,
         frontend_key, frontend_value,
     },
-    model::{
-        Backend, DesiredState, Frontend, FrontendSpec, Problem, ProblemCode, Protocol,
-        ServicePortName,
-    },
+    model::{Backend, DesiredState, Frontend, FrontendSpec, Protocol, ServicePortName},
 };
 
 /// Each wanted backend's id and map value, or why it has none.
@@ -147,8 +144,9 @@ fn plan_ports<'a>(
     // moved to another Service goes to it.
     let mut names = Vec::new();
     for (service, frontends, err) in failed {
-        let kept = keep_serving(service, &frontends, applied, in_use);
-        out.problems.push(problem(service, &err, kept));
+        let kept = super::unplannable::keep_serving(service, &frontends, applied, in_use);
+        out.problems
+            .push(super::unplannable::problem(service, &err, kept));
         names.push(service.clone());
     }
     names
@@ -322,65 +320,6 @@ fn add_part(part: ServicePart, applied: &Applied, out: &mut Plan, in_use: &mut I
             out.set_frontends.push((key, value));
         }
     }
-}
-
-/// Keeps the frontends a Service port that cannot be planned has in the
-/// maps (those carrying its id, and those at its frontends' addresses)
-/// exactly as they are, with what they reference. Returns how many.
-fn keep_serving(
-    service: &ServicePortName,
-    frontends: &ServiceFrontends<'_>,
-    applied: &Applied,
-    in_use: &mut InUse,
-) -> usize {
-    let known_id = applied.services.get(service).copied();
-    let at_its_addresses = frontends
-        .iter()
-        .filter_map(|(frontend, _)| frontend_key(frontend).ok())
-        .filter(|key| applied.frontends.contains_key(key));
-    let carrying_its_id = known_id
-        .and_then(|id| applied.index.service_frontends.get(&id))
-        .into_iter()
-        .flatten()
-        .copied();
-    let mut kept = 0;
-    for key in carrying_its_id.chain(at_its_addresses) {
-        if !in_use.frontends.insert(key) {
-            continue;
-        }
-        let value = &applied.frontends[&key];
-        kept += 1;
-        in_use.services.insert(value.service_id);
-        if value.backend_count > 0 {
-            in_use.tables.insert(value.table_id);
-            in_use
-                .kept_backends
-                .extend(applied.table_backend_ids(value.table_id));
-        }
-    }
-    kept
-}
-
-fn problem(service: &ServicePortName, err: &PlanError, kept: usize) -> Problem {
-    let port = if service.port_name.is_empty() {
-        format!("port {}", service.protocol)
-    } else {
-        format!("port {} ({})", service.port_name, service.protocol)
-    };
-    let meanwhile = if kept == 0 {
-        "until then it is not served".to_string()
-    } else {
-        format!("until then its {kept} frontend(s) keep their last state")
-    };
-    let code = match err {
-        PlanError::Codec(_) => ProblemCode::UnsupportedFamily,
-        _ => ProblemCode::MapFull,
-    };
-    Problem::error(
-        format!("Service {}/{}", service.namespace, service.name),
-        code,
-        format!("{port}: {err}; {meanwhile}"),
-    )
 }
 
 /// Frontends, service ports, backends and tables nothing keeps.

@@ -38,7 +38,8 @@
 //! references what in the maps, kept by each applied plan), `free_ids`
 //! (indexed free lists), `ids` (one plan's id allocation), `usage` (which
 //! ports use each backend, with which flags), `diff` (the whole plan),
-//! `scoped` (the plan of a few ports), `planner` (which of the two),
+//! `scoped` (the plan of a few ports), `unplannable` (what a port that
+//! cannot be planned keeps), `planner` (which of the two),
 //! `apply` (ordered writes), `print` (the printed form), `maglev` (the
 //! tables), `tables` (which table each frontend of a port selects from),
 //! `affinity_purge`, `source_ranges` and `service_cidrs` (the
@@ -62,6 +63,7 @@ mod scoped;
 mod service_cidrs;
 mod source_ranges;
 mod tables;
+mod unplannable;
 mod usage;
 
 use lb_common::{Backend4, Frontend4Key, FrontendValue, ServiceInfo};
