@@ -94,10 +94,16 @@ pub const MAP_VERSION_SUFFIX: &str = "_v1";
 /// backends a share is off by less than N/1021 of it: under 1% up to 10.
 pub const MAGLEV_TABLE_SIZE: u32 = crate::maglev::MIN_TABLE_SIZE;
 /// Maglev tables the kernel can hold by default (the agent can raise it at
-/// load time). Tables are shared between frontends with the same backend set.
+/// load time). A table belongs to one Service port: its frontends with the
+/// same backend set share it.
 pub const DEFAULT_MAX_TABLES: u32 = 2048;
 pub const MAX_FRONTENDS: u32 = 65_536;
-pub const MAX_BACKENDS: u32 = 65_536;
+/// Backends the datapath holds by default (`--max-backends`, chosen at
+/// load time): ids 1 to this, the backends hash holds this many and the
+/// per-backend connection counts (an array indexed by id) one more.
+pub const DEFAULT_MAX_BACKENDS: u32 = 1_048_576;
+/// The largest `--max-backends` (the two maps then take about 1.3 GiB).
+pub const MAX_BACKENDS_LIMIT: u32 = 16_777_216;
 /// Entries of the assured connection table (`--ct-entries`): both
 /// directions of 512Ki flows. The table of new flows gets a quarter.
 pub const DEFAULT_CT_ENTRIES: u32 = 1_048_576;

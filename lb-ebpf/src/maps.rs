@@ -11,9 +11,9 @@ use aya_ebpf::{
 use lb_common::frag::{Frag4Key, Frag4Ports};
 use lb_common::reject::RejectBucket;
 use lb_common::{
-    Backend4, CT_NEW_SHARE, Ct4Key, Ct4Value, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES,
-    DEFAULT_SOCK_REVNAT_ENTRIES, Frontend4Key, FrontendValue, MAGLEV_TABLE_SIZE, MAX_BACKENDS,
-    MAX_FRONTENDS, SockRevNat4Key, SockRevNat4Value, reason::REASON_COUNT,
+    Backend4, CT_NEW_SHARE, Ct4Key, Ct4Value, DEFAULT_CT_ENTRIES, DEFAULT_MAX_BACKENDS,
+    DEFAULT_MAX_TABLES, DEFAULT_SOCK_REVNAT_ENTRIES, Frontend4Key, FrontendValue,
+    MAGLEV_TABLE_SIZE, MAX_FRONTENDS, SockRevNat4Key, SockRevNat4Value, reason::REASON_COUNT,
 };
 use lb_common::{MAX_SERVICES, ServiceCounters, ServiceInfo, TraceRecord, TraceRequest};
 
@@ -23,7 +23,7 @@ pub static FRONTENDS4: HashMap<Frontend4Key, FrontendValue> = HashMap::pinned(MA
 
 /// Backend id -> `Backend4`.
 #[map(name = "lb_be4_v1")]
-pub static BACKENDS4: HashMap<u32, Backend4> = HashMap::pinned(MAX_BACKENDS, 0);
+pub static BACKENDS4: HashMap<u32, Backend4> = HashMap::pinned(DEFAULT_MAX_BACKENDS, 0);
 
 /// `BPF_F_INNER_MAP`: inner arrays of any size may stand in for the
 /// template (kernel 5.10); the verifier then checks indexes at run time.

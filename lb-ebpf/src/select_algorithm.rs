@@ -12,7 +12,7 @@
 use aya_ebpf::{helpers::bpf_get_prandom_u32, macros::map, maps::Array};
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use lb_common::{
-    FrontendValue, MAX_BACKENDS,
+    DEFAULT_MAX_BACKENDS, FrontendValue,
     algorithm::{
         ALGORITHM_LEAST_CONNECTIONS, ALGORITHM_RANDOM, random_slot, second_is_less_loaded,
     },
@@ -20,9 +20,10 @@ use lb_common::{
 
 use crate::trace;
 
-/// Backend id -> live connections (see `lb_common::algorithm`).
+/// Backend id -> live connections (see `lb_common::algorithm`); ids run
+/// from 1 to `--max-backends`, so one entry more (sized at load).
 #[map(name = "lb_be_conns_v1")]
-pub static BACKEND_CONNECTIONS: Array<u64> = Array::pinned(MAX_BACKENDS, 0);
+pub static BACKEND_CONNECTIONS: Array<u64> = Array::pinned(DEFAULT_MAX_BACKENDS + 1, 0);
 
 const _: () = assert!(crate::maps::str_eq(
     "lb_be_conns_v1",

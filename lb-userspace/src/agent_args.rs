@@ -179,6 +179,15 @@ pub struct AgentArgs {
     /// An evicted entry costs its datagram's later fragments.
     #[arg(long, default_value_t = lb_common::frag::DEFAULT_FRAG_ENTRIES, value_name = "ENTRIES")]
     frag_entries: u32,
+    // tables (issue 13)
+    /// Backends (distinct endpoint addresses and ports) the datapath holds
+    /// [default: 1048576]: the backends map and the per-backend connection
+    /// counts are allocated whole at load time, 88 bytes of kernel memory
+    /// per backend (memlock: the default costs 88 MiB). Without the
+    /// flag a pinned datapath keeps its size; with another size than the
+    /// pinned one the agent refuses to start (resizing needs `lb cleanup`).
+    #[arg(long, value_name = "BACKENDS")]
+    max_backends: Option<u32>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -263,6 +272,7 @@ impl AgentArgs {
             pod_devices: self.pod_devices,
             xdp_forward: self.xdp_forward,
             frag_entries: self.frag_entries,
+            max_backends: self.max_backends,
         })
     }
 }

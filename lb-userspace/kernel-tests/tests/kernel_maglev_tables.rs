@@ -10,7 +10,6 @@ mod common;
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
-    os::fd::{AsFd as _, AsRawFd as _},
     sync::atomic::{AtomicBool, Ordering},
 };
 
@@ -160,18 +159,6 @@ fn a_table_change_under_traffic_never_reaches_a_removed_backend() {
             t.maps.remove_connection(&key).unwrap();
         }
     }
-}
-
-/// `memlock:` of a map, as the kernel accounts it (`/proc/self/fdinfo`).
-fn memlock(map: &MapData) -> u64 {
-    let fd = map.fd().as_fd().as_raw_fd();
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("memlock:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 /// What a table costs in kernel memory, by its size: 8 bytes a slot (the

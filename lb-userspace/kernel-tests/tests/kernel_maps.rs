@@ -56,7 +56,7 @@ fn the_fill_counts_what_the_maps_hold() {
         fill,
         vec![
             ("frontends", 1, u64::from(lb_common::MAX_FRONTENDS)),
-            ("backends", 2, u64::from(lb_common::MAX_BACKENDS)),
+            ("backends", 2, u64::from(lb_common::DEFAULT_MAX_BACKENDS)),
             ("maglev_tables", 1, 4),
             ("services", 0, u64::from(lb_common::MAX_SERVICES)),
             ("connections", 0, 4096),

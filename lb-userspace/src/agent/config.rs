@@ -65,6 +65,10 @@ pub struct AgentConfig {
     // icmp errors and fragments
     /// Fragmented datagrams remembered at once (`--frag-entries`).
     pub frag_entries: u32,
+    // tables (issue 13)
+    /// Backends the datapath holds (`--max-backends`; `None`: the pinned
+    /// size, else `lb_common::DEFAULT_MAX_BACKENDS`).
+    pub max_backends: Option<u32>,
 }
 
 impl AgentConfig {

@@ -16,6 +16,7 @@ pub(super) fn start(config: &AgentConfig) -> Result<(Datapath, Vec<String>)> {
         ct_entries: config.ct_entries,
         bpf_log: config.bpf_log,
         frag_entries: config.frag_entries,
+        max_backends: config.max_backends,
     })
     .context("loading the datapath")?;
     if config.bpf_log {

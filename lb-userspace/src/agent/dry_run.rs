@@ -29,7 +29,10 @@ pub(super) async fn print_plan(source: &mut impl Source, config: &AgentConfig) -
         }
         Err(err) => {
             println!("# against an empty datapath ({err})");
-            let empty = MemoryMaps::new(config.max_tables);
+            let mut empty = MemoryMaps::new(config.max_tables);
+            empty.max_backends = config
+                .max_backends
+                .unwrap_or(lb_common::DEFAULT_MAX_BACKENDS);
             (Applied::read(&empty)?, empty.max_tables())
         }
     };

@@ -82,6 +82,9 @@ impl DatapathMaps for Breakable {
     fn max_tables(&self) -> u32 {
         self.maps.max_tables()
     }
+    fn max_backends(&self) -> u32 {
+        self.maps.max_backends()
+    }
     fn frontends(&self) -> Result<Vec<(Frontend4Key, FrontendValue)>, MapsError> {
         self.maps.frontends()
     }

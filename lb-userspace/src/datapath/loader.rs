@@ -118,6 +118,10 @@ impl Datapath {
             maglev_entries: entries(MAGLEV)?,
             ct_entries: entries(CT4)?,
             frag_entries: entries(lb_common::frag::FRAGS4)?,
+            backends: super::backend_capacity::BackendSizes {
+                backends: entries(lb_common::BACKENDS4)?,
+                connections: entries(lb_common::algorithm::BACKEND_CONNECTIONS)?,
+            },
         };
         // The loader reuses maps pinned by name in the directory it is given:
         // give it a private one holding pins of exactly the maps opened

@@ -40,6 +40,8 @@ pub struct MemoryMaps {
     pub cluster_ips: BTreeSet<std::net::Ipv4Addr>,
     pub service_cidrs: BTreeSet<SourceRange>,
     max_tables: u32,
+    /// Backend ids the maps have room for (tests lower it).
+    pub max_backends: u32,
     writes: usize,
     fail_at: Option<usize>,
 }
@@ -66,6 +68,7 @@ impl MemoryMaps {
             cluster_ips: BTreeSet::new(),
             service_cidrs: BTreeSet::new(),
             max_tables,
+            max_backends: lb_common::DEFAULT_MAX_BACKENDS,
             writes: 0,
             fail_at: None,
         }
@@ -158,6 +161,10 @@ impl DatapathMaps for MemoryMaps {
         self.max_tables
     }
 
+    fn max_backends(&self) -> u32 {
+        self.max_backends
+    }
+
     fn frontends(&self) -> Result<Vec<(Frontend4Key, FrontendValue)>, MapsError> {
         Ok(self.frontends.iter().map(|(k, v)| (*k, *v)).collect())
     }
@@ -195,11 +202,19 @@ impl DatapathMaps for MemoryMaps {
                 slots.len()
             )));
         }
-        // The invariant that makes flips safe: no frontend references a
-        // table while it is being written.
+        // The invariant that keeps every packet on its own Service: a table
+        // rewritten while referenced is referenced by one Service port only
+        // (a packet that read one of its frontends gets that Service's old
+        // table or its new one).
+        let users: BTreeSet<u32> = self
+            .frontends
+            .values()
+            .filter(|fe| fe.backend_count > 0 && fe.table_id == table_id)
+            .map(|fe| fe.service_id)
+            .collect();
         assert!(
-            !self.live_tables().any(|live| live == table_id),
-            "table {table_id} rewritten while referenced"
+            users.len() <= 1,
+            "table {table_id} rewritten while services {users:?} select from it"
         );
         for id in slots {
             assert!(
@@ -207,13 +222,9 @@ impl DatapathMaps for MemoryMaps {
                 "table names backend {id} before it exists"
             );
         }
-        if let Err(err) = self.write(format!("table {table_id}")) {
-            let half = slots.len() / 2;
-            let table = self.tables.entry(table_id).or_default();
-            table.resize(slots.len(), 0);
-            table[..half].copy_from_slice(&slots[..half]);
-            return Err(err);
-        }
+        // A failed write leaves the table as it was, as the kernel's swap
+        // of a whole new inner map does.
+        self.write(format!("table {table_id}"))?;
         self.tables.insert(table_id, slots.to_vec());
         Ok(())
     }

@@ -35,6 +35,8 @@ pub enum MapsError {
 pub trait DatapathMaps {
     /// Maglev tables the datapath can hold.
     fn max_tables(&self) -> u32;
+    /// Backend ids the datapath has room for (1 to this: `--max-backends`).
+    fn max_backends(&self) -> u32;
     fn frontends(&self) -> Result<Vec<(Frontend4Key, FrontendValue)>, MapsError>;
     fn backends(&self) -> Result<Vec<(u32, Backend4)>, MapsError>;
     fn set_backend(&mut self, id: u32, backend: &Backend4) -> Result<(), MapsError>;
@@ -98,6 +100,7 @@ pub trait DatapathMaps {
 }
 
 pub mod attach;
+pub mod backend_capacity;
 pub mod cleanup;
 pub mod codec;
 mod counters_upgrade;

@@ -11,7 +11,9 @@ use aya::{
     programs::{CgroupSkb, CgroupSockAddr, ProgramError, SchedClassifier, Xdp},
 };
 use lb_common::frag::{DEFAULT_FRAG_ENTRIES, FRAGS4};
-use lb_common::{CT4, CT4_NEW, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES, MAGLEV};
+use lb_common::{BACKENDS4, CT4, CT4_NEW, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES, MAGLEV};
+
+use super::backend_capacity::{self, BackendSizes};
 
 /// The most table ids `--max-tables` may ask for (the outer map holds one
 /// 8-byte reference per id, allocated at load).
@@ -70,6 +72,9 @@ pub struct LoadOptions {
     pub bpf_log: bool,
     /// Fragmented datagrams remembered at once (sizes `lb_frag4_v1`).
     pub frag_entries: u32,
+    /// Backends the datapath holds (`--max-backends`; `None`: the pinned
+    /// maps' size, else `DEFAULT_MAX_BACKENDS`): see `backend_capacity`.
+    pub max_backends: Option<u32>,
 }
 
 impl Default for LoadOptions {
@@ -80,6 +85,7 @@ impl Default for LoadOptions {
             ct_entries: DEFAULT_CT_ENTRIES,
             bpf_log: false,
             frag_entries: DEFAULT_FRAG_ENTRIES,
+            max_backends: None,
         }
     }
 }
@@ -99,6 +105,22 @@ pub enum LoadError {
     NoConnectionEntries,
     #[error("--frag-entries must be at least 1")]
     NoFragmentEntries,
+    #[error("--max-backends must be at least 1")]
+    NoBackends,
+    #[error("--max-backends {asked} is too large (at most {max})")]
+    TooManyBackends { asked: u32, max: u32 },
+    #[error(
+        "the datapath pinned in {} holds {pinned} backends and --max-backends {asked} was asked for: \
+         start without --max-backends (or with --max-backends {pinned}) to keep it, or remove the pinned \
+         datapath with `lb cleanup --pin-dir {}` (drops every established connection) to resize it",
+        dir.display(),
+        dir.display()
+    )]
+    BackendsResized {
+        dir: PathBuf,
+        pinned: u32,
+        asked: u32,
+    },
     #[error(
         "pinned map {} does not fit this datapath: {hint}, or remove the pinned datapath with `lb cleanup --pin-dir {}` \
          (drops every established connection)",
@@ -136,6 +158,7 @@ pub(super) struct MapSizes {
     pub maglev_entries: u32,
     pub ct_entries: u32,
     pub frag_entries: u32,
+    pub backends: BackendSizes,
 }
 
 impl MapSizes {
@@ -158,10 +181,12 @@ impl MapSizes {
         if opts.frag_entries == 0 {
             return Err(LoadError::NoFragmentEntries);
         }
+        let backends = backend_capacity::resolve(opts.pin_dir.as_deref(), opts.max_backends)?;
         Ok(Self {
             maglev_entries,
             ct_entries: opts.ct_entries,
             frag_entries: opts.frag_entries,
+            backends,
         })
     }
 }
@@ -190,6 +215,11 @@ pub(super) fn load_object(
         .map_max_entries(CT4, sizes.ct_entries)
         .map_max_entries(CT4_NEW, lb_common::ct::new_table_entries(sizes.ct_entries))
         .map_max_entries(FRAGS4, sizes.frag_entries)
+        .map_max_entries(BACKENDS4, sizes.backends.backends)
+        .map_max_entries(
+            lb_common::algorithm::BACKEND_CONNECTIONS,
+            sizes.backends.connections,
+        )
         .override_global(GLOBAL_DRY_RUN, &u8::from(switches.dry_run), true)
         .override_global(GLOBAL_DEBUG, &u8::from(switches.bpf_log), true)
         .load(object)
@@ -308,6 +338,7 @@ mod tests {
                 maglev_entries: 3,
                 ct_entries: 100,
                 frag_entries: DEFAULT_FRAG_ENTRIES,
+                backends: BackendSizes::for_capacity(lb_common::DEFAULT_MAX_BACKENDS),
             }
         );
         assert!(matches!(

@@ -27,9 +27,10 @@ pub(super) fn service_entry(
     info
 }
 
-/// The table ids whose quarantine `plan` ends (released by the plan
-/// before it) and that it does not write again: nothing references them,
-/// and no packet can still hold a frontend value naming them.
+/// The table ids whose quarantine `plan` ends (freed by the plan before
+/// it: their Service port stopped using them) and that it does not write
+/// again: nothing references them, and no packet can still hold a
+/// frontend value naming them.
 pub(super) fn tables_to_release(plan: &Plan, applied: &Applied) -> Vec<u32> {
     let written: BTreeSet<u32> = plan.write_tables.iter().map(|t| t.table_id).collect();
     applied

@@ -21,8 +21,11 @@ use crate::{
 pub struct Applied {
     pub frontends: BTreeMap<Frontend4Key, FrontendValue>,
     pub backends: BTreeMap<u32, Backend4>,
-    /// Tables whose contents the agent wrote, by the backend set they hold.
-    pub(super) tables: BTreeMap<Vec<Backend>, u32>,
+    /// Tables whose contents the agent knows (it wrote them, or recognised
+    /// them at start-up), by id, with the backend set each holds. An id
+    /// belongs to the one Service port whose frontends select from it
+    /// (`Index::exclusive_to`), for as long as they do.
+    pub(super) tables: BTreeMap<u32, Vec<Backend>>,
     /// Table ids in use whose contents are unknown (found in the maps at
     /// start-up), with the backend ids they name: never written to until
     /// nothing references them.
@@ -39,6 +42,18 @@ pub struct Applied {
     /// The allocated ClusterIPs and the service CIDRs (`service_cidrs`).
     pub cluster_ips: BTreeSet<std::net::Ipv4Addr>,
     pub service_cidrs: BTreeSet<crate::model::SourceRange>,
+    /// Backend ids the datapath has room for (`--max-backends`).
+    pub(super) max_backends: BackendCapacity,
+}
+
+/// Backend ids the datapath has room for: 1 to this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct BackendCapacity(pub(super) u32);
+
+impl Default for BackendCapacity {
+    fn default() -> Self {
+        BackendCapacity(lb_common::DEFAULT_MAX_BACKENDS)
+    }
 }
 
 impl Applied {
@@ -60,6 +75,7 @@ impl Applied {
             service_cidrs: maps.service_cidrs()?.into_iter().collect(),
             services,
             service_infos,
+            max_backends: BackendCapacity(maps.max_backends()),
             ..Applied::default()
         };
         let live: BTreeSet<u32> = frontends
@@ -71,7 +87,7 @@ impl Applied {
             let slots = maps.read_table(table_id)?;
             match applied.recognise_table(&slots) {
                 Some(backends) => {
-                    applied.tables.insert(backends, table_id);
+                    applied.tables.insert(table_id, backends);
                 }
                 None => {
                     let named = slots.into_iter().collect();
@@ -106,7 +122,7 @@ impl Applied {
     pub fn known_tables(&self) -> BTreeMap<u32, &[Backend]> {
         self.tables
             .iter()
-            .map(|(backends, id)| (*id, backends.as_slice()))
+            .map(|(id, backends)| (*id, backends.as_slice()))
             .collect()
     }
 
@@ -140,7 +156,7 @@ impl Applied {
 
     pub(super) fn table_ids_in_use(&self) -> BTreeSet<u32> {
         self.tables
-            .values()
+            .keys()
             .chain(self.foreign_tables.keys())
             .chain(&self.quarantined_tables)
             .copied()
@@ -170,9 +186,7 @@ impl Applied {
     pub(super) fn record(&mut self, plan: &Plan) {
         let mut index = std::mem::take(&mut self.index);
         for table_id in &plan.release_tables {
-            if let Some(backends) = index.table_backends.get(table_id) {
-                self.tables.remove(backends);
-            }
+            self.tables.remove(table_id);
             self.foreign_tables.remove(table_id);
         }
         // An id handed to another name (a Service port that took over a
@@ -226,11 +240,11 @@ impl Applied {
         for key in &plan.remove_frontends {
             self.frontends.remove(key);
         }
-        self.tables.extend(
-            plan.write_tables
-                .iter()
-                .map(|table| (table.backends.clone(), table.table_id)),
-        );
+        for table in &plan.write_tables {
+            // A foreign table its Service port rewrote is known now.
+            self.foreign_tables.remove(&table.table_id);
+            self.tables.insert(table.table_id, table.backends.clone());
+        }
         self.quarantined_tables = plan.release_tables.iter().copied().collect();
         self.services.extend(
             plan.new_services

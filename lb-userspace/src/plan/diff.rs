@@ -10,16 +10,14 @@ use super::{
     Applied, Plan, PlanError, TableWrite,
     ids::{Ids, Mark},
     masquerade,
+    tables::{FrontendSet, port_tables},
 };
 use crate::{
     datapath::codec::{
         BackendFlags, FrontendEntry, backend_from_value, backend_identity, backend_value,
         frontend_key, frontend_value,
     },
-    model::{
-        Backend, DesiredState, Frontend, FrontendSpec, Problem, ProblemCode, Protocol,
-        ServicePortName,
-    },
+    model::{Backend, DesiredState, Frontend, FrontendSpec, Protocol, ServicePortName},
 };
 
 /// Each wanted backend's id and map value, or why it has none.
@@ -146,8 +144,9 @@ fn plan_ports<'a>(
     // moved to another Service goes to it.
     let mut names = Vec::new();
     for (service, frontends, err) in failed {
-        let kept = keep_serving(service, &frontends, applied, in_use);
-        out.problems.push(problem(service, &err, kept));
+        let kept = super::unplannable::keep_serving(service, &frontends, applied, in_use);
+        out.problems
+            .push(super::unplannable::problem(service, &err, kept));
         names.push(service.clone());
     }
     names
@@ -258,24 +257,40 @@ fn plan_service(
         frontends: Vec::new(),
     };
     let port = desired.services.get(service);
-    for ((frontend, spec), key) in frontends.iter().zip(keys) {
-        let backends: Vec<Backend> = spec.endpoints.iter().map(|ep| ep.backend).collect();
-        let selected = backends
-            .iter()
-            .map(|backend| backend_ids[backend].clone().map(|(id, _)| id))
-            .collect::<Result<Vec<u32>, _>>()?;
-        let table_id = if backends.is_empty() {
-            0
-        } else {
-            let (id, write) = ids.table_for(&backends, &selected)?;
-            part.tables.extend(write);
+    let sets: Vec<(Vec<Backend>, Vec<u32>)> = frontends
+        .iter()
+        .map(|(_, spec)| {
+            let backends: Vec<Backend> = spec.endpoints.iter().map(|ep| ep.backend).collect();
+            let selected = backends
+                .iter()
+                .map(|backend| backend_ids[backend].clone().map(|(id, _)| id))
+                .collect::<Result<Vec<u32>, _>>()?;
+            Ok((backends, selected))
+        })
+        .collect::<Result<_, PlanError>>()?;
+    let uses: Vec<FrontendSet<'_>> = keys
+        .iter()
+        .zip(&sets)
+        .map(|(key, (backends, backend_ids))| FrontendSet {
+            key: *key,
+            backends,
+            backend_ids,
+        })
+        .collect();
+    let tables = port_tables(service_id, &uses, ids)?;
+    part.tables = tables.writes;
+    for (((frontend, spec), key), ((backends, selected), table)) in frontends
+        .iter()
+        .zip(keys)
+        .zip(sets.iter().zip(tables.table_of))
+    {
+        if let Some(id) = table {
             part.tables_used.insert(id);
-            part.backends_used.extend(&selected);
-            id
-        };
+            part.backends_used.extend(selected);
+        }
         let value = frontend_value(&FrontendEntry {
             service_id,
-            table_id,
+            table_id: table.unwrap_or(0),
             backend_count: backends.len() as u32,
             kind: Some(spec.kind),
             when_empty: spec.when_empty,
@@ -307,65 +322,6 @@ fn add_part(part: ServicePart, applied: &Applied, out: &mut Plan, in_use: &mut I
     }
 }
 
-/// Keeps the frontends a Service port that cannot be planned has in the
-/// maps (those carrying its id, and those at its frontends' addresses)
-/// exactly as they are, with what they reference. Returns how many.
-fn keep_serving(
-    service: &ServicePortName,
-    frontends: &ServiceFrontends<'_>,
-    applied: &Applied,
-    in_use: &mut InUse,
-) -> usize {
-    let known_id = applied.services.get(service).copied();
-    let at_its_addresses = frontends
-        .iter()
-        .filter_map(|(frontend, _)| frontend_key(frontend).ok())
-        .filter(|key| applied.frontends.contains_key(key));
-    let carrying_its_id = known_id
-        .and_then(|id| applied.index.service_frontends.get(&id))
-        .into_iter()
-        .flatten()
-        .copied();
-    let mut kept = 0;
-    for key in carrying_its_id.chain(at_its_addresses) {
-        if !in_use.frontends.insert(key) {
-            continue;
-        }
-        let value = &applied.frontends[&key];
-        kept += 1;
-        in_use.services.insert(value.service_id);
-        if value.backend_count > 0 {
-            in_use.tables.insert(value.table_id);
-            in_use
-                .kept_backends
-                .extend(applied.table_backend_ids(value.table_id));
-        }
-    }
-    kept
-}
-
-fn problem(service: &ServicePortName, err: &PlanError, kept: usize) -> Problem {
-    let port = if service.port_name.is_empty() {
-        format!("port {}", service.protocol)
-    } else {
-        format!("port {} ({})", service.port_name, service.protocol)
-    };
-    let meanwhile = if kept == 0 {
-        "until then it is not served".to_string()
-    } else {
-        format!("until then its {kept} frontend(s) keep their last state")
-    };
-    let code = match err {
-        PlanError::Codec(_) => ProblemCode::UnsupportedFamily,
-        _ => ProblemCode::MapFull,
-    };
-    Problem::error(
-        format!("Service {}/{}", service.namespace, service.name),
-        code,
-        format!("{port}: {err}; {meanwhile}"),
-    )
-}
-
 /// Frontends, service ports, backends and tables nothing keeps.
 fn removals(applied: &Applied, in_use: &InUse, out: &mut Plan) {
     out.remove_services = applied
@@ -392,7 +348,7 @@ fn removals(applied: &Applied, in_use: &InUse, out: &mut Plan) {
     }
     out.release_tables = applied
         .tables
-        .values()
+        .keys()
         .chain(applied.foreign_tables.keys())
         .filter(|id| !in_use.tables.contains(id))
         .copied()

@@ -2,14 +2,15 @@
 //! and table ids freed by the previous plan (quarantined), are never handed
 //! out. Table and service ids taken for a Service port can be handed back
 //! (`undo`) when that port turns out not to be plannable, so a failed port
-//! costs nothing.
+//! costs nothing. Which table each of a port's backend sets takes is
+//! `tables`' rule; here only the claims.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lb_common::{MAX_BACKENDS, MAX_SERVICES, maglev::table_size};
+use lb_common::MAX_SERVICES;
 
-use super::{Applied, PlanError, TableWrite, free_ids::Claims, maglev};
-use crate::model::{Backend, ServicePortName};
+use super::{Applied, PlanError, free_ids::Claims};
+use crate::model::ServicePortName;
 
 /// The largest service id. Ids run from 1 (0 is never used) to
 /// `MAX_SERVICES - 1`, because a service id indexes the per-service counter
@@ -35,9 +36,10 @@ pub(super) struct Ids<'a> {
     table_ids: Claims<'a>,
     max_tables: u32,
     service_ids: Claims<'a>,
-    /// Tables this plan writes, by content, and in allocation order.
-    planned_tables: BTreeMap<Vec<Backend>, u32>,
-    table_order: Vec<Vec<Backend>>,
+    /// Table ids a Service port of this plan took (kept, rewritten in
+    /// place or new), and in order, with whether each was free before.
+    claimed_tables: BTreeSet<u32>,
+    table_order: Vec<(u32, bool)>,
     /// Service ids this plan assigns, in allocation order, and by name.
     new_services: Vec<(ServicePortName, u32)>,
     new_service_ids: BTreeMap<ServicePortName, u32>,
@@ -51,11 +53,11 @@ impl<'a> Ids<'a> {
         let index = &applied.index;
         Ids {
             applied,
-            backend_ids: Claims::new(&index.free_backends, MAX_BACKENDS),
+            backend_ids: Claims::new(&index.free_backends, applied.max_backends.0 + 1),
             table_ids: Claims::new(&index.free_tables, max_tables),
             max_tables,
             service_ids: Claims::new(&index.free_services, MAX_SERVICE_ID + 1),
-            planned_tables: BTreeMap::new(),
+            claimed_tables: BTreeSet::new(),
             table_order: Vec::new(),
             new_services: Vec::new(),
             new_service_ids: BTreeMap::new(),
@@ -64,9 +66,9 @@ impl<'a> Ids<'a> {
     }
 
     pub(super) fn next_backend(&mut self) -> Result<u32, PlanError> {
-        self.backend_ids
-            .take_lowest()
-            .ok_or(PlanError::BackendsExhausted)
+        self.backend_ids.take().ok_or(PlanError::BackendsExhausted {
+            max: self.applied.max_backends.0,
+        })
     }
 
     pub(super) fn mark(&self) -> Mark {
@@ -78,8 +80,9 @@ impl<'a> Ids<'a> {
 
     /// Hands back every table and service id taken since `mark`.
     pub(super) fn undo(&mut self, mark: Mark) {
-        for backends in self.table_order.drain(mark.tables..) {
-            if let Some(id) = self.planned_tables.remove(&backends) {
+        for (id, fresh) in self.table_order.drain(mark.tables..) {
+            self.claimed_tables.remove(&id);
+            if fresh {
                 self.table_ids.remove(id);
             }
         }
@@ -92,47 +95,34 @@ impl<'a> Ids<'a> {
         }
     }
 
-    /// The table holding exactly `backends` (whose ids are `backend_ids`,
-    /// in the same order): the one already written, or a new one in a free
-    /// slot, returned with its contents to write.
-    pub(super) fn table_for(
-        &mut self,
-        backends: &[Backend],
-        backend_ids: &[u32],
-    ) -> Result<(u32, Option<TableWrite>), PlanError> {
-        if let Some(id) = self
-            .applied
-            .tables
-            .get(backends)
-            .or_else(|| self.planned_tables.get(backends))
-        {
-            return Ok((*id, None));
-        }
-        let id = self
-            .table_ids
-            .take_lowest()
-            .ok_or(PlanError::TablesExhausted {
-                max: self.max_tables,
-            })?;
-        self.planned_tables.insert(backends.to_vec(), id);
-        self.table_order.push(backends.to_vec());
-        // Sized per backend count (a prime of at least 100 slots each),
-        // built in place as the backend ids.
-        let mut slots = maglev::table(backends, table_size(backends.len() as u32));
-        for slot in &mut slots {
-            *slot = backend_ids[*slot as usize];
-        }
-        let write = TableWrite {
-            table_id: id,
-            backends: backends.to_vec(),
-            slots,
-        };
-        Ok((id, Some(write)))
+    pub(super) fn applied(&self) -> &'a Applied {
+        self.applied
+    }
+
+    /// Whether a Service port of this plan took table `id` already.
+    pub(super) fn table_claimed(&self, id: u32) -> bool {
+        self.claimed_tables.contains(&id)
+    }
+
+    /// Takes table `id`, one its Service port's frontends select from now.
+    pub(super) fn claim_table(&mut self, id: u32) {
+        self.claimed_tables.insert(id);
+        self.table_order.push((id, false));
+    }
+
+    /// Takes a free table id.
+    pub(super) fn new_table(&mut self) -> Result<u32, PlanError> {
+        let id = self.table_ids.take().ok_or(PlanError::TablesExhausted {
+            max: self.max_tables,
+        })?;
+        self.claimed_tables.insert(id);
+        self.table_order.push((id, true));
+        Ok(id)
     }
 
     /// A stable id per Service port: the one already known, else the one the
-    /// maps carry for this frontend (after a restart), else the smallest
-    /// free one. An id out of range (an older agent's) is not kept.
+    /// maps carry for this frontend (after a restart), else a free one
+    /// (`free_ids`). An id out of range (an older agent's) is not kept.
     pub(super) fn service_id(
         &mut self,
         service: &ServicePortName,
@@ -160,7 +150,7 @@ impl<'a> Ids<'a> {
             }
             None => self
                 .service_ids
-                .take_lowest()
+                .take()
                 .ok_or(PlanError::ServicesExhausted)?,
         };
         self.new_services.push((service.clone(), id));

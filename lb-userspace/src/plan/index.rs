@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use lb_common::{Frontend4Key, FrontendValue, MAX_BACKENDS};
+use lb_common::{Frontend4Key, FrontendValue};
 
 use super::{Applied, MAX_SERVICE_ID, Plan, free_ids::FreeIds};
 use crate::{
@@ -26,6 +26,10 @@ pub(super) struct Index {
     pub(super) table_backends: HashMap<u32, Vec<Backend>>,
     /// Frontends selecting from each table.
     pub(super) table_users: HashMap<u32, u32>,
+    /// Frontends selecting from each table, per service id they carry: a
+    /// table all of whose users carry one id belongs to that Service port
+    /// (`exclusive_to`), which may rewrite it in place.
+    pub(super) table_services: HashMap<u32, HashMap<u32, u32>>,
     /// Live tables naming each backend id.
     pub(super) backend_tables: HashMap<u32, u32>,
     /// Frontends carrying each service id.
@@ -44,6 +48,7 @@ impl Default for Index {
             table_named: HashMap::new(),
             table_backends: HashMap::new(),
             table_users: HashMap::new(),
+            table_services: HashMap::new(),
             backend_tables: HashMap::new(),
             service_frontends: HashMap::new(),
             service_names: HashMap::new(),
@@ -71,7 +76,7 @@ impl Index {
         for (id, value) in &applied.backends {
             index.backend_ids.insert(backend_identity(value), *id);
         }
-        for (backends, table_id) in &applied.tables {
+        for (table_id, backends) in &applied.tables {
             let named = index.ids_of(backends);
             index.add_table(*table_id, Some(backends.clone()), named);
         }
@@ -85,7 +90,8 @@ impl Index {
             index.service_names.insert(*id, name.clone());
         }
         let backends_used = applied.backends.keys().copied();
-        index.free_backends = FreeIds::with_used(1, backends_used.filter(|id| *id < MAX_BACKENDS));
+        let max_backends = applied.max_backends.0;
+        index.free_backends = FreeIds::with_used(1, backends_used.filter(|id| *id <= max_backends));
         let tables_used = applied.table_ids_in_use().into_iter();
         index.free_tables = FreeIds::with_used(0, tables_used.filter(|id| *id < max_tables));
         let services_used = applied
@@ -128,6 +134,8 @@ impl Index {
     fn add_frontend(&mut self, key: Frontend4Key, value: &FrontendValue) {
         if value.backend_count > 0 {
             *self.table_users.entry(value.table_id).or_default() += 1;
+            let services = self.table_services.entry(value.table_id).or_default();
+            *services.entry(value.service_id).or_default() += 1;
         }
         self.service_frontends
             .entry(value.service_id)
@@ -138,6 +146,12 @@ impl Index {
     fn remove_frontend(&mut self, key: &Frontend4Key, value: &FrontendValue) {
         if value.backend_count > 0 {
             decrement(&mut self.table_users, value.table_id);
+            if let Some(services) = self.table_services.get_mut(&value.table_id) {
+                decrement(services, value.service_id);
+                if services.is_empty() {
+                    self.table_services.remove(&value.table_id);
+                }
+            }
         }
         if let Some(keys) = self.service_frontends.get_mut(&value.service_id) {
             keys.remove(key);
@@ -150,6 +164,15 @@ impl Index {
     /// Frontends selecting from `table_id`.
     pub(super) fn users_of_table(&self, table_id: u32) -> u32 {
         self.table_users.get(&table_id).copied().unwrap_or(0)
+    }
+
+    /// Whether every frontend selecting from `table_id` carries
+    /// `service_id` (and one does): the table is that Service port's alone,
+    /// so rewriting it in place shows no other Service a foreign table.
+    pub(super) fn exclusive_to(&self, table_id: u32, service_id: u32) -> bool {
+        self.table_services
+            .get(&table_id)
+            .is_some_and(|services| services.len() == 1 && services.contains_key(&service_id))
     }
 
     /// Live tables naming backend `id`.
@@ -183,6 +206,8 @@ impl Index {
             self.free_backends.take(*id);
         }
         for table in &plan.write_tables {
+            // Rewritten in place: what it named before is named no more.
+            self.remove_table(table.table_id);
             let named: BTreeSet<u32> = table.slots.iter().copied().collect();
             let backends = Some(table.backends.clone());
             self.add_table(table.table_id, backends, named.into_iter().collect());
@@ -254,6 +279,24 @@ impl Index {
                 sorted(&other.table_users),
             ),
             (
+                "table_services",
+                format!(
+                    "{:?}",
+                    self.table_services
+                        .iter()
+                        .map(|(t, s)| (t, s.iter().collect::<std::collections::BTreeMap<_, _>>()))
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                ),
+                format!(
+                    "{:?}",
+                    other
+                        .table_services
+                        .iter()
+                        .map(|(t, s)| (t, s.iter().collect::<std::collections::BTreeMap<_, _>>()))
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                ),
+            ),
+            (
                 "backend_tables",
                 sorted(&self.backend_tables),
                 sorted(&other.backend_tables),
@@ -270,18 +313,18 @@ impl Index {
             ),
             (
                 "free_backends",
-                format!("{:?}", self.free_backends),
-                format!("{:?}", other.free_backends),
+                format!("{:?}", self.free_backends.sorted()),
+                format!("{:?}", other.free_backends.sorted()),
             ),
             (
                 "free_tables",
-                format!("{:?}", self.free_tables),
-                format!("{:?}", other.free_tables),
+                format!("{:?}", self.free_tables.sorted()),
+                format!("{:?}", other.free_tables.sorted()),
             ),
             (
                 "free_services",
-                format!("{:?}", self.free_services),
-                format!("{:?}", other.free_services),
+                format!("{:?}", self.free_services.sorted()),
+                format!("{:?}", other.free_services.sorted()),
             ),
         ];
         fields.into_iter().filter(|(_, a, b)| a != b).collect()

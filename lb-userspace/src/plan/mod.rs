@@ -3,7 +3,7 @@
 //!
 //! 1. new or changed backends,
 //! 2. whole Maglev tables (each sized to its backend count, its own inner
-//!    map swapped in with one update) under ids nothing references yet,
+//!    map swapped in with one update), at the Service port's own id,
 //! 3. allowed source ranges of the ports about to filter by source, then
 //!    frontend flips (each a single atomic map update),
 //! 4. removal of frontends that are gone, then of source ranges nothing
@@ -16,12 +16,13 @@
 //! 6. release of the tables whose quarantine ends (their memory goes back
 //!    to the kernel).
 //!
-//! Table ids freed by a plan are quarantined for one more plan before
-//! reuse, so a packet that read the old frontend value just before a flip
-//! never finds another backend set's table under its id. (A table is
-//! never seen half-written, since it is swapped in whole; the quarantine
-//! guards the id, because ids name backend sets, shared between frontends,
-//! not Service ports.)
+//! A table id belongs to one Service port (`tables`): a changed backend
+//! set is a new table swapped in at the same id, so a packet that read
+//! the frontend just before sees its own Service's old table or its new
+//! one. An id its port stops using (the port goes, a set empties) is
+//! quarantined for one more plan before another port may take it, so a
+//! packet that read the removed frontend just before its removal never
+//! finds another Service's table under its id.
 //!
 //! A Service port that cannot be planned (no table or id left, an address
 //! the maps cannot hold) becomes a [`Problem`] of the plan and keeps what it
@@ -37,9 +38,11 @@
 //! references what in the maps, kept by each applied plan), `free_ids`
 //! (indexed free lists), `ids` (one plan's id allocation), `usage` (which
 //! ports use each backend, with which flags), `diff` (the whole plan),
-//! `scoped` (the plan of a few ports), `planner` (which of the two),
+//! `scoped` (the plan of a few ports), `unplannable` (what a port that
+//! cannot be planned keeps), `planner` (which of the two),
 //! `apply` (ordered writes), `print` (the printed form), `maglev` (the
-//! tables), `affinity_purge`, `source_ranges` and `service_cidrs` (the
+//! tables), `tables` (which table each frontend of a port selects from),
+//! `affinity_purge`, `source_ranges` and `service_cidrs` (the
 //! affinity, source-range and service-CIDR entries a plan changes).
 
 mod affinity_purge;
@@ -59,9 +62,11 @@ mod print;
 mod scoped;
 mod service_cidrs;
 mod source_ranges;
+mod tables;
+mod unplannable;
 mod usage;
 
-use lb_common::{Backend4, Frontend4Key, FrontendValue, MAX_BACKENDS, ServiceInfo};
+use lb_common::{Backend4, Frontend4Key, FrontendValue, ServiceInfo};
 
 pub use applied::Applied;
 pub use apply::apply;
@@ -131,9 +136,9 @@ pub enum PlanError {
     )]
     TablesExhausted { max: u32 },
     #[error(
-        "all {MAX_BACKENDS} backend ids are in use: too many distinct endpoints for this node; remove endpoints or Services"
+        "all {max} backend ids are in use (--max-backends): start the agent with a larger --max-backends after `lb cleanup` (each backend costs 88 bytes of kernel memory), or remove endpoints or Services"
     )]
-    BackendsExhausted,
+    BackendsExhausted { max: u32 },
     #[error(
         "all {MAX_SERVICE_ID} service ids are in use: too many Service ports for this node; remove Services"
     )]

@@ -153,9 +153,12 @@ fn removals(
         })
         .map(|(table, _)| *table)
         .collect();
+    // The backends released tables named, and those tables rewritten in
+    // place named before: each such table names them no more.
+    let rewritten = out.write_tables.iter().map(|table| table.table_id);
     let mut named_by_released: BTreeMap<u32, u32> = BTreeMap::new();
-    for table in &out.release_tables {
-        for id in applied.table_backend_ids(*table) {
+    for table in out.release_tables.iter().copied().chain(rewritten) {
+        for id in applied.table_backend_ids(table) {
             *named_by_released.entry(*id).or_default() += 1;
         }
     }

@@ -150,8 +150,12 @@ fn frontends_with_the_same_backends_share_one_table() {
     assert_eq!(plan.write_tables.len(), 1);
 }
 
+/// A changed backend set keeps its Service port's table id: the new table
+/// is swapped in at the same id (no packet can meet another Service's
+/// table there), so nothing waits; only an id its port stops using is
+/// quarantined for one plan before another port takes it.
 #[test]
-fn a_change_writes_a_new_table_and_quarantines_the_old_one() {
+fn a_change_rewrites_the_table_in_place_and_only_a_freed_id_waits() {
     let (a, b, c) = (
         backend(11, Protocol::Tcp),
         backend(12, Protocol::Tcp),
@@ -170,30 +174,61 @@ fn a_change_writes_a_new_table_and_quarantines_the_old_one() {
         &mut maps,
         &mut applied,
     );
-    // New table in a fresh slot, flip, then the backend nothing uses goes.
-    assert_eq!(maps.log, ["table 1", "frontend 80", "-backend 3"]);
+    // The same id rewritten, the flip (its backend count), then the
+    // backend nothing uses goes; nothing is released.
+    assert_eq!(maps.log, ["table 0", "frontend 80", "-backend 3"]);
+    assert_eq!(plan.release_tables, Vec::<u32>::new());
+    // web goes and api comes in the same plan: api cannot take web's id
+    // (still referenced until the flips), nor in the next plan (a packet
+    // may have read web's frontend just before its removal).
+    let api = |bs: &[Backend]| desired(&[(frontend(81, Scope::Internal), spec("api", bs))]);
+    let plan = sync(&api(&[a]), &mut maps, &mut applied);
+    assert_eq!(plan.write_tables[0].table_id, 1);
     assert_eq!(plan.release_tables, [0]);
-    // Slot 0 is quarantined for one sync, reusable after.
-    let plan = sync(
-        &desired(&[(frontend(80, Scope::Internal), spec("web", &[a]))]),
-        &mut maps,
-        &mut applied,
-    );
-    assert_eq!(plan.write_tables[0].table_id, 2);
-    // Its quarantine over and not written again, slot 0 gives its memory
-    // back (after the flip); slot 1 is the quarantined one now.
+    let plan = sync(&api(&[b]), &mut maps, &mut applied);
+    assert_eq!(plan.write_tables[0].table_id, 1, "rewritten in place");
+    // Its quarantine over, table 0 gives its memory back.
     assert!(
         maps.log.ends_with(&["-table 0".to_string()]),
         "{:?}",
         maps.log
     );
-    assert_eq!(maps.tables.keys().copied().collect::<Vec<_>>(), [1, 2]);
-    let plan = sync(
-        &desired(&[(frontend(80, Scope::Internal), spec("web", &[b]))]),
-        &mut maps,
-        &mut applied,
+    assert_eq!(maps.tables.keys().copied().collect::<Vec<_>>(), [1]);
+    let both = desired(&[
+        (frontend(81, Scope::Internal), spec("api", &[b])),
+        (frontend(82, Scope::Internal), spec("web", &[c])),
+    ]);
+    let plan = sync(&both, &mut maps, &mut applied);
+    assert_eq!(plan.write_tables[0].table_id, 0, "reusable now");
+}
+
+/// Two Services over the same backends get a table each: a change of one
+/// rewrites its own in place and never touches the other's.
+#[test]
+fn services_with_the_same_backends_never_share_a_table() {
+    let (a, b) = (backend(11, Protocol::Tcp), backend(12, Protocol::Tcp));
+    let two = |web: &[Backend]| {
+        desired(&[
+            (frontend(80, Scope::Internal), spec("web", web)),
+            (frontend(81, Scope::Internal), spec("api", &[a, b])),
+        ])
+    };
+    let mut maps = MemoryMaps::new(4);
+    let mut applied = Applied::default();
+    let plan = sync(&two(&[a, b]), &mut maps, &mut applied);
+    assert_eq!(plan.write_tables.len(), 2);
+    let table = |maps: &MemoryMaps, port| {
+        maps.frontends[&frontend_key(&frontend(port, Scope::Internal)).unwrap()].table_id
+    };
+    assert_ne!(table(&maps, 80), table(&maps, 81));
+    let api_table = maps.tables[&table(&maps, 81)].clone();
+    maps.log.clear();
+    sync(&two(&[a]), &mut maps, &mut applied);
+    assert_eq!(
+        maps.log,
+        [format!("table {}", table(&maps, 80)), "frontend 80".into()]
     );
-    assert_eq!(plan.write_tables[0].table_id, 0);
+    assert_eq!(maps.tables[&table(&maps, 81)], api_table);
 }
 
 #[test]
@@ -283,31 +318,71 @@ fn a_restarted_agent_adopts_what_the_maps_hold_and_writes_nothing() {
         maps.frontends.values().next().unwrap().service_id,
         service_id
     );
-    // And it goes on from there: a change writes a new table beside the live one.
+    // And it goes on from there: a change rewrites the adopted table, its
+    // Service port's own, in place.
     let next = sync(
         &desired(&[(frontend(80, Scope::Internal), spec("web", &[a]))]),
         &mut maps,
         &mut restarted,
     );
-    assert_eq!(next.write_tables[0].table_id, 1);
+    assert_eq!(next.write_tables[0].table_id, 0);
 }
 
+/// A live table the agent cannot recognise (an older version filled it
+/// otherwise) that one Service port selects from is that port's: it is
+/// rewritten in place, and the frontend needs no flip.
 #[test]
-fn a_live_table_the_agent_cannot_recognise_is_never_written() {
+fn a_live_table_the_agent_cannot_recognise_is_rewritten_by_its_port() {
     let (a, b) = (backend(11, Protocol::Tcp), backend(12, Protocol::Tcp));
     let state = desired(&[(frontend(80, Scope::Internal), spec("web", &[a, b]))]);
     let mut maps = MemoryMaps::new(4);
     let mut applied = Applied::default();
     sync(&state, &mut maps, &mut applied);
-    // Say an older agent version filled slots differently.
     maps.tables.get_mut(&0).unwrap().reverse();
     let mut restarted = Applied::read(&maps).unwrap();
     maps.log.clear();
     let replan = sync(&state, &mut maps, &mut restarted);
-    // A new table (write_table asserts it is not the live one), then the flip.
-    assert_eq!(maps.log, ["table 1", "frontend 80"]);
-    assert_eq!(replan.release_tables, [0]);
+    assert_eq!(maps.log, ["table 0"]);
+    assert_eq!(replan.release_tables, Vec::<u32>::new());
     assert!(plan(&state, &restarted, 4).is_empty());
+}
+
+/// An older agent shared one table between Services with the same
+/// backends. After the upgrade neither may rewrite it (the other's
+/// packets read it): each takes a table of its own, with the same
+/// contents (so new flows keep their backends), and the shared one is
+/// released once nothing references it.
+#[test]
+fn a_table_an_older_agent_shared_between_services_is_never_rewritten() {
+    let (a, b) = (backend(11, Protocol::Tcp), backend(12, Protocol::Tcp));
+    let mut maps = MemoryMaps::new(4);
+    let mut applied = Applied::default();
+    let web = desired(&[(frontend(80, Scope::Internal), spec("web", &[a, b]))]);
+    sync(&web, &mut maps, &mut applied);
+    // The older layout: api's frontend on web's table.
+    let api = (frontend(81, Scope::Internal), spec("api", &[a, b]));
+    let mut value = maps.frontends.values().next().copied().unwrap();
+    value.service_id = 2;
+    let api_key = frontend_key(&api.0).unwrap();
+    maps.frontends.insert(api_key, value);
+    let port = crate::model::ServicePortInfo {
+        port: 81,
+        external_policy_local: false,
+        internal_policy_local: false,
+        topology_aware: false,
+    };
+    let info = crate::datapath::codec::service_info(&api.1.service, &port);
+    maps.services.insert(2, info);
+    let shared = maps.tables[&0].clone();
+    let mut restarted = Applied::read(&maps).unwrap();
+    maps.log.clear();
+    let both = desired(&[(frontend(80, Scope::Internal), spec("web", &[a, b])), api]);
+    let upgrade = sync(&both, &mut maps, &mut restarted);
+    let tables: BTreeSet<u32> = upgrade.write_tables.iter().map(|t| t.table_id).collect();
+    assert_eq!(tables, BTreeSet::from([1, 2]), "{upgrade}");
+    assert!(upgrade.write_tables.iter().all(|t| t.slots == shared));
+    assert_eq!(upgrade.release_tables, [0]);
+    assert!(plan(&both, &restarted, 4).is_empty());
 }
 
 #[test]
@@ -347,9 +422,17 @@ fn removed_frontends_and_services_go_after_the_flips() {
         &mut maps,
         &mut applied,
     );
+    // new has a table of its own (Services never share one), old's goes
+    // one plan later.
     assert_eq!(
         maps.log,
-        ["service 2", "frontend 81", "-frontend 80", "-service 1"]
+        [
+            "service 2",
+            "table 1",
+            "frontend 81",
+            "-frontend 80",
+            "-service 1"
+        ]
     );
 }
 

@@ -170,7 +170,7 @@ fn note_endpoints(section: &mut Section, sizes: &[usize]) {
                 "At {n} Services the fillers have {each} endpoints each, not {FILLER_ENDPOINTS}: \
                  lb's backend map holds {} backends; kube-proxy's rules are generated from the same \
                  shapes.",
-                lb_common::MAX_BACKENDS
+                lb_common::DEFAULT_MAX_BACKENDS
             ));
         }
     }

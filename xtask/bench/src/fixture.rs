@@ -55,12 +55,12 @@ pub fn remote_pod_addr(i: usize) -> Ipv4Addr {
 pub const FILLER_ENDPOINTS: usize = 10;
 
 /// The endpoints each filler gets at `services` Services: ten, or fewer
-/// where ten each would pass the backends lb can hold (`MAX_BACKENDS`);
+/// where ten each would pass the backends lb can hold (`DEFAULT_MAX_BACKENDS`, `--max-backends`);
 /// kube-proxy's rules are generated from the same shapes, so comparisons
 /// stay like for like. The report says when it is fewer.
 pub fn filler_endpoints(services: usize) -> usize {
     let fillers = services.saturating_sub(1).max(1);
-    let room = lb_common::MAX_BACKENDS as usize - 64;
+    let room = lb_common::DEFAULT_MAX_BACKENDS as usize - 64;
     FILLER_ENDPOINTS.min(room / fillers).max(1)
 }
 
@@ -395,7 +395,7 @@ pub(crate) mod tests {
     fn fillers_fit_the_backend_map() {
         assert_eq!(filler_endpoints(1000), 10);
         let at_10k = filler_endpoints(10_000);
-        assert!(at_10k * 9_999 <= lb_common::MAX_BACKENDS as usize);
+        assert!(at_10k * 9_999 <= lb_common::DEFAULT_MAX_BACKENDS as usize);
         assert_eq!(service_shapes(1000).len(), 1000);
         assert_eq!(service_shapes(1000)[999].name, "bench/target:http");
     }

@@ -576,6 +576,20 @@ pub fn serve_manifests(
     yaml: &str,
     node: Ipv4Addr,
 ) -> Vec<lb::model::Problem> {
+    let (problems, plan) = apply_manifests(maps, applied, yaml, node);
+    assert_eq!(plan.problems, vec![], "{plan}");
+    problems
+}
+
+/// Like `serve_manifests`, but the plan may leave Service ports out: returns
+/// the desired state's problems and the applied plan (with its own).
+#[allow(dead_code)]
+pub fn apply_manifests(
+    maps: &mut KernelMaps,
+    applied: &mut lb::plan::Applied,
+    yaml: &str,
+    node: Ipv4Addr,
+) -> (Vec<lb::model::Problem>, lb::plan::Plan) {
     let set = lb::source::manifests::parse_documents("served.yaml", yaml);
     let facts = lb::model::NodeFacts {
         name: "node-a".into(),
@@ -590,7 +604,20 @@ pub fn serve_manifests(
         &lb::desired::Holders::default(),
     );
     let plan = lb::plan::plan(&state, applied, maps.max_tables());
-    assert_eq!(plan.problems, vec![], "{plan}");
     lb::plan::apply(&plan, maps, applied).unwrap();
-    state.problems
+    (state.problems, plan)
+}
+
+/// `memlock:` of a map, as the kernel accounts it (`/proc/self/fdinfo`).
+#[allow(dead_code)]
+pub fn memlock(map: &aya::maps::MapData) -> u64 {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let fd = map.fd().as_fd().as_raw_fd();
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }

@@ -1,8 +1,9 @@
 //! Maglev tables in the kernel: one inner array per table, sized per
 //! backend count (`lb_common::maglev`), behind the outer array of maps
 //! `lb_maglev_v2`. A table is written whole into a new inner map (through
-//! a mapping of its memory: `BPF_F_MMAPABLE`), pinned under `<pin dir>/maglev_tables/<id>`, then swapped
-//! into the outer map in one update: a packet sees the old table or the new
+//! a mapping of its memory: `BPF_F_MMAPABLE`), swapped into the outer map
+//! in one update (at the same id when its Service port's set changed),
+//! then pinned under `<pin dir>/maglev_tables/<id>`: a packet sees the old table or the new
 //! one, never a mix, and the kernel frees the old one once no program runs
 //! on it (RCU). The pin is how the agent and operators read a table back:
 //! through the outer map that needs `CAP_SYS_ADMIN`, which lb never has.
@@ -66,18 +67,27 @@ impl KernelMaps {
         &mut self,
         tables: &[(u32, &[u32])],
     ) -> Result<(), MapsError> {
+        // Tables are pinned beside the maps: a datapath without a pin
+        // directory is refused before anything is swapped in.
+        self.tables()?;
         for chunk in tables.chunks(SWAP_BATCH) {
             let mut filled = Vec::with_capacity(chunk.len());
             for &(table_id, slots) in chunk {
                 filled.push((table_id, self.fill_table(table_id, slots)?));
             }
             self.swap_in(&filled)?;
+            // Pinned once swapped in: the pin, which a restarted agent
+            // reads back, never names a table the kernel does not hold
+            // (a failed swap leaves the old table and its pin, whole).
+            for (table_id, inner) in &filled {
+                self.pin_table(*table_id, aya::maps::IterableMap::<u32, u32>::map(inner))?;
+            }
         }
         Ok(())
     }
 
-    /// A new inner map holding `slots` (and its size), pinned as table
-    /// `table_id`; not swapped in yet.
+    /// A new inner map holding `slots` (and its size); not swapped in (nor
+    /// pinned) yet.
     fn fill_table(&self, table_id: u32, slots: &[u32]) -> Result<Array<MapData, u32>, MapsError> {
         let size = u32::try_from(slots.len()).unwrap_or(0);
         if !valid_size(size) || !is_prime(size) {
@@ -97,7 +107,6 @@ impl KernelMaps {
         mapped::write_u32s(data, &values).map_err(|err| {
             MapsError::Invalid(format!("map {MAGLEV}: writing table {table_id}: {err}"))
         })?;
-        self.pin_table(table_id, data)?;
         Ok(inner)
     }
 

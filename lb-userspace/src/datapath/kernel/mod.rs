@@ -47,6 +47,8 @@ pub struct KernelMaps {
     frontends_capacity: u32,
     backends: HashMap<MapData, u32, Backend4>,
     backends_capacity: u32,
+    /// Backend ids both backend maps have room for (`--max-backends`).
+    max_backends: u32,
     maglev: ArrayOfMaps<MapData, Array<MapData, u32>>,
     max_tables: u32,
     /// Where each Maglev table is pinned (see `maglev`); none: unpinned.
@@ -207,6 +209,11 @@ impl KernelMaps {
         let ct_capacity = capacity(CT4, &ct)?;
         let ct_new_capacity = capacity(CT4_NEW, &ct_new)?;
         let sock_revnat_capacity = capacity(SOCK_REVNAT4, &sock_revnat)?;
+        let max_backends = crate::datapath::backend_capacity::BackendSizes {
+            backends: backends_capacity,
+            connections: capacity(BACKEND_CONNECTIONS, &backend_connections)?,
+        }
+        .capacity();
         let typed = |name: &'static str, data: MapData| {
             Map::from_map_data(data).map_err(map_err(name, "open"))
         };
@@ -219,6 +226,7 @@ impl KernelMaps {
                 .try_into()
                 .map_err(map_err(BACKENDS4, "open"))?,
             backends_capacity,
+            max_backends,
             maglev: typed(MAGLEV, maglev)?
                 .try_into()
                 .map_err(map_err(MAGLEV, "open"))?,

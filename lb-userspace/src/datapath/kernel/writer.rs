@@ -47,6 +47,10 @@ impl DatapathMaps for KernelMaps {
         self.max_tables
     }
 
+    fn max_backends(&self) -> u32 {
+        self.max_backends
+    }
+
     fn set_snat_address(&mut self, addr: Option<std::net::Ipv4Addr>) -> Result<(), MapsError> {
         // Network order, as packets carry it.
         let addr_be = addr.map_or(0, |addr| u32::from_ne_bytes(addr.octets()));

@@ -169,21 +169,23 @@ fn freed_tables(before: &Applied, maps: &MemoryMaps) -> BTreeSet<u32> {
     then.difference(&now).copied().collect()
 }
 
-/// An apply interrupted after its flips, then a new change before the
-/// retry: the tables the flips freed stay quarantined for that plan, since
-/// a packet may still be indexing them.
+/// An apply interrupted after its flips and removals, then a new change
+/// before the retry: the table the removals freed (old's) stays
+/// quarantined for that plan, since a packet may still be indexing it,
+/// while the changed ports rewrite their own tables in place.
 #[test]
 fn tables_freed_by_an_interrupted_apply_stay_quarantined() {
     let (mut maps, mut applied) = synced(&before());
     let first = plan(&after(), &applied, TABLES);
-    let up_to_flips = first.set_services.len()
+    let up_to_removals = first.set_services.len()
         + first.set_backends.len()
         + first.write_tables.len()
-        + first.set_frontends.len();
-    maps.fail_after(up_to_flips);
+        + first.set_frontends.len()
+        + first.remove_frontends.len();
+    maps.fail_after(up_to_removals);
     assert!(apply(&first, &mut maps, &mut applied).is_err());
     let freed = freed_tables(&applied, &maps);
-    assert!(!freed.is_empty(), "the flips freed tables");
+    assert_eq!(freed.len(), 1, "the removal freed old's table");
 
     let mut reread = Applied::reread(&maps, &applied).unwrap();
     let changed_again = desired(&[
@@ -192,9 +194,10 @@ fn tables_freed_by_an_interrupted_apply_stay_quarantined() {
             spec("web", &[tcp(1), tcp(6)]),
         ),
         (udp_frontend(53), udp_spec("dns", &[udp(1), udp(3)])),
+        (frontend(92, Scope::Internal), spec("new", &[tcp(7)])),
     ]);
     let retry = plan(&changed_again, &reread, TABLES);
-    assert_eq!(retry.write_tables.len(), 2);
+    assert_eq!(retry.write_tables.len(), 3);
     for table in &retry.write_tables {
         assert!(
             !freed.contains(&table.table_id),

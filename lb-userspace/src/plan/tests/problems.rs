@@ -62,9 +62,16 @@ fn a_serving_service_that_cannot_be_planned_keeps_its_state_until_it_can() {
     );
     let web_before = maps.frontends.clone();
 
-    // web needs a new table and both are in use; "new" needs none.
+    // web's external frontend needs a second table (another backend set)
+    // and both are in use; "new" needs none.
     let newcomer = (frontend(82, Scope::Internal), spec("new", &[]));
-    let next = desired(&[web(&[a]), api.clone(), newcomer.clone()]);
+    let web_external = (frontend(80, Scope::External), spec("web", &[a]));
+    let next = desired(&[
+        web(&[a, b]),
+        web_external.clone(),
+        api.clone(),
+        newcomer.clone(),
+    ]);
     let skipped = plan(&next, &applied, 2);
     let [problem] = skipped.problems.as_slice() else {
         panic!("{:?}", skipped.problems);
@@ -97,7 +104,7 @@ fn a_serving_service_that_cannot_be_planned_keeps_its_state_until_it_can() {
     // api goes away: its table is released, quarantined for one more plan
     // (applied even with nothing to write, as the agent does), then web
     // gets it.
-    let without_api = desired(&[web(&[a]), newcomer]);
+    let without_api = desired(&[web(&[a, b]), web_external, newcomer]);
     let released = plan(&without_api, &applied, 2);
     assert_eq!(released.release_tables, [1]);
     assert_eq!(released.problems.len(), 1, "table 1 is still referenced");
@@ -110,13 +117,8 @@ fn a_serving_service_that_cannot_be_planned_keeps_its_state_until_it_can() {
     assert_eq!(healed.write_tables[0].table_id, 1);
     apply(&healed, &mut maps, &mut applied).unwrap();
     assert_eq!(maps.dangling(), Vec::<String>::new());
-    assert_eq!(backend_at(&maps, 80, Scope::Internal, 0), Some(a));
-    assert!(
-        !maps
-            .backends
-            .values()
-            .any(|v| backend_from_value(v) == Some(b))
-    );
+    assert_eq!(backend_at(&maps, 80, Scope::External, 0), Some(a));
+    assert_eq!(maps.frontends[&key], web_before[&key], "untouched");
     assert!(plan(&without_api, &applied, 2).is_empty());
 }
 
