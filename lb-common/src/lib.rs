@@ -15,6 +15,7 @@ pub mod flow_hash;
 pub mod icmp;
 pub mod maglev;
 pub mod maps;
+pub mod masquerade_rules;
 pub mod packet;
 pub mod reason;
 pub mod reject;

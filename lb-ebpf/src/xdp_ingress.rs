@@ -12,13 +12,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    AFFINITY_CLIENT_ADDR, Endpoint4, Flow4, FrontendValue, SCOPE_EXTERNAL, SCOPE_INTERNAL,
-    reason::Reason,
+    AFFINITY_CLIENT_ADDR, Endpoint4, Flow4, FrontendValue, SCOPE_INTERNAL, reason::Reason,
 };
 
 use crate::{
-    affinity, ct, debug, nat, parse, reject, select, service_cidr, snat, source_ranges, stats,
-    trace,
+    affinity, ct, debug, masquerade_rules, nat, parse, reject, select, service_cidr, snat,
+    source_ranges, stats, trace,
 };
 
 /// `frags`: multi-buffer aware (jumbo frames; on veth, a program without it
@@ -73,7 +72,8 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
     }
 
     // Look up the frontend, then the flow: a known flow keeps its backend.
-    let Some(fe) = select::frontend(flow.dst, flow.proto, SCOPE_EXTERNAL) else {
+    let Some(fe) = masquerade_rules::frontend_from_outside(flow.dst, flow.proto, flow.src.addr_be)
+    else {
         return Err(no_frontend(flow));
     };
     let (backend, source, reason) = match ct::lookup_original(flow, pkt.tcp_flags, &fe)? {
@@ -102,8 +102,8 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
     Ok(reason)
 }
 
-/// No external frontend: a ClusterIP port served inside the node passes
-/// (nothing translates it here yet), and `--service-cidr`'s rules turn
+/// No frontend from outside: an internal-scope entry that is no ClusterIP
+/// (a NodePort address's, for pods and the node) passes, and `--service-cidr`'s rules turn
 /// away the rest of the service CIDRs (`service_cidr`).
 #[inline(always)]
 fn no_frontend(flow: Flow4) -> Verdict {
@@ -139,7 +139,9 @@ fn new_flow(fe: &FrontendValue, flow: Flow4) -> Result<(Endpoint4, Option<Endpoi
     let client = u64::from(flow.src.addr_be);
     let (backend_id, backend) =
         affinity::select(fe, AFFINITY_CLIENT_ADDR, client, pick).map_err(Verdict::Drop)?;
-    let snat_addr_be = snat::source_address(fe, &backend);
+    let masquerade =
+        masquerade_rules::masquerades_from_outside(fe, flow.src.addr_be, backend.addr_be);
+    let snat_addr_be = snat::source_address(masquerade, &backend);
     let backend = backend.endpoint();
     let source =
         ct::create(flow, backend_id, backend, fe.service_id, snat_addr_be).map_err(|reason| {

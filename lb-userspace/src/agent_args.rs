@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::Result;
 use lb::{
-    agent::{AgentConfig, SourceConfig, config},
+    agent::{AgentConfig, SourceConfig, config, masquerade_rules::MasqueradeConfig},
     desired::{Cidr, PortRange, Rules},
     source::{ClusterConfig, Limits, NodePortAddresses, cluster::selectors, node},
 };
@@ -153,6 +153,23 @@ pub struct AgentArgs {
     /// externalTrafficPolicy Cluster). None: they keep the client's address.
     #[arg(long = "pod-device", env = "LB_POD_DEVICES", value_delimiter = ',')]
     pod_devices: Vec<String>,
+    // masquerade detector
+    /// The cluster's pod CIDR, as kube-proxy's --cluster-cidr with
+    /// detect-local-mode ClusterCIDR (repeatable or comma-separated, at
+    /// most one per IP family): a connection to a ClusterIP whose source is
+    /// outside it (the node itself, or a client a router sends the Service
+    /// CIDR through this node) is masqueraded to the node's address.
+    /// Without it nothing reaching a ClusterIP is masqueraded, as by
+    /// kube-proxy without a cluster CIDR.
+    #[arg(long = "cluster-cidr", value_name = "CIDR", value_delimiter = ',')]
+    cluster_cidrs: Vec<Cidr>,
+    /// Masquerade every connection to a ClusterIP, as kube-proxy's
+    /// --masquerade-all (NodePorts, LoadBalancer IPs and externalIPs keep
+    /// their own rule, as under kube-proxy). Connections from this node's
+    /// pods and processes are translated at connect() and keep their
+    /// source (`lb trace` says so).
+    #[arg(long)]
+    masquerade_all: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -235,6 +252,7 @@ impl AgentArgs {
             ct_entries: self.ct_entries,
             hash_seed: self.hash_seed,
             pod_devices: self.pod_devices,
+            masquerade: MasqueradeConfig::new(&self.cluster_cidrs, self.masquerade_all)?,
         })
     }
 }

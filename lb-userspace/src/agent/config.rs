@@ -58,6 +58,10 @@ pub struct AgentConfig {
     /// Devices the node reaches its pods by (`--pod-device`): the hook
     /// translating local pods' masqueraded replies back attaches there.
     pub pod_devices: Vec<String>,
+    // masquerade detector
+    /// `--cluster-cidr` and `--masquerade-all`: kube-proxy's masquerade
+    /// rules for ClusterIP traffic, written to the datapath at start.
+    pub masquerade: super::masquerade_rules::MasqueradeConfig,
 }
 
 /// A duration as kube-proxy's flags write them: a number and a unit (`ms`,

@@ -76,6 +76,8 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
     // their replies back is attached.
     maps.set_masquerade_local_backends(!config.pod_devices.is_empty())
         .context("writing whether local backends are masqueraded (--pod-device)")?;
+    maps.set_masquerade_rules(&config.masquerade.rules())
+        .context("writing the masquerade rules (--cluster-cidr, --masquerade-all)")?;
     if let Some(cgroup) = &config.cgroup {
         let hooks = datapath
             .attach_cgroup(cgroup)

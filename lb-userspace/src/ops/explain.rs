@@ -219,7 +219,10 @@ pub fn report(
                 "destination rewritten to"
             }
         ));
-        let view = masquerade::view(record, socket_entry);
+        let policy_local = inspector
+            .service(record.frontend.service_id)
+            .map(|(_, info)| info.external_policy_local);
+        let view = masquerade::view(record, entry, policy_local);
         steps.push(masquerade::step(&view));
         masquerade_view = Some(view);
         backend = Some(address);

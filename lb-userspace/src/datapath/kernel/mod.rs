@@ -10,6 +10,7 @@ mod ct;
 mod maglev;
 mod maglev_upgrade;
 mod mapped;
+mod masquerade_rules;
 mod service_cidrs;
 mod source_ranges;
 mod views;
@@ -26,6 +27,7 @@ use aya::{
     sys::SyscallError,
 };
 use lb_common::algorithm::BACKEND_CONNECTIONS;
+use lb_common::masquerade_rules::{MASQUERADE_RULES, MasqueradeRules};
 use lb_common::service_cidr::{CLUSTER_IPS4, SERVICE_CIDRS4};
 use lb_common::snat::{SNAT_ADDR, SNAT_LOCAL};
 use lb_common::{
@@ -71,6 +73,8 @@ pub struct KernelMaps {
     service_cidrs: LpmTrie<MapData, u32, u8>,
     // selection: live connections per backend (least-connections)
     backend_connections: Array<MapData, u64>,
+    // masquerade detector: --cluster-cidr and --masquerade-all
+    masquerade_rules: Array<MapData, MasqueradeRules>,
     /// The socket hooks' cgroup: purging a UDP backend aborts the connected
     /// sockets of its processes (`sock_destroy`); none, no socket is touched.
     socket_cgroup: Option<std::path::PathBuf>,
@@ -177,6 +181,8 @@ impl KernelMaps {
             // selection
             backend_connections,
             snat_local,
+            // masquerade detector
+            masquerade_rules,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -253,6 +259,9 @@ impl KernelMaps {
             snat_local: typed(SNAT_LOCAL, snat_local)?
                 .try_into()
                 .map_err(map_err(SNAT_LOCAL, "open"))?,
+            masquerade_rules: typed(MASQUERADE_RULES, masquerade_rules)?
+                .try_into()
+                .map_err(map_err(MASQUERADE_RULES, "open"))?,
             socket_cgroup: None,
         })
     }
