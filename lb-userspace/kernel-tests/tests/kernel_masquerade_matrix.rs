@@ -44,6 +44,7 @@ use lb::{
     source::manifests,
 };
 use lb_common::{
+    packet::tcp::{ACK, SYN},
     reason::Reason,
     snat::{SNAT_PORT_MAX, SNAT_PORT_MIN},
 };
@@ -486,4 +487,81 @@ fn every_override_differs_from_its_base() {
         }
     }
     assert_eq!(CASES.len(), 4);
+}
+
+/// A ClusterIP from outside is a flow like any XDP flow: its entry holds
+/// the backend, and the backend's replies go back from the ClusterIP.
+/// Unmasqueraded (no detector), svc3's local endpoint answers the client
+/// itself, through tc egress on the external device; masqueraded (the
+/// source is outside --cluster-cidr), it answers the node's address and
+/// SNAT port, through the pod hook (`--pod-device`).
+#[test]
+fn a_cluster_ip_from_outside_is_answered_from_the_cluster_ip() {
+    let local = ip(10, 180, 0, 3);
+    let t = datapath(Case::NoDetector);
+    let (_, out) = t.run_xdp(&tcp_frame(X, 41000, CIP3, 80, true, b""));
+    let p = check_frame(&out);
+    assert_eq!((p.src, p.sport, p.dst), (X, 41000, local));
+    let reply = tcp_flags_frame(local, 80, X, 41000, SYN | ACK, b"");
+    let (_, out) = t.run_tc(&reply);
+    let p = check_frame(&out);
+    assert_eq!((p.src, p.sport, p.dst, p.dport), (CIP3, 80, X, 41000));
+    let (_, out) = t.run_xdp(&tcp_flags_frame(X, 41000, CIP3, 80, ACK, b"data"));
+    assert_eq!(check_frame(&out).dst, local);
+    assert_eq!(t.stat(Reason::DnatEstablished), 1);
+
+    let t = datapath(Case::Detector);
+    let (_, out) = t.run_xdp(&tcp_frame(X, 41000, CIP3, 80, true, b""));
+    let p = check_frame(&out);
+    assert_eq!((p.src, p.dst), (N, local));
+    let reply = tcp_flags_frame(local, 80, N, p.sport, SYN | ACK, b"");
+    let (_, out) = t.dp().run_tc_pod_ingress(&reply).unwrap();
+    let p = check_frame(&out);
+    assert_eq!((p.src, p.sport, p.dst, p.dport), (CIP3, 80, X, 41000));
+    assert_eq!(t.stat(Reason::ReverseSnat), 1);
+}
+
+/// TestClusterIPGeneral "hairpin to cluster IP": a connection whose source
+/// is the endpoint chosen is masqueraded (every endpoint chain begins with
+/// `ip saddr <endpoint> jump mark-for-masquerade`), with no detector too.
+/// From outside: svc1's remote endpoint reaches svc1's ClusterIP through
+/// this node (its packets routed here) and may be chosen itself.
+#[test]
+fn hairpin_is_masqueraded_without_a_detector() {
+    let t = datapath(Case::NoDetector);
+    let me = ip(10, 180, 1, 1);
+    let mut seen = BTreeSet::new();
+    for sport in 42_000..42_000 + FLOWS {
+        let (_, out) = t.run_xdp(&tcp_frame(me, sport, CIP1, 80, true, b""));
+        let p = check_frame(&out);
+        let masqueraded = p.src == N;
+        assert_eq!(
+            masqueraded,
+            p.dst == me,
+            "masquerade exactly when hairpinned"
+        );
+        seen.insert(masqueraded);
+    }
+    assert_eq!(seen.len(), 2, "both endpoints chosen");
+    let tracer = Tracer::load(&t.pin_dir).unwrap();
+    let inspector = Inspector::open(tracer.maps().unwrap()).unwrap();
+    let from = SocketAddrV4::new(me, 43_000);
+    let hairpinned = (43_000..43_000 + FLOWS).find_map(|sport| {
+        let from = SocketAddrV4::new(me, sport);
+        let frame = build_frame(from, SocketAddrV4::new(CIP1, 80), Protocol::Tcp);
+        let outcome = tracer.trace_external(&frame).unwrap();
+        (Ipv4Addr::from(outcome.record.nat_addr_be.to_ne_bytes()) == me).then_some((from, outcome))
+    });
+    let (from, outcome) = hairpinned.unwrap_or_else(|| panic!("no trace from {from} chose itself"));
+    let report = explain::report(
+        Entry::External,
+        from,
+        SocketAddrV4::new(CIP1, 80),
+        Protocol::Tcp,
+        &outcome.record,
+        &inspector,
+    );
+    let view = report.masquerade.unwrap();
+    assert!(view.rule.starts_with("hairpin"), "{}", view.rule);
+    assert!(report.snat);
 }

@@ -130,10 +130,12 @@ pub fn report(
         let name = inspector.service_name(fe.service_id);
         let info = inspector.service(fe.service_id);
         let policy = policy_text(fe, socket_entry, info);
+        // A ClusterIP from outside is served by its internal-scope entry.
+        let scope = scope_name(socket_entry || fe.kind() == lb_common::FE_KIND_CLUSTER_IP);
         steps.push(format!(
             "frontend {destination}/{protocol} ({}, {} scope) of {}",
             kind_name(fe),
-            scope_name(socket_entry),
+            scope,
             name.as_deref().unwrap_or("an unnamed service")
         ));
         steps.push(format!(
@@ -148,7 +150,7 @@ pub fn report(
         frontend = Some(FrontendMatch {
             address: destination.to_string(),
             kind: kind_name(fe),
-            scope: scope_name(socket_entry),
+            scope,
             policy,
             backend_count: fe.backend_count,
         });
