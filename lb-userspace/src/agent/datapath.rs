@@ -78,6 +78,11 @@ pub(super) fn start(config: &AgentConfig) -> Result<Datapath> {
         .context("writing whether local backends are masqueraded (--pod-device)")?;
     maps.set_masquerade_rules(&config.masquerade.rules())
         .context("writing the masquerade rules (--cluster-cidr, --masquerade-all)")?;
+    info!(
+        cluster_cidr = ?config.masquerade.cluster_cidr.map(|c| c.to_string()),
+        masquerade_all = config.masquerade.masquerade_all,
+        "masquerade rules for ClusterIP traffic"
+    );
     if let Some(cgroup) = &config.cgroup {
         let hooks = datapath
             .attach_cgroup(cgroup)
