@@ -10,7 +10,7 @@
 use std::fs;
 
 use xtask::{
-    demo_env::exclusive_env_on,
+    demo_env::{Env, exclusive_env_on},
     manifests,
     testbed::{
         CLIENT_ADDR, NODE_ADDR, NODE_LINK_DEVICE, NODE_NAME, POD_BRIDGE, POD_TCP_PORT,
@@ -76,15 +76,26 @@ fn write(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The two nodes and the agent, attached where masqueraded replies come
+/// back (the link to node-b, the pods' bridge), with `--cluster-cidr`.
+fn two_nodes(cluster_cidr: &str) -> (std::sync::MutexGuard<'static, ()>, Env) {
+    exclusive_env_on(
+        || Testbed::with_remote_node(1, 2),
+        write,
+        &[
+            "--device",
+            NODE_LINK_DEVICE,
+            "--pod-device",
+            POD_BRIDGE,
+            "--cluster-cidr",
+            cluster_cidr,
+        ],
+    )
+}
+
 /// `count` requests of `proto` from the client to `addr:port`: each
 /// answer ("<pod> from <source it saw>") and how often.
-fn ask(
-    env: &xtask::demo_env::Env,
-    proto: &str,
-    addr: &str,
-    port: u16,
-    count: u32,
-) -> xtask::traffic::Tally {
+fn ask(env: &Env, proto: &str, addr: &str, port: u16, count: u32) -> xtask::traffic::Tally {
     let mut cmd = env.bed.from_client(&env.probe);
     cmd.args(["--timeout-ms", "2000", proto])
         .arg(format!("{addr}:{port}"))
@@ -104,18 +115,7 @@ fn ask(
 /// sees node-a's address.
 #[test]
 fn from_outside_the_cluster_cidr_pods_see_the_node_address() {
-    let (_serial, env) = exclusive_env_on(
-        || Testbed::with_remote_node(1, 2),
-        write,
-        &[
-            "--device",
-            NODE_LINK_DEVICE,
-            "--pod-device",
-            POD_BRIDGE,
-            "--cluster-cidr",
-            POD_CIDR,
-        ],
-    );
+    let (_serial, env) = two_nodes(POD_CIDR);
     let mut pods = vec![pod_name(0)];
     pods.extend((0..2).map(remote_pod_name));
     for (proto, port) in [("tcp", 80), ("udp", 53)] {
@@ -142,19 +142,7 @@ fn from_outside_the_cluster_cidr_pods_see_the_node_address() {
 /// translation answers the client from the ClusterIP).
 #[test]
 fn from_inside_the_cluster_cidr_the_pod_sees_the_client_address() {
-    let client_cidr = format!("{CLIENT_ADDR}/32");
-    let (_serial, env) = exclusive_env_on(
-        || Testbed::with_remote_node(1, 2),
-        write,
-        &[
-            "--device",
-            NODE_LINK_DEVICE,
-            "--pod-device",
-            POD_BRIDGE,
-            "--cluster-cidr",
-            &client_cidr,
-        ],
-    );
+    let (_serial, env) = two_nodes(&format!("{CLIENT_ADDR}/32"));
     for (proto, port) in [("tcp", 80), ("udp", 53)] {
         let tally = ask(&env, proto, ROUTED_LOCAL, port, 20);
         assert_eq!(
