@@ -103,8 +103,9 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
 }
 
 /// No frontend from outside: an internal-scope entry that is no ClusterIP
-/// (a NodePort address's, for pods and the node) passes, and `--service-cidr`'s rules turn
-/// away the rest of the service CIDRs (`service_cidr`).
+/// (a NodePort address's, for pods and the node) passes, and
+/// `--service-cidr`'s rules turn away the rest of the service CIDRs
+/// (`service_cidr`).
 #[inline(always)]
 fn no_frontend(flow: Flow4) -> Verdict {
     match service_cidr::unmatched(flow.dst.addr_be) {

@@ -401,6 +401,15 @@ fn check_report(report: &TraceReport, row: &Row, case: Case, masq: bool) {
     assert_eq!(report.verdict, "dnat", "{what}");
     let view = report.masquerade.as_ref().expect("a masquerade decision");
     let words = rule_words(row, case, masq);
+    // A ClusterIP from outside, and a pod short-circuited past eTP Local,
+    // are served by the frontend's internal-scope entry.
+    let internal = !row.from.xdp() || row.cluster_ip() || words.contains("short-circuited");
+    let scope = report.frontend.as_ref().map(|f| f.scope);
+    assert_eq!(
+        scope,
+        Some(if internal { "internal" } else { "external" }),
+        "{what}"
+    );
     if row.from.xdp() {
         assert!(
             view.rule.contains(words),

@@ -129,9 +129,14 @@ pub fn report(
         let fe = &record.frontend;
         let name = inspector.service_name(fe.service_id);
         let info = inspector.service(fe.service_id);
-        let policy = policy_text(fe, socket_entry, info);
-        // A ClusterIP from outside is served by its internal-scope entry.
-        let scope = scope_name(socket_entry || fe.kind() == lb_common::FE_KIND_CLUSTER_IP);
+        // A pod of another node is short-circuited past
+        // externalTrafficPolicy Local to the internal-scope entry, and a
+        // ClusterIP from outside is served by its internal-scope entry.
+        let short_circuit =
+            record.steps & lb_common::masquerade_rules::TRACE_MASQ_POD_SHORT_CIRCUIT != 0;
+        let policy = policy_text(fe, socket_entry || short_circuit, info);
+        let internal = socket_entry || short_circuit || fe.kind() == lb_common::FE_KIND_CLUSTER_IP;
+        let scope = scope_name(internal);
         steps.push(format!(
             "frontend {destination}/{protocol} ({}, {} scope) of {}",
             kind_name(fe),
