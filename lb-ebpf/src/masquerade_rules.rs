@@ -17,7 +17,7 @@ use lb_common::{
     snat::masquerades,
 };
 
-use crate::{maps::FRONTENDS4, select, trace};
+use crate::{maps::FRONTENDS4, select, service_cidr, trace};
 
 /// `--cluster-cidr` and `--masquerade-all`, slot 0 (all zero: neither).
 #[map(name = "lb_masq_rules_v1")]
@@ -38,22 +38,37 @@ const _: () = assert!(crate::maps::str_eq(
 /// endpoint, unmasqueraded, as kube-proxy's external chain does ("short-
 /// circuit pod traffic": `ip saddr <cluster-cidr> goto <cluster policy
 /// chain>`): the internal-scope entry holds that set.
+/// Only an allocated ClusterIP (`service_cidr::allocated`, which the miss
+/// path asks anyway) is looked up in internal scope, so traffic to no
+/// Service pays no lookup more; `Err` tells whether it is one.
 #[inline(always)]
-pub fn frontend_from_outside(dst: Endpoint4, proto: u8, src_be: u32) -> Option<FrontendValue> {
+pub fn frontend_from_outside(
+    dst: Endpoint4,
+    proto: u8,
+    src_be: u32,
+) -> Result<FrontendValue, Allocated> {
     if let Some(fe) = select::frontend(dst, proto, SCOPE_EXTERNAL) {
         if masquerades(&fe) || !pod_source(src_be) {
-            return Some(fe);
+            return Ok(fe);
         }
         let Some(cluster) = internal(dst, proto) else {
-            return Some(fe);
+            return Ok(fe);
         };
         trace::step(TRACE_MASQ_POD_SHORT_CIRCUIT);
-        return Some(traced(cluster));
+        return Ok(traced(cluster));
+    }
+    if !service_cidr::allocated(dst.addr_be) {
+        return Err(Allocated(false));
     }
     internal(dst, proto)
         .filter(|fe| fe.kind() == FE_KIND_CLUSTER_IP)
         .map(traced)
+        .ok_or(Allocated(true))
 }
+
+/// No frontend from outside; whether the destination is an allocated
+/// ClusterIP.
+pub struct Allocated(pub bool);
 
 /// `fe`, recorded as the frontend found.
 #[inline(always)]

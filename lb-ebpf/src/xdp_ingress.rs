@@ -72,10 +72,8 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
     }
 
     // Look up the frontend, then the flow: a known flow keeps its backend.
-    let Some(fe) = masquerade_rules::frontend_from_outside(flow.dst, flow.proto, flow.src.addr_be)
-    else {
-        return Err(no_frontend(flow));
-    };
+    let fe = masquerade_rules::frontend_from_outside(flow.dst, flow.proto, flow.src.addr_be)
+        .map_err(|allocated| no_frontend(flow, allocated.0))?;
     let (backend, source, reason) = match ct::lookup_original(flow, pkt.tcp_flags, &fe)? {
         ct::Original::Hit(entry) => {
             trace::connection(entry.backend_id);
@@ -107,8 +105,8 @@ fn ingress(ctx: &XdpContext) -> Result<Reason, Verdict> {
 /// `--service-cidr`'s rules turn away the rest of the service CIDRs
 /// (`service_cidr`).
 #[inline(always)]
-fn no_frontend(flow: Flow4) -> Verdict {
-    match service_cidr::unmatched(flow.dst.addr_be) {
+fn no_frontend(flow: Flow4, allocated: bool) -> Verdict {
+    match service_cidr::unmatched_known(flow.dst.addr_be, allocated) {
         Some(_) if select::frontend(flow.dst, flow.proto, SCOPE_INTERNAL).is_some() => {
             Verdict::Pass(Reason::PassNoService)
         }
