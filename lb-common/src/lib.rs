@@ -18,6 +18,7 @@ pub mod icmp;
 pub mod icmp_error;
 pub mod maglev;
 pub mod maps;
+pub mod masquerade_rules;
 pub mod packet;
 pub mod reason;
 pub mod reject;

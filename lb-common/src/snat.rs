@@ -21,7 +21,7 @@
 //! address: the rules that masquerade under Local match only pod and node
 //! sources, which never reach XDP from this node). `--masquerade-all`
 //! changes only ClusterIP chains (its rule matches `ip daddr <ClusterIP>`),
-//! never these. Hairpin (the source is the chosen endpoint) needs no rule
+//! never these; the ClusterIP rules are `crate::masquerade_rules`'. Hairpin (the source is the chosen endpoint) needs no rule
 //! of its own here: an external-path source on another node can only be
 //! chosen under policy Cluster, which masquerades anyway.
 //!
@@ -116,9 +116,10 @@ pub enum Masquerade {
     /// The socket hooks translate at `connect()`: the kernel chooses the
     /// source by its route to the backend, nothing to masquerade.
     NotNeeded,
-    /// Not translated by this datapath (a ClusterIP reached from outside:
-    /// not built yet).
-    NotTranslated,
+    /// A ClusterIP reached from outside: decided per connection by its
+    /// source, `--cluster-cidr` and `--masquerade-all`
+    /// ([`crate::masquerade_rules`]).
+    ByClusterIpRules,
 }
 
 impl Masquerade {
@@ -130,7 +131,9 @@ impl Masquerade {
             Masquerade::NotNeeded => {
                 "socket path: connections start on this node, the kernel picks the source (no masquerade)"
             }
-            Masquerade::NotTranslated => "not translated on this path",
+            Masquerade::ByClusterIpRules => {
+                "ClusterIP from outside: decided per connection by --cluster-cidr and --masquerade-all"
+            }
         }
     }
 }
@@ -149,7 +152,7 @@ pub const fn decide(arrival: Arrival, kind: u32, external_policy_local: bool) ->
                     Masquerade::ToNodeAddress
                 }
             }
-            _ => Masquerade::NotTranslated,
+            _ => Masquerade::ByClusterIpRules,
         },
     }
 }

@@ -34,7 +34,19 @@ const _: () = assert!(crate::maps::str_eq(
 /// `None` passes it untouched.
 #[inline(always)]
 pub fn unmatched(dst_be: u32) -> Option<Reason> {
-    let allocated = CLUSTER_IPS4.get_ptr(&dst_be).is_some();
+    unmatched_known(dst_be, allocated(dst_be))
+}
+
+/// Whether `dst_be` is an allocated ClusterIP (any Service's).
+#[inline(always)]
+pub fn allocated(dst_be: u32) -> bool {
+    CLUSTER_IPS4.get_ptr(&dst_be).is_some()
+}
+
+/// [`unmatched`], where the caller already knows whether `dst_be` is
+/// [`allocated`].
+#[inline(always)]
+pub fn unmatched_known(dst_be: u32, allocated: bool) -> Option<Reason> {
     unmatched_verdict(allocated, || {
         SERVICE_CIDRS4.get(&Key::new(32, dst_be)).is_some()
     })

@@ -20,9 +20,9 @@
 //!   traced, so no connection that worked unmasqueraded breaks.
 
 use lb_common::{
-    BE_FLAG_REMOTE, Backend4, Flow4, FrontendValue,
+    BE_FLAG_REMOTE, Backend4, Flow4,
     reason::Reason,
-    snat::{SNAT_PORT_MIN, TRACE_SNAT_LOCAL_BACKEND, masquerades},
+    snat::{SNAT_PORT_MIN, TRACE_SNAT_LOCAL_BACKEND},
 };
 
 use crate::{
@@ -33,13 +33,14 @@ use crate::{
     stats, trace,
 };
 
-/// The address a new connection to `fe`, sent to `backend`, is
-/// masqueraded to; `None` keeps the client's (policy Local, no node
+/// The address a new connection kube-proxy masquerades (`masquerade`,
+/// `masquerade_rules::masquerades_from_outside`), sent to `backend`, is
+/// masqueraded to; `None` keeps the client's (not masqueraded, no node
 /// address known, or a backend not known to be on another node while the
 /// pod hook is not attached).
 #[inline(always)]
-pub fn source_address(fe: &FrontendValue, backend: &Backend4) -> Option<u32> {
-    if !masquerades(fe) {
+pub fn source_address(masquerade: bool, backend: &Backend4) -> Option<u32> {
+    if !masquerade {
         return None;
     }
     let addr_be = node_address()?;

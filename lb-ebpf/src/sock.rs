@@ -322,6 +322,7 @@ fn trace_socket(ctx: &XdpContext) -> (u32, Reason) {
     match decide(frontend, pkt.proto, || cookie, || netns, || source) {
         Decision::Pass => (xdp_action::XDP_PASS, Reason::PassNoService),
         Decision::Translate { backend, .. } => {
+            crate::masquerade_rules::trace_socket(source, backend.addr_be);
             nat::rewrite_xdp_destination(&pkt, frontend, backend);
             // A stream socket (TCP, SCTP) is translated at connect(), a
             // datagram socket (unless connected) at each sendmsg().

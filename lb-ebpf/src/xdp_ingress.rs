@@ -13,12 +13,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    AFFINITY_CLIENT_ADDR, Endpoint4, Flow4, FrontendValue, SCOPE_EXTERNAL, SCOPE_INTERNAL,
-    reason::Reason,
+    AFFINITY_CLIENT_ADDR, Endpoint4, Flow4, FrontendValue, SCOPE_INTERNAL, reason::Reason,
 };
 
 use crate::{
-    affinity, ct, debug, forward, icmp_error, nat,
+    affinity, ct, debug, forward, icmp_error, masquerade_rules, nat,
     parse::{self, XdpPacket},
     reject, select, service_cidr, snat, source_ranges, stats, trace,
 };
@@ -84,9 +83,8 @@ fn ingress(ctx: &XdpContext) -> Result<(Reason, XdpPacket), Verdict> {
     }
 
     // Look up the frontend, then the flow: a known flow keeps its backend.
-    let Some(fe) = select::frontend(flow.dst, flow.proto, SCOPE_EXTERNAL) else {
-        return Err(no_frontend(flow));
-    };
+    let fe = masquerade_rules::frontend_from_outside(flow.dst, flow.proto, flow.src.addr_be)
+        .map_err(|allocated| no_frontend(flow, allocated.0))?;
     let (backend, source, reason) = match ct::lookup_original(flow, pkt.tcp_flags, &fe)? {
         ct::Original::Hit(entry) => {
             trace::connection(entry.backend_id);
@@ -122,12 +120,13 @@ fn unparsed(reason: Reason) -> Verdict {
     }
 }
 
-/// No external frontend: a ClusterIP port served inside the node passes
-/// (nothing translates it here yet), and `--service-cidr`'s rules turn
-/// away the rest of the service CIDRs (`service_cidr`).
+/// No frontend from outside: an internal-scope entry that is no ClusterIP
+/// (a NodePort address's, for pods and the node) passes, and
+/// `--service-cidr`'s rules turn away the rest of the service CIDRs
+/// (`service_cidr`).
 #[inline(always)]
-fn no_frontend(flow: Flow4) -> Verdict {
-    match service_cidr::unmatched(flow.dst.addr_be) {
+fn no_frontend(flow: Flow4, allocated: bool) -> Verdict {
+    match service_cidr::unmatched_known(flow.dst.addr_be, allocated) {
         Some(_) if select::frontend(flow.dst, flow.proto, SCOPE_INTERNAL).is_some() => {
             Verdict::Pass(Reason::PassNoService)
         }
@@ -159,7 +158,9 @@ fn new_flow(fe: &FrontendValue, flow: Flow4) -> Result<(Endpoint4, Option<Endpoi
     let client = u64::from(flow.src.addr_be);
     let (backend_id, backend) =
         affinity::select(fe, AFFINITY_CLIENT_ADDR, client, pick).map_err(Verdict::Drop)?;
-    let snat_addr_be = snat::source_address(fe, &backend);
+    let masquerade =
+        masquerade_rules::masquerades_from_outside(fe, flow.src.addr_be, backend.addr_be);
+    let snat_addr_be = snat::source_address(masquerade, &backend);
     let backend = backend.endpoint();
     let source =
         ct::create(flow, backend_id, backend, fe.service_id, snat_addr_be).map_err(|reason| {

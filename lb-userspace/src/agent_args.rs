@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::Result;
 use lb::{
-    agent::{AgentConfig, SourceConfig, config},
+    agent::{AgentConfig, SourceConfig, config, masquerade_rules::MasqueradeConfig},
     desired::{Cidr, PortRange, Rules},
     source::{ClusterConfig, Limits, NodePortAddresses, cluster::selectors, node},
 };
@@ -188,6 +188,28 @@ pub struct AgentArgs {
     /// pinned one the agent refuses to start (resizing needs `lb cleanup`).
     #[arg(long, value_name = "BACKENDS")]
     max_backends: Option<u32>,
+    // masquerade detector
+    /// The cluster's pod CIDR, as kube-proxy's --cluster-cidr with
+    /// detect-local-mode ClusterCIDR (repeatable or comma-separated, at
+    /// most one per IP family): a connection to a ClusterIP whose source is
+    /// outside it (the node itself, or a client a router sends the Service
+    /// CIDR through this node) is masqueraded to the node's address.
+    /// Without it nothing reaching a ClusterIP is masqueraded, as by
+    /// kube-proxy without a cluster CIDR.
+    #[arg(
+        long = "cluster-cidr",
+        env = "LB_CLUSTER_CIDR",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    cluster_cidrs: Vec<Cidr>,
+    /// Masquerade every connection to a ClusterIP, as kube-proxy's
+    /// --masquerade-all (NodePorts, LoadBalancer IPs and externalIPs keep
+    /// their own rule, as under kube-proxy). Connections from this node's
+    /// pods and processes are translated at connect() and keep their
+    /// source (`lb trace` says so).
+    #[arg(long)]
+    masquerade_all: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -273,6 +295,7 @@ impl AgentArgs {
             xdp_forward: self.xdp_forward,
             frag_entries: self.frag_entries,
             max_backends: self.max_backends,
+            masquerade: MasqueradeConfig::new(&self.cluster_cidrs, self.masquerade_all)?,
         })
     }
 }
@@ -325,8 +348,10 @@ mod tests {
                 .value_from
                 .as_ref()
                 .and_then(|from| from.config_map_key_ref.as_ref());
-            if let Some(key) = from_config {
-                values.insert(var.name.clone(), data[&key.key].clone());
+            // An optional key may be absent: its variable is then unset.
+            let value = from_config.and_then(|key| data.get(&key.key));
+            if let Some(value) = value {
+                values.insert(var.name.clone(), value.clone());
             }
         }
         let mut args = container.args.clone().expect("args");
@@ -379,5 +404,55 @@ mod tests {
         assert!(parse(&["--xdp-forward"]));
         assert!(parse(&["--xdp-forward=true"]));
         assert!(!parse(&["--xdp-forward=false"]));
+    }
+
+    /// deploy/config.yaml's `cluster-cidr` reaches `--cluster-cidr` through
+    /// the DaemonSet's LB_CLUSTER_CIDR (optional: without the key, no
+    /// detector), and is a valid detector CIDR.
+    #[test]
+    fn the_configs_cluster_cidr_reaches_the_agent() {
+        use clap::CommandFactory;
+
+        let config: ConfigMap =
+            serde_saphyr::from_str(&deploy_file("config.yaml")).expect("a ConfigMap");
+        let cidr = config.data.expect("data")["cluster-cidr"].clone();
+        let daemonset: DaemonSet =
+            serde_saphyr::from_str(&deploy_file("daemonset.yaml")).expect("a DaemonSet");
+        let pod = daemonset.spec.template.spec.expect("pod spec");
+        let env = pod.containers[0].env.clone().unwrap_or_default();
+        let var = env
+            .iter()
+            .find(|v| v.name == "LB_CLUSTER_CIDR")
+            .expect("LB_CLUSTER_CIDR");
+        let key = var
+            .value_from
+            .as_ref()
+            .and_then(|f| f.config_map_key_ref.as_ref())
+            .unwrap();
+        assert_eq!(
+            (key.key.as_str(), key.optional),
+            ("cluster-cidr", Some(true))
+        );
+        let cli = Cli::command();
+        let agent = cli.find_subcommand("agent").expect("lb agent");
+        let flag = agent
+            .get_arguments()
+            .find(|a| a.get_long() == Some("cluster-cidr"))
+            .expect("--cluster-cidr");
+        assert_eq!(
+            flag.get_env().and_then(|e| e.to_str()),
+            Some("LB_CLUSTER_CIDR")
+        );
+
+        let mut args = daemonset_args();
+        args.push(format!("--cluster-cidr={cidr}"));
+        let cli = Cli::try_parse_from(std::iter::once("lb".to_owned()).chain(args)).unwrap();
+        let Command::Agent(agent) = cli.command else {
+            panic!("lb agent");
+        };
+        let config = agent.into_config().expect("a valid configuration");
+        let detector = config.masquerade.cluster_cidr.map(|c| c.to_string());
+        assert_eq!(detector.as_deref(), Some("10.244.0.0/16"));
+        assert!(!config.masquerade.masquerade_all);
     }
 }

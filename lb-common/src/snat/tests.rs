@@ -131,12 +131,13 @@ fn node_ports_external_to_node_port_masqueraded() {
 }
 
 #[test]
-fn external_to_cluster_ip_is_not_translated_yet() {
-    // "external to ClusterIP" (masq true with a detector, false without)
-    // needs the ClusterIP served on the XDP path: not built.
+fn external_to_cluster_ip_is_decided_by_the_cluster_ip_rules() {
+    // "external to ClusterIP" (masq true with a detector, false without):
+    // per source, `masquerade_rules` (its tests hold the rows), not by the
+    // frontend's flag.
     assert_eq!(
         outside(FE_KIND_CLUSTER_IP, CLUSTER),
-        Masquerade::NotTranslated
+        Masquerade::ByClusterIpRules
     );
 }
 

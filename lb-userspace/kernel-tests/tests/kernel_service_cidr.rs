@@ -121,10 +121,15 @@ fn from_outside_unexposed_ports_are_rejected_and_unallocated_addresses_dropped()
     assert_eq!(action, XDP_DROP);
     assert_eq!(t.stat(Reason::DropUnallocatedClusterIp), 1);
 
-    // The exposed port (served by the socket hooks, passed here as
-    // before), and the first addresses outside 10.96.0.0/12 on both sides.
+    // The exposed port is translated (kube-proxy DNATs a ClusterIP routed
+    // to the node like any other: its `services` chain hangs off
+    // nat-prerouting), and the first addresses outside 10.96.0.0/12 on
+    // both sides pass untouched.
+    let (action, out) = t.run_xdp(&tcp_frame(CLIENT, 40001, CLUSTER_IP, 80, true, b""));
+    assert_eq!(action, XDP_PASS);
+    assert_ne!(check_frame(&out).dst, CLUSTER_IP, "DNATed to its endpoint");
+    assert_eq!(t.stat(Reason::DnatNew), 1);
     for dst in [
-        (CLUSTER_IP, 80),
         (Ipv4Addr::new(10, 112, 0, 0), 80),
         (Ipv4Addr::new(10, 95, 255, 255), 80),
     ] {
@@ -132,7 +137,7 @@ fn from_outside_unexposed_ports_are_rejected_and_unallocated_addresses_dropped()
         let (action, out) = t.run_xdp(&frame);
         assert_eq!((action, &out), (XDP_PASS, &frame), "{dst:?}");
     }
-    assert_eq!(t.stat(Reason::PassNoService), 3);
+    assert_eq!(t.stat(Reason::PassNoService), 2);
     assert_eq!(t.stat(Reason::RejectClusterIpPort), 2);
     assert_eq!(t.stat(Reason::DropUnallocatedClusterIp), 1);
 }

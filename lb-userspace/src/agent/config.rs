@@ -69,6 +69,10 @@ pub struct AgentConfig {
     /// Backends the datapath holds (`--max-backends`; `None`: the pinned
     /// size, else `lb_common::DEFAULT_MAX_BACKENDS`).
     pub max_backends: Option<u32>,
+    // masquerade detector
+    /// `--cluster-cidr` and `--masquerade-all`: kube-proxy's masquerade
+    /// rules for ClusterIP traffic, written to the datapath at start.
+    pub masquerade: super::masquerade_rules::MasqueradeConfig,
 }
 
 impl AgentConfig {

@@ -94,6 +94,13 @@ pub(super) fn start(config: &AgentConfig) -> Result<(Datapath, Vec<String>)> {
     if config.xdp_forward {
         info!(devices = ?devices, "forwarding in XDP by these devices");
     }
+    maps.set_masquerade_rules(&config.masquerade.rules())
+        .context("writing the masquerade rules (--cluster-cidr, --masquerade-all)")?;
+    info!(
+        cluster_cidr = ?config.masquerade.cluster_cidr.map(|c| c.to_string()),
+        masquerade_all = config.masquerade.masquerade_all,
+        "masquerade rules for ClusterIP traffic"
+    );
     if let Some(cgroup) = &config.cgroup {
         let hooks = datapath
             .attach_cgroup(cgroup)

@@ -129,11 +129,18 @@ pub fn report(
         let fe = &record.frontend;
         let name = inspector.service_name(fe.service_id);
         let info = inspector.service(fe.service_id);
-        let policy = policy_text(fe, socket_entry, info);
+        // A pod of another node is short-circuited past
+        // externalTrafficPolicy Local to the internal-scope entry, and a
+        // ClusterIP from outside is served by its internal-scope entry.
+        let short_circuit =
+            record.steps & lb_common::masquerade_rules::TRACE_MASQ_POD_SHORT_CIRCUIT != 0;
+        let policy = policy_text(fe, socket_entry || short_circuit, info);
+        let internal = socket_entry || short_circuit || fe.kind() == lb_common::FE_KIND_CLUSTER_IP;
+        let scope = scope_name(internal);
         steps.push(format!(
             "frontend {destination}/{protocol} ({}, {} scope) of {}",
             kind_name(fe),
-            scope_name(socket_entry),
+            scope,
             name.as_deref().unwrap_or("an unnamed service")
         ));
         steps.push(format!(
@@ -148,7 +155,7 @@ pub fn report(
         frontend = Some(FrontendMatch {
             address: destination.to_string(),
             kind: kind_name(fe),
-            scope: scope_name(socket_entry),
+            scope,
             policy,
             backend_count: fe.backend_count,
         });
@@ -219,7 +226,10 @@ pub fn report(
                 "destination rewritten to"
             }
         ));
-        let view = masquerade::view(record, socket_entry);
+        let policy_local = inspector
+            .service(record.frontend.service_id)
+            .map(|(_, info)| info.external_policy_local);
+        let view = masquerade::view(record, entry, policy_local);
         steps.push(masquerade::step(&view));
         masquerade_view = Some(view);
         backend = Some(address);

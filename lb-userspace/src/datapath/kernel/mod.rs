@@ -12,6 +12,7 @@ mod fragments;
 mod maglev;
 mod maglev_upgrade;
 mod mapped;
+mod masquerade_rules;
 mod service_cidrs;
 mod source_ranges;
 mod views;
@@ -30,6 +31,7 @@ use aya::{
 use lb_common::algorithm::BACKEND_CONNECTIONS;
 use lb_common::forward::{FORWARD_DEVICES, FORWARD_STATS};
 use lb_common::frag::{FRAGS4, Frag4Key, Frag4Ports};
+use lb_common::masquerade_rules::{MASQUERADE_RULES, MasqueradeRules};
 use lb_common::service_cidr::{CLUSTER_IPS4, SERVICE_CIDRS4};
 use lb_common::snat::{SNAT_ADDR, SNAT_LOCAL};
 use lb_common::{
@@ -83,6 +85,8 @@ pub struct KernelMaps {
     // icmp errors and fragments: fragmented datagrams' ports (read by
     // tests and `lb status`'s fill levels)
     fragments: HashMap<MapData, Frag4Key, Frag4Ports>,
+    // masquerade detector: --cluster-cidr and --masquerade-all
+    masquerade_rules: Array<MapData, MasqueradeRules>,
     /// The socket hooks' cgroup: purging a UDP backend aborts the connected
     /// sockets of its processes (`sock_destroy`); none, no socket is touched.
     socket_cgroup: Option<std::path::PathBuf>,
@@ -194,6 +198,8 @@ impl KernelMaps {
             forward_stats,
             // icmp errors and fragments
             fragments,
+            // masquerade detector
+            masquerade_rules,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -285,6 +291,9 @@ impl KernelMaps {
             fragments: typed(FRAGS4, fragments)?
                 .try_into()
                 .map_err(map_err(FRAGS4, "open"))?,
+            masquerade_rules: typed(MASQUERADE_RULES, masquerade_rules)?
+                .try_into()
+                .map_err(map_err(MASQUERADE_RULES, "open"))?,
             socket_cgroup: None,
         })
     }
