@@ -82,6 +82,11 @@ fn the_fill_counts_what_the_maps_hold() {
                 0,
                 u64::from(lb_common::service_cidr::MAX_SERVICE_CIDRS)
             ),
+            (
+                "fragments",
+                0,
+                u64::from(lb_common::frag::DEFAULT_FRAG_ENTRIES)
+            ),
         ]
     );
 }

@@ -85,6 +85,7 @@ pub struct KernelMaps {
     // icmp errors and fragments: fragmented datagrams' ports (read by
     // tests and `lb status`'s fill levels)
     fragments: HashMap<MapData, Frag4Key, Frag4Ports>,
+    fragments_capacity: u32,
     // masquerade detector: --cluster-cidr and --masquerade-all
     masquerade_rules: Array<MapData, MasqueradeRules>,
     /// The socket hooks' cgroup: purging a UDP backend aborts the connected
@@ -215,6 +216,7 @@ impl KernelMaps {
         let ct_capacity = capacity(CT4, &ct)?;
         let ct_new_capacity = capacity(CT4_NEW, &ct_new)?;
         let sock_revnat_capacity = capacity(SOCK_REVNAT4, &sock_revnat)?;
+        let fragments_capacity = capacity(FRAGS4, &fragments)?;
         let max_backends = crate::datapath::backend_capacity::BackendSizes {
             backends: backends_capacity,
             connections: capacity(BACKEND_CONNECTIONS, &backend_connections)?,
@@ -291,6 +293,7 @@ impl KernelMaps {
             fragments: typed(FRAGS4, fragments)?
                 .try_into()
                 .map_err(map_err(FRAGS4, "open"))?,
+            fragments_capacity,
             masquerade_rules: typed(MASQUERADE_RULES, masquerade_rules)?
                 .try_into()
                 .map_err(map_err(MASQUERADE_RULES, "open"))?,

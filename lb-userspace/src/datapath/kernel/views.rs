@@ -136,6 +136,12 @@ impl KernelMaps {
                 )?,
                 lb_common::service_cidr::MAX_SERVICE_CIDRS,
             ),
+            // fragments
+            fill(
+                "fragments",
+                count(keys_in(self.fragments.keys()), lb_common::frag::FRAGS4)?,
+                self.fragments_capacity,
+            ),
         ])
     }
 
