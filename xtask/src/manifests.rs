@@ -107,6 +107,34 @@ pub fn write_slices(dir: &Path, pods: &[usize]) -> Result<()> {
     Ok(())
 }
 
+/// One EndpointSlice for the Service `name` over pod-1 (this node) and
+/// remote-pod-1 and remote-pod-2 (node-b, the testbed's second node),
+/// ready, with the slice's `ports` (a YAML flow sequence): the spread the
+/// two-node tests send to.
+pub fn two_node_slice(name: &str, ports: &str) -> String {
+    use crate::testbed::{NODE_NAME, REMOTE_NODE_NAME, pod_addr, remote_pod_addr};
+    let endpoint = |addr: std::net::Ipv4Addr, node: &str| {
+        format!(
+            "  - addresses: [\"{addr}\"]\n    conditions: {{ready: true}}\n    nodeName: {node}\n"
+        )
+    };
+    format!(
+        "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: {ports}
+endpoints:
+{}{}{}",
+        endpoint(pod_addr(0), NODE_NAME),
+        endpoint(remote_pod_addr(0), REMOTE_NODE_NAME),
+        endpoint(remote_pod_addr(1), REMOTE_NODE_NAME),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

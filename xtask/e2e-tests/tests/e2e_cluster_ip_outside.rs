@@ -13,9 +13,8 @@ use xtask::{
     demo_env::{Env, exclusive_env_on},
     manifests,
     testbed::{
-        CLIENT_ADDR, NODE_ADDR, NODE_LINK_DEVICE, NODE_NAME, POD_BRIDGE, POD_TCP_PORT,
-        POD_UDP_PORT, REMOTE_NODE_NAME, Testbed, pod_addr, pod_name, remote_pod_addr,
-        remote_pod_name,
+        CLIENT_ADDR, NODE_ADDR, NODE_LINK_DEVICE, POD_BRIDGE, POD_TCP_PORT, POD_UDP_PORT, Testbed,
+        pod_name, remote_pod_name,
     },
     traffic::tally,
 };
@@ -29,11 +28,6 @@ const POD_CIDR: &str = "203.0.112.0/22";
 
 /// A ClusterIP Service with `policy`, one endpoint here and two on node-b.
 fn service(name: &str, cluster_ip: &str, policy: &str) -> String {
-    let endpoint = |addr: std::net::Ipv4Addr, node: &str| {
-        format!(
-            "  - addresses: [\"{addr}\"]\n    conditions: {{ready: true}}\n    nodeName: {node}\n"
-        )
-    };
     format!(
         "apiVersion: v1
 kind: Service
@@ -45,19 +39,13 @@ spec:
     - {{name: http, protocol: TCP, port: 80, targetPort: {POD_TCP_PORT}}}
     - {{name: dns, protocol: UDP, port: 53, targetPort: {POD_UDP_PORT}}}
 ---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{name: http, protocol: TCP, port: {POD_TCP_PORT}}}, {{name: dns, protocol: UDP, port: {POD_UDP_PORT}}}]
-endpoints:
-{}{}{}",
-        endpoint(pod_addr(0), NODE_NAME),
-        endpoint(remote_pod_addr(0), REMOTE_NODE_NAME),
-        endpoint(remote_pod_addr(1), REMOTE_NODE_NAME),
+{}",
+        manifests::two_node_slice(
+            name,
+            &format!(
+                "[{{name: http, protocol: TCP, port: {POD_TCP_PORT}}}, {{name: dns, protocol: UDP, port: {POD_UDP_PORT}}}]"
+            ),
+        ),
     )
 }
 

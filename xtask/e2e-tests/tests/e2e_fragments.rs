@@ -19,8 +19,8 @@ use xtask::{
     demo_env::exclusive_env_on,
     manifests,
     testbed::{
-        CLIENT_ADDR, NODE_ADDR, NODE_LINK_DEVICE, NODE_NAME, POD_BRIDGE, POD_UDP_PORT,
-        REMOTE_NODE_NAME, Testbed, pod_addr, pod_name, remote_pod_addr, remote_pod_name,
+        CLIENT_ADDR, NODE_ADDR, NODE_LINK_DEVICE, POD_BRIDGE, POD_UDP_PORT, Testbed, pod_name,
+        remote_pod_name,
     },
     traffic::tally,
 };
@@ -32,11 +32,6 @@ const SIZE: &str = "3000";
 
 /// A NodePort Service over pod-1 (this node) and remote-pod-1..2 (node-b).
 fn service(name: &str, policy: &str, node_port: u16) -> String {
-    let endpoint = |addr: std::net::Ipv4Addr, node: &str| {
-        format!(
-            "  - addresses: [\"{addr}\"]\n    conditions: {{ready: true}}\n    nodeName: {node}\n"
-        )
-    };
     format!(
         "apiVersion: v1
 kind: Service
@@ -48,20 +43,12 @@ spec:
   ports:
     - {{name: dns, protocol: UDP, port: 53, targetPort: {POD_UDP_PORT}, nodePort: {node_port}}}
 ---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{name: dns, protocol: UDP, port: {POD_UDP_PORT}}}]
-endpoints:
-{}{}{}",
+{}",
         node_port - 30000,
-        endpoint(pod_addr(0), NODE_NAME),
-        endpoint(remote_pod_addr(0), REMOTE_NODE_NAME),
-        endpoint(remote_pod_addr(1), REMOTE_NODE_NAME),
+        manifests::two_node_slice(
+            name,
+            &format!("[{{name: dns, protocol: UDP, port: {POD_UDP_PORT}}}]"),
+        ),
     )
 }
 

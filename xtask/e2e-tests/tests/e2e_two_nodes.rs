@@ -15,9 +15,8 @@ use xtask::{
     demo_env::{Env, exclusive_env_on},
     manifests,
     testbed::{
-        CLIENT_ADDR, NODE_ADDR, NODE_LINK_DEVICE, NODE_NAME, POD_BRIDGE, POD_TCP_PORT,
-        POD_UDP_PORT, REMOTE_NODE_NAME, Testbed, pod_addr, pod_name, remote_pod_addr,
-        remote_pod_name,
+        CLIENT_ADDR, NODE_ADDR, NODE_LINK_DEVICE, POD_BRIDGE, POD_TCP_PORT, POD_UDP_PORT, Testbed,
+        pod_addr, pod_name, remote_pod_addr, remote_pod_name,
     },
     traffic::{Tally, tally},
 };
@@ -68,11 +67,6 @@ fn spread(
     tcp_port: u16,
     udp_port: u16,
 ) -> String {
-    let endpoint = |addr: std::net::Ipv4Addr, node: &str| {
-        format!(
-            "  - addresses: [\"{addr}\"]\n    conditions: {{ready: true}}\n    nodeName: {node}\n"
-        )
-    };
     format!(
         "apiVersion: v1
 kind: Service
@@ -89,19 +83,13 @@ status:
   loadBalancer:
     ingress: [{{ip: {lb_ip}}}]
 ---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{name: http, protocol: TCP, port: {POD_TCP_PORT}}}, {{name: dns, protocol: UDP, port: {POD_UDP_PORT}}}]
-endpoints:
-{}{}{}",
-        endpoint(pod_addr(0), NODE_NAME),
-        endpoint(remote_pod_addr(0), REMOTE_NODE_NAME),
-        endpoint(remote_pod_addr(1), REMOTE_NODE_NAME),
+{}",
+        manifests::two_node_slice(
+            name,
+            &format!(
+                "[{{name: http, protocol: TCP, port: {POD_TCP_PORT}}}, {{name: dns, protocol: UDP, port: {POD_UDP_PORT}}}]"
+            ),
+        ),
     )
 }
 
