@@ -40,8 +40,7 @@ use lb::{
         explain::{self, Entry, TraceReport},
         inspect::Inspector,
     },
-    plan::{self, Applied},
-    source::manifests,
+    plan::Applied,
 };
 use lb_common::{
     packet::tcp::{ACK, SYN},
@@ -258,7 +257,6 @@ fn datapath(case: Case) -> TestDatapath {
         service(3, "internalTrafficPolicy: Local, "),
     ]
     .concat();
-    let set = manifests::parse_documents("masquerade.yaml", &yaml);
     let facts = NodeFacts {
         name: "test-node".into(),
         addresses: vec![N.into()],
@@ -268,18 +266,9 @@ fn datapath(case: Case) -> TestDatapath {
         node_port_range: "3000-3100".parse().unwrap(),
         ..desired::Rules::default()
     };
-    let state = desired::compute(
-        &set.services,
-        &set.slices,
-        &facts,
-        &rules,
-        &desired::Holders::default(),
-    );
-    assert_eq!(state.problems, vec![]);
     let mut applied = Applied::default();
-    let plan = plan::plan(&state, &applied, t.maps.max_tables());
-    assert_eq!(plan.problems, vec![], "{plan}");
-    plan::apply(&plan, &mut t.maps, &mut applied).unwrap();
+    let problems = serve_manifests_as(&mut t.maps, &mut applied, &yaml, &facts, &rules);
+    assert_eq!(problems, vec![]);
     t.maps.set_snat_address(Some(N)).unwrap();
     t.maps.set_masquerade_local_backends(true).unwrap();
     t.maps.set_masquerade_rules(&case.config().rules()).unwrap();

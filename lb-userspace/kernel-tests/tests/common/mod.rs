@@ -581,6 +581,20 @@ pub fn serve_manifests(
     problems
 }
 
+/// [`serve_manifests`] for the node `facts` under the cluster's `rules`.
+#[allow(dead_code)]
+pub fn serve_manifests_as(
+    maps: &mut KernelMaps,
+    applied: &mut lb::plan::Applied,
+    yaml: &str,
+    facts: &lb::model::NodeFacts,
+    rules: &lb::desired::Rules,
+) -> Vec<lb::model::Problem> {
+    let (problems, plan) = apply_manifests_as(maps, applied, yaml, facts, rules);
+    assert_eq!(plan.problems, vec![], "{plan}");
+    problems
+}
+
 /// Like `serve_manifests`, but the plan may leave Service ports out: returns
 /// the desired state's problems and the applied plan (with its own).
 #[allow(dead_code)]
@@ -590,17 +604,29 @@ pub fn apply_manifests(
     yaml: &str,
     node: Ipv4Addr,
 ) -> (Vec<lb::model::Problem>, lb::plan::Plan) {
-    let set = lb::source::manifests::parse_documents("served.yaml", yaml);
     let facts = lb::model::NodeFacts {
         name: "node-a".into(),
         addresses: vec![node.into()],
         zone: None,
     };
+    apply_manifests_as(maps, applied, yaml, &facts, &lb::desired::Rules::default())
+}
+
+/// [`apply_manifests`] for the node `facts` under the cluster's `rules`.
+#[allow(dead_code)]
+pub fn apply_manifests_as(
+    maps: &mut KernelMaps,
+    applied: &mut lb::plan::Applied,
+    yaml: &str,
+    facts: &lb::model::NodeFacts,
+    rules: &lb::desired::Rules,
+) -> (Vec<lb::model::Problem>, lb::plan::Plan) {
+    let set = lb::source::manifests::parse_documents("served.yaml", yaml);
     let state = lb::desired::compute(
         &set.services,
         &set.slices,
-        &facts,
-        &lb::desired::Rules::default(),
+        facts,
+        rules,
         &lb::desired::Holders::default(),
     );
     let plan = lb::plan::plan(&state, applied, maps.max_tables());
