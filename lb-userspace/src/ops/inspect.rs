@@ -328,15 +328,9 @@ impl Inspector {
     }
 
     pub fn stats(&self) -> Result<StatsView, MapsError> {
-        let reasons = self
-            .maps
-            .stats()?
-            .into_iter()
-            .map(|(reason, count)| ReasonCount {
-                reason: reason.name(),
-                count,
-            })
-            .collect();
+        let row = |reason: &'static str, count| ReasonCount { reason, count };
+        let reasons = self.maps.stats()?.into_iter();
+        let reasons = reasons.map(|(r, n)| row(r.name(), n)).collect();
         let mut services = Vec::new();
         for (id, (name, _)) in &self.services {
             services.push(ServiceCountersView {
@@ -344,15 +338,8 @@ impl Inspector {
                 counters: self.maps.service_counters(*id)?.into(),
             });
         }
-        let forwarded = self
-            .maps
-            .forward_stats()?
-            .into_iter()
-            .map(|(outcome, count)| ReasonCount {
-                reason: outcome.name(),
-                count,
-            })
-            .collect();
+        let forwarded = self.maps.forward_stats()?.into_iter();
+        let forwarded = forwarded.map(|(o, n)| row(o.name(), n)).collect();
         Ok(StatsView {
             reasons,
             services,
