@@ -107,6 +107,15 @@ pub fn write_slices(dir: &Path, pods: &[usize]) -> Result<()> {
     Ok(())
 }
 
+/// An EndpointSlice's ports for the pods' TCP and UDP servers (`http`
+/// and `dns`), as a YAML flow sequence for [`two_node_slice`].
+pub fn pod_slice_ports() -> String {
+    use crate::testbed::{POD_TCP_PORT, POD_UDP_PORT};
+    format!(
+        "[{{name: http, protocol: TCP, port: {POD_TCP_PORT}}}, {{name: dns, protocol: UDP, port: {POD_UDP_PORT}}}]"
+    )
+}
+
 /// One EndpointSlice for the Service `name` over pod-1 (this node) and
 /// remote-pod-1 and remote-pod-2 (node-b, the testbed's second node),
 /// ready, with the slice's `ports` (a YAML flow sequence): the spread the

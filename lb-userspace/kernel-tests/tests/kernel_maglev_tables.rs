@@ -8,7 +8,7 @@
 mod common;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     net::Ipv4Addr,
     sync::atomic::{AtomicBool, Ordering},
 };
@@ -88,13 +88,7 @@ fn each_table_is_sized_per_backend_count_and_the_kernel_uses_its_size() {
         let fe = frontend(&t);
         let table = t.maps.read_table(fe.table_id).unwrap();
         assert_eq!(table.len() as u32, table_size(count as u32), "{count}");
-        let ids: BTreeMap<u32, Ipv4Addr> = t
-            .maps
-            .backends()
-            .unwrap()
-            .into_iter()
-            .map(|(id, b)| (id, Ipv4Addr::from(b.addr_be.to_ne_bytes())))
-            .collect();
+        let ids = backend_addresses(&t.maps);
         let mut reached = BTreeSet::new();
         for sport in 30_000..30_256 {
             let expected = ids[&table[(hash(sport) % table.len() as u32) as usize]];

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use common::*;
 use lb::{
@@ -75,13 +75,7 @@ fn ack(t: &TestDatapath, port: u16, sport: u16) -> Option<Ipv4Addr> {
 /// Where the table `table_id` sends a new flow from `sport` to `port`.
 fn table_says(t: &TestDatapath, table_id: u32, port: u16, sport: u16) -> Ipv4Addr {
     let table = t.maps.read_table(table_id).unwrap();
-    let ids: BTreeMap<u32, Ipv4Addr> = t
-        .maps
-        .backends()
-        .unwrap()
-        .into_iter()
-        .map(|(id, b)| (id, Ipv4Addr::from(b.addr_be.to_ne_bytes())))
-        .collect();
+    let ids = backend_addresses(&t.maps);
     let hash = flow_hash4_seeded(
         0,
         be32(CLIENT),

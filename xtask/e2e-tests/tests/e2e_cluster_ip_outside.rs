@@ -40,12 +40,7 @@ spec:
     - {{name: dns, protocol: UDP, port: 53, targetPort: {POD_UDP_PORT}}}
 ---
 {}",
-        manifests::two_node_slice(
-            name,
-            &format!(
-                "[{{name: http, protocol: TCP, port: {POD_TCP_PORT}}}, {{name: dns, protocol: UDP, port: {POD_UDP_PORT}}}]"
-            ),
-        ),
+        manifests::two_node_slice(name, &manifests::pod_slice_ports()),
     )
 }
 

@@ -84,12 +84,7 @@ status:
     ingress: [{{ip: {lb_ip}}}]
 ---
 {}",
-        manifests::two_node_slice(
-            name,
-            &format!(
-                "[{{name: http, protocol: TCP, port: {POD_TCP_PORT}}}, {{name: dns, protocol: UDP, port: {POD_UDP_PORT}}}]"
-            ),
-        ),
+        manifests::two_node_slice(name, &manifests::pod_slice_ports()),
     )
 }
 

@@ -565,6 +565,16 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// Each backend id in the maps with its address.
+#[allow(dead_code)]
+pub fn backend_addresses(maps: &KernelMaps) -> std::collections::BTreeMap<u32, Ipv4Addr> {
+    maps.backends()
+        .unwrap()
+        .into_iter()
+        .map(|(id, b)| (id, Ipv4Addr::from(b.addr_be.to_ne_bytes())))
+        .collect()
+}
+
 /// Plans and applies the Services and EndpointSlices of `yaml` (one
 /// manifest file) for a node named `node-a` at `node`, as the agent does:
 /// the real desired state, plan and writer. The plan must go through
