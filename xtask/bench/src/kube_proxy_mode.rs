@@ -3,7 +3,8 @@
 //! node's namespace (conntrack and NAT do the work), or no rules at all
 //! (plain forwarding, the kernel's own floor); or, as the limit, the
 //! bench's minimal stateless XDP DNAT program on ext0 for the target's UDP
-//! NodePort alone (no maps, no state, one pod).
+//! NodePort alone (no maps, no state, one pod), passing to the stack or,
+//! as the ceiling, redirecting straight to the pod's veth.
 //!
 //! The rule generators speak TCP (the control-plane figures load them as
 //! they are); the throughput section sends UDP to the target's NodePort
@@ -20,7 +21,8 @@ use crate::{
     fixture::{PODS, TARGET_TCP_NODE_PORT, TARGET_UDP_NODE_PORT, release_bin, service_shapes},
     kube_proxy_rules::{iptables_restore, nft_script},
     rule_loads::{CLUSTER_CIDR, run_in_netns},
-    stateless_dnat::{self, StatelessDnat},
+    stateless_dnat::{self, RedirectTo, StatelessDnat},
+    throughput_nodes::{gro_on, ifindex, mac},
 };
 
 /// What the node runs instead of lb.
@@ -33,6 +35,10 @@ pub enum NodeRules {
     /// The bench's stateless XDP DNAT on ext0: the target's UDP NodePort
     /// to the first pod, XDP_PASS (the node routes).
     StatelessXdp,
+    /// The same, redirected to the first pod's veth with its MAC: no
+    /// forwarding path and no bridge (the first pod's eth0 gets GRO, so
+    /// its veth takes redirected frames).
+    RedirectingXdp,
 }
 
 /// The testbed (pods serving) with kube-proxy's rules, or none.
@@ -51,7 +57,19 @@ pub fn stateless_target() -> StatelessDnat {
         tcp: false,
         frontend: SocketAddrV4::new(NODE_ADDR, TARGET_UDP_NODE_PORT),
         backend: SocketAddrV4::new(pod_addr(0), POD_UDP_PORT),
+        redirect: None,
     }
+}
+
+/// The first pod's veth in the node's namespace (`bridged_pod` names it),
+/// and the MACs a frame redirected to it needs.
+fn redirect_to_first_pod(bed: &Testbed) -> Result<RedirectTo> {
+    let host_end = "veth1";
+    Ok(RedirectTo {
+        ifindex: ifindex(&bed.node_ns(), host_end)?,
+        src_mac: mac(&bed.node_ns(), host_end)?,
+        dst_mac: mac(&bed.pod_ns(0), "eth0")?,
+    })
 }
 
 impl RulesNode {
@@ -75,15 +93,22 @@ impl RulesNode {
                 &udp_target(&nft_script(&service_shapes(services), CLUSTER_CIDR)),
             )?,
             NodeRules::Plain => {}
-            NodeRules::StatelessXdp => node.attach_stateless_dnat()?,
+            NodeRules::StatelessXdp => node.attach_stateless_dnat(stateless_target())?,
+            NodeRules::RedirectingXdp => {
+                let redirect = redirect_to_first_pod(&node.bed)?;
+                gro_on(&node.bed.pod_ns(0), "eth0")?;
+                node.attach_stateless_dnat(StatelessDnat {
+                    redirect: Some(redirect),
+                    ..stateless_target()
+                })?
+            }
         }
         Ok(node)
     }
 
     /// Loads the stateless DNAT, proves it translates (crafted frames under
     /// BPF_PROG_TEST_RUN) and attaches it to the node's ext0.
-    fn attach_stateless_dnat(&mut self) -> Result<()> {
-        let dnat = stateless_target();
+    fn attach_stateless_dnat(&mut self, dnat: StatelessDnat) -> Result<()> {
         let program = dnat.load()?;
         stateless_dnat::check(&dnat, &program)?;
         let netns = self.bed.netns_path(&self.bed.node_ns());

@@ -106,6 +106,7 @@ fn proven_limit() -> Result<(StatelessDnat, RawProgram)> {
         tcp: false,
         frontend: node_port(TARGET_TCP_NODE_PORT),
         backend,
+        redirect: None,
     };
     stateless_dnat::check(&udp, &udp.load()?).context("the UDP variant")?;
     let tcp = StatelessDnat { tcp: true, ..udp };

@@ -4,6 +4,11 @@
 //! incremental IPv4 and L4 checksum updates, XDP_PASS. No maps, no state,
 //! no choice of backend: whatever lb costs above this buys its features.
 //!
+//! Its redirecting variant (the ceiling, issue "Fast at every scale") also
+//! writes the backend's MAC and the egress device's own, and redirects the
+//! frame to that device (`bpf_redirect`): no forwarding path, no bridge,
+//! no neighbour lookup, all of it known in advance for one backend.
+//!
 //! The checksum deltas are constant (one frontend, one backend), so they
 //! are computed here and embedded as immediates: the program runs straight
 //! through, with only the bounds check and the matches branching.
@@ -27,6 +32,8 @@ use crate::{
 const _: () = assert!(cfg!(target_endian = "little"));
 
 const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+const BPF_FUNC_REDIRECT: i32 = 23;
 const ETH_HLEN: i16 = 14;
 const IP: i16 = ETH_HLEN;
 const L4: i16 = IP + 20;
@@ -39,6 +46,18 @@ pub struct StatelessDnat {
     pub tcp: bool,
     pub frontend: SocketAddrV4,
     pub backend: SocketAddrV4,
+    /// Redirect translated frames instead of passing them to the stack.
+    pub redirect: Option<RedirectTo>,
+}
+
+/// Where the redirecting variant sends a translated frame: the egress
+/// device (its index in the node's namespace) and the MACs the frame
+/// leaves with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedirectTo {
+    pub ifindex: u32,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
 }
 
 /// `a + b` in one's complement, for `a, b <= 0xffff`.
@@ -146,7 +165,18 @@ impl StatelessDnat {
             le16(self.backend.port().to_be_bytes()) as i32,
         );
         update_checksum(&mut asm, IP + 10, self.ip_delta(), false, pass);
-        update_checksum(&mut asm, csum_at, self.l4_delta(), !self.tcp, pass);
+        // A UDP datagram without checksum skips only the L4 update.
+        let l4_done = asm.new_label();
+        update_checksum(&mut asm, csum_at, self.l4_delta(), !self.tcp, l4_done);
+        asm.label(l4_done);
+        if let Some(to) = self.redirect {
+            store_mac(&mut asm, 0, to.dst_mac);
+            store_mac(&mut asm, 6, to.src_mac);
+            asm.alu(Alu::Mov, R1, to.ifindex as i32)
+                .alu(Alu::Mov, R2, 0)
+                .call(BPF_FUNC_REDIRECT)
+                .exit();
+        }
         asm.label(pass).alu(Alu::Mov, R0, XDP_PASS as i32).exit();
         asm.finish().expect("the program's labels are all placed")
     }
@@ -155,6 +185,26 @@ impl StatelessDnat {
     pub fn load(&self) -> Result<RawProgram> {
         RawProgram::load(Hook::Xdp, "bench_dnat", &self.program())
             .context("loading the stateless DNAT program")
+    }
+}
+
+/// Six bytes at `at` of the frame (r2), as two immediate stores.
+fn store_mac(asm: &mut Asm, at: i16, mac: [u8; 6]) {
+    asm.st(
+        Size::W,
+        R2,
+        at,
+        le32([mac[0], mac[1], mac[2], mac[3]]) as i32,
+    )
+    .st(Size::H, R2, at + 4, le16([mac[4], mac[5]]) as i32);
+}
+
+/// The verdict a translated frame gets.
+fn translated_verdict(dnat: &StatelessDnat) -> u32 {
+    if dnat.redirect.is_some() {
+        XDP_REDIRECT
+    } else {
+        XDP_PASS
     }
 }
 
@@ -184,19 +234,26 @@ fn update_checksum(asm: &mut Asm, at: i16, delta: u16, udp: bool, pass: crate::b
 
 /// Proves the loaded program right before it is measured: on crafted
 /// frames from many clients, a frontend-bound packet comes out XDP_PASS
-/// with the backend as destination, the source untouched and valid
-/// checksums; anything else comes out XDP_PASS unchanged.
+/// (the redirecting variant: XDP_REDIRECT with its MACs) with the backend
+/// as destination, the source untouched and valid checksums; anything else
+/// comes out XDP_PASS unchanged.
 pub fn check(dnat: &StatelessDnat, prog: &RawProgram) -> Result<()> {
     let other_port = SocketAddrV4::new(*dnat.frontend.ip(), dnat.frontend.port() ^ 1);
     for k in 0..256 {
         let client = frames::client(k * 7919);
         let frame = frame_to(dnat.tcp, client, dnat.frontend, k);
         let out = prog.test_run(&frame)?;
-        if out.return_value != XDP_PASS {
+        let verdict = translated_verdict(dnat);
+        if out.return_value != verdict {
             bail!(
-                "verdict {} for a frontend packet, expected XDP_PASS",
+                "verdict {} for a frontend packet, expected {verdict}",
                 out.return_value
             );
+        }
+        if let Some(to) = dnat.redirect
+            && (out.packet_out[..6] != to.dst_mac || out.packet_out[6..12] != to.src_mac)
+        {
+            bail!("a redirected frame left without the backend's and the device's MACs");
         }
         let seen = frames::parse_checked(&out.packet_out)
             .with_context(|| format!("the rewritten packet from {client}"))?;
@@ -251,6 +308,18 @@ mod tests {
             tcp,
             frontend: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 30080),
             backend: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 11), 8080),
+            redirect: None,
+        }
+    }
+
+    fn redirecting(tcp: bool) -> StatelessDnat {
+        StatelessDnat {
+            redirect: Some(RedirectTo {
+                ifindex: 7,
+                src_mac: [2, 0, 0, 0, 0, 1],
+                dst_mac: [2, 0, 0, 0, 0, 2],
+            }),
+            ..dnat(tcp)
         }
     }
 
@@ -289,19 +358,42 @@ mod tests {
         assert!(!matches!(checksum_delta(&a, &b), 0 | 0xffff));
     }
 
-    /// The program is straight-line: every jump goes forward to the
-    /// single exit (or, for UDP, over one instruction).
+    /// The program is straight-line: every jump goes forward, to an exit
+    /// or (for UDP) over the L4 update.
     #[test]
     fn the_program_only_jumps_forward() {
-        for tcp in [true, false] {
-            let insns = dnat(tcp).program();
-            assert_eq!(insns.last().unwrap().code, 0x95);
+        const EXIT: u8 = 0x95;
+        const CALL: u8 = 0x85;
+        for program in [
+            dnat(true),
+            dnat(false),
+            redirecting(true),
+            redirecting(false),
+        ] {
+            let insns = program.program();
+            assert_eq!(insns.last().unwrap().code, EXIT);
             for (i, insn) in insns.iter().enumerate() {
-                if matches!(insn.code & 0x07, 0x05 | 0x06) && insn.code != 0x95 {
+                if matches!(insn.code & 0x07, 0x05 | 0x06) && !matches!(insn.code, EXIT | CALL) {
                     assert!(insn.off > 0, "insn {i} jumps back");
                     assert!(i + 1 + (insn.off as usize) < insns.len());
                 }
             }
+        }
+    }
+
+    /// Only the redirecting variant calls a helper, once, right before
+    /// its own exit.
+    #[test]
+    fn only_the_redirecting_variant_redirects() {
+        for tcp in [true, false] {
+            assert!(!dnat(tcp).program().iter().any(|insn| insn.code == 0x85));
+            let insns = redirecting(tcp).program();
+            let calls: Vec<usize> = (0..insns.len())
+                .filter(|&i| insns[i].code == 0x85)
+                .collect();
+            assert_eq!(calls.len(), 1);
+            assert_eq!(insns[calls[0]].imm, BPF_FUNC_REDIRECT);
+            assert_eq!(insns[calls[0] + 1].code, 0x95);
         }
     }
 }

@@ -3,8 +3,9 @@
 //! NodePort (198.51.100.1:30053, UDP 5353 on the pods) and the frames that
 //! reach the pods are counted, for lb (the real agent), kube-proxy's
 //! iptables and nftables rules on the same topology (no agent), plain
-//! forwarding (no rules, straight to the pods' addresses), and the bench's
-//! minimal stateless XDP DNAT (the limit: one frontend, one pod, no state).
+//! forwarding (no rules, straight to the pods' addresses), the bench's
+//! minimal stateless XDP DNAT (the limit: one frontend, one pod, no state)
+//! and its redirecting variant (the ceiling: no forwarding path at all).
 //!
 //! Two cases: new flows (every frame a new 5-tuple, so lb's flow-table
 //! inserts and conntrack's inserts are what is compared) and established
@@ -131,7 +132,9 @@ pub fn section(options: &BenchOptions) -> Result<Section> {
          (conntrack and NAT do the work), plain forwarding (no rules; the frames go to the \
          pods' addresses and the node routes them), and the bench's minimal stateless XDP \
          DNAT program on ext0 (the target's UDP NodePort rewritten to the first pod, \
-         XDP_PASS; no maps, no state: the limit). Runs are interleaved per repetition; the \
+         XDP_PASS; no maps, no state: the limit), and its redirecting variant (the same \
+         rewrite plus the pod's and its veth's MACs, redirected to the first pod's veth, \
+         past the node's forwarding and bridge: the ceiling of an XDP datapath here). Runs are interleaved per repetition; the \
          generator and the node share this machine's cores, so the offered rate falls as the \
          node's cost per frame rises.",
     );
@@ -156,6 +159,7 @@ pub fn section(options: &BenchOptions) -> Result<Section> {
                 ("nftables", SUBJECTS[2]),
                 ("plain forwarding", SUBJECTS[3]),
                 ("stateless XDP DNAT", SUBJECTS[4]),
+                ("redirecting XDP DNAT", SUBJECTS[5]),
             ] {
                 section.ratio(
                     &format!("{name}, {services} Services: lb / {label} (delivered)"),
@@ -207,7 +211,7 @@ pub fn section(options: &BenchOptions) -> Result<Section> {
 }
 
 /// 1, 1,000 and 10,000 Services; `--quick` only proves every subject
-/// works, at one Service (five testbeds per count are its cost).
+/// works, at one Service (six testbeds per count are its cost).
 fn service_counts(options: &BenchOptions) -> Vec<usize> {
     let counts = options.service_counts(&[1, 1000, 10_000]);
     let keep = if options.quick { 1 } else { counts.len() };
@@ -223,7 +227,7 @@ fn measure_at(
     let started = Instant::now();
     let nodes = start_nodes(services)?;
     eprintln!(
-        "bench: throughput: five nodes at {services} Services ready in {:.1} s",
+        "bench: throughput: six nodes at {services} Services ready in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let mut generators = Vec::new();

@@ -1,4 +1,4 @@
-//! The five nodes the throughput section sends to, and the counters it
+//! The six nodes the throughput section sends to, and the counters it
 //! reads off them: the pods' interfaces, `ext0`, lb's DNAT counters, and
 //! conntrack's entries where kube-proxy's rules run.
 
@@ -14,12 +14,13 @@ use crate::{
     kube_proxy_mode::{NodeRules, RulesNode},
 };
 
-pub const SUBJECTS: [&str; 5] = [
+pub const SUBJECTS: [&str; 6] = [
     "lb",
     "iptables (kube-proxy)",
     "nftables (kube-proxy)",
     "plain forwarding",
     "stateless XDP DNAT (the limit)",
+    "stateless XDP DNAT, redirecting (the ceiling)",
 ];
 
 /// One node under test: the agent, or the testbed with kube-proxy's rules
@@ -45,6 +46,7 @@ impl Node {
                 NodeRules::Nftables => SUBJECTS[2],
                 NodeRules::Plain => SUBJECTS[3],
                 NodeRules::StatelessXdp => SUBJECTS[4],
+                NodeRules::RedirectingXdp => SUBJECTS[5],
             },
         }
     }
@@ -70,7 +72,7 @@ pub struct Counters {
     pub conntrack: u64,
 }
 
-/// The five nodes, built side by side: most of their setup is waiting on
+/// The six nodes, built side by side: most of their setup is waiting on
 /// one process each (the agent's first sync, a rule load).
 pub fn start_nodes(services: usize) -> Result<Vec<Node>> {
     thread::scope(|scope| {
@@ -80,6 +82,7 @@ pub fn start_nodes(services: usize) -> Result<Vec<Node>> {
             NodeRules::Nftables,
             NodeRules::Plain,
             NodeRules::StatelessXdp,
+            NodeRules::RedirectingXdp,
         ]
         .map(|rules| scope.spawn(move || RulesNode::start(rules, services).map(Node::Rules)));
         // Join all before failing, so every built node is dropped (and
@@ -119,16 +122,7 @@ pub fn counters(node: &Node) -> Result<Counters> {
 /// sources (the node has no route back to them, by design).
 pub fn prepare(bed: &Testbed) -> Result<()> {
     let node = bed.node_ns();
-    xtask::testbed::run(Command::new("ip").args([
-        "netns",
-        "exec",
-        &node,
-        "ethtool",
-        "-K",
-        EXTERNAL_DEVICE,
-        "gro",
-        "on",
-    ]))?;
+    gro_on(&node, EXTERNAL_DEVICE)?;
     xtask::testbed::run(Command::new("ip").args([
         "netns",
         "exec",
@@ -137,6 +131,14 @@ pub fn prepare(bed: &Testbed) -> Result<()> {
         "-qw",
         &format!("net.ipv4.conf.{EXTERNAL_DEVICE}.rp_filter=0"),
     ]))
+}
+
+/// GRO on `dev` in `ns`: its veth peer then runs NAPI and takes XDP_TX'd
+/// and redirected frames (design.md section 8).
+pub fn gro_on(ns: &str, dev: &str) -> Result<()> {
+    xtask::testbed::run(
+        Command::new("ip").args(["netns", "exec", ns, "ethtool", "-K", dev, "gro", "on"]),
+    )
 }
 
 pub fn client_netns(bed: &Testbed) -> PathBuf {
@@ -166,6 +168,14 @@ pub fn rx_packets(ns: &str, dev: &str) -> Result<u64> {
         .pointer("/stats64/rx/packets")
         .and_then(serde_json::Value::as_u64)
         .with_context(|| format!("no rx packets for {dev} in {ns}"))
+}
+
+pub fn ifindex(ns: &str, dev: &str) -> Result<u32> {
+    link_json(ns, dev)?
+        .get("ifindex")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|index| u32::try_from(index).ok())
+        .with_context(|| format!("no ifindex for {dev} in {ns}"))
 }
 
 pub fn mac(ns: &str, dev: &str) -> Result<[u8; 6]> {
