@@ -21,12 +21,12 @@ use crate::{
     report::Section,
 };
 
-const SUBJECT: &str = "lb (cluster mode)";
-const FULL: &str = "cluster: full sync, agent start -> last map write";
-const CHANGE: &str = "cluster: one EndpointSlice change, trigger time -> map write";
+pub const SUBJECT: &str = "lb (cluster mode)";
+pub const FULL: &str = "cluster: full sync, agent start -> last map write";
+pub const CHANGE: &str = "cluster: one EndpointSlice change, trigger time -> map write";
 const BURST_SYNCS: &str = "cluster: syncs for a burst of changes";
 const BURST_LATENCY: &str = "cluster: burst, mean trigger time -> map write";
-const PEAK: &str = "cluster: agent peak RSS (VmHWM)";
+pub const PEAK: &str = "cluster: agent peak RSS (VmHWM)";
 /// What stays (the peak minus this is the full sync's transient).
 const RESIDENT: &str = "cluster: agent RSS after the burst (VmRSS)";
 

@@ -27,6 +27,7 @@ pub mod rule_loads;
 pub mod stateless_dnat;
 pub mod stats;
 pub mod sync_work;
+pub mod targets;
 pub mod throughput;
 pub mod throughput_nodes;
 pub mod udp_probe;
@@ -88,6 +89,10 @@ pub fn run(options: &BenchOptions) -> Result<PathBuf> {
     }
     if wanted("sync-work") {
         sections.push(sync_work::run(options)?);
+    }
+    if wanted("targets") {
+        let targets = targets::section(&sections);
+        sections.push(targets);
     }
     let report = Report {
         date: date.clone(),

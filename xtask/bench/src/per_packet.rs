@@ -368,7 +368,7 @@ fn compare(section: &mut Section, measured: &[usize]) {
 }
 
 /// "1 Service", "10,000 Services".
-fn label(services: usize) -> String {
+pub fn label(services: usize) -> String {
     let noun = if services == 1 { "Service" } else { "Services" };
     format!("{} {noun}", thousands(services))
 }
