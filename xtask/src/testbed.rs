@@ -27,7 +27,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+mod commands;
 mod remote_node;
+pub use commands::run;
+use commands::{bridged_pod, ethtool_tx_off, ip, sysctl};
 pub use remote_node::{
     NODE_LINK_ADDR, NODE_LINK_DEVICE, REMOTE_NODE_ADDR, REMOTE_NODE_NAME, REMOTE_POD_SUBNET,
     remote_pod_addr, remote_pod_name,
@@ -336,78 +339,4 @@ pub fn cgroup2_mount() -> Result<PathBuf> {
             (kind == "cgroup2").then(|| PathBuf::from(path))
         })
         .context("no cgroup v2 mount: run `cargo xtask setup`")
-}
-
-/// Pod `index` of a node: namespace `pod` with `eth0` at `addr`/24 and a
-/// default route via `gateway`, its veth peer `veth<index+1>` in the node's
-/// namespace `node`, on the node's bridge `br0`.
-fn bridged_pod(
-    pod: &str,
-    node: &str,
-    index: usize,
-    addr: Ipv4Addr,
-    gateway: Ipv4Addr,
-) -> Result<()> {
-    let host_end = format!("veth{}", index + 1);
-    ip(&[
-        "-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", &host_end, "netns", node,
-    ])?;
-    ip(&[
-        "-n",
-        pod,
-        "addr",
-        "add",
-        &format!("{addr}/24"),
-        "dev",
-        "eth0",
-    ])?;
-    ip(&["-n", pod, "link", "set", "eth0", "up"])?;
-    ip(&[
-        "-n",
-        pod,
-        "route",
-        "add",
-        "default",
-        "via",
-        &gateway.to_string(),
-    ])?;
-    ip(&["-n", node, "link", "set", &host_end, "master", "br0", "up"])?;
-    // Locally generated TCP on a veth carries a partial checksum that XDP
-    // cannot see; real NICs hand XDP complete ones.
-    ethtool_tx_off(pod)
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    run(Command::new("ip").args(args))
-}
-
-fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
-    run(Command::new("ip").args([
-        "netns",
-        "exec",
-        ns,
-        "sysctl",
-        "-qw",
-        &format!("{key}={value}"),
-    ]))
-}
-
-fn ethtool_tx_off(ns: &str) -> Result<()> {
-    run(Command::new("ip")
-        .args(["netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"])
-        .stdout(Stdio::null()))
-}
-
-pub fn run(cmd: &mut Command) -> Result<()> {
-    let output = cmd
-        .stderr(Stdio::piped())
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
-    if !output.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
 }

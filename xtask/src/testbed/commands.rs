@@ -1,0 +1,83 @@
+//! The commands the testbed is built with (`ip`, `sysctl`, `ethtool`), and
+//! a pod's wiring to its node's bridge.
+
+use std::{
+    net::Ipv4Addr,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// Pod `index` of a node: namespace `pod` with `eth0` at `addr`/24 and a
+/// default route via `gateway`, its veth peer `veth<index+1>` in the node's
+/// namespace `node`, on the node's bridge `br0`.
+pub(super) fn bridged_pod(
+    pod: &str,
+    node: &str,
+    index: usize,
+    addr: Ipv4Addr,
+    gateway: Ipv4Addr,
+) -> Result<()> {
+    let host_end = format!("veth{}", index + 1);
+    ip(&[
+        "-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", &host_end, "netns", node,
+    ])?;
+    ip(&[
+        "-n",
+        pod,
+        "addr",
+        "add",
+        &format!("{addr}/24"),
+        "dev",
+        "eth0",
+    ])?;
+    ip(&["-n", pod, "link", "set", "eth0", "up"])?;
+    ip(&[
+        "-n",
+        pod,
+        "route",
+        "add",
+        "default",
+        "via",
+        &gateway.to_string(),
+    ])?;
+    ip(&["-n", node, "link", "set", &host_end, "master", "br0", "up"])?;
+    // Locally generated TCP on a veth carries a partial checksum that XDP
+    // cannot see; real NICs hand XDP complete ones.
+    ethtool_tx_off(pod)
+}
+
+pub(super) fn ip(args: &[&str]) -> Result<()> {
+    run(Command::new("ip").args(args))
+}
+
+pub(super) fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
+    run(Command::new("ip").args([
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-qw",
+        &format!("{key}={value}"),
+    ]))
+}
+
+pub(super) fn ethtool_tx_off(ns: &str) -> Result<()> {
+    run(Command::new("ip")
+        .args(["netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"])
+        .stdout(Stdio::null()))
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let output = cmd
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
