@@ -308,3 +308,105 @@ fn a_freed_backend_id_given_to_a_new_pod_does_not_take_the_old_flows() {
     assert_eq!(send(&t, sport, ACK), None, "neither pod 1 nor pod 9");
     assert_eq!(t.stat(Reason::DropCtBackendGone), 1);
 }
+
+/// Two UDP NodePort Services, dns (30053) and logs (30054), over pod 1 and
+/// pod 2 port 53 (one backend each, shared), dns's pod 2 with `dns_pod_2`
+/// conditions.
+fn udp_manifests(dns_pod_2: &str) -> String {
+    let service = |name: &str, ip: u8, node_port: u16, second: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: lb}}\nspec: {{type: NodePort, clusterIP: 10.96.0.{ip}, ports: [{{name: dns, protocol: UDP, port: 53, targetPort: 53, nodePort: {node_port}}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: lb, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: dns, protocol: UDP, port: 53}}]\nendpoints: [{{addresses: [{}], nodeName: node-a, conditions: {{ready: true}}}}, {{addresses: [{}], nodeName: node-a, conditions: {{{second}}}}}]\n",
+            pod(1),
+            pod(2)
+        )
+    };
+    format!(
+        "{}---\n{}",
+        service("dns", 53, 30053, dns_pod_2),
+        service("logs", 54, 30054, READY)
+    )
+}
+
+/// The agent's way: the planner (which knows what each port listed
+/// before) over the real desired state, applied by the real writer.
+fn plan_and_apply(
+    t: &mut TestDatapath,
+    planner: &mut lb::plan::Planner,
+    applied: &mut lb::plan::Applied,
+    yaml: &str,
+) -> lb::plan::Plan {
+    let set = lb::source::manifests::parse_documents("served.yaml", yaml);
+    let facts = lb::model::NodeFacts {
+        name: "node-a".into(),
+        addresses: vec![NODE.into()],
+        zone: None,
+    };
+    let state = lb::desired::compute(
+        &set.services,
+        &set.slices,
+        &facts,
+        &lb::desired::Rules::default(),
+        &lb::desired::Holders::default(),
+    );
+    let all = lb::desired::incremental::Changes::all();
+    let plan = planner.plan(&state, &all, applied, t.maps.max_tables());
+    assert_eq!(plan.problems, vec![], "{plan}");
+    lb::plan::apply(&plan, &mut t.maps, applied).unwrap();
+    plan
+}
+
+/// Original entries of the UDP flows through `port` to pod `i`.
+fn udp_flows(t: &TestDatapath, port: u16, i: u8) -> usize {
+    let conns = t.maps.connections().unwrap();
+    conns
+        .iter()
+        .filter(|(k, v)| {
+            k.proto == PROTO_UDP
+                && k.is_original()
+                && k.dst_port_be == port.to_be()
+                && v.nat_addr_be == be32(pod(i))
+        })
+        .count()
+}
+
+/// cleanup.go: a UDP Service's conntrack entries "that are not DNATed to"
+/// one of its serving endpoints are cleared, whatever the terminating
+/// state; per Service: logs, which still has pod 2 serving, keeps its
+/// flows to the same pod (one shared backend, which stays in the map).
+#[test]
+fn udp_flows_of_one_port_to_an_endpoint_that_stopped_serving_it_are_purged() {
+    let mut t = TestDatapath::load();
+    let mut applied = lb::plan::Applied::default();
+    let mut planner = lb::plan::Planner::new();
+    plan_and_apply(&mut t, &mut planner, &mut applied, &udp_manifests(READY));
+    // Other client ports for logs: one client port to one pod through two
+    // frontends would clash on the reply key.
+    for sport in 20000..20032u16 {
+        t.run_xdp(&udp_frame(CLIENT, sport, NODE, 30053, b"q", true));
+        t.run_xdp(&udp_frame(CLIENT, sport + 1000, NODE, 30054, b"q", true));
+    }
+    let (dns_before, logs_before) = (udp_flows(&t, 30053, 2), udp_flows(&t, 30054, 2));
+    assert!(
+        dns_before > 0 && logs_before > 0,
+        "{dns_before} {logs_before}"
+    );
+
+    // Pod 2 stops serving dns (listed: not serving, terminating).
+    let not_serving = "ready: false, serving: false, terminating: true";
+    let plan = plan_and_apply(
+        &mut t,
+        &mut planner,
+        &mut applied,
+        &udp_manifests(not_serving),
+    );
+    assert_eq!(plan.purge_connections.len(), 1, "{plan}");
+    assert!(plan.remove_backends.is_empty(), "{plan}");
+    assert_eq!(udp_flows(&t, 30053, 2), 0, "dns's flows to pod 2 purged");
+    assert_eq!(udp_flows(&t, 30054, 2), logs_before, "logs' flows stay");
+    assert!(backend_addresses(&t.maps).values().any(|a| *a == pod(2)));
+    // A purged flow's next datagram is balanced again, to pod 1 only.
+    for sport in 20000..20032u16 {
+        let (_, out) = t.run_xdp(&udp_frame(CLIENT, sport, NODE, 30053, b"q", true));
+        assert_eq!(check_frame(&out).dst, pod(1));
+    }
+}

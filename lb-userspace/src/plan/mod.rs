@@ -37,7 +37,9 @@
 //! Rooms: `applied` (what the maps hold, start-up adoption), `index` (who
 //! references what in the maps, kept by each applied plan), `free_ids`
 //! (indexed free lists), `ids` (one plan's id allocation), `usage` (which
-//! ports use each backend, with which flags), `diff` (the whole plan),
+//! ports use each backend, with which flags, and which list it: a backend
+//! any port lists stays in the map), `stale_udp` (the UDP purges, from
+//! what each port's serving endpoints were), `diff` (the whole plan),
 //! `scoped` (the plan of a few ports), `unplannable` (what a port that
 //! cannot be planned keeps), `planner` (which of the two),
 //! `apply` (ordered writes), `print` (the printed form), `maglev` (the
