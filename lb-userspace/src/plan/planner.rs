@@ -84,7 +84,11 @@ impl Planner {
         let (plan, failed) = if changes.all || self.whole_next {
             self.whole_next = false;
             let old = std::mem::replace(&mut self.usage, Usage::build(desired));
-            stale = self.usage.stale_since(&old);
+            stale = if old.is_empty() {
+                super::stale_udp::stale_at_start(&self.usage, applied)
+            } else {
+                self.usage.stale_since(&old)
+            };
             let ports = desired.services.len();
             self.stats = PlanStats { whole: true, ports };
             plan_whole(desired, applied, max_tables)

@@ -73,6 +73,21 @@ pub(super) fn spec(name: &str, backends: &[Backend]) -> FrontendSpec {
     }
 }
 
+/// A UDP ClusterIP frontend (internal scope) on `port`.
+pub(super) fn udp_frontend(port: u16) -> Frontend {
+    Frontend {
+        protocol: Protocol::Udp,
+        ..frontend(port, Scope::Internal)
+    }
+}
+
+/// [`spec`] for a UDP Service port.
+pub(super) fn udp_spec(name: &str, backends: &[Backend]) -> FrontendSpec {
+    let mut s = spec(name, backends);
+    s.service.protocol = Protocol::Udp;
+    s
+}
+
 /// The desired state of `entries`, each Service port listing (serving)
 /// the endpoints its frontends chose.
 pub(super) fn desired(entries: &[(Frontend, FrontendSpec)]) -> DesiredState {

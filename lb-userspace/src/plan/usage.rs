@@ -177,6 +177,18 @@ impl Usage {
         stale
     }
 
+    /// A UDP port's serving endpoints (`None`: no such port in use).
+    pub(super) fn serving_udp(&self, service: &ServicePortName) -> Option<&[Backend]> {
+        self.ports
+            .get(service)
+            .map(|port| port.serving_udp.as_slice())
+    }
+
+    /// Whether nothing is in use (no plan yet).
+    pub(super) fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+
     /// Whether a Service port other than `scope`'s lists `backend`.
     pub(super) fn listed_outside(
         &self,
@@ -233,10 +245,7 @@ fn port_use<'a>(
     service: &ServicePortName,
     frontends: Vec<(&'a Frontend, &'a FrontendSpec)>,
 ) -> PortUse {
-    let listed = desired
-        .services
-        .get(service)
-        .map_or(&[][..], |port| port.listed.as_slice());
+    let listed = super::diff::listed_of(desired, service);
     let udp = service.protocol == Protocol::Udp;
     PortUse::of(frontends.into_iter(), listed, udp)
 }

@@ -9,19 +9,6 @@ use crate::datapath::codec::service_from_info;
 
 const TABLES: u32 = 8;
 
-fn udp_frontend(port: u16) -> Frontend {
-    Frontend {
-        protocol: Protocol::Udp,
-        ..frontend(port, Scope::Internal)
-    }
-}
-
-fn udp_spec(name: &str, backends: &[Backend]) -> FrontendSpec {
-    let mut s = spec(name, backends);
-    s.service.protocol = Protocol::Udp;
-    s
-}
-
 fn tcp(last: u8) -> Backend {
     backend(last, Protocol::Tcp)
 }

@@ -17,19 +17,6 @@ use crate::{
 
 const TABLES: u32 = 8;
 
-fn udp_port(port: u16) -> Frontend {
-    Frontend {
-        protocol: Protocol::Udp,
-        ..frontend(port, Scope::Internal)
-    }
-}
-
-fn udp_spec(name: &str, backends: &[Backend]) -> FrontendSpec {
-    let mut s = spec(name, backends);
-    s.service.protocol = Protocol::Udp;
-    s
-}
-
 /// `entries`, with `name`'s port listing `listed` (backend, serving).
 fn listing(mut state: DesiredState, name: &str, listed: &[(Backend, bool)]) -> DesiredState {
     let port = state
@@ -180,8 +167,8 @@ fn the_udp_purge_is_per_service_port_and_follows_the_serving_endpoints() {
             l.iter().filter(|(_, s)| *s).map(|(b, _)| *b).collect()
         };
         let state = desired(&[
-            (udp_port(53), udp_spec("dns", &chosen(dns))),
-            (udp_port(514), udp_spec("logs", &chosen(logs))),
+            (udp_frontend(53), udp_spec("dns", &chosen(dns))),
+            (udp_frontend(514), udp_spec("logs", &chosen(logs))),
         ]);
         listing(listing(state, "dns", dns), "logs", logs)
     };
@@ -216,4 +203,22 @@ fn tcp_ports_purge_nothing() {
     )]));
     assert_eq!(plan.purge_connections, []);
     assert_eq!(plan.remove_backends.len(), 1);
+}
+
+/// cleanup.go reconciles with what conntrack holds, whatever happened
+/// before: a restarted agent's first plan (no earlier listing known)
+/// purges a UDP port's flows to the backends its live tables still name
+/// that are no serving endpoint of it now.
+#[test]
+fn a_restarted_agent_purges_what_the_maps_still_select_and_no_longer_serves() {
+    let (u1, u2) = (backend(11, Protocol::Udp), backend(12, Protocol::Udp));
+    let dns = |bs: &[Backend]| desired(&[(udp_frontend(53), udp_spec("dns", bs))]);
+    let mut agent = Agent::new();
+    agent.sync(&dns(&[u1, u2]));
+    agent.planner = Planner::new();
+    let plan = agent.sync(&dns(&[u1]));
+    assert_eq!(plan.purge_connections, [(agent.id_of("dns"), value(u2))]);
+    // Nothing more once it knows the listing.
+    let plan = agent.sync(&dns(&[u1]));
+    assert_eq!(plan.purge_connections, []);
 }
