@@ -85,10 +85,10 @@ reasons! {
     /// A new flow whose entries could not be inserted (the kernel refused
     /// the memory): dropped, the client retries.
     DropCtInsertFailed = 19, "drop_ct_insert_failed";
-    /// A packet of a known flow whose backend is gone (or is another
-    /// address now) or whose frontend belongs to another Service now, and
-    /// that is not a SYN that may choose again: dropped, never sent to an
-    /// address that may be someone else's pod.
+    /// A packet of a known flow whose frontend belongs to another Service
+    /// now (or a masqueraded flow whose port another flow claimed), and
+    /// that is not a SYN that may choose again: dropped (a flow whose
+    /// backend is gone is `drop_ct_backend_gone`).
     DropCtStale = 20, "drop_ct_stale";
     /// An ICMP reject over the per-CPU rate limit: dropped instead.
     DropRejectRateLimited = 21, "drop_reject_rate_limited";
@@ -158,9 +158,17 @@ reasons! {
     /// request of a translated flow, sent on to the client from the
     /// frontend, quoting the client's packet (no pod address leaks).
     IcmpErrorToClient = 37, "icmp_error_to_client";
+    // listed backends
+    /// A packet of an established TCP connection (or SCTP association)
+    /// whose backend no Service port lists any more (its pod is gone), or
+    /// whose backend id names another address now: dropped, never sent to
+    /// an address that may be someone else's pod now. A SYN (an INIT)
+    /// chooses again (`ct_reselected`); a backend still listed
+    /// (terminating, not ready) keeps its flows.
+    DropCtBackendGone = 38, "drop_ct_backend_gone";
 }
 
 /// Number of counters in the stats map.
-pub const REASON_COUNT: u32 = 38;
+pub const REASON_COUNT: u32 = 39;
 
 const _: () = assert!(Reason::ALL.len() as u32 == REASON_COUNT);

@@ -96,7 +96,7 @@ fn ingress(ctx: &XdpContext) -> Result<(Reason, XdpPacket), Verdict> {
             let (backend, source) = new_flow(&fe, flow)?;
             (backend, source, Reason::DnatNew)
         }
-        ct::Original::Stale => return Err(Verdict::Drop(Reason::DropCtStale)),
+        ct::Original::Stale(reason) => return Err(Verdict::Drop(reason)),
     };
     stats::count_service(fe.service_id, reason);
     trace::backend(backend);

@@ -191,13 +191,26 @@ impl Env {
         manifests::write_slices(&self.manifests(), pods)
     }
 
+    /// Rewrites the EndpointSlices to list `pods` ready and `draining`
+    /// serving and terminating (pods shutting down), without waiting.
+    pub fn set_endpoints_draining(&self, pods: &[usize], draining: &[usize]) -> Result<()> {
+        manifests::write_slices_draining(&self.manifests(), pods, draining)
+    }
+
     /// Rewrites the EndpointSlices to list only `pods` (not none) and waits,
     /// at most 10 s, until the agent has applied them: every port of the
     /// demo Services lists exactly those pods as backends in the pinned
     /// maps. Tests assert what the datapath does once a change is applied;
     /// how fast it applies is the bench's to measure.
     pub fn set_endpoints_applied(&self, pods: &[usize]) -> Result<()> {
-        self.set_endpoints(pods)?;
+        self.set_endpoints_draining_applied(pods, &[])
+    }
+
+    /// [`Env::set_endpoints_draining`], then waits as
+    /// [`Env::set_endpoints_applied`] until the frontends select only
+    /// `pods` (the draining ones are listed, chosen by none).
+    pub fn set_endpoints_draining_applied(&self, pods: &[usize], draining: &[usize]) -> Result<()> {
+        self.set_endpoints_draining(pods, draining)?;
         let want: std::collections::BTreeSet<String> = pods
             .iter()
             .map(|i| crate::testbed::pod_addr(*i).to_string())

@@ -53,8 +53,9 @@ pub enum Original {
     /// No flow (or a stale one, forgotten), and this packet may open one.
     New,
     /// A flow whose backend is gone or whose frontend belongs to another
-    /// Service now, and this packet may not choose again (not a SYN).
-    Stale,
+    /// Service now, and this packet may not choose again (not a SYN): the
+    /// drop reason (`recheck`).
+    Stale(Reason),
 }
 
 /// Looks up a packet of the original direction (`flow` is client ->
@@ -68,7 +69,8 @@ pub fn lookup_original(flow: Flow4, tcp_flags: u8, fe: &FrontendValue) -> Result
         let value = unsafe { *entry };
         if !reopens(flow.proto, value.state, tcp_flags) {
             let hit = entry_of(&value);
-            if recheck::still_valid(&hit, fe, flow.proto, tcp_flags) {
+            let valid = recheck::still_valid(&hit, fe);
+            if valid.is_ok() {
                 let reply = Ct4Key::reply(value.reply_flow(flow));
                 let client = if value.is_snat() { flow.src } else { NO_PEER };
                 let kept = lifecycle::seen(
@@ -90,11 +92,13 @@ pub fn lookup_original(flow: Flow4, tcp_flags: u8, fe: &FrontendValue) -> Result
                 return if opens_flow(flow.proto, tcp_flags) {
                     Ok(Original::New)
                 } else {
-                    Ok(Original::Stale)
+                    Ok(Original::Stale(Reason::DropCtStale))
                 };
             }
-            if !opens_flow(flow.proto, tcp_flags) {
-                return Ok(Original::Stale);
+            if let Err(reason) = valid
+                && !opens_flow(flow.proto, tcp_flags)
+            {
+                return Ok(Original::Stale(reason));
             }
             stats::count(Reason::CtReselected);
         }

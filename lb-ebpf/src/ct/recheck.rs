@@ -3,35 +3,37 @@
 //! address, or given the frontend to another Service since.
 //!
 //! - A frontend that belongs to another Service port now: its old flows
-//!   are not followed (the Service they were made for is gone).
+//!   are not followed (`drop_ct_stale`; the Service they were made for is
+//!   gone).
 //! - A backend that is gone, or whose id names another address now (the
-//!   agent reused the id): a packet that may open a flow (a TCP SYN, an
-//!   SCTP INIT, any UDP datagram) chooses again, as after kube-proxy's conntrack cleanup
-//!   of UDP flows to removed endpoints (pkg/proxy/conntrack/cleanup.go);
-//!   the other packets of an established TCP connection (or SCTP
-//!   association) keep going to the
-//!   address the entry holds (never to the id's new address), as
-//!   kube-proxy's conntrack keeps them: a draining pod (terminating while
-//!   others are ready) leaves the backends map but still serves its
-//!   connections.
+//!   agent reused the id): the backends map holds every endpoint some
+//!   Service port's EndpointSlices list, whatever its conditions, so a
+//!   backend missing from it is no pod of any Service any more and its
+//!   address may be another pod's soon. A packet that may open a flow (a
+//!   TCP SYN, an SCTP INIT, any UDP datagram) chooses again, as after
+//!   kube-proxy's conntrack cleanup of UDP flows to endpoints that are no
+//!   longer serving (pkg/proxy/conntrack/cleanup.go); the other packets
+//!   are dropped (`drop_ct_backend_gone`), never sent to the old address.
+//! - A backend still listed (terminating while others are ready, or not
+//!   ready) keeps its established flows, as kube-proxy's conntrack keeps
+//!   them: only new connections avoid it (it is in no table).
 
-use lb_common::{
-    FrontendValue,
-    ct::{is_connection, opens_flow},
-};
+use lb_common::{FrontendValue, reason::Reason};
 
 use super::Entry;
 use crate::maps::BACKENDS4;
 
-/// Whether `entry` (an original entry) may translate this packet.
+/// Whether `entry` (an original entry) may translate a packet to `fe`:
+/// `Ok`, or why not (the drop reason of a packet that may not choose
+/// again).
 #[inline(always)]
-pub fn still_valid(entry: &Entry, fe: &FrontendValue, proto: u8, tcp_flags: u8) -> bool {
+pub fn still_valid(entry: &Entry, fe: &FrontendValue) -> Result<(), Reason> {
     if entry.service_id != fe.service_id {
-        return false;
+        return Err(Reason::DropCtStale);
     }
     // SAFETY: copied out at once.
     match unsafe { BACKENDS4.get(&entry.backend_id) } {
-        Some(backend) if backend.endpoint() == entry.nat => true,
-        _ => is_connection(proto) && !opens_flow(proto, tcp_flags),
+        Some(backend) if backend.endpoint() == entry.nat => Ok(()),
+        _ => Err(Reason::DropCtBackendGone),
     }
 }

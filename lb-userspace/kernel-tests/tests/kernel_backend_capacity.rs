@@ -94,7 +94,7 @@ fn a_small_capacity_refuses_the_backend_past_it_as_a_counted_problem() {
     assert!(
         problem
             .reason
-            .contains("all 4 backend ids are in use (--max-backends)"),
+            .contains("all 4 backend ids are in use (--max-backends"),
         "{problem}"
     );
     assert_eq!(t.maps.backends().unwrap().len(), 4);

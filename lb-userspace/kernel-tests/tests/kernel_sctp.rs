@@ -475,3 +475,30 @@ fn a_masqueraded_association_leaves_from_the_node_address_with_valid_crc32c() {
     );
     assert_eq!(t.stat(Reason::ReverseSnat), 1);
 }
+
+/// Issue 11 for SCTP: an association whose backend is gone (its pod no
+/// longer listed) gets its DATA dropped (`drop_ct_backend_gone`), never
+/// sent to the old address; a new INIT on the same ports chooses again.
+#[test]
+fn an_association_to_a_gone_backend_drops_data_and_an_init_chooses_again() {
+    const OTHER: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 6);
+    let mut t = TestDatapath::load();
+    node_port(&mut t);
+    t.run_xdp(&sctp_frame(CLIENT, 5010, NODE, NODE_PORT, &init_chunk()));
+    install_service(
+        &mut t.maps,
+        frontend_key(NODE, NODE_PORT, PROTO_SCTP, SCOPE_EXTERNAL),
+        1,
+        1,
+        0,
+        &[(2, backend(OTHER, TARGET_PORT, PROTO_SCTP))],
+    );
+    t.maps.remove_backend(1).unwrap();
+    let data = sctp_frame(CLIENT, 5010, NODE, NODE_PORT, &data_chunk(b"x"));
+    let (action, _) = t.run_xdp(&data);
+    assert_eq!(action, XDP_DROP);
+    assert_eq!(t.stat(Reason::DropCtBackendGone), 1);
+    let (_, out) = t.run_xdp(&sctp_frame(CLIENT, 5010, NODE, NODE_PORT, &init_chunk()));
+    assert_eq!(check_sctp(&out).dst, OTHER);
+    assert_eq!(t.stat(Reason::CtReselected), 1);
+}

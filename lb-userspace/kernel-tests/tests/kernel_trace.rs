@@ -201,7 +201,8 @@ fn established_flow_trace_reports_the_connection_entry() {
     );
     let (_, out) = t.run_xdp(&tcp_frame(CLIENT, 40001, NODE, NODE_PORT, true, b""));
     assert_eq!(check_frame(&out).dst, pod(0));
-    // The service moves wholly to other backends.
+    // The service moves wholly to other backends; the old one's pod is
+    // still listed (draining), so its backend stays.
     install_service(
         &mut t.maps,
         key,
@@ -210,7 +211,6 @@ fn established_flow_trace_reports_the_connection_entry() {
         NODE_PORT_KIND,
         &four_backends(20, PROTO_TCP),
     );
-    t.maps.remove_backend(1).unwrap();
     let before = snapshot(&t.maps, &[7]);
 
     let tracer = tracer(&t);
@@ -234,6 +234,16 @@ fn established_flow_trace_reports_the_connection_entry() {
     let (_, out) = t.run_xdp(&frame);
     assert_eq!(out, outcome.packet_out);
     assert_eq!(t.maps.service_counters(7).unwrap(), counters(1, 1, 0, 0));
+
+    // Its pod no longer listed, the backend goes: the trace names the drop
+    // (issue 11: never sent to an address that may be another pod's now).
+    t.maps.remove_backend(1).unwrap();
+    let outcome = tracer.trace_external(&frame).unwrap();
+    assert_eq!(outcome.action, XDP_DROP);
+    assert_eq!(outcome.record.reason, Reason::DropCtBackendGone as u32);
+    let (action, _) = t.run_xdp(&frame);
+    assert_eq!(action, XDP_DROP);
+    assert_eq!(t.stat(Reason::DropCtBackendGone), 1);
 }
 
 #[test]

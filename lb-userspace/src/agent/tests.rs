@@ -133,6 +133,10 @@ impl DatapathMaps for Breakable {
         self.check()?;
         self.maps.purge_connections_to(backends)
     }
+    fn purge_service_connections(&mut self, flows: &[(u32, Backend4)]) -> Result<usize, MapsError> {
+        self.check()?;
+        self.maps.purge_service_connections(flows)
+    }
     fn purge_affinity(&mut self, pairs: &[(u32, u32)]) -> Result<usize, MapsError> {
         self.check()?;
         self.maps.purge_affinity(pairs)

@@ -300,6 +300,7 @@ pub fn service_from_info(value: &ServiceInfo) -> Option<(ServicePortName, Servic
         external_policy_local: value.flags & SVC_FLAG_EXTERNAL_LOCAL != 0,
         internal_policy_local: value.flags & SVC_FLAG_INTERNAL_LOCAL != 0,
         topology_aware: value.flags & SVC_FLAG_TOPOLOGY != 0,
+        listed: Vec::new(),
     };
     Some((name, info))
 }

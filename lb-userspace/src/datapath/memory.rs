@@ -31,6 +31,8 @@ pub struct MemoryMaps {
     pub log: Vec<String>,
     /// Backends whose connection entries were purged, in order.
     pub purged: Vec<Backend4>,
+    /// (service id, backend) of each UDP purge of a Service port's flows.
+    pub purged_flows: Vec<(u32, Backend4)>,
     /// (service id, backend id) pairs whose affinity entries were purged.
     pub purged_affinity: Vec<(u32, u32)>,
     /// The masquerade address last set.
@@ -62,6 +64,7 @@ impl MemoryMaps {
             tables: BTreeMap::new(),
             log: Vec::new(),
             purged: Vec::new(),
+            purged_flows: Vec::new(),
             purged_affinity: Vec::new(),
             snat_address: None,
             source_ranges: BTreeSet::new(),
@@ -292,6 +295,12 @@ impl DatapathMaps for MemoryMaps {
         self.write(format!("purge {}", backends.len()))?;
         self.purged.extend_from_slice(backends);
         Ok(backends.len())
+    }
+
+    fn purge_service_connections(&mut self, flows: &[(u32, Backend4)]) -> Result<usize, MapsError> {
+        self.write(format!("purge {}", flows.len()))?;
+        self.purged_flows.extend_from_slice(flows);
+        Ok(flows.len())
     }
 
     fn purge_affinity(&mut self, pairs: &[(u32, u32)]) -> Result<usize, MapsError> {

@@ -70,6 +70,12 @@ pub trait DatapathMaps {
     /// removed endpoints, so DNS clients are not black-holed). Returns how
     /// many entries were removed.
     fn purge_connections_to(&mut self, backends: &[Backend4]) -> Result<usize, MapsError>;
+    /// Removes the UDP connection-table entries of each (service id,
+    /// backend): a Service port's flows to an endpoint that stopped serving
+    /// it (kube-proxy's conntrack cleanup), and aborts the connected UDP
+    /// sockets the socket hooks translated for that port to that backend.
+    /// Another port's flows to the same backend stay. Returns how many.
+    fn purge_service_connections(&mut self, flows: &[(u32, Backend4)]) -> Result<usize, MapsError>;
     /// Removes the session-affinity entries of each (service id, backend
     /// id): endpoints that left the Service port, whose remembered clients
     /// must choose afresh. Returns how many entries were removed.

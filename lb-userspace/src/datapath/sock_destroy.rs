@@ -84,13 +84,17 @@ pub fn destroy_udp_connected_to(backends: &[Endpoint4]) -> io::Result<usize> {
     if backends.is_empty() {
         return Ok(0);
     }
+    destroy_udp_where(&|peer, _| backends.contains(&peer))
+}
+
+/// Aborts, in the current network namespace, every UDP socket whose peer
+/// and cookie (`bpf_get_socket_cookie`'s) `matches` accepts: how many.
+pub fn destroy_udp_where(matches: &(dyn Fn(Endpoint4, u64) -> bool + Sync)) -> io::Result<usize> {
     let socket = netlink_socket()?;
     let mut ids = Vec::new();
     dump_udp(&socket, |id| {
-        if backends
-            .iter()
-            .any(|b| b.addr_be == id.dst[0] && b.port_be == id.dport_be)
-        {
+        let cookie = u64::from(id.cookie[0]) | (u64::from(id.cookie[1]) << 32);
+        if matches(Endpoint4::new(id.dst[0], id.dport_be), cookie) {
             ids.push(id);
         }
     })?;
@@ -115,6 +119,15 @@ pub fn destroy_udp_connected_to_in_cgroup(
     cgroup: &Path,
     backends: &[Endpoint4],
 ) -> (usize, Vec<(PathBuf, io::Error)>) {
+    destroy_udp_in_cgroup_where(cgroup, &|peer, _| backends.contains(&peer))
+}
+
+/// [`destroy_udp_where`] in every network namespace of `cgroup`, as
+/// [`destroy_udp_connected_to_in_cgroup`].
+pub fn destroy_udp_in_cgroup_where(
+    cgroup: &Path,
+    matches: &(dyn Fn(Endpoint4, u64) -> bool + Sync),
+) -> (usize, Vec<(PathBuf, io::Error)>) {
     let mut destroyed = 0;
     let mut failed = Vec::new();
     let own = fs::read_link("/proc/self/ns/net").ok();
@@ -124,9 +137,9 @@ pub fn destroy_udp_connected_to_in_cgroup(
         // The agent's own namespace (the node's) needs no setns, so no
         // CAP_SYS_ADMIN: CAP_NET_ADMIN alone destroys its sockets.
         let result = if own.is_some() && fs::read_link(&path).ok() == own {
-            destroy_udp_connected_to(backends)
+            destroy_udp_where(matches)
         } else {
-            in_namespace(&path, || destroy_udp_connected_to(backends))
+            in_namespace(&path, || destroy_udp_where(matches))
         };
         match result {
             Ok(n) => destroyed += n,

@@ -24,7 +24,9 @@ use super::{
     services::ServiceView,
     slices::Candidate,
 };
-use crate::model::{Frontend, FrontendKind, FrontendSpec, NodeFacts, Scope, ServicePortInfo};
+use crate::model::{
+    Frontend, FrontendKind, FrontendSpec, Listed, NodeFacts, Scope, ServicePortInfo,
+};
 
 /// A frontend claimed by a Service port, before conflicts are settled.
 pub(super) struct Claim {
@@ -57,6 +59,13 @@ impl ServiceView {
             external_policy_local: self.etp_local,
             internal_policy_local: self.itp_local,
             topology_aware: categorized.topology.is_some(),
+            listed: candidates
+                .iter()
+                .map(|c| Listed {
+                    backend: c.backend,
+                    serving: c.serving,
+                })
+                .collect(),
         };
         // A set is `None` only where no frontend of this port can use it
         // (upstream's UsesClusterEndpoints and UsesLocalEndpoints read the
@@ -223,6 +232,14 @@ mod tests {
                 external_policy_local: true,
                 internal_policy_local: false,
                 topology_aware: false,
+                // Every endpoint the slices list, chosen or not.
+                listed: all
+                    .iter()
+                    .map(|e| crate::model::Listed {
+                        backend: e.backend,
+                        serving: true,
+                    })
+                    .collect(),
             }
         );
     }

@@ -196,6 +196,22 @@ pub struct ServicePortInfo {
     pub internal_policy_local: bool,
     /// Topology hints narrowed the cluster-wide endpoints.
     pub topology_aware: bool,
+    /// Every endpoint the port's EndpointSlices list, whatever its
+    /// conditions, sorted by backend: the backends map holds them all (so
+    /// a flow to a draining pod keeps its backend, while one whose pod is
+    /// gone finds none), besides the frontends' chosen sets. Not in the
+    /// service map.
+    #[serde(skip)]
+    pub listed: Vec<Listed>,
+}
+
+/// An endpoint a Service port's EndpointSlices list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Listed {
+    pub backend: Backend,
+    /// Its `serving` condition (unset: true): kube-proxy's UDP conntrack
+    /// cleanup keeps the flows to serving endpoints only.
+    pub serving: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -301,6 +301,10 @@ fn final_words(reason: Reason, verdict: &str, socket_entry: bool) -> String {
             "refused: the source is outside loadBalancerSourceRanges; connect() fails with EPERM"
                 .into()
         }
+        ("drop", _) if reason == Reason::DropCtBackendGone => {
+            "dropped: the flow's backend is gone (no EndpointSlice lists its pod any more, or its id names another address); a SYN chooses again (drop_ct_backend_gone)"
+                .into()
+        }
         ("drop", _) => format!("dropped ({})", reason.name()),
         ("dnat", _) => format!("verdict: translated ({})", reason.name()),
         _ => format!("verdict: passed ({})", reason.name()),

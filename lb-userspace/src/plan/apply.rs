@@ -48,11 +48,10 @@ pub fn apply(
     for cidr in &plan.remove_service_cidrs {
         maps.remove_service_cidr(cidr)?;
     }
-    // Purged while the backends are still in the maps: an apply
-    // interrupted after the purge still finds them to remove next time,
-    // while one interrupted before it would otherwise never purge again.
+    // Purged before the backends go (an apply interrupted before it is
+    // purged again: `Planner::not_applied`).
     if !plan.purge_connections.is_empty() {
-        maps.purge_connections_to(&plan.purge_connections)?;
+        maps.purge_service_connections(&plan.purge_connections)?;
     }
     if !plan.purge_affinity.is_empty() {
         maps.purge_affinity(&plan.purge_affinity)?;

@@ -14,10 +14,9 @@ use super::{
 };
 use crate::{
     datapath::codec::{
-        BackendFlags, FrontendEntry, backend_from_value, backend_identity, backend_value,
-        frontend_key, frontend_value,
+        BackendFlags, FrontendEntry, backend_identity, backend_value, frontend_key, frontend_value,
     },
-    model::{Backend, DesiredState, Frontend, FrontendSpec, Protocol, ServicePortName},
+    model::{Backend, DesiredState, Frontend, FrontendSpec, ServicePortName},
 };
 
 /// Each wanted backend's id and map value, or why it has none.
@@ -62,13 +61,8 @@ pub(super) fn plan_whole(
     max_tables: u32,
 ) -> (Plan, Vec<ServicePortName>) {
     let ports = by_service(desired);
-    let mut planned = plan_ports_of(
-        ports,
-        wanted_backends(desired),
-        desired,
-        applied,
-        max_tables,
-    );
+    let wanted = wanted_backends(desired, &ports);
+    let mut planned = plan_ports_of(ports, wanted, desired, applied, max_tables);
     removals(applied, &planned.in_use, &mut planned.out);
     planned.out.new_services = planned.ids.into_new_services();
     planned.out.purge_affinity = super::affinity_purge::affinity_purge(applied, &planned.out);
@@ -187,8 +181,12 @@ fn by_service(desired: &DesiredState) -> Vec<(&ServicePortName, ServiceFrontends
 }
 
 /// Every backend any frontend uses, with its flags (a flag holds if it
-/// holds for every frontend using the backend).
-fn wanted_backends(desired: &DesiredState) -> BTreeMap<Backend, BackendFlags> {
+/// holds for every frontend using the backend), and every backend the
+/// `ports` list (the default flags where no frontend uses it).
+fn wanted_backends(
+    desired: &DesiredState,
+    ports: &[(&ServicePortName, ServiceFrontends<'_>)],
+) -> BTreeMap<Backend, BackendFlags> {
     let mut wanted: BTreeMap<Backend, BackendFlags> = BTreeMap::new();
     for endpoint in desired.frontends.values().flat_map(|spec| &spec.endpoints) {
         let flags = BackendFlags {
@@ -201,7 +199,24 @@ fn wanted_backends(desired: &DesiredState) -> BTreeMap<Backend, BackendFlags> {
             .and_modify(|f| *f = f.both(flags))
             .or_insert(flags);
     }
+    for listed in ports
+        .iter()
+        .flat_map(|(service, _)| listed_of(desired, service))
+    {
+        wanted.entry(listed.backend).or_default();
+    }
     wanted
+}
+
+/// The endpoints a Service port's EndpointSlices list.
+pub(super) fn listed_of<'a>(
+    desired: &'a DesiredState,
+    service: &ServicePortName,
+) -> &'a [crate::model::Listed] {
+    desired
+        .services
+        .get(service)
+        .map_or(&[], |port| port.listed.as_slice())
 }
 
 /// Each wanted backend's id: the one the maps have for it, else a new one.
@@ -279,6 +294,12 @@ fn plan_service(
         .collect();
     let tables = port_tables(service_id, &uses, ids)?;
     part.tables = tables.writes;
+    // Every listed endpoint holds its backend, whatever its conditions: a
+    // flow to a draining pod keeps it; only a backend no port lists goes.
+    for listed in listed_of(desired, service) {
+        let (id, _) = backend_ids[&listed.backend].clone()?;
+        part.backends_used.insert(id);
+    }
     for (((frontend, spec), key), ((backends, selected), table)) in frontends
         .iter()
         .zip(keys)
@@ -341,10 +362,6 @@ fn removals(applied: &Applied, in_use: &InUse, out: &mut Plan) {
             continue;
         }
         out.remove_backends.push((*id, *value));
-        let connectionless = backend_from_value(value).is_none_or(|b| b.protocol != Protocol::Tcp);
-        if connectionless {
-            out.purge_connections.push(*value);
-        }
     }
     out.release_tables = applied
         .tables

@@ -50,6 +50,7 @@ mod tests {
             external_policy_local,
             internal_policy_local: false,
             topology_aware: false,
+            listed: Vec::new(),
         }
     }
 

@@ -9,10 +9,10 @@
 //! 4. removal of frontends that are gone, then of source ranges nothing
 //!    filters with; then the allocated ClusterIPs and service CIDRs
 //!    (`service_cidrs`),
-//! 5. removal of the stale UDP connection entries that point at backends
-//!    nothing references any more, then of those backends (in this order,
-//!    so an interrupted apply still finds the backends to purge for), then
-//!    of service ports nothing references,
+//! 5. removal of the stale UDP connection entries (a Service port's flows
+//!    to an endpoint that stopped serving it), then of the backends no
+//!    Service port lists or selects any more, then of service ports
+//!    nothing references,
 //! 6. release of the tables whose quarantine ends (their memory goes back
 //!    to the kernel).
 //!
@@ -37,7 +37,9 @@
 //! Rooms: `applied` (what the maps hold, start-up adoption), `index` (who
 //! references what in the maps, kept by each applied plan), `free_ids`
 //! (indexed free lists), `ids` (one plan's id allocation), `usage` (which
-//! ports use each backend, with which flags), `diff` (the whole plan),
+//! ports use each backend, with which flags, and which list it: a backend
+//! any port lists stays in the map), `stale_udp` (the UDP purges, from
+//! what each port's serving endpoints were), `diff` (the whole plan),
 //! `scoped` (the plan of a few ports), `unplannable` (what a port that
 //! cannot be planned keeps), `planner` (which of the two),
 //! `apply` (ordered writes), `print` (the printed form), `maglev` (the
@@ -62,6 +64,7 @@ mod print;
 mod scoped;
 mod service_cidrs;
 mod source_ranges;
+mod stale_udp;
 mod tables;
 mod unplannable;
 mod usage;
@@ -92,9 +95,12 @@ pub struct Plan {
     pub remove_backends: Vec<(u32, Backend4)>,
     /// Service ports no frontend refers to any more.
     pub remove_services: Vec<u32>,
-    /// Removed backends of connectionless protocols whose connection
-    /// entries must go (kube-proxy's UDP conntrack flush).
-    pub purge_connections: Vec<Backend4>,
+    /// (service id, backend): the UDP flows of a Service port to an
+    /// endpoint that stopped serving it, whose connection entries and
+    /// connected sockets must go (kube-proxy's UDP conntrack cleanup,
+    /// `stale_udp`); planned by the `Planner`, which knows what each port
+    /// listed before.
+    pub purge_connections: Vec<(u32, Backend4)>,
     /// (service id, backend id): session-affinity entries of endpoints
     /// that left a Service port with affinity (`affinity_purge`).
     pub purge_affinity: Vec<(u32, u32)>,
@@ -136,7 +142,7 @@ pub enum PlanError {
     )]
     TablesExhausted { max: u32 },
     #[error(
-        "all {max} backend ids are in use (--max-backends): start the agent with a larger --max-backends after `lb cleanup` (each backend costs 88 bytes of kernel memory), or remove endpoints or Services"
+        "all {max} backend ids are in use (--max-backends: one per distinct endpoint the EndpointSlices list, ready or not): start the agent with a larger --max-backends after `lb cleanup` (each backend costs 88 bytes of kernel memory), or remove endpoints or Services"
     )]
     BackendsExhausted { max: u32 },
     #[error(

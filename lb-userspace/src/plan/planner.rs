@@ -38,6 +38,10 @@ pub struct Planner {
     /// `--service-cidr`'s IPv4 prefixes, which every plan keeps in the
     /// service-CIDR trie.
     service_cidrs: BTreeSet<SourceRange>,
+    /// The last plan's UDP purges, and those of a plan not applied, which
+    /// the next plan makes again.
+    purge_planned: Vec<(u32, lb_common::Backend4)>,
+    purge_not_applied: Vec<(u32, lb_common::Backend4)>,
 }
 
 impl Default for Planner {
@@ -54,6 +58,8 @@ impl Planner {
             whole_next: true,
             stats: PlanStats::default(),
             service_cidrs: BTreeSet::new(),
+            purge_planned: Vec::new(),
+            purge_not_applied: Vec::new(),
         }
     }
 
@@ -74,14 +80,20 @@ impl Planner {
         applied: &Applied,
         max_tables: u32,
     ) -> Plan {
+        let mut stale = Vec::new();
         let (plan, failed) = if changes.all || self.whole_next {
             self.whole_next = false;
-            self.usage = Usage::build(desired);
+            let old = std::mem::replace(&mut self.usage, Usage::build(desired));
+            stale = if old.is_empty() {
+                super::stale_udp::stale_at_start(&self.usage, applied)
+            } else {
+                self.usage.stale_since(&old)
+            };
             let ports = desired.services.len();
             self.stats = PlanStats { whole: true, ports };
             plan_whole(desired, applied, max_tables)
         } else {
-            let backends = self.usage.update(desired, changes);
+            let backends = self.usage.update(desired, changes, &mut stale);
             let scope = Scope {
                 services: changes.services.iter().chain(&self.retry).collect(),
                 frontends: &changes.frontends,
@@ -97,13 +109,21 @@ impl Planner {
         self.retry = failed.into_iter().collect();
         let mut plan = plan;
         super::service_cidrs::plan_service_cidrs(&self.service_cidrs, applied, &mut plan);
+        let mut purge = std::mem::take(&mut self.purge_not_applied);
+        purge.extend(super::stale_udp::purges(&stale, applied));
+        purge.sort();
+        purge.dedup();
+        plan.purge_connections = purge.clone();
+        self.purge_planned = purge;
         plan
     }
 
     /// The last plan was not applied whole (the maps were read again): the
-    /// next one plans everything.
+    /// next one plans everything, and purges what this one was to (the
+    /// listings it compared are gone).
     pub fn not_applied(&mut self) {
         self.whole_next = true;
+        self.purge_not_applied = std::mem::take(&mut self.purge_planned);
     }
 
     pub fn stats(&self) -> PlanStats {

@@ -79,8 +79,12 @@ impl fmt::Display for Plan {
         for cidr in &self.remove_service_cidrs {
             writeln!(f, "remove service cidr {cidr}")?;
         }
-        for be in &self.purge_connections {
-            writeln!(f, "purge connections to {}", describe_backend(be))?;
+        for (service, be) in &self.purge_connections {
+            writeln!(
+                f,
+                "purge udp flows of service {service} to {}",
+                describe_backend(be)
+            )?;
         }
         for (service, backend) in &self.purge_affinity {
             writeln!(

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     datapath::codec::{backend_from_value, backend_value, frontend_from_key, frontend_key},
-    model::{Backend, DesiredState, Protocol, ServicePortName},
+    model::{Backend, DesiredState, ServicePortName},
 };
 
 /// What a scoped plan visits.
@@ -48,15 +48,19 @@ pub(super) fn plan_scope(
         .iter()
         .flat_map(|(_, fes)| fes)
         .flat_map(|(_, spec)| &spec.endpoints);
-    for endpoint in endpoints {
-        if let Some(flags) = usage.flags(&endpoint.backend) {
-            wanted.insert(endpoint.backend, flags);
+    let listed = ports
+        .iter()
+        .flat_map(|(service, _)| super::diff::listed_of(desired, service))
+        .map(|listed| &listed.backend);
+    for backend in endpoints.map(|endpoint| &endpoint.backend).chain(listed) {
+        if let Some(flags) = usage.flags(backend) {
+            wanted.insert(*backend, flags);
         }
     }
     let mut planned = plan_ports_of(ports, wanted, desired, applied, max_tables);
     let keys = scope_keys(scope, usage, applied);
     let out = &mut planned.out;
-    removals(&keys, desired, scope, applied, &planned.in_use, out);
+    removals(&keys, desired, scope, usage, applied, &planned.in_use, out);
     shared_backend_flags(scope, usage, applied, out);
     planned.out.new_services = planned.ids.into_new_services();
     planned.out.purge_affinity = super::affinity_purge::affinity_purge(applied, &planned.out);
@@ -122,6 +126,7 @@ fn removals(
     keys: &BTreeSet<Frontend4Key>,
     desired: &DesiredState,
     scope: &Scope<'_>,
+    usage: &Usage,
     applied: &Applied,
     in_use: &InUse,
     out: &mut Plan,
@@ -162,18 +167,28 @@ fn removals(
             *named_by_released.entry(*id).or_default() += 1;
         }
     }
+    // And the backends the scope's ports listed or chose before (their
+    // users changed), named by no table the plan changes.
+    for backend in &scope.backends {
+        let id = identity_of(backend).and_then(|identity| index.backend_ids.get(&identity));
+        if let Some(id) = id {
+            named_by_released.entry(*id).or_default();
+        }
+    }
     for (id, count) in named_by_released {
+        let listed_elsewhere = || {
+            let value = applied.backends.get(&id);
+            let backend = value.and_then(backend_from_value);
+            backend.is_some_and(|b| usage.listed_outside(&b, &scope.services))
+        };
         let still_used = in_use.planned_backends.contains(&id)
             || in_use.kept_backends.contains(&id)
-            || index.tables_naming(id) > count;
+            || index.tables_naming(id) > count
+            || listed_elsewhere();
         let Some(value) = applied.backends.get(&id).filter(|_| !still_used) else {
             continue;
         };
         out.remove_backends.push((id, *value));
-        let connectionless = backend_from_value(value).is_none_or(|b| b.protocol != Protocol::Tcp);
-        if connectionless {
-            out.purge_connections.push(*value);
-        }
     }
     let scoped_ids = scope
         .services

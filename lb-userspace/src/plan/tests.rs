@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
-use lb_common::{MAGLEV_TABLE_SIZE, PROTO_UDP};
+use lb_common::MAGLEV_TABLE_SIZE;
 
 use super::*;
 use crate::{
@@ -73,19 +73,46 @@ pub(super) fn spec(name: &str, backends: &[Backend]) -> FrontendSpec {
     }
 }
 
+/// A UDP ClusterIP frontend (internal scope) on `port`.
+pub(super) fn udp_frontend(port: u16) -> Frontend {
+    Frontend {
+        protocol: Protocol::Udp,
+        ..frontend(port, Scope::Internal)
+    }
+}
+
+/// [`spec`] for a UDP Service port.
+pub(super) fn udp_spec(name: &str, backends: &[Backend]) -> FrontendSpec {
+    let mut s = spec(name, backends);
+    s.service.protocol = Protocol::Udp;
+    s
+}
+
+/// The desired state of `entries`, each Service port listing (serving)
+/// the endpoints its frontends chose.
 pub(super) fn desired(entries: &[(Frontend, FrontendSpec)]) -> DesiredState {
-    let services = entries
-        .iter()
-        .map(|(fe, spec)| {
-            let info = ServicePortInfo {
+    let mut services: std::collections::BTreeMap<ServicePortName, ServicePortInfo> =
+        std::collections::BTreeMap::new();
+    for (fe, spec) in entries {
+        let info = services
+            .entry(spec.service.clone())
+            .or_insert_with(|| ServicePortInfo {
                 port: fe.port,
                 external_policy_local: false,
                 internal_policy_local: false,
                 topology_aware: false,
+                listed: Vec::new(),
+            });
+        for endpoint in &spec.endpoints {
+            let listed = crate::model::Listed {
+                backend: endpoint.backend,
+                serving: true,
             };
-            (spec.service.clone(), info)
-        })
-        .collect();
+            if let Err(at) = info.listed.binary_search(&listed) {
+                info.listed.insert(at, listed);
+            }
+        }
+    }
     DesiredState {
         frontends: entries.iter().cloned().collect(),
         services,
@@ -265,42 +292,6 @@ fn removing_a_backend_keeps_the_others_slots() {
 }
 
 #[test]
-fn removed_udp_backends_have_their_connections_purged_tcp_do_not() {
-    let (u1, u2) = (backend(11, Protocol::Udp), backend(12, Protocol::Udp));
-    let (t1, t2) = (backend(21, Protocol::Tcp), backend(22, Protocol::Tcp));
-    let mut maps = MemoryMaps::new(4);
-    let mut applied = Applied::default();
-    let dns = |bs: &[Backend]| {
-        let mut s = spec("dns", bs);
-        s.service.protocol = Protocol::Udp;
-        s
-    };
-    let udp_fe = Frontend {
-        protocol: Protocol::Udp,
-        ..frontend(53, Scope::Internal)
-    };
-    sync(
-        &desired(&[
-            (udp_fe, dns(&[u1, u2])),
-            (frontend(80, Scope::Internal), spec("web", &[t1, t2])),
-        ]),
-        &mut maps,
-        &mut applied,
-    );
-    sync(
-        &desired(&[
-            (udp_fe, dns(&[u1])),
-            (frontend(80, Scope::Internal), spec("web", &[t1])),
-        ]),
-        &mut maps,
-        &mut applied,
-    );
-    assert_eq!(maps.purged.len(), 1);
-    assert_eq!(maps.purged[0].proto, PROTO_UDP);
-    assert_eq!(backend_from_value(&maps.purged[0]), Some(u2));
-}
-
-#[test]
 fn a_restarted_agent_adopts_what_the_maps_hold_and_writes_nothing() {
     let (a, b) = (backend(11, Protocol::Tcp), backend(12, Protocol::Tcp));
     let state = desired(&[(frontend(80, Scope::Internal), spec("web", &[a, b]))]);
@@ -370,6 +361,7 @@ fn a_table_an_older_agent_shared_between_services_is_never_rewritten() {
         external_policy_local: false,
         internal_policy_local: false,
         topology_aware: false,
+        listed: Vec::new(),
     };
     let info = crate::datapath::codec::service_info(&api.1.service, &port);
     maps.services.insert(2, info);
@@ -437,6 +429,7 @@ fn removed_frontends_and_services_go_after_the_flips() {
 }
 
 mod faults;
+mod listed;
 mod problems;
 
 /// A Service port that takes over a frontend carries its id (restart

@@ -50,16 +50,14 @@ fn established_flows_keep_their_backend_while_the_backend_set_changes() {
     let internal_pod = internal.ask();
     assert!(external_pod.starts_with("pod-"), "{external_pod}");
 
-    // Take the external flow's own pod out of the Service (the pod keeps
-    // running, like a terminating pod draining): new connections avoid it,
-    // the established one stays on it.
-    let index: usize = external_pod
-        .trim_start_matches("pod-")
-        .parse::<usize>()
-        .unwrap()
-        - 1;
+    // The external flow's own pod starts terminating (serving, not ready:
+    // a pod draining): new connections avoid it, the established one keeps
+    // working both ways ("terminating backends keep their established
+    // flows until they are removed", issue 11).
+    let index = pod_index(&external_pod);
     let remaining: Vec<usize> = (0..3).filter(|i| *i != index).collect();
-    env.set_endpoints_applied(&remaining).unwrap();
+    env.set_endpoints_draining_applied(&remaining, &[index])
+        .unwrap();
     for _ in 0..5 {
         assert_eq!(external.ask(), external_pod);
         assert_eq!(internal.ask(), internal_pod);
@@ -71,6 +69,50 @@ fn established_flows_keep_their_backend_while_the_backend_set_changes() {
         "{:?}",
         fresh.answers
     );
+}
+
+/// "pod-N" -> N - 1.
+fn pod_index(pod: &str) -> usize {
+    pod.trim_start_matches("pod-").parse::<usize>().unwrap() - 1
+}
+
+/// Issue 11: "a hit whose backend is gone ... dropped or reset for the
+/// rest, never sent to an address that may now be someone else's pod". A
+/// long-lived connection through the NodePort whose pod is removed from
+/// the EndpointSlices gets nothing more to that pod once the removal is
+/// applied (lb-probe bounds the exchange: an `error:` answer, no pod's
+/// name), while a connection to a pod that turns terminating instead
+/// keeps answering.
+#[test]
+fn a_connection_to_a_removed_endpoint_gets_nothing_more_while_a_draining_one_keeps_working() {
+    let (_serial, mut env) = env();
+    let nodeport = frontend("web-nodeport:http");
+    // Two connections on two different pods.
+    let mut first = Chat::open(&mut env, Origin::Client, nodeport.addr);
+    let first_pod = first.ask();
+    let mut second = (0..20)
+        .map(|_| {
+            let mut chat = Chat::open(&mut env, Origin::Client, nodeport.addr);
+            let pod = chat.ask();
+            (chat, pod)
+        })
+        .find(|(_, pod)| *pod != first_pod)
+        .expect("a connection on another pod within 20");
+    let (removed, draining) = (pod_index(&first_pod), pod_index(&second.1));
+    let ready: Vec<usize> = (0..3)
+        .filter(|i| ![removed, draining].contains(i))
+        .collect();
+    env.set_endpoints_draining_applied(&ready, &[draining])
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(second.0.ask(), second.1, "the draining pod's connection");
+        let answer = first.ask();
+        assert!(
+            answer.starts_with("error"),
+            "the removed pod {first_pod} answered {answer:?}\n{}",
+            env.agent_log_text()
+        );
+    }
 }
 
 #[test]

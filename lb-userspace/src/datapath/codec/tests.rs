@@ -214,6 +214,7 @@ fn service_infos_round_trip_with_every_flag() {
                 external_policy_local: bits & 1 != 0,
                 internal_policy_local: bits & 2 != 0,
                 topology_aware: bits & 4 != 0,
+                listed: Vec::new(),
             };
             let value = service_info(&name, &info);
             assert_eq!(value.algorithm, ALGORITHM_MAGLEV);
@@ -229,6 +230,7 @@ fn longest_kubernetes_names_fit_and_longer_ones_are_cut() {
         external_policy_local: false,
         internal_policy_local: false,
         topology_aware: false,
+        listed: Vec::new(),
     };
     let longest = port_name(
         &"n".repeat(NAME_LEN - 1),
@@ -252,6 +254,7 @@ fn service_info_of_another_version_decodes_to_none() {
         external_policy_local: false,
         internal_policy_local: false,
         topology_aware: false,
+        listed: Vec::new(),
     };
     let mut value = service_info(&name, &info);
     value.proto = PROTO_TCP + 1;

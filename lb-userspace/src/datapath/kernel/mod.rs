@@ -15,6 +15,7 @@ mod mapped;
 mod masquerade_rules;
 mod service_cidrs;
 mod source_ranges;
+mod stale_udp;
 mod views;
 mod writer;
 

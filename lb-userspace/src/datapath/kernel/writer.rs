@@ -169,6 +169,10 @@ impl DatapathMaps for KernelMaps {
         Ok(removed + aborted)
     }
 
+    fn purge_service_connections(&mut self, flows: &[(u32, Backend4)]) -> Result<usize, MapsError> {
+        self.purge_udp_flows_of(flows)
+    }
+
     fn purge_affinity(&mut self, pairs: &[(u32, u32)]) -> Result<usize, MapsError> {
         self.purge_affinity_of(pairs)
     }

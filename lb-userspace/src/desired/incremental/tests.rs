@@ -84,7 +84,7 @@ fn slice(
     }
     let endpoints: Vec<_> = addrs
         .iter()
-        .map(|a| json!({"addresses": [format!("10.0.0.{a}")], "conditions": {"ready": true}}))
+        .map(|a| json!({"addresses": [format!("10.0.0.{a}")], "conditions": conditions(*a)}))
         .collect();
     serde_json::from_value(json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": meta,
@@ -93,6 +93,17 @@ fn slice(
         "endpoints": endpoints,
     }))
     .expect("a valid EndpointSlice")
+}
+
+/// Address 6 is draining (serving, terminating), 7 not ready: endpoints
+/// listed but chosen only when nothing is ready, which hold backends all
+/// the same (the plan's listed references).
+fn conditions(address: u8) -> serde_json::Value {
+    match address {
+        6 => json!({"ready": false, "serving": true, "terminating": true}),
+        7 => json!({"ready": false, "serving": false}),
+        _ => json!({"ready": true}),
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -172,6 +172,7 @@ fn info(name: &str) -> lb_common::ServiceInfo {
         external_policy_local: false,
         internal_policy_local: false,
         topology_aware: false,
+        listed: Vec::new(),
     };
     service_info(&spec(name, &[]).service, &port)
 }
