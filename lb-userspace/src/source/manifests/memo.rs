@@ -47,6 +47,7 @@ pub(super) struct DocumentMemo {
 
 impl DocumentMemo {
     /// How many documents are remembered.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_text.len()
     }
