@@ -2,12 +2,12 @@
 //! whole state (see the module comment of `plan`).
 
 use super::{Applied, Plan, TableWrite};
+use crate::datapath::{DatapathMaps, MapsError};
 
 /// Tables built and written together: their slots exist only while they
 /// are written (about 1 MiB at 4 KiB a table), and the kernel writer swaps
 /// as many in per update of the outer map (one RCU wait).
 pub(crate) const TABLES_PER_WRITE: usize = 256;
-use crate::datapath::{DatapathMaps, MapsError};
 
 /// Applies a plan in order, then records it in `applied`. On error the maps
 /// hold a consistent prefix of the plan (every step leaves them valid), and

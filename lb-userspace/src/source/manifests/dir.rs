@@ -137,7 +137,7 @@ impl Loader {
                 Lookup::Miss(key) => {
                     let (name, memo) = (display_name(path), cache.memo(path));
                     match parser.finish(path, &name, &self.limits, deadline, &memo) {
-                        Parsed::Done(read) => cache.store(path, key, read),
+                        Parsed::Done(read) => cache.store(path, key, *read),
                         Parsed::Late => cache.stale(path),
                     }
                 }

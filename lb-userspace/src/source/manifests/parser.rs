@@ -49,7 +49,7 @@ pub(super) struct Parser {
 
 /// How one file's read went.
 pub(super) enum Parsed {
-    Done(FileRead),
+    Done(Box<FileRead>),
     /// Still running past the load's deadline.
     Late,
 }
@@ -122,7 +122,7 @@ impl Parser {
     ) -> Parsed {
         let Some(flight) = self.in_flight.get(path) else {
             self.started += 1;
-            return Parsed::Done((self.read)(path, name, limits, memo));
+            return Parsed::Done(Box::new((self.read)(path, name, limits, memo)));
         };
         let received = match deadline {
             None => flight
@@ -134,19 +134,19 @@ impl Parser {
                 .recv_timeout(deadline.saturating_duration_since(Instant::now())),
         };
         let outcome = match received {
-            Ok(read) => Parsed::Done(read),
+            Ok(read) => Parsed::Done(Box::new(read)),
             Err(RecvTimeoutError::Timeout) => {
                 // Marked late before looking once more: a result sent after
                 // this look finds the mark and wakes the agent.
                 flight.late.store(true, Ordering::SeqCst);
                 match flight.result.try_recv() {
-                    Ok(read) => Parsed::Done(read),
+                    Ok(read) => Parsed::Done(Box::new(read)),
                     Err(_) => return Parsed::Late,
                 }
             }
             // The thread died (a panic in the reader): read here instead.
             Err(RecvTimeoutError::Disconnected) => {
-                Parsed::Done((self.read)(path, name, limits, memo))
+                Parsed::Done(Box::new((self.read)(path, name, limits, memo)))
             }
         };
         self.in_flight.remove(path);
