@@ -22,7 +22,10 @@ use super::{
     memo::{DocumentMemo, TextKey},
     yaml::{self, DocumentText},
 };
-use crate::{model::ProblemCode, source::Snapshot};
+use crate::{
+    model::ProblemCode,
+    source::{Snapshot, compact::Compact},
+};
 
 /// The namespace Kubernetes assumes when a manifest names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -231,7 +234,7 @@ fn read_list(place: &str, value: &Value, item_kind: Option<(&str, &str)>, set: &
 }
 
 /// An object of a kind lb uses: metadata and namespace checked, deserialized.
-trait Object: Resource + DeserializeOwned {
+trait Object: Resource + DeserializeOwned + Compact {
     fn meta_mut(&mut self) -> &mut ObjectMeta;
 }
 
@@ -267,6 +270,7 @@ fn read_object<T: Object>(
     };
     match read {
         Ok(mut object) => {
+            object.compact();
             let meta = object.meta_mut();
             if meta.namespace.as_deref().is_none_or(str::is_empty) {
                 meta.namespace = Some(DEFAULT_NAMESPACE.to_owned());
