@@ -86,7 +86,7 @@ fn reach(
 /// as the maps hold them.
 fn tables_after(applied: &Applied, plan: &Plan, table_id: u32) -> BTreeSet<u32> {
     match plan.write_tables.iter().find(|t| t.table_id == table_id) {
-        Some(written) => written.slots.iter().copied().collect(),
+        Some(written) => written.backend_ids.iter().copied().collect(),
         None => applied
             .table_backend_ids(table_id)
             .iter()

@@ -1,8 +1,13 @@
 //! Applying a plan: its writes in the order that keeps every packet on a
 //! whole state (see the module comment of `plan`).
 
-use super::{Applied, Plan};
+use super::{Applied, Plan, TableWrite};
 use crate::datapath::{DatapathMaps, MapsError};
+
+/// Tables built and written together: their slots exist only while they
+/// are written (about 1 MiB at 4 KiB a table), and the kernel writer swaps
+/// as many in per update of the outer map (one RCU wait).
+pub(crate) const TABLES_PER_WRITE: usize = 256;
 
 /// Applies a plan in order, then records it in `applied`. On error the maps
 /// hold a consistent prefix of the plan (every step leaves them valid), and
@@ -18,12 +23,7 @@ pub fn apply(
     for (id, value) in &plan.set_backends {
         maps.set_backend(*id, value)?;
     }
-    let tables: Vec<(u32, &[u32])> = plan
-        .write_tables
-        .iter()
-        .map(|table| (table.table_id, table.slots.as_slice()))
-        .collect();
-    maps.write_tables(&tables)?;
+    write_tables(&plan.write_tables, maps)?;
     for (id, range) in &plan.set_source_ranges {
         maps.set_source_range(*id, range)?;
     }
@@ -68,5 +68,20 @@ pub fn apply(
         maps.release_table(id)?;
     }
     applied.record(plan);
+    Ok(())
+}
+
+/// Writes the plan's tables `TABLES_PER_WRITE` at a time, each chunk's
+/// slots built just before it is written and dropped after.
+fn write_tables(tables: &[TableWrite], maps: &mut dyn DatapathMaps) -> Result<(), MapsError> {
+    for chunk in tables.chunks(TABLES_PER_WRITE) {
+        let slots: Vec<Vec<u32>> = chunk.iter().map(TableWrite::slots).collect();
+        let writes: Vec<(u32, &[u32])> = chunk
+            .iter()
+            .zip(&slots)
+            .map(|(table, slots)| (table.table_id, slots.as_slice()))
+            .collect();
+        maps.write_tables(&writes)?;
+    }
     Ok(())
 }

@@ -208,7 +208,7 @@ impl Index {
         for table in &plan.write_tables {
             // Rewritten in place: what it named before is named no more.
             self.remove_table(table.table_id);
-            let named: BTreeSet<u32> = table.slots.iter().copied().collect();
+            let named: BTreeSet<u32> = table.backend_ids.iter().copied().collect();
             let backends = Some(table.backends.clone());
             self.add_table(table.table_id, backends, named.into_iter().collect());
             self.free_tables.take(table.table_id);

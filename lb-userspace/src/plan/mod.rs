@@ -126,12 +126,30 @@ pub struct Plan {
     pub problems: Vec<Problem>,
 }
 
+/// A Maglev table to write: its backends and their ids. The slots are
+/// built when the table is written (`slots`), a few hundred at a time,
+/// not when it is planned: a full sync at 10,000 Services planned 41 MB
+/// of slots before writing the first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableWrite {
     pub table_id: u32,
     pub backends: Vec<Backend>,
-    /// Backend ids, `lb_common::maglev::table_size` of them.
-    pub slots: Vec<u32>,
+    /// The id of each of `backends`, in the same order.
+    pub backend_ids: Vec<u32>,
+}
+
+impl TableWrite {
+    /// The table's slots as backend ids, `lb_common::maglev::table_size`
+    /// of them (a prime of at least 100 per backend, so every backend id
+    /// is in them).
+    pub fn slots(&self) -> Vec<u32> {
+        let size = lb_common::maglev::table_size(self.backends.len() as u32);
+        let mut slots = maglev::table(&self.backends, size);
+        for slot in &mut slots {
+            *slot = self.backend_ids[*slot as usize];
+        }
+        slots
+    }
 }
 
 /// Why one Service port could not be planned.

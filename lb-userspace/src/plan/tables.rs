@@ -18,9 +18,9 @@
 
 use std::collections::BTreeMap;
 
-use lb_common::{Frontend4Key, maglev::table_size};
+use lb_common::Frontend4Key;
 
-use super::{PlanError, TableWrite, ids::Ids, maglev};
+use super::{PlanError, TableWrite, ids::Ids};
 use crate::model::Backend;
 
 /// One frontend of the port: its key and its backends with their ids.
@@ -125,16 +125,11 @@ pub(super) fn port_tables(
 }
 
 /// Table `table_id` over `backends` (whose ids are `backend_ids`, in the
-/// same order): sized per backend count (a prime of at least 100 slots
-/// each), built in place as the backend ids.
+/// same order); its slots are built when it is written.
 fn table_write(table_id: u32, backends: &[Backend], backend_ids: &[u32]) -> TableWrite {
-    let mut slots = maglev::table(backends, table_size(backends.len() as u32));
-    for slot in &mut slots {
-        *slot = backend_ids[*slot as usize];
-    }
     TableWrite {
         table_id,
         backends: backends.to_vec(),
-        slots,
+        backend_ids: backend_ids.to_vec(),
     }
 }

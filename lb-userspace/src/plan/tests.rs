@@ -372,7 +372,7 @@ fn a_table_an_older_agent_shared_between_services_is_never_rewritten() {
     let upgrade = sync(&both, &mut maps, &mut restarted);
     let tables: BTreeSet<u32> = upgrade.write_tables.iter().map(|t| t.table_id).collect();
     assert_eq!(tables, BTreeSet::from([1, 2]), "{upgrade}");
-    assert!(upgrade.write_tables.iter().all(|t| t.slots == shared));
+    assert!(upgrade.write_tables.iter().all(|t| t.slots() == shared));
     assert_eq!(upgrade.release_tables, [0]);
     assert!(plan(&both, &restarted, 4).is_empty());
 }

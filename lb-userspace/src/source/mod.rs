@@ -6,6 +6,7 @@
 //! unreadable" or "the initial list is not complete yet" must keep the
 //! current state, not read as "every Service was deleted".
 pub mod cluster;
+pub mod compact;
 pub mod manifests;
 pub mod node;
 mod snapshot;

@@ -112,6 +112,9 @@ pub fn run(options: &BenchOptions) -> Result<Section> {
                     repetition + 1
                 ));
             }
+            if crate::lb_only() {
+                continue;
+            }
             let shapes = service_shapes(n);
             let changed = without_first_endpoint(&shapes)?;
             for (subject, load) in [

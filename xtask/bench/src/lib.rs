@@ -56,6 +56,11 @@ impl BenchOptions {
 
     /// The Service counts each scaling section runs at.
     pub fn service_counts(&self, full: &[usize]) -> Vec<usize> {
+        // sync: `LB_BENCH_SERVICES=10000` (comma-separated) keeps only
+        // those of a section's counts, to measure one size quickly.
+        if let Some(only) = only_services() {
+            return full.iter().copied().filter(|n| only.contains(n)).collect();
+        }
         if self.quick {
             full.iter()
                 .copied()
@@ -66,6 +71,22 @@ impl BenchOptions {
             full.to_vec()
         }
     }
+}
+
+/// The Service counts `LB_BENCH_SERVICES` names, if set.
+fn only_services() -> Option<Vec<usize>> {
+    let only = std::env::var("LB_BENCH_SERVICES").ok()?;
+    Some(
+        only.split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect(),
+    )
+}
+
+/// Whether `LB_BENCH_LB_ONLY=1` asks to skip kube-proxy's rule loads (the
+/// control-plane section then measures the agent alone).
+pub fn lb_only() -> bool {
+    std::env::var("LB_BENCH_LB_ONLY").is_ok_and(|v| v == "1")
 }
 
 /// Runs every section and writes the report; returns the report's path.

@@ -237,3 +237,60 @@ fn a_failed_write_is_reported_and_changes_nothing_after_it() {
     assert!(err.to_string().contains("injected fault"), "{err}");
     assert_eq!(maps.frontends, frontends);
 }
+
+/// sync: a full sync of more tables than one write holds
+/// (`TABLES_PER_WRITE`, each chunk's slots built just before it is
+/// written), interrupted in its second chunk: no frontend is written yet
+/// (every table goes before any frontend refers to it), so nothing
+/// dangles, and the agent's retry (re-read the maps, plan the whole state
+/// again, apply) programs every Service over its own backends.
+#[test]
+fn a_full_sync_interrupted_between_chunks_of_tables_is_replanned_whole() {
+    use crate::plan::apply::TABLES_PER_WRITE;
+    let count = TABLES_PER_WRITE + 44;
+    let backends_of = |i: usize| [tcp(1 + (i % 200) as u8), tcp(201 + (i % 50) as u8)];
+    let entries: Vec<_> = (0..count)
+        .map(|i| {
+            let port = 1000 + i as u16;
+            let name = format!("svc-{i}");
+            (
+                frontend(port, Scope::Internal),
+                spec(&name, &backends_of(i)),
+            )
+        })
+        .collect();
+    let state = desired(&entries);
+    let max = count as u32 + 8;
+    let mut maps = MemoryMaps::new(max);
+    let mut applied = Applied::read(&maps).unwrap();
+    let full = plan(&state, &applied, max);
+    assert_eq!(full.write_tables.len(), count, "one table per Service");
+    let into_second_chunk = TABLES_PER_WRITE + 10;
+    maps.fail_after(full.set_services.len() + full.set_backends.len() + into_second_chunk);
+    assert!(apply(&full, &mut maps, &mut applied).is_err());
+    assert!(
+        maps.tables.len() > TABLES_PER_WRITE,
+        "the first chunk is written"
+    );
+    assert!(maps.frontends.is_empty(), "no frontend before every table");
+    assert_eq!(maps.dangling(), Vec::<String>::new());
+
+    let mut reread = Applied::reread(&maps, &applied).unwrap();
+    let retry = plan(&state, &reread, max);
+    assert_eq!(retry.problems, [], "{retry}");
+    apply(&retry, &mut maps, &mut reread).unwrap();
+    assert_eq!(maps.dangling(), Vec::<String>::new());
+    assert_eq!(maps.frontends.len(), count);
+    for i in [0, TABLES_PER_WRITE - 1, TABLES_PER_WRITE + 10, count - 1] {
+        let port = 1000 + i as u16;
+        let slots = maps.table_of(&frontend_key(&frontend(port, Scope::Internal)).unwrap());
+        let selected: BTreeSet<Backend> = (0..slots.map_or(0, <[u32]>::len))
+            .filter_map(|slot| backend_at(&maps, port, Scope::Internal, slot))
+            .collect();
+        assert_eq!(selected, BTreeSet::from(backends_of(i)), "Service {i}");
+    }
+    assert!(
+        plan(&state, &reread, max).is_empty(),
+        "nothing left to write"
+    );
+}

@@ -26,6 +26,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use tracing::{debug, info, warn};
 
 use super::error_log::{ErrorLog, Line};
+use crate::source::compact::Compact;
 
 /// A reflector's store and whether it has listed once; its task runs until
 /// aborted.
@@ -68,7 +69,7 @@ pub fn spawn<K>(
     wake: watch::Sender<u64>,
 ) -> Reflector<K>
 where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + Compact + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
     let (store, writer) = reflector::store();
@@ -81,6 +82,7 @@ where
             object
                 .annotations_mut()
                 .remove("kubectl.kubernetes.io/last-applied-configuration");
+            object.compact();
         })
         .reflect(writer);
     let task = tokio::spawn(drive(stream, kind, listed.clone(), wake));

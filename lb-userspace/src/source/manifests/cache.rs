@@ -10,7 +10,10 @@ use std::{
     sync::Arc,
 };
 
-use super::file::unusable;
+use super::{
+    file::{FileRead, unusable},
+    memo::DocumentMemo,
+};
 use crate::source::Snapshot;
 
 /// Which version of a file was read: a rewrite changes the inode (rename
@@ -42,6 +45,8 @@ struct Entry {
     /// The last read with no file-level problem (shared with `yields`
     /// when that is it: a large file is held once, not twice).
     last_good: Option<Arc<Snapshot>>,
+    /// The documents of the last read, for the next read of the file.
+    memo: Arc<DocumentMemo>,
 }
 
 /// Per-file memo of reads.
@@ -76,11 +81,20 @@ impl FileCache {
         }
     }
 
+    /// The documents the last read of `path` remembers (none, if never read).
+    pub fn memo(&self, path: &Path) -> Arc<DocumentMemo> {
+        self.entries
+            .get(path)
+            .map(|e| e.memo.clone())
+            .unwrap_or_default()
+    }
+
     /// Files a new read of `path` (of version `key`); returns what the file
     /// contributes now.
-    pub fn store(&mut self, path: &Path, key: Option<FileKey>, read: Snapshot) -> Snapshot {
+    pub fn store(&mut self, path: &Path, key: Option<FileKey>, read: FileRead) -> Snapshot {
         let previous = self.entries.remove(path).and_then(|e| e.last_good);
-        let entry = settle(read, previous, key);
+        let mut entry = settle(read.snapshot, previous, key);
+        entry.memo = Arc::new(read.memo);
         let yields = Snapshot::clone(&entry.yields);
         self.entries.insert(path.to_owned(), entry);
         yields
@@ -110,6 +124,7 @@ fn settle(read: Snapshot, last_good: Option<Arc<Snapshot>>, key: Option<FileKey>
             key,
             yields: read.clone(),
             last_good: Some(read),
+            memo: Arc::default(),
         };
     }
     let Some(good) = last_good else {
@@ -117,6 +132,7 @@ fn settle(read: Snapshot, last_good: Option<Arc<Snapshot>>, key: Option<FileKey>
             key,
             yields: Arc::new(read),
             last_good: None,
+            memo: Arc::default(),
         };
     };
     let mut yields = Snapshot {
@@ -142,5 +158,6 @@ fn settle(read: Snapshot, last_good: Option<Arc<Snapshot>>, key: Option<FileKey>
         key,
         yields: Arc::new(yields),
         last_good: Some(good),
+        memo: Arc::default(),
     }
 }

@@ -124,7 +124,8 @@ impl Loader {
             .map(|path| {
                 let lookup = cache.lookup(path, held.contains(path));
                 if let Lookup::Miss(key) = lookup {
-                    parser.start(path, &display_name(path), key, &self.limits);
+                    let memo = cache.memo(path);
+                    parser.start(path, &display_name(path), key, &self.limits, memo);
                 }
                 lookup
             })
@@ -134,8 +135,9 @@ impl Loader {
             set.extend(match lookup {
                 Lookup::Hit(snapshot) => snapshot,
                 Lookup::Miss(key) => {
-                    match parser.finish(path, &display_name(path), &self.limits, deadline) {
-                        Parsed::Done(read) => cache.store(path, key, read),
+                    let (name, memo) = (display_name(path), cache.memo(path));
+                    match parser.finish(path, &name, &self.limits, deadline, &memo) {
+                        Parsed::Done(read) => cache.store(path, key, *read),
                         Parsed::Late => cache.stale(path),
                     }
                 }

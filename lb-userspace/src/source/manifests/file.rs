@@ -6,7 +6,7 @@ use std::{
     path::Path,
 };
 
-use super::{limits::Limits, parse::parse_documents_with};
+use super::{limits::Limits, memo::DocumentMemo, parse::parse_documents_reusing};
 use crate::{model::ProblemCode, source::Snapshot};
 
 /// Why one manifest file could not be used at all (the others still are).
@@ -34,15 +34,35 @@ impl FileError {
     }
 }
 
-/// What `path` holds; `name` is how problems call the file.
-pub(super) fn read_manifest_file(path: &Path, name: &str, limits: &Limits) -> Snapshot {
+/// What one read of a file gave, and the memo of its documents for the
+/// next read.
+#[derive(Debug, Default)]
+pub(super) struct FileRead {
+    pub snapshot: Snapshot,
+    pub memo: DocumentMemo,
+}
+
+/// What `path` holds; `name` is how problems call the file. The documents
+/// `previous` (its last read) remembers are not parsed again.
+pub(super) fn read_manifest_file(
+    path: &Path,
+    name: &str,
+    limits: &Limits,
+    previous: &DocumentMemo,
+) -> FileRead {
     match read_text(path, limits.max_file_bytes) {
-        Ok(text) => parse_documents_with(name, &text, limits),
+        Ok(text) => {
+            let (snapshot, memo) = parse_documents_reusing(name, &text, limits, previous);
+            FileRead { snapshot, memo }
+        }
         Err(err) => {
-            let mut set = Snapshot::default();
-            set.coded_problem(err.code(), name, err.to_string());
-            set.attribute_to(name);
-            set
+            let mut snapshot = Snapshot::default();
+            snapshot.coded_problem(err.code(), name, err.to_string());
+            snapshot.attribute_to(name);
+            FileRead {
+                snapshot,
+                memo: DocumentMemo::default(),
+            }
         }
     }
 }

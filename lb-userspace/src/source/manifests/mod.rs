@@ -11,6 +11,9 @@ mod documents;
 mod file;
 mod kinds;
 mod limits;
+mod memo;
+#[cfg(test)]
+mod memo_tests;
 mod parse;
 mod parser;
 #[cfg(test)]

@@ -19,9 +19,13 @@ use super::{
     documents::{Document, TooManyDocuments, split_documents},
     kinds,
     limits::Limits,
+    memo::{DocumentMemo, TextKey},
     yaml::{self, DocumentText},
 };
-use crate::{model::ProblemCode, source::Snapshot};
+use crate::{
+    model::ProblemCode,
+    source::{Snapshot, compact::Compact},
+};
 
 /// The namespace Kubernetes assumes when a manifest names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -35,7 +39,20 @@ pub fn parse_documents(source_name: &str, text: &str) -> Snapshot {
 /// [`parse_documents`] within `limits`: a stream of too many documents is
 /// one problem of the stream, a document too deep one of that document.
 pub fn parse_documents_with(source_name: &str, text: &str, limits: &Limits) -> Snapshot {
+    parse_documents_reusing(source_name, text, limits, &DocumentMemo::default()).0
+}
+
+/// [`parse_documents_with`], reusing the objects of the documents whose
+/// text `previous` remembers (the file's last read); returns what it read
+/// and the memo of this read.
+pub(super) fn parse_documents_reusing(
+    source_name: &str,
+    text: &str,
+    limits: &Limits,
+    previous: &DocumentMemo,
+) -> (Snapshot, DocumentMemo) {
     let mut set = Snapshot::default();
+    let mut memo = DocumentMemo::default();
     let docs = match split_documents(text, limits.max_documents) {
         Ok(docs) => docs,
         Err(TooManyDocuments { limit }) => {
@@ -47,15 +64,22 @@ pub fn parse_documents_with(source_name: &str, text: &str, limits: &Limits) -> S
                 ),
             );
             set.attribute_to(source_name);
-            return set;
+            return (set, memo);
         }
     };
     for doc in docs {
+        let key = TextKey::of(doc.text);
+        if previous.reuse(key, &mut set, &mut memo) {
+            continue;
+        }
         let place = format!("{source_name} (document {})", doc.number);
-        parse_document(&place, &doc, limits, &mut set);
+        let mut read = Snapshot::default();
+        parse_document(&place, &doc, limits, &mut read);
+        memo.remember(key, &read);
+        set.extend(read);
     }
     set.attribute_to(source_name);
-    set
+    (set, memo)
 }
 
 /// Reads one document and files what it holds into `set`.
@@ -210,7 +234,7 @@ fn read_list(place: &str, value: &Value, item_kind: Option<(&str, &str)>, set: &
 }
 
 /// An object of a kind lb uses: metadata and namespace checked, deserialized.
-trait Object: Resource + DeserializeOwned {
+trait Object: Resource + DeserializeOwned + Compact {
     fn meta_mut(&mut self) -> &mut ObjectMeta;
 }
 
@@ -246,6 +270,7 @@ fn read_object<T: Object>(
     };
     match read {
         Ok(mut object) => {
+            object.compact();
             let meta = object.meta_mut();
             if meta.namespace.as_deref().is_none_or(str::is_empty) {
                 meta.namespace = Some(DEFAULT_NAMESPACE.to_owned());

@@ -16,20 +16,25 @@ use std::{
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{cache::FileKey, file::read_manifest_file, limits::Limits};
-use crate::source::Snapshot;
+use super::{
+    cache::FileKey,
+    file::{FileRead, read_manifest_file},
+    limits::Limits,
+    memo::DocumentMemo,
+};
 
 /// Past this many parse threads at once, a load parses the rest itself:
 /// a bulk rewrite of a thousand files must not start a thousand threads.
 const MAX_THREADS: usize = 64;
 
 /// How a file is read: [`read_manifest_file`], or a test's stand-in.
-pub(super) type ReadFn = fn(&Path, &str, &Limits) -> Snapshot;
+/// The memo is the file's last read's (documents it need not parse again).
+pub(super) type ReadFn = fn(&Path, &str, &Limits, &DocumentMemo) -> FileRead;
 
 /// A parse running on its own thread.
 struct InFlight {
     key: Option<FileKey>,
-    result: mpsc::Receiver<Snapshot>,
+    result: mpsc::Receiver<FileRead>,
     /// Set when a load stopped waiting: the thread then wakes the agent.
     late: Arc<AtomicBool>,
 }
@@ -44,7 +49,7 @@ pub(super) struct Parser {
 
 /// How one file's read went.
 pub(super) enum Parsed {
-    Done(Snapshot),
+    Done(Box<FileRead>),
     /// Still running past the load's deadline.
     Late,
 }
@@ -68,7 +73,14 @@ impl Parser {
     /// Starts reading version `key` of `path`, unless that read is already
     /// running. Without a wake-up to give (or past [`MAX_THREADS`]), the
     /// read is left to [`Parser::finish`], on the caller's thread.
-    pub fn start(&mut self, path: &Path, name: &str, key: Option<FileKey>, limits: &Limits) {
+    pub fn start(
+        &mut self,
+        path: &Path,
+        name: &str,
+        key: Option<FileKey>,
+        limits: &Limits,
+        memo: Arc<DocumentMemo>,
+    ) {
         if self.in_flight.get(path).is_some_and(|f| f.key == key) {
             return;
         }
@@ -85,7 +97,7 @@ impl Parser {
         let spawned = std::thread::Builder::new()
             .name("lb-parse".into())
             .spawn(move || {
-                let _ = tx.send(read(&path_owned, &name, &limits));
+                let _ = tx.send(read(&path_owned, &name, &limits, &memo));
                 if thread_late.load(Ordering::SeqCst)
                     && let Some(wake) = wake
                 {
@@ -106,10 +118,11 @@ impl Parser {
         name: &str,
         limits: &Limits,
         deadline: Option<Instant>,
+        memo: &DocumentMemo,
     ) -> Parsed {
         let Some(flight) = self.in_flight.get(path) else {
             self.started += 1;
-            return Parsed::Done((self.read)(path, name, limits));
+            return Parsed::Done(Box::new((self.read)(path, name, limits, memo)));
         };
         let received = match deadline {
             None => flight
@@ -121,18 +134,20 @@ impl Parser {
                 .recv_timeout(deadline.saturating_duration_since(Instant::now())),
         };
         let outcome = match received {
-            Ok(read) => Parsed::Done(read),
+            Ok(read) => Parsed::Done(Box::new(read)),
             Err(RecvTimeoutError::Timeout) => {
                 // Marked late before looking once more: a result sent after
                 // this look finds the mark and wakes the agent.
                 flight.late.store(true, Ordering::SeqCst);
                 match flight.result.try_recv() {
-                    Ok(read) => Parsed::Done(read),
+                    Ok(read) => Parsed::Done(Box::new(read)),
                     Err(_) => return Parsed::Late,
                 }
             }
             // The thread died (a panic in the reader): read here instead.
-            Err(RecvTimeoutError::Disconnected) => Parsed::Done((self.read)(path, name, limits)),
+            Err(RecvTimeoutError::Disconnected) => {
+                Parsed::Done(Box::new((self.read)(path, name, limits, memo)))
+            }
         };
         self.in_flight.remove(path);
         outcome

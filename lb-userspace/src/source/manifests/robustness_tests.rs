@@ -304,11 +304,16 @@ async fn a_file_renamed_into_place_is_read() {
 /// Holds the reads of `slow.yaml` until released.
 static SLOW_RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
-fn slow_read(path: &std::path::Path, name: &str, limits: &Limits) -> super::ManifestSet {
+fn slow_read(
+    path: &std::path::Path,
+    name: &str,
+    limits: &Limits,
+    memo: &super::memo::DocumentMemo,
+) -> super::file::FileRead {
     while name == "slow.yaml" && !SLOW_RELEASED.load(std::sync::atomic::Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(5));
     }
-    read_manifest_file(path, name, limits)
+    read_manifest_file(path, name, limits, memo)
 }
 
 fn service_names(set: &super::ManifestSet) -> Vec<&str> {
