@@ -25,13 +25,14 @@ use super::{
 };
 use crate::{stats, trace};
 
-/// A packet going `dir` hit `entry` (at `key` in `table`); `partner` is the
+/// A packet going `dir` hit `entry` (at `key` in `table`, at the coarse
+/// second `now`); `partner` is the
 /// key of the flow's other entry, whose rewrite and second endpoint must be
 /// `partner_nat` (see `Ct4Value::peer`). False when another flow holds the
 /// partner's key (a masqueraded flow has then lost its port).
 #[inline(always)]
 pub fn seen(
-    table: Table,
+    (table, now): (Table, u32),
     key: &Ct4Key,
     entry: *mut Ct4Value,
     partner: &Ct4Key,
@@ -42,7 +43,6 @@ pub fn seen(
     if trace::dry_run() {
         return true;
     }
-    let now = table::now_s();
     // SAFETY: a valid map value pointer; plain data.
     let mut value = unsafe { *entry };
     let state = next_state(key.proto, value.state, dir, tcp_flags, value.created_s, now);
