@@ -5,7 +5,6 @@
 //! programs read, not a syscall per backend written.
 
 use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
     ptr::NonNull,
     sync::atomic::{AtomicU32, Ordering},
 };
@@ -32,28 +31,13 @@ impl Generation {
     pub(super) fn map(map: &MapData) -> Result<Generation, MapsError> {
         // SAFETY: a plain query.
         let len = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        // SAFETY: a shared mapping of the map's fd, of the page holding its
-        // one value (the kernel checks the length against the map's size).
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        let slot = (base != libc::MAP_FAILED)
-            .then(|| NonNull::new(base.cast::<AtomicU32>()))
-            .flatten()
-            .ok_or_else(|| {
-                MapsError::Invalid(format!(
-                    "map {CT_GENERATION}: mapping it failed: {} (it must be an mmapable array: \
-                     remove the pin directory's {CT_GENERATION} left by another build and restart)",
-                    std::io::Error::last_os_error()
-                ))
-            })?;
+        let slot = super::mapped::map_values(map, len).map_err(|err| {
+            MapsError::Invalid(format!(
+                "map {CT_GENERATION}: mapping it failed: {err} (it must be an mmapable array: \
+                 remove the pin directory's {CT_GENERATION} left by another build and restart)"
+            ))
+        })?;
+        let slot = slot.cast::<AtomicU32>();
         Ok(Generation { slot, len })
     }
 
