@@ -81,23 +81,28 @@ pub fn ensure(
 /// is taken over, and so is a flow that is closed or past its timeout,
 /// whose entries both go (a client reusing a closed connection's port
 /// toward another frontend of the same backend).
-///
-/// The common case (no entry holds the key) costs one lookup and the
-/// insert: the table of new flows is not searched first, its insert with
-/// `BPF_NOEXIST` says whether an entry holds the key there.
 #[inline(always)]
 pub fn claim_reply(reply: Flow4, value: &Ct4Value) -> Result<(), Reason> {
     let key = Ct4Key::reply(reply);
-    if let Some(entry) = table::map(Table::Assured).get_ptr_mut(&key) {
-        take_over(Table::Assured, &key, entry, reply.proto, value)?;
-    }
-    match table::insert_absent(Table::New, &key, value) {
-        Ok(()) => return Ok(()),
-        Err(false) => return Err(Reason::DropCtInsertFailed),
-        Err(true) => {}
-    }
-    if let Some(entry) = table::map(Table::New).get_ptr_mut(&key) {
-        take_over(Table::New, &key, entry, reply.proto, value)?;
+    if let Some((held_in, entry)) = table::find(&key) {
+        // SAFETY: a valid map value pointer; plain data.
+        let held = unsafe { *entry };
+        let same_flow = held.nat() == value.nat() && held.backend_id == value.backend_id;
+        if !same_flow {
+            if !yields_to_new_flow(reply.proto, held.state, held.last_seen_s, table::now_s()) {
+                return Err(Reason::DropCtReplyClash);
+            }
+            // The closed flow's original entry: client -> its frontend.
+            table::remove(&Ct4Key::original(Flow4::new(
+                held.client_of_reply(&key),
+                held.nat(),
+                reply.proto,
+            )));
+            stats::count(Reason::CtReplyTakenOver);
+        }
+        // Replaced by the fresh entry, in the table of new flows where its
+        // original entry goes.
+        let _ = table::map(held_in).remove(&key);
     }
     match table::insert_absent(Table::New, &key, value) {
         Ok(()) => Ok(()),
@@ -105,37 +110,4 @@ pub fn claim_reply(reply: Flow4, value: &Ct4Value) -> Result<(), Reason> {
         Err(true) => Err(Reason::DropCtReplyClash),
         Err(false) => Err(Reason::DropCtInsertFailed),
     }
-}
-
-/// Removes the entry `held` at the reply key `key` (in `held_in`) for a new
-/// flow's `value`: an entry of this same flow, or of a flow that yields
-/// its keys (whose original entry goes too); a live flow's entry stays,
-/// and the new flow is refused.
-#[inline(always)]
-fn take_over(
-    held_in: Table,
-    key: &Ct4Key,
-    entry: *mut Ct4Value,
-    proto: u8,
-    value: &Ct4Value,
-) -> Result<(), Reason> {
-    // SAFETY: a valid map value pointer; plain data.
-    let held = unsafe { *entry };
-    let same_flow = held.nat() == value.nat() && held.backend_id == value.backend_id;
-    if !same_flow {
-        if !yields_to_new_flow(proto, held.state, held.last_seen_s, table::now_s()) {
-            return Err(Reason::DropCtReplyClash);
-        }
-        // The closed flow's original entry: client -> its frontend.
-        table::remove(&Ct4Key::original(Flow4::new(
-            held.client_of_reply(key),
-            held.nat(),
-            proto,
-        )));
-        stats::count(Reason::CtReplyTakenOver);
-    }
-    // Replaced by the fresh entry, in the table of new flows where its
-    // original entry goes.
-    let _ = table::map(held_in).remove(key);
-    Ok(())
 }
