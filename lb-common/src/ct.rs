@@ -39,6 +39,7 @@
 //! argument is the type of the packet's first chunk (what the parsers put
 //! in the packet's flags byte).
 
+pub mod generation;
 mod sctp;
 
 pub use sctp::*;

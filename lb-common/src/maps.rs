@@ -55,7 +55,7 @@ pub const TRACE_REQUEST: &str = "lb_trace_req";
 pub const HASH_SEED: &str = "lb_hash_seed_v1";
 
 /// Every pinned map, for the agent's pin directory checks.
-pub const ALL_MAPS: [&str; 21] = [
+pub const ALL_MAPS: [&str; 22] = [
     FRONTENDS4,
     BACKENDS4,
     MAGLEV,
@@ -84,6 +84,8 @@ pub const ALL_MAPS: [&str; 21] = [
     crate::frag::FRAGS4,
     // masquerade detector
     crate::masquerade_rules::MASQUERADE_RULES,
+    // fast path
+    crate::ct::generation::CT_GENERATION,
 ];
 
 /// Map names whose layout this build understands are `..._v1`; a pinned
@@ -239,7 +241,9 @@ pub struct Ct4Value {
     /// the client to rewrite the destination back to.
     pub peer_addr_be: u32,
     pub peer_port_be: u16,
-    pub _pad: u16,
+    /// Original entry: the generation its last backend recheck passed at
+    /// (`crate::ct::generation`; 0: none). Reply entry: 0.
+    pub checked_gen: u16,
 }
 
 /// Socket-hook reverse translation: which frontend a socket meant when it

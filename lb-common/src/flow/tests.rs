@@ -22,7 +22,7 @@ fn value(nat: Endpoint4) -> Ct4Value {
         last_seen_s: 2,
         peer_addr_be: 0,
         peer_port_be: 0,
-        _pad: 0,
+        checked_gen: 0,
     }
 }
 

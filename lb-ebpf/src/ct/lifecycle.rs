@@ -4,6 +4,14 @@
 //! then write nothing shared, except once a second), the partner entry is
 //! kept consistent (`pair`), and a flow that just became assured moves to
 //! the table of assured flows, out of reach of floods.
+//!
+//! The partner check is a hash lookup, so it runs once per second per
+//! direction (at the first packet of a new coarse second, with the
+//! last-seen refresh) and at every state change, not on every packet: a
+//! flow whose partner entry went (an eviction, the sweep) is healed by its
+//! first packet of the next second. A masqueraded flow's original
+//! direction checks on every packet: another flow may have claimed its
+//! port, and two clients must never share a translated tuple.
 
 use lb_common::{
     Ct4Key, Ct4Value, Endpoint4,
@@ -17,13 +25,14 @@ use super::{
 };
 use crate::{stats, trace};
 
-/// A packet going `dir` hit `entry` (at `key` in `table`); `partner` is the
+/// A packet going `dir` hit `entry` (at `key` in `table`, at the coarse
+/// second `now`); `partner` is the
 /// key of the flow's other entry, whose rewrite and second endpoint must be
 /// `partner_nat` (see `Ct4Value::peer`). False when another flow holds the
 /// partner's key (a masqueraded flow has then lost its port).
 #[inline(always)]
 pub fn seen(
-    table: Table,
+    (table, now): (Table, u32),
     key: &Ct4Key,
     entry: *mut Ct4Value,
     partner: &Ct4Key,
@@ -34,10 +43,15 @@ pub fn seen(
     if trace::dry_run() {
         return true;
     }
-    let now = table::now_s();
     // SAFETY: a valid map value pointer; plain data.
     let mut value = unsafe { *entry };
     let state = next_state(key.proto, value.state, dir, tcp_flags, value.created_s, now);
+    let port_at_stake = dir == Direction::Original && value.is_snat();
+    if value.last_seen_s == now && value.state == state && !port_at_stake {
+        // Nothing changed since this second's first packet, which checked
+        // the partner.
+        return true;
+    }
     if value.last_seen_s != now {
         value.last_seen_s = now;
         // SAFETY: as above.

@@ -11,11 +11,14 @@
 //!   restored, a partner of another flow is never overwritten);
 //! - `recheck`: a hit is used only while its backend and Service still are
 //!   what it names;
-//! - `snat`: a masqueraded flow's source port, claimed with its reply key.
+//! - `snat`: a masqueraded flow's source port, claimed with its reply key;
+//! - `generation`: while the agent wrote no backend, an established flow's
+//!   packets skip the recheck (`lb_common::ct::generation`).
 //!
 //! In a trace (`DRY_RUN`, see [`crate::trace`]) nothing is written: no
 //! entry is created, moved or refreshed.
 
+mod generation;
 mod lifecycle;
 mod pair;
 mod recheck;
@@ -24,7 +27,7 @@ mod table;
 
 use lb_common::{
     CT_FLAG_SNAT, Ct4Key, Ct4Value, Endpoint4, Flow4, FrontendValue,
-    ct::{Direction, initial_state, opens_flow, reopens},
+    ct::{Direction, generation::may_skip_recheck, initial_state, opens_flow, reopens},
     reason::Reason,
 };
 
@@ -69,12 +72,27 @@ pub fn lookup_original(flow: Flow4, tcp_flags: u8, fe: &FrontendValue) -> Result
         let value = unsafe { *entry };
         if !reopens(flow.proto, value.state, tcp_flags) {
             let hit = entry_of(&value);
-            let valid = recheck::still_valid(&hit, fe);
+            let now = table::now_s();
+            let generation = generation::current();
+            let unchanged = may_skip_recheck(
+                value.checked_gen,
+                generation,
+                (value.service_id, fe.service_id),
+                (value.last_seen_s, now),
+                flow.proto,
+                tcp_flags,
+            );
+            let valid = if unchanged {
+                Ok(())
+            } else {
+                recheck::still_valid(&hit, fe)
+            };
             if valid.is_ok() {
+                generation::passed(entry, &value, generation);
                 let reply = Ct4Key::reply(value.reply_flow(flow));
                 let client = if value.is_snat() { flow.src } else { NO_PEER };
                 let kept = lifecycle::seen(
-                    table,
+                    (table, now),
                     &key,
                     entry,
                     &reply,
@@ -131,7 +149,7 @@ pub fn lookup_reply(reply: Flow4, tcp_flags: u8, masqueraded: bool) -> Option<En
     let source = if masqueraded { reply.dst } else { NO_PEER };
     // A reply always belongs to the flow whose entry it hit.
     let _ = lifecycle::seen(
-        table,
+        (table, table::now_s()),
         &key,
         entry,
         &original,
@@ -186,7 +204,7 @@ pub fn create(
         last_seen_s: now,
         peer_addr_be: 0,
         peer_port_be: 0,
-        _pad: 0,
+        checked_gen: 0,
     };
     let reply = Ct4Value {
         nat_addr_be: flow.dst.addr_be,

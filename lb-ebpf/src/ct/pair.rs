@@ -59,6 +59,8 @@ pub fn ensure(
         nat_port_be: partner_nat.port_be,
         peer_addr_be: partner_peer.addr_be,
         peer_port_be: partner_peer.port_be,
+        // A restored original entry is rechecked at its next packet.
+        checked_gen: 0,
         ..*own
     };
     if table::insert_absent(table, partner, &value).is_err() {

@@ -58,8 +58,10 @@ fn reply_key(sport: u16) -> Ct4Key {
 }
 
 /// An LRU eviction or a sweep took the reply entry of an idle connection:
-/// the client's next packet restores it, and the server's reply is
-/// translated again.
+/// the client's next packet (its first of a new second: the partner check
+/// runs once a second per direction, `ct/lifecycle.rs`) restores it, and
+/// the server's reply is translated again. Within the second it was last
+/// seen in, a packet that moves no state does not look.
 #[test]
 fn a_flow_whose_reply_entry_was_deleted_is_healed_on_its_next_packet() {
     let mut t = TestDatapath::load();
@@ -74,6 +76,10 @@ fn a_flow_whose_reply_entry_was_deleted_is_healed_on_its_next_packet() {
         "broken while the entry is gone"
     );
 
+    // Idle since an earlier second (aged: the entry's stamp moved back).
+    t.maps
+        .rewrite_connections(|_, v| v.last_seen_s -= 1)
+        .unwrap();
     t.run_xdp(&tcp_flags_frame(CLIENT, 40000, NODE, 30080, SYN, b""));
     assert_eq!(t.stat(Reason::CtReplyRestored), 1);
     let restored = t

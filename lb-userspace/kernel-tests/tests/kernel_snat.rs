@@ -264,7 +264,7 @@ fn port_exhaustion_is_a_counted_drop() {
             last_seen_s: u32::MAX / 2,
             peer_addr_be: client.addr_be,
             peer_port_be: client.port_be,
-            _pad: 0,
+            checked_gen: 0,
         };
         let key = Ct4Key::reply(Flow4::new(backend, ep(NODE, port), PROTO_TCP));
         (key, value)

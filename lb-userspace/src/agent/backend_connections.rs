@@ -99,7 +99,7 @@ mod tests {
             last_seen_s,
             peer_addr_be: 0,
             peer_port_be: 0,
-            _pad: 0,
+            checked_gen: 0,
         };
         [
             (Ct4Key::original(original_flow), value(backend)),

@@ -62,7 +62,7 @@ impl Ct4ValueV1 {
             last_seen_s: seconds(self.last_seen_ns),
             peer_addr_be: 0,
             peer_port_be: 0,
-            _pad: 0,
+            checked_gen: 0,
         }
     }
 }

@@ -50,7 +50,7 @@ impl Ct4ValueV2 {
             last_seen_s: self.last_seen_s,
             peer_addr_be: 0,
             peer_port_be: 0,
-            _pad: 0,
+            checked_gen: 0,
         }
     }
 }

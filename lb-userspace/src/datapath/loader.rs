@@ -173,6 +173,10 @@ impl Datapath {
         let maps: [MapData; ALL_MAPS.len()] =
             data.try_into().map_err(|_| anyhow!("map count mismatch"))?;
         let maps = KernelMaps::from_map_data(maps)?;
+        // fast path: pins an agent without the recheck generation wrote
+        // (a rollback, then this version again) may have changed backends
+        // unannounced: every flow rechecks at its next packet.
+        maps.recheck_every_flow();
         Ok(match &self.pin_dir {
             Some(dir) => maps.with_tables_dir(super::kernel::tables_dir(dir)),
             None => maps,

@@ -24,7 +24,7 @@ fn pair(proto: u8, port: u16, state: u8, original_s: u32, reply_s: u32) -> [(Ct4
         last_seen_s,
         peer_addr_be: 0,
         peer_port_be: 0,
-        _pad: 0,
+        checked_gen: 0,
     };
     [
         (Ct4Key::original(flow), value(backend, original_s)),

@@ -14,12 +14,12 @@ pub(super) const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// rounded up to 8).
 const ELEMENT_STRIDE: usize = 8;
 
-/// Writes `values` from index 0 on into the mmapable `u32` array `map`
-/// (created with at least as many entries).
-pub(super) fn write_u32s(map: &MapData, values: &[u32]) -> std::io::Result<()> {
-    // SAFETY: a plain query.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-    let len = (values.len() * ELEMENT_STRIDE).next_multiple_of(page);
+/// A shared, writable mapping of the first `len` bytes (whole pages) of
+/// the mmapable array `map`'s values; the caller unmaps it.
+pub(super) fn map_values(
+    map: &MapData,
+    len: usize,
+) -> std::io::Result<std::ptr::NonNull<libc::c_void>> {
     // SAFETY: a shared mapping of the map's fd, of the pages holding its
     // values (the kernel checks the length against the map's size).
     let base = unsafe {
@@ -35,6 +35,16 @@ pub(super) fn write_u32s(map: &MapData, values: &[u32]) -> std::io::Result<()> {
     if base == libc::MAP_FAILED {
         return Err(std::io::Error::last_os_error());
     }
+    std::ptr::NonNull::new(base).ok_or_else(|| std::io::Error::other("mmap returned null"))
+}
+
+/// Writes `values` from index 0 on into the mmapable `u32` array `map`
+/// (created with at least as many entries).
+pub(super) fn write_u32s(map: &MapData, values: &[u32]) -> std::io::Result<()> {
+    // SAFETY: a plain query.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let len = (values.len() * ELEMENT_STRIDE).next_multiple_of(page);
+    let base = map_values(map, len)?.as_ptr();
     for (index, value) in values.iter().enumerate() {
         // SAFETY: inside the mapping: `index * 8 + 4 <= len`.
         unsafe {

@@ -9,6 +9,7 @@ mod batch;
 mod ct;
 mod forward;
 mod fragments;
+mod generation;
 mod maglev;
 mod maglev_upgrade;
 mod mapped;
@@ -89,6 +90,8 @@ pub struct KernelMaps {
     fragments_capacity: u32,
     // masquerade detector: --cluster-cidr and --masquerade-all
     masquerade_rules: Array<MapData, MasqueradeRules>,
+    // fast path: bumped after every backend write (`generation`)
+    ct_generation: generation::Generation,
     /// The socket hooks' cgroup: purging a UDP backend aborts the connected
     /// sockets of its processes (`sock_destroy`); none, no socket is touched.
     socket_cgroup: Option<std::path::PathBuf>,
@@ -202,6 +205,8 @@ impl KernelMaps {
             fragments,
             // masquerade detector
             masquerade_rules,
+            // fast path
+            ct_generation,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -298,6 +303,7 @@ impl KernelMaps {
             masquerade_rules: typed(MASQUERADE_RULES, masquerade_rules)?
                 .try_into()
                 .map_err(map_err(MASQUERADE_RULES, "open"))?,
+            ct_generation: generation::Generation::map(&ct_generation)?,
             socket_cgroup: None,
         })
     }

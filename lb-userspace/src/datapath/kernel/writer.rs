@@ -76,13 +76,19 @@ impl DatapathMaps for KernelMaps {
     fn set_backend(&mut self, id: u32, backend: &Backend4) -> Result<(), MapsError> {
         self.backends
             .insert(&id, backend, 0)
-            .map_err(insert_err(BACKENDS4, self.backends_capacity))
+            .map_err(insert_err(BACKENDS4, self.backends_capacity))?;
+        // fast path: established flows recheck their backend.
+        self.ct_generation.bump();
+        Ok(())
     }
 
     fn remove_backend(&mut self, id: u32) -> Result<(), MapsError> {
         ignore_missing(self.backends.remove(&id))
             .map(drop)
-            .map_err(map_err(BACKENDS4, "delete"))
+            .map_err(map_err(BACKENDS4, "delete"))?;
+        // fast path: established flows recheck their backend.
+        self.ct_generation.bump();
+        Ok(())
     }
 
     fn services(&self) -> Result<Vec<(u32, ServiceInfo)>, MapsError> {

@@ -1,0 +1,119 @@
+//! The recheck generation (`lb_common::ct::generation`): an established
+//! flow's packets skip the backend recheck only while the agent wrote no
+//! backend, so a backend change is still seen by the very next packet of
+//! every flow, and a frontend given to another Service port stops its old
+//! flows at their next packet whatever the generation.
+
+mod common;
+
+use std::net::Ipv4Addr;
+
+use common::*;
+use lb::datapath::DatapathMaps as _;
+use lb_common::{
+    Ct4Key, Endpoint4, Flow4, FrontendValue, PROTO_TCP, SCOPE_EXTERNAL,
+    ct::generation::entry_generation,
+    packet::tcp::{ACK, SYN},
+    reason::Reason,
+};
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 9);
+const NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const POD: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
+const OTHER_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 9);
+
+fn original_key(sport: u16) -> Ct4Key {
+    Ct4Key::original(Flow4::new(
+        Endpoint4::new(be32(CLIENT), be16(sport)),
+        Endpoint4::new(be32(NODE), be16(30080)),
+        PROTO_TCP,
+    ))
+}
+
+/// A TCP flow from `sport`, through its handshake, to the one backend.
+fn established(t: &mut TestDatapath, sport: u16) {
+    install_service(
+        &mut t.maps,
+        frontend_key(NODE, 30080, PROTO_TCP, SCOPE_EXTERNAL),
+        1,
+        0,
+        0,
+        &[(1, backend(POD, 8080, PROTO_TCP))],
+    );
+    t.run_xdp(&tcp_flags_frame(CLIENT, sport, NODE, 30080, SYN, b""));
+    t.run_tc(&tcp_flags_frame(POD, 8080, CLIENT, sport, SYN | ACK, b""));
+    let (_, out) = t.run_xdp(&tcp_flags_frame(CLIENT, sport, NODE, 30080, ACK, b""));
+    assert_eq!(check_frame(&out).dst, POD);
+}
+
+fn checked_gen(t: &TestDatapath, sport: u16) -> u16 {
+    t.maps
+        .connection(&original_key(sport))
+        .unwrap()
+        .expect("the flow's original entry")
+        .checked_gen
+}
+
+/// Every write of the backends map (added, re-pointed, removed) moves the
+/// generation, after the write.
+#[test]
+fn every_backend_write_moves_the_generation() {
+    let mut t = TestDatapath::load();
+    let start = t.maps.ct_generation();
+    t.maps
+        .set_backend(7, &backend(POD, 8080, PROTO_TCP))
+        .unwrap();
+    assert_eq!(t.maps.ct_generation(), start + 1, "added");
+    t.maps
+        .set_backend(7, &backend(OTHER_POD, 8080, PROTO_TCP))
+        .unwrap();
+    assert_eq!(t.maps.ct_generation(), start + 2, "its id re-pointed");
+    t.maps.remove_backend(7).unwrap();
+    assert_eq!(t.maps.ct_generation(), start + 3, "removed");
+}
+
+/// The entry remembers the generation its recheck passed at; a backend
+/// written since makes the flow's next packet (in the same second, moving
+/// no state) recheck, and remember the new one.
+#[test]
+fn the_first_packet_after_a_backend_write_rechecks() {
+    let mut t = TestDatapath::load();
+    established(&mut t, 41000);
+    let passed_at = checked_gen(&t, 41000);
+    assert_ne!(passed_at, 0, "the handshake's ACK was rechecked");
+    assert_eq!(passed_at, entry_generation(t.maps.ct_generation()));
+
+    t.maps
+        .set_backend(2, &backend(OTHER_POD, 8080, PROTO_TCP))
+        .unwrap();
+    let (_, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 41000, NODE, 30080, ACK, b"x"));
+    assert_eq!(check_frame(&out).dst, POD);
+    assert_eq!(
+        checked_gen(&t, 41000),
+        entry_generation(t.maps.ct_generation()),
+        "rechecked at the new generation"
+    );
+    assert_ne!(checked_gen(&t, 41000), passed_at);
+}
+
+/// The frontend given to another Service port without any backend write
+/// (the generation unchanged): the old flow's next packet is not followed
+/// (`drop_ct_stale`), as `still_valid` decides; the skip never hides it.
+#[test]
+fn a_frontend_given_to_another_service_port_stops_the_next_packet() {
+    let mut t = TestDatapath::load();
+    established(&mut t, 41001);
+    let generation = t.maps.ct_generation();
+    let key = frontend_key(NODE, 30080, PROTO_TCP, SCOPE_EXTERNAL);
+    let value = FrontendValue {
+        service_id: 2,
+        table_id: 0,
+        backend_count: 1,
+        flags: 0,
+    };
+    t.maps.set_frontend(&key, &value).unwrap();
+    assert_eq!(t.maps.ct_generation(), generation, "no backend written");
+    let (action, _) = t.run_xdp(&tcp_flags_frame(CLIENT, 41001, NODE, 30080, ACK, b"x"));
+    assert_eq!(action, XDP_DROP);
+    assert_eq!(t.stat(Reason::DropCtStale), 1);
+}
