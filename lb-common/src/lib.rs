@@ -26,8 +26,10 @@ pub mod sctp;
 pub mod service_cidr;
 pub mod snat;
 pub mod source_ranges;
+pub mod trace;
 
 pub use affinity::*;
 pub use flow::{Endpoint4, Flow4};
 pub use maps::*;
 pub use source_ranges::*;
+pub use trace::*;
