@@ -14,6 +14,8 @@ mod limits;
 mod memo;
 #[cfg(test)]
 mod memo_tests;
+#[cfg(test)]
+mod one_scan_tests;
 mod parse;
 mod parser;
 #[cfg(test)]

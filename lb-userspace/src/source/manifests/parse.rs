@@ -265,7 +265,7 @@ fn read_object<T: Object>(
     };
     let namespace = value_namespace(value);
     let read = match origin {
-        Origin::Document(text) => yaml::from_document::<T>(text),
+        Origin::Document(text) => yaml::from_parsed_document::<T>(value, text),
         Origin::ListItem => yaml::from_value::<T>(value),
     };
     match read {
