@@ -27,14 +27,24 @@ pub fn client(k: u64) -> SocketAddrV4 {
 
 /// A TCP segment `src` -> `dst`: a SYN opens a flow, an ACK continues it.
 pub fn tcp(src: SocketAddrV4, dst: SocketAddrV4, syn: bool) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(CLIENT_MAC, NODE_MAC)
+    tcp_segment(src, dst, syn, !syn)
+}
+
+/// A server's answer to a SYN: a SYN-ACK `src` -> `dst`.
+pub fn tcp_syn_ack(src: SocketAddrV4, dst: SocketAddrV4) -> Vec<u8> {
+    tcp_segment(src, dst, true, true)
+}
+
+fn tcp_segment(src: SocketAddrV4, dst: SocketAddrV4, syn: bool, ack: bool) -> Vec<u8> {
+    let mut builder = PacketBuilder::ethernet2(CLIENT_MAC, NODE_MAC)
         .ipv4(src.ip().octets(), dst.ip().octets(), 64)
         .tcp(src.port(), dst.port(), 0x1234_5678, 65535);
-    let builder = if syn {
-        builder.syn()
-    } else {
-        builder.ack(0x0bad_cafe)
-    };
+    if syn {
+        builder = builder.syn();
+    }
+    if ack {
+        builder = builder.ack(0x0bad_cafe);
+    }
     let mut out = Vec::with_capacity(builder.size(0));
     builder
         .write(&mut out, &[])

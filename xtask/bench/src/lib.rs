@@ -15,6 +15,7 @@ pub mod control_plane;
 pub mod fixture;
 pub mod forwarding;
 pub mod frames;
+pub mod known_flow;
 pub mod kube_proxy_changes;
 pub mod kube_proxy_mode;
 pub mod kube_proxy_rules;

@@ -19,6 +19,7 @@ use crate::{
         max_services, remote_pod_addr,
     },
     frames,
+    known_flow::{self, KNOWN_CLIENT},
     packet_streams::{Expect, Frames, LB, Program, Stream, TCX_NEXT, XDP_PASS},
     raw_bpf::{Hook, RawProgram},
     report::Section,
@@ -41,16 +42,11 @@ pub const FLOOR: &str = "XDP_PASS floor";
 pub const TC_FLOOR: &str = "tc floor";
 pub const LIMIT: &str = "stateless DNAT limit";
 
-/// The flow the established and reply paths replay: a source port no
-/// new flow of [`frames::client`] uses.
-const KNOWN_CLIENT: SocketAddrV4 =
-    SocketAddrV4::new(std::net::Ipv4Addr::new(198, 51, 100, 200), 65_100);
-
-fn node_port(port: u16) -> SocketAddrV4 {
+pub(crate) fn node_port(port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(NODE_ADDR, port)
 }
 
-fn pods() -> Vec<SocketAddrV4> {
+pub(crate) fn pods() -> Vec<SocketAddrV4> {
     (0..PODS)
         .map(|i| SocketAddrV4::new(pod_addr(i), POD_TCP_PORT))
         .collect()
@@ -63,7 +59,7 @@ fn calls(options: &BenchOptions) -> u32 {
 
 fn method(calls: u32) -> String {
     format!(
-        "Each path runs on the program the agent attached (XDP ingress, tc egress for replies) over the maps it filled, by BPF_PROG_TEST_RUN with repeat 1 and a fresh frame per call (the programs rewrite the frame, and a repeat would rerun the rewritten one); one sample is the mean of the kernel's own `duration` over {calls} calls. All traffic is external TCP from clients 198.51.100.x to the NodePort {}: a new flow is a new 5-tuple every call, an established flow the same 5-tuple after its first packet, a reply the backend's answer to it through tc egress, not a service a port no frontend has, rejected the NodePort {EMPTY_NODE_PORT} of a Service without endpoints (ICMP port unreachable, XDP_TX, within the per-CPU reject budget of 50 then 1,000/s; over it, a counted XDP_DROP, which is what most calls of this stream are). Beside them, measured the same way on new-flow frames: an XDP_PASS program (the floor: what an XDP test run costs with no work) and the bench's own stateless DNAT of one frontend to one backend in raw eBPF (the limit: parse, match, rewrite, incremental checksums); on the reply frames, a tc program that only returns TCX_NEXT (the floor of a tc test run). Every output is checked (verdict; addresses, ports and checksums by etherparse) and the agent's counter of each path must rise by the number of calls, else the path has no figure. Streams and programs are interleaved in each repetition.",
+        "Each path runs on the program the agent attached (XDP ingress, tc egress for replies) over the maps it filled, by BPF_PROG_TEST_RUN with repeat 1 and a fresh frame per call (the programs rewrite the frame, and a repeat would rerun the rewritten one); one sample is the mean of the kernel's own `duration` over {calls} calls. All traffic is external TCP from clients 198.51.100.x to the NodePort {}: a new flow is a new 5-tuple every call, an established flow the same 5-tuple after its handshake (the client's SYN and ACK through XDP, the pod's SYN-ACK through tc egress: an assured flow, in the table of assured flows, as every established connection is), a reply the backend's answer to it through tc egress, not a service a port no frontend has, rejected the NodePort {EMPTY_NODE_PORT} of a Service without endpoints (ICMP port unreachable, XDP_TX, within the per-CPU reject budget of 50 then 1,000/s; over it, a counted XDP_DROP, which is what most calls of this stream are). Beside them, measured the same way on new-flow frames: an XDP_PASS program (the floor: what an XDP test run costs with no work) and the bench's own stateless DNAT of one frontend to one backend in raw eBPF (the limit: parse, match, rewrite, incremental checksums); on the reply frames, a tc program that only returns TCX_NEXT (the floor of a tc test run). Every output is checked (verdict; addresses, ports and checksums by etherparse) and the agent's counter of each path must rise by the number of calls, else the path has no figure. Streams and programs are interleaved in each repetition.",
         node_port(TARGET_TCP_NODE_PORT)
     )
 }
@@ -182,7 +178,7 @@ fn measure(
     let maps = KernelMaps::open_pinned(&aut.bed.pin_dir).context("opening the agent's maps")?;
     let xdp = aut.xdp_program()?;
     let tc = aut.tc_egress_program()?;
-    let backend = open_known_flow(&xdp, &maps)?;
+    let backend = known_flow::open(&xdp, &tc, &maps)?;
     let target = node_port(TARGET_TCP_NODE_PORT);
     let new_flows = |to| Frames::NewFlows { next: 0, to };
     let reply = frames::tcp(backend, KNOWN_CLIENT, false);
@@ -281,24 +277,6 @@ fn measure(
 
 /// Sends the known flow's first packet (a new flow) and returns the
 /// backend it was given.
-fn open_known_flow(xdp: &lb::datapath::LiveProgram, maps: &KernelMaps) -> Result<SocketAddrV4> {
-    let before = maps.stat(Reason::DnatNew)?;
-    let syn = frames::tcp(KNOWN_CLIENT, node_port(TARGET_TCP_NODE_PORT), true);
-    let out = xdp.test_run(&syn, 1)?;
-    let seen = frames::parse_checked(&out.packet_out).context("the known flow's first packet")?;
-    if out.return_value != XDP_PASS || !pods().contains(&seen.dst) {
-        bail!(
-            "the known flow's first packet came out with verdict {} to {}, not XDP_PASS to a pod",
-            out.return_value,
-            seen.dst
-        );
-    }
-    if maps.stat(Reason::DnatNew)? != before + 1 {
-        bail!("the known flow's first packet was not counted as dnat_new");
-    }
-    Ok(seen.dst)
-}
-
 fn record(section: &mut Section, stream: &Stream, services: usize) {
     if let Some(failure) = &stream.failure {
         section.note(format!(
