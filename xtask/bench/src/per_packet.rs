@@ -6,7 +6,7 @@
 
 use std::{net::SocketAddrV4, time::Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use lb::datapath::KernelMaps;
 use lb_common::reason::Reason;
 use xtask::testbed::{NODE_ADDR, POD_TCP_PORT, pod_addr};

@@ -3,7 +3,7 @@
 //! from the text again. These hold the shortcut to the text's reading.
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 
 use super::{
     limits::Limits,
@@ -110,7 +110,10 @@ fn scalars_of_another_type_are_read_from_the_text() {
     let (through_value, from_text, direct) = both::<EndpointSlice>(&text);
     assert!(!direct);
     assert_eq!(through_value, from_text);
-    assert_eq!(through_value.unwrap().ports.unwrap()[0].name.as_deref(), Some("8080"));
+    assert_eq!(
+        through_value.unwrap().ports.unwrap()[0].name.as_deref(),
+        Some("8080")
+    );
 }
 
 /// A document the object refuses gets the text's error: the field path

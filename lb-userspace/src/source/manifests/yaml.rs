@@ -2,7 +2,7 @@
 //! shape of its messages: one line each, with the field path and the line
 //! of the file, because problems end up in logs and in `--dry-run` output.
 
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_saphyr::{
     DefaultMessageFormatter, MessageFormatter, NonFiniteFloatPolicy, SnippetMode,
