@@ -188,6 +188,19 @@ pub struct AgentArgs {
     /// pinned one the agent refuses to start (resizing needs `lb cleanup`).
     #[arg(long, value_name = "BACKENDS")]
     max_backends: Option<u32>,
+    // table sizes (issue 11)
+    /// Socket translations remembered at once: the reverse translation of
+    /// each socket the socket hooks sent to a backend (an LRU map, 28 bytes
+    /// of key and value an entry, allocated at load time), so that replies
+    /// to unconnected UDP sockets (DNS clients) come from the ClusterIP and
+    /// getpeername() names it. An evicted entry costs its socket that.
+    #[arg(long, default_value_t = lb_common::DEFAULT_SOCK_REVNAT_ENTRIES, value_name = "ENTRIES")]
+    sock_revnat_entries: u32,
+    /// Session-affinity clients remembered at once (sessionAffinity
+    /// ClientIP; an LRU map, 24 bytes of key and value an entry, allocated
+    /// at load time). An evicted client picks its backend again.
+    #[arg(long, default_value_t = lb_common::DEFAULT_AFFINITY_ENTRIES, value_name = "ENTRIES")]
+    affinity_entries: u32,
     // masquerade detector
     /// The cluster's pod CIDR, as kube-proxy's --cluster-cidr with
     /// detect-local-mode ClusterCIDR (repeatable or comma-separated, at
@@ -295,6 +308,8 @@ impl AgentArgs {
             xdp_forward: self.xdp_forward,
             frag_entries: self.frag_entries,
             max_backends: self.max_backends,
+            sock_revnat_entries: self.sock_revnat_entries,
+            affinity_entries: self.affinity_entries,
             masquerade: MasqueradeConfig::new(&self.cluster_cidrs, self.masquerade_all)?,
         })
     }

@@ -5,7 +5,10 @@
 mod common;
 
 use common::*;
-use lb::datapath::DatapathMaps;
+use lb::datapath::{
+    DatapathMaps,
+    loader::{Datapath, LoadOptions},
+};
 use lb_common::{MAGLEV_TABLE_SIZE, PROTO_TCP, SCOPE_EXTERNAL, maglev::MAX_TABLE_SIZE};
 
 /// A table reads back as written, the first, a middle one and the last
@@ -89,4 +92,64 @@ fn the_fill_counts_what_the_maps_hold() {
             ),
         ]
     );
+}
+
+/// Every table whose size is a flag (`--max-tables`, `--ct-entries`,
+/// `--frag-entries`, `--sock-revnat-entries`, `--affinity-entries`,
+/// `--max-backends`) is allocated at that size, and the fill levels
+/// (`lb status`, `lb_map_capacity`) report it; a restart asking another
+/// size for a pinned table is refused with the flag that keeps it.
+#[test]
+fn every_sized_table_takes_its_flag_s_size() {
+    ensure_bpffs();
+    let pin_dir = std::path::Path::new("/sys/fs/bpf").join(unique_name());
+    let opts = LoadOptions {
+        max_tables: 4,
+        ct_entries: 4096,
+        frag_entries: 64,
+        sock_revnat_entries: 128,
+        affinity_entries: 256,
+        max_backends: Some(512),
+        ..LoadOptions::default()
+    };
+    let t = TestDatapath::load_at_with(pin_dir, opts.clone()).unwrap();
+    let fill = t.maps.fill().unwrap();
+    let capacity = |map: &str| fill.iter().find(|f| f.map == map).map(|f| f.capacity);
+    for (map, size) in [
+        ("maglev_tables", 4),
+        ("connections", 4096),
+        ("new_connections", 1024),
+        ("fragments", 64),
+        ("socket_translations", 128),
+        ("affinity", 256),
+        ("backends", 512),
+    ] {
+        assert_eq!(capacity(map), Some(size), "{map}");
+    }
+    for (flag, resized) in [
+        (
+            "--sock-revnat-entries 128",
+            LoadOptions {
+                sock_revnat_entries: 256,
+                ..opts.clone()
+            },
+        ),
+        (
+            "--affinity-entries 256",
+            LoadOptions {
+                affinity_entries: 512,
+                ..opts.clone()
+            },
+        ),
+    ] {
+        let Err(err) = Datapath::load(&LoadOptions {
+            pin_dir: Some(t.pin_dir.clone()),
+            ..resized
+        }) else {
+            panic!("another size for a pinned table ({flag}) was accepted");
+        };
+        let err = format!("{err:#}");
+        assert!(err.contains(flag), "{err}");
+        assert!(err.contains("lb cleanup"), "{err}");
+    }
 }

@@ -69,6 +69,11 @@ pub struct AgentConfig {
     /// Backends the datapath holds (`--max-backends`; `None`: the pinned
     /// size, else `lb_common::DEFAULT_MAX_BACKENDS`).
     pub max_backends: Option<u32>,
+    // table sizes (issue 11)
+    /// Socket translations remembered at once (`--sock-revnat-entries`).
+    pub sock_revnat_entries: u32,
+    /// Session-affinity clients remembered at once (`--affinity-entries`).
+    pub affinity_entries: u32,
     // masquerade detector
     /// `--cluster-cidr` and `--masquerade-all`: kube-proxy's masquerade
     /// rules for ClusterIP traffic, written to the datapath at start.

@@ -17,6 +17,8 @@ pub(super) fn start(config: &AgentConfig) -> Result<(Datapath, Vec<String>)> {
         bpf_log: config.bpf_log,
         frag_entries: config.frag_entries,
         max_backends: config.max_backends,
+        sock_revnat_entries: config.sock_revnat_entries,
+        affinity_entries: config.affinity_entries,
     })
     .context("loading the datapath")?;
     if config.bpf_log {

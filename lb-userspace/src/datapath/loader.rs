@@ -118,6 +118,8 @@ impl Datapath {
             maglev_entries: entries(MAGLEV)?,
             ct_entries: entries(CT4)?,
             frag_entries: entries(lb_common::frag::FRAGS4)?,
+            sock_revnat_entries: entries(lb_common::SOCK_REVNAT4)?,
+            affinity_entries: entries(lb_common::AFFINITY4)?,
             backends: super::backend_capacity::BackendSizes {
                 backends: entries(lb_common::BACKENDS4)?,
                 connections: entries(lb_common::algorithm::BACKEND_CONNECTIONS)?,

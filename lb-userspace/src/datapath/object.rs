@@ -11,7 +11,10 @@ use aya::{
     programs::{CgroupSkb, CgroupSockAddr, ProgramError, SchedClassifier, Xdp},
 };
 use lb_common::frag::{DEFAULT_FRAG_ENTRIES, FRAGS4};
-use lb_common::{BACKENDS4, CT4, CT4_NEW, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES, MAGLEV};
+use lb_common::{
+    BACKENDS4, CT4, CT4_NEW, DEFAULT_AFFINITY_ENTRIES, DEFAULT_CT_ENTRIES, DEFAULT_MAX_TABLES,
+    DEFAULT_SOCK_REVNAT_ENTRIES, MAGLEV, SOCK_REVNAT4,
+};
 
 use super::backend_capacity::{self, BackendSizes};
 
@@ -75,6 +78,10 @@ pub struct LoadOptions {
     /// Backends the datapath holds (`--max-backends`; `None`: the pinned
     /// maps' size, else `DEFAULT_MAX_BACKENDS`): see `backend_capacity`.
     pub max_backends: Option<u32>,
+    /// Socket translations remembered at once (sizes `lb_sock_rnat4_v1`).
+    pub sock_revnat_entries: u32,
+    /// Session-affinity clients remembered at once (sizes `lb_affinity4_v1`).
+    pub affinity_entries: u32,
 }
 
 impl Default for LoadOptions {
@@ -86,6 +93,8 @@ impl Default for LoadOptions {
             bpf_log: false,
             frag_entries: DEFAULT_FRAG_ENTRIES,
             max_backends: None,
+            sock_revnat_entries: DEFAULT_SOCK_REVNAT_ENTRIES,
+            affinity_entries: DEFAULT_AFFINITY_ENTRIES,
         }
     }
 }
@@ -107,6 +116,10 @@ pub enum LoadError {
     NoFragmentEntries,
     #[error("--max-backends must be at least 1")]
     NoBackends,
+    #[error("--sock-revnat-entries must be at least 1")]
+    NoSocketTranslationEntries,
+    #[error("--affinity-entries must be at least 1")]
+    NoAffinityEntries,
     #[error("--max-backends {asked} is too large (at most {max})")]
     TooManyBackends { asked: u32, max: u32 },
     #[error(
@@ -152,13 +165,15 @@ fn non_empty(object: &'static [u8]) -> Result<&'static [u8], LoadError> {
     Ok(object)
 }
 
-/// The sizes of the two maps whose size is chosen at load time.
+/// The sizes of the maps whose size is chosen at load time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct MapSizes {
     pub maglev_entries: u32,
     pub ct_entries: u32,
     pub frag_entries: u32,
     pub backends: BackendSizes,
+    pub sock_revnat_entries: u32,
+    pub affinity_entries: u32,
 }
 
 impl MapSizes {
@@ -181,12 +196,20 @@ impl MapSizes {
         if opts.frag_entries == 0 {
             return Err(LoadError::NoFragmentEntries);
         }
+        if opts.sock_revnat_entries == 0 {
+            return Err(LoadError::NoSocketTranslationEntries);
+        }
+        if opts.affinity_entries == 0 {
+            return Err(LoadError::NoAffinityEntries);
+        }
         let backends = backend_capacity::resolve(opts.pin_dir.as_deref(), opts.max_backends)?;
         Ok(Self {
             maglev_entries,
             ct_entries: opts.ct_entries,
             frag_entries: opts.frag_entries,
             backends,
+            sock_revnat_entries: opts.sock_revnat_entries,
+            affinity_entries: opts.affinity_entries,
         })
     }
 }
@@ -215,6 +238,8 @@ pub(super) fn load_object(
         .map_max_entries(CT4, sizes.ct_entries)
         .map_max_entries(CT4_NEW, lb_common::ct::new_table_entries(sizes.ct_entries))
         .map_max_entries(FRAGS4, sizes.frag_entries)
+        .map_max_entries(SOCK_REVNAT4, sizes.sock_revnat_entries)
+        .map_max_entries(lb_common::AFFINITY4, sizes.affinity_entries)
         .map_max_entries(BACKENDS4, sizes.backends.backends)
         .map_max_entries(
             lb_common::algorithm::BACKEND_CONNECTIONS,
@@ -256,6 +281,14 @@ fn load_error(err: EbpfError, dir: &Path) -> LoadError {
     } else if name == FRAGS4 && *property == "max_entries" {
         format!(
             "it holds {actual} fragmented datagrams and {expected} were asked for: start with --frag-entries {actual}"
+        )
+    } else if name == SOCK_REVNAT4 && *property == "max_entries" {
+        format!(
+            "it holds {actual} socket translations and {expected} were asked for: start with --sock-revnat-entries {actual}"
+        )
+    } else if name == lb_common::AFFINITY4 && *property == "max_entries" {
+        format!(
+            "it holds {actual} session-affinity clients and {expected} were asked for: start with --affinity-entries {actual}"
         )
     } else {
         format!(
@@ -339,6 +372,8 @@ mod tests {
                 ct_entries: 100,
                 frag_entries: DEFAULT_FRAG_ENTRIES,
                 backends: BackendSizes::for_capacity(lb_common::DEFAULT_MAX_BACKENDS),
+                sock_revnat_entries: DEFAULT_SOCK_REVNAT_ENTRIES,
+                affinity_entries: DEFAULT_AFFINITY_ENTRIES,
             }
         );
         assert!(matches!(
@@ -356,6 +391,22 @@ mod tests {
         assert!(matches!(
             MapSizes::for_options(&no_frags),
             Err(LoadError::NoFragmentEntries)
+        ));
+        let no_sockets = LoadOptions {
+            sock_revnat_entries: 0,
+            ..LoadOptions::default()
+        };
+        assert!(matches!(
+            MapSizes::for_options(&no_sockets),
+            Err(LoadError::NoSocketTranslationEntries)
+        ));
+        let no_affinity = LoadOptions {
+            affinity_entries: 0,
+            ..LoadOptions::default()
+        };
+        assert!(matches!(
+            MapSizes::for_options(&no_affinity),
+            Err(LoadError::NoAffinityEntries)
         ));
         let too_many = MAX_TABLE_IDS + 1;
         let err = MapSizes::for_options(&opts(too_many, 1)).unwrap_err();

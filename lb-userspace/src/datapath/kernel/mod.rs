@@ -65,6 +65,7 @@ pub struct KernelMaps {
     ct_new_capacity: u32,
     sock_revnat: HashMap<MapData, SockRevNat4Key, SockRevNat4Value>,
     sock_revnat_capacity: u32,
+    affinity_capacity: u32,
     stats: PerCpuArray<MapData, u64>,
     services: HashMap<MapData, u32, ServiceInfo>,
     service_stats: PerCpuArray<MapData, ServiceCounters>,
@@ -222,6 +223,7 @@ impl KernelMaps {
         let ct_capacity = capacity(CT4, &ct)?;
         let ct_new_capacity = capacity(CT4_NEW, &ct_new)?;
         let sock_revnat_capacity = capacity(SOCK_REVNAT4, &sock_revnat)?;
+        let affinity_capacity = capacity(AFFINITY4, &affinity)?;
         let fragments_capacity = capacity(FRAGS4, &fragments)?;
         let max_backends = crate::datapath::backend_capacity::BackendSizes {
             backends: backends_capacity,
@@ -257,6 +259,7 @@ impl KernelMaps {
                 .try_into()
                 .map_err(map_err(SOCK_REVNAT4, "open"))?,
             sock_revnat_capacity,
+            affinity_capacity,
             stats: typed(STATS, stats)?
                 .try_into()
                 .map_err(map_err(STATS, "open"))?,

@@ -108,7 +108,7 @@ impl KernelMaps {
             fill(
                 "affinity",
                 count(keys_in(self.affinity.keys()), lb_common::AFFINITY4)?,
-                lb_common::DEFAULT_AFFINITY_ENTRIES,
+                self.affinity_capacity,
             ),
             // loadBalancerSourceRanges
             fill(
