@@ -227,7 +227,8 @@ fn measure_at(
     let started = Instant::now();
     let nodes = start_nodes(services)?;
     eprintln!(
-        "bench: throughput: six nodes at {services} Services ready in {:.1} s",
+        "bench: throughput: {} nodes at {services} Services ready in {:.1} s",
+        nodes.len(),
         started.elapsed().as_secs_f64()
     );
     let mut generators = Vec::new();
