@@ -384,28 +384,22 @@ mod tests {
             MapSizes::for_options(&opts(1, 0)),
             Err(LoadError::NoConnectionEntries)
         ));
-        let no_frags = LoadOptions {
-            frag_entries: 0,
-            ..LoadOptions::default()
+        // The defaults with one size set to zero.
+        let zero = |size: fn(&mut LoadOptions) -> &mut u32| {
+            let mut opts = LoadOptions::default();
+            *size(&mut opts) = 0;
+            MapSizes::for_options(&opts)
         };
         assert!(matches!(
-            MapSizes::for_options(&no_frags),
+            zero(|o| &mut o.frag_entries),
             Err(LoadError::NoFragmentEntries)
         ));
-        let no_sockets = LoadOptions {
-            sock_revnat_entries: 0,
-            ..LoadOptions::default()
-        };
         assert!(matches!(
-            MapSizes::for_options(&no_sockets),
+            zero(|o| &mut o.sock_revnat_entries),
             Err(LoadError::NoSocketTranslationEntries)
         ));
-        let no_affinity = LoadOptions {
-            affinity_entries: 0,
-            ..LoadOptions::default()
-        };
         assert!(matches!(
-            MapSizes::for_options(&no_affinity),
+            zero(|o| &mut o.affinity_entries),
             Err(LoadError::NoAffinityEntries)
         ));
         let too_many = MAX_TABLE_IDS + 1;
