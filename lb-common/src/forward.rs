@@ -3,10 +3,15 @@
 //! (FIB lookup, then `XDP_TX` or a redirect) instead of walking the
 //! kernel's IP forwarding path; anything else goes to the stack as before.
 //!
-//! Only devices with lb's XDP attached qualify as egress: a driver may
-//! accept redirected frames only where an XDP program runs (some allocate
-//! their XDP transmit queues with it), and the operator chose those
-//! devices. Frames to pods (a bridge, a pod's veth) always take the stack.
+//! Two kinds of device qualify as egress. Devices with lb's XDP attached
+//! (`--device`, [`FORWARD_DEVICES`]): the operator chose them, and a driver
+//! may accept redirected frames only where an XDP program runs (some
+//! allocate their XDP transmit queues with it). And the devices the kernel
+//! says take redirected frames now ([`XDP_TARGETS`], kept by the agent
+//! from each device's `xdp_features`, `NETDEV_XDP_ACT_NDO_XMIT`): a routed
+//! pod's veth whose pod end runs NAPI (GRO or an XDP program there), as
+//! Calico and Cilium wire pods. Frames to a pod behind a bridge take the
+//! stack: the FIB names the bridge, which takes no redirected frames.
 
 /// An array indexed by ifindex: 1 for the devices lb's XDP runs on with
 /// forwarding on, 0 elsewhere (all 0, no `--xdp-forward`: every packet
@@ -16,6 +21,16 @@ pub const FORWARD_DEVICES: &str = "lb_fwd_dev_v1";
 /// Devices with an ifindex below this can forward in XDP (a node's
 /// external devices are among its first; the agent warns of one past it).
 pub const MAX_FORWARD_IFINDEX: u32 = 4096;
+
+/// Ifindex -> 1 for the devices, other than [`FORWARD_DEVICES`], that take
+/// frames redirected from XDP (their `xdp_features` include
+/// `NETDEV_XDP_ACT_NDO_XMIT`). A hash: a node's pods come and go, and each
+/// new veth gets a new ifindex, far past [`MAX_FORWARD_IFINDEX`] on a node
+/// that has run for months.
+pub const XDP_TARGETS: &str = "lb_xdp_targets_v1";
+/// Devices [`XDP_TARGETS`] holds: many times a node's pods (kubelet's
+/// `--max-pods` is 110 by default).
+pub const MAX_XDP_TARGETS: u32 = 4096;
 
 /// Per-CPU counters of what forwarding did, indexed by [`ForwardOutcome`].
 pub const FORWARD_STATS: &str = "lb_fwd_stats_v1";
@@ -27,7 +42,8 @@ pub const FORWARD_STATS: &str = "lb_fwd_stats_v1";
 pub enum ForwardOutcome {
     /// Sent back out of the device it came in by (`XDP_TX`).
     Transmitted = 0,
-    /// Redirected to another forwarding device.
+    /// Redirected to another forwarding device, or to a device that takes
+    /// redirected frames ([`XDP_TARGETS`]: a routed pod's veth).
     Redirected = 1,
     /// The route's next hop has no neighbour entry yet: the stack resolves
     /// it (and the next packets are forwarded in XDP).
@@ -35,8 +51,9 @@ pub enum ForwardOutcome {
     /// Larger than the route's MTU: the stack fragments it or answers
     /// "fragmentation needed".
     StackFragNeeded = 3,
-    /// The route leaves by a device lb's XDP does not run on (a pod's
-    /// bridge or veth, a device not given): the stack forwards it.
+    /// The route leaves by a device neither forwarding nor taking
+    /// redirected frames (a pod's bridge, a veth whose pod end runs no
+    /// NAPI, a device not given): the stack forwards it.
     StackOtherDevice = 4,
     /// The FIB forwards nothing here (a local address, blackhole,
     /// unreachable, forwarding off on the device): the stack decides.

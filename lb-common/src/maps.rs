@@ -55,7 +55,7 @@ pub const TRACE_REQUEST: &str = "lb_trace_req";
 pub const HASH_SEED: &str = "lb_hash_seed_v1";
 
 /// Every pinned map, for the agent's pin directory checks.
-pub const ALL_MAPS: [&str; 22] = [
+pub const ALL_MAPS: [&str; 23] = [
     FRONTENDS4,
     BACKENDS4,
     MAGLEV,
@@ -86,6 +86,8 @@ pub const ALL_MAPS: [&str; 22] = [
     crate::masquerade_rules::MASQUERADE_RULES,
     // fast path
     crate::ct::generation::CT_GENERATION,
+    // forwarding in XDP, to pods
+    crate::forward::XDP_TARGETS,
 ];
 
 /// Map names whose layout this build understands are `..._v1`; a pinned

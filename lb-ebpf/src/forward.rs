@@ -1,7 +1,8 @@
 //! Forward: the last step of the XDP path. A translated packet that came
 //! in on a device with forwarding on (`--xdp-forward`, the agent fills
 //! `FORWARD_DEVICES`) is routed by a FIB lookup and, when the route leaves
-//! by such a device with a known neighbour, sent from XDP: its MACs set,
+//! with a known neighbour by such a device or by one that takes redirected
+//! frames (`XDP_TARGETS`: a routed pod's veth), sent from XDP: its MACs set,
 //! its TTL decremented, `XDP_TX` back out of the device it came by or a
 //! redirect to the other one. Everything else goes to the stack
 //! (`XDP_PASS`), which resolves neighbours, fragments, answers ICMP and
@@ -14,7 +15,7 @@ use aya_ebpf::{
     },
     helpers::generated::{bpf_fib_lookup, bpf_redirect},
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use lb_common::{
@@ -29,12 +30,18 @@ use crate::{maps::str_eq, parse::XdpPacket, trace};
 #[map(name = "lb_fwd_dev_v1")]
 pub static FORWARD_DEVICES: Array<u32> = Array::pinned(MAX_FORWARD_IFINDEX, 0);
 
+/// Ifindex -> 1 for a device taking redirected frames
+/// (`lb_common::forward::XDP_TARGETS`).
+#[map(name = "lb_xdp_targets_v1")]
+pub static XDP_TARGETS: HashMap<u32, u32> = HashMap::pinned(lb_common::forward::MAX_XDP_TARGETS, 0);
+
 /// Outcome -> packets (`lb_common::forward::FORWARD_STATS`).
 #[map(name = "lb_fwd_stats_v1")]
 pub static FORWARD_STATS: PerCpuArray<u64> = PerCpuArray::pinned(FORWARD_OUTCOME_COUNT, 0);
 
 const _: () = assert!(str_eq("lb_fwd_dev_v1", lb_common::forward::FORWARD_DEVICES));
 const _: () = assert!(str_eq("lb_fwd_stats_v1", lb_common::forward::FORWARD_STATS));
+const _: () = assert!(str_eq("lb_xdp_targets_v1", lb_common::forward::XDP_TARGETS));
 
 const AF_INET: u8 = 2;
 
@@ -73,7 +80,7 @@ fn route(ctx: &XdpContext, pkt: &XdpPacket, ingress: u32) -> (u32, ForwardOutcom
         BPF_FIB_LKUP_RET_FRAG_NEEDED => return (PASS, ForwardOutcome::StackFragNeeded),
         _ => return (PASS, ForwardOutcome::StackRoute),
     }
-    if !forwards(fib.ifindex) {
+    if !forwards(fib.ifindex) && !takes_redirects(fib.ifindex) {
         return (PASS, ForwardOutcome::StackOtherDevice);
     }
     let Some(eth) = ethernet(ctx) else {
@@ -99,6 +106,15 @@ fn route(ctx: &XdpContext, pkt: &XdpPacket, ingress: u32) -> (u32, ForwardOutcom
 #[inline(always)]
 fn forwards(ifindex: u32) -> bool {
     FORWARD_DEVICES.get(ifindex) == Some(&1)
+}
+
+/// Whether the device `ifindex` takes frames redirected from XDP (checked
+/// before anything is rewritten: a frame left to the stack must be the
+/// one that came in).
+#[inline(always)]
+fn takes_redirects(ifindex: u32) -> bool {
+    // SAFETY: the value is copied out at once.
+    unsafe { XDP_TARGETS.get(&ifindex) }.is_some()
 }
 
 /// The lookup the kernel's forwarding would do for this packet as it

@@ -6,6 +6,9 @@
 //!  eth0 198.51.100.2 ---- ext0 198.51.100.1    br0 203.0.113.1 ---- eth0 203.0.113.1N
 //! ```
 //!
+//! [`Testbed::routed`] wires the pods as Calico and Cilium do instead: no
+//! bridge, each pod's veth routed by a /32 (`commands::routed_pod`).
+//!
 //! Everything lives inside namespaces this process creates: no veth end in
 //! the machine's own namespace and no route out, so an untranslated packet
 //! can never leave the machine. The socket hooks attach to a cgroup made
@@ -30,7 +33,7 @@ use anyhow::{Context, Result, bail};
 mod commands;
 mod remote_node;
 pub use commands::run;
-use commands::{bridged_pod, ethtool_tx_off, ip, sysctl};
+use commands::{bridged_pod, ethtool_tx_off, ip, routed_pod, sysctl};
 pub use remote_node::{
     NODE_LINK_ADDR, NODE_LINK_DEVICE, REMOTE_NODE_ADDR, REMOTE_NODE_NAME, REMOTE_POD_SUBNET,
     remote_pod_addr, remote_pod_name,
@@ -68,6 +71,8 @@ pub struct Testbed {
     pub remote_pods: usize,
     /// Pod servers answer `NAME from ADDR` (the source they saw).
     pub tell_peer: bool,
+    /// Pods on routed veths, not on the bridge ([`Testbed::routed`]).
+    pub routed: bool,
     pub cgroup: PathBuf,
     pub pin_dir: PathBuf,
     namespaces: Vec<String>,
@@ -83,10 +88,21 @@ impl Testbed {
         Self::with_remote_node(pods, 0)
     }
 
+    /// [`Testbed::new`] with each pod on a veth of its own, routed by a /32
+    /// and with GRO on at the pod's end (so its veth takes frames
+    /// redirected from XDP), as routed CNIs wire pods.
+    pub fn routed(pods: usize) -> Result<Testbed> {
+        Self::build_new(pods, 0, true)
+    }
+
     /// [`Testbed::new`] and a second node with `remote_pods` pods (none:
     /// no second node); the pod servers of both then tell the source they
     /// saw.
     pub fn with_remote_node(pods: usize, remote_pods: usize) -> Result<Testbed> {
+        Self::build_new(pods, remote_pods, false)
+    }
+
+    fn build_new(pods: usize, remote_pods: usize, routed: bool) -> Result<Testbed> {
         let prefix = format!(
             "lbt{}x{}",
             std::process::id(),
@@ -100,6 +116,7 @@ impl Testbed {
             pods,
             remote_pods,
             tell_peer: remote_pods > 0,
+            routed,
             namespaces: Vec::new(),
             children: Vec::new(),
             peer_xdp: Vec::new(),
@@ -179,20 +196,12 @@ impl Testbed {
         ])?;
         ip(&["-n", &node, "link", "set", EXTERNAL_DEVICE, "up"])?;
 
-        // Node bridge and pods.
-        ip(&["-n", &node, "link", "add", "br0", "type", "bridge"])?;
-        ip(&[
-            "-n",
-            &node,
-            "addr",
-            "add",
-            &format!("{POD_GATEWAY}/24"),
-            "dev",
-            "br0",
-        ])?;
-        ip(&["-n", &node, "link", "set", "br0", "up"])?;
-        for i in 0..self.pods {
-            bridged_pod(&self.pod_ns(i), &node, i, pod_addr(i), POD_GATEWAY)?;
+        if self.routed {
+            for i in 0..self.pods {
+                routed_pod(&self.pod_ns(i), &node, i, pod_addr(i), POD_GATEWAY)?;
+            }
+        } else {
+            self.bridged_pods(&node)?;
         }
         ethtool_tx_off(&client)?;
         // A veth only delivers XDP_TX frames (the datapath's ICMP rejects)
@@ -204,6 +213,25 @@ impl Testbed {
         sysctl(&node, "net.ipv4.conf.all.rp_filter", "0")?;
         if self.remote_pods > 0 {
             self.build_remote_node()?;
+        }
+        Ok(())
+    }
+
+    /// The node's bridge and the pods on it.
+    fn bridged_pods(&self, node: &str) -> Result<()> {
+        ip(&["-n", node, "link", "add", "br0", "type", "bridge"])?;
+        ip(&[
+            "-n",
+            node,
+            "addr",
+            "add",
+            &format!("{POD_GATEWAY}/24"),
+            "dev",
+            "br0",
+        ])?;
+        ip(&["-n", node, "link", "set", "br0", "up"])?;
+        for i in 0..self.pods {
+            bridged_pod(&self.pod_ns(i), node, i, pod_addr(i), POD_GATEWAY)?;
         }
         Ok(())
     }

@@ -286,3 +286,78 @@ fn an_expiring_ttl_and_a_packet_over_the_route_mtu_take_the_stack() {
         assert_eq!(forward_count(&t, ForwardOutcome::StackFragNeeded), 1);
     });
 }
+
+/// The devices the agent's `xdp_targets` would name now, read from the
+/// kernel as it reads them (`xdp_features`).
+fn agent_targets(forwarding: &BTreeSet<u32>) -> BTreeSet<u32> {
+    let devices = lb::agent::xdp_features::Netdev::open()
+        .expect("the netdev netlink family (Linux 6.3+)")
+        .devices()
+        .unwrap();
+    lb::agent::xdp_targets::targets(&devices, forwarding)
+}
+
+#[test]
+fn a_pod_veth_whose_pod_end_runs_napi_is_redirected_to_and_one_without_takes_the_stack() {
+    in_private_netns(|| {
+        build_node();
+        let mut t = TestDatapath::load();
+        serve(&mut t);
+        let ext0 = ifindex("ext0");
+        let forwarding: BTreeSet<u32> = [ext0].into();
+        t.maps.set_forward_devices(&forwarding).unwrap();
+
+        // The veth's other end runs no NAPI: a frame redirected to it would
+        // be dropped, so the kernel does not list it and the stack forwards.
+        let targets = agent_targets(&forwarding);
+        assert!(!targets.contains(&ifindex("pods0")), "{targets:?}");
+        t.maps.set_xdp_targets(&targets).unwrap();
+        let (action, out) = t.dp().run_xdp_from(&datagram(30003, 40101), ext0).unwrap();
+        assert_eq!(action, XDP_PASS);
+        assert_eq!((ttl(&out), &out[0..6]), (64, &NODE_MAC[..]));
+        assert_eq!(forward_count(&t, ForwardOutcome::StackOtherDevice), 1);
+
+        // GRO on at the pod's end (as a routed CNI wanting XDP sets it):
+        // the kernel now says the veth takes redirected frames, and the
+        // next frame leaves from XDP with the pod's and the veth's MACs.
+        sh(&["ethtool", "-K", "pods0p", "gro", "on"]);
+        let targets = agent_targets(&forwarding);
+        assert_eq!(
+            targets,
+            [ifindex("pods0")].into(),
+            "ext0 is a forwarding device already"
+        );
+        t.maps.set_xdp_targets(&targets).unwrap();
+        assert_eq!(t.maps.xdp_targets().unwrap(), targets);
+        let (action, out) = t.dp().run_xdp_from(&datagram(30003, 40102), ext0).unwrap();
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(check_frame(&out).dst, LOCAL_POD);
+        assert_eq!(&out[0..6], &mac("02:00:00:00:66:04"));
+        assert_eq!(&out[6..12], &device_mac("pods0"));
+        assert_eq!(ttl(&out), 63);
+        assert_eq!(forward_count(&t, ForwardOutcome::Redirected), 1);
+
+        // GRO off again: it leaves the targets, and frames the stack.
+        sh(&["ethtool", "-K", "pods0p", "gro", "off"]);
+        let targets = agent_targets(&forwarding);
+        assert!(targets.is_empty(), "{targets:?}");
+        t.maps.set_xdp_targets(&targets).unwrap();
+        let (action, _) = t.dp().run_xdp_from(&datagram(30003, 40103), ext0).unwrap();
+        assert_eq!(action, XDP_PASS);
+        assert_eq!(forward_count(&t, ForwardOutcome::StackOtherDevice), 2);
+        assert_eq!(t.stat(Reason::DnatNew), 3);
+    });
+}
+
+#[test]
+fn the_redirect_targets_refuse_more_devices_than_they_hold_and_keep_what_they_had() {
+    in_private_netns(|| {
+        let mut t = TestDatapath::load();
+        t.maps.set_xdp_targets(&[5, 6].into()).unwrap();
+        let too_many: BTreeSet<u32> = (1..=lb_common::forward::MAX_XDP_TARGETS + 1).collect();
+        assert!(t.maps.set_xdp_targets(&too_many).is_err());
+        assert_eq!(t.maps.xdp_targets().unwrap(), [5, 6].into());
+        t.maps.set_xdp_targets(&[6, 7].into()).unwrap();
+        assert_eq!(t.maps.xdp_targets().unwrap(), [6, 7].into());
+    });
+}

@@ -93,6 +93,11 @@ pub(super) fn start(config: &AgentConfig) -> Result<(Datapath, Vec<String>)> {
     };
     maps.set_forward_devices(&forward)
         .context("writing the devices that forward in XDP (--xdp-forward)")?;
+    if !config.xdp_forward {
+        // `xdp_targets` keeps them under the flag; without it, none is left.
+        maps.set_xdp_targets(&Default::default())
+            .context("clearing the devices taking redirected frames (--xdp-forward off)")?;
+    }
     if config.xdp_forward {
         info!(devices = ?devices, "forwarding in XDP by these devices");
     }
@@ -113,7 +118,7 @@ pub(super) fn start(config: &AgentConfig) -> Result<(Datapath, Vec<String>)> {
 }
 
 /// The ifindexes of `devices`.
-fn forward_devices(devices: &[String]) -> Result<std::collections::BTreeSet<u32>> {
+pub(super) fn forward_devices(devices: &[String]) -> Result<std::collections::BTreeSet<u32>> {
     devices
         .iter()
         .map(|device| {

@@ -10,7 +10,8 @@
 //! `status` what it publishes for `lb status`, `health` and `metrics` the
 //! HTTP endpoints beside the loop (over `http`), `service_health` the
 //! `healthCheckNodePort` servers, `ct_sweep` the connection table's sweep
-//! on its own thread; this module is the loop.
+//! on its own thread, `xdp_targets` (over `xdp_features`) the devices
+//! `--xdp-forward` may redirect pods' frames to; this module is the loop.
 pub mod backend_connections;
 pub mod config;
 pub mod ct_sweep;
@@ -30,6 +31,8 @@ pub mod snat_address;
 pub mod snat_sysctl;
 pub mod status;
 mod sync;
+pub mod xdp_features;
+pub mod xdp_targets;
 
 use std::{future::Future, sync::Arc};
 
@@ -112,6 +115,15 @@ async fn reconcile_until_stopped(
         metrics.clone(),
     )
     .context("starting the connection table's sweep")?;
+    if config.xdp_forward {
+        xdp_targets::spawn(
+            datapath
+                .maps()
+                .context("opening the datapath maps for the XDP redirect targets")?,
+            datapath::forward_devices(&devices)?,
+        )
+        .context("watching which devices take redirected frames (--xdp-forward)")?;
+    }
     // kube-proxy's health timeout: twice the sync period.
     let health = Health::new(config.resync * 2);
     if let Some(address) = config.metrics_address {

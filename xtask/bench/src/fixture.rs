@@ -91,6 +91,12 @@ impl AgentUnderTest {
         Self::start_on(services, Testbed::new(PODS)?, &[])
     }
 
+    /// [`Self::start`] on a testbed whose pods are routed veths
+    /// ([`Testbed::routed`]), with `agent_args` added.
+    pub fn start_routed(services: usize, agent_args: &[&str]) -> Result<AgentUnderTest> {
+        Self::start_on(services, Testbed::routed(PODS)?, agent_args)
+    }
+
     /// [`Self::start`] on a testbed with node-b and the remote Service's
     /// pods there, the agent attached to the link toward node-b too (where
     /// the masqueraded replies come back), with `agent_args` added.

@@ -61,7 +61,7 @@ pub fn stateless_target() -> StatelessDnat {
     }
 }
 
-/// The first pod's veth in the node's namespace (`bridged_pod` names it),
+/// The first pod's veth in the node's namespace (`routed_pod` names it),
 /// and the MACs a frame redirected to it needs.
 fn redirect_to_first_pod(bed: &Testbed) -> Result<RedirectTo> {
     let host_end = "veth1";
@@ -74,7 +74,8 @@ fn redirect_to_first_pod(bed: &Testbed) -> Result<RedirectTo> {
 
 impl RulesNode {
     pub fn start(rules: NodeRules, services: usize) -> Result<RulesNode> {
-        let mut bed = Testbed::new(PODS)?;
+        // Routed pods, as lb's node has (`throughput_nodes::start_nodes`).
+        let mut bed = Testbed::routed(PODS)?;
         bed.start_pod_servers(&release_bin("lb-probe"))?;
         let mut node = RulesNode {
             bed,

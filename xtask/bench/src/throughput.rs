@@ -106,8 +106,8 @@ impl Sample {
         );
         if d.dnat_new + d.dnat_established > 0 {
             text += &format!(
-                ", dnat_new +{}, dnat_established +{}",
-                d.dnat_new, d.dnat_established
+                ", dnat_new +{}, dnat_established +{}, redirected from XDP +{}",
+                d.dnat_new, d.dnat_established, d.xdp_redirected
             );
         }
         if d.conntrack > 0 {
@@ -306,6 +306,7 @@ fn measure(node: &Node, generator: &Generator, length: Duration) -> Result<Sampl
             at_ext0: after.at_ext0 - before.at_ext0,
             dnat_new: after.dnat_new - before.dnat_new,
             dnat_established: after.dnat_established - before.dnat_established,
+            xdp_redirected: after.xdp_redirected - before.xdp_redirected,
             conntrack: after.conntrack,
         },
     })

@@ -6,7 +6,7 @@ use std::{net::Ipv4Addr, path::PathBuf, process::Command, thread};
 
 use anyhow::{Context, Result, bail};
 use lb::datapath::KernelMaps;
-use lb_common::reason::Reason;
+use lb_common::{forward::ForwardOutcome, reason::Reason};
 use xtask::testbed::{EXTERNAL_DEVICE, NODE_ADDR, POD_UDP_PORT, Testbed, pod_addr};
 
 use crate::{
@@ -69,6 +69,8 @@ pub struct Counters {
     pub at_ext0: u64,
     pub dnat_new: u64,
     pub dnat_established: u64,
+    /// lb's frames redirected from XDP (`--xdp-forward`: to the pods' veths).
+    pub xdp_redirected: u64,
     pub conntrack: u64,
 }
 
@@ -76,7 +78,12 @@ pub struct Counters {
 /// one process each (the agent's first sync, a rule load).
 pub fn start_nodes(services: usize) -> Result<Vec<Node>> {
     thread::scope(|scope| {
-        let lb = scope.spawn(|| AgentUnderTest::start(services).map(Node::Lb));
+        // Every node's pods are routed veths (as Calico and Cilium wire
+        // them), so lb's `--xdp-forward` can redirect to them as the
+        // ceiling does; behind a bridge the FIB names the bridge, which
+        // takes no redirected frames, and lb would pass them to the stack.
+        let lb = scope
+            .spawn(|| AgentUnderTest::start_routed(services, &["--xdp-forward"]).map(Node::Lb));
         // `LB_BENCH_LB_ONLY=1` leaves out kube-proxy's rules: loading
         // iptables' at 10,000 Services x 10 endpoints takes longer here
         // than the rest of the bench.
@@ -122,6 +129,12 @@ pub fn counters(node: &Node) -> Result<Counters> {
             KernelMaps::open_pinned(&aut.bed.pin_dir).context("opening the agent's pinned maps")?;
         counters.dnat_new = maps.stat(Reason::DnatNew)?;
         counters.dnat_established = maps.stat(Reason::DnatEstablished)?;
+        counters.xdp_redirected = maps
+            .forward_stats()?
+            .into_iter()
+            .filter(|(outcome, _)| *outcome == ForwardOutcome::Redirected)
+            .map(|(_, packets)| packets)
+            .sum();
     } else {
         counters.conntrack = conntrack_count(bed).unwrap_or(0);
     }

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use lb_common::forward::{FORWARD_DEVICES, FORWARD_STATS, ForwardOutcome, MAX_FORWARD_IFINDEX};
+use lb_common::forward::{
+    FORWARD_DEVICES, FORWARD_STATS, ForwardOutcome, MAX_FORWARD_IFINDEX, MAX_XDP_TARGETS,
+    XDP_TARGETS,
+};
 
 use super::{KernelMaps, MapsError, map_err};
 
@@ -44,6 +47,40 @@ impl KernelMaps {
             }
         }
         Ok(on)
+    }
+
+    /// Makes `ifindexes` the devices other than the forwarding ones that
+    /// forwarding in XDP may redirect to (devices taking redirected frames:
+    /// `lb_common::forward::XDP_TARGETS`). New ones are added before gone
+    /// ones are removed. More than [`MAX_XDP_TARGETS`] is refused whole.
+    pub fn set_xdp_targets(&mut self, ifindexes: &BTreeSet<u32>) -> Result<(), MapsError> {
+        if ifindexes.len() > MAX_XDP_TARGETS as usize {
+            return Err(MapsError::Full {
+                map: XDP_TARGETS,
+                capacity: MAX_XDP_TARGETS,
+            });
+        }
+        let held = self.xdp_targets()?;
+        for &ifindex in ifindexes.difference(&held) {
+            self.xdp_targets
+                .insert(&ifindex, &1, 0)
+                .map_err(map_err(XDP_TARGETS, "update"))?;
+        }
+        for ifindex in held.difference(ifindexes) {
+            self.xdp_targets
+                .remove(ifindex)
+                .map_err(map_err(XDP_TARGETS, "delete"))?;
+        }
+        Ok(())
+    }
+
+    /// The devices forwarding in XDP may redirect to besides the
+    /// forwarding ones, by ifindex.
+    pub fn xdp_targets(&self) -> Result<BTreeSet<u32>, MapsError> {
+        self.xdp_targets
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(XDP_TARGETS, "lookup"))
     }
 
     /// Each outcome's packets, summed over CPUs.

@@ -31,7 +31,7 @@ use aya::{
     sys::SyscallError,
 };
 use lb_common::algorithm::BACKEND_CONNECTIONS;
-use lb_common::forward::{FORWARD_DEVICES, FORWARD_STATS};
+use lb_common::forward::{FORWARD_DEVICES, FORWARD_STATS, XDP_TARGETS};
 use lb_common::frag::{FRAGS4, Frag4Key, Frag4Ports};
 use lb_common::masquerade_rules::{MASQUERADE_RULES, MasqueradeRules};
 use lb_common::service_cidr::{CLUSTER_IPS4, SERVICE_CIDRS4};
@@ -93,6 +93,8 @@ pub struct KernelMaps {
     masquerade_rules: Array<MapData, MasqueradeRules>,
     // fast path: bumped after every backend write (`generation`)
     ct_generation: generation::Generation,
+    // forwarding in XDP, to pods: the devices taking redirected frames
+    xdp_targets: HashMap<MapData, u32, u32>,
     /// The socket hooks' cgroup: purging a UDP backend aborts the connected
     /// sockets of its processes (`sock_destroy`); none, no socket is touched.
     socket_cgroup: Option<std::path::PathBuf>,
@@ -208,6 +210,8 @@ impl KernelMaps {
             masquerade_rules,
             // fast path
             ct_generation,
+            // forwarding in XDP, to pods
+            xdp_targets,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -307,6 +311,9 @@ impl KernelMaps {
                 .try_into()
                 .map_err(map_err(MASQUERADE_RULES, "open"))?,
             ct_generation: generation::Generation::map(&ct_generation)?,
+            xdp_targets: typed(XDP_TARGETS, xdp_targets)?
+                .try_into()
+                .map_err(map_err(XDP_TARGETS, "open"))?,
             socket_cgroup: None,
         })
     }
