@@ -155,10 +155,12 @@ pub struct AgentArgs {
     pod_devices: Vec<String>,
     // forwarding in XDP
     /// Forward translated packets from XDP (FIB lookup, then XDP_TX or a
-    /// redirect) when their route leaves by one of the --device devices,
-    /// instead of through the kernel's IP forwarding: remote backends and
-    /// the replies of masqueraded flows. Packets to local pods, and any the
-    /// FIB cannot forward at once (no neighbour yet, too large), still take
+    /// redirect) when their route leaves by one of the --device devices, or
+    /// by a device the kernel says takes redirected frames (a routed pod's
+    /// veth whose pod end runs NAPI), instead of through the kernel's IP
+    /// forwarding: remote backends, routed local pods and the replies of
+    /// masqueraded flows. Packets to pods behind a bridge, and any the FIB
+    /// cannot forward at once (no neighbour yet, too large), still take
     /// the stack. Bypasses netfilter for those packets, as Cilium's XDP
     /// acceleration does. A veth device needs XDP (or GRO) on its peer to
     /// accept XDP frames: leave this off there unless its peer has it.
