@@ -127,14 +127,18 @@ pub fn section(options: &BenchOptions) -> Result<Section> {
          new flows a random source address in 10.128.0.0/16 and port (every frame a new \
          5-tuple), for established flows one of 64 fixed 5-tuples. The delivered rate is the \
          frames that arrived at the pods (the pods' eth0 rx counters) per second; the offered \
-         rate is what the generator sent. Subjects: lb (the real agent), kube-proxy's iptables \
+         rate is what the generator sent. Every node's pods are routed veths (each pod's /32 \
+         routed to its veth, GRO on at the pod's end, as Calico and Cilium wire pods). \
+         Subjects: lb (the real agent, with --xdp-forward: translated frames redirected from \
+         XDP into the pod's veth; the evidence lines count them), kube-proxy's iptables \
          and nftables rules for the same Services loaded in the node's namespace with no agent \
          (conntrack and NAT do the work), plain forwarding (no rules; the frames go to the \
          pods' addresses and the node routes them), and the bench's minimal stateless XDP \
          DNAT program on ext0 (the target's UDP NodePort rewritten to the first pod, \
          XDP_PASS; no maps, no state: the limit), and its redirecting variant (the same \
          rewrite plus the pod's and its veth's MACs, redirected to the first pod's veth, \
-         past the node's forwarding and bridge: the ceiling of an XDP datapath here). Runs are interleaved per repetition; the \
+         past the node's forwarding path: the ceiling of an XDP datapath here). Runs are \
+         interleaved per repetition; the \
          generator and the node share this machine's cores, so the offered rate falls as the \
          node's cost per frame rises.",
     );
