@@ -29,7 +29,7 @@ pub const MEMORY: &str = "agent memory";
 pub const LB_WRITE: &str = "lb: event -> last map write";
 pub const LB_PACKET: &str = "lb: event -> first packet translated";
 pub const LB_OWN: &str = "lb: agent's own sync time";
-pub const IPTABLES: &str = "iptables-nft-restore (kube-proxy)";
+pub const IPTABLES: &str = "iptables-legacy-restore (kube-proxy)";
 pub const NFT: &str = "nft -f (kube-proxy)";
 pub const RSS: &str = "lb agent RSS after full sync";
 pub const PEAK: &str = "lb agent peak RSS (VmHWM)";
@@ -62,7 +62,7 @@ flow from pod-2 or pod-3 (the agent purges the removed backend's UDP flows, as k
 flushes conntrack). The agent's own sync time is the `elapsed_ms` of its log line (snapshot, \
 plan, apply; without process start, datapath load and the watcher's 50 ms settle). Memory: \
 VmRSS after the full sync and VmHWM after the change. (2) kube-proxy's iptables rules for the \
-same Services (`fixture::service_shapes`) loaded with `iptables-nft-restore --noflush` into an \
+same Services (`fixture::service_shapes`) loaded with `iptables-legacy-restore --noflush` into an \
 empty namespace, then its partial-sync input for the same change (top-level chains rewritten, \
 the target's KUBE-SVC/KUBE-SEP chains, `-X` of the stale KUBE-SEP) in the same namespace. \
 (3) the same with kube-proxy's nftables table (`nft -f`), then the change's transaction \
@@ -239,7 +239,7 @@ fn record(section: &mut Section, samples: &Samples, sizes: &[usize]) {
     }
     for &n in sizes {
         for (case, what) in [(FULL, "full sync"), (CHANGE, "one change")] {
-            for (kube, name) in [(IPTABLES, "iptables-nft-restore"), (NFT, "nft -f")] {
+            for (kube, name) in [(IPTABLES, "iptables-legacy-restore"), (NFT, "nft -f")] {
                 section.ratio(
                     &format!("lb {what} (last map write) / {name}, {n} Services"),
                     (case, LB_WRITE, n),
@@ -304,7 +304,7 @@ mod tests {
                 .map(|(_, r)| *r)
         };
         assert_eq!(
-            ratio("lb full sync (last map write) / iptables-nft-restore, 1000 Services"),
+            ratio("lb full sync (last map write) / iptables-legacy-restore, 1000 Services"),
             Some(0.25)
         );
         assert_eq!(

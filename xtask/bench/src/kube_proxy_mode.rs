@@ -84,7 +84,7 @@ impl RulesNode {
         };
         match rules {
             NodeRules::Iptables => node.load(
-                "iptables-nft-restore",
+                "iptables-legacy-restore",
                 &["--noflush"],
                 &udp_target(&iptables_restore(&service_shapes(services), CLUSTER_CIDR)),
             )?,

@@ -1,6 +1,14 @@
 //! How long kube-proxy's own rule sets take to load, as one transaction
-//! each (`iptables-nft-restore`, `nft -f`), at a given Service count: the
+//! each (`iptables-legacy-restore`, `nft -f`), at a given Service count: the
 //! control-plane figure the agent's full sync is compared with.
+//!
+//! iptables' legacy backend, as kube-proxy's iptables mode runs on nodes
+//! whose rules are legacy ones (its image's `iptables-wrapper` picks the
+//! backend already in use): it loads kube-proxy's rules for 10,000
+//! Services x 10 endpoints in about 16 s here, where `iptables-nft-restore`
+//! ran past 15 minutes, and it evaluates each rule faster too, so it is the
+//! harder of the two to beat (the issue's own baseline, "iptables-restore
+//! of the same rules: 11 s", is its figure).
 //!
 //! Every load runs inside a network namespace made for it, so the
 //! machine's own netfilter tables are never touched, and the namespace is
@@ -132,7 +140,7 @@ impl Drop for ScratchNetns {
 pub fn iptables_load(services: &[ServiceShape]) -> Result<Duration> {
     let netns = ScratchNetns::new()?;
     netns.timed(
-        "iptables-nft-restore",
+        "iptables-legacy-restore",
         &["--noflush"],
         &iptables_restore(services, CLUSTER_CIDR),
     )
@@ -163,7 +171,7 @@ fn changed_set(before: &[ServiceShape], changed: &ServiceShape) -> Vec<ServiceSh
     after
 }
 
-/// iptables mode: `iptables-nft-restore --noflush` of the full rule set,
+/// iptables mode: `iptables-legacy-restore --noflush` of the full rule set,
 /// then of the partial-sync input for the target's change.
 pub fn iptables_load_and_change(
     before: &[ServiceShape],
@@ -172,7 +180,7 @@ pub fn iptables_load_and_change(
 ) -> Result<LoadAndChange> {
     let netns = ScratchNetns::new()?;
     let restore =
-        |input: &str| netns.timed_within("iptables-nft-restore", &["--noflush"], input, bound);
+        |input: &str| netns.timed_within("iptables-legacy-restore", &["--noflush"], input, bound);
     let load = restore(&iptables_restore(before, CLUSTER_CIDR))?;
     if load.is_none() {
         return Ok(LoadAndChange { load, change: None });
