@@ -18,20 +18,7 @@ pub(super) fn bridged_pod(
     addr: Ipv4Addr,
     gateway: Ipv4Addr,
 ) -> Result<()> {
-    let host_end = format!("veth{}", index + 1);
-    ip(&[
-        "-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", &host_end, "netns", node,
-    ])?;
-    ip(&[
-        "-n",
-        pod,
-        "addr",
-        "add",
-        &format!("{addr}/24"),
-        "dev",
-        "eth0",
-    ])?;
-    ip(&["-n", pod, "link", "set", "eth0", "up"])?;
+    let host_end = pod_veth(pod, node, index, &format!("{addr}/24"))?;
     ip(&[
         "-n",
         pod,
@@ -45,6 +32,18 @@ pub(super) fn bridged_pod(
     // Locally generated TCP on a veth carries a partial checksum that XDP
     // cannot see; real NICs hand XDP complete ones.
     ethtool_tx_off(pod)
+}
+
+/// Pod `index`'s veth: `eth0` in `pod` at `cidr` and up, its peer
+/// `veth<index+1>` in `node` (returned, still down).
+fn pod_veth(pod: &str, node: &str, index: usize, cidr: &str) -> Result<String> {
+    let host_end = format!("veth{}", index + 1);
+    ip(&[
+        "-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", &host_end, "netns", node,
+    ])?;
+    ip(&["-n", pod, "addr", "add", cidr, "dev", "eth0"])?;
+    ip(&["-n", pod, "link", "set", "eth0", "up"])?;
+    Ok(host_end)
 }
 
 pub(super) fn ip(args: &[&str]) -> Result<()> {
@@ -96,21 +95,8 @@ pub(super) fn routed_pod(
     addr: Ipv4Addr,
     gateway: Ipv4Addr,
 ) -> Result<()> {
-    let host_end = format!("veth{}", index + 1);
+    let host_end = pod_veth(pod, node, index, &format!("{addr}/32"))?;
     let (addr, gateway) = (addr.to_string(), gateway.to_string());
-    ip(&[
-        "-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", &host_end, "netns", node,
-    ])?;
-    ip(&[
-        "-n",
-        pod,
-        "addr",
-        "add",
-        &format!("{addr}/32"),
-        "dev",
-        "eth0",
-    ])?;
-    ip(&["-n", pod, "link", "set", "eth0", "up"])?;
     ip(&["-n", node, "link", "set", &host_end, "up"])?;
     ip(&[
         "-n", pod, "route", "add", &gateway, "dev", "eth0", "scope", "link",
