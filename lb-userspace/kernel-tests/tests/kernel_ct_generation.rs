@@ -1,8 +1,9 @@
 //! The recheck generation (`lb_common::ct::generation`): an established
-//! flow's packets skip the backend recheck only while the agent wrote no
-//! backend, so a backend change is still seen by the very next packet of
-//! every flow, and a frontend given to another Service port stops its old
-//! flows at their next packet whatever the generation.
+//! flow's packets skip the backend recheck, and an assured flow's the
+//! frontend lookup, only while the agent wrote no backend and no frontend,
+//! so a backend change is still seen by the very next packet of every
+//! flow, a frontend given to another Service port stops its old flows at
+//! their next packet, and a removed frontend translates nothing more.
 
 mod common;
 
@@ -96,13 +97,37 @@ fn the_first_packet_after_a_backend_write_rechecks() {
     assert_ne!(checked_gen(&t, 41000), passed_at);
 }
 
+/// Every write of the frontends map (added or changed, removed) moves the
+/// generation, after the write: assured flows skip their frontend lookup
+/// only while it stands.
+#[test]
+fn every_frontend_write_moves_the_generation() {
+    let mut t = TestDatapath::load();
+    let start = t.maps.ct_generation();
+    let key = frontend_key(NODE, 30081, PROTO_TCP, SCOPE_EXTERNAL);
+    let value = FrontendValue {
+        service_id: 3,
+        table_id: 0,
+        backend_count: 0,
+        flags: 0,
+    };
+    t.maps.set_frontend(&key, &value).unwrap();
+    assert_eq!(t.maps.ct_generation(), start + 1, "added");
+    t.maps.remove_frontend(&key).unwrap();
+    assert_eq!(t.maps.ct_generation(), start + 2, "removed");
+}
+
 /// The frontend given to another Service port without any backend write
-/// (the generation unchanged): the old flow's next packet is not followed
-/// (`drop_ct_stale`), as `still_valid` decides; the skip never hides it.
+/// (the frontend write alone moves the generation): the old flow's next
+/// packet, in the same second, is not followed (`drop_ct_stale`), as
+/// `still_valid` decides; neither skip hides it. kube-proxy: the old
+/// Service's rules go, so its conntrack entries lead nowhere.
 #[test]
 fn a_frontend_given_to_another_service_port_stops_the_next_packet() {
     let mut t = TestDatapath::load();
     established(&mut t, 41001);
+    let (_, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 41001, NODE, 30080, ACK, b"x"));
+    assert_eq!(check_frame(&out).dst, POD, "the fast path's packet");
     let generation = t.maps.ct_generation();
     let key = frontend_key(NODE, 30080, PROTO_TCP, SCOPE_EXTERNAL);
     let value = FrontendValue {
@@ -112,8 +137,33 @@ fn a_frontend_given_to_another_service_port_stops_the_next_packet() {
         flags: 0,
     };
     t.maps.set_frontend(&key, &value).unwrap();
-    assert_eq!(t.maps.ct_generation(), generation, "no backend written");
+    assert_eq!(
+        t.maps.ct_generation(),
+        generation + 1,
+        "the frontend written"
+    );
     let (action, _) = t.run_xdp(&tcp_flags_frame(CLIENT, 41001, NODE, 30080, ACK, b"x"));
     assert_eq!(action, XDP_DROP);
     assert_eq!(t.stat(Reason::DropCtStale), 1);
+}
+
+/// The frontend removed while an assured flow runs: its next packet, in
+/// the same second, is not translated (no frontend: it passes to the
+/// stack untouched, `pass_no_service`), as kube-proxy's rules of a
+/// deleted Service no longer match. The entry names its backend, but the
+/// fast path never uses it past a frontend write.
+#[test]
+fn a_removed_frontend_translates_no_more_packets() {
+    let mut t = TestDatapath::load();
+    established(&mut t, 41002);
+    let (_, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 41002, NODE, 30080, ACK, b"x"));
+    assert_eq!(check_frame(&out).dst, POD, "the fast path's packet");
+    let passed = t.stat(Reason::PassNoService);
+    t.maps
+        .remove_frontend(&frontend_key(NODE, 30080, PROTO_TCP, SCOPE_EXTERNAL))
+        .unwrap();
+    let (action, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 41002, NODE, 30080, ACK, b"y"));
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(check_frame(&out).dst, NODE, "untranslated");
+    assert_eq!(t.stat(Reason::PassNoService), passed + 1);
 }
