@@ -167,3 +167,56 @@ fn a_removed_frontend_translates_no_more_packets() {
     assert_eq!(check_frame(&out).dst, NODE, "untranslated");
     assert_eq!(t.stat(Reason::PassNoService), passed + 1);
 }
+
+/// Waits until the coarse clock (the datapath's `bpf_ktime_get_coarse_ns`)
+/// is at least 100 ms from its next second, so a few packets share one.
+fn early_in_a_second() {
+    for _ in 0..50 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a plain clock read into a local.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        if ts.tv_nsec < 900_000_000 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The skip is real, and the writer's bump is what makes it safe: a
+/// frontend changed behind the writer's back (no generation moved, which
+/// the agent never does) is not looked at by an assured flow's next packet
+/// in the same second, which its entry alone translates; once the
+/// generation moves, the next packet looks the frontend up and stops
+/// (`drop_ct_stale`).
+#[test]
+fn an_assured_flow_skips_its_frontend_while_the_generation_stands() {
+    use aya::maps::{HashMap, Map, MapData};
+    let mut t = TestDatapath::load();
+    established(&mut t, 41003);
+    early_in_a_second();
+    let (_, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 41003, NODE, 30080, ACK, b"x"));
+    assert_eq!(check_frame(&out).dst, POD);
+    let data = MapData::from_pin(t.pin_dir.join(lb_common::FRONTENDS4)).unwrap();
+    let mut frontends: HashMap<_, lb_common::Frontend4Key, FrontendValue> =
+        HashMap::try_from(Map::HashMap(data)).unwrap();
+    let key = frontend_key(NODE, 30080, PROTO_TCP, SCOPE_EXTERNAL);
+    let other = FrontendValue {
+        service_id: 2,
+        table_id: 0,
+        backend_count: 1,
+        flags: 0,
+    };
+    frontends.insert(&key, &other, 0).unwrap();
+    let (action, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 41003, NODE, 30080, ACK, b"y"));
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(check_frame(&out).dst, POD, "translated from the entry alone");
+    assert_eq!(t.stat(Reason::DropCtStale), 0);
+
+    t.maps.recheck_every_flow();
+    let (action, _) = t.run_xdp(&tcp_flags_frame(CLIENT, 41003, NODE, 30080, ACK, b"z"));
+    assert_eq!(action, XDP_DROP);
+    assert_eq!(t.stat(Reason::DropCtStale), 1);
+}
