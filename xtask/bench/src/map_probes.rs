@@ -13,8 +13,12 @@ use lb_common::{CT_NEW_SHARE, DEFAULT_CT_ENTRIES, MAX_FRONTENDS};
 
 use crate::{
     bpf_asm::{Alu, Asm, Cond, R0, R1, R2, R3, R4, R5, R10, Size},
+    packet_streams::{Expect, Frames, Program, Stream},
     raw_bpf::{Hook, RawProgram, syscall},
 };
+
+/// The per-packet section's method text for the probes.
+pub const METHOD: &str = "Beside those, on the same new-flow frames, the bench's map probes: XDP programs that do one map operation and return (a hash lookup that hits, an LRU hash lookup that hits and one that misses, an LRU insert of a new key per frame, with one shared LRU list or per-CPU lists; 16-byte keys, 32-byte values, lb's table sizes), proven by their verdicts: the price of the operations lb's paths are made of.";
 
 pub const CASE: &str = "one map operation (bench probe)";
 pub const HASH_HIT: &str = "hash lookup, hit";
@@ -56,6 +60,21 @@ pub fn load() -> Result<Vec<Probe>> {
         insert(LRU_INSERT, new_flows, 0)?,
         insert(LRU_INSERT_PER_CPU, new_flows, BPF_F_NO_COMMON_LRU)?,
     ])
+}
+
+/// A stream per probe, on the frames `frames` gives (new flows: each
+/// insert's key is new), each proven by its XDP_PASS.
+pub fn streams<'a>(probes: &'a [Probe], frames: impl Fn() -> Frames) -> Vec<Stream<'a>> {
+    let passed = || Expect::Unchanged {
+        verdict: XDP_PASS as u32,
+    };
+    probes
+        .iter()
+        .map(|probe| {
+            let program = Program::Bench(&probe.program);
+            Stream::bench(CASE, probe.name, program, frames(), passed())
+        })
+        .collect()
 }
 
 /// A lookup of `PROBE_KEY` in a map of `map_type` holding it (`hit`) or

@@ -70,8 +70,9 @@ fn calls(options: &BenchOptions) -> u32 {
 
 fn method(calls: u32) -> String {
     format!(
-        "Each path runs on the program the agent attached (XDP ingress, tc egress for replies) over the maps it filled, by BPF_PROG_TEST_RUN with repeat 1 and a fresh frame per call (the programs rewrite the frame, and a repeat would rerun the rewritten one); one sample is the mean of the kernel's own `duration` over {calls} calls. All traffic is external TCP from clients 198.51.100.x to the NodePort {}: a new flow is a new 5-tuple every call, an established flow the same 5-tuple after its handshake (the client's SYN and ACK through XDP, the pod's SYN-ACK through tc egress: an assured flow, in the table of assured flows, as every established connection is), a reply the backend's answer to it through tc egress, not a service a port no frontend has, rejected the NodePort {EMPTY_NODE_PORT} of a Service without endpoints (ICMP port unreachable, XDP_TX, within the per-CPU reject budget of 50 then 1,000/s; over it, a counted XDP_DROP, which is what most calls of this stream are). Beside them, measured the same way on new-flow frames: an XDP_PASS program (the floor: what an XDP test run costs with no work) and the bench's own stateless DNAT of one frontend to one backend in raw eBPF (the limit: parse, match, rewrite, incremental checksums); on the reply frames, a tc program that only returns TCX_NEXT (the floor of a tc test run). Every output is checked (verdict; addresses, ports and checksums by etherparse) and the agent's counter of each path must rise by the number of calls, else the path has no figure. Beside those, on the same new-flow frames, the bench's map probes: XDP programs that do one map operation and return (a hash lookup that hits, an LRU hash lookup that hits and one that misses, an LRU insert of a new key per frame, with one shared LRU list or per-CPU lists; 16-byte keys, 32-byte values, lb's table sizes), proven by their verdicts: the price of the operations lb's paths are made of. Streams and programs are interleaved in each repetition.",
-        node_port(TARGET_TCP_NODE_PORT)
+        "Each path runs on the program the agent attached (XDP ingress, tc egress for replies) over the maps it filled, by BPF_PROG_TEST_RUN with repeat 1 and a fresh frame per call (the programs rewrite the frame, and a repeat would rerun the rewritten one); one sample is the mean of the kernel's own `duration` over {calls} calls. All traffic is external TCP from clients 198.51.100.x to the NodePort {}: a new flow is a new 5-tuple every call, an established flow the same 5-tuple after its handshake (the client's SYN and ACK through XDP, the pod's SYN-ACK through tc egress: an assured flow, in the table of assured flows, as every established connection is), a reply the backend's answer to it through tc egress, not a service a port no frontend has, rejected the NodePort {EMPTY_NODE_PORT} of a Service without endpoints (ICMP port unreachable, XDP_TX, within the per-CPU reject budget of 50 then 1,000/s; over it, a counted XDP_DROP, which is what most calls of this stream are). Beside them, measured the same way on new-flow frames: an XDP_PASS program (the floor: what an XDP test run costs with no work) and the bench's own stateless DNAT of one frontend to one backend in raw eBPF (the limit: parse, match, rewrite, incremental checksums); on the reply frames, a tc program that only returns TCX_NEXT (the floor of a tc test run). Every output is checked (verdict; addresses, ports and checksums by etherparse) and the agent's counter of each path must rise by the number of calls, else the path has no figure. {} Streams and programs are interleaved in each repetition.",
+        node_port(TARGET_TCP_NODE_PORT),
+        map_probes::METHOD
     )
 }
 
@@ -198,16 +199,11 @@ fn measure(
     let tc_floor = Program::Bench(&baselines.tc_floor);
     let (xdp, tc) = (Program::Agent(&xdp), Program::Agent(&tc));
     // Loaded at each Service count: the inserts' keys are new in every run.
-    let probes = match map_probes::load() {
-        Ok(probes) => probes,
-        Err(err) => {
-            section.note(format!(
-                "{}: the map probes have no figures: {err:#}",
-                label(services)
-            ));
-            Vec::new()
-        }
-    };
+    let probes = map_probes::load().unwrap_or_else(|err| {
+        let at = label(services);
+        section.note(format!("{at}: the map probes have no figures: {err:#}"));
+        Vec::new()
+    });
     let mut streams = vec![
         Stream::bench(NEW_FLOW, FLOOR, floor, new_flows(target), passed()),
         Stream::lb(
@@ -279,15 +275,7 @@ fn measure(
         passed(),
         Reason::PassNoService,
     ));
-    for probe in &probes {
-        streams.push(Stream::bench(
-            map_probes::CASE,
-            probe.name,
-            Program::Bench(&probe.program),
-            new_flows(target),
-            passed(),
-        ));
-    }
+    streams.extend(map_probes::streams(&probes, || new_flows(target)));
     if let Some((dnat, prog)) = &baselines.limit {
         let to = vec![dnat.backend];
         let limit = Stream::bench(
