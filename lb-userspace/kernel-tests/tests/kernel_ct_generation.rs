@@ -212,7 +212,11 @@ fn an_assured_flow_skips_its_frontend_while_the_generation_stands() {
     frontends.insert(&key, &other, 0).unwrap();
     let (action, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 41003, NODE, 30080, ACK, b"y"));
     assert_eq!(action, XDP_PASS);
-    assert_eq!(check_frame(&out).dst, POD, "translated from the entry alone");
+    assert_eq!(
+        check_frame(&out).dst,
+        POD,
+        "translated from the entry alone"
+    );
     assert_eq!(t.stat(Reason::DropCtStale), 0);
 
     t.maps.recheck_every_flow();
