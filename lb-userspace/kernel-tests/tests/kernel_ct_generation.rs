@@ -47,6 +47,16 @@ fn established(t: &mut TestDatapath, sport: u16) {
     assert_eq!(check_frame(&out).dst, POD);
 }
 
+/// A frontend value of the Service port `service_id`, with one backend.
+fn service_port(service_id: u32) -> FrontendValue {
+    FrontendValue {
+        service_id,
+        table_id: 0,
+        backend_count: 1,
+        flags: 0,
+    }
+}
+
 fn checked_gen(t: &TestDatapath, sport: u16) -> u16 {
     t.maps
         .connection(&original_key(sport))
@@ -105,12 +115,7 @@ fn every_frontend_write_moves_the_generation() {
     let mut t = TestDatapath::load();
     let start = t.maps.ct_generation();
     let key = frontend_key(NODE, 30081, PROTO_TCP, SCOPE_EXTERNAL);
-    let value = FrontendValue {
-        service_id: 3,
-        table_id: 0,
-        backend_count: 0,
-        flags: 0,
-    };
+    let value = service_port(3);
     t.maps.set_frontend(&key, &value).unwrap();
     assert_eq!(t.maps.ct_generation(), start + 1, "added");
     t.maps.remove_frontend(&key).unwrap();
@@ -130,12 +135,7 @@ fn a_frontend_given_to_another_service_port_stops_the_next_packet() {
     assert_eq!(check_frame(&out).dst, POD, "the fast path's packet");
     let generation = t.maps.ct_generation();
     let key = frontend_key(NODE, 30080, PROTO_TCP, SCOPE_EXTERNAL);
-    let value = FrontendValue {
-        service_id: 2,
-        table_id: 0,
-        backend_count: 1,
-        flags: 0,
-    };
+    let value = service_port(2);
     t.maps.set_frontend(&key, &value).unwrap();
     assert_eq!(
         t.maps.ct_generation(),
@@ -203,12 +203,7 @@ fn an_assured_flow_skips_its_frontend_while_the_generation_stands() {
     let mut frontends: HashMap<_, lb_common::Frontend4Key, FrontendValue> =
         HashMap::try_from(Map::HashMap(data)).unwrap();
     let key = frontend_key(NODE, 30080, PROTO_TCP, SCOPE_EXTERNAL);
-    let other = FrontendValue {
-        service_id: 2,
-        table_id: 0,
-        backend_count: 1,
-        flags: 0,
-    };
+    let other = service_port(2);
     frontends.insert(&key, &other, 0).unwrap();
     let (action, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 41003, NODE, 30080, ACK, b"y"));
     assert_eq!(action, XDP_PASS);
