@@ -125,8 +125,8 @@ fn every_frontend_write_moves_the_generation() {
 /// The frontend given to another Service port without any backend write
 /// (the frontend write alone moves the generation): the old flow's next
 /// packet, in the same second, is not followed (`drop_ct_stale`), as
-/// `still_valid` decides; neither skip hides it. kube-proxy: the old
-/// Service's rules go, so its conntrack entries lead nowhere.
+/// `still_valid` decides (ct/recheck.rs: the Service the flow was made
+/// for is gone); neither skip hides it.
 #[test]
 fn a_frontend_given_to_another_service_port_stops_the_next_packet() {
     let mut t = TestDatapath::load();
@@ -149,9 +149,9 @@ fn a_frontend_given_to_another_service_port_stops_the_next_packet() {
 
 /// The frontend removed while an assured flow runs: its next packet, in
 /// the same second, is not translated (no frontend: it passes to the
-/// stack untouched, `pass_no_service`), as kube-proxy's rules of a
-/// deleted Service no longer match. The entry names its backend, but the
-/// fast path never uses it past a frontend write.
+/// stack untouched, `pass_no_service`), as the full path decides (the
+/// frontend lookup comes first there). The entry names its backend, but
+/// the fast path never uses it past a frontend write.
 #[test]
 fn a_removed_frontend_translates_no_more_packets() {
     let mut t = TestDatapath::load();
