@@ -82,6 +82,14 @@ fn ingress(ctx: &XdpContext) -> Result<(Reason, XdpPacket), Verdict> {
         return Ok((reason, pkt));
     }
 
+    // An assured flow that no frontend or backend write touched since its
+    // last check: its connection entry alone translates it.
+    if let Some(entry) = ct::lookup_unchanged(flow, pkt.tcp_flags) {
+        stats::count_service(entry.service_id, Reason::DnatEstablished);
+        nat::rewrite_xdp_destination(&pkt, flow.dst, entry.nat);
+        return Ok((Reason::DnatEstablished, pkt));
+    }
+
     // Look up the frontend, then the flow: a known flow keeps its backend.
     let fe = masquerade_rules::frontend_from_outside(flow.dst, flow.proto, flow.src.addr_be)
         .map_err(|allocated| no_frontend(flow, allocated.0))?;

@@ -3,9 +3,10 @@
 //! lookup per packet otherwise).
 //!
 //! The agent bumps one counter (`CT_GENERATION`, slot 0) after every write
-//! to the backends map (a backend added, changed, removed, its id reused):
-//! everything `still_valid` reads besides the frontend, which the packet
-//! path has looked up anyway. An original entry remembers the generation
+//! to the backends map (a backend added, changed, removed, its id reused)
+//! and to the frontends map (a frontend added, given to another Service
+//! port, changed, removed): everything `still_valid` reads. An original
+//! entry remembers the generation
 //! (truncated to 16 bits, `Ct4Value::checked_gen`) its last recheck passed
 //! at. A packet may skip the recheck only when [`may_skip_recheck`] says
 //! so: the same generation (the backend cannot have changed since), the
@@ -15,6 +16,12 @@
 //! once a second: an idle flow is rechecked by its next packet, so the 16
 //! bits cannot wrap into a false match). The agent's bump follows its map
 //! write, so the first packet that sees the new generation sees the change.
+//!
+//! Because frontend writes move it too, an assured flow's packet that may
+//! skip the recheck may skip the frontend lookup as well
+//! ([`may_skip_frontend`]): the frontend its entry was checked against is
+//! still there, for the same Service port. That packet then costs one
+//! hash lookup (its connection entry) instead of two.
 
 use super::opens_flow;
 
@@ -51,6 +58,31 @@ pub const fn may_skip_recheck(
         && !opens_flow(proto, tcp_flags)
 }
 
+/// Whether a packet (`proto`, `tcp_flags`) hitting an original entry that
+/// passed its recheck at `checked_gen` and last saw a packet at
+/// `last_seen_s` may be translated without looking its frontend up: no
+/// frontend or backend was written since that recheck (`generation`), in
+/// the same coarse second (`now_s`), and not a packet that may open a
+/// flow. [`may_skip_recheck`] with the entry's own Service port, which an
+/// unchanged generation proves is still the frontend's.
+#[inline(always)]
+pub const fn may_skip_frontend(
+    checked_gen: u16,
+    generation: u16,
+    (last_seen_s, now_s): (u32, u32),
+    proto: u8,
+    tcp_flags: u8,
+) -> bool {
+    may_skip_recheck(
+        checked_gen,
+        generation,
+        (0, 0),
+        (last_seen_s, now_s),
+        proto,
+        tcp_flags,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +115,19 @@ mod tests {
     fn a_packet_that_may_open_a_flow_always_rechecks() {
         assert!(!may_skip_recheck(5, 5, SAME, (100, 100), PROTO_TCP, SYN));
         assert!(!may_skip_recheck(5, 5, SAME, (100, 100), PROTO_UDP, 0));
+    }
+
+    /// The frontend lookup is skipped on exactly the recheck's terms: a
+    /// write of any frontend or backend since, a new second, a packet that
+    /// may open a flow or an entry never checked all look it up.
+    #[test]
+    fn the_frontend_lookup_is_skipped_only_when_nothing_moved() {
+        assert!(may_skip_frontend(5, 5, (100, 100), PROTO_TCP, ACK));
+        assert!(!may_skip_frontend(5, 6, (100, 100), PROTO_TCP, ACK));
+        assert!(!may_skip_frontend(5, 5, (99, 100), PROTO_TCP, ACK));
+        assert!(!may_skip_frontend(0, 0, (100, 100), PROTO_TCP, ACK));
+        assert!(!may_skip_frontend(5, 5, (100, 100), PROTO_TCP, SYN));
+        assert!(!may_skip_frontend(5, 5, (100, 100), PROTO_UDP, 0));
     }
 
     #[test]

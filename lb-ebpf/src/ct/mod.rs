@@ -12,12 +12,14 @@
 //! - `recheck`: a hit is used only while its backend and Service still are
 //!   what it names;
 //! - `snat`: a masqueraded flow's source port, claimed with its reply key;
-//! - `generation`: while the agent wrote no backend, an established flow's
-//!   packets skip the recheck (`lb_common::ct::generation`).
+//! - `generation`: while the agent wrote no backend or frontend, an
+//!   established flow's packets skip the recheck (`lb_common::ct::generation`);
+//! - `assured`: and an assured flow's skip the frontend lookup too.
 //!
 //! In a trace (`DRY_RUN`, see [`crate::trace`]) nothing is written: no
 //! entry is created, moved or refreshed.
 
+mod assured;
 mod generation;
 mod lifecycle;
 mod pair;
@@ -32,6 +34,8 @@ use lb_common::{
 };
 
 use crate::{stats, trace};
+
+pub use assured::lookup_unchanged;
 
 /// What a connection-table entry says about its flow.
 pub struct Entry {

@@ -1,8 +1,9 @@
 //! The recheck generation (`lb_common::ct::generation`): an established
-//! flow's packets skip the backend recheck only while the agent wrote no
-//! backend, so a backend change is still seen by the very next packet of
-//! every flow, and a frontend given to another Service port stops its old
-//! flows at their next packet whatever the generation.
+//! flow's packets skip the backend recheck, and an assured flow's the
+//! frontend lookup, only while the agent wrote no backend and no frontend,
+//! so a backend change is still seen by the very next packet of every
+//! flow, a frontend given to another Service port stops its old flows at
+//! their next packet, and a removed frontend translates nothing more.
 
 mod common;
 
@@ -44,6 +45,16 @@ fn established(t: &mut TestDatapath, sport: u16) {
     t.run_tc(&tcp_flags_frame(POD, 8080, CLIENT, sport, SYN | ACK, b""));
     let (_, out) = t.run_xdp(&tcp_flags_frame(CLIENT, sport, NODE, 30080, ACK, b""));
     assert_eq!(check_frame(&out).dst, POD);
+}
+
+/// A frontend value of the Service port `service_id`, with one backend.
+fn service_port(service_id: u32) -> FrontendValue {
+    FrontendValue {
+        service_id,
+        table_id: 0,
+        backend_count: 1,
+        flags: 0,
+    }
 }
 
 fn checked_gen(t: &TestDatapath, sport: u16) -> u16 {
@@ -96,24 +107,115 @@ fn the_first_packet_after_a_backend_write_rechecks() {
     assert_ne!(checked_gen(&t, 41000), passed_at);
 }
 
+/// Every write of the frontends map (added or changed, removed) moves the
+/// generation, after the write: assured flows skip their frontend lookup
+/// only while it stands.
+#[test]
+fn every_frontend_write_moves_the_generation() {
+    let mut t = TestDatapath::load();
+    let start = t.maps.ct_generation();
+    let key = frontend_key(NODE, 30081, PROTO_TCP, SCOPE_EXTERNAL);
+    let value = service_port(3);
+    t.maps.set_frontend(&key, &value).unwrap();
+    assert_eq!(t.maps.ct_generation(), start + 1, "added");
+    t.maps.remove_frontend(&key).unwrap();
+    assert_eq!(t.maps.ct_generation(), start + 2, "removed");
+}
+
 /// The frontend given to another Service port without any backend write
-/// (the generation unchanged): the old flow's next packet is not followed
-/// (`drop_ct_stale`), as `still_valid` decides; the skip never hides it.
+/// (the frontend write alone moves the generation): the old flow's next
+/// packet, in the same second, is not followed (`drop_ct_stale`), as
+/// `still_valid` decides (ct/recheck.rs: the Service the flow was made
+/// for is gone); neither skip hides it.
 #[test]
 fn a_frontend_given_to_another_service_port_stops_the_next_packet() {
     let mut t = TestDatapath::load();
     established(&mut t, 41001);
+    let (_, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 41001, NODE, 30080, ACK, b"x"));
+    assert_eq!(check_frame(&out).dst, POD, "the fast path's packet");
     let generation = t.maps.ct_generation();
     let key = frontend_key(NODE, 30080, PROTO_TCP, SCOPE_EXTERNAL);
-    let value = FrontendValue {
-        service_id: 2,
-        table_id: 0,
-        backend_count: 1,
-        flags: 0,
-    };
+    let value = service_port(2);
     t.maps.set_frontend(&key, &value).unwrap();
-    assert_eq!(t.maps.ct_generation(), generation, "no backend written");
+    assert_eq!(
+        t.maps.ct_generation(),
+        generation + 1,
+        "the frontend written"
+    );
     let (action, _) = t.run_xdp(&tcp_flags_frame(CLIENT, 41001, NODE, 30080, ACK, b"x"));
+    assert_eq!(action, XDP_DROP);
+    assert_eq!(t.stat(Reason::DropCtStale), 1);
+}
+
+/// The frontend removed while an assured flow runs: its next packet, in
+/// the same second, is not translated (no frontend: it passes to the
+/// stack untouched, `pass_no_service`), as the full path decides (the
+/// frontend lookup comes first there). The entry names its backend, but
+/// the fast path never uses it past a frontend write.
+#[test]
+fn a_removed_frontend_translates_no_more_packets() {
+    let mut t = TestDatapath::load();
+    established(&mut t, 41002);
+    let (_, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 41002, NODE, 30080, ACK, b"x"));
+    assert_eq!(check_frame(&out).dst, POD, "the fast path's packet");
+    let passed = t.stat(Reason::PassNoService);
+    t.maps
+        .remove_frontend(&frontend_key(NODE, 30080, PROTO_TCP, SCOPE_EXTERNAL))
+        .unwrap();
+    let (action, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 41002, NODE, 30080, ACK, b"y"));
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(check_frame(&out).dst, NODE, "untranslated");
+    assert_eq!(t.stat(Reason::PassNoService), passed + 1);
+}
+
+/// Waits until the coarse clock (the datapath's `bpf_ktime_get_coarse_ns`)
+/// is at least 100 ms from its next second, so a few packets share one.
+fn early_in_a_second() {
+    for _ in 0..50 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a plain clock read into a local.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        if ts.tv_nsec < 900_000_000 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The skip is real, and the writer's bump is what makes it safe: a
+/// frontend changed behind the writer's back (no generation moved, which
+/// the agent never does) is not looked at by an assured flow's next packet
+/// in the same second, which its entry alone translates; once the
+/// generation moves, the next packet looks the frontend up and stops
+/// (`drop_ct_stale`).
+#[test]
+fn an_assured_flow_skips_its_frontend_while_the_generation_stands() {
+    use aya::maps::{HashMap, Map, MapData};
+    let mut t = TestDatapath::load();
+    established(&mut t, 41003);
+    early_in_a_second();
+    let (_, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 41003, NODE, 30080, ACK, b"x"));
+    assert_eq!(check_frame(&out).dst, POD);
+    let data = MapData::from_pin(t.pin_dir.join(lb_common::FRONTENDS4)).unwrap();
+    let mut frontends: HashMap<_, lb_common::Frontend4Key, FrontendValue> =
+        HashMap::try_from(Map::HashMap(data)).unwrap();
+    let key = frontend_key(NODE, 30080, PROTO_TCP, SCOPE_EXTERNAL);
+    let other = service_port(2);
+    frontends.insert(&key, &other, 0).unwrap();
+    let (action, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 41003, NODE, 30080, ACK, b"y"));
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(
+        check_frame(&out).dst,
+        POD,
+        "translated from the entry alone"
+    );
+    assert_eq!(t.stat(Reason::DropCtStale), 0);
+
+    t.maps.recheck_every_flow();
+    let (action, _) = t.run_xdp(&tcp_flags_frame(CLIENT, 41003, NODE, 30080, ACK, b"z"));
     assert_eq!(action, XDP_DROP);
     assert_eq!(t.stat(Reason::DropCtStale), 1);
 }

@@ -19,6 +19,8 @@ pub const R6: Reg = Reg(6);
 pub const R7: Reg = Reg(7);
 pub const R8: Reg = Reg(8);
 pub const R9: Reg = Reg(9);
+/// The frame pointer (read only).
+pub const R10: Reg = Reg(10);
 
 /// Width of a memory access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +97,10 @@ const OP_CALL: u8 = 0x80;
 const MODE_MEM: u8 = 0x60;
 const SRC_REG: u8 = 0x08;
 const OP_EXIT: u8 = 0x90;
+/// BPF_LD | BPF_IMM | BPF_DW.
+const OP_LD_IMM64: u8 = 0x18;
+/// The source register of an `OP_LD_IMM64` whose immediate is a map fd.
+const PSEUDO_MAP_FD: u8 = 1;
 
 /// One encoded instruction (`struct bpf_insn`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,6 +218,20 @@ impl Asm {
         self.push(CLASS_JMP | cond.bits() | SRC_REG, dst, src, 0, 0)
     }
 
+    /// `if dst cond imm goto label` (64-bit): what the verifier takes as a
+    /// null check of a map value pointer.
+    pub fn jmp_imm(&mut self, cond: Cond, dst: Reg, imm: i32, to: Label) -> &mut Self {
+        self.fixups.push((self.insns.len(), to));
+        self.push(CLASS_JMP | cond.bits(), dst, Reg(0), 0, imm)
+    }
+
+    /// `dst = map` by its file descriptor (`BPF_LD_IMM64` with
+    /// `BPF_PSEUDO_MAP_FD`: two instruction slots, the loader's relocation).
+    pub fn ld_map_fd(&mut self, dst: Reg, fd: i32) -> &mut Self {
+        self.push(OP_LD_IMM64, dst, Reg(PSEUDO_MAP_FD), 0, fd)
+            .push(0, Reg(0), Reg(0), 0, 0)
+    }
+
     pub fn exit(&mut self) -> &mut Self {
         self.push(CLASS_JMP | OP_EXIT, Reg(0), Reg(0), 0, 0)
     }
@@ -299,6 +319,23 @@ mod tests {
             .call(7);
         let codes: Vec<u8> = asm.finish().unwrap().iter().map(|i| i.code).collect();
         assert_eq!(codes, [0xb4, 0xbc, 0x74, 0x94, 0x44, 0x0c, 0xdc, 0x85]);
+    }
+
+    /// `BPF_LD_IMM64` of a map fd as libbpf emits it (0x18, src 1, the fd
+    /// in the first slot's immediate, an empty second slot); a 64-bit
+    /// `JEQ` immediate is 0x15.
+    #[test]
+    fn encodes_map_loads_and_64_bit_jumps() {
+        let mut asm = Asm::new();
+        let out = asm.new_label();
+        asm.ld_map_fd(R1, 7)
+            .jmp_imm(Cond::Eq, R0, 0, out)
+            .label(out)
+            .exit();
+        let bytes = encode(&asm.finish().unwrap());
+        assert_eq!(&bytes[0..8], &[0x18, 0x11, 0, 0, 7, 0, 0, 0]);
+        assert_eq!(&bytes[8..16], &[0; 8]);
+        assert_eq!(&bytes[16..24], &[0x15, 0x00, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod kube_proxy_changes;
 pub mod kube_proxy_mode;
 pub mod kube_proxy_rules;
 pub mod live_frames;
+pub mod map_probes;
 pub mod packet_streams;
 pub mod per_packet;
 pub mod raw_bpf;

@@ -20,6 +20,7 @@ use crate::{
     },
     frames,
     known_flow::{self, KNOWN_CLIENT},
+    map_probes,
     packet_streams::{Expect, Frames, LB, Program, Stream, TCX_NEXT, XDP_PASS},
     raw_bpf::{Hook, RawProgram},
     report::Section,
@@ -35,9 +36,19 @@ pub const MASQUERADED: &str = "new flow, masqueraded (remote backend)";
 pub const ESTABLISHED: &str = "established flow";
 pub const REPLY: &str = "reply (tc egress)";
 pub const NOT_A_SERVICE: &str = "not a service";
+/// A TCP segment that is no SYN to a port no frontend has: what traffic
+/// to the node that is no Service's pays for the established fast path.
+pub const NOT_A_SERVICE_ACK: &str = "not a service, TCP ACK";
 pub const REJECTED: &str = "rejected (ICMP)";
 /// The paths of lb, in the order they are measured.
-const PATHS: [&str; 5] = [NEW_FLOW, ESTABLISHED, REPLY, NOT_A_SERVICE, REJECTED];
+const PATHS: [&str; 6] = [
+    NEW_FLOW,
+    ESTABLISHED,
+    REPLY,
+    NOT_A_SERVICE,
+    REJECTED,
+    NOT_A_SERVICE_ACK,
+];
 pub const FLOOR: &str = "XDP_PASS floor";
 pub const TC_FLOOR: &str = "tc floor";
 pub const LIMIT: &str = "stateless DNAT limit";
@@ -59,8 +70,9 @@ fn calls(options: &BenchOptions) -> u32 {
 
 fn method(calls: u32) -> String {
     format!(
-        "Each path runs on the program the agent attached (XDP ingress, tc egress for replies) over the maps it filled, by BPF_PROG_TEST_RUN with repeat 1 and a fresh frame per call (the programs rewrite the frame, and a repeat would rerun the rewritten one); one sample is the mean of the kernel's own `duration` over {calls} calls. All traffic is external TCP from clients 198.51.100.x to the NodePort {}: a new flow is a new 5-tuple every call, an established flow the same 5-tuple after its handshake (the client's SYN and ACK through XDP, the pod's SYN-ACK through tc egress: an assured flow, in the table of assured flows, as every established connection is), a reply the backend's answer to it through tc egress, not a service a port no frontend has, rejected the NodePort {EMPTY_NODE_PORT} of a Service without endpoints (ICMP port unreachable, XDP_TX, within the per-CPU reject budget of 50 then 1,000/s; over it, a counted XDP_DROP, which is what most calls of this stream are). Beside them, measured the same way on new-flow frames: an XDP_PASS program (the floor: what an XDP test run costs with no work) and the bench's own stateless DNAT of one frontend to one backend in raw eBPF (the limit: parse, match, rewrite, incremental checksums); on the reply frames, a tc program that only returns TCX_NEXT (the floor of a tc test run). Every output is checked (verdict; addresses, ports and checksums by etherparse) and the agent's counter of each path must rise by the number of calls, else the path has no figure. Streams and programs are interleaved in each repetition.",
-        node_port(TARGET_TCP_NODE_PORT)
+        "Each path runs on the program the agent attached (XDP ingress, tc egress for replies) over the maps it filled, by BPF_PROG_TEST_RUN with repeat 1 and a fresh frame per call (the programs rewrite the frame, and a repeat would rerun the rewritten one); one sample is the mean of the kernel's own `duration` over {calls} calls. All traffic is external TCP from clients 198.51.100.x to the NodePort {}: a new flow is a new 5-tuple every call, an established flow the same 5-tuple after its handshake (the client's SYN and ACK through XDP, the pod's SYN-ACK through tc egress: an assured flow, in the table of assured flows, as every established connection is), a reply the backend's answer to it through tc egress, not a service a port no frontend has, rejected the NodePort {EMPTY_NODE_PORT} of a Service without endpoints (ICMP port unreachable, XDP_TX, within the per-CPU reject budget of 50 then 1,000/s; over it, a counted XDP_DROP, which is what most calls of this stream are). Beside them, measured the same way on new-flow frames: an XDP_PASS program (the floor: what an XDP test run costs with no work) and the bench's own stateless DNAT of one frontend to one backend in raw eBPF (the limit: parse, match, rewrite, incremental checksums); on the reply frames, a tc program that only returns TCX_NEXT (the floor of a tc test run). Every output is checked (verdict; addresses, ports and checksums by etherparse) and the agent's counter of each path must rise by the number of calls, else the path has no figure. {} Streams and programs are interleaved in each repetition.",
+        node_port(TARGET_TCP_NODE_PORT),
+        map_probes::METHOD
     )
 }
 
@@ -186,6 +198,12 @@ fn measure(
     let floor = Program::Bench(&baselines.floor);
     let tc_floor = Program::Bench(&baselines.tc_floor);
     let (xdp, tc) = (Program::Agent(&xdp), Program::Agent(&tc));
+    // Loaded at each Service count: the inserts' keys are new in every run.
+    let probes = map_probes::load().unwrap_or_else(|err| {
+        let at = label(services);
+        section.note(format!("{at}: the map probes have no figures: {err:#}"));
+        Vec::new()
+    });
     let mut streams = vec![
         Stream::bench(NEW_FLOW, FLOOR, floor, new_flows(target), passed()),
         Stream::lb(
@@ -246,6 +264,18 @@ fn measure(
         )
         .or_counted(Reason::DropRejectRateLimited),
     ];
+    streams.push(Stream::lb(
+        NOT_A_SERVICE_ACK,
+        xdp,
+        Frames::Same(frames::tcp(
+            KNOWN_CLIENT,
+            node_port(TARGET_TCP_NODE_PORT + 1),
+            false,
+        )),
+        passed(),
+        Reason::PassNoService,
+    ));
+    streams.extend(map_probes::streams(&probes, || new_flows(target)));
     if let Some((dnat, prog)) = &baselines.limit {
         let to = vec![dnat.backend];
         let limit = Stream::bench(

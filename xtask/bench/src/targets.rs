@@ -7,9 +7,9 @@
 use lb_common::DEFAULT_MAX_BACKENDS;
 
 use crate::{
-    cluster_mode, control_plane,
+    cluster_mode, control_plane, map_probes,
     packet_streams::LB,
-    per_packet::{ESTABLISHED, FLOOR, NEW_FLOW, label},
+    per_packet::{ESTABLISHED, FLOOR, LIMIT, NEW_FLOW, label},
     report::Section,
     sync_work,
     throughput_nodes::SUBJECTS,
@@ -160,6 +160,62 @@ fn per_packet_verdicts(sections: &[Section], out: &mut Vec<Verdict>) {
     }
 }
 
+/// Why a per-packet target stays unmet, from the map probes measured
+/// beside the floor in the same run: the least the path's map operations
+/// cost, against what the target leaves.
+fn per_packet_reasons(sections: &[Section]) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in SIZES {
+        let Some(floor) = median(sections, NEW_FLOW, FLOOR, n) else {
+            continue;
+        };
+        let over = |case, subject| median(sections, case, subject, n).map(|v| v - floor);
+        let probe = |name| over(map_probes::CASE, name);
+        if let (Some(established), Some(lookup)) = (
+            median(sections, ESTABLISHED, LB, n),
+            probe(map_probes::LRU_HIT),
+        ) && established > 2.0 * floor
+        {
+            let rewrite = over(NEW_FLOW, LIMIT).unwrap_or(0.0).max(0.0);
+            let path = established - floor;
+            out.push(format!(
+                "why, established packet at {}: one connection-table lookup alone (an LRU hash \
+                 lookup that hits, 16-byte key, the bench's probe) costs {lookup:.0} ns over the \
+                 floor of {floor:.0} ns, and the stateless rewrite {rewrite:.0} ns more: at least \
+                 {:.2}x the floor for one lookup and the rewrite, against 2x ({floor:.0} ns of \
+                 work allowed); lb's path is {path:.0} ns over the floor, so {:.0} ns of it is \
+                 neither (parsing, the clock, the generation, the counters, the forwarding check)",
+                label(n),
+                (floor + lookup + rewrite) / floor,
+                (path - lookup - rewrite).max(0.0),
+            ));
+        }
+        if let (Some(new_flow), Some(insert)) = (
+            median(sections, NEW_FLOW, LB, n),
+            probe(map_probes::LRU_INSERT),
+        ) && new_flow - floor > 0.4 * KATRAN_NEW_FLOW_OVER_PASS_NS
+        {
+            let per_cpu = probe(map_probes::LRU_INSERT_PER_CPU)
+                .map(|v| format!(" ({v:.0} ns with per-CPU LRU lists)"))
+                .unwrap_or_default();
+            let miss = probe(map_probes::LRU_MISS)
+                .map(|v| format!(", a lookup that misses {v:.0} ns"))
+                .unwrap_or_default();
+            out.push(format!(
+                "why, new flow at {}: one LRU insert of a new key costs {insert:.0} ns over the \
+                 floor{per_cpu}{miss}; a new flow inserts two entries (original and reply \
+                 direction, the reply's needed by tc egress), so at least {:.2}x Katran's 1,019 \
+                 for the inserts alone, against 0.4x ({:.0} ns allowed; lb's path: {:.0} ns)",
+                label(n),
+                2.0 * insert / KATRAN_NEW_FLOW_OVER_PASS_NS,
+                0.4 * KATRAN_NEW_FLOW_OVER_PASS_NS,
+                new_flow - floor,
+            ));
+        }
+    }
+    out
+}
+
 fn control_plane_verdicts(sections: &[Section], out: &mut Vec<Verdict>) {
     let n = 10_000;
     let ms = |v: f64| v < 10.0;
@@ -237,6 +293,9 @@ pub fn section(sections: &[Section]) -> Section {
     for verdict in verdicts {
         section.note(verdict.line());
     }
+    for reason in per_packet_reasons(sections) {
+        section.note(reason);
+    }
     section
 }
 
@@ -301,6 +360,44 @@ mod tests {
             v.iter()
                 .filter(|v| v.met.is_some())
                 .all(|v| v.what.starts_with("distinct backends"))
+        );
+    }
+
+    /// An unmet per-packet target names its reason from the probes of
+    /// the same run; a met one, or one without probes, none.
+    #[test]
+    fn unmet_per_packet_targets_are_explained_by_the_probes() {
+        let mut s = Section::new("per packet", "");
+        s.figure(NEW_FLOW, FLOOR, 1, "ns/packet", &[80.0]);
+        s.figure(NEW_FLOW, LIMIT, 1, "ns/packet", &[85.0]);
+        s.figure(ESTABLISHED, LB, 1, "ns/packet", &[200.0]);
+        s.figure(NEW_FLOW, LB, 1, "ns/packet", &[80.0 + 900.0]);
+        assert!(per_packet_reasons(std::slice::from_ref(&s)).is_empty());
+        let case = map_probes::CASE;
+        s.figure(case, map_probes::LRU_HIT, 1, "ns/packet", &[80.0 + 75.0]);
+        s.figure(
+            case,
+            map_probes::LRU_INSERT,
+            1,
+            "ns/packet",
+            &[80.0 + 300.0],
+        );
+        let reasons = per_packet_reasons(&[s]);
+        assert_eq!(reasons.len(), 2);
+        assert!(
+            reasons[0].contains("at least 2.00x the floor"),
+            "{}",
+            reasons[0]
+        );
+        assert!(
+            reasons[0].contains("so 40 ns of it is neither"),
+            "{}",
+            reasons[0]
+        );
+        assert!(
+            reasons[1].contains("at least 0.59x Katran"),
+            "{}",
+            reasons[1]
         );
     }
 

@@ -1,6 +1,7 @@
 //! The connection table's recheck generation (`lb_common::ct::generation`):
-//! bumped after every write to the backends map, so the datapath's next
-//! packet of each established flow rechecks its backend. The map is
+//! bumped after every write to the backends and frontends maps, so the
+//! datapath's next packet of each established flow rechecks its backend
+//! and its frontend. The map is
 //! mapped once (`BPF_F_MMAPABLE`): a bump is an atomic add in memory the
 //! programs read, not a syscall per backend written.
 
@@ -68,7 +69,7 @@ impl super::KernelMaps {
         self.ct_generation.get()
     }
 
-    /// Makes every established flow recheck its backend at its next packet.
+    /// Makes every established flow recheck its frontend and backend at its next packet.
     pub fn recheck_every_flow(&self) {
         self.ct_generation.bump();
     }

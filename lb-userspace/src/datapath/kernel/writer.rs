@@ -129,13 +129,20 @@ impl DatapathMaps for KernelMaps {
     fn set_frontend(&mut self, key: &Frontend4Key, value: &FrontendValue) -> Result<(), MapsError> {
         self.frontends
             .insert(key, value, 0)
-            .map_err(insert_err(FRONTENDS4, self.frontends_capacity))
+            .map_err(insert_err(FRONTENDS4, self.frontends_capacity))?;
+        // pkt: established flows skip the frontend lookup while the
+        // generation stands (`lb_common::ct::generation`).
+        self.ct_generation.bump();
+        Ok(())
     }
 
     fn remove_frontend(&mut self, key: &Frontend4Key) -> Result<(), MapsError> {
         ignore_missing(self.frontends.remove(key))
             .map(drop)
-            .map_err(map_err(FRONTENDS4, "delete"))
+            .map_err(map_err(FRONTENDS4, "delete"))?;
+        // pkt: as in `set_frontend`.
+        self.ct_generation.bump();
+        Ok(())
     }
 
     fn purge_connections_to(&mut self, backends: &[Backend4]) -> Result<usize, MapsError> {
