@@ -27,6 +27,9 @@ use crate::{
     stateless_dnat::{self, StatelessDnat},
 };
 
+pub use crate::report::label;
+use crate::report::thousands;
+
 pub const TITLE: &str = "Per-packet cost (BPF_PROG_TEST_RUN)";
 const SIZES: [usize; 4] = [1, 1_000, 10_000, 100_000];
 const UNIT: &str = "ns/packet";
@@ -373,24 +376,6 @@ fn compare(section: &mut Section, measured: &[usize]) {
     section.note(
         "A floor is what a test run costs around a program that does nothing (context setup, the kernel's timer): a path's own work is roughly its figure less its floor. The reply runs on tc, so its floor is the tc one (the kernel builds a tc test run's skb before its timer starts, so the two floors are close); the limit is an XDP program, but its rewrite of one address and port with two checksums is the reply's work too.",
     );
-}
-
-/// "1 Service", "10,000 Services".
-pub fn label(services: usize) -> String {
-    let noun = if services == 1 { "Service" } else { "Services" };
-    format!("{} {noun}", thousands(services))
-}
-
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// A file-name form of a case: lower case, words joined by dashes.

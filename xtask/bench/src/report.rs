@@ -329,6 +329,24 @@ fn draw(section: &Section, plot: &Plot, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// "1 Service", "10,000 Services".
+pub fn label(services: usize) -> String {
+    let noun = if services == 1 { "Service" } else { "Services" };
+    format!("{} {noun}", thousands(services))
+}
+
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
