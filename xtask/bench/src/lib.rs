@@ -32,6 +32,7 @@ pub mod sync_work;
 pub mod targets;
 pub mod throughput;
 pub mod throughput_nodes;
+pub mod throughput_reasons;
 pub mod udp_probe;
 
 use std::path::PathBuf;

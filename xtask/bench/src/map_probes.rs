@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// The per-packet section's method text for the probes.
-pub const METHOD: &str = "Beside those, on the same new-flow frames, the bench's map probes: XDP programs that do one map operation and return (a hash lookup that hits, an LRU hash lookup that hits and one that misses, an LRU insert of a new key per frame, with one shared LRU list or per-CPU lists; 16-byte keys, 32-byte values, lb's table sizes), proven by their verdicts: the price of the operations lb's paths are made of.";
+pub const METHOD: &str = "Beside those, on the same new-flow frames, the bench's map probes: XDP programs that do one map operation and return (a hash lookup that hits, an LRU hash lookup that hits and one that misses, an LRU insert of a new key per frame, with one shared LRU list or per-CPU lists, and into a table already full, with either list (every insert evicts, as in live traffic once the table of new flows has filled); 16-byte keys, 32-byte values, lb's table sizes), proven by their verdicts: the price of the operations lb's paths are made of.";
 
 pub const CASE: &str = "one map operation (bench probe)";
 pub const HASH_HIT: &str = "hash lookup, hit";
@@ -26,6 +26,8 @@ pub const LRU_HIT: &str = "LRU hash lookup, hit";
 pub const LRU_MISS: &str = "LRU hash lookup, miss";
 pub const LRU_INSERT: &str = "LRU hash insert, new key";
 pub const LRU_INSERT_PER_CPU: &str = "LRU hash insert, new key, per-CPU lists";
+pub const LRU_INSERT_FULL: &str = "LRU hash insert, new key, full table";
+pub const LRU_INSERT_FULL_PER_CPU: &str = "LRU hash insert, new key, full table, per-CPU lists";
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
@@ -59,6 +61,11 @@ pub fn load() -> Result<Vec<Probe>> {
         lookup(LRU_MISS, BPF_MAP_TYPE_LRU_HASH, ct, false)?,
         insert(LRU_INSERT, new_flows, 0)?,
         insert(LRU_INSERT_PER_CPU, new_flows, BPF_F_NO_COMMON_LRU)?,
+        full(insert(LRU_INSERT_FULL, new_flows, 0)?, new_flows)?,
+        full(
+            insert(LRU_INSERT_FULL_PER_CPU, new_flows, BPF_F_NO_COMMON_LRU)?,
+            new_flows,
+        )?,
     ])
 }
 
@@ -142,6 +149,18 @@ fn insert(name: &'static str, entries: u32, flags: u32) -> Result<Probe> {
         .exit();
     asm.label(drop).alu(Alu::Mov, R0, XDP_DROP).exit();
     program(name, asm, map)
+}
+
+/// `probe`'s map filled to its `entries` with keys no frame has (their
+/// last word set, which a frame's key leaves zero).
+fn full(probe: Probe, entries: u32) -> Result<Probe> {
+    let value = [0u8; VALUE_SIZE as usize];
+    for i in 0..entries {
+        let mut key = [0u8; KEY_SIZE as usize];
+        key[12..].copy_from_slice(&(i + 1).to_ne_bytes());
+        update(&probe._map, &key, &value)?;
+    }
+    Ok(probe)
 }
 
 fn program(name: &'static str, asm: Asm, map: OwnedFd) -> Result<Probe> {

@@ -296,6 +296,9 @@ pub fn section(sections: &[Section]) -> Section {
     for reason in per_packet_reasons(sections) {
         section.note(reason);
     }
+    for reason in crate::throughput_reasons::reasons(sections, &SIZES) {
+        section.note(reason);
+    }
     section
 }
 

@@ -1,0 +1,148 @@
+//! Why lb's new flows stay under 0.8x the redirecting ceiling, read off
+//! this run's figures (the `targets` section prints it under the target):
+//! the ceiling's time per frame bounds what lb may spend of its own; lb's
+//! established flows go through the same redirect, so the time its new
+//! flows take beyond its established ones is the new flow's own cost in
+//! live traffic, set beside what the per-packet section and its map probes
+//! price a new flow and one connection-table insert at.
+
+use crate::{
+    map_probes,
+    per_packet::{ESTABLISHED, FLOOR, NEW_FLOW, label},
+    report::Section,
+    throughput_nodes::SUBJECTS,
+};
+
+const NEW: &str = "new flows: delivered";
+const ESTABLISHED_DELIVERED: &str = "established flows: delivered";
+
+fn median(sections: &[Section], case: &str, subject: &str, n: usize) -> Option<f64> {
+    sections
+        .iter()
+        .find_map(|s| s.find(case, subject, n))
+        .map(|f| f.summary.median)
+}
+
+/// Nanoseconds a frame takes at `rate` frames a second.
+fn per_frame(rate: f64) -> f64 {
+    1e9 / rate
+}
+
+/// One line per size where lb's new flows are under 0.8x the ceiling.
+pub fn reasons(sections: &[Section], sizes: &[usize]) -> Vec<String> {
+    let (lb, ceiling) = (SUBJECTS[0], SUBJECTS[5]);
+    let mut out = Vec::new();
+    for &n in sizes {
+        let (Some(lb_new), Some(ceiling_new)) = (
+            median(sections, NEW, lb, n),
+            median(sections, NEW, ceiling, n),
+        ) else {
+            continue;
+        };
+        if lb_new >= 0.8 * ceiling_new {
+            continue;
+        }
+        let frame = per_frame(ceiling_new);
+        let allowed = frame / 0.8 - frame;
+        let new_gap = per_frame(lb_new) - frame;
+        let mut line = format!(
+            "why, new flows at {}: a frame takes the ceiling {frame:.0} ns here (generator, \
+             redirect and the pod's delivery included), so 0.8x of its rate leaves lb \
+             {allowed:.0} ns a frame of its own; lb's new flows take {new_gap:.0} ns a frame \
+             more",
+            label(n)
+        );
+        let established = median(sections, ESTABLISHED_DELIVERED, lb, n).zip(median(
+            sections,
+            ESTABLISHED_DELIVERED,
+            ceiling,
+            n,
+        ));
+        if let Some((lb_est, ceiling_est)) = established {
+            let est_gap = per_frame(lb_est) - per_frame(ceiling_est);
+            line += &format!(
+                ", its established flows (the same redirect) {est_gap:.0} ns more ({:.2}x the \
+                 ceiling's rate): what a new flow costs beyond an established one in live \
+                 traffic is about {:.0} ns",
+                lb_est / ceiling_est,
+                new_gap - est_gap
+            );
+        }
+        if let (Some(new_flow), Some(est), Some(floor)) = (
+            median(sections, NEW_FLOW, SUBJECTS[0], n),
+            median(sections, ESTABLISHED, SUBJECTS[0], n),
+            median(sections, NEW_FLOW, FLOOR, n),
+        ) {
+            line += &format!(
+                "; under test run a new flow costs {:.0} ns more than an established packet \
+                 ({:.0} ns over the floor)",
+                new_flow - est,
+                new_flow - floor
+            );
+            let probe = |name| median(sections, map_probes::CASE, name, n).map(|v| v - floor);
+            if let (Some(empty), Some(full)) = (
+                probe(map_probes::LRU_INSERT),
+                probe(map_probes::LRU_INSERT_FULL),
+            ) {
+                let per_cpu = probe(map_probes::LRU_INSERT_FULL_PER_CPU)
+                    .map(|v| format!(" ({v:.0} ns with per-CPU lists)"))
+                    .unwrap_or_default();
+                line += &format!(
+                    ", and one insert costs {empty:.0} ns into a table with room, {full:.0} ns \
+                     into a full one{per_cpu} (live new flows fill the table of new flows \
+                     within the first repetition; a new flow inserts two entries: {:.0} ns on \
+                     a full table)",
+                    2.0 * full
+                );
+            }
+        }
+        line += &format!(
+            ". Meeting 0.8x needs a new flow under {allowed:.0} ns of lb's own: one \
+             connection-table entry per flow instead of two (a NAT datapath's replies need \
+             theirs: Katran, without NAT, keeps one), or a table of new flows that does not \
+             fill at this rate (every frame here is a new flow that never sends again)."
+        );
+        out.push(line);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(lb_new: f64, ceiling_new: f64) -> Section {
+        let mut s = Section::new("throughput", "");
+        for (subject, new, est) in [
+            (SUBJECTS[0], lb_new, 160_000.0),
+            (SUBJECTS[5], ceiling_new, 200_000.0),
+        ] {
+            s.figure(NEW, subject, 1, "frames/s", &[new]);
+            s.figure(ESTABLISHED_DELIVERED, subject, 1, "frames/s", &[est]);
+        }
+        s
+    }
+
+    #[test]
+    fn a_met_ceiling_target_has_no_reason() {
+        assert!(reasons(&[run(160_000.0, 200_000.0)], &[1]).is_empty());
+    }
+
+    #[test]
+    fn the_reason_splits_the_gap_into_the_redirect_path_and_the_new_flow() {
+        // The ceiling at 200,000/s: 5,000 ns a frame, 1,250 ns allowed.
+        // lb's new flows at 100,000/s: 5,000 ns more; established at
+        // 160,000 against 200,000: 1,250 ns more; the new flow's own 3,750.
+        let lines = reasons(&[run(100_000.0, 200_000.0)], &[1]);
+        assert_eq!(lines.len(), 1);
+        for part in [
+            "takes the ceiling 5000 ns",
+            "leaves lb 1250 ns",
+            "take 5000 ns a frame more",
+            "1250 ns more (0.80x",
+            "about 3750 ns",
+        ] {
+            assert!(lines[0].contains(part), "{part} in {}", lines[0]);
+        }
+    }
+}
