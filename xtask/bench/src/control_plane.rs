@@ -10,7 +10,7 @@ use xtask::testbed::NODE_ADDR;
 
 use crate::{
     BenchOptions,
-    agent_log::millis_between,
+    agent_log::{millis_between, phase_figures},
     control_agent::{ControlAgent, without_first_pod},
     fixture::{FILLER_ENDPOINTS, TARGET_UDP_NODE_PORT, expected_frontends, filler_endpoints},
     fixture::{max_services, service_shapes},
@@ -25,6 +25,9 @@ pub const SIZES: [usize; 3] = [1, 1000, 10_000];
 pub const FULL: &str = "full sync";
 pub const CHANGE: &str = "one EndpointSlice change";
 pub const MEMORY: &str = "agent memory";
+/// Where the agent's time went (its own phase timings, from its log).
+pub const FULL_PHASES: &str = "full sync, where the time went";
+pub const CHANGE_PHASES: &str = "one EndpointSlice change, where the time went";
 
 pub const LB_WRITE: &str = "lb: event -> last map write";
 pub const LB_PACKET: &str = "lb: event -> first packet translated";
@@ -213,6 +216,10 @@ fn measure_lb(n: usize, samples: &mut Samples, next_port: &mut u16) -> Result<()
         millis_between(agent.started, answered),
     );
     samples.push((FULL, LB_OWN, n), full.elapsed_ms as f64);
+    let attached = agent.attached().map(|at| (agent.started, at));
+    for (subject, ms) in phase_figures(&full, attached) {
+        samples.push((FULL_PHASES, subject, n), ms);
+    }
     let (rss, _) = agent.memory_kib()?;
     samples.push((MEMORY, RSS, n), rss as f64 / 1024.0);
 
@@ -227,6 +234,9 @@ fn measure_lb(n: usize, samples: &mut Samples, next_port: &mut u16) -> Result<()
     samples.push((CHANGE, LB_WRITE, n), write_ms);
     samples.push((CHANGE, LB_PACKET, n), millis_between(renamed, moved));
     samples.push((CHANGE, LB_OWN, n), change.elapsed_ms as f64);
+    for (subject, ms) in phase_figures(&change, None) {
+        samples.push((CHANGE_PHASES, subject, n), ms);
+    }
     let (_, peak) = agent.memory_kib()?;
     samples.push((MEMORY, PEAK, n), peak as f64 / 1024.0);
     Ok(())
