@@ -190,6 +190,7 @@ impl Syncer {
                 return false;
             }
         };
+        let snapshot_taken = started.elapsed();
         let drift = if kind == SyncKind::Resync {
             // kube-proxy's periodic full sync: everything is recomputed
             // once (which also sorts entangled Services out again).
@@ -212,7 +213,8 @@ impl Syncer {
         if let Err(err) = self.snat_address.sync(&node, maps) {
             warn!("writing the masquerade address failed, will retry: {err}");
         }
-        let snapshot_taken = started.elapsed();
+        // The resync's read-back, the trigger times, the masquerade address.
+        let prelude = started.elapsed() - snapshot_taken;
         let computing = Instant::now();
         self.tracker
             .update_shared(&snapshot.services, &snapshot.slices, &node, &|| {
@@ -270,6 +272,7 @@ impl Syncer {
                         tables = plan.write_tables.len(),
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         snapshot_us = micros(snapshot_taken),
+                        prelude_us = micros(prelude),
                         desired_us = micros(computed),
                         plan_us = micros(planned),
                         outputs_us = micros(outputs),

@@ -16,23 +16,27 @@ pub struct SyncedLine {
     pub elapsed_ms: u64,
     /// Frontends the desired state had.
     pub frontends: usize,
-    /// The sync's phases as the agent timed them (`snapshot`, `desired`,
-    /// `plan`, `outputs`, `apply`: its `<phase>_us` fields), in ms.
+    /// The sync's phases as the agent timed them (`snapshot`, `prelude`,
+    /// `desired`, `plan`, `outputs`, `apply`: its `<phase>_us` fields), in
+    /// ms.
     pub phases: Vec<(&'static str, f64)>,
 }
 
 /// The phases an agent's `synced` line times, in the order they run.
-pub const PHASES: [&str; 5] = ["snapshot", "desired", "plan", "outputs", "apply"];
+pub const PHASES: [&str; 6] = ["snapshot", "prelude", "desired", "plan", "outputs", "apply"];
 /// Each phase's figure subject.
-pub const PHASE_SUBJECTS: [&str; 5] = [
+pub const PHASE_SUBJECTS: [&str; 6] = [
     "sync: snapshot",
+    "sync: prelude (trigger times, masquerade address)",
     "sync: desired",
     "sync: plan",
     "sync: outputs",
     "sync: apply",
 ];
-/// The figure subject of the time from spawn to the datapath attached.
-pub const LOAD: &str = "spawn -> datapath attached (program load)";
+/// The figure subject of the time from spawn to the datapath attached:
+/// loading the programs, with the source's first read running beside it
+/// (a manifest directory parsed meanwhile, a cluster source listing).
+pub const LOAD: &str = "spawn -> datapath attached (program load; the source read beside it)";
 
 /// Every `synced` line of `log`, in order.
 pub fn synced_lines(log: &str) -> Vec<SyncedLine> {
@@ -144,7 +148,7 @@ mod tests {
 2026-12-01T09:38:50.123456Z  INFO lb::agent: datapath attached frontends=0 backends=0 pin_dir=/sys/fs/bpf/x
 2026-12-01T09:38:50.200000Z  INFO lb::agent::sync: synced frontends=1008 changes=1008 tables=1000 elapsed_ms=61
 2026-12-01T09:38:52.5Z  WARN lb::agent::sync: skipped: bench/x: no endpoints
-2026-12-01T09:38:53.000001Z  INFO lb::agent::sync: synced frontends=1008 changes=0 tables=1 elapsed_ms=7 snapshot_us=1500 desired_us=250 plan_us=125 outputs_us=2000 apply_us=3000
+2026-12-01T09:38:53.000001Z  INFO lb::agent::sync: synced frontends=1008 changes=0 tables=1 elapsed_ms=7 snapshot_us=1500 prelude_us=500 desired_us=250 plan_us=125 outputs_us=2000 apply_us=3000
 ";
 
     #[test]
@@ -177,10 +181,10 @@ mod tests {
             line,
             Some((attached - Duration::from_millis(100), attached)),
         );
-        assert_eq!(figures.len(), 6);
+        assert_eq!(figures.len(), 7);
         assert_eq!(figures[0].0, LOAD);
         assert!((figures[0].1 - 100.0).abs() < 1e-6);
-        assert_eq!(figures[5], ("sync: apply", 3.0));
+        assert_eq!(figures[6], ("sync: apply", 3.0));
     }
 
     #[test]

@@ -63,7 +63,9 @@ pinned to pod-1 by the connection table is found, the manifest with the target's
 write = rename -> the next `synced` line; first packet = rename -> the first answer of that same \
 flow from pod-2 or pod-3 (the agent purges the removed backend's UDP flows, as kube-proxy \
 flushes conntrack). The agent's own sync time is the `elapsed_ms` of its log line (snapshot, \
-plan, apply; without process start, datapath load and the watcher's 50 ms settle). Memory: \
+plan, apply; without process start and datapath load), and where it went is the line's phases \
+(`<phase>_us`: snapshot, prelude, desired, plan, outputs, apply) with spawn -> its `datapath attached` \
+line for a full sync. Memory: \
 VmRSS after the full sync and VmHWM after the change. (2) kube-proxy's iptables rules for the \
 same Services (`fixture::service_shapes`) loaded with `iptables-nft-restore --noflush` into an \
 empty namespace, then its partial-sync input for the same change (top-level chains rewritten, \
@@ -278,8 +280,8 @@ fn record(section: &mut Section, samples: &Samples, sizes: &[usize]) {
     );
     section.plot("control-memory.svg", "lb agent memory", "MiB", MEMORY);
     section.note(
-        "lb's event -> last map write includes the manifest watcher's 50 ms settle (it waits for a \
-         burst of writes to end) and re-reading the whole manifest directory; the agent runs with \
+        "lb's event -> last map write includes re-reading the changed manifest file (the watcher \
+         wakes the agent at the rename, with no settle time); the agent runs with \
          --resync-seconds 3600 so no periodic resync falls inside a measurement, and with \
          --min-sync-period 0s, as kube-proxy's figures have no minimum interval.",
     );
