@@ -163,6 +163,7 @@ mod tests {
             lines[1].phases,
             [
                 ("snapshot", 1.5),
+                ("prelude", 0.5),
                 ("desired", 0.25),
                 ("plan", 0.125),
                 ("outputs", 2.0),
