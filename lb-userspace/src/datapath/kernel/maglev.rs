@@ -30,13 +30,13 @@ pub fn tables_dir(pin_dir: &Path) -> PathBuf {
     pin_dir.join(MAGLEV_TABLES_DIR)
 }
 
-/// Tables swapped in per batch update: one RCU wait each, and as many
-/// inner maps' descriptors open at once.
+/// Tables swapped in per batch update at the least: one RCU wait each,
+/// and as many inner maps' descriptors open at once.
 const SWAP_BATCH: usize = 256;
 
-/// At most this many tables per batch update when tables are built one
-/// at a time (`write_maglev_tables_built`): their slots are gone once
-/// written, so only the inner maps' descriptors stay open until the swap.
+/// At most this many tables per batch update: tables are built one at a
+/// time (their slots gone once written), so only the inner maps'
+/// descriptors stay open until the swap.
 const BUILT_SWAP_BATCH_MAX: usize = 8192;
 
 /// Descriptors left free for everything else the agent opens.
@@ -87,38 +87,24 @@ impl KernelMaps {
         self.write_maglev_tables(&[(table_id, slots)])
     }
 
-    /// Writes several tables whole, each a new inner map, pinned, then
-    /// swapped in together, `SWAP_BATCH` at a time: an update of an array
-    /// of maps from userspace waits for an RCU grace period (the kernel's
-    /// `maybe_wait_bpf_programs`), once per call, about 14 ms on this
-    /// machine, so 10,000 tables one by one took 140 s.
+    /// Writes several tables whole, as [`Self::write_maglev_tables_built`]
+    /// (each one's slots copied when its turn comes).
     pub(super) fn write_maglev_tables(
         &mut self,
         tables: &[(u32, &[u32])],
     ) -> Result<(), MapsError> {
-        // Tables are pinned beside the maps: a datapath without a pin
-        // directory is refused before anything is swapped in.
-        self.make_tables_dir()?;
-        for chunk in tables.chunks(SWAP_BATCH) {
-            let mut filled = Vec::with_capacity(chunk.len());
-            for &(table_id, slots) in chunk {
-                filled.push((table_id, self.fill_table(table_id, slots)?));
-            }
-            self.swap_in(&filled)?;
-            // Pinned once swapped in: the pin, which a restarted agent
-            // reads back, never names a table the kernel does not hold
-            // (a failed swap leaves the old table and its pin, whole).
-            for (table_id, inner) in &filled {
-                self.pin_table(*table_id, aya::maps::IterableMap::<u32, u32>::map(inner))?;
-            }
-        }
-        Ok(())
+        self.write_maglev_tables_built(tables.len(), &mut |i| (tables[i].0, tables[i].1.to_vec()))
     }
 
     /// Writes `count` tables whole, each built by `table(i)` just before it
     /// fills its new inner map (its slots dropped then), swapped in
     /// together as many at a time as [`built_swap_batch`] allows, then
-    /// pinned: at a full sync of 10,000 tables, 2 RCU waits instead of 40.
+    /// pinned. An update of an array of maps from userspace waits for an
+    /// RCU grace period (the kernel's `maybe_wait_bpf_programs`), once per
+    /// call, about 14 ms on this machine: 10,000 tables one by one took
+    /// 140 s, 256 per update 40 waits, now 2. A datapath without a pin
+    /// directory is refused before anything is swapped in (tables are
+    /// pinned beside the maps).
     pub(super) fn write_maglev_tables_built(
         &mut self,
         count: usize,
