@@ -15,30 +15,10 @@ use super::{
 use crate::{
     datapath::{DatapathMaps, codec},
     desired::{self, Holders, Rules, incremental::Tracker},
-    model::{DesiredState, NodeFacts, Problem},
+    model::{NodeFacts, Problem},
     plan::{self, Applied, Plan, Planner},
     source::{Snapshot, Source, SourceError},
 };
-
-/// The desired state of a snapshot: the objects the source could not read
-/// are reported first, then those the desired state could not use. The
-/// frontends `applied` holds keep their owners against newcomers.
-pub(super) fn desired_state(
-    snapshot: Snapshot,
-    node: &NodeFacts,
-    rules: &Rules,
-    applied: &Applied,
-) -> DesiredState {
-    let holders = holders(applied);
-    // The dry run computes once: copies of the objects are fine here.
-    let services: Vec<_> = snapshot.services.iter().map(|s| (**s).clone()).collect();
-    let slices: Vec<_> = snapshot.slices.iter().map(|s| (**s).clone()).collect();
-    let mut state = desired::compute(&services, &slices, node, rules, &holders);
-    let mut problems = snapshot.problems;
-    problems.append(&mut state.problems);
-    state.problems = problems;
-    state
-}
 
 fn micros(took: std::time::Duration) -> u64 {
     u64::try_from(took.as_micros()).unwrap_or(u64::MAX)
@@ -46,7 +26,7 @@ fn micros(took: std::time::Duration) -> u64 {
 
 /// Who each programmed frontend leads to, as the pinned maps say; entries
 /// this agent cannot read (another version's) hold nothing.
-fn holders(applied: &Applied) -> Holders {
+pub(super) fn holders(applied: &Applied) -> Holders {
     applied
         .frontends
         .iter()
