@@ -364,67 +364,34 @@ mod tests {
     /// the phases its section measured; one met does not.
     #[test]
     fn an_unmet_change_target_says_where_the_time_went() {
-        let mut s = Section::new("cluster", "");
-        s.figure(
-            cluster_mode::CHANGE,
-            cluster_mode::SUBJECT,
-            10_000,
-            "ms",
-            &[30.0],
+        let line = |total: f64, phases: &[(&str, f64)]| {
+            let mut s = Section::new("cluster", "");
+            let (case, n) = (cluster_mode::CHANGE_PHASES, 10_000);
+            s.figure(
+                cluster_mode::CHANGE,
+                cluster_mode::SUBJECT,
+                n,
+                "ms",
+                &[total],
+            );
+            for (phase, ms) in phases {
+                s.figure(case, phase, n, "ms", &[*ms]);
+            }
+            let what = "one EndpointSlice change at 10,000 Services, cluster mode";
+            find(&verdicts(&[s]), what).line()
+        };
+        let unmet = line(
+            30.0,
+            &[(cluster_mode::API_PATH, 12.0), ("sync: apply", 15.0)],
         );
-        s.figure(
-            cluster_mode::CHANGE_PHASES,
-            cluster_mode::API_PATH,
-            10_000,
-            "ms",
-            &[12.0],
+        assert!(unmet.starts_with("NOT met"), "{unmet}");
+        let why = format!(
+            "where the time went: {} 12.00 ms, sync: apply 15.00 ms",
+            cluster_mode::API_PATH
         );
-        s.figure(
-            cluster_mode::CHANGE_PHASES,
-            "sync: apply",
-            10_000,
-            "ms",
-            &[15.0],
-        );
-        let v = verdicts(&[s]);
-        let row = find(
-            &v,
-            "one EndpointSlice change at 10,000 Services, cluster mode",
-        );
-        assert_eq!(row.met, Some(false));
-        assert!(
-            row.line().ends_with(&format!(
-                "where the time went: {} 12.00 ms, sync: apply 15.00 ms",
-                cluster_mode::API_PATH
-            )),
-            "{}",
-            row.line()
-        );
-        let mut s = Section::new("cluster", "");
-        s.figure(
-            cluster_mode::CHANGE,
-            cluster_mode::SUBJECT,
-            10_000,
-            "ms",
-            &[9.0],
-        );
-        s.figure(
-            cluster_mode::CHANGE_PHASES,
-            "sync: apply",
-            10_000,
-            "ms",
-            &[5.0],
-        );
-        let v = verdicts(&[s]);
-        let row = find(
-            &v,
-            "one EndpointSlice change at 10,000 Services, cluster mode",
-        );
-        assert!(
-            !row.line().contains("where the time went"),
-            "{}",
-            row.line()
-        );
+        assert!(unmet.ends_with(&why), "{unmet}");
+        let met = line(9.0, &[("sync: apply", 5.0)]);
+        assert!(!met.contains("where the time went"), "{met}");
     }
 
     #[test]
