@@ -120,6 +120,14 @@ fn every_frontend_write_moves_the_generation() {
     assert_eq!(t.maps.ct_generation(), start + 1, "added");
     t.maps.remove_frontend(&key).unwrap();
     assert_eq!(t.maps.ct_generation(), start + 2, "removed");
+    // A sync writes its frontends in one batch update: it moves the
+    // generation too, once the whole batch is in.
+    let batch = [
+        (key, value),
+        (frontend_key(NODE, 30082, PROTO_TCP, SCOPE_EXTERNAL), value),
+    ];
+    t.maps.set_frontends(&batch).unwrap();
+    assert!(t.maps.ct_generation() > start + 2, "a batch written");
 }
 
 /// The frontend given to another Service port without any backend write

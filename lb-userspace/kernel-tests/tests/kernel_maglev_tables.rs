@@ -290,3 +290,50 @@ fn a_released_table_gives_its_memory_back() {
     t.maps.write_table(2, &round_robin(&ids)).unwrap();
     assert_eq!(syn(&t, 33_002).0, XDP_PASS, "the id takes a new table");
 }
+
+/// A full sync of more Services than the old 256-table swap (each table
+/// now built just before it is written, all swapped in together, and the
+/// services, backends and frontends written in batch updates): every
+/// Service's table is pinned and names exactly its own two backends, a
+/// SYN to each NodePort reaches one of them, and the maps read back plan
+/// nothing more.
+#[test]
+fn a_full_sync_of_many_tables_serves_every_service_from_its_own() {
+    const SERVICES: usize = 300;
+    let mut t = TestDatapath::load_with(SERVICES as u32 + 8, 4096);
+    let mut yaml = String::new();
+    for i in 0..SERVICES {
+        let port = 31_000 + i as u16;
+        let (a, b) = (pod(2 * i), pod(2 * i + 1));
+        yaml.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: lb}}\nspec: {{type: NodePort, clusterIP: 10.96.{}.{}, ports: [{{name: http, port: 80, targetPort: 8080, nodePort: {port}}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s{i}-1, namespace: lb, labels: {{kubernetes.io/service-name: s{i}}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [{a}]}}, {{addresses: [{b}]}}]\n",
+            1 + i / 250,
+            1 + i % 250
+        ));
+    }
+    let mut applied = Applied::default();
+    assert_eq!(
+        serve_manifests(&mut t.maps, &mut applied, &yaml, NODE),
+        vec![]
+    );
+    let pins = std::fs::read_dir(tables_dir(&t.pin_dir)).unwrap().count();
+    assert_eq!(pins, SERVICES, "one pinned table per Service");
+    let ids = backend_addresses(&t.maps);
+    let frontends = t.maps.frontends().unwrap();
+    for i in 0..SERVICES {
+        let port = 31_000 + i as u16;
+        let key = frontend_key(NODE, port, PROTO_TCP, SCOPE_EXTERNAL);
+        let fe = frontends.iter().find(|(k, _)| *k == key).unwrap().1;
+        let named: BTreeSet<Ipv4Addr> = (t.maps.read_table(fe.table_id).unwrap().iter())
+            .map(|id| ids[id])
+            .collect();
+        let own = BTreeSet::from([pod(2 * i), pod(2 * i + 1)]);
+        assert_eq!(named, own, "Service {i}");
+        let (action, out) = t.run_xdp(&tcp_frame(CLIENT, 40_000, NODE, port, true, b""));
+        assert_eq!(action, XDP_PASS, "Service {i}");
+        assert!(own.contains(&check_frame(&out).dst), "Service {i}");
+    }
+    let mut reread = Applied::read(&t.maps).unwrap();
+    let (_, again) = apply_manifests(&mut t.maps, &mut reread, &yaml, NODE);
+    assert!(again.is_empty(), "nothing left to write: {again}");
+}

@@ -7,9 +7,35 @@ use tracing::{info, warn};
 use super::AgentConfig;
 use crate::datapath::loader::{Datapath, LoadOptions};
 
+/// Raises the soft limit of open files to the hard one: the writer swaps
+/// Maglev tables into the outer map as many at a time as it may hold
+/// their descriptors open (one RCU wait per swap), and a container's soft
+/// limit (often 1,024) would make a full sync of 10,000 tables wait 40
+/// times. What the limit cannot give is no error: the swaps get smaller.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                warn!(
+                    "cannot raise the open-file limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
+
 /// Loads the datapath and attaches it where the config says; returns it
 /// and the external devices it attached to.
 pub(super) fn start(config: &AgentConfig) -> Result<(Datapath, Vec<String>)> {
+    raise_open_file_limit();
     let mut datapath = Datapath::load(&LoadOptions {
         pin_dir: Some(config.pin_dir.clone()),
         max_tables: config.max_tables,

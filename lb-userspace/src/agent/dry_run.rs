@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use super::{AgentConfig, sync::desired_state};
+use super::{AgentConfig, sync::holders};
 use crate::{
     datapath::{DatapathMaps, KernelMaps, MemoryMaps},
+    desired::{self, Rules},
+    model::{DesiredState, NodeFacts},
     plan::{self, Applied},
     source::{Snapshot, Source},
 };
@@ -76,4 +78,24 @@ async fn first_snapshot(source: &mut impl Source) -> Result<Snapshot> {
         }
         let _ = tokio::time::timeout_at(deadline, source.changed()).await;
     }
+}
+
+/// The desired state of a snapshot: the objects the source could not read
+/// are reported first, then those the desired state could not use. The
+/// frontends `applied` holds keep their owners against newcomers.
+fn desired_state(
+    snapshot: Snapshot,
+    node: &NodeFacts,
+    rules: &Rules,
+    applied: &Applied,
+) -> DesiredState {
+    let holders = holders(applied);
+    // The dry run computes once: copies of the objects are fine here.
+    let services: Vec<_> = snapshot.services.iter().map(|s| (**s).clone()).collect();
+    let slices: Vec<_> = snapshot.slices.iter().map(|s| (**s).clone()).collect();
+    let mut state = desired::compute(&services, &slices, node, rules, &holders);
+    let mut problems = snapshot.problems;
+    problems.append(&mut state.problems);
+    state.problems = problems;
+    state
 }

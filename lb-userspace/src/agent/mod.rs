@@ -73,10 +73,28 @@ async fn run_with(mut source: impl Source, name: String, config: &AgentConfig) -
     if config.dry_run {
         return dry_run::print_plan(&mut source, config).await;
     }
-    let (datapath, devices) = datapath::start(config)?;
+    let (datapath, devices) = load_while_reading(&source, config).await?;
     reconcile_until_stopped(config, datapath, devices, &mut source, name).await?;
     info!("stopping; the pinned datapath keeps serving established and new connections");
     Ok(())
+}
+
+/// Loads and attaches the datapath (on a blocking thread: the verifier
+/// takes most of a second) while the source reads what it holds, so the
+/// program load and a manifest directory's first parse overlap. The read
+/// itself is dropped: the first sync takes its own snapshot, which the
+/// source answers from what it just read (the manifest cache; a cluster
+/// source, still listing, answers "not yet" at once).
+async fn load_while_reading(
+    source: &impl Source,
+    config: &AgentConfig,
+) -> Result<(Datapath, Vec<String>)> {
+    let load = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || datapath::start(&config))
+    };
+    let _ = source.snapshot().await;
+    load.await.context("loading the datapath")?
 }
 
 /// Serves health and metrics, then syncs the datapath to `source` until

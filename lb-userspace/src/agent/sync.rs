@@ -15,34 +15,18 @@ use super::{
 use crate::{
     datapath::{DatapathMaps, codec},
     desired::{self, Holders, Rules, incremental::Tracker},
-    model::{DesiredState, NodeFacts, Problem},
+    model::{NodeFacts, Problem},
     plan::{self, Applied, Plan, Planner},
     source::{Snapshot, Source, SourceError},
 };
 
-/// The desired state of a snapshot: the objects the source could not read
-/// are reported first, then those the desired state could not use. The
-/// frontends `applied` holds keep their owners against newcomers.
-pub(super) fn desired_state(
-    snapshot: Snapshot,
-    node: &NodeFacts,
-    rules: &Rules,
-    applied: &Applied,
-) -> DesiredState {
-    let holders = holders(applied);
-    // The dry run computes once: copies of the objects are fine here.
-    let services: Vec<_> = snapshot.services.iter().map(|s| (**s).clone()).collect();
-    let slices: Vec<_> = snapshot.slices.iter().map(|s| (**s).clone()).collect();
-    let mut state = desired::compute(&services, &slices, node, rules, &holders);
-    let mut problems = snapshot.problems;
-    problems.append(&mut state.problems);
-    state.problems = problems;
-    state
+fn micros(took: std::time::Duration) -> u64 {
+    u64::try_from(took.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Who each programmed frontend leads to, as the pinned maps say; entries
 /// this agent cannot read (another version's) hold nothing.
-fn holders(applied: &Applied) -> Holders {
+pub(super) fn holders(applied: &Applied) -> Holders {
     applied
         .frontends
         .iter()
@@ -186,6 +170,7 @@ impl Syncer {
                 return false;
             }
         };
+        let snapshot_taken = started.elapsed();
         let drift = if kind == SyncKind::Resync {
             // kube-proxy's periodic full sync: everything is recomputed
             // once (which also sorts entangled Services out again).
@@ -208,6 +193,8 @@ impl Syncer {
         if let Err(err) = self.snat_address.sync(&node, maps) {
             warn!("writing the masquerade address failed, will retry: {err}");
         }
+        // The resync's read-back, the trigger times, the masquerade address.
+        let prelude = started.elapsed() - snapshot_taken;
         let computing = Instant::now();
         self.tracker
             .update_shared(&snapshot.services, &snapshot.slices, &node, &|| {
@@ -225,6 +212,7 @@ impl Syncer {
             .plan(desired, changes, applied, maps.max_tables());
         let planned = computing.elapsed() - computed;
         let frontends = desired.frontends.len();
+        let outputs_started = Instant::now();
         // The source's problems first, then the desired state's.
         let mut problems = snapshot.problems;
         problems.extend(desired.problems.iter().cloned());
@@ -241,25 +229,34 @@ impl Syncer {
             full = stats.full,
             planned_ports = plan_stats.ports,
             whole_plan = plan_stats.whole,
-            desired_us = computed.as_micros() as u64,
-            plan_us = planned.as_micros() as u64,
             "desired state and plan"
         );
         self.record_problems(&problems, &plan, &files);
+        let outputs = outputs_started.elapsed();
+        let applying = Instant::now();
         // Applied even with nothing to write: that ends the quarantine of
         // the tables the previous plan freed, which a skipped Service may
         // be waiting for.
         let outcome = match plan::apply(&plan, maps, applied) {
             Ok(()) => {
+                let applied_in = applying.elapsed();
                 self.programmed(triggers);
                 self.repaired(&drift);
                 if !plan.is_empty() {
+                    // Each phase in microseconds: what the bench reads
+                    // off the log to say where a sync's time went.
                     info!(
                         frontends,
                         recomputed = stats.recomputed,
                         changes = plan.set_frontends.len() + plan.remove_frontends.len(),
                         tables = plan.write_tables.len(),
                         elapsed_ms = started.elapsed().as_millis() as u64,
+                        snapshot_us = micros(snapshot_taken),
+                        prelude_us = micros(prelude),
+                        desired_us = micros(computed),
+                        plan_us = micros(planned),
+                        outputs_us = micros(outputs),
+                        apply_us = micros(applied_in),
                         "synced"
                     );
                 }

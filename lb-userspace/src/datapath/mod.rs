@@ -31,6 +31,11 @@ pub enum MapsError {
     Invalid(String),
 }
 
+/// Tables built and written together where they are written in chunks:
+/// their slots exist only while they are written (about 1 MiB at 4 KiB a
+/// table).
+pub(crate) const TABLES_PER_WRITE: usize = 256;
+
 /// The datapath's service tables, as plan/apply sees them.
 pub trait DatapathMaps {
     /// Maglev tables the datapath can hold.
@@ -53,6 +58,30 @@ pub trait DatapathMaps {
         }
         Ok(())
     }
+    /// Writes `count` whole tables, the `i`-th's id and slots given by
+    /// `table(i)`, called just before it is written: as
+    /// [`Self::write_tables`], with only as many tables' slots alive at
+    /// once as the datapath needs. In memory, chunks of
+    /// [`TABLES_PER_WRITE`]; the kernel's maps build one table at a time
+    /// and swap as many in per update of the outer map as the open-file
+    /// limit allows (one RCU wait each).
+    fn write_built_tables(
+        &mut self,
+        count: usize,
+        table: &mut dyn FnMut(usize) -> (u32, Vec<u32>),
+    ) -> Result<(), MapsError> {
+        for start in (0..count).step_by(TABLES_PER_WRITE) {
+            let built: Vec<(u32, Vec<u32>)> = (start..count.min(start + TABLES_PER_WRITE))
+                .map(&mut *table)
+                .collect();
+            let writes: Vec<(u32, &[u32])> = built
+                .iter()
+                .map(|(id, slots)| (*id, slots.as_slice()))
+                .collect();
+            self.write_tables(&writes)?;
+        }
+        Ok(())
+    }
     /// Gives a table nothing references (its quarantine over) back: its
     /// memory returns to the kernel. A table never written is no error.
     fn release_table(&mut self, table_id: u32) -> Result<(), MapsError>;
@@ -60,6 +89,32 @@ pub trait DatapathMaps {
     /// it finds instead of rewriting them).
     fn read_table(&self, table_id: u32) -> Result<Vec<u32>, MapsError>;
     fn set_frontend(&mut self, key: &Frontend4Key, value: &FrontendValue) -> Result<(), MapsError>;
+    /// Writes several frontends, as [`Self::set_frontend`] each in order
+    /// (the kernel's maps take them in batch updates).
+    fn set_frontends(
+        &mut self,
+        frontends: &[(Frontend4Key, FrontendValue)],
+    ) -> Result<(), MapsError> {
+        for (key, value) in frontends {
+            self.set_frontend(key, value)?;
+        }
+        Ok(())
+    }
+    /// Writes several backends, as [`Self::set_backend`] each in order.
+    fn set_backends(&mut self, backends: &[(u32, Backend4)]) -> Result<(), MapsError> {
+        for (id, backend) in backends {
+            self.set_backend(*id, backend)?;
+        }
+        Ok(())
+    }
+    /// Writes several services' names and policies, as
+    /// [`Self::set_service`] each in order.
+    fn set_services(&mut self, services: &[(u32, ServiceInfo)]) -> Result<(), MapsError> {
+        for (id, info) in services {
+            self.set_service(*id, info)?;
+        }
+        Ok(())
+    }
     /// Names and policies of service ports, by service id.
     fn services(&self) -> Result<Vec<(u32, ServiceInfo)>, MapsError>;
     fn set_service(&mut self, id: u32, info: &ServiceInfo) -> Result<(), MapsError>;

@@ -4,10 +4,8 @@
 use super::{Applied, Plan, TableWrite};
 use crate::datapath::{DatapathMaps, MapsError};
 
-/// Tables built and written together: their slots exist only while they
-/// are written (about 1 MiB at 4 KiB a table), and the kernel writer swaps
-/// as many in per update of the outer map (one RCU wait).
-pub(crate) const TABLES_PER_WRITE: usize = 256;
+#[cfg(test)]
+pub(crate) use crate::datapath::TABLES_PER_WRITE;
 
 /// Applies a plan in order, then records it in `applied`. On error the maps
 /// hold a consistent prefix of the plan (every step leaves them valid), and
@@ -17,19 +15,13 @@ pub fn apply(
     maps: &mut dyn DatapathMaps,
     applied: &mut Applied,
 ) -> Result<(), MapsError> {
-    for (id, info) in &plan.set_services {
-        maps.set_service(*id, info)?;
-    }
-    for (id, value) in &plan.set_backends {
-        maps.set_backend(*id, value)?;
-    }
+    maps.set_services(&plan.set_services)?;
+    maps.set_backends(&plan.set_backends)?;
     write_tables(&plan.write_tables, maps)?;
     for (id, range) in &plan.set_source_ranges {
         maps.set_source_range(*id, range)?;
     }
-    for (key, value) in &plan.set_frontends {
-        maps.set_frontend(key, value)?;
-    }
+    maps.set_frontends(&plan.set_frontends)?;
     for key in &plan.remove_frontends {
         maps.remove_frontend(key)?;
     }
@@ -71,17 +63,10 @@ pub fn apply(
     Ok(())
 }
 
-/// Writes the plan's tables `TABLES_PER_WRITE` at a time, each chunk's
-/// slots built just before it is written and dropped after.
+/// Writes the plan's tables, each one's slots built just before it is
+/// written (the datapath decides how many live at once).
 fn write_tables(tables: &[TableWrite], maps: &mut dyn DatapathMaps) -> Result<(), MapsError> {
-    for chunk in tables.chunks(TABLES_PER_WRITE) {
-        let slots: Vec<Vec<u32>> = chunk.iter().map(TableWrite::slots).collect();
-        let writes: Vec<(u32, &[u32])> = chunk
-            .iter()
-            .zip(&slots)
-            .map(|(table, slots)| (table.table_id, slots.as_slice()))
-            .collect();
-        maps.write_tables(&writes)?;
-    }
-    Ok(())
+    maps.write_built_tables(tables.len(), &mut |i| {
+        (tables[i].table_id, tables[i].slots())
+    })
 }

@@ -52,9 +52,11 @@ pub(super) fn plan_cluster_ips(applied: &Applied, plan: &mut Plan, whole: bool) 
             .range(first_key(addr_be)..=last_key(addr_be))
             .filter(|(k, _)| !removed.contains(k) && !set.contains_key(k))
             .map(|(_, v)| v);
+        // A range per address, not a scan of every planned frontend: a
+        // whole plan at 10,000 Services has tens of thousands of each.
+        let (first, last) = (first_key(addr_be), last_key(addr_be));
         let planned = set
-            .iter()
-            .filter(|(k, _)| k.addr_be == addr_be)
+            .range::<&Frontend4Key, _>(&first..=&last)
             .map(|(_, v)| *v);
         let allocated = kept.chain(planned).any(|v| v.kind() == FE_KIND_CLUSTER_IP);
         let held = applied.cluster_ips.contains(&addr);

@@ -1,6 +1,6 @@
 //! Watching a directory for changes (inotify through `notify`).
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
 use notify::{
     Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher,
@@ -9,9 +9,6 @@ use notify::{
 use tokio::sync::mpsc;
 
 use super::manifests::HeldFiles;
-
-/// Editors and `kubectl`-style tools write in bursts: one wake-up per burst.
-const SETTLE: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot watch {path} for changes: {source}; check that the directory exists")]
@@ -68,14 +65,18 @@ impl DirWatcher {
     pub fn waker(&self) -> mpsc::UnboundedSender<()> {
         self.wake.clone()
     }
-    /// Resolves after a change, once the burst it belongs to has settled.
+    /// Resolves at once after a change, with the wake-ups already queued
+    /// taken along. No settle time: a file counts once its writer closed it
+    /// or it was renamed in (see [`track`]), so it is whole, and a burst of
+    /// files is what the agent's runner coalesces (`--min-sync-period`, as
+    /// kube-proxy's BoundedFrequencyRunner coalesces a burst of watch
+    /// events); a wait here would be paid by every change (it was 50 ms).
     pub async fn changed(&mut self) {
         if self.events.recv().await.is_none() {
             // The watcher's thread is gone: no change will ever be seen again
             // (the agent's resync still runs).
             std::future::pending::<()>().await;
         }
-        tokio::time::sleep(SETTLE).await;
         while self.events.try_recv().is_ok() {}
     }
 }
@@ -121,6 +122,8 @@ fn track(event: &Event, held: &HeldFiles) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[tokio::test]

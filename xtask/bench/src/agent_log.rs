@@ -16,7 +16,27 @@ pub struct SyncedLine {
     pub elapsed_ms: u64,
     /// Frontends the desired state had.
     pub frontends: usize,
+    /// The sync's phases as the agent timed them (`snapshot`, `prelude`,
+    /// `desired`, `plan`, `outputs`, `apply`: its `<phase>_us` fields), in
+    /// ms.
+    pub phases: Vec<(&'static str, f64)>,
 }
+
+/// The phases an agent's `synced` line times, in the order they run.
+pub const PHASES: [&str; 6] = ["snapshot", "prelude", "desired", "plan", "outputs", "apply"];
+/// Each phase's figure subject.
+pub const PHASE_SUBJECTS: [&str; 6] = [
+    "sync: snapshot",
+    "sync: prelude (trigger times, masquerade address)",
+    "sync: desired",
+    "sync: plan",
+    "sync: outputs",
+    "sync: apply",
+];
+/// The figure subject of the time from spawn to the datapath attached:
+/// loading the programs, with the source's first read running beside it
+/// (a manifest directory parsed meanwhile, a cluster source listing).
+pub const LOAD: &str = "spawn -> datapath attached (program load; the source read beside it)";
 
 /// Every `synced` line of `log`, in order.
 pub fn synced_lines(log: &str) -> Vec<SyncedLine> {
@@ -35,11 +55,43 @@ fn synced_line(line: &str) -> Option<SyncedLine> {
             .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
             .and_then(|v| v.parse().ok())
     };
+    let phases = PHASES
+        .iter()
+        .filter_map(|phase| Some((*phase, field(&format!("{phase}_us"))? as f64 / 1e3)))
+        .collect();
     Some(SyncedLine {
         at,
         elapsed_ms: field("elapsed_ms")?,
         frontends: field("frontends")? as usize,
+        phases,
     })
+}
+
+/// When the agent logged that its datapath was loaded and attached (the
+/// programs verified, the pinned maps read): the start of its first sync.
+pub fn attached_at(log: &str) -> Option<SystemTime> {
+    log.lines()
+        .find(|line| line.contains("datapath attached"))
+        .and_then(|line| parse_rfc3339(line.split_whitespace().next()?))
+}
+
+/// The phase figures of one sync, `(subject, ms)`: from `from` (the
+/// agent's spawn, for a full sync) to its datapath attached when given,
+/// then each phase the agent timed.
+pub fn phase_figures(
+    line: &SyncedLine,
+    attached: Option<(SystemTime, SystemTime)>,
+) -> Vec<(&'static str, f64)> {
+    let mut figures = Vec::new();
+    if let Some((from, attached)) = attached {
+        figures.push((LOAD, millis_between(from, attached)));
+    }
+    let subject = |phase: &str| {
+        let index = PHASES.iter().position(|p| *p == phase)?;
+        Some(PHASE_SUBJECTS[index])
+    };
+    figures.extend((line.phases.iter()).filter_map(|(phase, ms)| Some((subject(phase)?, *ms))));
+    figures
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.frac]Z` (UTC, as tracing writes it).
@@ -96,7 +148,7 @@ mod tests {
 2026-12-01T09:38:50.123456Z  INFO lb::agent: datapath attached frontends=0 backends=0 pin_dir=/sys/fs/bpf/x
 2026-12-01T09:38:50.200000Z  INFO lb::agent::sync: synced frontends=1008 changes=1008 tables=1000 elapsed_ms=61
 2026-12-01T09:38:52.5Z  WARN lb::agent::sync: skipped: bench/x: no endpoints
-2026-12-01T09:38:53.000001Z  INFO lb::agent::sync: synced frontends=1008 changes=0 tables=1 elapsed_ms=7
+2026-12-01T09:38:53.000001Z  INFO lb::agent::sync: synced frontends=1008 changes=0 tables=1 elapsed_ms=7 snapshot_us=1500 prelude_us=500 desired_us=250 plan_us=125 outputs_us=2000 apply_us=3000
 ";
 
     #[test]
@@ -106,8 +158,34 @@ mod tests {
         assert_eq!(lines[0].elapsed_ms, 61);
         assert_eq!(lines[0].frontends, 1008);
         assert_eq!(lines[1].elapsed_ms, 7);
+        assert!(lines[0].phases.is_empty());
+        assert_eq!(
+            lines[1].phases,
+            [
+                ("snapshot", 1.5),
+                ("prelude", 0.5),
+                ("desired", 0.25),
+                ("plan", 0.125),
+                ("outputs", 2.0),
+                ("apply", 3.0)
+            ]
+        );
         let gap = millis_between(lines[0].at, lines[1].at);
         assert!((gap - 2800.001).abs() < 1e-6, "{gap}");
+    }
+
+    #[test]
+    fn the_attach_line_and_the_phases_make_figures() {
+        let attached = attached_at(LOG).expect("attached");
+        let line = &synced_lines(LOG)[1];
+        let figures = phase_figures(
+            line,
+            Some((attached - Duration::from_millis(100), attached)),
+        );
+        assert_eq!(figures.len(), 7);
+        assert_eq!(figures[0].0, LOAD);
+        assert!((figures[0].1 - 100.0).abs() < 1e-6);
+        assert_eq!(figures[6], ("sync: apply", 3.0));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context, Result, bail};
@@ -71,12 +71,14 @@ impl Cluster {
 
     /// Sets the endpoints of `slice` to `addresses` (ready, port 8080 as
     /// the fixture's), stamped with the trigger time now.
-    pub fn set_endpoints(&self, slice: &str, addresses: &[Ipv4Addr]) -> Result<()> {
+    /// Returns the trigger time written.
+    pub fn set_endpoints(&self, slice: &str, addresses: &[Ipv4Addr]) -> Result<SystemTime> {
         let endpoints: Vec<_> = addresses
             .iter()
             .map(|a| json!({"addresses": [a.to_string()], "conditions": {"ready": true}}))
             .collect();
-        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let at = SystemTime::now();
+        let now = k8s_openapi::jiff::Timestamp::try_from(at)?.to_string();
         let patch = json!({
             "metadata": {"annotations": {TRIGGER_TIME: now}},
             "endpoints": endpoints,
@@ -86,7 +88,7 @@ impl Cluster {
             &PatchParams::default(),
             &Patch::Merge(patch),
         ))?;
-        Ok(())
+        Ok(at)
     }
 }
 

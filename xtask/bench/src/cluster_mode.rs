@@ -8,14 +8,14 @@
 use std::{
     net::Ipv4Addr,
     thread,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, Result, bail};
 
 use crate::{
     BenchOptions,
-    agent_log::synced_lines,
+    agent_log::{attached_at, phase_figures, synced_lines},
     cluster_agent::{Cluster, ClusterAgent},
     fixture::{expected_frontends, max_services, release_bin},
     report::Section,
@@ -27,6 +27,12 @@ pub const CHANGE: &str = "cluster: one EndpointSlice change, trigger time -> map
 const BURST_SYNCS: &str = "cluster: syncs for a burst of changes";
 const BURST_LATENCY: &str = "cluster: burst, mean trigger time -> map write";
 pub const PEAK: &str = "cluster: agent peak RSS (VmHWM)";
+/// Where the agent's time went (its own phase timings, from its log).
+pub const FULL_PHASES: &str = "cluster: full sync, where the time went";
+pub const CHANGE_PHASES: &str = "cluster: one change, where the time went";
+/// The part of one change before the agent is woken.
+pub const API_PATH: &str = "trigger -> agent woken (API server write, watch event)";
+const LAST_QUEUED: &str = "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds";
 /// What stays (the peak minus this is the full sync's transient).
 const RESIDENT: &str = "cluster: agent RSS after the burst (VmRSS)";
 
@@ -93,16 +99,36 @@ fn measure_at(section: &mut Section, options: &BenchOptions, services: usize) ->
     }
     let full_ms = millis_since(spawned, first.at);
     section.figure(FULL, SUBJECT, services, "ms", &[full_ms]);
+    let attached = attached_at(&agent.log()).map(|at| (spawned, at));
+    for (subject, ms) in phase_figures(&first, attached) {
+        section.figure(FULL_PHASES, subject, services, "ms", &[ms]);
+    }
 
     let slices = change_slices(services);
     let mut latencies = Vec::new();
+    let mut phases: Vec<(&str, Vec<f64>)> = Vec::new();
+    let mut api = Vec::new();
     for k in 0..options.repetitions() {
         // Past --min-sync-period since the last sync: the agent's work is
         // measured, not the interval kube-proxy also waits.
         thread::sleep(Duration::from_millis(1200));
-        latencies.push(one_change(&cluster, &mut agent, &slices[0], k)?);
+        let (latency, woken) = one_change(&cluster, &mut agent, &slices[0], k)?;
+        latencies.push(latency);
+        api.push(woken);
+        if let Some(line) = synced_lines(&agent.log()).last() {
+            for (subject, ms) in phase_figures(line, None) {
+                match phases.iter_mut().find(|(s, _)| *s == subject) {
+                    Some((_, samples)) => samples.push(ms),
+                    None => phases.push((subject, vec![ms])),
+                }
+            }
+        }
     }
     section.figure(CHANGE, SUBJECT, services, "ms", &latencies);
+    section.figure(CHANGE_PHASES, API_PATH, services, "ms", &api);
+    for (subject, samples) in &phases {
+        section.figure(CHANGE_PHASES, subject, services, "ms", samples);
+    }
 
     let changes = if options.quick { 100 } else { 1000 };
     thread::sleep(Duration::from_millis(1200));
@@ -143,13 +169,20 @@ fn addresses(slice: usize, count: usize) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// One change's programming latency in ms, as the agent observed it.
-fn one_change(cluster: &Cluster, agent: &mut ClusterAgent, slice: &str, k: usize) -> Result<f64> {
+/// One change's programming latency in ms, as the agent observed it, and
+/// the part of it before the agent was woken (the API server's write and
+/// the watch event: trigger time -> the agent's last queued change).
+fn one_change(
+    cluster: &Cluster,
+    agent: &mut ClusterAgent,
+    slice: &str,
+    k: usize,
+) -> Result<(f64, f64)> {
     let (count, sum) = (
         agent.metric(PROGRAMMING_COUNT)?,
         agent.metric(PROGRAMMING_SUM)?,
     );
-    cluster.set_endpoints(slice, &addresses(200, 2 + k % 2))?;
+    let trigger = cluster.set_endpoints(slice, &addresses(200, 2 + k % 2))?;
     agent.wait("the change's map write", CHANGE_LIMIT, |a| {
         Ok(a.metric(PROGRAMMING_COUNT)? > count)
     })?;
@@ -157,7 +190,9 @@ fn one_change(cluster: &Cluster, agent: &mut ClusterAgent, slice: &str, k: usize
     if observed != 1.0 {
         bail!("one change gave {observed} programming observations");
     }
-    Ok((agent.metric(PROGRAMMING_SUM)? - sum) * 1000.0)
+    let latency = (agent.metric(PROGRAMMING_SUM)? - sum) * 1000.0;
+    let queued = UNIX_EPOCH + Duration::from_secs_f64(agent.metric(LAST_QUEUED)?);
+    Ok((latency, millis_since(trigger, queued)))
 }
 
 /// Writes `changes` endpoint changes spread over `slices` (in parallel,

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use xtask::testbed::{Testbed, pod_addr};
 
 use crate::{
-    agent_log::{SyncedLine, synced_lines},
+    agent_log::{SyncedLine, attached_at, synced_lines},
     fixture::{self, PODS, manifests_text, max_tables, release_bin, require},
 };
 
@@ -76,6 +76,11 @@ impl ControlAgent {
     /// The agent's `synced` lines so far.
     pub fn synced(&self) -> Vec<SyncedLine> {
         synced_lines(&fs::read_to_string(self.workdir.join("agent.log")).unwrap_or_default())
+    }
+
+    /// When the agent logged its datapath attached.
+    pub fn attached(&self) -> Option<SystemTime> {
+        attached_at(&fs::read_to_string(self.workdir.join("agent.log")).unwrap_or_default())
     }
 
     /// Waits (bounded) for the agent's `count`-th `synced` line.

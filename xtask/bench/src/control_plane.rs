@@ -10,7 +10,7 @@ use xtask::testbed::NODE_ADDR;
 
 use crate::{
     BenchOptions,
-    agent_log::millis_between,
+    agent_log::{millis_between, phase_figures},
     control_agent::{ControlAgent, without_first_pod},
     fixture::{FILLER_ENDPOINTS, TARGET_UDP_NODE_PORT, expected_frontends, filler_endpoints},
     fixture::{max_services, service_shapes},
@@ -25,6 +25,9 @@ pub const SIZES: [usize; 3] = [1, 1000, 10_000];
 pub const FULL: &str = "full sync";
 pub const CHANGE: &str = "one EndpointSlice change";
 pub const MEMORY: &str = "agent memory";
+/// Where the agent's time went (its own phase timings, from its log).
+pub const FULL_PHASES: &str = "full sync, where the time went";
+pub const CHANGE_PHASES: &str = "one EndpointSlice change, where the time went";
 
 pub const LB_WRITE: &str = "lb: event -> last map write";
 pub const LB_PACKET: &str = "lb: event -> first packet translated";
@@ -60,7 +63,9 @@ pinned to pod-1 by the connection table is found, the manifest with the target's
 write = rename -> the next `synced` line; first packet = rename -> the first answer of that same \
 flow from pod-2 or pod-3 (the agent purges the removed backend's UDP flows, as kube-proxy \
 flushes conntrack). The agent's own sync time is the `elapsed_ms` of its log line (snapshot, \
-plan, apply; without process start, datapath load and the watcher's 50 ms settle). Memory: \
+plan, apply; without process start and datapath load), and where it went is the line's phases \
+(`<phase>_us`: snapshot, prelude, desired, plan, outputs, apply) with spawn -> its `datapath attached` \
+line for a full sync. Memory: \
 VmRSS after the full sync and VmHWM after the change. (2) kube-proxy's iptables rules for the \
 same Services (`fixture::service_shapes`) loaded with `iptables-legacy-restore --noflush` into an \
 empty namespace, then its partial-sync input for the same change (top-level chains rewritten, \
@@ -213,6 +218,10 @@ fn measure_lb(n: usize, samples: &mut Samples, next_port: &mut u16) -> Result<()
         millis_between(agent.started, answered),
     );
     samples.push((FULL, LB_OWN, n), full.elapsed_ms as f64);
+    let attached = agent.attached().map(|at| (agent.started, at));
+    for (subject, ms) in phase_figures(&full, attached) {
+        samples.push((FULL_PHASES, subject, n), ms);
+    }
     let (rss, _) = agent.memory_kib()?;
     samples.push((MEMORY, RSS, n), rss as f64 / 1024.0);
 
@@ -227,6 +236,9 @@ fn measure_lb(n: usize, samples: &mut Samples, next_port: &mut u16) -> Result<()
     samples.push((CHANGE, LB_WRITE, n), write_ms);
     samples.push((CHANGE, LB_PACKET, n), millis_between(renamed, moved));
     samples.push((CHANGE, LB_OWN, n), change.elapsed_ms as f64);
+    for (subject, ms) in phase_figures(&change, None) {
+        samples.push((CHANGE_PHASES, subject, n), ms);
+    }
     let (_, peak) = agent.memory_kib()?;
     samples.push((MEMORY, PEAK, n), peak as f64 / 1024.0);
     Ok(())
@@ -268,8 +280,8 @@ fn record(section: &mut Section, samples: &Samples, sizes: &[usize]) {
     );
     section.plot("control-memory.svg", "lb agent memory", "MiB", MEMORY);
     section.note(
-        "lb's event -> last map write includes the manifest watcher's 50 ms settle (it waits for a \
-         burst of writes to end) and re-reading the whole manifest directory; the agent runs with \
+        "lb's event -> last map write includes re-reading the changed manifest file (the watcher \
+         wakes the agent at the rename, with no settle time); the agent runs with \
          --resync-seconds 3600 so no periodic resync falls inside a measurement, and with \
          --min-sync-period 0s, as kube-proxy's figures have no minimum interval.",
     );

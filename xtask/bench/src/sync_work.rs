@@ -36,7 +36,11 @@ did before) and by the tracker (`desired::incremental::Tracker::update_shared`, 
 before the change, as the agent's is), for manifests (no versions: each object is hashed whole to see what changed) and for API objects (every object given a uid and a resourceVersion, the changed slice's bumped, as the API server does), then the plan against what is programmed: \
 the whole state's (`plan::plan`, every sync before the planner) and the changed ports' \
 (`plan::Planner::plan` with the tracker's changes, as the agent plans; its plan is the one applied). The change alternates between two addresses, so every sample is a real \
-change. Release build, one process, no kernel: the source's snapshot, the apply and the \
+change. The agent's path (tracker, planner, apply) is timed in a loop of its own, as the agent \
+runs it, then two untimed changes prove that both paths give the same state and frontend writes, \
+then the path before them is timed in its own loop (interleaved, the whole computation's frees \
+were timed in the next tracker sample as the allocator consolidating them: perf showed glibc's \
+malloc_consolidate and free leading that sample). Release build, one process, no kernel: the source's snapshot, the apply and the \
 agent's wake-up are not in these figures (the control-plane section measures them end to end).";
 
 pub fn run(options: &BenchOptions) -> Result<Section> {
@@ -116,39 +120,37 @@ pub fn measure(services: usize, samples: usize, api: bool) -> Result<Took> {
     let mut planner = Planner::new();
     let first = planner.plan(&state, tracker.changes(), &applied, maps.max_tables());
     plan::apply(&first, &mut maps, &mut applied)?;
-    let mut holders = holders_of(&state);
     let changed = set.slices.len() - 1;
     let mut took = Took::default();
+    let mut holders = holders_of(&state);
+    // The agent's path alone first, as the agent runs it: the whole
+    // computation's allocations and frees between its samples would
+    // be timed as the allocator's cleanup after them (glibc's
+    // consolidation of freed chunks), which no agent sync pays.
     for sample in 0..samples {
-        // A filler's first endpoint moves between two addresses.
-        // Copied on write, as a reflector replaces the object it stores.
-        let slice = Arc::make_mut(&mut set.slices[changed]);
-        if let Some(first) = slice
-            .endpoints
-            .as_mut()
-            .and_then(|endpoints| endpoints.first_mut())
-        {
-            first.addresses = vec![format!("198.18.{}.1", sample % 2)];
-        }
-        if api {
-            slice.metadata.resource_version = Some(format!("{}", sample + 2));
-        }
+        change(&mut set, changed, sample, api);
         let started = Instant::now();
-        let full = desired::compute(&set.services, &set.slices, &node, &rules, &holders);
-        took.full.push(ms(started));
-        let started = Instant::now();
+        // Called only when a recomputed group reads them, as the agent's.
         tracker.update_shared(&set.services, &set.slices, &node, &|| holders.clone());
         took.incremental.push(ms(started));
+        let (state, changes) = tracker.last();
+        let started = Instant::now();
+        let plan = planner.plan(state, changes, &applied, maps.max_tables());
+        took.planner.push(ms(started));
+        plan::apply(&plan, &mut maps, &mut applied)?;
+    }
+    // Both paths agree, for a change to each of the two addresses.
+    holders = holders_of(tracker.last().0);
+    for sample in samples..samples + 2 {
+        change(&mut set, changed, sample, api);
+        let full = desired::compute(&set.services, &set.slices, &node, &rules, &holders);
+        tracker.update_shared(&set.services, &set.slices, &node, &|| holders.clone());
         let (state, changes) = tracker.last();
         if state.frontends != full.frontends {
             bail!("the tracker's desired state differs from the full computation's");
         }
-        let started = Instant::now();
         let whole = plan::plan(state, &applied, maps.max_tables());
-        took.plan.push(ms(started));
-        let started = Instant::now();
         let plan = planner.plan(state, changes, &applied, maps.max_tables());
-        took.planner.push(ms(started));
         let keys = |plan: &plan::Plan| {
             plan.set_frontends
                 .iter()
@@ -161,7 +163,36 @@ pub fn measure(services: usize, samples: usize, api: bool) -> Result<Took> {
         plan::apply(&plan, &mut maps, &mut applied)?;
         holders = holders_of(&full);
     }
+    // Then the path of every sync before the tracker and the planner.
+    for sample in samples + 2..2 * samples + 2 {
+        change(&mut set, changed, sample, api);
+        let started = Instant::now();
+        let full = desired::compute(&set.services, &set.slices, &node, &rules, &holders);
+        took.full.push(ms(started));
+        let started = Instant::now();
+        let whole = plan::plan(&full, &applied, maps.max_tables());
+        took.plan.push(ms(started));
+        plan::apply(&whole, &mut maps, &mut applied)?;
+        holders = holders_of(&full);
+    }
     Ok(took)
+}
+
+/// Sample `sample`'s change: a filler's first endpoint moves between two
+/// addresses, copied on write as a reflector replaces the object it
+/// stores (with a new resourceVersion for API objects).
+fn change(set: &mut lb::source::Snapshot, changed: usize, sample: usize, api: bool) {
+    let slice = Arc::make_mut(&mut set.slices[changed]);
+    if let Some(first) = slice
+        .endpoints
+        .as_mut()
+        .and_then(|endpoints| endpoints.first_mut())
+    {
+        first.addresses = vec![format!("198.18.{}.1", sample % 2)];
+    }
+    if api {
+        slice.metadata.resource_version = Some(format!("{}", sample + 2));
+    }
 }
 
 fn holders_of(state: &DesiredState) -> Holders {

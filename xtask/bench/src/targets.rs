@@ -7,6 +7,7 @@
 use lb_common::DEFAULT_MAX_BACKENDS;
 
 use crate::{
+    agent_log::{LOAD, PHASE_SUBJECTS},
     cluster_mode, control_plane, map_probes,
     packet_streams::LB,
     per_packet::{ESTABLISHED, FLOOR, LIMIT, NEW_FLOW, label},
@@ -31,6 +32,9 @@ pub struct Verdict {
     pub figure: Option<String>,
     pub target: String,
     pub met: Option<bool>,
+    /// Where the time went, for a target not met whose section measured
+    /// its phases.
+    pub why: Option<String>,
 }
 
 impl Verdict {
@@ -40,8 +44,12 @@ impl Verdict {
             Some(false) => "NOT met",
             None => "not measured in this run",
         };
+        let why = match (&self.why, self.met) {
+            (Some(why), Some(false)) => format!("; where the time went: {why}"),
+            _ => String::new(),
+        };
         format!(
-            "{state}: {}: {} (target {})",
+            "{state}: {}: {} (target {}){why}",
             self.what,
             self.figure.as_deref().unwrap_or("—"),
             self.target
@@ -70,7 +78,29 @@ fn verdict(
         figure: value.map(|v| format!("{v:.2}{unit}")),
         target,
         met: value.map(met),
+        why: None,
     }
+}
+
+/// The phases of `case` measured at `n` Services, as "phase median ms"
+/// in the order of `subjects`; `None` when none was measured.
+fn breakdown(sections: &[Section], case: &str, subjects: &[&str], n: usize) -> Option<String> {
+    let parts: Vec<String> = subjects
+        .iter()
+        .filter_map(|subject| {
+            Some(format!(
+                "{subject} {:.2} ms",
+                median(sections, case, subject, n)?
+            ))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// The verdict with where its time went.
+fn with_why(mut verdict: Verdict, why: Option<String>) -> Verdict {
+    verdict.why = why;
+    verdict
 }
 
 /// Every target of the issue, in its table's order.
@@ -108,6 +138,7 @@ pub fn verdicts(sections: &[Section]) -> Vec<Verdict> {
                 format!(">= {w:.2}x")
             }),
             met: over_iptables.zip(wanted).map(|(r, w)| r >= w),
+            why: None,
         });
     }
     let scaling = delivered(lb, 10_000)
@@ -127,6 +158,7 @@ pub fn verdicts(sections: &[Section]) -> Vec<Verdict> {
         figure: Some(DEFAULT_MAX_BACKENDS.to_string()),
         target: ">= 1,000,000".into(),
         met: Some(DEFAULT_MAX_BACKENDS >= 1_000_000),
+        why: None,
     });
     out
 }
@@ -219,44 +251,68 @@ fn per_packet_reasons(sections: &[Section]) -> Vec<String> {
 fn control_plane_verdicts(sections: &[Section], out: &mut Vec<Verdict>) {
     let n = 10_000;
     let ms = |v: f64| v < 10.0;
-    out.push(verdict(
-        "one EndpointSlice change at 10,000 Services, cluster mode, trigger -> map write".into(),
-        median(sections, cluster_mode::CHANGE, cluster_mode::SUBJECT, n),
-        " ms",
-        "< 10 ms".into(),
-        ms,
+    let sync = &PHASE_SUBJECTS;
+    let mut cluster_change = vec![cluster_mode::API_PATH];
+    cluster_change.extend(sync);
+    let mut full = vec![LOAD];
+    full.extend(sync);
+    out.push(with_why(
+        verdict(
+            "one EndpointSlice change at 10,000 Services, cluster mode, trigger -> map write"
+                .into(),
+            median(sections, cluster_mode::CHANGE, cluster_mode::SUBJECT, n),
+            " ms",
+            "< 10 ms".into(),
+            ms,
+        ),
+        breakdown(sections, cluster_mode::CHANGE_PHASES, &cluster_change, n),
     ));
-    out.push(verdict(
-        "one EndpointSlice change at 10,000 Services, manifests, event -> last map write".into(),
-        median(sections, control_plane::CHANGE, control_plane::LB_WRITE, n),
-        " ms",
-        "< 10 ms".into(),
-        ms,
+    out.push(with_why(
+        verdict(
+            "one EndpointSlice change at 10,000 Services, manifests, event -> last map write"
+                .into(),
+            median(sections, control_plane::CHANGE, control_plane::LB_WRITE, n),
+            " ms",
+            "< 10 ms".into(),
+            ms,
+        ),
+        breakdown(sections, control_plane::CHANGE_PHASES, sync, n),
     ));
-    let work = median(sections, sync_work::DESIRED, sync_work::INCREMENTAL_API, n)
-        .zip(median(sections, sync_work::PLAN, sync_work::PLANNER, n))
-        .map(|(desired, plan)| desired + plan);
-    out.push(verdict(
-        "the work of one change at 10,000 Services (desired state from API objects + plan)".into(),
-        work,
-        " ms",
-        "< 1 ms".into(),
-        |v| v < 1.0,
+    let desired = median(sections, sync_work::DESIRED, sync_work::INCREMENTAL_API, n);
+    let plan = median(sections, sync_work::PLAN, sync_work::PLANNER, n);
+    out.push(with_why(
+        verdict(
+            "the work of one change at 10,000 Services (desired state from API objects + plan)"
+                .into(),
+            desired.zip(plan).map(|(desired, plan)| desired + plan),
+            " ms",
+            "< 1 ms".into(),
+            |v| v < 1.0,
+        ),
+        desired
+            .zip(plan)
+            .map(|(d, p)| format!("desired state {d:.2} ms, plan {p:.2} ms")),
     ));
     let second = |v: f64| v < 1_000.0;
-    out.push(verdict(
-        "full sync from empty, 10,000 Services x 10 endpoints, manifests".into(),
-        median(sections, control_plane::FULL, control_plane::LB_WRITE, n),
-        " ms",
-        "< 1,000 ms".into(),
-        second,
+    out.push(with_why(
+        verdict(
+            "full sync from empty, 10,000 Services x 10 endpoints, manifests".into(),
+            median(sections, control_plane::FULL, control_plane::LB_WRITE, n),
+            " ms",
+            "< 1,000 ms".into(),
+            second,
+        ),
+        breakdown(sections, control_plane::FULL_PHASES, &full, n),
     ));
-    out.push(verdict(
-        "full sync from empty, 10,000 Services x 10 endpoints, cluster mode".into(),
-        median(sections, cluster_mode::FULL, cluster_mode::SUBJECT, n),
-        " ms",
-        "< 1,000 ms".into(),
-        second,
+    out.push(with_why(
+        verdict(
+            "full sync from empty, 10,000 Services x 10 endpoints, cluster mode".into(),
+            median(sections, cluster_mode::FULL, cluster_mode::SUBJECT, n),
+            " ms",
+            "< 1,000 ms".into(),
+            second,
+        ),
+        breakdown(sections, cluster_mode::FULL_PHASES, &full, n),
     ));
     let mib = |v: f64| v <= 64.0;
     out.push(verdict(
@@ -402,6 +458,40 @@ mod tests {
             "{}",
             reasons[1]
         );
+    }
+
+    /// A control-plane target not met names where its time went, from
+    /// the phases its section measured; one met does not.
+    #[test]
+    fn an_unmet_change_target_says_where_the_time_went() {
+        let line = |total: f64, phases: &[(&str, f64)]| {
+            let mut s = Section::new("cluster", "");
+            let (case, n) = (cluster_mode::CHANGE_PHASES, 10_000);
+            s.figure(
+                cluster_mode::CHANGE,
+                cluster_mode::SUBJECT,
+                n,
+                "ms",
+                &[total],
+            );
+            for (phase, ms) in phases {
+                s.figure(case, phase, n, "ms", &[*ms]);
+            }
+            let what = "one EndpointSlice change at 10,000 Services, cluster mode";
+            find(&verdicts(&[s]), what).line()
+        };
+        let unmet = line(
+            30.0,
+            &[(cluster_mode::API_PATH, 12.0), ("sync: apply", 15.0)],
+        );
+        assert!(unmet.starts_with("NOT met"), "{unmet}");
+        let why = format!(
+            "where the time went: {} 12.00 ms, sync: apply 15.00 ms",
+            cluster_mode::API_PATH
+        );
+        assert!(unmet.ends_with(&why), "{unmet}");
+        let met = line(9.0, &[("sync: apply", 5.0)]);
+        assert!(!met.contains("where the time went"), "{met}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! or `BPF_MAP_UPDATE_BATCH` call (kernel 5.6+; aya has no wrapper). A
 //! Maglev table is 1,021 slots or more: slot by slot that is a syscall
 //! each, which the periodic resync would pay for every live table it
-//! reads. (Tables are written through a mapping: `mapped`.)
+//! reads. (Tables are written through a mapping: `mapped`.) A full sync's
+//! frontends, backends and services go into their hash maps the same way.
 
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -208,6 +209,36 @@ pub(super) fn write_keyed<V: Copy>(
     keys: &[u32],
     values: &[V],
 ) -> std::io::Result<bool> {
+    write_pairs(map_fd, keys, values)
+}
+
+/// Writes each `(key, value)` of `pairs` into the hash map `map` in one
+/// `BPF_MAP_UPDATE_BATCH` per [`PAIRS_PER_BATCH`] (the kernel inserts them
+/// one by one, as single updates would, without a syscall each); `false`
+/// and errors as [`write_values`]. `K` and `V` are the map's own types
+/// (aya checked their sizes at open).
+pub(super) fn write_hash_pairs<K: aya::Pod, V: aya::Pod>(
+    map: &MapData,
+    pairs: &[(K, V)],
+) -> std::io::Result<bool> {
+    for chunk in pairs.chunks(PAIRS_PER_BATCH) {
+        let keys: Vec<K> = chunk.iter().map(|(k, _)| *k).collect();
+        let values: Vec<V> = chunk.iter().map(|(_, v)| *v).collect();
+        if !write_pairs(map.fd().as_fd(), &keys, &values)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Pairs per batch update: bounds the copies made for one call.
+const PAIRS_PER_BATCH: usize = 4096;
+
+fn write_pairs<K: Copy, V: Copy>(
+    map_fd: std::os::fd::BorrowedFd<'_>,
+    keys: &[K],
+    values: &[V],
+) -> std::io::Result<bool> {
     assert_eq!(keys.len(), values.len());
     let mut attr = BatchAttr {
         keys: keys.as_ptr() as u64,
@@ -217,7 +248,7 @@ pub(super) fn write_keyed<V: Copy>(
         ..BatchAttr::default()
     };
     // SAFETY: the attribute names `count` keys and values of the map's
-    // sizes (u32 keys; `V` values, the map's own as the caller says),
+    // sizes (`K` keys and `V` values, the map's own as the callers say),
     // which the kernel only reads; both outlive the call.
     let ret = unsafe {
         libc::syscall(

@@ -5,6 +5,8 @@ use lb_common::{
     SERVICES, SOCK_REVNAT4, ServiceInfo, SockRevNat4Key,
 };
 
+use aya::maps::{HashMap, MapData};
+
 use super::{KernelMaps, ignore_missing, insert_err, map_err};
 use crate::{
     datapath::{DatapathMaps, MapsError, sock_destroy},
@@ -82,6 +84,22 @@ impl DatapathMaps for KernelMaps {
         Ok(())
     }
 
+    fn set_backends(&mut self, backends: &[(u32, Backend4)]) -> Result<(), MapsError> {
+        if !batched(&self.backends, backends) {
+            for (id, backend) in backends {
+                self.backends
+                    .insert(id, backend, 0)
+                    .map_err(insert_err(BACKENDS4, self.backends_capacity))?;
+            }
+        }
+        // fast path: established flows recheck their backend (once the
+        // whole batch is in: none of it is referenced before the tables).
+        if !backends.is_empty() {
+            self.ct_generation.bump();
+        }
+        Ok(())
+    }
+
     fn remove_backend(&mut self, id: u32) -> Result<(), MapsError> {
         ignore_missing(self.backends.remove(&id))
             .map(drop)
@@ -104,6 +122,15 @@ impl DatapathMaps for KernelMaps {
             .map_err(insert_err(SERVICES, lb_common::MAX_SERVICES))
     }
 
+    fn set_services(&mut self, services: &[(u32, ServiceInfo)]) -> Result<(), MapsError> {
+        if batched(&self.services, services) {
+            return Ok(());
+        }
+        services
+            .iter()
+            .try_for_each(|(id, info)| self.set_service(*id, info))
+    }
+
     fn remove_service(&mut self, id: u32) -> Result<(), MapsError> {
         ignore_missing(self.services.remove(&id))
             .map(drop)
@@ -116,6 +143,14 @@ impl DatapathMaps for KernelMaps {
 
     fn write_tables(&mut self, tables: &[(u32, &[u32])]) -> Result<(), MapsError> {
         self.write_maglev_tables(tables)
+    }
+
+    fn write_built_tables(
+        &mut self,
+        count: usize,
+        table: &mut dyn FnMut(usize) -> (u32, Vec<u32>),
+    ) -> Result<(), MapsError> {
+        self.write_maglev_tables_built(count, table)
     }
 
     fn release_table(&mut self, table_id: u32) -> Result<(), MapsError> {
@@ -134,6 +169,22 @@ impl DatapathMaps for KernelMaps {
         // generation stands (`lb_common::ct::generation`).
         self.ct_generation.bump();
         Ok(())
+    }
+
+    fn set_frontends(
+        &mut self,
+        frontends: &[(Frontend4Key, FrontendValue)],
+    ) -> Result<(), MapsError> {
+        if batched(&self.frontends, frontends) {
+            // pkt: as in `set_frontend`, once the whole batch is in.
+            if !frontends.is_empty() {
+                self.ct_generation.bump();
+            }
+            return Ok(());
+        }
+        frontends
+            .iter()
+            .try_for_each(|(key, value)| self.set_frontend(key, value))
     }
 
     fn remove_frontend(&mut self, key: &Frontend4Key) -> Result<(), MapsError> {
@@ -230,4 +281,13 @@ impl DatapathMaps for KernelMaps {
     fn remove_service_cidr(&mut self, cidr: &SourceRange) -> Result<(), MapsError> {
         self.delete_service_cidr(cidr)
     }
+}
+
+/// Writes `pairs` into `map` in batch updates; false when it did not (no
+/// batch update in this kernel, or one failed: the caller then writes one
+/// by one, which rewrites what the batch wrote and reports the failing
+/// entry as a single update would, a full map included).
+fn batched<K: aya::Pod, V: aya::Pod>(map: &HashMap<MapData, K, V>, pairs: &[(K, V)]) -> bool {
+    use aya::maps::IterableMap as _;
+    pairs.len() > 1 && super::batch::write_hash_pairs(map.map(), pairs).unwrap_or(false)
 }
