@@ -123,12 +123,8 @@ pub fn measure(services: usize, samples: usize, api: bool) -> Result<Took> {
         // A filler's first endpoint moves between two addresses.
         // Copied on write, as a reflector replaces the object it stores.
         let slice = Arc::make_mut(&mut set.slices[changed]);
-        if let Some(first) = slice
-            .endpoints
-            .as_mut()
-            .and_then(|endpoints| endpoints.first_mut())
-        {
-            first.addresses = vec![format!("198.18.{}.1", sample % 2)];
+        if let Some(first) = slice.endpoints.first_mut() {
+            first.address = Some(format!("198.18.{}.1", sample % 2).into());
         }
         if api {
             slice.metadata.resource_version = Some(format!("{}", sample + 2));
