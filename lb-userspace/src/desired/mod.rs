@@ -116,7 +116,7 @@ fn compute_with_footprint(
         .filter_map(|svc| ServiceView::parse(svc.borrow(), rules, node, &mut problems))
         .collect();
     let mut footprint = Footprint {
-        endpoint_addrs: slices.endpoint_addresses(),
+        endpoint_addrs: slices.endpoint_addresses().into_iter().collect(),
         cluster_ips: views.iter().flat_map(|v| v.cluster_ips.clone()).collect(),
         several_definitions: views.len() > 1,
         ..Footprint::default()
