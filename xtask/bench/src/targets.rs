@@ -7,7 +7,7 @@
 use lb_common::DEFAULT_MAX_BACKENDS;
 
 use crate::{
-    cluster_mode, control_plane,
+    cluster_mode, control_plane, heap,
     packet_streams::LB,
     per_packet::{ESTABLISHED, FLOOR, NEW_FLOW, label},
     report::Section,
@@ -236,6 +236,9 @@ pub fn section(sections: &[Section]) -> Section {
     ));
     for verdict in verdicts {
         section.note(verdict.line());
+    }
+    if let Some(line) = heap::summary(sections, 10_000) {
+        section.note(line);
     }
     section
 }
