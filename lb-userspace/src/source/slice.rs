@@ -122,7 +122,7 @@ impl From<&SliceEndpoint> for Endpoint {
             conditions: conditions
                 .iter()
                 .any(Option::is_some)
-                .then(|| EndpointConditions {
+                .then_some(EndpointConditions {
                     ready: endpoint.ready,
                     serving: endpoint.serving,
                     terminating: endpoint.terminating,

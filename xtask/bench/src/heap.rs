@@ -9,7 +9,8 @@
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
-    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+    cell::Cell,
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 use anyhow::{Result, bail};
@@ -42,22 +43,27 @@ freed (what the agent's heap holds, before the allocator's own slack) and the pe
 stage; the in-memory maps' contents are measured by dropping them last and subtracted (in the \
 agent they are the kernel's). Each stage keeps what the ones before it hold, as the agent does.";
 
-/// The global allocator that counts live bytes and their peak.
+/// The global allocator that counts live bytes and their peak, per
+/// thread: the stages run on one thread, and other threads (the bench's
+/// own, or other tests) must not count.
 pub struct Counting;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK_BYTES: AtomicUsize = AtomicUsize::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-// SAFETY: every call is System's; the counters are only arithmetic.
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK_BYTES: Cell<isize> = const { Cell::new(0) };
+}
+
+// SAFETY: every call is System's; the counters are only arithmetic on
+// const-initialized thread locals, which never allocate.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         INSTALLED.store(true, Ordering::Relaxed);
         // SAFETY: the caller's contract, passed on.
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
+            count(layout.size() as isize);
         }
         ptr
     }
@@ -65,21 +71,31 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: the caller's contract, passed on.
         unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        count(-(layout.size() as isize));
     }
 }
 
-fn live() -> usize {
-    LIVE.load(Ordering::Relaxed)
+/// Adds `bytes` to this thread's count (nothing while the thread ends).
+fn count(bytes: isize) {
+    let _ = LIVE.try_with(|live| {
+        live.set(live.get() + bytes);
+        let _ = PEAK_BYTES.try_with(|peak| peak.set(peak.get().max(live.get())));
+    });
+}
+
+/// This thread's live bytes (a thread that frees what another allocated
+/// may count below zero: counted from a base, that cancels out).
+fn live() -> isize {
+    LIVE.with(Cell::get)
 }
 
 /// Starts a stage: its peak counts from what is held now.
 fn reset_peak() {
-    PEAK_BYTES.store(live(), Ordering::Relaxed);
+    PEAK_BYTES.with(|peak| peak.set(LIVE.with(Cell::get)));
 }
 
-fn peak() -> usize {
-    PEAK_BYTES.load(Ordering::Relaxed)
+fn peak() -> isize {
+    PEAK_BYTES.with(Cell::get)
 }
 
 /// Bytes held after, and peak during, each stage.
@@ -100,7 +116,7 @@ pub fn measure(services: usize) -> Result<Stages> {
         zone: None,
     };
     let base = live();
-    let since = |bytes: usize| bytes.saturating_sub(base);
+    let since = |bytes: isize| (bytes - base).max(0) as usize;
     let mut stages = Stages::default();
     reset_peak();
     let set = parse_documents("services.yaml", &text);
@@ -122,7 +138,7 @@ pub fn measure(services: usize) -> Result<Stages> {
     drop(first);
     let (held, peak_bytes) = (live(), peak());
     drop(maps);
-    let in_maps = held.saturating_sub(live());
+    let in_maps = held - live();
     stages.plan = (since(held - in_maps), since(peak_bytes - in_maps));
     drop((planner, applied, tracker, set));
     Ok(stages)
