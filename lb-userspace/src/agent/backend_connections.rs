@@ -9,7 +9,7 @@
 //! the rewrite are lost until the next sweep (10 s): the counts are a load
 //! estimate, exact after each sweep, never a source of a wrong verdict.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use lb_common::{
     Ct4Key, Ct4Value, Flow4,
@@ -18,10 +18,16 @@ use lb_common::{
 
 use crate::datapath::{KernelMaps, MapsError};
 
-/// Live flows per backend id (index), for ids below `capacity`: a flow
-/// counts once (whichever of its entries the table still has, the fresher
-/// one deciding), unless it expired at `now_s` or is closing or closed.
-pub fn live_counts(entries: &[(Ct4Key, Ct4Value)], now_s: u32, capacity: u32) -> Vec<u64> {
+/// Live flows per backend id, for ids below `capacity` (only the backends
+/// with a live flow: a dense vector of every id was 8 MiB at the default
+/// capacity, at every sweep): a flow counts once (whichever of its entries
+/// the table still has, the fresher one deciding), unless it expired at
+/// `now_s` or is closing or closed.
+pub fn live_counts(
+    entries: &[(Ct4Key, Ct4Value)],
+    now_s: u32,
+    capacity: u32,
+) -> BTreeMap<u32, u64> {
     let mut flows: HashMap<Flow4, &Ct4Value> = HashMap::new();
     for (key, value) in entries {
         let Some(flow) = key.original_flow(value) else {
@@ -34,14 +40,15 @@ pub fn live_counts(entries: &[(Ct4Key, Ct4Value)], now_s: u32, capacity: u32) ->
             flows.insert(flow, value);
         }
     }
-    let mut counts = vec![0u64; capacity as usize];
+    let mut counts = BTreeMap::new();
     for value in flows.values() {
-        if is_ending(value.state) || expired(value.state, value.last_seen_s, now_s) {
+        if is_ending(value.state)
+            || expired(value.state, value.last_seen_s, now_s)
+            || value.backend_id >= capacity
+        {
             continue;
         }
-        if let Some(count) = counts.get_mut(value.backend_id as usize) {
-            *count += 1;
-        }
+        *counts.entry(value.backend_id).or_default() += 1;
     }
     counts
 }
@@ -125,6 +132,9 @@ mod tests {
         entries.extend(flow_of(PROTO_SCTP, 8, 3, CT_SCTP_SHUTDOWN, now));
         // A backend id past the map's end is not counted (and not a panic).
         entries.extend(flow(7, 9, CT_ESTABLISHED, now));
-        assert_eq!(live_counts(&entries, now, 4), vec![0, 2, 1, 0]);
+        assert_eq!(
+            live_counts(&entries, now, 4),
+            BTreeMap::from([(1, 2), (2, 1)])
+        );
     }
 }

@@ -90,10 +90,8 @@ fn desired_state(
     applied: &Applied,
 ) -> DesiredState {
     let holders = holders(applied);
-    // The dry run computes once: copies of the objects are fine here.
-    let services: Vec<_> = snapshot.services.iter().map(|s| (**s).clone()).collect();
-    let slices: Vec<_> = snapshot.slices.iter().map(|s| (**s).clone()).collect();
-    let mut state = desired::compute(&services, &slices, node, rules, &holders);
+    // The snapshot's own objects: a copy of them was the dry run's peak.
+    let mut state = desired::compute(&snapshot.services, &snapshot.slices, node, rules, &holders);
     let mut problems = snapshot.problems;
     problems.append(&mut state.problems);
     state.problems = problems;

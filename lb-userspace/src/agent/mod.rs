@@ -21,6 +21,7 @@ mod drift;
 mod dry_run;
 pub mod health;
 mod http;
+pub mod malloc_arenas;
 pub mod masquerade_rules;
 pub mod metrics;
 mod pod_devices;

@@ -170,16 +170,11 @@ mod tests {
     #[test]
     fn local_policy_falls_back_to_local_serving_terminating() {
         let mut set = fixture("itp-local.yaml");
-        let endpoints = std::sync::Arc::make_mut(&mut set.slices[0])
-            .endpoints
-            .as_mut()
-            .expect("endpoints");
+        let endpoints = &mut std::sync::Arc::make_mut(&mut set.slices[0]).endpoints;
+        assert!(!endpoints.is_empty());
         for endpoint in endpoints.iter_mut() {
-            endpoint.conditions = Some(k8s_openapi::api::discovery::v1::EndpointConditions {
-                ready: Some(false),
-                serving: Some(true),
-                terminating: Some(true),
-            });
+            (endpoint.ready, endpoint.serving, endpoint.terminating) =
+                (Some(false), Some(true), Some(true));
         }
         let state = compute(&set.services, &set.slices, &node("node-a"));
         let only = state.frontends.values().next().expect("one frontend");

@@ -12,7 +12,9 @@ use std::{
     net::IpAddr,
 };
 
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::core::v1::Service;
+
+use crate::source::Slice;
 
 use super::{
     labels::LABEL_SERVICE_NAME, meta::namespace_of, rules::Rules, services::not_proxied_label,
@@ -45,7 +47,7 @@ pub struct HealthCheck {
 /// of one namespace/name the first is used, as everywhere else.
 pub fn health_checks(
     services: &[impl Borrow<Service>],
-    slices: &[impl Borrow<EndpointSlice>],
+    slices: &[impl Borrow<Slice>],
     node: &NodeFacts,
     rules: &Rules,
 ) -> BTreeMap<ServiceRef, HealthCheck> {
@@ -102,7 +104,7 @@ fn health_check_port(svc: &Service, rules: &Rules) -> Option<u16> {
 
 /// The checked Service an IPv4 slice belongs to.
 fn slice_service<'a>(
-    slice: &EndpointSlice,
+    slice: &Slice,
     checks: &'a BTreeMap<ServiceRef, HealthCheck>,
 ) -> Option<&'a ServiceRef> {
     if slice.address_type != "IPv4" {
@@ -118,17 +120,14 @@ fn slice_service<'a>(
 
 /// The first address of each ready endpoint on `node` (kube-proxy reads
 /// only `addresses[0]`; ready unset counts as ready).
-fn local_ready_addresses<'a>(
-    slice: &'a EndpointSlice,
-    node: &'a str,
-) -> impl Iterator<Item = IpAddr> + 'a {
-    slice.endpoints.iter().flatten().filter_map(move |ep| {
-        let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+fn local_ready_addresses<'a>(slice: &'a Slice, node: &'a str) -> impl Iterator<Item = IpAddr> + 'a {
+    slice.endpoints.iter().filter_map(move |ep| {
+        let ready = ep.ready.unwrap_or(true);
         let local = ep.node_name.as_deref() == Some(node);
         if !(ready && local) {
             return None;
         }
-        ep.addresses.first().and_then(|text| parse_addr(text))
+        ep.address.as_deref().and_then(parse_addr)
     })
 }
 

@@ -60,7 +60,9 @@ mod tests;
 
 use std::borrow::Borrow;
 
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::core::v1::Service;
+
+use crate::source::Slice;
 
 pub use health_checks::{HealthCheck, ServiceRef, health_checks};
 pub use holders::Holders;
@@ -90,7 +92,7 @@ use crate::model::{DesiredState, NodeFacts};
 /// first).
 pub fn compute(
     services: &[impl Borrow<Service>],
-    slices: &[impl Borrow<EndpointSlice>],
+    slices: &[impl Borrow<Slice>],
     node: &NodeFacts,
     rules: &Rules,
     holders: &Holders,
@@ -102,7 +104,7 @@ pub fn compute(
 /// (the incremental tracker's input: `incremental::footprint`).
 fn compute_with_footprint(
     services: &[impl Borrow<Service>],
-    slices: &[impl Borrow<EndpointSlice>],
+    slices: &[impl Borrow<Slice>],
     node: &NodeFacts,
     rules: &Rules,
     holders: &Holders,
@@ -114,7 +116,7 @@ fn compute_with_footprint(
         .filter_map(|svc| ServiceView::parse(svc.borrow(), rules, node, &mut problems))
         .collect();
     let mut footprint = Footprint {
-        endpoint_addrs: slices.endpoint_addresses(),
+        endpoint_addrs: slices.endpoint_addresses().into_iter().collect(),
         cluster_ips: views.iter().flat_map(|v| v.cluster_ips.clone()).collect(),
         several_definitions: views.len() > 1,
         ..Footprint::default()

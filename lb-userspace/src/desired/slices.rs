@@ -9,7 +9,7 @@ use std::{
     net::IpAddr,
 };
 
-use k8s_openapi::api::discovery::v1::{Endpoint as SliceEndpoint, EndpointPort, EndpointSlice};
+use k8s_openapi::api::discovery::v1::EndpointPort;
 
 use super::{
     addresses::{self as check, Verdict},
@@ -19,7 +19,10 @@ use super::{
     problems::Problems,
     validate::{parse_addr, port_number, protocol_problem},
 };
-use crate::model::{Backend, Endpoint, NodeFacts, ProblemCode, Protocol, ServicePortName};
+use crate::{
+    model::{Backend, Endpoint, NodeFacts, ProblemCode, Protocol, ServicePortName},
+    source::slice::{Slice, SliceEndpoint},
+};
 
 /// An endpoint of a slice, reduced to what endpoint choice needs.
 #[derive(Clone, Debug)]
@@ -113,10 +116,7 @@ pub(super) struct SliceIndex {
 }
 
 impl SliceIndex {
-    pub(super) fn build(
-        slices: &[impl Borrow<EndpointSlice>],
-        problems: &mut Problems,
-    ) -> SliceIndex {
+    pub(super) fn build(slices: &[impl Borrow<Slice>], problems: &mut Problems) -> SliceIndex {
         let mut index = SliceIndex::default();
         let sorted = sorted_by_name(slices, |s| &s.borrow().metadata);
         for slice in sorted.into_iter().map(Borrow::borrow) {
@@ -222,7 +222,7 @@ impl SliceIndex {
 }
 
 /// Reads one slice; `None` for slices that are not served or are invalid.
-fn slice_view(slice: &EndpointSlice, object: &str, problems: &mut Problems) -> Option<SliceView> {
+fn slice_view(slice: &Slice, object: &str, problems: &mut Problems) -> Option<SliceView> {
     match family::slice_is_served(&slice.address_type) {
         Ok(true) => {}
         Ok(false) => return None,
@@ -241,7 +241,6 @@ fn slice_view(slice: &EndpointSlice, object: &str, problems: &mut Problems) -> O
     let endpoints = slice
         .endpoints
         .iter()
-        .flatten()
         .enumerate()
         .map(|(i, ep)| slice_endpoint(i, ep, object, problems))
         .collect();
@@ -293,7 +292,7 @@ fn slice_endpoint(
     // The addresses of one endpoint are fungible; kube-proxy uses the first.
     // Only IPv4 slices are read (family.rs), so anything else is invalid here.
     let mut addrs = Vec::new();
-    if let Some(text) = ep.addresses.first() {
+    if let Some(text) = ep.address.as_deref() {
         match parse_addr(text) {
             Some(addr @ IpAddr::V4(_)) => {
                 let field = format!("endpoints[{index}].addresses[0]");
@@ -313,25 +312,18 @@ fn slice_endpoint(
             ),
         }
     }
-    let conditions = ep.conditions.as_ref();
-    let hints = ep.hints.as_ref();
+    let hints = ep.hints.as_deref();
     SliceEp {
         index,
         addrs,
         // Unset ready and unset serving count as true, as in kube-proxy.
-        ready: conditions.and_then(|c| c.ready).unwrap_or(true),
-        serving: conditions.and_then(|c| c.serving).unwrap_or(true),
-        terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
-        node_name: ep.node_name.clone(),
-        target: ep.target_ref.as_ref().and_then(|t| t.name.clone()),
-        zone_hints: hints
-            .and_then(|h| h.for_zones.as_ref())
-            .map(|zones| zones.iter().map(|z| z.name.clone()).collect())
-            .unwrap_or_default(),
-        node_hints: hints
-            .and_then(|h| h.for_nodes.as_ref())
-            .map(|nodes| nodes.iter().map(|n| n.name.clone()).collect())
-            .unwrap_or_default(),
+        ready: ep.ready.unwrap_or(true),
+        serving: ep.serving.unwrap_or(true),
+        terminating: ep.terminating.unwrap_or(false),
+        node_name: ep.node_name.as_deref().map(str::to_owned),
+        target: ep.target.as_deref().map(str::to_owned),
+        zone_hints: hints.map(|h| h.for_zones.clone()).unwrap_or_default(),
+        node_hints: hints.map(|h| h.for_nodes.clone()).unwrap_or_default(),
     }
 }
 

@@ -2,7 +2,9 @@
 
 use std::{net::SocketAddrV4, path::Path};
 
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::core::v1::Service;
+
+use crate::source::Slice;
 
 pub(super) use std::{
     collections::{BTreeMap, BTreeSet},
@@ -25,7 +27,7 @@ pub(super) use WhenEmpty::{Drop, Reject};
 /// The desired state with the default rules and no current holders.
 pub(super) fn compute(
     services: &[std::sync::Arc<Service>],
-    slices: &[std::sync::Arc<EndpointSlice>],
+    slices: &[std::sync::Arc<Slice>],
     node: &NodeFacts,
 ) -> DesiredState {
     super::compute(

@@ -97,6 +97,7 @@ pub fn cleanup(pin_dir: &Path) -> Result<()> {
 
 /// `lb agent`: runs until SIGINT or SIGTERM.
 pub fn agent(config: AgentConfig) -> Result<()> {
+    crate::agent::malloc_arenas::limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -5,7 +5,8 @@
 //! Services of 10 endpoints that was about 31 MB of the agent's 188 MB
 //! peak heap (heaptrack, manifest mode). Shrunk once, right after the
 //! object is read and before it is kept (the manifest cache, the
-//! reflector stores); the values do not change.
+//! reflector stores); the values do not change. EndpointSlices are then
+//! kept in lb's own form (`source::slice`).
 
 use k8s_openapi::api::{
     core::v1::{Node, Service},
@@ -58,8 +59,8 @@ mod tests {
     use super::*;
     use crate::source::manifests::parse_documents;
 
-    /// A slice of 10 endpoints read from YAML holds exactly 10, each with
-    /// exactly its one address, and reads the same as before shrinking.
+    /// A slice of 10 endpoints read from YAML holds exactly 10, and its
+    /// one port exactly one.
     #[test]
     fn a_parsed_slice_holds_no_spare_room() {
         let mut text = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
@@ -73,14 +74,17 @@ mod tests {
         }
         let set = parse_documents("web.yaml", &text);
         let slice = &set.slices[0];
-        let endpoints = slice.endpoints.as_ref().unwrap();
-        assert_eq!((endpoints.len(), endpoints.capacity()), (10, 10));
-        assert!(endpoints.iter().all(|e| e.addresses.capacity() == 1));
+        assert_eq!(
+            (slice.endpoints.len(), slice.endpoints.capacity()),
+            (10, 10)
+        );
         assert_eq!(slice.ports.as_ref().unwrap().capacity(), 1);
-        let mut grown = EndpointSlice::clone(slice);
-        grown.endpoints.as_mut().unwrap().reserve(100);
+        let mut grown = EndpointSlice {
+            endpoints: Some(Vec::with_capacity(100)),
+            ..EndpointSlice::default()
+        };
         grown.compact();
-        assert_eq!(&grown, &**slice);
+        assert_eq!(grown.endpoints.unwrap().capacity(), 0);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod compact;
 pub mod manifests;
 pub mod node;
+pub mod slice;
 mod snapshot;
 pub mod watch;
 
@@ -16,6 +17,7 @@ use std::future::Future;
 
 pub use cluster::{ClusterConfig, ClusterSource, NodePortAddresses};
 pub use manifests::{Limits, ManifestDir};
+pub use slice::Slice;
 pub use snapshot::{Snapshot, SourceError};
 
 /// Something that knows the Services and EndpointSlices the node must serve.

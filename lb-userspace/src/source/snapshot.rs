@@ -2,8 +2,9 @@
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::core::v1::Service;
 
+use super::Slice;
 use crate::model::{NodeFacts, Problem, ProblemCode};
 
 /// The Services and EndpointSlices a source holds, plus the objects it had
@@ -13,7 +14,7 @@ use crate::model::{NodeFacts, Problem, ProblemCode};
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     pub services: Vec<Arc<Service>>,
-    pub slices: Vec<Arc<EndpointSlice>>,
+    pub slices: Vec<Arc<Slice>>,
     pub problems: Vec<Problem>,
     /// The file each object and each problem's object came from, by the
     /// name problems call it ("Service ns/name", "web.yaml (document 2)"),

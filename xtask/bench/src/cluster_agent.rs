@@ -119,7 +119,7 @@ async fn create_objects(client: kube::Client, services: usize) -> Result<()> {
         .try_collect::<Vec<()>>()
         .await
         .context("creating the fixture's Services")?;
-    futures::stream::iter(objects.slices)
+    futures::stream::iter(objects.slices.iter().map(|s| EndpointSlice::from(&**s)))
         .map(|slice| {
             let api = slice_api.clone();
             async move { api.create(&PostParams::default(), &slice).await.map(drop) }

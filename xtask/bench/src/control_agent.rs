@@ -166,8 +166,7 @@ mod tests {
             let addresses: Vec<String> = target
                 .endpoints
                 .iter()
-                .flatten()
-                .flat_map(|e| e.addresses.clone())
+                .filter_map(|e| e.address.as_deref().map(str::to_owned))
                 .collect();
             assert_eq!(
                 addresses,

@@ -15,6 +15,7 @@ pub mod control_plane;
 pub mod fixture;
 pub mod forwarding;
 pub mod frames;
+pub mod heap;
 pub mod known_flow;
 pub mod kube_proxy_changes;
 pub mod kube_proxy_mode;
@@ -113,6 +114,9 @@ pub fn run(options: &BenchOptions) -> Result<PathBuf> {
     }
     if wanted("sync-work") {
         sections.push(sync_work::run(options)?);
+    }
+    if wanted("heap") {
+        sections.push(heap::run(options)?);
     }
     if wanted("targets") {
         let targets = targets::section(&sections);

@@ -4,6 +4,10 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::Parser;
 use lb_bench::BenchOptions;
 
+/// Counts the heap for the `heap` section (what holds the agent's memory).
+#[global_allocator]
+static COUNTING: lb_bench::heap::Counting = lb_bench::heap::Counting;
+
 #[derive(Parser)]
 #[command(
     about = "lb's benchmark: per-packet cost, throughput and control plane against kube-proxy's rule shapes"

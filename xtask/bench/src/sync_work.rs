@@ -183,12 +183,8 @@ pub fn measure(services: usize, samples: usize, api: bool) -> Result<Took> {
 /// stores (with a new resourceVersion for API objects).
 fn change(set: &mut lb::source::Snapshot, changed: usize, sample: usize, api: bool) {
     let slice = Arc::make_mut(&mut set.slices[changed]);
-    if let Some(first) = slice
-        .endpoints
-        .as_mut()
-        .and_then(|endpoints| endpoints.first_mut())
-    {
-        first.addresses = vec![format!("198.18.{}.1", sample % 2)];
+    if let Some(first) = slice.endpoints.first_mut() {
+        first.address = Some(format!("198.18.{}.1", sample % 2).into());
     }
     if api {
         slice.metadata.resource_version = Some(format!("{}", sample + 2));

@@ -8,7 +8,7 @@ use lb_common::DEFAULT_MAX_BACKENDS;
 
 use crate::{
     agent_log::{LOAD, PHASE_SUBJECTS},
-    cluster_mode, control_plane, map_probes,
+    cluster_mode, control_plane, heap, map_probes,
     packet_streams::LB,
     per_packet::{ESTABLISHED, FLOOR, LIMIT, NEW_FLOW, label},
     report::Section,
@@ -354,6 +354,9 @@ pub fn section(sections: &[Section]) -> Section {
     }
     for reason in crate::throughput_reasons::reasons(sections, &SIZES) {
         section.note(reason);
+    }
+    if let Some(line) = heap::summary(sections, 10_000) {
+        section.note(line);
     }
     section
 }

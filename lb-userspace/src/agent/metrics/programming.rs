@@ -16,8 +16,8 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap};
 
+use crate::source::Slice;
 use jiff::Timestamp;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 /// The annotation the EndpointSlice controller sets.
 pub const LAST_CHANGE_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
@@ -33,7 +33,7 @@ pub struct TriggerTimes {
     seen_count: usize,
 }
 
-fn name_of(slice: &EndpointSlice) -> (&str, &str) {
+fn name_of(slice: &Slice) -> (&str, &str) {
     let meta = &slice.metadata;
     let namespace = meta.namespace.as_deref().unwrap_or_default();
     (namespace, meta.name.as_deref().unwrap_or_default())
@@ -68,7 +68,7 @@ impl TriggerTimes {
 
     /// The slices of a snapshot whose trigger time this tracker has not
     /// observed yet.
-    pub fn pending(&self, slices: &[impl Borrow<EndpointSlice>]) -> Pending {
+    pub fn pending(&self, slices: &[impl Borrow<Slice>]) -> Pending {
         let mut pending = Pending::default();
         let mut remembered = 0;
         for slice in slices.iter().map(Borrow::borrow) {

@@ -304,16 +304,19 @@ fn the_sweep_sets_live_flows_by_state_and_counts_expired_ones() {
 /// programming happened again), while unchanged slices beside it are not.
 #[test]
 fn trigger_times_are_forgotten_with_their_slice() {
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use crate::source::Slice;
     let started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
     let when = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1)).to_string();
-    let slice = |name: &str| -> EndpointSlice {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"namespace": "ns", "name": name, "annotations": {
-                super::programming::LAST_CHANGE_TRIGGER_TIME: when}},
-            "addressType": "IPv4", "endpoints": []
-        }))
+    let slice = |name: &str| -> Slice {
+        serde_json::from_value::<k8s_openapi::api::discovery::v1::EndpointSlice>(
+            serde_json::json!({
+                "metadata": {"namespace": "ns", "name": name, "annotations": {
+                    super::programming::LAST_CHANGE_TRIGGER_TIME: when}},
+                "addressType": "IPv4", "endpoints": []
+            }),
+        )
         .expect("a slice")
+        .into()
     };
     let mut times = super::TriggerTimes::started_at(started);
     let both = [slice("a"), slice("b")];

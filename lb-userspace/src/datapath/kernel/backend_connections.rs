@@ -2,10 +2,15 @@
 //! (`lb_common::algorithm::BACKEND_CONNECTIONS`): read by operators and
 //! tests, rewritten whole by the connection table's sweep.
 
+use std::collections::BTreeMap;
+
 use lb_common::algorithm::BACKEND_CONNECTIONS;
 
 use super::{KernelMaps, map_err};
 use crate::datapath::MapsError;
+
+/// Ids written per batch update of the counts (512 KiB of values).
+const WRITE_CHUNK: u32 = 65_536;
 
 impl KernelMaps {
     /// The count the datapath holds for `backend_id` (signed: a decrement
@@ -23,14 +28,32 @@ impl KernelMaps {
         self.backend_connections.len()
     }
 
-    /// Replaces every count with `counts` (index: backend id; ids past its
-    /// end are set to 0), in one batch update where the kernel has it.
-    pub fn set_backend_connections(&mut self, counts: &[u64]) -> Result<(), MapsError> {
-        let capacity = self.backend_connections.len() as usize;
-        let mut all = counts.to_vec();
-        all.resize(capacity, 0);
+    /// Replaces every count with `counts` (by backend id; every other id
+    /// is set to 0), a chunk of ids at a time: one batch update each where
+    /// the kernel has it. Chunks keep the agent's memory flat: the whole
+    /// map at once was three copies of 1,048,576 ids (20 MiB) at each sweep.
+    pub fn set_backend_connections(
+        &mut self,
+        counts: &BTreeMap<u32, u64>,
+    ) -> Result<(), MapsError> {
+        let capacity = self.backend_connections.len();
+        let mut chunk = Vec::with_capacity(WRITE_CHUNK as usize);
+        for first in (0..capacity).step_by(WRITE_CHUNK as usize) {
+            let end = capacity.min(first.saturating_add(WRITE_CHUNK));
+            chunk.clear();
+            chunk.resize((end - first) as usize, 0u64);
+            for (id, count) in counts.range(first..end) {
+                chunk[(id - first) as usize] = *count;
+            }
+            self.write_backend_connections(first, &chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `counts` at ids `first..`.
+    fn write_backend_connections(&mut self, first: u32, counts: &[u64]) -> Result<(), MapsError> {
         let map = aya::maps::IterableMap::<u32, u64>::map(&self.backend_connections);
-        match super::batch::write_values(map, 0, &all) {
+        match super::batch::write_values(map, first, counts) {
             Ok(true) => return Ok(()),
             Ok(false) => {}
             Err(err) => {
@@ -39,7 +62,7 @@ impl KernelMaps {
                 )));
             }
         }
-        for (id, count) in (0u32..).zip(&all) {
+        for (id, count) in (first..).zip(counts) {
             self.backend_connections
                 .set(id, count, 0)
                 .map_err(map_err(BACKEND_CONNECTIONS, "update"))?;

@@ -40,20 +40,27 @@ impl Changes {
 
 /// What the tracker keeps of a part once it is in the merged state: its
 /// keys, to take it out again (the specs themselves live only in the
-/// merged state, not twice).
+/// merged state, not twice). Sorted lists, not sets: a part has one or a
+/// few of each, and a set's first node has room for eleven (a
+/// `BTreeSet<ServicePortName>` of one port was 900 bytes a Service).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct PartKeys {
-    pub(super) frontends: Vec<Frontend>,
-    /// The ports with a service entry and the owners of its frontends.
-    pub(super) services: BTreeSet<ServicePortName>,
+    pub(super) frontends: Box<[Frontend]>,
+    /// The ports with a service entry and the owners of its frontends,
+    /// sorted, each once.
+    pub(super) services: Box<[ServicePortName]>,
 }
 
 impl PartKeys {
     pub(super) fn of(part: &DesiredState) -> PartKeys {
         let owners = part.frontends.values().map(|spec| &spec.service);
+        let mut services: Vec<ServicePortName> =
+            part.services.keys().chain(owners).cloned().collect();
+        services.sort_unstable();
+        services.dedup();
         PartKeys {
             frontends: part.frontends.keys().copied().collect(),
-            services: part.services.keys().chain(owners).cloned().collect(),
+            services: services.into_boxed_slice(),
         }
     }
 }

@@ -18,14 +18,14 @@ use std::{
     hash::{DefaultHasher, Hash, Hasher},
 };
 
-use k8s_openapi::{
-    api::{core::v1::Service, discovery::v1::EndpointSlice},
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
-};
+use k8s_openapi::{api::core::v1::Service, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use serde::Serialize;
 
 use super::by_name::ByName;
-use crate::desired::{LABEL_SERVICE_NAME, meta::namespace_of};
+use crate::{
+    desired::{LABEL_SERVICE_NAME, meta::namespace_of},
+    source::Slice,
+};
 
 /// A Service's namespace and name.
 pub(crate) type GroupKey = (String, String);
@@ -37,7 +37,7 @@ pub(super) type Groups<'a> = ByName<&'a str, GroupInputs<'a>>;
 #[derive(Default)]
 pub(super) struct GroupInputs<'a> {
     pub(super) services: Vec<&'a Service>,
-    pub(super) slices: Vec<&'a EndpointSlice>,
+    pub(super) slices: Vec<&'a Slice>,
     /// Objects without an API version, in order.
     in_order: DefaultHasher,
     /// The sum of the API versions' hashes.
@@ -91,7 +91,7 @@ pub(super) fn content_hash(object: &impl Serialize) -> u64 {
 /// they belong to no group.
 pub(super) fn group<'a>(
     services: &'a [impl Borrow<Service>],
-    slices: &'a [impl Borrow<EndpointSlice>],
+    slices: &'a [impl Borrow<Slice>],
 ) -> Groups<'a> {
     group_with(services, slices, &|_| None)
 }
@@ -99,7 +99,7 @@ pub(super) fn group<'a>(
 /// [`group`], with the content hashes already known by object address.
 pub(super) fn group_with<'a>(
     services: &'a [impl Borrow<Service>],
-    slices: &'a [impl Borrow<EndpointSlice>],
+    slices: &'a [impl Borrow<Slice>],
     known: &dyn Fn(usize) -> Option<u64>,
 ) -> Groups<'a> {
     let mut groups = Groups::default();

@@ -51,7 +51,9 @@ use std::{
     sync::Arc,
 };
 
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::core::v1::Service;
+
+use crate::source::Slice;
 
 use self::changes::PartKeys;
 use self::{
@@ -155,7 +157,7 @@ impl Tracker {
     pub fn update(
         &mut self,
         services: &[impl Borrow<Service>],
-        slices: &[impl Borrow<EndpointSlice>],
+        slices: &[impl Borrow<Slice>],
         node: &NodeFacts,
         holders: &dyn Fn() -> Holders,
     ) -> &DesiredState {
@@ -174,7 +176,7 @@ impl Tracker {
     pub fn update_shared(
         &mut self,
         services: &[Arc<Service>],
-        slices: &[Arc<EndpointSlice>],
+        slices: &[Arc<Slice>],
         node: &NodeFacts,
         holders: &dyn Fn() -> Holders,
     ) -> &DesiredState {

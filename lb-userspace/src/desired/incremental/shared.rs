@@ -16,13 +16,13 @@ use std::{
     sync::Arc,
 };
 
-use k8s_openapi::{
-    api::{core::v1::Service, discovery::v1::EndpointSlice},
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
-};
+use k8s_openapi::{api::core::v1::Service, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 
 use super::inputs::{GroupKey, content_hash};
-use crate::desired::{LABEL_SERVICE_NAME, meta::namespace_of};
+use crate::{
+    desired::{LABEL_SERVICE_NAME, meta::namespace_of},
+    source::Slice,
+};
 
 /// Addresses are already well spread: a multiply is hash enough.
 #[derive(Default)]
@@ -173,7 +173,7 @@ impl<K> Seen<K> {
 #[derive(Default)]
 pub(super) struct SharedObjects {
     services: Seen<Service>,
-    slices: Seen<EndpointSlice>,
+    slices: Seen<Slice>,
 }
 
 fn service_group(service: &Service) -> Option<GroupKey> {
@@ -181,7 +181,7 @@ fn service_group(service: &Service) -> Option<GroupKey> {
     Some((namespace, name))
 }
 
-fn slice_group(slice: &EndpointSlice) -> Option<GroupKey> {
+fn slice_group(slice: &Slice) -> Option<GroupKey> {
     let meta = &slice.metadata;
     let service = meta.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
     Some((namespace_of(&meta.namespace).to_owned(), service.clone()))
@@ -193,7 +193,7 @@ impl SharedObjects {
     pub(super) fn changed(
         &mut self,
         services: &[Arc<Service>],
-        slices: &[Arc<EndpointSlice>],
+        slices: &[Arc<Slice>],
     ) -> Option<BTreeSet<GroupKey>> {
         let mut changed = BTreeSet::new();
         self.services
@@ -204,10 +204,7 @@ impl SharedObjects {
     }
 
     /// The services and slices of `groups`, as the last snapshot holds them.
-    pub(super) fn objects_of(
-        &self,
-        groups: &BTreeSet<GroupKey>,
-    ) -> (Vec<&Service>, Vec<&EndpointSlice>) {
+    pub(super) fn objects_of(&self, groups: &BTreeSet<GroupKey>) -> (Vec<&Service>, Vec<&Slice>) {
         (self.services.of(groups), self.slices.of(groups))
     }
 }
@@ -220,7 +217,7 @@ impl SharedObjects {
 #[derive(Default)]
 pub(super) struct ContentMemo {
     services: ByAddress<(Arc<Service>, u64)>,
-    slices: ByAddress<(Arc<EndpointSlice>, u64)>,
+    slices: ByAddress<(Arc<Slice>, u64)>,
 }
 
 impl ContentMemo {
@@ -228,7 +225,7 @@ impl ContentMemo {
     pub(super) fn refresh(
         mut self,
         services: &[Arc<Service>],
-        slices: &[Arc<EndpointSlice>],
+        slices: &[Arc<Slice>],
     ) -> ContentMemo {
         ContentMemo {
             services: remembered(&mut self.services, services),

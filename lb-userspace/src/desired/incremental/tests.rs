@@ -9,11 +9,14 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::{Tracker, UpdateStats, inputs};
-use crate::desired::test_support::*;
+use crate::{
+    desired::test_support::*,
+    source::slice::{Slice, SliceEndpoint},
+};
 
 fn oracle(
     services: &[impl std::borrow::Borrow<Service>],
-    slices: &[impl std::borrow::Borrow<EndpointSlice>],
+    slices: &[impl std::borrow::Borrow<Slice>],
     node: &NodeFacts,
     holders: &Holders,
 ) -> DesiredState {
@@ -66,14 +69,7 @@ fn service(
     .expect("a valid Service")
 }
 
-fn slice(
-    ns: u8,
-    name: u8,
-    service: u8,
-    addrs: &[u8],
-    port: u16,
-    version: Option<u32>,
-) -> EndpointSlice {
+fn slice(ns: u8, name: u8, service: u8, addrs: &[u8], port: u16, version: Option<u32>) -> Slice {
     let mut meta = json!({
         "namespace": format!("ns{ns}"), "name": format!("e{name}"),
         "labels": {"kubernetes.io/service-name": format!("s{service}")},
@@ -86,13 +82,14 @@ fn slice(
         .iter()
         .map(|a| json!({"addresses": [format!("10.0.0.{a}")], "conditions": conditions(*a)}))
         .collect();
-    serde_json::from_value(json!({
+    serde_json::from_value::<EndpointSlice>(json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": meta,
         "addressType": "IPv4",
         "ports": [{"name": "p", "port": port, "protocol": "TCP"}],
         "endpoints": endpoints,
     }))
     .expect("a valid EndpointSlice")
+    .into()
 }
 
 /// Address 6 is draining (serving, terminating), 7 not ready: endpoints
@@ -146,7 +143,7 @@ fn change() -> impl Strategy<Value = Change> {
 struct World {
     api: bool,
     services: Vec<Arc<Service>>,
-    slices: Vec<Arc<EndpointSlice>>,
+    slices: Vec<Arc<Slice>>,
     node: NodeFacts,
     version: u32,
 }
@@ -186,7 +183,7 @@ impl World {
                 port,
             } => {
                 let new = Arc::new(slice(ns, name, service, &addrs, port, version));
-                let same = |s: &Arc<EndpointSlice>| {
+                let same = |s: &Arc<Slice>| {
                     s.metadata.namespace == new.metadata.namespace
                         && s.metadata.name == new.metadata.name
                 };
@@ -397,7 +394,7 @@ proptest! {
     }
 }
 
-fn version_of(services: &[Service], slices: &[EndpointSlice], ns: &str, name: &str) -> u64 {
+fn version_of(services: &[Service], slices: &[Slice], ns: &str, name: &str) -> u64 {
     inputs::group(services, slices)
         .get(ns, name)
         .expect("the group")
@@ -479,7 +476,7 @@ fn slices_group_by_their_service_label() {
 #[test]
 fn one_slice_change_recomputes_one_group() {
     let services: Vec<Service> = (0..50u8).map(|i| named_service(i, Some(1))).collect();
-    let mut slices: Vec<EndpointSlice> = (0..50u8).map(|i| named_slice(i, 10, Some(1))).collect();
+    let mut slices: Vec<Slice> = (0..50u8).map(|i| named_slice(i, 10, Some(1))).collect();
     let node = node("node-a");
     let mut tracker = Tracker::new(Rules::default());
     tracker.update(&services, &slices, &node, &Holders::default);
@@ -524,7 +521,7 @@ fn one_slice_change_recomputes_one_group() {
 #[test]
 fn collisions_entangle_and_node_changes_recompute_everything() {
     let mut services: Vec<Service> = (0..5u8).map(|i| named_service(i, Some(1))).collect();
-    let slices: Vec<EndpointSlice> = (0..5u8).map(|i| named_slice(i, 10, Some(1))).collect();
+    let slices: Vec<Slice> = (0..5u8).map(|i| named_slice(i, 10, Some(1))).collect();
     let mut node = node("node-a");
     let mut tracker = Tracker::new(Rules::default());
     tracker.update(&services, &slices, &node, &Holders::default);
@@ -565,19 +562,20 @@ fn named_service(i: u8, version: Option<u32>) -> Service {
     service
 }
 
-fn named_slice(i: u8, address: u8, version: Option<u32>) -> EndpointSlice {
+fn named_slice(i: u8, address: u8, version: Option<u32>) -> Slice {
     let mut slice = slice(0, i, 0, &[], 8080, version);
     slice.metadata.labels =
         Some([("kubernetes.io/service-name".to_owned(), format!("svc{i}"))].into());
-    slice.endpoints = Some(slice_endpoints(i, address));
+    slice.endpoints = slice_endpoints(i, address);
     slice
 }
 
-fn slice_endpoints(i: u8, address: u8) -> Vec<k8s_openapi::api::discovery::v1::Endpoint> {
-    serde_json::from_value(
+fn slice_endpoints(i: u8, address: u8) -> Vec<SliceEndpoint> {
+    let decoded: Vec<k8s_openapi::api::discovery::v1::Endpoint> = serde_json::from_value(
         json!([{"addresses": [format!("10.244.{i}.{address}")], "conditions": {"ready": true}}]),
     )
-    .expect("valid endpoints")
+    .expect("valid endpoints");
+    decoded.into_iter().map(SliceEndpoint::from).collect()
 }
 
 /// With the stores' shared objects, the objects still at their address
@@ -588,7 +586,7 @@ fn shared_objects_replaced_or_deleted_are_found_by_address() {
     let mut services: Vec<Arc<Service>> = (0..50u8)
         .map(|i| Arc::new(named_service(i, Some(1))))
         .collect();
-    let mut slices: Vec<Arc<EndpointSlice>> = (0..50u8)
+    let mut slices: Vec<Arc<Slice>> = (0..50u8)
         .map(|i| Arc::new(named_slice(i, 10, Some(1))))
         .collect();
     let node = node("node-a");

@@ -13,6 +13,7 @@ mod nodeport_addresses;
 mod readiness;
 mod reflect;
 pub mod selectors;
+mod store;
 #[cfg(test)]
 mod tests;
 
@@ -30,7 +31,7 @@ pub use node_facts::{TO_BE_DELETED_TAINT, ZONE_LABEL, node_eligible, node_facts,
 pub use nodeport_addresses::NodePortAddresses;
 pub use readiness::Progress;
 
-use super::{Snapshot, Source, SourceError, node};
+use super::{Slice, Snapshot, Source, SourceError, node};
 use reflect::Reflector;
 
 /// What cluster mode is told on the command line.
@@ -50,7 +51,7 @@ pub struct ClusterSource {
     server: String,
     config: ClusterConfig,
     services: Reflector<Service>,
-    slices: Reflector<EndpointSlice>,
+    slices: Reflector<Slice>,
     nodes: Reflector<Node>,
     wake: watch::Receiver<u64>,
 }
@@ -69,18 +70,21 @@ impl ClusterSource {
             watched.clone(),
             "Service",
             wake_tx.clone(),
+            |service| service,
         );
         let slices = reflect::spawn(
             Api::<EndpointSlice>::all(client.clone()),
             watched,
             "EndpointSlice",
             wake_tx.clone(),
+            Slice::from,
         );
         let nodes = reflect::spawn(
             Api::<Node>::all(client),
             watcher::Config::default().fields(&selectors::node_field_selector(&config.node_name)),
             "Node",
             wake_tx,
+            |node| node,
         );
         tracing::info!(
             server,

@@ -1,6 +1,7 @@
-//! One kube-rs reflector per kind: a watcher (list, then watch; relist on
+//! One reflector per kind: a kube-rs watcher (list, then watch; relist on
 //! 410 Gone), retried with kube-rs's default backoff (client-go's
-//! reflector parameters), feeding a store the snapshots read.
+//! reflector parameters), feeding a store of the objects as lb keeps them
+//! (`store`), which the snapshots read.
 
 use std::{
     fmt::Debug,
@@ -17,7 +18,6 @@ use kube::{
     Api, Resource, ResourceExt,
     runtime::{
         WatchStreamExt,
-        reflector::{self, Store},
         watcher::{self, Event},
     },
 };
@@ -25,24 +25,21 @@ use serde::de::DeserializeOwned;
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{debug, info, warn};
 
-use super::error_log::{ErrorLog, Line};
+use super::{
+    error_log::{ErrorLog, Line},
+    store::Store,
+};
 use crate::source::compact::Compact;
 
 /// A reflector's store and whether it has listed once; its task runs until
 /// aborted.
-pub struct Reflector<K: Resource + 'static>
-where
-    K::DynamicType: Hash + Eq,
-{
-    pub store: Store<K>,
+pub struct Reflector<T> {
+    pub store: Store<T>,
     listed: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
 
-impl<K: Resource + 'static> Reflector<K>
-where
-    K::DynamicType: Hash + Eq,
-{
+impl<T> Reflector<T> {
     /// The store holds a complete list (it may be older than the server's
     /// state while a relist runs: the store is swapped only when the new
     /// list is complete).
@@ -51,28 +48,28 @@ where
     }
 }
 
-impl<K: Resource + 'static> Drop for Reflector<K>
-where
-    K::DynamicType: Hash + Eq,
-{
+impl<T> Drop for Reflector<T> {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-/// Starts reflecting `api` (filtered by `config`) into a store. Every
-/// change of the store bumps `wake`, after the store holds it.
-pub fn spawn<K>(
+/// Starts reflecting `api` (filtered by `config`) into a store of what
+/// `keep` makes of each object. Every change of the store bumps `wake`,
+/// after the store holds it.
+pub fn spawn<K, T>(
     api: Api<K>,
     config: watcher::Config,
     kind: &'static str,
     wake: watch::Sender<u64>,
-) -> Reflector<K>
+    keep: fn(K) -> T,
+) -> Reflector<T>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + Compact + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+    T: Send + Sync + 'static,
 {
-    let (store, writer) = reflector::store();
+    let store = Store::default();
     let listed = Arc::new(AtomicBool::new(false));
     let stream = watcher::watcher(api, config)
         .default_backoff()
@@ -83,9 +80,15 @@ where
                 .annotations_mut()
                 .remove("kubectl.kubernetes.io/last-applied-configuration");
             object.compact();
-        })
-        .reflect(writer);
-    let task = tokio::spawn(drive(stream, kind, listed.clone(), wake));
+        });
+    let task = tokio::spawn(drive(
+        stream,
+        store.clone(),
+        keep,
+        kind,
+        listed.clone(),
+        wake,
+    ));
     Reflector {
         store,
         listed,
@@ -94,8 +97,10 @@ where
 }
 
 /// Polls the reflector forever: that is what keeps its store current.
-async fn drive<K>(
+async fn drive<K: Resource, T>(
     stream: impl futures::Stream<Item = Result<Event<K>, watcher::Error>> + Send,
+    store: Store<T>,
+    keep: fn(K) -> T,
     kind: &'static str,
     listed: Arc<AtomicBool>,
     wake: watch::Sender<u64>,
@@ -110,21 +115,22 @@ async fn drive<K>(
                 if proves_success && let Line::Recovered { failures } = errors.succeeded() {
                     info!(kind, failures, "watch works again");
                 }
-                let changed_store = match event {
-                    Event::Apply(_) | Event::Delete(_) => true,
-                    Event::InitDone => {
-                        if !listed.swap(true, Ordering::SeqCst) {
-                            info!(kind, "initial list complete");
-                        } else {
-                            info!(
-                                kind,
-                                "relisted (the watch expired or the API server restarted)"
-                            );
-                        }
-                        true
+                let listed_now = matches!(event, Event::InitDone);
+                let changed_store =
+                    listed_now || matches!(event, Event::Apply(_) | Event::Delete(_));
+                // The store first: a snapshot that sees `listed` must see
+                // the complete list.
+                store.apply(event, keep);
+                if listed_now {
+                    if !listed.swap(true, Ordering::SeqCst) {
+                        info!(kind, "initial list complete");
+                    } else {
+                        info!(
+                            kind,
+                            "relisted (the watch expired or the API server restarted)"
+                        );
                     }
-                    Event::Init | Event::InitApply(_) => false,
-                };
+                }
                 if changed_store {
                     wake.send_modify(|generation| *generation += 1);
                 }

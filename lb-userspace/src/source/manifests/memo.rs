@@ -12,9 +12,9 @@ use std::{
     sync::Arc,
 };
 
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::core::v1::Service;
 
-use crate::source::Snapshot;
+use crate::source::{Slice, Snapshot};
 
 /// A document's text, as two 64-bit hashes (salted apart) and its length:
 /// a collision between two texts of one directory is not a real risk.
@@ -36,7 +36,7 @@ impl TextKey {
 #[derive(Clone, Debug, Default)]
 struct Objects {
     services: Vec<Arc<Service>>,
-    slices: Vec<Arc<EndpointSlice>>,
+    slices: Vec<Arc<Slice>>,
 }
 
 /// The problem-free documents of one version of a file, by text.

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     model::ProblemCode,
-    source::{Snapshot, compact::Compact},
+    source::{Slice, Snapshot, compact::Compact},
 };
 
 /// The namespace Kubernetes assumes when a manifest names none.
@@ -183,7 +183,8 @@ fn dispatch(place: &str, value: &Value, origin: Origin<'_>, set: &mut Snapshot) 
         }
         Kind::EndpointSlice => {
             if let Some(slice) = read_object::<EndpointSlice>(place, value, origin, set) {
-                set.slices.push(Arc::new(slice));
+                // Kept small from here on; the decoded object goes.
+                set.slices.push(Arc::new(Slice::from(slice)));
             }
         }
         Kind::List => read_list(place, value, None, set),
