@@ -59,7 +59,7 @@ impl Verdict {
 
 /// The median of `case` for `subject` at `n` Services (each section's
 /// cases are its own: no two sections share a case name).
-fn median(sections: &[Section], case: &str, subject: &str, n: usize) -> Option<f64> {
+pub(crate) fn median(sections: &[Section], case: &str, subject: &str, n: usize) -> Option<f64> {
     sections
         .iter()
         .find_map(|s| s.find(case, subject, n))

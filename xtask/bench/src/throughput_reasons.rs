@@ -10,18 +10,12 @@ use crate::{
     map_probes,
     per_packet::{ESTABLISHED, FLOOR, NEW_FLOW, label},
     report::Section,
+    targets::median,
     throughput_nodes::SUBJECTS,
 };
 
 const NEW: &str = "new flows: delivered";
 const ESTABLISHED_DELIVERED: &str = "established flows: delivered";
-
-fn median(sections: &[Section], case: &str, subject: &str, n: usize) -> Option<f64> {
-    sections
-        .iter()
-        .find_map(|s| s.find(case, subject, n))
-        .map(|f| f.summary.median)
-}
 
 /// Nanoseconds a frame takes at `rate` frames a second.
 fn per_frame(rate: f64) -> f64 {
