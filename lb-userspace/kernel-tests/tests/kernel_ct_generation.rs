@@ -227,3 +227,33 @@ fn an_assured_flow_skips_its_frontend_while_the_generation_stands() {
     assert_eq!(action, XDP_DROP);
     assert_eq!(t.stat(Reason::DropCtStale), 1);
 }
+
+/// An entry remembers 16 bits of the generation: 2^16 writes after its
+/// recheck bring the same bits round. The writer spreads any second's
+/// bumps under 2^16 (datapath/kernel/generation.rs), so the flow's next
+/// packet falls in a later second than its recheck and looks again: the
+/// frontend given to another Service port among those writes stops it
+/// (`drop_ct_stale`) instead of a false match translating it.
+#[test]
+fn sixteen_bits_of_writes_coming_round_still_stop_the_next_packet() {
+    let mut t = TestDatapath::load();
+    established(&mut t, 41004);
+    early_in_a_second();
+    let (_, out) = t.run_xdp(&tcp_flags_frame(CLIENT, 41004, NODE, 30080, ACK, b"x"));
+    assert_eq!(check_frame(&out).dst, POD, "the fast path's packet");
+    let passed_at = checked_gen(&t, 41004);
+    let key = frontend_key(NODE, 30080, PROTO_TCP, SCOPE_EXTERNAL);
+    t.maps.set_frontend(&key, &service_port(2)).unwrap();
+    // The rest of 2^16 bumps at once, as fast as a bulk removal's.
+    for _ in 1..1 << 16 {
+        t.maps.recheck_every_flow();
+    }
+    assert_eq!(
+        entry_generation(t.maps.ct_generation()),
+        passed_at,
+        "the remembered bits came round"
+    );
+    let (action, _) = t.run_xdp(&tcp_flags_frame(CLIENT, 41004, NODE, 30080, ACK, b"y"));
+    assert_eq!(action, XDP_DROP);
+    assert_eq!(t.stat(Reason::DropCtStale), 1);
+}
