@@ -194,6 +194,13 @@ pub fn rx_packets(ns: &str, dev: &str) -> Result<u64> {
         .with_context(|| format!("no rx packets for {dev} in {ns}"))
 }
 
+/// The id of the XDP program on `node`'s `ext0`, if one is attached.
+pub fn xdp_program(node: &Node) -> Result<Option<u32>> {
+    let bed = node.bed();
+    let link = link_json(&bed.node_ns(), EXTERNAL_DEVICE)?;
+    Ok(crate::program_time::xdp_program_id(&link))
+}
+
 pub fn ifindex(ns: &str, dev: &str) -> Result<u32> {
     link_json(ns, dev)?
         .get("ifindex")

@@ -9,6 +9,7 @@
 use crate::{
     map_probes,
     per_packet::{ESTABLISHED, FLOOR, NEW_FLOW, label},
+    program_time,
     report::Section,
     targets::median,
     throughput_nodes::SUBJECTS,
@@ -62,6 +63,7 @@ pub fn reasons(sections: &[Section], sizes: &[usize]) -> Vec<String> {
                 new_gap - est_gap
             );
         }
+        line += &program_share(sections, n, new_gap);
         if let (Some(new_flow), Some(est), Some(floor)) = (
             median(sections, NEW_FLOW, SUBJECTS[0], n),
             median(sections, ESTABLISHED, SUBJECTS[0], n),
@@ -101,6 +103,37 @@ pub fn reasons(sections: &[Section], sizes: &[usize]) -> Vec<String> {
     out
 }
 
+/// lb's and the ceiling's XDP program time a frame in live traffic (the
+/// kernel's run statistics), and how much of lb's new-flow gap
+/// (`new_gap`, ns a frame) its program is: empty without the figures.
+fn program_share(sections: &[Section], n: usize, new_gap: f64) -> String {
+    let time = |case: &str, subject| {
+        median(
+            sections,
+            &format!("{}: {case}", program_time::FIGURE),
+            subject,
+            n,
+        )
+    };
+    let (lb, ceiling) = (SUBJECTS[0], SUBJECTS[5]);
+    let (Some(lb_new), Some(lb_est), Some(ceiling_new)) = (
+        time("new flows", lb),
+        time("established flows", lb),
+        time("new flows", ceiling),
+    ) else {
+        return String::new();
+    };
+    let program = lb_new - ceiling_new;
+    format!(
+        "; by the kernel's run statistics lb's XDP program itself takes {lb_new:.0} ns a \
+         new flow's frame and {lb_est:.0} ns an established one's in this traffic, the \
+         ceiling's {ceiling_new:.0} ns: lb's program is {program:.0} ns of the new flows' gap, \
+         the rest of the frame's path (the redirect, the pod's delivery, caches the program \
+         evicted) {:.0} ns",
+        new_gap - program
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +148,27 @@ mod tests {
             s.figure(ESTABLISHED_DELIVERED, subject, 1, "frames/s", &[est]);
         }
         s
+    }
+
+    #[test]
+    fn the_program_s_share_of_the_gap_comes_from_the_run_statistics() {
+        let mut s = run(100_000.0, 200_000.0);
+        let figure = |case| format!("{}: {case}", program_time::FIGURE);
+        s.figure(&figure("new flows"), SUBJECTS[0], 1, "ns", &[2_100.0]);
+        s.figure(&figure("established flows"), SUBJECTS[0], 1, "ns", &[500.0]);
+        s.figure(&figure("new flows"), SUBJECTS[5], 1, "ns", &[100.0]);
+        let lines = reasons(&[s], &[1]);
+        for part in [
+            "takes 2100 ns a new flow's frame and 500 ns an established one's",
+            "the ceiling's 100 ns: lb's program is 2000 ns of the new flows' gap",
+            "caches the program evicted) 3000 ns",
+        ] {
+            assert!(lines[0].contains(part), "{part} in {}", lines[0]);
+        }
+        assert!(
+            !reasons(&[run(100_000.0, 200_000.0)], &[1])[0].contains("run statistics"),
+            "no figures, no claim"
+        );
     }
 
     #[test]
