@@ -214,7 +214,9 @@ impl Sweeper {
             self.warn(
                 "flood",
                 format!(
-                    "a flood of new flows: {per_second:.0} per second overran the table of new                      flows ({capacity} entries); established connections are not displaced,                      new ones may need a retry"
+                    "a flood of new flows: {per_second:.0} per second overran the table of new \
+                     flows ({capacity} entries); established connections are not displaced, \
+                     new ones may need a retry"
                 ),
             );
         }

@@ -111,6 +111,9 @@ impl Sample {
                 d.dnat_new, d.dnat_established, d.xdp_redirected
             );
         }
+        if d.agent_cpu_ms > 0 {
+            text += &format!(", the agent's own CPU +{} ms", d.agent_cpu_ms);
+        }
         if d.conntrack > 0 {
             text += &format!(", conntrack entries after {}", d.conntrack);
         }
@@ -353,6 +356,7 @@ fn measure(node: &Node, generator: &Generator, length: Duration) -> Result<Sampl
             dnat_established: after.dnat_established - before.dnat_established,
             xdp_redirected: after.xdp_redirected - before.xdp_redirected,
             conntrack: after.conntrack,
+            agent_cpu_ms: after.agent_cpu_ms - before.agent_cpu_ms,
         },
     })
 }

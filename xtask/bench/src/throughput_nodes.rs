@@ -72,6 +72,9 @@ pub struct Counters {
     /// lb's frames redirected from XDP (`--xdp-forward`: to the pods' veths).
     pub xdp_redirected: u64,
     pub conntrack: u64,
+    /// CPU time the agent's process used (user and system), ms: its own
+    /// work competes with the frames for this machine's two cores.
+    pub agent_cpu_ms: u64,
 }
 
 /// The six nodes (four with `LB_BENCH_LB_ONLY=1`), built side by side: most of their setup is waiting on
@@ -135,10 +138,30 @@ pub fn counters(node: &Node) -> Result<Counters> {
             .filter(|(outcome, _)| *outcome == ForwardOutcome::Redirected)
             .map(|(_, packets)| packets)
             .sum();
+        if let Some(pid) = aut.pid() {
+            counters.agent_cpu_ms = cpu_ms(pid)?;
+        }
     } else {
         counters.conntrack = conntrack_count(bed).unwrap_or(0);
     }
     Ok(counters)
+}
+
+/// User and system CPU time of process `pid` so far, ms.
+fn cpu_ms(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    cpu_ms_of(&stat).with_context(|| format!("no CPU times in /proc/{pid}/stat"))
+}
+
+/// `utime` and `stime` (fields 14 and 15, in clock ticks, counted after
+/// the command name, which may hold spaces) of a `/proc/PID/stat` line.
+fn cpu_ms_of(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    // SAFETY: a plain query.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(ticks * 1000 / per_second)
 }
 
 /// GRO on ext0 (so the client's veth takes XDP_TX'd frames without an
@@ -250,5 +273,16 @@ mod tests {
         );
         assert_eq!(parse_mac("02:ab:00"), None);
         assert_eq!(parse_mac("zz:ab:00:00:10:ff"), None);
+    }
+
+    #[test]
+    fn cpu_times_are_read_past_a_command_name_with_spaces() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt
+        // majflt cmajflt utime stime ...
+        let stat = "42 (lb agent) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0";
+        // SAFETY: a plain query.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        assert_eq!(cpu_ms_of(stat), Some(300 * 1000 / hz));
+        assert_eq!(cpu_ms_of("42 (lb) S 1"), None);
     }
 }
