@@ -82,6 +82,15 @@ pub trait DatapathMaps {
         }
         Ok(())
     }
+    /// Returns once no packet still selects from a table's slots as they
+    /// were before a rewrite in place (the kernel's maps rewrite a table
+    /// that keeps its size in place, and a program that read a slot just
+    /// before may still run): called before what the old slots' backends
+    /// must not outlive (their removal, their flows' purge). In memory,
+    /// and when nothing was rewritten since, at once.
+    fn wait_for_table_readers(&mut self) -> Result<(), MapsError> {
+        Ok(())
+    }
     /// Gives a table nothing references (its quarantine over) back: its
     /// memory returns to the kernel. A table never written is no error.
     fn release_table(&mut self, table_id: u32) -> Result<(), MapsError>;

@@ -72,7 +72,7 @@ mod usage;
 use lb_common::{Backend4, Frontend4Key, FrontendValue, ServiceInfo};
 
 pub use applied::Applied;
-pub use apply::apply;
+pub use apply::{apply, apply_cleanup, apply_selection};
 pub use diff::plan;
 pub use ids::MAX_SERVICE_ID;
 pub use planner::{PlanStats, Planner};

@@ -63,13 +63,13 @@ fn swap_batch_for(soft: u64) -> usize {
     room.clamp(SWAP_BATCH, BUILT_SWAP_BATCH_MAX)
 }
 
-fn table_pin(dir: &Path, table_id: u32) -> PathBuf {
+pub(super) fn table_pin(dir: &Path, table_id: u32) -> PathBuf {
     dir.join(table_id.to_string())
 }
 
 impl KernelMaps {
     /// Where tables are pinned; none: this datapath is not pinned.
-    fn tables(&self) -> Result<&Path, MapsError> {
+    pub(super) fn tables(&self) -> Result<&Path, MapsError> {
         self.tables_dir.as_deref().ok_or_else(|| {
             MapsError::Invalid(format!(
                 "map {MAGLEV}: its tables are pinned beside it, and this datapath has no pin directory"
@@ -112,16 +112,35 @@ impl KernelMaps {
     ) -> Result<(), MapsError> {
         self.make_tables_dir()?;
         let batch = built_swap_batch();
-        for start in (0..count).step_by(batch) {
-            let mut filled = Vec::with_capacity(batch.min(count - start));
-            for i in start..count.min(start + batch) {
-                let (table_id, slots) = table(i);
-                filled.push((table_id, self.fill_table(table_id, &slots)?));
+        let mut filled = Vec::new();
+        for i in 0..count {
+            let (table_id, slots) = table(i);
+            // A table keeping its size is rewritten in place: no outer
+            // update, so no RCU wait (`maglev_in_place`).
+            if self.rewrite_table_in_place(table_id, &slots)? {
+                continue;
             }
-            self.swap_in(&filled)?;
-            for (table_id, inner) in &filled {
-                self.pin_table(*table_id, aya::maps::IterableMap::<u32, u32>::map(inner))?;
+            filled.push((table_id, self.fill_table(table_id, &slots)?));
+            if filled.len() == batch {
+                self.swap_and_pin(&std::mem::take(&mut filled))?;
             }
+        }
+        if !filled.is_empty() {
+            self.swap_and_pin(&filled)?;
+        }
+        Ok(())
+    }
+
+    /// Swaps filled tables in, then pins each: from then on its pin is
+    /// the map the outer map holds.
+    fn swap_and_pin(&mut self, filled: &[(u32, Array<MapData, u32>)]) -> Result<(), MapsError> {
+        for (table_id, _) in filled {
+            self.table_gone(*table_id);
+        }
+        self.swap_in(filled)?;
+        for (table_id, inner) in filled {
+            self.pin_table(*table_id, aya::maps::IterableMap::<u32, u32>::map(inner))?;
+            self.table_swapped(*table_id);
         }
         Ok(())
     }
@@ -171,7 +190,10 @@ impl KernelMaps {
                 self.maglev
                     .set(*table_id, inner, 0)
                     .map_err(map_err(MAGLEV, "swap a table in"))?;
+                self.outer_updated();
             }
+        } else {
+            self.outer_updated();
         }
         Ok(())
     }
@@ -222,12 +244,15 @@ impl KernelMaps {
     /// kernel frees it once no program runs on it.
     pub(super) fn release_maglev_table(&mut self, table_id: u32) -> Result<(), MapsError> {
         self.check_table(table_id)?;
-        if let Err(err) = delete_elem(&self.maglev_fd, table_id)
-            && err.raw_os_error() != Some(libc::ENOENT)
-        {
-            return Err(MapsError::Invalid(format!(
-                "map {MAGLEV}: releasing table {table_id}: {err}"
-            )));
+        self.table_gone(table_id);
+        match delete_elem(&self.maglev_fd, table_id) {
+            Ok(()) => self.outer_updated(),
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(err) => {
+                return Err(MapsError::Invalid(format!(
+                    "map {MAGLEV}: releasing table {table_id}: {err}"
+                )));
+            }
         }
         match std::fs::remove_file(table_pin(self.tables()?, table_id)) {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(MapsError::Invalid(

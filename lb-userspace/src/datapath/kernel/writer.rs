@@ -153,6 +153,10 @@ impl DatapathMaps for KernelMaps {
         self.write_maglev_tables_built(count, table)
     }
 
+    fn wait_for_table_readers(&mut self) -> Result<(), MapsError> {
+        self.settle_tables()
+    }
+
     fn release_table(&mut self, table_id: u32) -> Result<(), MapsError> {
         self.release_maglev_table(table_id)
     }
