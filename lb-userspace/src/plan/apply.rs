@@ -97,7 +97,6 @@ pub fn apply_cleanup(
 /// Writes the plan's tables, each one's slots built just before it is
 /// written (the datapath decides how many live at once).
 fn write_tables(tables: &[TableWrite], maps: &mut dyn DatapathMaps) -> Result<(), MapsError> {
-    maps.write_built_tables(tables.len(), &mut |i| {
-        (tables[i].table_id, tables[i].slots())
-    })
+    let ids: Vec<u32> = tables.iter().map(|t| t.table_id).collect();
+    maps.write_built_tables(&ids, &|i| tables[i].slots())
 }

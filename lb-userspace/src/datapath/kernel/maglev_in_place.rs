@@ -119,6 +119,12 @@ impl KernelMaps {
         self.in_place.unsettled = None;
     }
 
+    /// Whether table `table_id`'s pin is the inner map this writer swapped
+    /// in (only such a table is rewritten in place).
+    pub(super) fn may_rewrite_in_place(&self, table_id: u32) -> bool {
+        self.in_place.swapped.contains(&table_id)
+    }
+
     /// Table `table_id`'s pin is now the inner map this writer swapped in.
     pub(super) fn table_swapped(&mut self, table_id: u32) {
         self.in_place.swapped.insert(table_id);

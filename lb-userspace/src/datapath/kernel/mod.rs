@@ -11,6 +11,7 @@ mod forward;
 mod fragments;
 mod generation;
 mod maglev;
+mod maglev_fill;
 mod maglev_in_place;
 mod maglev_upgrade;
 mod mapped;
