@@ -36,15 +36,9 @@ fn pod(i: usize) -> Ipv4Addr {
 /// A NodePort Service over the endpoints `pods` (indexes), planned and
 /// applied by the real planner and writer.
 fn serve(maps: &mut KernelMaps, applied: &mut Applied, pods: &[usize]) {
-    let endpoints: Vec<String> = pods
-        .iter()
-        .map(|i| format!("{{addresses: [{}], nodeName: node-a}}", pod(*i)))
-        .collect();
-    let yaml = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: kept, namespace: lb}}\nspec: {{type: NodePort, clusterIP: 10.96.0.171, ports: [{{name: http, port: 80, targetPort: 8080, nodePort: {NODE_PORT}}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: kept-1, namespace: lb, labels: {{kubernetes.io/service-name: kept}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{}]\n",
-        endpoints.join(", ")
-    );
-    assert_eq!(serve_manifests(maps, applied, &yaml, NODE), vec![]);
+    let endpoints: Vec<Ipv4Addr> = pods.iter().map(|i| pod(*i)).collect();
+    let service = ("kept", Ipv4Addr::new(10, 96, 0, 171), NODE_PORT);
+    serve_node_port(maps, applied, service, &endpoints, NODE);
 }
 
 fn table_id(maps: &KernelMaps) -> u32 {

@@ -299,27 +299,29 @@ fn the_sweep_sets_live_flows_by_state_and_counts_expired_ones() {
     );
 }
 
+/// A slice in namespace `ns` whose trigger-time annotation is `when`.
+fn annotated_slice(name: &str, when: &str) -> std::sync::Arc<crate::source::Slice> {
+    std::sync::Arc::new(
+        serde_json::from_value::<k8s_openapi::api::discovery::v1::EndpointSlice>(
+            serde_json::json!({
+                "metadata": {"namespace": "ns", "name": name, "annotations": {
+                    super::programming::LAST_CHANGE_TRIGGER_TIME: when}},
+                "addressType": "IPv4", "endpoints": []
+            }),
+        )
+        .expect("a slice")
+        .into(),
+    )
+}
+
 /// A slice's trigger time is observed once; a slice deleted is forgotten,
 /// so the same value on a slice recreated later is observed again (its
 /// programming happened again), while unchanged slices beside it are not.
 #[test]
 fn trigger_times_are_forgotten_with_their_slice() {
-    use crate::source::Slice;
     let started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
     let when = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1)).to_string();
-    let slice = |name: &str| -> std::sync::Arc<Slice> {
-        std::sync::Arc::new(
-            serde_json::from_value::<k8s_openapi::api::discovery::v1::EndpointSlice>(
-                serde_json::json!({
-                    "metadata": {"namespace": "ns", "name": name, "annotations": {
-                        super::programming::LAST_CHANGE_TRIGGER_TIME: when}},
-                    "addressType": "IPv4", "endpoints": []
-                }),
-            )
-            .expect("a slice")
-            .into(),
-        )
-    };
+    let slice = |name: &str| annotated_slice(name, &when);
     let mut times = super::TriggerTimes::started_at(started);
     let both = [slice("a"), slice("b")];
     let pending = times.pending(&both);
@@ -348,18 +350,8 @@ fn trigger_times_of_replaced_slices_are_observed_and_old_addresses_dropped() {
     use crate::source::Slice;
     let started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
     let slice = |name: &str, ago: i64| -> Arc<Slice> {
-        let when = (jiff::Timestamp::now() - jiff::SignedDuration::from_millis(ago)).to_string();
-        Arc::new(
-            serde_json::from_value::<k8s_openapi::api::discovery::v1::EndpointSlice>(
-                serde_json::json!({
-                    "metadata": {"namespace": "ns", "name": name, "annotations": {
-                        super::programming::LAST_CHANGE_TRIGGER_TIME: when}},
-                    "addressType": "IPv4", "endpoints": []
-                }),
-            )
-            .expect("a slice")
-            .into(),
-        )
+        let when = jiff::Timestamp::now() - jiff::SignedDuration::from_millis(ago);
+        annotated_slice(name, &when.to_string())
     };
     let mut times = super::TriggerTimes::started_at(started);
     let mut slices: Vec<Arc<Slice>> = (0..10).map(|i| slice(&format!("s{i}"), 5_000)).collect();
