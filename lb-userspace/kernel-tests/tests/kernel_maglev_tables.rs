@@ -35,15 +35,9 @@ fn pod(i: usize) -> Ipv4Addr {
 /// A NodePort Service over the endpoints `pods` (indexes), planned and
 /// applied.
 fn serve(t: &mut lb::datapath::KernelMaps, applied: &mut Applied, pods: &[usize]) {
-    let endpoints: Vec<String> = pods
-        .iter()
-        .map(|i| format!("{{addresses: [{}], nodeName: node-a}}", pod(*i)))
-        .collect();
-    let yaml = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: sized, namespace: lb}}\nspec: {{type: NodePort, clusterIP: 10.96.0.170, ports: [{{name: http, port: 80, targetPort: 8080, nodePort: {NODE_PORT}}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: sized-1, namespace: lb, labels: {{kubernetes.io/service-name: sized}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{}]\n",
-        endpoints.join(", ")
-    );
-    assert_eq!(serve_manifests(t, applied, &yaml, NODE), vec![]);
+    let endpoints: Vec<Ipv4Addr> = pods.iter().map(|i| pod(*i)).collect();
+    let service = ("sized", Ipv4Addr::new(10, 96, 0, 170), NODE_PORT);
+    serve_node_port(t, applied, service, &endpoints, NODE);
 }
 
 /// The external NodePort frontend's value.

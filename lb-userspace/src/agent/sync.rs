@@ -233,14 +233,11 @@ impl Syncer {
         );
         self.record_problems(&problems, &plan, &files);
         let outputs = outputs_started.elapsed();
-        let applying = Instant::now();
         // Applied even with nothing to write: that ends the quarantine of
         // the tables the previous plan freed, which a skipped Service may
         // be waiting for.
-        let outcome = match plan::apply(&plan, maps, applied) {
-            Ok(()) => {
-                let applied_in = applying.elapsed();
-                self.programmed(triggers);
+        let outcome = match self.apply(&plan, maps, applied, triggers) {
+            Ok((applied_in, cleaned_in)) => {
                 self.repaired(&drift);
                 if !plan.is_empty() {
                     // Each phase in microseconds: what the bench reads
@@ -257,6 +254,7 @@ impl Syncer {
                         plan_us = micros(planned),
                         outputs_us = micros(outputs),
                         apply_us = micros(applied_in),
+                        cleanup_us = micros(cleaned_in),
                         "synced"
                     );
                 }
@@ -276,6 +274,27 @@ impl Syncer {
         let ok = outcome.is_ok();
         self.publish(outcome);
         ok
+    }
+
+    /// Applies `plan`: its selection, then the trigger times it made
+    /// effective are observed (kube-proxy's programming latency ends
+    /// there, before its conntrack cleanup), then its cleanup (purges,
+    /// removals, the wait for readers of tables rewritten in place). The
+    /// time each half took.
+    fn apply(
+        &mut self,
+        plan: &Plan,
+        maps: &mut dyn DatapathMaps,
+        applied: &mut Applied,
+        triggers: super::metrics::Pending,
+    ) -> Result<(std::time::Duration, std::time::Duration), crate::datapath::MapsError> {
+        let applying = Instant::now();
+        plan::apply_selection(plan, maps)?;
+        let applied_in = applying.elapsed();
+        self.programmed(triggers);
+        let cleaning = Instant::now();
+        plan::apply_cleanup(plan, maps, applied)?;
+        Ok((applied_in, cleaning.elapsed()))
     }
 
     /// The problems of the source, the desired state and the plan: in the

@@ -58,21 +58,21 @@ pub trait DatapathMaps {
         }
         Ok(())
     }
-    /// Writes `count` whole tables, the `i`-th's id and slots given by
-    /// `table(i)`, called just before it is written: as
+    /// Writes whole tables `ids`, the `i`-th's slots given by `slots(i)`,
+    /// called just before it is written (from any thread): as
     /// [`Self::write_tables`], with only as many tables' slots alive at
     /// once as the datapath needs. In memory, chunks of
-    /// [`TABLES_PER_WRITE`]; the kernel's maps build one table at a time
-    /// and swap as many in per update of the outer map as the open-file
-    /// limit allows (one RCU wait each).
+    /// [`TABLES_PER_WRITE`]; the kernel's maps build and fill new tables on
+    /// every core, and swap as many in per update of the outer map as the
+    /// open-file limit allows (one RCU wait each).
     fn write_built_tables(
         &mut self,
-        count: usize,
-        table: &mut dyn FnMut(usize) -> (u32, Vec<u32>),
+        ids: &[u32],
+        slots: &(dyn Fn(usize) -> Vec<u32> + Sync),
     ) -> Result<(), MapsError> {
-        for start in (0..count).step_by(TABLES_PER_WRITE) {
-            let built: Vec<(u32, Vec<u32>)> = (start..count.min(start + TABLES_PER_WRITE))
-                .map(&mut *table)
+        for start in (0..ids.len()).step_by(TABLES_PER_WRITE) {
+            let built: Vec<(u32, Vec<u32>)> = (start..ids.len().min(start + TABLES_PER_WRITE))
+                .map(|i| (ids[i], slots(i)))
                 .collect();
             let writes: Vec<(u32, &[u32])> = built
                 .iter()
@@ -80,6 +80,15 @@ pub trait DatapathMaps {
                 .collect();
             self.write_tables(&writes)?;
         }
+        Ok(())
+    }
+    /// Returns once no packet still selects from a table's slots as they
+    /// were before a rewrite in place (the kernel's maps rewrite a table
+    /// that keeps its size in place, and a program that read a slot just
+    /// before may still run): called before what the old slots' backends
+    /// must not outlive (their removal, their flows' purge). In memory,
+    /// and when nothing was rewritten since, at once.
+    fn wait_for_table_readers(&mut self) -> Result<(), MapsError> {
         Ok(())
     }
     /// Gives a table nothing references (its quarantine over) back: its

@@ -15,6 +15,18 @@ pub fn apply(
     maps: &mut dyn DatapathMaps,
     applied: &mut Applied,
 ) -> Result<(), MapsError> {
+    apply_selection(plan, maps)?;
+    apply_cleanup(plan, maps, applied)
+}
+
+/// The plan's writes up to the one that makes its selection effective
+/// (backends, tables, frontends, and what frontends and their removal
+/// leave unused of addresses and ranges): from then on every new flow
+/// selects as the plan says. kube-proxy observes its programming latency
+/// at the same point, after its rules are restored and before its
+/// conntrack cleanup (pkg/proxy/iptables/proxier.go `syncProxyRules`).
+/// [`apply_cleanup`] must follow.
+pub fn apply_selection(plan: &Plan, maps: &mut dyn DatapathMaps) -> Result<(), MapsError> {
     maps.set_services(&plan.set_services)?;
     maps.set_backends(&plan.set_backends)?;
     write_tables(&plan.write_tables, maps)?;
@@ -39,6 +51,25 @@ pub fn apply(
     }
     for cidr in &plan.remove_service_cidrs {
         maps.remove_service_cidr(cidr)?;
+    }
+    Ok(())
+}
+
+/// The rest of the plan once [`apply_selection`] returned: the purges and
+/// removals of what nothing selects any more, the tables' release, then
+/// the record in `applied`.
+pub fn apply_cleanup(
+    plan: &Plan,
+    maps: &mut dyn DatapathMaps,
+    applied: &mut Applied,
+) -> Result<(), MapsError> {
+    // selection: a packet that read a table's slot before its rewrite in
+    // place may still be choosing a backend this plan purges or removes.
+    let outlived = !plan.purge_connections.is_empty()
+        || !plan.purge_affinity.is_empty()
+        || !plan.remove_backends.is_empty();
+    if outlived {
+        maps.wait_for_table_readers()?;
     }
     // Purged before the backends go (an apply interrupted before it is
     // purged again: `Planner::not_applied`).
@@ -66,7 +97,6 @@ pub fn apply(
 /// Writes the plan's tables, each one's slots built just before it is
 /// written (the datapath decides how many live at once).
 fn write_tables(tables: &[TableWrite], maps: &mut dyn DatapathMaps) -> Result<(), MapsError> {
-    maps.write_built_tables(tables.len(), &mut |i| {
-        (tables[i].table_id, tables[i].slots())
-    })
+    let ids: Vec<u32> = tables.iter().map(|t| t.table_id).collect();
+    maps.write_built_tables(&ids, &|i| tables[i].slots())
 }

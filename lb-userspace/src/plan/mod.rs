@@ -3,16 +3,20 @@
 //!
 //! 1. new or changed backends,
 //! 2. whole Maglev tables (each sized to its backend count, its own inner
-//!    map swapped in with one update), at the Service port's own id,
+//!    map swapped in with one update, or rewritten in place slot by slot
+//!    when its size stays: a packet reads a slot's old backend or its new
+//!    one), at the Service port's own id,
 //! 3. allowed source ranges of the ports about to filter by source, then
 //!    frontend flips (each a single atomic map update),
 //! 4. removal of frontends that are gone, then of source ranges nothing
 //!    filters with; then the allocated ClusterIPs and service CIDRs
-//!    (`service_cidrs`),
-//! 5. removal of the stale UDP connection entries (a Service port's flows
-//!    to an endpoint that stopped serving it), then of the backends no
-//!    Service port lists or selects any more, then of service ports
-//!    nothing references,
+//!    (`service_cidrs`); the plan's selection is then effective
+//!    (`apply_selection`: the programming latency is observed there),
+//! 5. once no packet still reads a table's slots from before a rewrite in
+//!    place, removal of the stale UDP connection entries (a Service
+//!    port's flows to an endpoint that stopped serving it), then of the
+//!    backends no Service port lists or selects any more, then of service
+//!    ports nothing references,
 //! 6. release of the tables whose quarantine ends (their memory goes back
 //!    to the kernel).
 //!
@@ -72,7 +76,7 @@ mod usage;
 use lb_common::{Backend4, Frontend4Key, FrontendValue, ServiceInfo};
 
 pub use applied::Applied;
-pub use apply::apply;
+pub use apply::{apply, apply_cleanup, apply_selection};
 pub use diff::plan;
 pub use ids::MAX_SERVICE_ID;
 pub use planner::{PlanStats, Planner};

@@ -9,7 +9,10 @@
 //!
 //! A set that changes keeps its id: the new table is a new inner map
 //! swapped in at the same id in one update (the kernel keeps the old one
-//! alive for a program still reading it), so a packet that read the
+//! alive for a program still reading it), or, at the same size, the same
+//! map rewritten slot by slot (each slot the old backend or the new one;
+//! the old backends stay until no program reads the old slots), so a
+//! packet that read the
 //! frontend just before sees this Service's old table or its new one,
 //! never another Service's, and no id waits. Only an id its Service port
 //! stops using (the port goes, a set empties or merges with the other)

@@ -23,15 +23,22 @@ pub struct SyncedLine {
 }
 
 /// The phases an agent's `synced` line times, in the order they run.
-pub const PHASES: [&str; 6] = ["snapshot", "prelude", "desired", "plan", "outputs", "apply"];
+/// `apply` ends at the write that makes the plan's selection effective
+/// (where the agent observes its programming latency, as kube-proxy
+/// does); `cleanup` follows it (purges, removals, the wait for readers of
+/// tables rewritten in place, the release of tables).
+pub const PHASES: [&str; 7] = [
+    "snapshot", "prelude", "desired", "plan", "outputs", "apply", "cleanup",
+];
 /// Each phase's figure subject.
-pub const PHASE_SUBJECTS: [&str; 6] = [
+pub const PHASE_SUBJECTS: [&str; 7] = [
     "sync: snapshot",
     "sync: prelude (trigger times, masquerade address)",
     "sync: desired",
     "sync: plan",
     "sync: outputs",
     "sync: apply",
+    "sync: cleanup (after the programming latency: purges, removals)",
 ];
 /// The figure subject of the time from spawn to the datapath attached:
 /// loading the programs, with the source's first read running beside it

@@ -64,7 +64,7 @@ write = rename -> the next `synced` line; first packet = rename -> the first ans
 flow from pod-2 or pod-3 (the agent purges the removed backend's UDP flows, as kube-proxy \
 flushes conntrack). The agent's own sync time is the `elapsed_ms` of its log line (snapshot, \
 plan, apply; without process start and datapath load), and where it went is the line's phases \
-(`<phase>_us`: snapshot, prelude, desired, plan, outputs, apply) with spawn -> its `datapath attached` \
+(`<phase>_us`: snapshot, prelude, desired, plan, outputs, apply up to the write that makes the plan effective, cleanup after it) with spawn -> its `datapath attached` \
 line for a full sync. Memory: \
 VmRSS after the full sync and VmHWM after the change. (2) kube-proxy's iptables rules for the \
 same Services (`fixture::service_shapes`) loaded with `iptables-legacy-restore --noflush` into an \

@@ -591,6 +591,28 @@ pub fn serve_manifests(
     problems
 }
 
+/// A NodePort Service `name` in namespace `lb` (port 80 -> 8080 at
+/// ClusterIP `cluster_ip` and `node_port`) over one slice of `endpoints`
+/// on node-a, served with [`serve_manifests`]; it must go through whole.
+#[allow(dead_code)]
+pub fn serve_node_port(
+    maps: &mut KernelMaps,
+    applied: &mut lb::plan::Applied,
+    (name, cluster_ip, node_port): (&str, Ipv4Addr, u16),
+    endpoints: &[Ipv4Addr],
+    node: Ipv4Addr,
+) {
+    let endpoints: Vec<String> = endpoints
+        .iter()
+        .map(|addr| format!("{{addresses: [{addr}], nodeName: node-a}}"))
+        .collect();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: lb}}\nspec: {{type: NodePort, clusterIP: {cluster_ip}, ports: [{{name: http, port: 80, targetPort: 8080, nodePort: {node_port}}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: lb, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{}]\n",
+        endpoints.join(", ")
+    );
+    assert_eq!(serve_manifests(maps, applied, &yaml, node), vec![]);
+}
+
 /// [`serve_manifests`] for the node `facts` under the cluster's `rules`.
 #[allow(dead_code)]
 pub fn serve_manifests_as(

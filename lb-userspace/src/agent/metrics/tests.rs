@@ -299,15 +299,9 @@ fn the_sweep_sets_live_flows_by_state_and_counts_expired_ones() {
     );
 }
 
-/// A slice's trigger time is observed once; a slice deleted is forgotten,
-/// so the same value on a slice recreated later is observed again (its
-/// programming happened again), while unchanged slices beside it are not.
-#[test]
-fn trigger_times_are_forgotten_with_their_slice() {
-    use crate::source::Slice;
-    let started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
-    let when = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1)).to_string();
-    let slice = |name: &str| -> Slice {
+/// A slice in namespace `ns` whose trigger-time annotation is `when`.
+fn annotated_slice(name: &str, when: &str) -> std::sync::Arc<crate::source::Slice> {
+    std::sync::Arc::new(
         serde_json::from_value::<k8s_openapi::api::discovery::v1::EndpointSlice>(
             serde_json::json!({
                 "metadata": {"namespace": "ns", "name": name, "annotations": {
@@ -316,8 +310,18 @@ fn trigger_times_are_forgotten_with_their_slice() {
             }),
         )
         .expect("a slice")
-        .into()
-    };
+        .into(),
+    )
+}
+
+/// A slice's trigger time is observed once; a slice deleted is forgotten,
+/// so the same value on a slice recreated later is observed again (its
+/// programming happened again), while unchanged slices beside it are not.
+#[test]
+fn trigger_times_are_forgotten_with_their_slice() {
+    let started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
+    let when = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1)).to_string();
+    let slice = |name: &str| annotated_slice(name, &when);
     let mut times = super::TriggerTimes::started_at(started);
     let both = [slice("a"), slice("b")];
     let pending = times.pending(&both);
@@ -331,5 +335,40 @@ fn trigger_times_are_forgotten_with_their_slice() {
         times.applied(pending, jiff::Timestamp::now()).len(),
         1,
         "b was forgotten, a was not"
+    );
+}
+
+/// A slice replaced by a new object (the watch's update) is looked at
+/// again and its new trigger time observed once, while the unchanged
+/// slices, the same objects as before, are passed over by address; the
+/// addresses of the replaced ones are dropped now and then, so what the
+/// tracker keeps stays near the slice count however many changes come.
+#[test]
+fn trigger_times_of_replaced_slices_are_observed_and_old_addresses_dropped() {
+    use std::sync::Arc;
+
+    use crate::source::Slice;
+    let started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
+    let slice = |name: &str, ago: i64| -> Arc<Slice> {
+        let when = jiff::Timestamp::now() - jiff::SignedDuration::from_millis(ago);
+        annotated_slice(name, &when.to_string())
+    };
+    let mut times = super::TriggerTimes::started_at(started);
+    let mut slices: Vec<Arc<Slice>> = (0..10).map(|i| slice(&format!("s{i}"), 5_000)).collect();
+    let pending = times.pending(&slices);
+    assert_eq!(times.applied(pending, jiff::Timestamp::now()).len(), 10);
+    for change in 0..300i64 {
+        slices[(change % 10) as usize] = slice(&format!("s{}", change % 10), 1_000 - change);
+        let pending = times.pending(&slices);
+        let observed = times.applied(pending, jiff::Timestamp::now());
+        assert_eq!(observed.len(), 1, "change {change}");
+        assert!(observed[0] > 0.5, "change {change}: {observed:?}");
+        let pending = times.pending(&slices);
+        assert!(times.applied(pending, jiff::Timestamp::now()).is_empty());
+    }
+    assert!(
+        times.checked_len() <= 10 + 10 / 8 + 64 + 1,
+        "{}",
+        times.checked_len()
     );
 }

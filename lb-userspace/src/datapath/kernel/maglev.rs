@@ -43,7 +43,7 @@ const BUILT_SWAP_BATCH_MAX: usize = 8192;
 const FDS_KEPT_FREE: u64 = 512;
 
 /// Tables per batch update that the open-file limit leaves room for.
-fn built_swap_batch() -> usize {
+pub(super) fn built_swap_batch() -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -63,13 +63,13 @@ fn swap_batch_for(soft: u64) -> usize {
     room.clamp(SWAP_BATCH, BUILT_SWAP_BATCH_MAX)
 }
 
-fn table_pin(dir: &Path, table_id: u32) -> PathBuf {
+pub(super) fn table_pin(dir: &Path, table_id: u32) -> PathBuf {
     dir.join(table_id.to_string())
 }
 
 impl KernelMaps {
     /// Where tables are pinned; none: this datapath is not pinned.
-    fn tables(&self) -> Result<&Path, MapsError> {
+    pub(super) fn tables(&self) -> Result<&Path, MapsError> {
         self.tables_dir.as_deref().ok_or_else(|| {
             MapsError::Invalid(format!(
                 "map {MAGLEV}: its tables are pinned beside it, and this datapath has no pin directory"
@@ -93,42 +93,17 @@ impl KernelMaps {
         &mut self,
         tables: &[(u32, &[u32])],
     ) -> Result<(), MapsError> {
-        self.write_maglev_tables_built(tables.len(), &mut |i| (tables[i].0, tables[i].1.to_vec()))
-    }
-
-    /// Writes `count` tables whole, each built by `table(i)` just before it
-    /// fills its new inner map (its slots dropped then), swapped in
-    /// together as many at a time as [`built_swap_batch`] allows, then
-    /// pinned. An update of an array of maps from userspace waits for an
-    /// RCU grace period (the kernel's `maybe_wait_bpf_programs`), once per
-    /// call, about 14 ms on this machine: 10,000 tables one by one took
-    /// 140 s, 256 per update 40 waits, now 2. A datapath without a pin
-    /// directory is refused before anything is swapped in (tables are
-    /// pinned beside the maps).
-    pub(super) fn write_maglev_tables_built(
-        &mut self,
-        count: usize,
-        table: &mut dyn FnMut(usize) -> (u32, Vec<u32>),
-    ) -> Result<(), MapsError> {
-        self.make_tables_dir()?;
-        let batch = built_swap_batch();
-        for start in (0..count).step_by(batch) {
-            let mut filled = Vec::with_capacity(batch.min(count - start));
-            for i in start..count.min(start + batch) {
-                let (table_id, slots) = table(i);
-                filled.push((table_id, self.fill_table(table_id, &slots)?));
-            }
-            self.swap_in(&filled)?;
-            for (table_id, inner) in &filled {
-                self.pin_table(*table_id, aya::maps::IterableMap::<u32, u32>::map(inner))?;
-            }
-        }
-        Ok(())
+        let ids: Vec<u32> = tables.iter().map(|(id, _)| *id).collect();
+        self.write_maglev_tables_built(&ids, &|i| tables[i].1.to_vec())
     }
 
     /// A new inner map holding `slots` (and its size); not swapped in (nor
     /// pinned) yet.
-    fn fill_table(&self, table_id: u32, slots: &[u32]) -> Result<Array<MapData, u32>, MapsError> {
+    pub(super) fn fill_table(
+        &self,
+        table_id: u32,
+        slots: &[u32],
+    ) -> Result<Array<MapData, u32>, MapsError> {
         let size = u32::try_from(slots.len()).unwrap_or(0);
         if !valid_size(size) || !is_prime(size) {
             return Err(MapsError::Invalid(format!(
@@ -152,7 +127,10 @@ impl KernelMaps {
 
     /// Swaps filled tables into the outer map in one batch update (one by
     /// one where the kernel has no batch update for an array of maps).
-    fn swap_in(&mut self, filled: &[(u32, Array<MapData, u32>)]) -> Result<(), MapsError> {
+    pub(super) fn swap_in(
+        &mut self,
+        filled: &[(u32, Array<MapData, u32>)],
+    ) -> Result<(), MapsError> {
         use std::os::fd::{AsFd as _, AsRawFd as _};
         let ids: Vec<u32> = filled.iter().map(|(id, _)| *id).collect();
         let fds: Vec<u32> = filled
@@ -171,14 +149,17 @@ impl KernelMaps {
                 self.maglev
                     .set(*table_id, inner, 0)
                     .map_err(map_err(MAGLEV, "swap a table in"))?;
+                self.outer_updated();
             }
+        } else {
+            self.outer_updated();
         }
         Ok(())
     }
 
     /// Creates the directory the tables are pinned in (once per write, not
     /// per table).
-    fn make_tables_dir(&self) -> Result<(), MapsError> {
+    pub(super) fn make_tables_dir(&self) -> Result<(), MapsError> {
         let dir = self.tables()?;
         std::fs::create_dir_all(dir).map_err(|err| {
             MapsError::Invalid(format!("map {MAGLEV}: creating {}: {err}", dir.display()))
@@ -189,7 +170,7 @@ impl KernelMaps {
     /// made). A table id pinned before is replaced atomically (a new name,
     /// then a rename over the old one); a fresh id is pinned at once, one
     /// syscall where the replacement takes three.
-    fn pin_table(&self, table_id: u32, table: &MapData) -> Result<(), MapsError> {
+    pub(super) fn pin_table(&self, table_id: u32, table: &MapData) -> Result<(), MapsError> {
         let dir = self.tables()?;
         let pin = table_pin(dir, table_id);
         let pin_err = |at: &Path, err: aya::pin::PinError| {
@@ -222,12 +203,15 @@ impl KernelMaps {
     /// kernel frees it once no program runs on it.
     pub(super) fn release_maglev_table(&mut self, table_id: u32) -> Result<(), MapsError> {
         self.check_table(table_id)?;
-        if let Err(err) = delete_elem(&self.maglev_fd, table_id)
-            && err.raw_os_error() != Some(libc::ENOENT)
-        {
-            return Err(MapsError::Invalid(format!(
-                "map {MAGLEV}: releasing table {table_id}: {err}"
-            )));
+        self.table_gone(table_id);
+        match delete_elem(&self.maglev_fd, table_id) {
+            Ok(()) => self.outer_updated(),
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(err) => {
+                return Err(MapsError::Invalid(format!(
+                    "map {MAGLEV}: releasing table {table_id}: {err}"
+                )));
+            }
         }
         match std::fs::remove_file(table_pin(self.tables()?, table_id)) {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(MapsError::Invalid(

@@ -60,3 +60,40 @@ pub(super) fn write_u32s(map: &MapData, values: &[u32]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Reads the `entries` values of the mmapable `u32` array `map`, asks
+/// `changes` which to store (`(index, value)`; none: leave the map as it
+/// is), and stores each one as a single aligned 4-byte store, so a
+/// program reading meanwhile sees its old value or its new one; whether
+/// it stored.
+pub(super) fn rewrite_u32s(
+    map: &MapData,
+    entries: usize,
+    changes: impl FnOnce(&[u32]) -> Option<Vec<(usize, u32)>>,
+) -> std::io::Result<bool> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // SAFETY: a plain query.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let len = (entries * ELEMENT_STRIDE).next_multiple_of(page).max(page);
+    let base = map_values(map, len)?.as_ptr().cast::<u8>();
+    // SAFETY: every index below `entries` lies inside the mapping
+    // (`index * 8 + 4 <= len`), 8-byte aligned (the mapping is
+    // page-aligned); the kernel's programs access the same values only
+    // atomically per value.
+    let slot = |index: usize| unsafe { &*base.add(index * ELEMENT_STRIDE).cast::<AtomicU32>() };
+    let current: Vec<u32> = (0..entries)
+        .map(|i| slot(i).load(Ordering::Relaxed))
+        .collect();
+    let stores = changes(&current);
+    let stored = stores.is_some();
+    for (index, value) in stores.unwrap_or_default() {
+        if index < entries {
+            slot(index).store(value, Ordering::Release);
+        }
+    }
+    // SAFETY: the mapping made above, unmapped once.
+    if unsafe { libc::munmap(base.cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stored)
+}

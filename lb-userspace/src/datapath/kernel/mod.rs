@@ -11,6 +11,8 @@ mod forward;
 mod fragments;
 mod generation;
 mod maglev;
+mod maglev_fill;
+mod maglev_in_place;
 mod maglev_upgrade;
 mod mapped;
 mod masquerade_rules;
@@ -59,6 +61,8 @@ pub struct KernelMaps {
     tables_dir: Option<std::path::PathBuf>,
     /// The outer Maglev map's own descriptor, for the delete aya lacks.
     maglev_fd: std::os::fd::OwnedFd,
+    /// Tables rewritten in place, and the wait for their readers.
+    in_place: maglev_in_place::InPlace,
     ct: HashMap<MapData, Ct4Key, Ct4Value>,
     ct_capacity: u32,
     ct_new: HashMap<MapData, Ct4Key, Ct4Value>,
@@ -315,6 +319,7 @@ impl KernelMaps {
                 .try_into()
                 .map_err(map_err(XDP_TARGETS, "open"))?,
             socket_cgroup: None,
+            in_place: maglev_in_place::InPlace::default(),
         })
     }
 

@@ -147,10 +147,14 @@ impl DatapathMaps for KernelMaps {
 
     fn write_built_tables(
         &mut self,
-        count: usize,
-        table: &mut dyn FnMut(usize) -> (u32, Vec<u32>),
+        ids: &[u32],
+        slots: &(dyn Fn(usize) -> Vec<u32> + Sync),
     ) -> Result<(), MapsError> {
-        self.write_maglev_tables_built(count, table)
+        self.write_maglev_tables_built(ids, slots)
+    }
+
+    fn wait_for_table_readers(&mut self) -> Result<(), MapsError> {
+        self.settle_tables()
     }
 
     fn release_table(&mut self, table_id: u32) -> Result<(), MapsError> {
