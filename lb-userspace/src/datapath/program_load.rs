@@ -58,7 +58,7 @@ pub(super) fn load_attachable_programs(ebpf: &mut Ebpf) -> Result<Vec<ProgramLoa
             return Err(anyhow!("program {name} missing from the datapath object"));
         }
     }
-    let (xdp_time, mut times) = std::thread::scope(|scope| {
+    let (xdp_time, others) = std::thread::scope(|scope| {
         let xdp = scope.spawn(move || load_timed(PROG_XDP_INGRESS, xdp));
         let others: Result<Vec<_>> = others
             .into_iter()
@@ -69,9 +69,8 @@ pub(super) fn load_attachable_programs(ebpf: &mut Ebpf) -> Result<Vec<ProgramLoa
             .map_err(|_| anyhow!("the thread loading {PROG_XDP_INGRESS} panicked"));
         (xdp, others)
     });
-    let xdp_time = xdp_time??;
-    let mut all = vec![xdp_time];
-    all.append(times.as_mut().map_err(|err| anyhow!("{err:#}"))?);
+    let mut all = vec![xdp_time??];
+    all.extend(others?);
     Ok(all)
 }
 
