@@ -30,17 +30,23 @@ pub fn select(
     pick: impl FnOnce() -> Result<(u32, Backend4), Reason>,
 ) -> Result<(u32, Backend4), Reason> {
     let timeout = fe.affinity_timeout_s();
-    if timeout == 0 {
-        return pick();
-    }
     let key = Affinity4Key::new(fe, client_kind, client);
-    let now = now_s();
-    let (id, backend) = match remembered(&key, now, timeout) {
+    let now = if timeout == 0 { 0 } else { now_s() };
+    let kept = if timeout == 0 {
+        None
+    } else {
+        remembered(&key, now, timeout)
+    };
+    // One call of `pick` (inlined once: the verifier walks the selection
+    // once, not once per affinity case).
+    let (id, backend) = match kept {
         Some(kept) => kept,
         None => pick()?,
     };
-    trace::affinity_set();
-    remember(&key, id, now);
+    if timeout != 0 {
+        trace::affinity_set();
+        remember(&key, id, now);
+    }
     Ok((id, backend))
 }
 

@@ -47,6 +47,10 @@ pub(super) fn start(config: &AgentConfig) -> Result<(Datapath, Vec<String>)> {
         affinity_entries: config.affinity_entries,
     })
     .context("loading the datapath")?;
+    info!(
+        "programs verified {}",
+        crate::datapath::loader::program_load_log_fields(datapath.program_load_times())
+    );
     if config.bpf_log {
         forward_bpf_logs(&mut datapath)?;
     }

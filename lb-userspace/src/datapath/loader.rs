@@ -23,6 +23,7 @@ use aya::{
 };
 use lb_common::{ALL_MAPS, CT4, MAGLEV, TRACE, TRACE_REQUEST, TraceRecord, TraceRequest};
 
+pub use super::program_load::{ProgramLoadTime, log_fields as program_load_log_fields};
 pub use super::{
     attach::{Attached, XdpAttachMode},
     object::{
@@ -44,6 +45,8 @@ pub struct Datapath {
     /// Loaded by [`Datapath::load_existing`]: for inspection only, attaching
     /// is refused.
     pub(super) inspect_only: bool,
+    /// How long each program took to load ([`Datapath::load`] only).
+    pub(super) program_load: Vec<ProgramLoadTime>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -79,11 +82,12 @@ impl Datapath {
                 object::load_object(object, dir, dir, sizes, switches)?
             }
         };
-        object::load_attachable_programs(&mut ebpf)?;
+        let program_load = super::program_load::load_attachable_programs(&mut ebpf)?;
         Ok(Datapath {
             ebpf,
             pin_dir: opts.pin_dir.clone(),
             inspect_only: false,
+            program_load,
         })
     }
 
@@ -144,7 +148,14 @@ impl Datapath {
             ebpf,
             pin_dir: Some(pin_dir.to_path_buf()),
             inspect_only: true,
+            program_load: Vec::new(),
         })
+    }
+
+    /// How long the kernel took to load (verify) each program the agent
+    /// attaches, `lb_xdp_ingress` first (empty for [`Self::load_existing`]).
+    pub fn program_load_times(&self) -> &[ProgramLoadTime] {
+        &self.program_load
     }
 
     /// The pin directory, when the datapath is pinned.

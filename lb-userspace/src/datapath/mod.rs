@@ -182,6 +182,7 @@ pub mod loader;
 pub mod memory;
 pub mod object;
 pub mod pins;
+pub mod program_load;
 pub mod sock_destroy;
 pub mod test_run;
 pub mod trace;

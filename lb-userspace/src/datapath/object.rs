@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::MapError,
-    programs::{CgroupSkb, CgroupSockAddr, ProgramError, SchedClassifier, Xdp},
+    programs::{ProgramError, Xdp},
 };
 use lb_common::frag::{DEFAULT_FRAG_ENTRIES, FRAGS4};
 use lb_common::{
@@ -311,27 +311,6 @@ where
         .program_mut(name)
         .with_context(|| format!("program {name} missing from the datapath object"))?;
     Ok(prog.try_into()?)
-}
-
-/// Loads (verifies) every program the agent attaches.
-pub(super) fn load_attachable_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    program_mut::<Xdp>(ebpf, PROG_XDP_INGRESS)?
-        .load()
-        .with_context(|| format!("loading {PROG_XDP_INGRESS}"))?;
-    for name in [PROG_TC_EGRESS, PROG_TC_POD_INGRESS] {
-        program_mut::<SchedClassifier>(ebpf, name)?
-            .load()
-            .with_context(|| format!("loading {name}"))?;
-    }
-    for name in CGROUP_PROGRAMS {
-        program_mut::<CgroupSockAddr>(ebpf, name)?
-            .load()
-            .with_context(|| format!("loading {name}"))?;
-    }
-    program_mut::<CgroupSkb>(ebpf, PROG_SOCK_EGRESS)?
-        .load()
-        .with_context(|| format!("loading {PROG_SOCK_EGRESS}"))?;
-    Ok(())
 }
 
 /// Loads (verifies) the programs `lb trace` runs.

@@ -103,6 +103,9 @@ fn measure_at(section: &mut Section, options: &BenchOptions, services: usize) ->
     for (subject, ms) in phase_figures(&first, attached) {
         section.figure(FULL_PHASES, subject, services, "ms", &[ms]);
     }
+    for (subject, ms) in crate::program_load::figures(&agent.log()) {
+        section.figure(FULL_PHASES, subject, services, "ms", &[ms]);
+    }
 
     let slices = change_slices(services);
     let mut latencies = Vec::new();

@@ -83,6 +83,13 @@ impl ControlAgent {
         attached_at(&fs::read_to_string(self.workdir.join("agent.log")).unwrap_or_default())
     }
 
+    /// Each program's load time the agent logged (`program_load`).
+    pub fn program_loads(&self) -> Vec<(&'static str, f64)> {
+        crate::program_load::figures(
+            &fs::read_to_string(self.workdir.join("agent.log")).unwrap_or_default(),
+        )
+    }
+
     /// Waits (bounded) for the agent's `count`-th `synced` line.
     pub fn wait_synced(&mut self, count: usize, limit: Duration) -> Result<SyncedLine> {
         let deadline = Instant::now() + limit;

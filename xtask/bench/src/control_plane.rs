@@ -222,6 +222,9 @@ fn measure_lb(n: usize, samples: &mut Samples, next_port: &mut u16) -> Result<()
     for (subject, ms) in phase_figures(&full, attached) {
         samples.push((FULL_PHASES, subject, n), ms);
     }
+    for (subject, ms) in agent.program_loads() {
+        samples.push((FULL_PHASES, subject, n), ms);
+    }
     let (rss, _) = agent.memory_kib()?;
     samples.push((MEMORY, RSS, n), rss as f64 / 1024.0);
 

@@ -24,6 +24,7 @@ pub mod live_frames;
 pub mod map_probes;
 pub mod packet_streams;
 pub mod per_packet;
+pub mod program_load;
 pub mod program_time;
 pub mod raw_bpf;
 pub mod report;

@@ -255,6 +255,8 @@ fn control_plane_verdicts(sections: &[Section], out: &mut Vec<Verdict>) {
     let mut cluster_change = vec![cluster_mode::API_PATH];
     cluster_change.extend(sync);
     let mut full = vec![LOAD];
+    // load: what the verifier took of it, program by program.
+    full.extend(crate::program_load::SUBJECTS);
     full.extend(sync);
     out.push(with_why(
         verdict(
