@@ -32,11 +32,38 @@ impl TextKey {
     }
 }
 
-/// The objects one document gave.
-#[derive(Clone, Debug, Default)]
-struct Objects {
-    services: Vec<Arc<Service>>,
-    slices: Vec<Arc<Slice>>,
+/// The objects one document gave: most give one, so a clone (each
+/// document at each read of its file) copies a pointer, not two lists.
+#[derive(Clone, Debug)]
+enum Objects {
+    None,
+    Service(Arc<Service>),
+    Slice(Arc<Slice>),
+    /// A List, or a document of several objects.
+    Many(Arc<(Vec<Arc<Service>>, Vec<Arc<Slice>>)>),
+}
+
+impl Objects {
+    fn of(services: &[Arc<Service>], slices: &[Arc<Slice>]) -> Objects {
+        match (services, slices) {
+            ([], []) => Objects::None,
+            ([service], []) => Objects::Service(service.clone()),
+            ([], [slice]) => Objects::Slice(slice.clone()),
+            _ => Objects::Many(Arc::new((services.to_vec(), slices.to_vec()))),
+        }
+    }
+
+    fn add_to(&self, set: &mut Snapshot) {
+        match self {
+            Objects::None => {}
+            Objects::Service(service) => set.services.push(service.clone()),
+            Objects::Slice(slice) => set.slices.push(slice.clone()),
+            Objects::Many(many) => {
+                set.services.extend(many.0.iter().cloned());
+                set.slices.extend(many.1.iter().cloned());
+            }
+        }
+    }
 }
 
 /// The problem-free documents of one version of a file, by text.
@@ -52,14 +79,21 @@ impl DocumentMemo {
         self.by_text.len()
     }
 
+    /// An empty memo with room for as many documents as `previous` has
+    /// (a file's next read has about as many).
+    pub fn sized_like(previous: &DocumentMemo) -> DocumentMemo {
+        DocumentMemo {
+            by_text: HashMap::with_capacity(previous.by_text.len()),
+        }
+    }
+
     /// Adds to `set` what the document `key` gave when last read, and
     /// remembers it in `next`; false when it was not remembered.
     pub fn reuse(&self, key: TextKey, set: &mut Snapshot, next: &mut DocumentMemo) -> bool {
         let Some(objects) = self.by_text.get(&key) else {
             return false;
         };
-        set.services.extend(objects.services.iter().cloned());
-        set.slices.extend(objects.slices.iter().cloned());
+        objects.add_to(set);
         next.by_text.insert(key, objects.clone());
         true
     }
@@ -68,11 +102,7 @@ impl DocumentMemo {
     /// had problems.
     pub fn remember(&mut self, key: TextKey, read: &Snapshot) {
         if read.problems.is_empty() {
-            let objects = Objects {
-                services: read.services.clone(),
-                slices: read.slices.clone(),
-            };
-            self.by_text.insert(key, objects);
+            (self.by_text).insert(key, Objects::of(&read.services, &read.slices));
         }
     }
 }
