@@ -76,7 +76,10 @@ impl Origins {
         for (i, origin) in self.files.iter().enumerate() {
             let services = origin.services.iter().map(|s| name("Service", &s.metadata));
             let slices = (origin.slices.iter()).map(|s| name("EndpointSlice", &s.metadata));
-            for object in services.chain(slices).chain(origin.problems.iter().cloned()) {
+            for object in services
+                .chain(slices)
+                .chain(origin.problems.iter().cloned())
+            {
                 index.entry(object).or_insert(i);
             }
         }

@@ -278,8 +278,20 @@ impl ContentMemo {
             return None;
         }
         let mut groups = BTreeSet::new();
-        replace_kind(&mut self.services, &mut self.order.0, services, service_group, &mut groups);
-        replace_kind(&mut self.slices, &mut self.order.1, slices, slice_group, &mut groups);
+        replace_kind(
+            &mut self.services,
+            &mut self.order.0,
+            services,
+            service_group,
+            &mut groups,
+        );
+        replace_kind(
+            &mut self.slices,
+            &mut self.order.1,
+            slices,
+            slice_group,
+            &mut groups,
+        );
         Some(groups)
     }
 
