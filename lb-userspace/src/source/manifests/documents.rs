@@ -104,8 +104,7 @@ impl Chunk {
         // until some line had content (most lines of a large file).
         if !self.has_content {
             let line = line.trim_start();
-            self.has_content =
-                !(line.is_empty() || line.starts_with('#') || line.starts_with('%'));
+            self.has_content = !(line.is_empty() || line.starts_with('#') || line.starts_with('%'));
         }
         self.end = end;
     }

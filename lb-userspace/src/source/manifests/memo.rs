@@ -32,6 +32,9 @@ impl TextKey {
     }
 }
 
+/// A List's objects, or a document's of several.
+type Several = (Vec<Arc<Service>>, Vec<Arc<Slice>>);
+
 /// The objects one document gave: most give one, so a clone (each
 /// document at each read of its file) copies a pointer, not two lists.
 #[derive(Clone, Debug)]
@@ -40,7 +43,7 @@ enum Objects {
     Service(Arc<Service>),
     Slice(Arc<Slice>),
     /// A List, or a document of several objects.
-    Many(Arc<(Vec<Arc<Service>>, Vec<Arc<Slice>>)>),
+    Many(Arc<Several>),
 }
 
 impl Objects {
