@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod compact;
 pub mod manifests;
 pub mod node;
+mod origins;
 pub mod slice;
 mod snapshot;
 pub mod watch;
@@ -17,6 +18,7 @@ use std::future::Future;
 
 pub use cluster::{ClusterConfig, ClusterSource, NodePortAddresses};
 pub use manifests::{Limits, ManifestDir};
+pub use origins::Origins;
 pub use slice::Slice;
 pub use snapshot::{Snapshot, SourceError};
 

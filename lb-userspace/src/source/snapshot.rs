@@ -1,10 +1,10 @@
 //! What a source holds at one moment, and why it may be unable to say.
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc};
 
 use k8s_openapi::api::core::v1::Service;
 
-use super::Slice;
+use super::{Origins, Slice};
 use crate::model::{NodeFacts, Problem, ProblemCode};
 
 /// The Services and EndpointSlices a source holds, plus the objects it had
@@ -19,7 +19,7 @@ pub struct Snapshot {
     /// The file each object and each problem's object came from, by the
     /// name problems call it ("Service ns/name", "web.yaml (document 2)"),
     /// for `lb status`. The first file wins, as the first definition does.
-    pub files: BTreeMap<String, String>,
+    pub files: Origins,
     /// The node's facts as the source knows them (cluster mode: the Node
     /// object and the interfaces); `None`: the agent's configured facts.
     pub node: Option<NodeFacts>,
@@ -36,9 +36,7 @@ impl Snapshot {
         self.services.extend(other.services);
         self.slices.extend(other.slices);
         self.problems.extend(other.problems);
-        for (object, file) in other.files {
-            self.files.entry(object).or_insert(file);
-        }
+        self.files.extend(other.files);
         if self.node.is_none() {
             self.node = other.node;
         }
@@ -80,27 +78,13 @@ impl Snapshot {
 
     /// The file `object` (as a problem names it) came from, if known.
     pub fn file_of(&self, object: &str) -> Option<&str> {
-        self.files.get(object).map(String::as_str)
+        self.files.file_of(object)
     }
 
     /// Records that everything this snapshot holds came from `file`.
     pub(crate) fn attribute_to(&mut self, file: &str) {
-        let objects = self
-            .services
-            .iter()
-            .map(|s| ("Service", &s.metadata))
-            .chain(self.slices.iter().map(|s| ("EndpointSlice", &s.metadata)))
-            .map(|(kind, meta)| {
-                format!(
-                    "{kind} {}/{}",
-                    meta.namespace.as_deref().unwrap_or_default(),
-                    meta.name.as_deref().unwrap_or_default()
-                )
-            });
         let problems = self.problems.iter().map(|p| p.object.clone());
-        for object in objects.chain(problems).collect::<Vec<_>>() {
-            self.files.entry(object).or_insert_with(|| file.to_owned());
-        }
+        (self.files).record(file, &self.services, &self.slices, problems);
     }
 }
 

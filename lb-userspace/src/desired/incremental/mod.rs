@@ -38,6 +38,7 @@
 mod by_name;
 mod changes;
 mod footprint;
+mod in_place;
 mod inputs;
 mod parts;
 mod shared;
@@ -191,6 +192,9 @@ impl Tracker {
             // seeds the baseline if these objects have versions.
             let versioned = services.iter().all(|s| versioned(&s.metadata))
                 && slices.iter().all(|s| versioned(&s.metadata));
+            if !versioned && !full && self.update_in_place(services, slices, holders) {
+                return &self.state;
+            }
             let memo = match versioned {
                 true => ContentMemo::default(),
                 false => self

@@ -218,6 +218,32 @@ impl SharedObjects {
 pub(super) struct ContentMemo {
     services: ByAddress<(Arc<Service>, u64)>,
     slices: ByAddress<(Arc<Slice>, u64)>,
+    /// The snapshot's objects in its order (services, slices): what
+    /// `replace` compares the next snapshot with, place by place.
+    order: (Vec<Place>, Vec<Place>),
+}
+
+/// One place of a snapshot: the object's address and a hash of its
+/// group's key, so finding a group's objects reads no object but theirs.
+#[derive(Clone, Copy)]
+pub(super) struct Place {
+    pub(super) address: usize,
+    pub(super) group: u64,
+}
+
+/// The hash [`Place::group`] holds for a group key.
+pub(super) fn group_hash(key: Option<(&str, &str)>) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&key, &mut hasher);
+    hasher.finish()
+}
+
+fn place<K>(object: &Arc<K>, group: impl Fn(&K) -> Option<GroupKey>) -> Place {
+    let key = group(object);
+    Place {
+        address: address(object),
+        group: group_hash(key.as_ref().map(|(ns, name)| (ns.as_str(), name.as_str()))),
+    }
 }
 
 impl ContentMemo {
@@ -230,7 +256,48 @@ impl ContentMemo {
         ContentMemo {
             services: remembered(&mut self.services, services),
             slices: remembered(&mut self.slices, slices),
+            order: (
+                services.iter().map(|s| place(s, service_group)).collect(),
+                slices.iter().map(|s| place(s, slice_group)).collect(),
+            ),
         }
+    }
+
+    /// Takes in a snapshot that holds the last one's objects in the same
+    /// places but for some replaced (a manifest file rewritten with one
+    /// document changed: the cache hands out the same `Arc`s for the
+    /// others); returns the groups of the objects taken out and put in.
+    /// `None` (nothing taken in) when objects were added or removed: their
+    /// places moved, and only a whole comparison can tell what changed.
+    pub(super) fn replace(
+        &mut self,
+        services: &[Arc<Service>],
+        slices: &[Arc<Slice>],
+    ) -> Option<BTreeSet<GroupKey>> {
+        if services.len() != self.order.0.len() || slices.len() != self.order.1.len() {
+            return None;
+        }
+        let mut groups = BTreeSet::new();
+        replace_kind(
+            &mut self.services,
+            &mut self.order.0,
+            services,
+            service_group,
+            &mut groups,
+        );
+        replace_kind(
+            &mut self.slices,
+            &mut self.order.1,
+            slices,
+            slice_group,
+            &mut groups,
+        );
+        Some(groups)
+    }
+
+    /// The snapshot's places (services, slices), as `replace` left them.
+    pub(super) fn places(&self) -> (&[Place], &[Place]) {
+        (&self.order.0, &self.order.1)
     }
 
     /// The content hash of the object at `address`, if known.
@@ -251,4 +318,42 @@ fn remembered<K: serde::Serialize>(
             (address(object), (object.clone(), hash))
         })
         .collect()
+}
+
+/// [`ContentMemo::replace`] for one kind: the places whose object changed
+/// give their old and new objects' groups; the new objects are hashed, the
+/// old ones forgotten unless still in another place (two identical
+/// documents share their objects).
+fn replace_kind<K: serde::Serialize>(
+    memo: &mut ByAddress<(Arc<K>, u64)>,
+    order: &mut [Place],
+    now: &[Arc<K>],
+    group: impl Fn(&K) -> Option<GroupKey>,
+    groups: &mut BTreeSet<GroupKey>,
+) {
+    let mut gone = Vec::new();
+    for (held, object) in order.iter_mut().zip(now) {
+        if held.address == address(object) {
+            continue;
+        }
+        if let Some((old, _)) = memo.get(&held.address) {
+            groups.extend(group(old));
+        }
+        groups.extend(group(object));
+        gone.push(held.address);
+        *held = place(object, &group);
+        memo.entry(held.address)
+            .or_insert_with(|| (object.clone(), content_hash(&**object)));
+    }
+    if gone.is_empty() {
+        return;
+    }
+    let gone: HashSet<usize, BuildHasherDefault<AddressHasher>> = gone.into_iter().collect();
+    let still: HashSet<usize, BuildHasherDefault<AddressHasher>> = (order.iter())
+        .map(|p| p.address)
+        .filter(|a| gone.contains(a))
+        .collect();
+    for address in gone.difference(&still) {
+        memo.remove(address);
+    }
 }

@@ -639,3 +639,43 @@ fn a_duplicate_definition_and_a_contested_cluster_ip_give_the_full_computation()
     ];
     check(false, false, changes, 0);
 }
+
+/// Manifests (no versions) as the manifest cache hands them out, shared:
+/// an object replaced in its place is found place by place and only its
+/// group is recomputed; one `Arc` in two places (two identical documents)
+/// replaced in one of them still serves from the other; an identical
+/// replacement recomputes nothing.
+#[test]
+fn manifests_replaced_in_place_recompute_their_group() {
+    let services: Vec<Arc<Service>> = (0..50u8)
+        .map(|i| Arc::new(named_service(i, None)))
+        .collect();
+    let mut slices: Vec<Arc<Slice>> = (0..50u8)
+        .map(|i| Arc::new(named_slice(i, 10, None)))
+        .collect();
+    slices.push(slices[5].clone());
+    let node = node("node-a");
+    let mut tracker = Tracker::new(Rules::default());
+    tracker.update_shared(&services, &slices, &node, &Holders::default);
+    slices[17] = Arc::new(named_slice(17, 11, None));
+    let state = tracker.update_shared(&services, &slices, &node, &Holders::default);
+    assert_same(
+        state,
+        &oracle(&services, &slices, &node, &Holders::default()),
+    );
+    assert_eq!(tracker.stats().recomputed, 1);
+    slices[5] = Arc::new(named_slice(5, 12, None));
+    let state = tracker.update_shared(&services, &slices, &node, &Holders::default);
+    assert_same(
+        state,
+        &oracle(&services, &slices, &node, &Holders::default()),
+    );
+    assert_eq!(tracker.stats().recomputed, 1);
+    slices[17] = Arc::new(named_slice(17, 11, None));
+    let state = tracker.update_shared(&services, &slices, &node, &Holders::default);
+    assert_same(
+        state,
+        &oracle(&services, &slices, &node, &Holders::default()),
+    );
+    assert_eq!(tracker.stats().recomputed, 0);
+}

@@ -148,10 +148,8 @@ fn settle(read: Snapshot, last_good: Option<Arc<Snapshot>>, key: Option<FileKey>
                 .reason
                 .push_str("; serving the file's last good version until it is fixed");
         }
-        yields
-            .files
-            .entry(problem.object.clone())
-            .or_insert_with(|| read.files.get(&problem.object).cloned().unwrap_or_default());
+        let file = read.files.file_of(&problem.object).unwrap_or_default();
+        (yields.files).record(file, &[], &[], [problem.object.clone()]);
         yields.problems.push(problem);
     }
     Entry {

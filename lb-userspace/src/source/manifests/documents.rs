@@ -100,8 +100,12 @@ impl Chunk {
     /// Extends the chunk to `end` with `line`. Content is anything but
     /// blank lines, comments and directives.
     fn push(&mut self, line: &str, end: usize) {
-        let line = line.trim();
-        self.has_content |= !(line.is_empty() || line.starts_with('#') || line.starts_with('%'));
+        // Only the first character past the indentation counts, and only
+        // until some line had content (most lines of a large file).
+        if !self.has_content {
+            let line = line.trim_start();
+            self.has_content = !(line.is_empty() || line.starts_with('#') || line.starts_with('%'));
+        }
         self.end = end;
     }
 }

@@ -52,7 +52,7 @@ pub(super) fn parse_documents_reusing(
     previous: &DocumentMemo,
 ) -> (Snapshot, DocumentMemo) {
     let mut set = Snapshot::default();
-    let mut memo = DocumentMemo::default();
+    let mut memo = DocumentMemo::sized_like(previous);
     let docs = match split_documents(text, limits.max_documents) {
         Ok(docs) => docs,
         Err(TooManyDocuments { limit }) => {
