@@ -23,7 +23,7 @@ use lb::{
     datapath::{DatapathMaps as _, KernelMaps, kernel::tables_dir},
     plan::Applied,
 };
-use lb_common::{PROTO_TCP, SCOPE_EXTERNAL, flow_hash::flow_hash4_seeded, reason::Reason};
+use lb_common::{PROTO_TCP, SCOPE_EXTERNAL, reason::Reason};
 
 const NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
 const NODE_PORT: u16 = 30710;
@@ -67,14 +67,7 @@ fn table_addresses(maps: &KernelMaps) -> Vec<Ipv4Addr> {
 }
 
 fn hash(sport: u16) -> u32 {
-    flow_hash4_seeded(
-        0,
-        be32(CLIENT),
-        be32(NODE),
-        be16(sport),
-        be16(NODE_PORT),
-        PROTO_TCP,
-    )
+    tcp_flow_hash(CLIENT, sport, NODE, NODE_PORT)
 }
 
 /// Where a SYN from `sport` goes (unspecified: not passed).

@@ -21,7 +21,7 @@ use lb::{
 };
 use lb_common::{
     FE_KIND_NODE_PORT, FE_KIND_SHIFT, MAGLEV_TABLE_SIZE, MAGLEV_V1, PROTO_TCP, SCOPE_EXTERNAL,
-    flow_hash::flow_hash4_seeded, maglev::table_size, reason::Reason,
+    maglev::table_size, reason::Reason,
 };
 
 const NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -59,14 +59,7 @@ fn syn(t: &TestDatapath, sport: u16) -> (u32, Ipv4Addr) {
 }
 
 fn hash(sport: u16) -> u32 {
-    flow_hash4_seeded(
-        0,
-        be32(CLIENT),
-        be32(NODE),
-        be16(sport),
-        be16(NODE_PORT),
-        PROTO_TCP,
-    )
+    tcp_flow_hash(CLIENT, sport, NODE, NODE_PORT)
 }
 
 /// The Maglev paper's advice (M well above 100 N): three backends keep the

@@ -679,3 +679,16 @@ pub fn memlock(map: &aya::maps::MapData) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// The unseeded flow hash the datapath selects a TCP flow's slot by:
+/// `client:sport -> node:node_port`.
+pub fn tcp_flow_hash(client: Ipv4Addr, sport: u16, node: Ipv4Addr, node_port: u16) -> u32 {
+    lb_common::flow_hash::flow_hash4_seeded(
+        0,
+        be32(client),
+        be32(node),
+        be16(sport),
+        be16(node_port),
+        lb_common::PROTO_TCP,
+    )
+}
