@@ -54,6 +54,7 @@ mod sctp;
 mod select;
 #[cfg(target_arch = "bpf")]
 mod select_algorithm;
+#[cfg(target_arch = "bpf")]
 mod service_cidr;
 #[cfg(target_arch = "bpf")]
 mod snat;
