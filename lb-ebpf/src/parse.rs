@@ -66,10 +66,17 @@ fn ptr_at<T>(data: usize, data_end: usize, offset: usize) -> Option<*mut T> {
 }
 
 /// Parses an XDP buffer. Headers must sit in its linear part
-/// (`data..data_end`); `buff_len` is the whole frame, fragments included
-/// (multi-buffer XDP), against which the IPv4 total length is checked.
+/// (`data..data_end`); `buff_len` gives the whole frame, fragments
+/// included (multi-buffer XDP), against which the IPv4 total length is
+/// checked. It is a helper call, so it is asked only when the linear part
+/// alone is too short for the datagram (a jumbo frame's): every other
+/// packet saves the call.
 #[inline(always)]
-pub fn xdp_ipv4(data: usize, data_end: usize, buff_len: usize) -> Result<XdpPacket, Reason> {
+pub fn xdp_ipv4(
+    data: usize,
+    data_end: usize,
+    buff_len: impl FnOnce() -> usize,
+) -> Result<XdpPacket, Reason> {
     let eth: *const EthHdr = ptr_at(data, data_end, 0).ok_or(Reason::PassMalformed)?;
     // SAFETY: bounds-checked above.
     if unsafe { (*eth).ether_type_be } != ETH_P_IP_BE {
@@ -81,7 +88,7 @@ pub fn xdp_ipv4(data: usize, data_end: usize, buff_len: usize) -> Result<XdpPack
     let checked = check_ipv4(&hdr);
     // The whole datagram must be inside the frame.
     let tot_len = u16::from_be(hdr.tot_len_be) as usize;
-    if ETH_HLEN + tot_len > buff_len {
+    if ETH_HLEN + tot_len > data_end - data && ETH_HLEN + tot_len > buff_len() {
         return Err(Reason::PassMalformed);
     }
     let (hlen, l4_min) = match checked {

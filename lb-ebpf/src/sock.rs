@@ -308,7 +308,7 @@ pub fn lb_trace_socket(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn trace_socket(ctx: &XdpContext) -> (u32, Reason) {
     // SAFETY: a plain helper call on our context.
-    let buff_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    let buff_len = || unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
     let pkt = match parse::xdp_ipv4(ctx.data(), ctx.data_end(), buff_len) {
         Ok(pkt) => pkt,
         Err(reason) => return (xdp_action::XDP_PASS, reason),

@@ -65,7 +65,7 @@ impl From<Reason> for Verdict {
 fn ingress(ctx: &XdpContext) -> Result<(Reason, XdpPacket), Verdict> {
     // Parse.
     // SAFETY: a plain helper call on our context.
-    let buff_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    let buff_len = || unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
     let pkt = match parse::xdp_ipv4(ctx.data(), ctx.data_end(), buff_len) {
         Ok(pkt) => pkt,
         // Perhaps an ICMP error about a translated flow: translated or
