@@ -11,62 +11,42 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use lb_common::{
-    Ct4Key, Ct4Value, Flow4,
-    ct::{expired, is_ending},
-};
+use foldhash::fast::RandomState;
+use lb_common::ct::{expired, is_ending};
 
+use super::ct_flows::Flows;
 use crate::datapath::{KernelMaps, MapsError};
 
 /// Live flows per backend id, for ids below `capacity` (only the backends
 /// with a live flow: a dense vector of every id was 8 MiB at the default
-/// capacity, at every sweep): a flow counts once (whichever of its entries
-/// the table still has, the fresher one deciding), unless it expired at
-/// `now_s` or is closing or closed.
-pub fn live_counts(
-    entries: &[(Ct4Key, Ct4Value)],
-    now_s: u32,
-    capacity: u32,
-) -> BTreeMap<u32, u64> {
-    let mut flows: HashMap<Flow4, &Ct4Value> = HashMap::new();
-    for (key, value) in entries {
-        let Some(flow) = key.original_flow(value) else {
-            continue;
-        };
-        let fresher = flows
-            .get(&flow)
-            .is_none_or(|known| value.last_seen_s > known.last_seen_s);
-        if fresher {
-            flows.insert(flow, value);
-        }
-    }
-    let mut counts = BTreeMap::new();
-    for value in flows.values() {
-        if is_ending(value.state)
-            || expired(value.state, value.last_seen_s, now_s)
-            || value.backend_id >= capacity
+/// capacity, at every sweep): a flow counts once (its fresher entry
+/// deciding, see `ct_flows`), unless it expired at `now_s` or is closing
+/// or closed.
+pub fn live_counts(flows: &Flows, now_s: u32, capacity: u32) -> BTreeMap<u32, u64> {
+    // Counted in a hash map (one probe a flow), ordered once at the end.
+    let mut counts: HashMap<u32, u64, RandomState> = HashMap::default();
+    for flow in flows.iter() {
+        if is_ending(flow.state)
+            || expired(flow.state, flow.last_seen_s, now_s)
+            || flow.backend_id >= capacity
         {
             continue;
         }
-        *counts.entry(value.backend_id).or_default() += 1;
+        *counts.entry(flow.backend_id).or_default() += 1;
     }
-    counts
+    counts.into_iter().collect()
 }
 
-/// Rewrites the datapath's counts from the table's `entries` read at `now_s`.
-pub fn recount(
-    maps: &mut KernelMaps,
-    entries: &[(Ct4Key, Ct4Value)],
-    now_s: u32,
-) -> Result<(), MapsError> {
-    let counts = live_counts(entries, now_s, maps.backend_connections_capacity());
+/// Rewrites the datapath's counts from the table's `flows` read at `now_s`.
+pub fn recount(maps: &mut KernelMaps, flows: &Flows, now_s: u32) -> Result<(), MapsError> {
+    let counts = live_counts(flows, now_s, maps.backend_connections_capacity());
     maps.set_backend_connections(&counts)
 }
 
 #[cfg(test)]
 mod tests {
     use lb_common::{
-        Endpoint4, PROTO_SCTP, PROTO_TCP,
+        Ct4Key, Ct4Value, Endpoint4, Flow4, PROTO_SCTP, PROTO_TCP,
         ct::{
             CT_CLOSED, CT_CLOSING, CT_ESTABLISHED, CT_SCTP_SHUTDOWN, CT_SYN_SENT,
             TIMEOUT_SYN_SENT_S,
@@ -133,7 +113,7 @@ mod tests {
         // A backend id past the map's end is not counted (and not a panic).
         entries.extend(flow(7, 9, CT_ESTABLISHED, now));
         assert_eq!(
-            live_counts(&entries, now, 4),
+            live_counts(&Flows::of(&entries), now, 4),
             BTreeMap::from([(1, 2), (2, 1)])
         );
     }

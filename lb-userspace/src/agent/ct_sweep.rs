@@ -18,10 +18,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::{Ct4Key, Ct4Value, Flow4, ct::expired, reason::Reason};
+use lb_common::{Ct4Key, ct::expired, reason::Reason};
 use tracing::{debug, warn};
 
-use super::metrics::Metrics;
+use super::{ct_flows::Flows, metrics::Metrics};
 use crate::datapath::{KernelMaps, MapsError, kernel::monotonic_s};
 
 /// How often the sweep runs: well under the shortest timeout that matters
@@ -44,38 +44,13 @@ pub struct Judgement {
     pub entries: (u64, u64),
 }
 
-/// A flow as its entries tell it: its entries, and the state and last
-/// second of the fresher one.
-struct FlowEntries {
-    keys: Vec<Ct4Key>,
-    state: u8,
-    last_seen_s: u32,
-}
-
 /// Which flows expired at `now_s` (pure: the clock is the caller's).
-pub fn judge(entries: &[(Ct4Key, Ct4Value)], now_s: u32) -> Judgement {
-    let mut flows: HashMap<Flow4, FlowEntries> = HashMap::new();
-    for (key, value) in entries {
-        // An entry of a direction this build does not know is left alone.
-        let Some(flow) = key.original_flow(value) else {
-            continue;
-        };
-        let entry = flows.entry(flow).or_insert(FlowEntries {
-            keys: Vec::new(),
-            state: value.state,
-            last_seen_s: value.last_seen_s,
-        });
-        entry.keys.push(*key);
-        if value.last_seen_s > entry.last_seen_s {
-            entry.last_seen_s = value.last_seen_s;
-            entry.state = value.state;
-        }
-    }
+pub fn judge(flows: &Flows, now_s: u32) -> Judgement {
     let mut judgement = Judgement::default();
     let mut live: HashMap<u8, u64> = HashMap::new();
-    for flow in flows.into_values() {
+    for flow in flows.iter() {
         if expired(flow.state, flow.last_seen_s, now_s) {
-            judgement.expired.extend(flow.keys);
+            judgement.expired.extend(flow.keys());
             judgement.expired_flows += 1;
         } else {
             *live.entry(flow.state).or_default() += 1;
@@ -98,8 +73,10 @@ pub fn is_flood(new_flows: u64, capacity: u64) -> bool {
 /// packet refreshed it meanwhile (each entry is read again first).
 pub fn sweep_once(maps: &mut KernelMaps, now_s: u32) -> Result<Judgement, MapsError> {
     let (entries, assured) = maps.connections_batched()?;
-    let mut judgement = judge(&entries, now_s);
+    let flows = Flows::of(&entries);
+    let mut judgement = judge(&flows, now_s);
     judgement.entries = (assured as u64, (entries.len() - assured) as u64);
+    drop(entries);
     for key in &judgement.expired {
         let still_expired = maps
             .connection(key)?
@@ -108,7 +85,7 @@ pub fn sweep_once(maps: &mut KernelMaps, now_s: u32) -> Result<Judgement, MapsEr
             maps.remove_connection(key)?;
         }
     }
-    super::backend_connections::recount(maps, &entries, now_s)?;
+    super::backend_connections::recount(maps, &flows, now_s)?;
     Ok(judgement)
 }
 

@@ -14,6 +14,7 @@
 //! `--xdp-forward` may redirect pods' frames to; this module is the loop.
 pub mod backend_connections;
 pub mod config;
+pub mod ct_flows;
 pub mod ct_sweep;
 mod datapath;
 pub mod devices;

@@ -1,5 +1,5 @@
 use lb_common::{
-    Endpoint4, PROTO_TCP, PROTO_UDP,
+    Ct4Value, Endpoint4, Flow4, PROTO_TCP, PROTO_UDP,
     ct::{CT_ESTABLISHED, CT_UNREPLIED, TIMEOUT_ESTABLISHED_S, TIMEOUT_UDP_S},
 };
 
@@ -54,7 +54,7 @@ fn a_flow_expires_whole_after_its_states_timeout() {
         now - TIMEOUT_UDP_S,
     ));
     entries.extend(pair(PROTO_TCP, 3, CT_ESTABLISHED, now - 1000, now - 1000));
-    let judgement = judge(&entries, now);
+    let judgement = judge(&Flows::of(&entries), now);
     let mut expected: Vec<Ct4Key> = entries[..2].iter().map(|(k, _)| *k).collect();
     expected.sort_unstable();
     assert_eq!(judgement.expired, expected);
@@ -74,7 +74,7 @@ fn the_fresher_direction_keeps_a_flow_alive() {
         now - TIMEOUT_ESTABLISHED_S - 10,
         now - 5,
     );
-    let judgement = judge(&entries, now);
+    let judgement = judge(&Flows::of(&entries), now);
     assert!(judgement.expired.is_empty());
     assert_eq!(judgement.live, vec![(CT_ESTABLISHED, 1)]);
 }
@@ -83,7 +83,7 @@ fn the_fresher_direction_keeps_a_flow_alive() {
 fn an_orphan_entry_expires_alone() {
     let now = 500;
     let [original, _] = pair(PROTO_UDP, 5, CT_UNREPLIED, 0, 0);
-    let judgement = judge(&[original], now);
+    let judgement = judge(&Flows::of(&[original]), now);
     assert_eq!(judgement.expired, vec![original.0]);
 }
 
@@ -122,7 +122,7 @@ fn a_masqueraded_flow_is_one_flow_with_its_snat_reply_entry() {
     let mut entries = Vec::new();
     entries.extend(masqueraded(1, old, old));
     entries.extend(masqueraded(2, old, now - 1));
-    let judgement = judge(&entries, now);
+    let judgement = judge(&Flows::of(&entries), now);
     let mut expected: Vec<Ct4Key> = entries[..2].iter().map(|(k, _)| *k).collect();
     expected.sort_unstable();
     assert_eq!(judgement.expired, expected);
