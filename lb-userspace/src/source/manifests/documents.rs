@@ -97,9 +97,8 @@ pub(super) fn is_end_marker(line: &str) -> bool {
 fn marker_candidates(text: &str) -> impl Iterator<Item = usize> + '_ {
     let bytes = text.as_bytes();
     let first = (bytes.starts_with(b"---") || bytes.starts_with(b"...")).then_some(0);
-    let after_newline = |needle: &'static [u8]| {
-        memchr::memmem::find_iter(bytes, needle).map(|newline| newline + 1)
-    };
+    let after_newline =
+        |needle: &'static [u8]| memchr::memmem::find_iter(bytes, needle).map(|newline| newline + 1);
     first.into_iter().chain(Merged {
         dashes: after_newline(b"\n---").peekable(),
         dots: after_newline(b"\n...").peekable(),

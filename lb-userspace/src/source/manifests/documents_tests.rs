@@ -5,22 +5,50 @@ use proptest::prelude::*;
 
 use super::documents::{Document, TooManyDocuments, is_end_marker, split_documents, start_marker};
 
-
 /// Lines that exercise every rule of the cutter: markers with and without
 /// content, near misses, comments, directives, CRLF, blank lines.
 const LINES: &[&str] = &[
-    "---\n", "--- {a: 1}\n", "---\t# c\n", "----\n", "---x\n", "--\n", "...\n", "... # end\n",
-    "...x\n", "....\n", "---\r\n", "...\r\n", "\n", "\r\n", "   \n", "# comment\n",
-    "%YAML 1.2\n", "a: 1\n", "  - b\n", "- c\n", "  ---\n", "key: |\n", "  text ---\n",
-    "\u{feff}---\n", "---", "...", "x",
+    "---\n",
+    "--- {a: 1}\n",
+    "---\t# c\n",
+    "----\n",
+    "---x\n",
+    "--\n",
+    "...\n",
+    "... # end\n",
+    "...x\n",
+    "....\n",
+    "---\r\n",
+    "...\r\n",
+    "\n",
+    "\r\n",
+    "   \n",
+    "# comment\n",
+    "%YAML 1.2\n",
+    "a: 1\n",
+    "  - b\n",
+    "- c\n",
+    "  ---\n",
+    "key: |\n",
+    "  text ---\n",
+    "\u{feff}---\n",
+    "---",
+    "...",
+    "x",
 ];
 
 fn text_of(picks: &[usize]) -> String {
     picks.iter().map(|&i| LINES[i]).collect()
 }
 
-fn summary<'a>(cut: Result<Vec<Document<'a>>, TooManyDocuments>) -> Result<Vec<(usize, usize, &'a str)>, TooManyDocuments> {
-    cut.map(|docs| docs.into_iter().map(|d| (d.number, d.first_line, d.text)).collect())
+fn summary<'a>(
+    cut: Result<Vec<Document<'a>>, TooManyDocuments>,
+) -> Result<Vec<(usize, usize, &'a str)>, TooManyDocuments> {
+    cut.map(|docs| {
+        docs.into_iter()
+            .map(|d| (d.number, d.first_line, d.text))
+            .collect()
+    })
 }
 
 proptest! {
@@ -39,8 +67,14 @@ proptest! {
 fn markers_are_found_at_the_start_and_after_every_newline_only() {
     let text = "--- {a: 1}\nb: ---\n---\n... \nc: 2\n";
     let docs = split_documents(text, 10).expect("within the limit");
-    let summary: Vec<_> = docs.iter().map(|d| (d.number, d.first_line, d.text)).collect();
-    assert_eq!(summary, vec![(1, 1, " {a: 1}\nb: ---\n"), (2, 3, "\n"), (3, 5, "c: 2\n")]);
+    let summary: Vec<_> = docs
+        .iter()
+        .map(|d| (d.number, d.first_line, d.text))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![(1, 1, " {a: 1}\nb: ---\n"), (2, 3, "\n"), (3, 5, "c: 2\n")]
+    );
 }
 
 /// The cutter as it was (each line looked at in turn): the reference
@@ -49,10 +83,7 @@ fn markers_are_found_at_the_start_and_after_every_newline_only() {
 /// 0 always ends a document in YAML, even inside a block scalar, so cutting
 /// by lines is exact. Past `max_documents` documents the stream is refused
 /// as a whole: cutting stops there.
-fn split_by_lines(
-    text: &str,
-    max_documents: usize,
-) -> Result<Vec<Document<'_>>, TooManyDocuments> {
+fn split_by_lines(text: &str, max_documents: usize) -> Result<Vec<Document<'_>>, TooManyDocuments> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut cutter = LineCutter {
         text,
