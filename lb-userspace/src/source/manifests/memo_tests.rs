@@ -3,7 +3,13 @@
 
 use std::{fs, sync::Arc};
 
-use super::{Limits, Loader, memo::DocumentMemo, parse::parse_documents_reusing, parse_documents};
+use super::{
+    Limits, Loader, ManifestSet,
+    documents::split_documents,
+    memo::{DocumentMemo, TextKey},
+    parse::parse_documents_reusing,
+    parse_documents,
+};
 
 fn service(name: &str, ip: &str) -> String {
     format!(
@@ -127,4 +133,177 @@ fn a_reloaded_file_shares_its_unchanged_objects() {
         Some("10.0.0.2")
     );
     assert!(Arc::ptr_eq(&first.services[1], &second.services[1]));
+}
+
+fn broken(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: x}}]}}\n"
+    )
+}
+
+/// Each document after a marker of its own: a document's text is what
+/// follows its marker, so the first one of [`stream`] would differ from
+/// itself placed anywhere else.
+fn marked(docs: &[String]) -> String {
+    docs.iter().map(|doc| format!("---\n{doc}")).collect()
+}
+
+/// A read of `before`, then of `after` with the memo of the first; the
+/// second is checked against a fresh parse.
+fn reread(before: &[String], after: &[String]) -> (ManifestSet, ManifestSet) {
+    let limits = Limits::default();
+    let (first, memo) =
+        parse_documents_reusing("x.yaml", &marked(before), &limits, &DocumentMemo::default());
+    let (second, _) = parse_documents_reusing("x.yaml", &marked(after), &limits, &memo);
+    assert_eq!(
+        second,
+        parse_documents("x.yaml", &marked(after)),
+        "as a fresh parse"
+    );
+    (first, second)
+}
+
+/// For each Service of `second` (every document of these tests gives one,
+/// or a problem), whether it is shared with `first`.
+fn shared(first: &ManifestSet, second: &ManifestSet) -> Vec<bool> {
+    (second.services.iter())
+        .map(|s| first.services.iter().any(|f| Arc::ptr_eq(f, s)))
+        .collect()
+}
+
+/// Documents added or removed before others move them: the others are
+/// found where they moved to, and shared.
+#[test]
+fn documents_that_moved_are_found_where_they_are_now() {
+    let [a, b, c, d] = ["a", "b", "c", "d"].map(|n| service(n, "10.96.0.10"));
+    let before = [a.clone(), b.clone(), c.clone()];
+    let inserted = [d.clone(), a.clone(), b.clone(), c.clone()];
+    let (first, second) = reread(&before, &inserted);
+    assert_eq!(shared(&first, &second), [false, true, true, true]);
+    let removed = [a.clone(), c.clone()];
+    let (first, second) = reread(&before, &removed);
+    assert_eq!(shared(&first, &second), [true, true]);
+    let reversed = [d, c.clone(), b.clone(), a.clone()];
+    let (first, second) = reread(&before, &reversed);
+    assert_eq!(shared(&first, &second), [false, true, true, true]);
+    // Two documents swapped look like two changed in place (the ones
+    // around them are where they were): read again, rather than a table
+    // of all the others made to find them.
+    let swapped = [c, b, a];
+    let (first, second) = reread(&before, &swapped);
+    assert_eq!(shared(&first, &second), [false, true, false]);
+}
+
+/// A document changed where it is, first, in the middle or last: only it
+/// is read again.
+#[test]
+fn a_document_changed_in_place_is_the_only_one_read_again() {
+    let names = ["a", "b", "c"];
+    let before = names.map(|n| service(n, "10.96.0.10"));
+    for changed in 0..names.len() {
+        let mut after = before.clone();
+        after[changed] = service(names[changed], "10.96.0.99");
+        let (first, second) = reread(&before, &after);
+        let expected: Vec<bool> = (0..names.len()).map(|i| i != changed).collect();
+        assert_eq!(
+            shared(&first, &second),
+            expected,
+            "document {changed} changed"
+        );
+    }
+}
+
+/// The same text twice, and a text with a problem that moves: the first
+/// is shared, the second read again where it now is (its problem names
+/// its new document number).
+#[test]
+fn repeated_texts_are_shared_and_problems_read_again() {
+    let a = service("a", "10.96.0.10");
+    let before = [a.clone(), broken("bad"), a.clone()];
+    let after = [broken("bad"), a.clone(), a.clone(), a.clone()];
+    let (first, second) = reread(&before, &after);
+    assert_eq!(shared(&first, &second), [true, true, true]);
+    assert!(second.problems[0].reason.contains("document 1"));
+}
+
+/// How many documents of `after` a read with the memo of `before` looks
+/// up in the table of `before`'s documents, and how many it reuses.
+fn searched(before: &[String], after: &[String]) -> (usize, usize) {
+    let limits = Limits::default();
+    let (_, memo) =
+        parse_documents_reusing("x.yaml", &marked(before), &limits, &DocumentMemo::default());
+    let text = marked(after);
+    let docs = split_documents(&text, limits.max_documents).expect("within the limit");
+    let keys: Vec<TextKey> = docs.iter().map(|d| TextKey::of(d.text)).collect();
+    let mut finder = memo.finder();
+    let reused = (0..keys.len())
+        .filter(|&i| finder.find(i, &keys).is_some())
+        .count();
+    (finder.looked_up, reused)
+}
+
+/// The table is for documents out of place: a change in place asks it
+/// nothing, a document added or removed asks it for one or two documents
+/// (then the others are found where they moved to), not for all.
+#[test]
+fn only_documents_out_of_place_are_looked_up() {
+    let before: Vec<String> = (0..1_000)
+        .map(|i| service(&format!("s{i}"), "10.96.0.10"))
+        .collect();
+    let mut changed = before.clone();
+    changed[500] = service("s500", "10.96.0.99");
+    assert_eq!(searched(&before, &changed), (0, 999));
+    let mut inserted = before.clone();
+    inserted.insert(0, service("new", "10.96.0.10"));
+    assert_eq!(searched(&before, &inserted), (2, 1_000));
+    let mut removed = before.clone();
+    removed.remove(300);
+    assert_eq!(searched(&before, &removed), (1, 999));
+}
+
+proptest::proptest! {
+    /// Any rewrite of a file, from a pool of documents (some broken, some
+    /// repeated), reads as a fresh parse of the new text.
+    #[test]
+    fn any_rewrite_reads_as_a_fresh_parse(
+        before in proptest::collection::vec(0..8usize, 0..12),
+        after in proptest::collection::vec(0..8usize, 0..12),
+    ) {
+        let pool = |i: usize| match i {
+            0 | 1 => broken(&format!("bad{i}")),
+            _ => service(&format!("s{i}"), "10.96.0.10"),
+        };
+        let before: Vec<String> = before.into_iter().map(pool).collect();
+        let after: Vec<String> = after.into_iter().map(pool).collect();
+        reread(&before, &after);
+    }
+
+    /// One document added, removed or changed anywhere in a file of
+    /// distinct documents (one maybe broken): every other document that
+    /// was read without a problem is shared.
+    #[test]
+    fn one_edit_shares_every_other_document(
+        count in 1..10usize,
+        edit in 0..3u8,
+        place in 0..10usize,
+        broken_at in proptest::option::of(0..10usize),
+    ) {
+        let mut before: Vec<String> =
+            (0..count).map(|i| service(&format!("s{i}"), "10.96.0.10")).collect();
+        if let Some(at) = broken_at.filter(|&at| at < count) {
+            before[at] = broken("bad");
+        }
+        let mut after = before.clone();
+        match edit {
+            0 => after.insert(place % (count + 1), service("new", "10.96.0.10")),
+            1 => {
+                after.remove(place % count);
+            }
+            _ => after[place % count] = service("changed", "10.96.0.99"),
+        }
+        let (first, second) = reread(&before, &after);
+        let good_after = after.iter().filter(|d| !d.contains("port: x"));
+        let expected: Vec<bool> = good_after.map(|d| before.contains(d)).collect();
+        proptest::prop_assert_eq!(shared(&first, &second), expected);
+    }
 }

@@ -8,6 +8,8 @@
 mod cache;
 mod dir;
 mod documents;
+#[cfg(test)]
+mod documents_tests;
 mod file;
 mod kinds;
 mod limits;

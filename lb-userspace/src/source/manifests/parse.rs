@@ -52,7 +52,6 @@ pub(super) fn parse_documents_reusing(
     previous: &DocumentMemo,
 ) -> (Snapshot, DocumentMemo) {
     let mut set = Snapshot::default();
-    let mut memo = DocumentMemo::sized_like(previous);
     let docs = match split_documents(text, limits.max_documents) {
         Ok(docs) => docs,
         Err(TooManyDocuments { limit }) => {
@@ -64,18 +63,21 @@ pub(super) fn parse_documents_reusing(
                 ),
             );
             set.attribute_to(source_name);
-            return (set, memo);
+            return (set, DocumentMemo::default());
         }
     };
-    for doc in docs {
-        let key = TextKey::of(doc.text);
-        if previous.reuse(key, &mut set, &mut memo) {
+    let keys: Vec<TextKey> = docs.iter().map(|doc| TextKey::of(doc.text)).collect();
+    let mut memo = DocumentMemo::with_capacity(docs.len());
+    let mut finder = previous.finder();
+    for (i, doc) in docs.iter().enumerate() {
+        if let Some(objects) = finder.find(i, &keys) {
+            memo.reuse(keys[i], objects, &mut set);
             continue;
         }
         let place = format!("{source_name} (document {})", doc.number);
         let mut read = Snapshot::default();
-        parse_document(&place, &doc, limits, &mut read);
-        memo.remember(key, &read);
+        parse_document(&place, doc, limits, &mut read);
+        memo.remember(keys[i], &read);
         set.extend(read);
     }
     set.attribute_to(source_name);
