@@ -14,7 +14,6 @@ use k8s_openapi::api::discovery::v1::EndpointPort;
 use super::{
     addresses::{self as check, Verdict},
     family,
-    labels::LABEL_SERVICE_NAME,
     meta::{namespace_of, sorted_by_name},
     problems::Problems,
     validate::{parse_addr, port_number, protocol_problem},
@@ -120,12 +119,7 @@ impl SliceIndex {
         let mut index = SliceIndex::default();
         let sorted = sorted_by_name(slices, |s| &s.borrow().metadata);
         for slice in sorted.into_iter().map(Borrow::borrow) {
-            let Some(service) = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|labels| labels.get(LABEL_SERVICE_NAME))
-            else {
+            let Some(service) = slice.service_name() else {
                 // Not managed for a Service (a custom controller's): not ours.
                 continue;
             };
@@ -137,7 +131,7 @@ impl SliceIndex {
             if let Some(view) = slice_view(slice, &object, problems) {
                 index
                     .by_service
-                    .entry((namespace, service.clone()))
+                    .entry((namespace, service.to_owned()))
                     .or_default()
                     .push(view);
             }
