@@ -7,6 +7,7 @@ use std::{
     borrow::Borrow,
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    sync::Arc,
 };
 
 use k8s_openapi::api::discovery::v1::EndpointPort;
@@ -33,7 +34,7 @@ struct SliceEp {
     serving: bool,
     terminating: bool,
     node_name: Option<String>,
-    target: Option<String>,
+    target: Option<Arc<str>>,
     zone_hints: Vec<String>,
     node_hints: Vec<String>,
 }
@@ -65,7 +66,7 @@ pub(super) struct Candidate {
     pub(super) local: bool,
     /// On another node, by name.
     pub(super) remote: bool,
-    pub(super) target: Option<String>,
+    pub(super) target: Option<Arc<str>>,
     pub(super) zone_hints: Vec<String>,
     pub(super) node_hints: Vec<String>,
 }
@@ -315,7 +316,7 @@ fn slice_endpoint(
         serving: ep.serving.unwrap_or(true),
         terminating: ep.terminating.unwrap_or(false),
         node_name: ep.node_name.as_deref().map(str::to_owned),
-        target: ep.target.as_deref().map(str::to_owned),
+        target: ep.target.clone(),
         zone_hints: hints.map(|h| h.for_zones.clone()).unwrap_or_default(),
         node_hints: hints.map(|h| h.for_nodes.clone()).unwrap_or_default(),
     }

@@ -10,6 +10,8 @@
 //! decoded object (`From<EndpointSlice>`), so what the API accepts is what
 //! k8s-openapi's reader accepts, unchanged.
 
+use std::sync::Arc;
+
 use k8s_openapi::{
     api::{
         core::v1::ObjectReference,
@@ -49,8 +51,9 @@ pub struct SliceEndpoint {
     pub serving: Option<bool>,
     pub terminating: Option<bool>,
     pub node_name: Option<Box<str>>,
-    /// `targetRef.name` (the pod, for `lb explain`).
-    pub target: Option<Box<str>>,
+    /// `targetRef.name` (the pod, for `lb explain`), shared with every
+    /// frontend's endpoint set that lists it (`model::Endpoint::target`).
+    pub target: Option<Arc<str>>,
     /// `hints`, boxed: most endpoints have none.
     pub hints: Option<Box<Hints>>,
 }
@@ -107,10 +110,7 @@ impl From<Endpoint> for SliceEndpoint {
             serving: conditions.serving,
             terminating: conditions.terminating,
             node_name: endpoint.node_name.map(String::into_boxed_str),
-            target: endpoint
-                .target_ref
-                .and_then(|t| t.name)
-                .map(String::into_boxed_str),
+            target: endpoint.target_ref.and_then(|t| t.name).map(Arc::from),
             hints: hints
                 .filter(|h| !(h.for_zones.is_empty() && h.for_nodes.is_empty()))
                 .map(Box::new),
