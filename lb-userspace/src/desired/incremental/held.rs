@@ -39,6 +39,7 @@ impl<K> Default for Held<K> {
     }
 }
 
+#[cfg(test)]
 impl<K> Held<K> {
     pub(super) fn is_empty(&self) -> bool {
         self.one.is_empty() && self.many.is_empty()
@@ -104,6 +105,7 @@ pub(super) struct HeldAddrs {
     v6: Held<Ipv6Addr>,
 }
 
+#[cfg(test)]
 impl HeldAddrs {
     pub(super) fn is_empty(&self) -> bool {
         self.v4.is_empty() && self.v6.is_empty()
