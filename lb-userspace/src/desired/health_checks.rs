@@ -16,10 +16,7 @@ use k8s_openapi::api::core::v1::Service;
 
 use crate::source::Slice;
 
-use super::{
-    labels::LABEL_SERVICE_NAME, meta::namespace_of, rules::Rules, services::not_proxied_label,
-    validate::parse_addr,
-};
+use super::{meta::namespace_of, rules::Rules, services::not_proxied_label, validate::parse_addr};
 use crate::model::NodeFacts;
 
 /// A Service by namespace and name (kube-proxy's `NamespacedName`).
@@ -110,10 +107,10 @@ fn slice_service<'a>(
     if slice.address_type != "IPv4" {
         return None;
     }
-    let name = slice.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
+    let name = slice.service_name()?;
     let service = ServiceRef {
         namespace: namespace_of(&slice.metadata.namespace).to_owned(),
-        name: name.clone(),
+        name: name.to_owned(),
     };
     checks.get_key_value(&service).map(|(key, _)| key)
 }

@@ -7,6 +7,7 @@ use std::{
     borrow::Borrow,
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    sync::Arc,
 };
 
 use k8s_openapi::api::discovery::v1::EndpointPort;
@@ -14,7 +15,6 @@ use k8s_openapi::api::discovery::v1::EndpointPort;
 use super::{
     addresses::{self as check, Verdict},
     family,
-    labels::LABEL_SERVICE_NAME,
     meta::{namespace_of, sorted_by_name},
     problems::Problems,
     validate::{parse_addr, port_number, protocol_problem},
@@ -34,7 +34,7 @@ struct SliceEp {
     serving: bool,
     terminating: bool,
     node_name: Option<String>,
-    target: Option<String>,
+    target: Option<Arc<str>>,
     zone_hints: Vec<String>,
     node_hints: Vec<String>,
 }
@@ -66,7 +66,7 @@ pub(super) struct Candidate {
     pub(super) local: bool,
     /// On another node, by name.
     pub(super) remote: bool,
-    pub(super) target: Option<String>,
+    pub(super) target: Option<Arc<str>>,
     pub(super) zone_hints: Vec<String>,
     pub(super) node_hints: Vec<String>,
 }
@@ -120,12 +120,7 @@ impl SliceIndex {
         let mut index = SliceIndex::default();
         let sorted = sorted_by_name(slices, |s| &s.borrow().metadata);
         for slice in sorted.into_iter().map(Borrow::borrow) {
-            let Some(service) = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|labels| labels.get(LABEL_SERVICE_NAME))
-            else {
+            let Some(service) = slice.service_name() else {
                 // Not managed for a Service (a custom controller's): not ours.
                 continue;
             };
@@ -137,7 +132,7 @@ impl SliceIndex {
             if let Some(view) = slice_view(slice, &object, problems) {
                 index
                     .by_service
-                    .entry((namespace, service.clone()))
+                    .entry((namespace, service.to_owned()))
                     .or_default()
                     .push(view);
             }
@@ -321,7 +316,7 @@ fn slice_endpoint(
         serving: ep.serving.unwrap_or(true),
         terminating: ep.terminating.unwrap_or(false),
         node_name: ep.node_name.as_deref().map(str::to_owned),
-        target: ep.target.as_deref().map(str::to_owned),
+        target: ep.target.clone(),
         zone_hints: hints.map(|h| h.for_zones.clone()).unwrap_or_default(),
         node_hints: hints.map(|h| h.for_nodes.clone()).unwrap_or_default(),
     }

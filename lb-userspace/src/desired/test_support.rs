@@ -1,6 +1,6 @@
 //! Builders shared by the desired-state tests, and the names they use.
 
-use std::{net::SocketAddrV4, path::Path};
+use std::{net::SocketAddrV4, path::Path, sync::Arc};
 
 use k8s_openapi::api::core::v1::Service;
 
@@ -121,7 +121,7 @@ pub(super) fn ep(
         terminating: false,
         local,
         remote: !local,
-        target: target.map(str::to_owned),
+        target: target.map(Arc::from),
     }
 }
 

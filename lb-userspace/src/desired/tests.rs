@@ -66,3 +66,30 @@ fn whole_fixture_directory() {
     );
     assert_eq!(state.frontends.len(), 58);
 }
+
+/// A pod's name is one allocation however many frontends list the pod:
+/// every frontend's endpoint shares the slice's own.
+#[test]
+fn endpoint_targets_are_shared_with_the_slice() {
+    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: app}\n\
+         spec:\n  type: NodePort\n  clusterIP: 10.96.0.10\n  ports: [{name: http, port: 80, nodePort: 30080}]\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {name: web-1, namespace: app, labels: {kubernetes.io/service-name: web}}\n\
+         addressType: IPv4\nports: [{name: http, port: 8080}]\n\
+         endpoints: [{addresses: [10.0.0.1], targetRef: {kind: Pod, name: web-abc}}]\n";
+    let set = crate::source::manifests::parse_documents("web.yaml", text);
+    let state = compute(&set.services, &set.slices, &node("node-a"));
+    let kept = set.slices[0].endpoints[0]
+        .target
+        .as_ref()
+        .expect("a target");
+    assert!(state.frontends.len() >= 2, "{:?}", state.frontends.keys());
+    for spec in state.frontends.values() {
+        let target = spec.endpoints[0].target.as_ref().expect("a target");
+        assert_eq!(&**target, "web-abc");
+        assert!(
+            std::sync::Arc::ptr_eq(target, kept),
+            "a copy, not the slice's"
+        );
+    }
+}

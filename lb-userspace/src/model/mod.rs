@@ -3,7 +3,7 @@
 //! `lb trace`. Addresses are family-neutral (`IpAddr`); only
 //! `datapath::codec` knows how a family is laid out in the maps.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr};
+use std::{collections::BTreeMap, fmt, net::IpAddr, sync::Arc};
 
 use lb_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
@@ -141,8 +141,9 @@ pub struct Endpoint {
     pub local: bool,
     /// The endpoint's slice names another node (neither: no node named).
     pub remote: bool,
-    /// Pod or target name from the EndpointSlice, when it names one.
-    pub target: Option<String>,
+    /// Pod or target name from the EndpointSlice, when it names one:
+    /// shared with the slice, not copied into each frontend's set.
+    pub target: Option<Arc<str>>,
 }
 
 /// What happens to new traffic when a frontend has no endpoint to use.

@@ -129,7 +129,7 @@ impl Applied {
     /// Whether `slots` are exactly what this agent knows table `table_id`
     /// holds (a resync's spot check of one table).
     pub fn holds_table(&self, table_id: u32, slots: &[u32]) -> bool {
-        let known = self.index.table_backends.get(&table_id);
+        let known = self.tables.get(&table_id);
         known.is_some_and(|backends| self.recognise_table(slots).as_ref() == Some(backends))
     }
 

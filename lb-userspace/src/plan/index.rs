@@ -22,8 +22,6 @@ pub(super) struct Index {
     pub(super) backend_ids: HashMap<Identity, u32>,
     /// The distinct backend ids each live table (known or foreign) names.
     pub(super) table_named: HashMap<u32, Vec<u32>>,
-    /// The backend set of each table whose contents are known.
-    pub(super) table_backends: HashMap<u32, Vec<Backend>>,
     /// Frontends selecting from each table.
     pub(super) table_users: HashMap<u32, u32>,
     /// Frontends selecting from each table, per service id they carry: a
@@ -46,7 +44,6 @@ impl Default for Index {
         Index {
             backend_ids: HashMap::new(),
             table_named: HashMap::new(),
-            table_backends: HashMap::new(),
             table_users: HashMap::new(),
             table_services: HashMap::new(),
             backend_tables: HashMap::new(),
@@ -78,10 +75,10 @@ impl Index {
         }
         for (table_id, backends) in &applied.tables {
             let named = index.ids_of(backends);
-            index.add_table(*table_id, Some(backends.clone()), named);
+            index.add_table(*table_id, named);
         }
         for (table_id, named) in &applied.foreign_tables {
-            index.add_table(*table_id, None, named.iter().copied().collect());
+            index.add_table(*table_id, named.iter().copied().collect());
         }
         for (key, value) in &applied.frontends {
             index.add_frontend(*key, value);
@@ -114,18 +111,14 @@ impl Index {
         ids.into_iter().collect()
     }
 
-    fn add_table(&mut self, table_id: u32, backends: Option<Vec<Backend>>, named: Vec<u32>) {
+    fn add_table(&mut self, table_id: u32, named: Vec<u32>) {
         for id in &named {
             *self.backend_tables.entry(*id).or_default() += 1;
         }
         self.table_named.insert(table_id, named);
-        if let Some(backends) = backends {
-            self.table_backends.insert(table_id, backends);
-        }
     }
 
     fn remove_table(&mut self, table_id: u32) {
-        self.table_backends.remove(&table_id);
         for id in self.table_named.remove(&table_id).unwrap_or_default() {
             decrement(&mut self.backend_tables, id);
         }
@@ -209,8 +202,7 @@ impl Index {
             // Rewritten in place: what it named before is named no more.
             self.remove_table(table.table_id);
             let named: BTreeSet<u32> = table.backend_ids.iter().copied().collect();
-            let backends = Some(table.backends.clone());
-            self.add_table(table.table_id, backends, named.into_iter().collect());
+            self.add_table(table.table_id, named.into_iter().collect());
             self.free_tables.take(table.table_id);
         }
         for (id, value) in &plan.remove_backends {
@@ -267,11 +259,6 @@ impl Index {
                 "table_named",
                 sorted(&self.table_named),
                 sorted(&other.table_named),
-            ),
-            (
-                "table_backends",
-                sorted(&self.table_backends),
-                sorted(&other.table_backends),
             ),
             (
                 "table_users",

@@ -4,9 +4,13 @@
 //! of the API, a whole `targetRef`); at 10,000 Services of 10 endpoints
 //! the decoded slices were about 56 MB of the agent's 166 MB peak heap
 //! (heaptrack, manifest mode). Kept, an endpoint is 64 bytes plus its
-//! strings. Both sources convert right after the decode and drop the
+//! strings. Of the labels only the Service's name is kept: a `BTreeMap`
+//! of one label allocates a node with room for 11, about 540 bytes a
+//! slice (5 MB at 10,000 slices) for the one string lb reads. Both sources convert right after the decode and drop the
 //! decoded object (`From<EndpointSlice>`), so what the API accepts is what
 //! k8s-openapi's reader accepts, unchanged.
+
+use std::sync::Arc;
 
 use k8s_openapi::{
     api::{
@@ -20,11 +24,16 @@ use k8s_openapi::{
 };
 use serde::Serialize;
 
+use crate::desired::LABEL_SERVICE_NAME;
+
 /// An EndpointSlice, reduced to what lb reads.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Slice {
-    /// Its metadata without `managedFields` (nothing reads them).
+    /// Its metadata without `managedFields` and `labels` (the one label
+    /// read is `service_name`).
     pub metadata: ObjectMeta,
+    /// The `kubernetes.io/service-name` label: the Service the slice is for.
+    pub service_name: Option<Box<str>>,
     pub address_type: String,
     pub ports: Option<Vec<EndpointPort>>,
     /// `endpoints`; unset reads as none.
@@ -42,8 +51,9 @@ pub struct SliceEndpoint {
     pub serving: Option<bool>,
     pub terminating: Option<bool>,
     pub node_name: Option<Box<str>>,
-    /// `targetRef.name` (the pod, for `lb explain`).
-    pub target: Option<Box<str>>,
+    /// `targetRef.name` (the pod, for `lb explain`), shared with every
+    /// frontend's endpoint set that lists it (`model::Endpoint::target`).
+    pub target: Option<Arc<str>>,
     /// `hints`, boxed: most endpoints have none.
     pub hints: Option<Box<Hints>>,
 }
@@ -59,16 +69,27 @@ impl From<EndpointSlice> for Slice {
     fn from(slice: EndpointSlice) -> Slice {
         let mut metadata = slice.metadata;
         metadata.managed_fields = None;
+        let service_name = (metadata.labels.take())
+            .and_then(|mut labels| labels.remove(LABEL_SERVICE_NAME))
+            .map(String::into_boxed_str);
         let mut ports = slice.ports;
         if let Some(ports) = &mut ports {
             ports.shrink_to_fit();
         }
         Slice {
             metadata,
+            service_name,
             address_type: slice.address_type,
             ports,
             endpoints: endpoints(slice.endpoints.unwrap_or_default()),
         }
+    }
+}
+
+impl Slice {
+    /// The Service the slice is for (its `kubernetes.io/service-name`).
+    pub fn service_name(&self) -> Option<&str> {
+        self.service_name.as_deref()
     }
 }
 
@@ -89,10 +110,7 @@ impl From<Endpoint> for SliceEndpoint {
             serving: conditions.serving,
             terminating: conditions.terminating,
             node_name: endpoint.node_name.map(String::into_boxed_str),
-            target: endpoint
-                .target_ref
-                .and_then(|t| t.name)
-                .map(String::into_boxed_str),
+            target: endpoint.target_ref.and_then(|t| t.name).map(Arc::from),
             hints: hints
                 .filter(|h| !(h.for_zones.is_empty() && h.for_nodes.is_empty()))
                 .map(Box::new),
@@ -104,8 +122,13 @@ impl From<Endpoint> for SliceEndpoint {
 /// unset): for writing a manifest's slices to an API server (the bench).
 impl From<&Slice> for EndpointSlice {
     fn from(slice: &Slice) -> EndpointSlice {
+        let labels = (slice.service_name.as_deref())
+            .map(|name| [(LABEL_SERVICE_NAME.to_owned(), name.to_owned())].into());
         EndpointSlice {
-            metadata: slice.metadata.clone(),
+            metadata: ObjectMeta {
+                labels,
+                ..slice.metadata.clone()
+            },
             address_type: slice.address_type.clone(),
             ports: slice.ports.clone(),
             endpoints: Some(slice.endpoints.iter().map(Endpoint::from).collect()),
@@ -188,6 +211,8 @@ mod tests {
         assert_eq!(slice.address_type, "IPv4");
         assert_eq!(slice.ports.as_ref().unwrap()[0].port, Some(8080));
         assert!(slice.metadata.annotations.is_some());
+        assert_eq!(slice.service_name(), Some("web"));
+        assert_eq!(slice.metadata.labels, None, "kept as service_name");
         assert_eq!(
             slice.endpoints[0],
             SliceEndpoint {

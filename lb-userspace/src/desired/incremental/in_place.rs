@@ -23,7 +23,7 @@ use super::{
     shared::{Place, group_hash},
 };
 use crate::{
-    desired::{Holders, LABEL_SERVICE_NAME, meta::namespace_of},
+    desired::{Holders, meta::namespace_of},
     source::Slice,
 };
 
@@ -107,7 +107,7 @@ fn objects_of<'a>(
         .map(|i| &*slices[i])
         .filter(|s| {
             let meta = &s.metadata;
-            let label = meta.labels.as_ref().and_then(|l| l.get(LABEL_SERVICE_NAME));
+            let label = s.service_name();
             label.is_some_and(|name| keys.contains(&(namespace_of(&meta.namespace), name)))
         })
         .collect();

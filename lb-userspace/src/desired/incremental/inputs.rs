@@ -22,10 +22,7 @@ use k8s_openapi::{api::core::v1::Service, apimachinery::pkg::apis::meta::v1::Obj
 use serde::Serialize;
 
 use super::by_name::ByName;
-use crate::{
-    desired::{LABEL_SERVICE_NAME, meta::namespace_of},
-    source::Slice,
-};
+use crate::{desired::meta::namespace_of, source::Slice};
 
 /// A Service's namespace and name.
 pub(crate) type GroupKey = (String, String);
@@ -117,10 +114,10 @@ pub(super) fn group_with<'a>(
     }
     for slice in slices.iter().map(Borrow::borrow) {
         let meta = &slice.metadata;
-        let Some(name) = meta.labels.as_ref().and_then(|l| l.get(LABEL_SERVICE_NAME)) else {
+        let Some(name) = slice.service_name() else {
             continue;
         };
-        let group = groups.entry(namespace_of(&meta.namespace), name.as_str());
+        let group = groups.entry(namespace_of(&meta.namespace), name);
         group.add(
             "EndpointSlice",
             meta,

@@ -38,6 +38,7 @@
 mod by_name;
 mod changes;
 mod footprint;
+mod held;
 mod in_place;
 mod inputs;
 mod parts;

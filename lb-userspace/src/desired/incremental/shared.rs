@@ -19,10 +19,7 @@ use std::{
 use k8s_openapi::{api::core::v1::Service, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 
 use super::inputs::{GroupKey, content_hash};
-use crate::{
-    desired::{LABEL_SERVICE_NAME, meta::namespace_of},
-    source::Slice,
-};
+use crate::{desired::meta::namespace_of, source::Slice};
 
 /// Addresses are already well spread: a multiply is hash enough.
 #[derive(Default)]
@@ -183,8 +180,8 @@ fn service_group(service: &Service) -> Option<GroupKey> {
 
 fn slice_group(slice: &Slice) -> Option<GroupKey> {
     let meta = &slice.metadata;
-    let service = meta.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
-    Some((namespace_of(&meta.namespace).to_owned(), service.clone()))
+    let service = slice.service_name()?;
+    Some((namespace_of(&meta.namespace).to_owned(), service.to_owned()))
 }
 
 impl SharedObjects {

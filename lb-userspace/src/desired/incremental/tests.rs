@@ -456,7 +456,7 @@ fn manifests_change_with_their_content_and_order() {
 #[test]
 fn slices_group_by_their_service_label() {
     let mut unlabelled = slice(0, 3, 0, &[5], 8080, None);
-    unlabelled.metadata.labels = None;
+    unlabelled.service_name = None;
     let services = [service(0, 1, 1, 80, None, None, None)];
     let slices = [
         slice(0, 0, 1, &[5], 8080, None),
@@ -564,8 +564,7 @@ fn named_service(i: u8, version: Option<u32>) -> Service {
 
 fn named_slice(i: u8, address: u8, version: Option<u32>) -> Slice {
     let mut slice = slice(0, i, 0, &[], 8080, version);
-    slice.metadata.labels =
-        Some([("kubernetes.io/service-name".to_owned(), format!("svc{i}"))].into());
+    slice.service_name = Some(format!("svc{i}").into());
     slice.endpoints = slice_endpoints(i, address);
     slice
 }
