@@ -54,6 +54,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::agent::ct_flows::entry;
 
     /// Both entries of a flow from client port `sport` to `backend_id`.
     fn flow(sport: u16, backend_id: u32, state: u8, last_seen_s: u32) -> [(Ct4Key, Ct4Value); 2] {
@@ -75,19 +76,7 @@ mod tests {
             8080u16.to_be(),
         );
         let original_flow = Flow4::new(client, frontend, proto);
-        let value = |nat: Endpoint4| Ct4Value {
-            nat_addr_be: nat.addr_be,
-            nat_port_be: nat.port_be,
-            state,
-            flags: 0,
-            backend_id,
-            service_id: 1,
-            created_s: 0,
-            last_seen_s,
-            peer_addr_be: 0,
-            peer_port_be: 0,
-            checked_gen: 0,
-        };
+        let value = |nat: Endpoint4| entry(nat, backend_id, state, last_seen_s);
         [
             (Ct4Key::original(original_flow), value(backend)),
             (

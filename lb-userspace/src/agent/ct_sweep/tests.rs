@@ -4,6 +4,7 @@ use lb_common::{
 };
 
 use super::*;
+use crate::agent::ct_flows::entry;
 
 fn ep(last: u8, port: u16) -> Endpoint4 {
     Endpoint4::new(u32::from_ne_bytes([10, 0, 0, last]), port.to_be())
@@ -13,19 +14,7 @@ fn ep(last: u8, port: u16) -> Endpoint4 {
 fn pair(proto: u8, port: u16, state: u8, original_s: u32, reply_s: u32) -> [(Ct4Key, Ct4Value); 2] {
     let flow = Flow4::new(ep(1, port), ep(2, 80), proto);
     let backend = ep(3, 8080);
-    let value = |nat: Endpoint4, last_seen_s| Ct4Value {
-        nat_addr_be: nat.addr_be,
-        nat_port_be: nat.port_be,
-        state,
-        flags: 0,
-        backend_id: 1,
-        service_id: 1,
-        created_s: 0,
-        last_seen_s,
-        peer_addr_be: 0,
-        peer_port_be: 0,
-        checked_gen: 0,
-    };
+    let value = |nat: Endpoint4, last_seen_s| entry(nat, 1, state, last_seen_s);
     [
         (Ct4Key::original(flow), value(backend, original_s)),
         (
