@@ -46,7 +46,7 @@ impl<K> Held<K> {
     }
 }
 
-impl<K: Hash + Eq + Clone> Holding<K> for Held<K> {
+impl<K: Hash + Eq> Holding<K> for Held<K> {
     fn hold(&mut self, item: K, id: u32) {
         if let Some(ids) = self.many.get_mut(&item) {
             if let Err(at) = ids.binary_search(&id) {

@@ -77,12 +77,8 @@ fn markers_are_found_at_the_start_and_after_every_newline_only() {
     );
 }
 
-/// The cutter as it was (each line looked at in turn): the reference
-/// the fast one must agree with.
-/// Splits a YAML stream at its document markers. A `---` or `...` at column
-/// 0 always ends a document in YAML, even inside a block scalar, so cutting
-/// by lines is exact. Past `max_documents` documents the stream is refused
-/// as a whole: cutting stops there.
+/// The cutter as it was, each line looked at in turn: the reference the
+/// fast one must agree with (the rules are `split_documents`'s).
 fn split_by_lines(text: &str, max_documents: usize) -> Result<Vec<Document<'_>>, TooManyDocuments> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut cutter = LineCutter {
