@@ -24,8 +24,11 @@ use crate::{
 
 /// `frags`: multi-buffer aware (jumbo frames; on veth, a program without it
 /// disables TSO on the peer and caps the MTU). Headers are read from the
-/// linear part only.
+/// linear part only. Inlined into the program's entry point: left to
+/// itself, LLVM makes the whole body a BPF-to-BPF call, a call and a stack
+/// frame on every packet.
 #[xdp(frags)]
+#[inline(always)]
 pub fn lb_xdp_ingress(ctx: XdpContext) -> u32 {
     let (action, reason) = match ingress(&ctx) {
         Ok((reason, pkt)) => (forward::xdp(&ctx, &pkt), reason),

@@ -209,3 +209,47 @@ fn sctp_shutdown_and_abort_end_and_init_reopens() {
     assert!(yields_to_new_flow(S, CT_SCTP_ESTABLISHED, 5, 5 + 211));
     assert_eq!(state_name(CT_SCTP_ESTABLISHED), "sctp_established");
 }
+
+const NS: u64 = 1_000_000_000;
+
+/// The clock without a division stays within a second (plus its 0.08 ppm)
+/// of the true one, from boot to 73 years of uptime.
+#[test]
+fn seconds_follow_the_true_clock() {
+    for ns in [
+        0,
+        NS - 1,
+        NS,
+        59 * NS + NS / 2,
+        86_400 * NS,
+        3 * 365 * 86_400 * NS,
+        1 << 61,
+    ] {
+        let true_s = ns / NS;
+        let drift = true_s / 10_000_000 + 1;
+        let s = u64::from(seconds(ns));
+        assert!(
+            s.abs_diff(true_s) <= drift,
+            "{ns} ns: {s} s against {true_s} s"
+        );
+    }
+    assert_eq!(seconds(0), 0);
+    assert_eq!(timespec_seconds(86_400, 5), seconds(86_400 * NS + 5));
+}
+
+proptest::proptest! {
+    /// Never backwards, and a span of `step` ns crosses as many second
+    /// bounds as the true clock would, within one 2^20 ns unit (each bound
+    /// falls on one): so every second lasts 1 s within 1.1 ms, and the
+    /// timeouts, the two seconds that make a UDP stream and the
+    /// generation's per-second budget hold.
+    #[test]
+    fn seconds_are_monotonic_and_a_second_long(ns in 0u64..(1 << 61), step in 0u64..(3 * NS)) {
+        const SLACK: u64 = 1_100_000;
+        let (a, b) = (seconds(ns), seconds(ns + step));
+        proptest::prop_assert!(a <= b);
+        let crossed = u64::from(b - a);
+        proptest::prop_assert!(crossed * NS <= step + NS + SLACK, "{crossed} bounds in {step} ns");
+        proptest::prop_assert!((crossed + 1) * NS + SLACK >= step, "{crossed} bounds in {step} ns");
+    }
+}

@@ -177,7 +177,8 @@ fn a_removed_frontend_translates_no_more_packets() {
 }
 
 /// Waits until the coarse clock (the datapath's `bpf_ktime_get_coarse_ns`)
-/// is at least 100 ms from its next second, so a few packets share one.
+/// is at least 100 ms from its next second, as the datapath counts seconds
+/// (`lb_common::ct::seconds`), so a few packets share one.
 fn early_in_a_second() {
     for _ in 0..50 {
         let mut ts = libc::timespec {
@@ -186,7 +187,10 @@ fn early_in_a_second() {
         };
         // SAFETY: a plain clock read into a local.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-        if ts.tv_nsec < 900_000_000 {
+        let now = lb_common::ct::timespec_seconds(ts.tv_sec as u64, ts.tv_nsec as u64);
+        let soon =
+            lb_common::ct::timespec_seconds(ts.tv_sec as u64, ts.tv_nsec as u64 + 100_000_000);
+        if now == soon {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));

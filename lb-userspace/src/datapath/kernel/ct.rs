@@ -7,8 +7,9 @@ use lb_common::{CT4, CT4_NEW, Ct4Key, Ct4Value};
 use super::{KernelMaps, batch, ignore_missing, map_err};
 use crate::datapath::MapsError;
 
-/// Whole seconds of CLOCK_MONOTONIC: the clock of the entries' timestamps
-/// (`lb_common::ct::seconds` of `bpf_ktime_get_coarse_ns`).
+/// The seconds of CLOCK_MONOTONIC, as the entries' timestamps count them
+/// (`lb_common::ct::seconds`, which the datapath applies to
+/// `bpf_ktime_get_coarse_ns`).
 pub fn monotonic_s() -> u32 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -16,7 +17,7 @@ pub fn monotonic_s() -> u32 {
     };
     // SAFETY: plain syscall into a valid timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u32
+    lb_common::ct::timespec_seconds(ts.tv_sec as u64, ts.tv_nsec as u64)
 }
 
 /// Keys and values read per `BPF_MAP_LOOKUP_BATCH` call.

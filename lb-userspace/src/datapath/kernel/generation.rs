@@ -63,9 +63,9 @@ impl BumpBudget {
     }
 }
 
-/// Whole seconds of `CLOCK_MONOTONIC_COARSE`: the clock the datapath's
-/// `bpf_ktime_get_coarse_ns` reads, so both sides agree on each second's
-/// bounds.
+/// The seconds of `CLOCK_MONOTONIC_COARSE`: the clock the datapath's
+/// `bpf_ktime_get_coarse_ns` reads, converted as the datapath converts it
+/// (`lb_common::ct::seconds`), so both sides agree on each second's bounds.
 fn coarse_monotonic_s() -> u32 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -73,7 +73,7 @@ fn coarse_monotonic_s() -> u32 {
     };
     // SAFETY: plain syscall (vDSO) into a valid timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u32
+    lb_common::ct::timespec_seconds(ts.tv_sec as u64, ts.tv_nsec as u64)
 }
 
 // SAFETY: the mapping is shared memory owned by this value; every access
