@@ -51,8 +51,11 @@ fn an_established_connection_survives_the_upgrade_of_the_table() {
         _pad: 0,
         backend_id: 1,
         service_id: 1,
-        created_ns: 1_000_000_000,
-        last_seen_ns: 2_000_000_000,
+        // Mid-second, so the seconds are whole under the datapath's clock
+        // (`lb_common::ct::seconds`, whose bounds fall within 1.1 ms of the
+        // true ones).
+        created_ns: 1_500_000_000,
+        last_seen_ns: 2_500_000_000,
     };
     let mut old = HashMap::<MapData, Ct4Key, Ct4ValueV1>::create(16, 0).unwrap();
     old.insert(&Ct4Key::original(flow), &value(backend), 0)

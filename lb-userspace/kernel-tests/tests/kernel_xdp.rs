@@ -612,6 +612,25 @@ fn purge_removes_the_connections_of_removed_backends() {
     );
 }
 
+/// Ethernet pads a short frame to its minimum: the bytes past the IPv4
+/// total length are no part of the datagram, and a frame carrying them is
+/// translated like any other (the parser's plain-packet path and its
+/// general rules agree on it), its padding untouched.
+#[test]
+fn frames_padded_past_their_datagram_are_translated() {
+    let mut t = TestDatapath::load();
+    tcp_service(&mut t);
+    let mut frame = tcp_frame(CLIENT, 40000, NODE, NODE_PORT, true, b"");
+    frame.extend_from_slice(&[0; 6]);
+    let (action, out) = t.run_xdp(&frame);
+    assert_eq!(action, XDP_PASS);
+    let datagram = 14 + usize::from(u16::from_be_bytes([out[16], out[17]]));
+    let p = check_frame(&out[..datagram]);
+    assert_eq!((p.dst, p.dport), (POD_A, POD_PORT));
+    assert_eq!(out[datagram..], [0; 6], "padding untouched");
+    assert_eq!(t.stat(Reason::DnatNew), 1);
+}
+
 #[test]
 fn ip_options_are_skipped() {
     let mut t = TestDatapath::load();

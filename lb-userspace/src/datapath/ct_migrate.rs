@@ -119,7 +119,7 @@ mod tests {
             backend_id: 3,
             service_id: 4,
             created_ns: 5_500_000_000,
-            last_seen_ns: 9_000_000_001,
+            last_seen_ns: 9_500_000_000,
         };
         let tcp = old.upgraded(PROTO_TCP);
         assert_eq!(
