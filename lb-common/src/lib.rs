@@ -20,6 +20,7 @@ pub mod maglev;
 pub mod maps;
 pub mod masquerade_rules;
 pub mod packet;
+pub mod readers;
 pub mod reason;
 pub mod reject;
 pub mod sctp;

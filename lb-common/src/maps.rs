@@ -55,7 +55,7 @@ pub const TRACE_REQUEST: &str = "lb_trace_req";
 pub const HASH_SEED: &str = "lb_hash_seed_v1";
 
 /// Every pinned map, for the agent's pin directory checks.
-pub const ALL_MAPS: [&str; 23] = [
+pub const ALL_MAPS: [&str; 24] = [
     FRONTENDS4,
     BACKENDS4,
     MAGLEV,
@@ -88,6 +88,8 @@ pub const ALL_MAPS: [&str; 23] = [
     crate::ct::generation::CT_GENERATION,
     // forwarding in XDP, to pods
     crate::forward::XDP_TARGETS,
+    // selection: the wait for readers of a table rewritten in place
+    crate::readers::READERS,
 ];
 
 /// Map names whose layout this build understands are `..._v1`; a pinned

@@ -15,15 +15,18 @@
 //! no shared state and record their decisions for `lb trace`.
 //!
 //! Every hook shares the same steps, one module each: `parse`, `select`
-//! (frontend and backend), `affinity` (sessionAffinity ClientIP), `source_ranges`
+//! (frontend and backend), `readers` (the selection window, counted for the
+//! agent's wait), `affinity` (sessionAffinity ClientIP), `source_ranges`
 //! (loadBalancerSourceRanges), `service_cidr` (`--service-cidr`), `ct`
 //! (connection table), `frag` (IPv4 fragments' ports), `icmp_error` (ICMP errors about translated flows), `nat` (rewrites and
 //! checksums; SCTP's CRC32c in `sctp`), `reject`, `stats`, `trace`. Map layouts, key construction,
 //! names and counter reasons are defined in `lb-common`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
-// The atomic add of `select_algorithm` (the build runs with RUSTC_BOOTSTRAP).
+// The atomic add of `select_algorithm`, and the ordered one `readers` writes
+// out (the build runs with RUSTC_BOOTSTRAP).
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
@@ -46,6 +49,8 @@ mod masquerade_rules;
 mod nat;
 #[cfg(target_arch = "bpf")]
 mod parse;
+#[cfg(target_arch = "bpf")]
+mod readers;
 #[cfg(target_arch = "bpf")]
 mod reject;
 #[cfg(target_arch = "bpf")]

@@ -26,7 +26,7 @@ use lb_common::{
 use crate::{
     affinity,
     maps::{SOCK_REVNAT4, TRACE_REQUEST},
-    nat, parse, select, service_cidr,
+    nat, parse, readers, select, service_cidr,
     source_ranges::{self, SocketCheck},
     stats, trace,
 };
@@ -131,6 +131,9 @@ pub enum Decision {
         backend: Endpoint4,
         cookie: u64,
         check_source: bool,
+        /// The selection window, left once the socket's translation is
+        /// written (or the decision dropped).
+        reading: readers::Reading,
     },
     /// Refuse the syscall (`ECONNREFUSED`): the frontend has no endpoint
     /// this traffic may use (`reason` says which case).
@@ -186,6 +189,9 @@ pub fn decide(
             reason: select::empty_reason(&fe),
         };
     }
+    // Inside the selection window until the caller has written the
+    // translation (`Decision::Translate` carries it), or at once.
+    let reading = readers::enter();
     let cookie = cookie();
     trace::socket_hash();
     let pick = || select::backend(&fe, socket_hash(cookie, dst.addr_be, dst.port_be));
@@ -203,6 +209,7 @@ pub fn decide(
                 backend,
                 cookie,
                 check_source,
+                reading,
             }
         }
         Err(reason) => Decision::Fail(reason),
@@ -222,50 +229,52 @@ fn translate(ctx: &SockAddrContext, counted: Reason) -> i32 {
     // SAFETY: as above.
     let netns = || unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     let source = || addr.bound_source();
-    let (service_id, backend, cookie) = match decide(frontend, proto, cookie, netns, source) {
-        Decision::Pass => return ALLOW,
-        Decision::Translate {
-            service_id,
-            backend,
-            cookie,
-            check_source,
-        } => {
-            if check_source
-                && let Err(reason) =
-                    source_ranges::check_at_first_packet(ctx, service_id, backend, proto)
-            {
+    let (service_id, backend, cookie, reading) =
+        match decide(frontend, proto, cookie, netns, source) {
+            Decision::Pass => return ALLOW,
+            Decision::Translate {
+                service_id,
+                backend,
+                cookie,
+                check_source,
+                reading,
+            } => {
+                if check_source
+                    && let Err(reason) =
+                        source_ranges::check_at_first_packet(ctx, service_id, backend, proto)
+                {
+                    stats::count(reason);
+                    stats::count_service(service_id, reason);
+                    return DENY;
+                }
+                (service_id, backend, cookie, reading)
+            }
+            Decision::Refuse { service_id, reason } => {
                 stats::count(reason);
                 stats::count_service(service_id, reason);
-                return DENY;
-            }
-            (service_id, backend, cookie)
-        }
-        Decision::Refuse { service_id, reason } => {
-            stats::count(reason);
-            stats::count_service(service_id, reason);
-            // SAFETY: a plain helper call; connect4/sendmsg4 may set the errno.
-            unsafe { bpf_set_retval(-ECONNREFUSED) };
-            return DENY;
-        }
-        Decision::Forbid { service_id, reason } => {
-            stats::count(reason);
-            stats::count_service(service_id, reason);
-            // DENY's own errno: EPERM.
-            return DENY;
-        }
-        Decision::Fail(reason) => {
-            stats::count(reason);
-            return DENY;
-        }
-        Decision::Unallocated(reason) => {
-            stats::count(reason);
-            if reason == Reason::RejectClusterIpPort {
                 // SAFETY: a plain helper call; connect4/sendmsg4 may set the errno.
                 unsafe { bpf_set_retval(-ECONNREFUSED) };
+                return DENY;
             }
-            return DENY;
-        }
-    };
+            Decision::Forbid { service_id, reason } => {
+                stats::count(reason);
+                stats::count_service(service_id, reason);
+                // DENY's own errno: EPERM.
+                return DENY;
+            }
+            Decision::Fail(reason) => {
+                stats::count(reason);
+                return DENY;
+            }
+            Decision::Unallocated(reason) => {
+                stats::count(reason);
+                if reason == Reason::RejectClusterIpPort {
+                    // SAFETY: a plain helper call; connect4/sendmsg4 may set the errno.
+                    unsafe { bpf_set_retval(-ECONNREFUSED) };
+                }
+                return DENY;
+            }
+        };
     let key = SockRevNat4Key::new(cookie, backend);
     let value = SockRevNat4Value::new(frontend, service_id);
     // Written only when it changes: an unconnected UDP socket passes here
@@ -277,6 +286,7 @@ fn translate(ctx: &SockAddrContext, counted: Reason) -> i32 {
     if unsafe { SOCK_REVNAT4.get(&key).copied() } != Some(value) {
         let _ = SOCK_REVNAT4.insert(&key, &value, 0);
     }
+    drop(reading);
     addr.set(backend);
     stats::count(counted);
     stats::count_service(service_id, counted);

@@ -19,7 +19,7 @@ use lb_common::{
 use crate::{
     affinity, ct, debug, forward, icmp_error, masquerade_rules, nat,
     parse::{self, XdpPacket},
-    reject, select, service_cidr, snat, source_ranges, stats, trace,
+    readers, reject, select, service_cidr, snat, source_ranges, stats, trace,
 };
 
 /// `frags`: multi-buffer aware (jumbo frames; on veth, a program without it
@@ -165,6 +165,9 @@ fn new_flow(fe: &FrontendValue, flow: Flow4) -> Result<(Endpoint4, Option<Endpoi
             reason => Verdict::Drop(reason),
         });
     }
+    // Inside the selection window until the flow's entries are written
+    // (left on every return below).
+    let _reading = readers::enter();
     let pick = || select::new_flow_backend(fe, select::flow_hash(flow));
     let client = u64::from(flow.src.addr_be);
     let (backend_id, backend) =

@@ -2,7 +2,7 @@
 //! backends both take 1,021 slots): only the slots that change, stored
 //! one `u32` at a time into the inner map's mapped memory, with no update
 //! of the outer map. Every update of an array of maps waits for an RCU
-//! grace period (the kernel's `maybe_wait_bpf_programs`, about 14 ms
+//! grace period (the kernel's `maybe_wait_bpf_programs`, 8 to 19 ms
 //! here), and a swap is only needed when the size changes.
 //!
 //! What a packet can see mid-rewrite: its slot holds the old backend id
@@ -11,11 +11,13 @@
 //! new one, both of them this Service port's and in the backends map
 //! (new ones are written before the tables, removed ones deleted after).
 //! A program that read an old id just before the rewrite may still run
-//! once it returns, so the backends the old slots named stay until a
-//! grace period has passed ([`KernelMaps::wait_for_table_readers`], which
-//! `plan::apply` calls before its purges and removals): the outer map is
-//! updated with the same inner map at its own id, a no-op for packets
-//! that waits as every outer update does.
+//! once it returns, so the backends the old slots named stay until it has
+//! written what it chose ([`KernelMaps::wait_for_table_readers`], which
+//! `plan::apply` calls before its purges and removals): every CPU seen
+//! once with no program inside its selection window (`readers`, a few
+//! microseconds), else, past that wait's bound, an update of the outer
+//! map with the same inner map at its own id, a no-op for packets that
+//! waits for a grace period as every outer update does.
 //!
 //! Only a table this writer swapped in and pinned itself is rewritten:
 //! then its pin is the map the outer map holds (after a restart, or a
@@ -35,8 +37,8 @@ use crate::datapath::MapsError;
 pub(super) struct InPlace {
     /// Table ids whose pin is the inner map this writer swapped in.
     swapped: HashSet<u32>,
-    /// A table rewritten in place with no outer update since: a program
-    /// may still hold a slot it read before.
+    /// A table rewritten in place with no wait for readers since (nor an
+    /// outer update): a program may still hold a slot it read before.
     unsettled: Option<(u32, Array<MapData, u32>)>,
     /// Updates of the outer map (each one an RCU wait), for tests and the
     /// bench.
@@ -99,24 +101,33 @@ impl KernelMaps {
     }
 
     /// Waits until no program still runs on a slot read before an
-    /// in-place rewrite (one outer update, only when one is pending).
+    /// in-place rewrite, only when one is pending: the per-CPU counts of
+    /// the programs selecting, or one outer update (an RCU grace period)
+    /// when they cannot tell.
     pub(super) fn settle_tables(&mut self) -> Result<(), MapsError> {
         let Some((table_id, table)) = self.in_place.unsettled.take() else {
             return Ok(());
         };
+        if self.readers.wait_until_empty() {
+            return Ok(());
+        }
         if let Err(err) = self.maglev.set(table_id, &table, 0) {
             self.in_place.unsettled = Some((table_id, table));
             return Err(map_err(MAGLEV, "wait for the readers of a table")(err));
         }
         self.outer_updated();
+        self.readers.waited_a_grace_period();
         Ok(())
     }
 
     /// An update of the outer map returned: it waited for every program
-    /// running, so none holds a slot from before it.
+    /// running, so none holds a slot from before it (a table swapped in
+    /// settles every rewrite before it), and every program running since
+    /// counts itself (`readers`).
     pub(super) fn outer_updated(&mut self) {
         self.in_place.outer_updates += 1;
         self.in_place.unsettled = None;
+        self.readers.grace_period_passed();
     }
 
     /// Whether table `table_id`'s pin is the inner map this writer swapped
@@ -137,7 +148,8 @@ impl KernelMaps {
     }
 
     /// Updates of the outer Maglev map this writer made (each waits for an
-    /// RCU grace period): tests prove a size-keeping change makes none.
+    /// RCU grace period): tests prove a size-keeping change makes none,
+    /// nor its wait for readers while the per-CPU counts end it.
     pub fn maglev_outer_updates(&self) -> u64 {
         self.in_place.outer_updates
     }

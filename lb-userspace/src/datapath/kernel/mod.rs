@@ -16,6 +16,7 @@ mod maglev_in_place;
 mod maglev_upgrade;
 mod mapped;
 mod masquerade_rules;
+mod readers;
 mod service_cidrs;
 mod source_ranges;
 mod stale_udp;
@@ -24,6 +25,7 @@ mod writer;
 
 pub use ct::monotonic_s;
 pub use maglev::tables_dir;
+pub use readers::ReaderWaits;
 pub use views::MapFill;
 
 use std::{io, path::Path};
@@ -36,6 +38,7 @@ use lb_common::algorithm::BACKEND_CONNECTIONS;
 use lb_common::forward::{FORWARD_DEVICES, FORWARD_STATS, XDP_TARGETS};
 use lb_common::frag::{FRAGS4, Frag4Key, Frag4Ports};
 use lb_common::masquerade_rules::{MASQUERADE_RULES, MasqueradeRules};
+use lb_common::readers::READERS;
 use lb_common::service_cidr::{CLUSTER_IPS4, SERVICE_CIDRS4};
 use lb_common::snat::{SNAT_ADDR, SNAT_LOCAL};
 use lb_common::{
@@ -63,6 +66,8 @@ pub struct KernelMaps {
     maglev_fd: std::os::fd::OwnedFd,
     /// Tables rewritten in place, and the wait for their readers.
     in_place: maglev_in_place::InPlace,
+    /// The programs selecting now, counted per CPU (that wait's counts).
+    readers: readers::Readers,
     ct: HashMap<MapData, Ct4Key, Ct4Value>,
     ct_capacity: u32,
     ct_new: HashMap<MapData, Ct4Key, Ct4Value>,
@@ -216,6 +221,8 @@ impl KernelMaps {
             ct_generation,
             // forwarding in XDP, to pods
             xdp_targets,
+            // selection: the wait for readers of a table rewritten in place
+            readers,
         ] = maps;
         let capacity = |map: &'static str, data: &MapData| {
             data.info()
@@ -320,6 +327,11 @@ impl KernelMaps {
                 .map_err(map_err(XDP_TARGETS, "open"))?,
             socket_cgroup: None,
             in_place: maglev_in_place::InPlace::default(),
+            readers: readers::Readers::new(
+                typed(READERS, readers)?
+                    .try_into()
+                    .map_err(map_err(READERS, "open"))?,
+            ),
         })
     }
 
