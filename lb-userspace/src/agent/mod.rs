@@ -110,6 +110,10 @@ async fn reconcile_until_stopped(
     source: &mut impl Source,
     source_name: String,
 ) -> Result<()> {
+    // The writer's maps, opened once every selecting program is attached
+    // (`datapath::start`): its wait for table readers trusts the per-CPU
+    // counts from its first grace period on, when no program of an older
+    // build still runs (`datapath/kernel/readers.rs`).
     let mut maps = datapath.maps().context("opening the datapath maps")?;
     if let Some(cgroup) = &config.cgroup {
         maps.abort_sockets_in(cgroup.clone());
@@ -123,6 +127,7 @@ async fn reconcile_until_stopped(
         "datapath attached"
     );
     let metrics = Metrics::new();
+    metrics.attach_table_reader_waits(maps.table_reader_waits());
     metrics.attach_datapath(Box::new(
         datapath
             .maps()

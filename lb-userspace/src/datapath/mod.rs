@@ -86,8 +86,10 @@ pub trait DatapathMaps {
     /// were before a rewrite in place (the kernel's maps rewrite a table
     /// that keeps its size in place, and a program that read a slot just
     /// before may still run): called before what the old slots' backends
-    /// must not outlive (their removal, their flows' purge). In memory,
-    /// and when nothing was rewritten since, at once.
+    /// must not outlive (their removal, their flows' purge). The kernel's
+    /// maps read the datapath's per-CPU counts of programs selecting
+    /// (microseconds), else wait for an RCU grace period. In memory, and
+    /// when nothing was rewritten since, at once.
     fn wait_for_table_readers(&mut self) -> Result<(), MapsError> {
         Ok(())
     }

@@ -64,7 +64,10 @@ pub fn apply_cleanup(
     applied: &mut Applied,
 ) -> Result<(), MapsError> {
     // selection: a packet that read a table's slot before its rewrite in
-    // place may still be choosing a backend this plan purges or removes.
+    // place may still be choosing a backend this plan purges or removes:
+    // the kernel's maps wait until every CPU was seen with no program
+    // between its first read and its connection entry (per-CPU counts, a
+    // few microseconds), or for an RCU grace period when they cannot tell.
     let outlived = !plan.purge_connections.is_empty()
         || !plan.purge_affinity.is_empty()
         || !plan.remove_backends.is_empty();

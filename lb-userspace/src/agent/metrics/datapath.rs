@@ -12,9 +12,14 @@
 //! - `lb_service_packets_total{service,outcome}`: per Service port, new
 //!   flows, established, rejected and dropped packets;
 //! - `lb_xdp_forward_packets_total{outcome}`: what forwarding in XDP
-//!   (`--xdp-forward`) did with translated packets (`lb_common::forward`).
+//!   (`--xdp-forward`) did with translated packets (`lb_common::forward`);
+//! - `lb_table_reader_waits_total{wait}`: the agent's waits for programs
+//!   still choosing from a table rewritten in place, `counted` (the
+//!   per-CPU counts ended it) or `grace_period` (an RCU grace period: the
+//!   first, or a CPU still busy past the bound), from the writer's own
+//!   tally, not the maps.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, atomic::Ordering};
 
 use lb_common::{ServiceCounters, forward::ForwardOutcome, reason::Reason};
 use prometheus_client::{
@@ -23,7 +28,9 @@ use prometheus_client::{
 };
 use tracing::warn;
 
-use crate::datapath::{DatapathMaps, KernelMaps, MapsError, codec::service_from_info};
+use crate::datapath::{
+    DatapathMaps, KernelMaps, MapsError, codec::service_from_info, kernel::ReaderWaits,
+};
 
 pub use crate::datapath::kernel::MapFill;
 
@@ -72,10 +79,12 @@ impl DatapathReader for KernelMaps {
     }
 }
 
-/// The scrape-time collector; holds the reader once the datapath is up.
+/// The scrape-time collector; holds the reader once the datapath is up,
+/// and the writer's tally of its waits for table readers.
 #[derive(Clone, Default)]
 pub(super) struct Collector {
     reader: Arc<Mutex<Option<Box<dyn DatapathReader>>>>,
+    reader_waits: Arc<Mutex<Option<Arc<ReaderWaits>>>>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -87,6 +96,40 @@ impl std::fmt::Debug for Collector {
 impl Collector {
     pub fn attach(&self, reader: Box<dyn DatapathReader>) {
         *self.lock() = Some(reader);
+    }
+
+    pub fn attach_reader_waits(&self, waits: Arc<ReaderWaits>) {
+        *self
+            .reader_waits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(waits);
+    }
+
+    /// `lb_table_reader_waits_total{wait}`, once the writer is attached.
+    fn encode_reader_waits(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let waits = self
+            .reader_waits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let Some(waits) = waits else {
+            return Ok(());
+        };
+        let mut family = encoder.encode_descriptor(
+            "lb_table_reader_waits",
+            "Waits for programs still choosing from a Maglev table rewritten in place: counted (the per-CPU counts ended it) or grace_period (an RCU grace period: the first one, or a CPU still busy past the bound)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (wait, count) in [
+            ("counted", &waits.counted),
+            ("grace_period", &waits.grace_periods),
+        ] {
+            let labels = WaitLabel { wait };
+            ConstCounter::new(count.load(Ordering::Relaxed))
+                .encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Box<dyn DatapathReader>>> {
@@ -119,6 +162,11 @@ struct PacketLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WaitLabel {
+    wait: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ForwardLabel {
     outcome: &'static str,
 }
@@ -131,6 +179,7 @@ struct ServiceLabels {
 
 impl prometheus_client::collector::Collector for Collector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_reader_waits(&mut encoder)?;
         let Some(reading) = self.reading() else {
             return Ok(());
         };

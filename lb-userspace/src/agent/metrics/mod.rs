@@ -21,7 +21,8 @@
 //!   by problem code, every code at 0 when nothing has it, so a dashboard
 //!   sees a problem clear rather than a series vanish;
 //! - `lb_map_entries{map}` / `lb_map_capacity{map}`, packets by reason and
-//!   per Service, read from the datapath at each scrape (see `datapath`);
+//!   per Service, read from the datapath at each scrape, and
+//!   `lb_table_reader_waits_total{wait}` (see `datapath`);
 //! - `lb_ct_entries{state}`, `lb_ct_expired_total`: the connection table's
 //!   sweep (see `ct`).
 
@@ -260,6 +261,12 @@ impl Metrics {
     /// scrape; until then they are not exported.
     pub fn attach_datapath(&self, reader: Box<dyn DatapathReader>) {
         self.datapath.attach(reader);
+    }
+
+    /// The writer's tally of its waits for table readers, exported from
+    /// then on.
+    pub fn attach_table_reader_waits(&self, waits: Arc<crate::datapath::kernel::ReaderWaits>) {
+        self.datapath.attach_reader_waits(waits);
     }
 
     /// The OpenMetrics text exposition.

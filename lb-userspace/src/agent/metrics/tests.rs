@@ -92,6 +92,14 @@ fn the_exposition_parses_and_carries_kube_proxys_names_and_ours() {
             (lb_common::forward::ForwardOutcome::StackNoNeighbour, 1),
         ],
     })));
+    let waits = std::sync::Arc::new(crate::datapath::kernel::ReaderWaits::default());
+    waits
+        .counted
+        .store(41, std::sync::atomic::Ordering::Relaxed);
+    waits
+        .grace_periods
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    metrics.attach_table_reader_waits(waits);
     let text = metrics.render();
     let scrape = parse(&text);
     let types: BTreeMap<&str, &str> = text
@@ -118,6 +126,7 @@ fn the_exposition_parses_and_carries_kube_proxys_names_and_ours() {
         ("lb_packets", "counter"),
         ("lb_service_packets", "counter"),
         ("lb_xdp_forward_packets", "counter"),
+        ("lb_table_reader_waits", "counter"),
     ] {
         assert_eq!(types.get(name), Some(&kind), "{name} in\n{text}");
     }
@@ -176,6 +185,12 @@ fn the_exposition_parses_and_carries_kube_proxys_names_and_ours() {
         value(&scrape, "lb_sync_failures_total", &[("stage", "apply")]),
         Some(1.0)
     );
+    for (wait, count) in [("counted", 41.0), ("grace_period", 1.0)] {
+        assert_eq!(
+            value(&scrape, "lb_table_reader_waits_total", &[("wait", wait)]),
+            Some(count)
+        );
+    }
     assert_eq!(
         value(&scrape, "lb_sync_failures_total", &[("stage", "source")]),
         Some(0.0)
