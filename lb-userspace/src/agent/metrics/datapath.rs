@@ -15,8 +15,8 @@
 //!   (`--xdp-forward`) did with translated packets (`lb_common::forward`);
 //! - `lb_table_reader_waits_total{wait}`: the agent's waits for programs
 //!   still choosing from a table rewritten in place, `counted` (the
-//!   per-CPU counts ended it) or `grace_period` (an RCU grace period: the
-//!   first, or a CPU still busy past the bound), from the writer's own
+//!   per-CPU counts ended it) or `grace_period` (an RCU grace period
+//!   instead: a CPU still busy past the bound), from the writer's own
 //!   tally, not the maps.
 
 use std::sync::{Arc, Mutex, atomic::Ordering};
@@ -117,7 +117,7 @@ impl Collector {
         };
         let mut family = encoder.encode_descriptor(
             "lb_table_reader_waits",
-            "Waits for programs still choosing from a Maglev table rewritten in place: counted (the per-CPU counts ended it) or grace_period (an RCU grace period: the first one, or a CPU still busy past the bound)",
+            "Waits for programs still choosing from a Maglev table rewritten in place: counted (the per-CPU counts ended it) or grace_period (an RCU grace period instead: a CPU still busy past the bound, named in the log)",
             None,
             MetricType::Counter,
         )?;

@@ -45,8 +45,10 @@ const NAP: Duration = Duration::from_micros(50);
 pub struct ReaderWaits {
     /// Waits the per-CPU counts ended.
     pub counted: AtomicU64,
-    /// Waits that took an RCU grace period: the first, before the counts
-    /// are trusted, and those whose bound passed.
+    /// Waits that took an RCU grace period: a CPU still busy past the
+    /// bound, the counts unreadable, or not trusted yet (never once a
+    /// table is rewritten in place: only a table this writer swapped in
+    /// is, and that swap was an outer update).
     pub grace_periods: AtomicU64,
 }
 
