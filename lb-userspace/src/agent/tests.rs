@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::{
-    datapath::{MapsError, MemoryMaps},
+    datapath::{MapsError, MemoryMaps, PurgeScope},
     desired::Rules,
     model::NodeFacts,
     source::{Snapshot, SourceError, manifests},
@@ -133,9 +133,13 @@ impl DatapathMaps for Breakable {
         self.check()?;
         self.maps.purge_connections_to(backends)
     }
-    fn purge_service_connections(&mut self, flows: &[(u32, Backend4)]) -> Result<usize, MapsError> {
+    fn purge_service_connections(
+        &mut self,
+        flows: &[(u32, Backend4)],
+        scope: PurgeScope,
+    ) -> Result<usize, MapsError> {
         self.check()?;
-        self.maps.purge_service_connections(flows)
+        self.maps.purge_service_connections(flows, scope)
     }
     fn purge_affinity(&mut self, pairs: &[(u32, u32)]) -> Result<usize, MapsError> {
         self.check()?;

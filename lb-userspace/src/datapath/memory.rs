@@ -15,7 +15,7 @@ use lb_common::maglev::valid_size;
 use lb_common::{Backend4, DEFAULT_MAX_TABLES, Frontend4Key, FrontendValue, ServiceInfo};
 
 use super::{
-    DatapathMaps, MapsError,
+    DatapathMaps, MapsError, PurgeScope,
     codec::{backend_identity, describe_frontend, key_address},
 };
 use crate::model::SourceRange;
@@ -33,6 +33,8 @@ pub struct MemoryMaps {
     pub purged: Vec<Backend4>,
     /// (service id, backend) of each UDP purge of a Service port's flows.
     pub purged_flows: Vec<(u32, Backend4)>,
+    /// The scope of each of those purges, in order.
+    pub purge_scopes: Vec<PurgeScope>,
     /// (service id, backend id) pairs whose affinity entries were purged.
     pub purged_affinity: Vec<(u32, u32)>,
     /// The masquerade address last set.
@@ -65,6 +67,7 @@ impl MemoryMaps {
             log: Vec::new(),
             purged: Vec::new(),
             purged_flows: Vec::new(),
+            purge_scopes: Vec::new(),
             purged_affinity: Vec::new(),
             snat_address: None,
             source_ranges: BTreeSet::new(),
@@ -297,9 +300,14 @@ impl DatapathMaps for MemoryMaps {
         Ok(backends.len())
     }
 
-    fn purge_service_connections(&mut self, flows: &[(u32, Backend4)]) -> Result<usize, MapsError> {
+    fn purge_service_connections(
+        &mut self,
+        flows: &[(u32, Backend4)],
+        scope: PurgeScope,
+    ) -> Result<usize, MapsError> {
         self.write(format!("purge {}", flows.len()))?;
         self.purged_flows.extend_from_slice(flows);
+        self.purge_scopes.push(scope);
         Ok(flows.len())
     }
 

@@ -36,6 +36,24 @@ pub enum MapsError {
 /// table).
 pub(crate) const TABLES_PER_WRITE: usize = 256;
 
+/// What a purge of stale UDP flows must reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurgeScope {
+    /// The connection-table entries and the connected sockets: the
+    /// backends stay in the backends map (another port lists them, or they
+    /// stopped serving this one), so the entries would still translate.
+    Everything,
+    /// The connected sockets alone: the backends leave the backends map in
+    /// the same plan, and the datapath's recheck sends a flow's next
+    /// datagram elsewhere itself (`kernel_ct_recheck`,
+    /// `a_udp_flow_to_a_removed_backend_chooses_again`), so the walk of
+    /// both connection tables (milliseconds at the default size, even when
+    /// empty) is spared; the entries left age out with UDP's timeout. A
+    /// connected socket was translated once, at connect(), and has no
+    /// packet path to recheck it: it is aborted either way.
+    SocketsOnly,
+}
+
 /// The datapath's service tables, as plan/apply sees them.
 pub trait DatapathMaps {
     /// Maglev tables the datapath can hold.
@@ -140,8 +158,14 @@ pub trait DatapathMaps {
     /// backend): a Service port's flows to an endpoint that stopped serving
     /// it (kube-proxy's conntrack cleanup), and aborts the connected UDP
     /// sockets the socket hooks translated for that port to that backend.
-    /// Another port's flows to the same backend stay. Returns how many.
-    fn purge_service_connections(&mut self, flows: &[(u32, Backend4)]) -> Result<usize, MapsError>;
+    /// Another port's flows to the same backend stay. `scope` says whether
+    /// the connection table needs the walk (see [`PurgeScope`]). Returns
+    /// how many.
+    fn purge_service_connections(
+        &mut self,
+        flows: &[(u32, Backend4)],
+        scope: PurgeScope,
+    ) -> Result<usize, MapsError>;
     /// Removes the session-affinity entries of each (service id, backend
     /// id): endpoints that left the Service port, whose remembered clients
     /// must choose afresh. Returns how many entries were removed.

@@ -1,8 +1,12 @@
 //! Applying a plan: its writes in the order that keeps every packet on a
 //! whole state (see the module comment of `plan`).
 
+use std::collections::HashSet;
+
+use lb_common::Backend4;
+
 use super::{Applied, Plan, TableWrite};
-use crate::datapath::{DatapathMaps, MapsError};
+use crate::datapath::{DatapathMaps, MapsError, PurgeScope};
 
 #[cfg(test)]
 pub(crate) use crate::datapath::TABLES_PER_WRITE;
@@ -76,8 +80,12 @@ pub fn apply_cleanup(
     }
     // Purged before the backends go (an apply interrupted before it is
     // purged again: `Planner::not_applied`).
-    if !plan.purge_connections.is_empty() {
-        maps.purge_service_connections(&plan.purge_connections)?;
+    let (leaving, staying) = by_backend_leaving(plan);
+    if !staying.is_empty() {
+        maps.purge_service_connections(&staying, PurgeScope::Everything)?;
+    }
+    if !leaving.is_empty() {
+        maps.purge_service_connections(&leaving, PurgeScope::SocketsOnly)?;
     }
     if !plan.purge_affinity.is_empty() {
         maps.purge_affinity(&plan.purge_affinity)?;
@@ -95,6 +103,22 @@ pub fn apply_cleanup(
     }
     applied.record(plan);
     Ok(())
+}
+
+/// The plan's UDP purges split by whether the backend leaves the backends
+/// map in this plan (the datapath's recheck then moves the flows itself:
+/// `PurgeScope::SocketsOnly`) or stays in it. A backend is its address,
+/// port and protocol: a purge names it without its flags.
+fn by_backend_leaving(plan: &Plan) -> (Vec<(u32, Backend4)>, Vec<(u32, Backend4)>) {
+    let endpoint = |b: &Backend4| (b.endpoint(), b.proto);
+    let removed: HashSet<_> = plan
+        .remove_backends
+        .iter()
+        .map(|(_, b)| endpoint(b))
+        .collect();
+    plan.purge_connections
+        .iter()
+        .partition(|(_, backend)| removed.contains(&endpoint(backend)))
 }
 
 /// Writes the plan's tables, each one's slots built just before it is

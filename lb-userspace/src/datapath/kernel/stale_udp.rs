@@ -5,20 +5,24 @@
 //! carry its service id) to that backend, and the connected UDP sockets
 //! the socket hooks translated for that port to it (their reverse
 //! translations name the port; the socket, by its cookie, is aborted).
-//! Another port's flows to the same backend stay.
+//! Another port's flows to the same backend stay. When the backend leaves
+//! the backends map in the same plan, the connection table is not walked
+//! (`PurgeScope::SocketsOnly`): the datapath's recheck moves each of its
+//! flows at their next datagram.
 
 use std::collections::BTreeSet;
 
 use lb_common::{Backend4, Ct4Key, Endpoint4, PROTO_UDP, SOCK_REVNAT4, SockRevNat4Key};
 
 use super::{KernelMaps, ignore_missing, map_err};
-use crate::datapath::{MapsError, sock_destroy};
+use crate::datapath::{MapsError, PurgeScope, sock_destroy};
 
 impl KernelMaps {
     /// See [`crate::datapath::DatapathMaps::purge_service_connections`].
     pub(super) fn purge_udp_flows_of(
         &mut self,
         flows: &[(u32, Backend4)],
+        scope: PurgeScope,
     ) -> Result<usize, MapsError> {
         let stale: BTreeSet<(u32, Endpoint4)> = flows
             .iter()
@@ -29,8 +33,11 @@ impl KernelMaps {
             return Ok(0);
         }
         // Collect first: deleting while walking a hash map restarts the walk.
-        let ct_keys: Vec<Ct4Key> = self
-            .connections()?
+        let walked = match scope {
+            PurgeScope::Everything => self.connections()?,
+            PurgeScope::SocketsOnly => Vec::new(),
+        };
+        let ct_keys: Vec<Ct4Key> = walked
             .into_iter()
             .filter(|(key, value)| {
                 key.proto == PROTO_UDP

@@ -9,7 +9,7 @@ use aya::maps::{HashMap, MapData};
 
 use super::{KernelMaps, ignore_missing, insert_err, map_err};
 use crate::{
-    datapath::{DatapathMaps, MapsError, sock_destroy},
+    datapath::{DatapathMaps, MapsError, PurgeScope, sock_destroy},
     model::SourceRange,
 };
 
@@ -237,8 +237,12 @@ impl DatapathMaps for KernelMaps {
         Ok(removed + aborted)
     }
 
-    fn purge_service_connections(&mut self, flows: &[(u32, Backend4)]) -> Result<usize, MapsError> {
-        self.purge_udp_flows_of(flows)
+    fn purge_service_connections(
+        &mut self,
+        flows: &[(u32, Backend4)],
+        scope: PurgeScope,
+    ) -> Result<usize, MapsError> {
+        self.purge_udp_flows_of(flows, scope)
     }
 
     fn purge_affinity(&mut self, pairs: &[(u32, u32)]) -> Result<usize, MapsError> {

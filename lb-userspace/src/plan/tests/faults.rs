@@ -294,3 +294,44 @@ fn a_full_sync_interrupted_between_chunks_of_tables_is_replanned_whole() {
         "nothing left to write"
     );
 }
+
+/// cleanup.go flushes the UDP flows of an endpoint that stopped serving a
+/// Service. When the endpoint leaves the backends map in the same plan, the
+/// datapath's recheck already moves each flow's next datagram
+/// (`kernel_ct_recheck`), so the purge spares the walk of the connection
+/// table and aborts the connected sockets alone; an endpoint another port
+/// still lists keeps its id, its entries would still translate, and the
+/// walk removes them.
+#[test]
+fn a_udp_purge_walks_the_connection_table_only_for_backends_that_stay() {
+    use crate::datapath::PurgeScope;
+    let all = crate::desired::incremental::Changes::all();
+    let (mut maps, mut applied) = (MemoryMaps::new(TABLES), Applied::default());
+    let mut planner = planner_after_before(&mut maps, &mut applied);
+    let plan = planner.plan(&after(), &all, &applied, TABLES);
+    apply(&plan, &mut maps, &mut applied).unwrap();
+    assert_eq!(
+        maps.purge_scopes,
+        vec![PurgeScope::SocketsOnly],
+        "udp(2) left dns and the maps"
+    );
+
+    let listed_twice = |dns: &[Backend]| {
+        desired(&[
+            (udp_frontend(53), udp_spec("dns", dns)),
+            (udp_frontend(54), udp_spec("dns-tcp-fallback", &[udp(2)])),
+        ])
+    };
+    let (mut maps, mut applied) = (MemoryMaps::new(TABLES), Applied::default());
+    let mut planner = Planner::new();
+    let first = planner.plan(&listed_twice(&[udp(1), udp(2)]), &all, &applied, TABLES);
+    apply(&first, &mut maps, &mut applied).unwrap();
+    let plan = planner.plan(&listed_twice(&[udp(1)]), &all, &applied, TABLES);
+    apply(&plan, &mut maps, &mut applied).unwrap();
+    assert_eq!(
+        maps.purge_scopes,
+        vec![PurgeScope::Everything],
+        "udp(2) stays for port 54"
+    );
+    assert_eq!(maps.purged_flows.len(), 1);
+}
