@@ -105,11 +105,14 @@ pub fn apply_cleanup(
     Ok(())
 }
 
+/// (service id, backend): one Service port's UDP flows to purge.
+type UdpPurge = (u32, Backend4);
+
 /// The plan's UDP purges split by whether the backend leaves the backends
 /// map in this plan (the datapath's recheck then moves the flows itself:
 /// `PurgeScope::SocketsOnly`) or stays in it. A backend is its address,
 /// port and protocol: a purge names it without its flags.
-fn by_backend_leaving(plan: &Plan) -> (Vec<(u32, Backend4)>, Vec<(u32, Backend4)>) {
+fn by_backend_leaving(plan: &Plan) -> (Vec<UdpPurge>, Vec<UdpPurge>) {
     let endpoint = |b: &Backend4| (b.endpoint(), b.proto);
     let removed: HashSet<_> = plan
         .remove_backends
