@@ -100,8 +100,9 @@ pub enum Scope {
 }
 
 /// One frontend entry: an address and port that, for one scope, leads to a
-/// Service port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+/// Service port. Ordered by (addr, port, protocol, scope), as derived
+/// (`cmp_addr`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Frontend {
     pub addr: IpAddr,
     pub port: u16,
@@ -116,8 +117,9 @@ impl fmt::Display for Frontend {
 }
 
 /// A backend as the datapath sees it. Identity is (addr, port, protocol):
-/// the same pod port serving two Services is one backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+/// the same pod port serving two Services is one backend. Ordered by
+/// (addr, port, protocol), as derived (`cmp_addr`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Backend {
     pub addr: IpAddr,
     pub port: u16,
@@ -127,6 +129,48 @@ pub struct Backend {
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.addr, self.port)
+    }
+}
+
+/// `IpAddr`'s own order (IPv4 before IPv6, then the octets), compared as
+/// numbers: the derived order compares the octet arrays through `memcmp`,
+/// and the desired state and the plan order every frontend and backend in
+/// B-trees (a full sync at 10,000 Services made millions of those calls).
+fn cmp_addr(a: &IpAddr, b: &IpAddr) -> std::cmp::Ordering {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => a.to_bits().cmp(&b.to_bits()),
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.to_bits().cmp(&b.to_bits()),
+        (IpAddr::V4(_), IpAddr::V6(_)) => std::cmp::Ordering::Less,
+        (IpAddr::V6(_), IpAddr::V4(_)) => std::cmp::Ordering::Greater,
+    }
+}
+
+impl Ord for Frontend {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        cmp_addr(&self.addr, &other.addr)
+            .then(self.port.cmp(&other.port))
+            .then(self.protocol.cmp(&other.protocol))
+            .then(self.scope.cmp(&other.scope))
+    }
+}
+
+impl PartialOrd for Frontend {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Backend {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        cmp_addr(&self.addr, &other.addr)
+            .then(self.port.cmp(&other.port))
+            .then(self.protocol.cmp(&other.protocol))
+    }
+}
+
+impl PartialOrd for Backend {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -224,7 +268,49 @@ pub struct DesiredState {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn any_addr() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<u32>().prop_map(|a| IpAddr::from(std::net::Ipv4Addr::from(a))),
+            // Few distinct values, so equal addresses meet too.
+            (0u32..4).prop_map(|a| IpAddr::from(std::net::Ipv4Addr::from(a))),
+            any::<u128>().prop_map(|a| IpAddr::from(std::net::Ipv6Addr::from(a))),
+            (0u128..4).prop_map(|a| IpAddr::from(std::net::Ipv6Addr::from(a))),
+        ]
+    }
+
+    fn any_protocol() -> impl Strategy<Value = Protocol> {
+        prop_oneof![
+            Just(Protocol::Tcp),
+            Just(Protocol::Udp),
+            Just(Protocol::Sctp)
+        ]
+    }
+
+    proptest! {
+        /// Frontends and backends order as the derived order of their
+        /// fields would (the B-trees of the desired state and the plan,
+        /// and so every printed plan, depend on it).
+        #[test]
+        fn frontends_and_backends_order_as_their_fields(
+            a in (any_addr(), 0u16..3, any_protocol(), any::<bool>()),
+            b in (any_addr(), 0u16..3, any_protocol(), any::<bool>()),
+        ) {
+            let scope = |internal| if internal { Scope::Internal } else { Scope::External };
+            let fa = Frontend { addr: a.0, port: a.1, protocol: a.2, scope: scope(a.3) };
+            let fb = Frontend { addr: b.0, port: b.1, protocol: b.2, scope: scope(b.3) };
+            prop_assert_eq!(fa.cmp(&fb), (a.0, a.1, a.2, scope(a.3)).cmp(&(b.0, b.1, b.2, scope(b.3))));
+            prop_assert_eq!(fa.partial_cmp(&fb), Some(fa.cmp(&fb)));
+            let ba = Backend { addr: a.0, port: a.1, protocol: a.2 };
+            let bb = Backend { addr: b.0, port: b.1, protocol: b.2 };
+            prop_assert_eq!(ba.cmp(&bb), (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+            prop_assert_eq!(ba.partial_cmp(&bb), Some(ba.cmp(&bb)));
+            prop_assert_eq!(ba.cmp(&bb) == std::cmp::Ordering::Equal, ba == bb);
+        }
+    }
 
     #[test]
     fn problem_codes_serialize_as_their_str_and_parse_back() {

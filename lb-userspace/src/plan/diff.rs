@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use foldhash::HashSet;
+
 use lb_common::{Backend4, Frontend4Key, FrontendValue};
 
 use super::{
@@ -25,16 +27,19 @@ type BackendIds = BTreeMap<Backend, Result<(u32, Backend4), PlanError>>;
 /// The frontends of one Service port, in the desired state's order.
 pub(super) type ServiceFrontends<'a> = Vec<(&'a Frontend, &'a FrontendSpec)>;
 
-/// What the plan keeps: everything else the maps hold is removed.
+/// What the plan keeps: everything else the maps hold is removed. Only
+/// asked whether it holds an id or a key, never in order: hash sets
+/// (foldhash), which a full sync fills with 100,000 backends and 20,000
+/// frontends faster than B-trees.
 #[derive(Default)]
 pub(super) struct InUse {
-    pub(super) frontends: BTreeSet<Frontend4Key>,
-    pub(super) services: BTreeSet<u32>,
-    pub(super) tables: BTreeSet<u32>,
+    pub(super) frontends: HashSet<Frontend4Key>,
+    pub(super) services: HashSet<u32>,
+    pub(super) tables: HashSet<u32>,
     /// Backends the planned frontends select (written when changed).
-    pub(super) planned_backends: BTreeSet<u32>,
+    pub(super) planned_backends: HashSet<u32>,
     /// Backends that frontends kept as they were still select.
-    pub(super) kept_backends: BTreeSet<u32>,
+    pub(super) kept_backends: HashSet<u32>,
 }
 
 /// The writes of one Service port, added to the plan only when the whole
@@ -163,21 +168,19 @@ fn changed_backends(
 }
 
 /// Groups frontends by Service port, ports in the order of their first
-/// frontend.
+/// frontend (found by hash: a full sync groups 20,000 frontends, and a
+/// B-tree compared their names' strings a dozen times each).
 fn by_service(desired: &DesiredState) -> Vec<(&ServicePortName, ServiceFrontends<'_>)> {
-    let mut order: Vec<&ServicePortName> = Vec::new();
-    let mut groups: BTreeMap<&ServicePortName, ServiceFrontends<'_>> = BTreeMap::new();
+    let mut groups: Vec<(&ServicePortName, ServiceFrontends<'_>)> = Vec::new();
+    let mut index: foldhash::HashMap<&ServicePortName, usize> = foldhash::HashMap::default();
     for (frontend, spec) in &desired.frontends {
-        let group = groups.entry(&spec.service).or_insert_with(|| {
-            order.push(&spec.service);
-            Vec::new()
+        let at = *index.entry(&spec.service).or_insert_with(|| {
+            groups.push((&spec.service, Vec::new()));
+            groups.len() - 1
         });
-        group.push((frontend, spec));
+        groups[at].1.push((frontend, spec));
     }
-    order
-        .into_iter()
-        .map(|service| (service, groups.remove(service).unwrap_or_default()))
-        .collect()
+    groups
 }
 
 /// Every backend any frontend uses, with its flags (a flag holds if it
@@ -260,18 +263,15 @@ fn plan_service(
         .and_then(|key| applied.frontends.get(key))
         .map(|fe| fe.service_id);
     let service_id = ids.service_id(service, carried)?;
+    let port = desired.services.get(service);
     let mut part = ServicePart {
         service_id,
-        info: desired
-            .services
-            .get(service)
-            .map(|port| super::algorithm::service_entry(service, port, frontends)),
+        info: port.map(|port| super::algorithm::service_entry(service, port, frontends)),
         tables: Vec::new(),
         tables_used: BTreeSet::new(),
         backends_used: BTreeSet::new(),
         frontends: Vec::new(),
     };
-    let port = desired.services.get(service);
     let sets: Vec<(Vec<Backend>, Vec<u32>)> = frontends
         .iter()
         .map(|(_, spec)| {
@@ -296,7 +296,7 @@ fn plan_service(
     part.tables = tables.writes;
     // Every listed endpoint holds its backend, whatever its conditions: a
     // flow to a draining pod keeps it; only a backend no port lists goes.
-    for listed in listed_of(desired, service) {
+    for listed in port.map_or(&[][..], |port| port.listed.as_slice()) {
         let (id, _) = backend_ids[&listed.backend].clone()?;
         part.backends_used.insert(id);
     }

@@ -5,7 +5,7 @@
 //! costs nothing. Which table each of a port's backend sets takes is
 //! `tables`' rule; here only the claims.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use lb_common::MAX_SERVICES;
 
@@ -42,7 +42,8 @@ pub(super) struct Ids<'a> {
     table_order: Vec<(u32, bool)>,
     /// Service ids this plan assigns, in allocation order, and by name.
     new_services: Vec<(ServicePortName, u32)>,
-    new_service_ids: BTreeMap<ServicePortName, u32>,
+    /// Looked up once per planned port (foldhash: no order is asked).
+    new_service_ids: foldhash::HashMap<ServicePortName, u32>,
     new_service_taken: BTreeSet<u32>,
 }
 
@@ -60,7 +61,7 @@ impl<'a> Ids<'a> {
             claimed_tables: BTreeSet::new(),
             table_order: Vec::new(),
             new_services: Vec::new(),
-            new_service_ids: BTreeMap::new(),
+            new_service_ids: foldhash::HashMap::default(),
             new_service_taken: BTreeSet::new(),
         }
     }

@@ -3,7 +3,11 @@
 //! nothing per unchanged Service (a sync at 10,000 Services visits every
 //! object's name; only the changed ones get owned keys).
 
-use std::{borrow::Borrow, collections::HashMap, hash::Hash};
+use std::{borrow::Borrow, hash::Hash};
+
+// foldhash: looked up per object at every update, and built whole at the
+// first (SipHash, std's default, was a good part of a full sync).
+use foldhash::HashMap;
 
 pub(super) struct ByName<K, T> {
     namespaces: HashMap<K, HashMap<K, T>>,
@@ -13,7 +17,7 @@ pub(super) struct ByName<K, T> {
 impl<K, T> Default for ByName<K, T> {
     fn default() -> Self {
         ByName {
-            namespaces: HashMap::new(),
+            namespaces: HashMap::default(),
             len: 0,
         }
     }

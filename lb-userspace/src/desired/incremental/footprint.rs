@@ -5,7 +5,7 @@
 //! the other's endpoint address; duplicates share a name and so a group).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
 
@@ -153,7 +153,7 @@ impl Overlaps {
 /// goes in, but the count keeps an id right either way).
 #[derive(Default)]
 struct GroupIds {
-    by_key: HashMap<GroupKey, u32>,
+    by_key: foldhash::HashMap<GroupKey, u32>,
     /// By id: the key and its hold count; `None` for a free id.
     keys: Vec<Option<(GroupKey, u32)>>,
     free: Vec<u32>,

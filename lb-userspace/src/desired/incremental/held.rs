@@ -8,10 +8,14 @@
 //! 4-byte key and a 4-byte id.
 
 use std::{
-    collections::{HashMap, hash_map::Entry},
+    collections::hash_map::Entry,
     hash::Hash,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
+
+// foldhash: a full sync holds 100,000 endpoint addresses, each hashed at
+// least once (SipHash, std's default, cost more than the lookups).
+use foldhash::HashMap;
 
 /// An index of the groups holding each item.
 pub(super) trait Holding<T> {
@@ -33,8 +37,8 @@ pub(super) struct Held<K> {
 impl<K> Default for Held<K> {
     fn default() -> Self {
         Held {
-            one: HashMap::new(),
-            many: HashMap::new(),
+            one: HashMap::default(),
+            many: HashMap::default(),
         }
     }
 }

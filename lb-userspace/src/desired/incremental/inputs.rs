@@ -71,16 +71,21 @@ impl GroupInputs<'_> {
     }
 }
 
-/// A hash of a whole object (for objects without an API version).
+/// A hash of a whole object (for objects without an API version): its
+/// JSON text, hashed once with XXH3. The serializer writes a few bytes at
+/// a time, and SipHash (std's default) fed straight from it paid a round
+/// per write: at a full sync of 10,000 Services a quarter of the desired
+/// state. The text lives only as long as the call.
 pub(super) fn content_hash(object: &impl Serialize) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    // Serialized straight into the hasher: no copy of the text.
-    if serde_json::to_writer(HashWriter(&mut hasher), object).is_err() {
+    let mut text = Vec::with_capacity(1024);
+    if serde_json::to_writer(&mut text, object).is_err() {
         // Cannot happen for these types; a fresh value each time has the
         // group recomputed rather than trusted.
+        let mut hasher = DefaultHasher::new();
         std::time::Instant::now().hash(&mut hasher);
+        return hasher.finish();
     }
-    hasher.finish()
+    xxhash_rust::xxh3::xxh3_64(&text)
 }
 
 /// Groups the snapshot's objects. Slices without the service-name label
@@ -127,18 +132,4 @@ pub(super) fn group_with<'a>(
         group.slices.push(slice);
     }
     groups
-}
-
-/// Feeds whatever is written into a hasher.
-struct HashWriter<'a>(&'a mut DefaultHasher);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.write(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

@@ -47,17 +47,17 @@ type ByAddress<T> = HashMap<usize, T, BuildHasherDefault<AddressHasher>>;
 struct Seen<K> {
     objects: ByAddress<(Option<GroupKey>, Arc<K>)>,
     /// Namespace and name to address: what a new object replaces.
-    by_name: HashMap<(String, String), usize>,
+    by_name: foldhash::HashMap<(String, String), usize>,
     /// The addresses of each group's objects.
-    members: HashMap<GroupKey, BTreeSet<usize>>,
+    members: foldhash::HashMap<GroupKey, BTreeSet<usize>>,
 }
 
 impl<K> Default for Seen<K> {
     fn default() -> Self {
         Seen {
             objects: ByAddress::default(),
-            by_name: HashMap::new(),
-            members: HashMap::new(),
+            by_name: foldhash::HashMap::default(),
+            members: foldhash::HashMap::default(),
         }
     }
 }
