@@ -66,6 +66,21 @@ fn fresh(env: &mut Env) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!env.bed.pin_dir.exists());
+    // Unpinned, the old programs are detached only once the kernel frees
+    // their links (after an RCU grace period, from a workqueue): until
+    // then they still translate, and an agent that cannot load anything
+    // would seem to serve. Wait until the NodePort answers no more.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env
+        .request(&FRONTENDS[2], 1)
+        .is_ok_and(|t| t.errors.is_empty())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the unpinned datapath still answers after 10 s"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
     real_lb
 }
 
