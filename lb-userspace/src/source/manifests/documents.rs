@@ -19,12 +19,40 @@ pub(super) struct Document<'a> {
     /// 1-based line of the file where `text` starts.
     pub first_line: usize,
     pub text: &'a str,
+    /// Where the document's chunk ends in the text cut: at the start of
+    /// the next marker line, or at the end of the text.
+    pub end: usize,
+}
+
+/// Where a stretch of a file starts: the number its first document gets
+/// and its first line.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct StretchStart {
+    pub number: usize,
+    pub line: usize,
+}
+
+impl StretchStart {
+    #[cfg(test)]
+    pub const FILE: StretchStart = StretchStart { number: 1, line: 1 };
 }
 
 /// A stream holds more documents than allowed; the first `limit` are cut.
 #[derive(Debug, PartialEq)]
 pub(super) struct TooManyDocuments {
     pub limit: usize,
+}
+
+/// Splits a YAML stream (a whole file) at its document markers: see
+/// [`split_stretch`]. Files are cut by [`super::spans`], which reuses the
+/// last read's cuts; this is the reference it is tested against.
+#[cfg(test)]
+pub(super) fn split_documents(
+    text: &str,
+    max_documents: usize,
+) -> Result<Vec<Document<'_>>, TooManyDocuments> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    split_stretch(text, StretchStart::FILE, max_documents)
 }
 
 /// Splits a YAML stream at its document markers. A `---` or `...` at column
@@ -36,32 +64,41 @@ pub(super) struct TooManyDocuments {
 /// vectorised search, as are the line numbers): a file of 10,000 Services
 /// is cut in about a millisecond, where a look at each of its lines took
 /// four, at each change of any one of its documents.
-pub(super) fn split_documents(
+///
+/// The text is a stretch of a file (no byte order mark): one that starts
+/// at the start of the file or of a marker line, and ends at the end of
+/// the file or at the start of a marker line, so that it is cut as the
+/// whole file would be there. Documents are numbered and lines
+/// counted from `start`; `max_documents` is what the stretch may hold.
+pub(super) fn split_stretch(
     text: &str,
+    start: StretchStart,
     max_documents: usize,
 ) -> Result<Vec<Document<'_>>, TooManyDocuments> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut cutter = Cutter {
         text,
         docs: Vec::new(),
         max_documents,
-        lines: LineCounter::default(),
+        first_number: start.number,
+        lines: LineCounter {
+            first_line: start.line,
+            ..LineCounter::default()
+        },
     };
     let mut current = Chunk {
-        first_line: 1,
+        first_line: start.line,
         start: 0,
         explicit_start: false,
     };
     for at in marker_candidates(text) {
         let line = line_at(text, at);
-        let bare = line.trim_end_matches(['\n', '\r']);
-        let next = if start_marker(bare).is_some() {
+        let next = if starts_document(line) {
             Chunk {
                 first_line: cutter.lines.line_of(text, at),
                 start: at + 3,
                 explicit_start: true,
             }
-        } else if is_end_marker(bare) {
+        } else if ends_document(line) {
             Chunk {
                 first_line: cutter.lines.line_of(text, at) + 1,
                 start: at + line.len(),
@@ -85,6 +122,27 @@ pub(super) fn start_marker(line: &str) -> Option<&str> {
     } else {
         None
     }
+}
+
+/// Whether `line` (with its newline, if any) is a `---` marker.
+fn starts_document(line: &str) -> bool {
+    start_marker(line.trim_end_matches(['\n', '\r'])).is_some()
+}
+
+/// Whether `line` (with its newline, if any) is a `...` marker.
+fn ends_document(line: &str) -> bool {
+    is_end_marker(line.trim_end_matches(['\n', '\r']))
+}
+
+/// Whether the line that starts at `at` of `text` (a line start) is a
+/// marker: where a cut is.
+pub(super) fn marker_line_at(text: &[u8], at: usize) -> bool {
+    let rest = &text[at..];
+    let line = match memchr::memchr(b'\n', rest) {
+        Some(newline) => &rest[..=newline],
+        None => rest,
+    };
+    std::str::from_utf8(line).is_ok_and(|line| starts_document(line) || ends_document(line))
 }
 
 pub(super) fn is_end_marker(line: &str) -> bool {
@@ -136,6 +194,7 @@ fn line_at(text: &str, at: usize) -> &str {
 /// Line numbers of ascending offsets, counting each stretch of the text once.
 #[derive(Default)]
 struct LineCounter {
+    first_line: usize,
     counted_to: usize,
     newlines: usize,
 }
@@ -146,7 +205,7 @@ impl LineCounter {
         let stretch = &text.as_bytes()[self.counted_to..at];
         self.newlines += memchr::memchr_iter(b'\n', stretch).count();
         self.counted_to = at;
-        self.newlines + 1
+        self.newlines + self.first_line
     }
 }
 
@@ -173,6 +232,7 @@ struct Cutter<'a> {
     text: &'a str,
     docs: Vec<Document<'a>>,
     max_documents: usize,
+    first_number: usize,
     lines: LineCounter,
 }
 
@@ -191,9 +251,10 @@ impl<'a> Cutter<'a> {
             });
         }
         self.docs.push(Document {
-            number: self.docs.len() + 1,
+            number: self.first_number + self.docs.len(),
             first_line: chunk.first_line,
             text,
+            end,
         });
         Ok(())
     }

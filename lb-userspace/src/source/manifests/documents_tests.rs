@@ -163,6 +163,7 @@ impl<'a> LineCutter<'a> {
             number: self.docs.len() + 1,
             first_line: chunk.first_line,
             text: &self.text[chunk.start..chunk.end],
+            end: chunk.end,
         });
         Ok(())
     }

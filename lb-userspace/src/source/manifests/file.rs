@@ -6,7 +6,7 @@ use std::{
     path::Path,
 };
 
-use super::{limits::Limits, memo::DocumentMemo, parse::parse_documents_reusing};
+use super::{limits::Limits, memo::DocumentMemo, parse::parse_bytes_reusing};
 use crate::{model::ProblemCode, source::Snapshot};
 
 /// Why one manifest file could not be used at all (the others still are).
@@ -16,8 +16,6 @@ pub(super) enum FileError {
     Read(#[source] std::io::Error),
     #[error("not a regular file (a FIFO, socket or device): lb reads only regular files")]
     NotRegular,
-    #[error("not UTF-8 text")]
-    NotUtf8,
     #[error(
         "larger than {limit} bytes (--manifest-max-file-bytes): split it into several files, or raise the limit"
     )]
@@ -28,7 +26,6 @@ impl FileError {
     pub fn code(&self) -> ProblemCode {
         match self {
             FileError::Read(_) | FileError::NotRegular => ProblemCode::UnreadableFile,
-            FileError::NotUtf8 => ProblemCode::NotUtf8,
             FileError::TooLarge { .. } => ProblemCode::FileTooLarge,
         }
     }
@@ -50,9 +47,9 @@ pub(super) fn read_manifest_file(
     limits: &Limits,
     previous: &DocumentMemo,
 ) -> FileRead {
-    match read_text(path, limits.max_file_bytes) {
-        Ok(text) => {
-            let (snapshot, memo) = parse_documents_reusing(name, &text, limits, previous);
+    match read_bytes(path, limits.max_file_bytes) {
+        Ok(bytes) => {
+            let (snapshot, memo) = parse_bytes_reusing(name, &bytes, limits, previous);
             FileRead { snapshot, memo }
         }
         Err(err) => {
@@ -67,9 +64,11 @@ pub(super) fn read_manifest_file(
     }
 }
 
-/// The file's text, refusing what is over `max_bytes` before reading it:
+/// The file's bytes, refusing what is over `max_bytes` before reading it:
 /// both by its size now and by what a read actually returns (it may grow).
-fn read_text(path: &Path, max_bytes: u64) -> Result<String, FileError> {
+/// Whether they are UTF-8 is for the cutting to find out: it checks only
+/// what changed since the last read.
+fn read_bytes(path: &Path, max_bytes: u64) -> Result<Vec<u8>, FileError> {
     let meta = fs::metadata(path).map_err(FileError::Read)?;
     if !meta.is_file() {
         // Opening a FIFO would block until a writer comes.
@@ -85,7 +84,7 @@ fn read_text(path: &Path, max_bytes: u64) -> Result<String, FileError> {
     if bytes.len() as u64 > max_bytes {
         return Err(FileError::TooLarge { limit: max_bytes });
     }
-    String::from_utf8(bytes).map_err(|_| FileError::NotUtf8)
+    Ok(bytes)
 }
 
 /// Problems that mean "this file, as it is now, is not what its writer

@@ -21,6 +21,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::Service;
 
+use super::spans::Span;
 use crate::source::{Slice, Snapshot};
 
 /// A document's text, as a 128-bit XXH3 hash (two words) and its length:
@@ -33,8 +34,17 @@ pub(super) struct TextKey(u64, u64, usize);
 
 impl TextKey {
     pub fn of(text: &str) -> TextKey {
-        let hash = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
-        TextKey(hash as u64, (hash >> 64) as u64, text.len())
+        TextKey::of_bytes(text.as_bytes())
+    }
+
+    pub fn of_bytes(bytes: &[u8]) -> TextKey {
+        let hash = xxhash_rust::xxh3::xxh3_128(bytes);
+        TextKey(hash as u64, (hash >> 64) as u64, bytes.len())
+    }
+
+    /// The length of the text.
+    pub fn len(self) -> usize {
+        self.2
     }
 }
 
@@ -101,10 +111,12 @@ impl Hasher for KeyHasher {
 }
 
 /// The documents of one version of a file, in its order: each one's key,
-/// and its objects when it was read without any problem.
+/// and its objects when it was read without any problem; and the spans
+/// the file was cut into.
 #[derive(Debug, Default)]
 pub(super) struct DocumentMemo {
     documents: Vec<(TextKey, Option<Objects>)>,
+    spans: Vec<Span>,
 }
 
 impl DocumentMemo {
@@ -114,11 +126,22 @@ impl DocumentMemo {
         self.documents.iter().filter(|d| d.1.is_some()).count()
     }
 
-    /// An empty memo with room for `documents`.
-    pub fn with_capacity(documents: usize) -> DocumentMemo {
+    /// A memo of a file cut into `spans`, with room for `documents`.
+    pub fn with_spans(documents: usize, spans: Vec<Span>) -> DocumentMemo {
         DocumentMemo {
             documents: Vec::with_capacity(documents),
+            spans,
         }
+    }
+
+    /// The spans the file was cut into.
+    pub fn spans(&self) -> &[Span] {
+        &self.spans
+    }
+
+    /// What document `at` gave, when it was read without a problem.
+    pub fn objects(&self, at: usize) -> Option<&Objects> {
+        self.documents.get(at).and_then(|d| d.1.as_ref())
     }
 
     /// A search of this memo for the documents of a new read.

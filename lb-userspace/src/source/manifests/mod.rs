@@ -3,7 +3,8 @@
 //!
 //! `dir` lists the files, `cache` remembers what each held (and its last
 //! good version), `file` reads one within its `limits`, `documents` cuts a
-//! file into YAML documents, `parse` finds the Services and EndpointSlices
+//! file into YAML documents, `spans` cuts a file read again reusing its
+//! last read's cuts, `parse` finds the Services and EndpointSlices
 //! in them, `yaml` is the YAML reader itself.
 mod cache;
 mod dir;
@@ -22,6 +23,9 @@ mod parse;
 mod parser;
 #[cfg(test)]
 mod robustness_tests;
+mod spans;
+#[cfg(test)]
+mod spans_tests;
 #[cfg(test)]
 mod tests;
 mod yaml;

@@ -16,10 +16,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    documents::{Document, TooManyDocuments, split_documents},
+    documents::TooManyDocuments,
     kinds,
     limits::Limits,
     memo::{DocumentMemo, TextKey},
+    spans::{Cut, CutError, cut_reusing},
     yaml::{self, DocumentText},
 };
 use crate::{
@@ -51,32 +52,61 @@ pub(super) fn parse_documents_reusing(
     limits: &Limits,
     previous: &DocumentMemo,
 ) -> (Snapshot, DocumentMemo) {
+    parse_bytes_reusing(source_name, text.as_bytes(), limits, previous)
+}
+
+/// [`parse_documents_reusing`] of a file's bytes: only what is cut again
+/// (not found in `previous`' spans) is checked to be UTF-8.
+pub(super) fn parse_bytes_reusing(
+    source_name: &str,
+    text: &[u8],
+    limits: &Limits,
+    previous: &DocumentMemo,
+) -> (Snapshot, DocumentMemo) {
+    let text = text.strip_prefix("\u{feff}".as_bytes()).unwrap_or(text);
     let mut set = Snapshot::default();
-    let docs = match split_documents(text, limits.max_documents) {
-        Ok(docs) => docs,
-        Err(TooManyDocuments { limit }) => {
-            set.coded_problem(
-                ProblemCode::TooManyDocuments,
-                source_name,
-                format!(
-                    "more than {limit} documents (--manifest-max-documents): split it into several files, or raise the limit"
+    let Cut { documents, spans } = match cut_reusing(previous.spans(), text, limits.max_documents) {
+        Ok(cut) => cut,
+        Err(err) => {
+            let (code, reason) = match err {
+                CutError::TooMany(TooManyDocuments { limit }) => (
+                    ProblemCode::TooManyDocuments,
+                    format!(
+                        "more than {limit} documents (--manifest-max-documents): split it into several files, or raise the limit"
+                    ),
                 ),
-            );
+                CutError::NotUtf8 => (ProblemCode::NotUtf8, "not UTF-8 text".to_owned()),
+            };
+            set.coded_problem(code, source_name, reason);
             set.attribute_to(source_name);
             return (set, DocumentMemo::default());
         }
     };
-    let keys: Vec<TextKey> = docs.iter().map(|doc| TextKey::of(doc.text)).collect();
-    let mut memo = DocumentMemo::with_capacity(docs.len());
+    let keys: Vec<TextKey> = documents.iter().map(|doc| doc.key).collect();
+    let mut memo = DocumentMemo::with_spans(documents.len(), spans);
     let mut finder = previous.finder();
-    for (i, doc) in docs.iter().enumerate() {
-        if let Some(objects) = finder.find(i, &keys) {
+    for (i, doc) in documents.iter().enumerate() {
+        let objects = match doc.was {
+            Some(at) => previous.objects(at),
+            None => finder.find(i, &keys),
+        };
+        if let Some(objects) = objects {
             memo.reuse(keys[i], objects, &mut set);
             continue;
         }
         let place = format!("{source_name} (document {})", doc.number);
         let mut read = Snapshot::default();
-        parse_document(&place, doc, limits, &mut read);
+        match std::str::from_utf8(&text[doc.start..doc.start + doc.key.len()]) {
+            Ok(doc_text) => {
+                let doc_text = DocumentText {
+                    text: doc_text,
+                    first_line: doc.first_line,
+                };
+                parse_document(&place, doc_text, limits, &mut read);
+            }
+            // A span's hash matched other bytes: read the file afresh next time.
+            Err(_) => read.coded_problem(ProblemCode::NotUtf8, &place, "not UTF-8 text"),
+        }
         memo.remember(keys[i], &read);
         set.extend(read);
     }
@@ -85,11 +115,7 @@ pub(super) fn parse_documents_reusing(
 }
 
 /// Reads one document and files what it holds into `set`.
-fn parse_document(place: &str, doc: &Document<'_>, limits: &Limits, set: &mut Snapshot) {
-    let text = DocumentText {
-        text: doc.text,
-        first_line: doc.first_line,
-    };
+fn parse_document(place: &str, text: DocumentText<'_>, limits: &Limits, set: &mut Snapshot) {
     let value = match yaml::parse_value(text, limits.max_depth) {
         Ok(value) => value,
         Err(err) => {
