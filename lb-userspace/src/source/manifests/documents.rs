@@ -134,14 +134,9 @@ fn ends_document(line: &str) -> bool {
     is_end_marker(line.trim_end_matches(['\n', '\r']))
 }
 
-/// Whether the line that starts at `at` of `text` (a line start) is a
+/// Whether `line` (a whole line of a text, with its newline if any) is a
 /// marker: where a cut is.
-pub(super) fn marker_line_at(text: &[u8], at: usize) -> bool {
-    let rest = &text[at..];
-    let line = match memchr::memchr(b'\n', rest) {
-        Some(newline) => &rest[..=newline],
-        None => rest,
-    };
+pub(super) fn is_marker_line(line: &[u8]) -> bool {
     std::str::from_utf8(line).is_ok_and(|line| starts_document(line) || ends_document(line))
 }
 

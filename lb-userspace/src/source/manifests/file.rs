@@ -2,11 +2,12 @@
 
 use std::{
     fs::{self, File},
-    io::Read,
     path::Path,
 };
 
-use super::{limits::Limits, memo::DocumentMemo, parse::parse_bytes_reusing};
+use super::{
+    cache::FileKey, limits::Limits, memo::DocumentMemo, parse::parse_text_reusing, text::FileText,
+};
 use crate::{model::ProblemCode, source::Snapshot};
 
 /// Why one manifest file could not be used at all (the others still are).
@@ -20,12 +21,18 @@ pub(super) enum FileError {
         "larger than {limit} bytes (--manifest-max-file-bytes): split it into several files, or raise the limit"
     )]
     TooLarge { limit: u64 },
+    #[error(
+        "changed while lb read it; lb reads it again at its next change (write a file beside the directory and rename it in, and lb never sees it half written)"
+    )]
+    Changed,
 }
 
 impl FileError {
     pub fn code(&self) -> ProblemCode {
         match self {
-            FileError::Read(_) | FileError::NotRegular => ProblemCode::UnreadableFile,
+            FileError::Read(_) | FileError::NotRegular | FileError::Changed => {
+                ProblemCode::UnreadableFile
+            }
             FileError::TooLarge { .. } => ProblemCode::FileTooLarge,
         }
     }
@@ -47,11 +54,12 @@ pub(super) fn read_manifest_file(
     limits: &Limits,
     previous: &DocumentMemo,
 ) -> FileRead {
-    match read_bytes(path, limits.max_file_bytes) {
-        Ok(bytes) => {
-            let (snapshot, memo) = parse_bytes_reusing(name, &bytes, limits, previous);
-            FileRead { snapshot, memo }
-        }
+    let read = open_text(path, limits.max_file_bytes).and_then(|(text, opened)| {
+        let read = parse_text_reusing(name, &text, limits, previous);
+        unchanged_since(&text, opened).map(|()| read)
+    });
+    match read {
+        Ok((snapshot, memo)) => FileRead { snapshot, memo },
         Err(err) => {
             let mut snapshot = Snapshot::default();
             snapshot.coded_problem(err.code(), name, err.to_string());
@@ -64,27 +72,37 @@ pub(super) fn read_manifest_file(
     }
 }
 
-/// The file's bytes, refusing what is over `max_bytes` before reading it:
-/// both by its size now and by what a read actually returns (it may grow).
-/// Whether they are UTF-8 is for the cutting to find out: it checks only
-/// what changed since the last read.
-fn read_bytes(path: &Path, max_bytes: u64) -> Result<Vec<u8>, FileError> {
+/// The file opened, refusing what is over `max_bytes` before reading it.
+/// It is read as long as it was when opened; whether its bytes are UTF-8
+/// is for the cutting to find out (it reads only what changed since the
+/// last read whole).
+fn open_text(path: &Path, max_bytes: u64) -> Result<(FileText, FileKey), FileError> {
     let meta = fs::metadata(path).map_err(FileError::Read)?;
     if !meta.is_file() {
         // Opening a FIFO would block until a writer comes.
         return Err(FileError::NotRegular);
     }
+    let file = File::open(path).map_err(FileError::Read)?;
+    // What was opened (the path may have been replaced since the stat).
+    let meta = file.metadata().map_err(FileError::Read)?;
+    if !meta.is_file() {
+        return Err(FileError::NotRegular);
+    }
     if meta.len() > max_bytes {
         return Err(FileError::TooLarge { limit: max_bytes });
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    File::open(path)
-        .and_then(|file| file.take(max_bytes + 1).read_to_end(&mut bytes))
-        .map_err(FileError::Read)?;
-    if bytes.len() as u64 > max_bytes {
-        return Err(FileError::TooLarge { limit: max_bytes });
+    let text = FileText::new(file, meta.len()).map_err(FileError::Read)?;
+    Ok((text, FileKey::of(&meta)))
+}
+
+/// A file written in place while it was read may have been read half old,
+/// half new: such a read is not used.
+fn unchanged_since(text: &FileText, opened: FileKey) -> Result<(), FileError> {
+    let now = text.file().metadata().map_err(FileError::Read)?;
+    if FileKey::of(&now) != opened {
+        return Err(FileError::Changed);
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Problems that mean "this file, as it is now, is not what its writer

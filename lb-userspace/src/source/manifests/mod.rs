@@ -4,7 +4,7 @@
 //! `dir` lists the files, `cache` remembers what each held (and its last
 //! good version), `file` reads one within its `limits`, `documents` cuts a
 //! file into YAML documents, `spans` cuts a file read again reusing its
-//! last read's cuts, `parse` finds the Services and EndpointSlices
+//! last read's cuts, `text` reads a file by range for it, `parse` finds the Services and EndpointSlices
 //! in them, `yaml` is the YAML reader itself.
 mod cache;
 mod dir;
@@ -28,6 +28,9 @@ mod spans;
 mod spans_tests;
 #[cfg(test)]
 mod tests;
+mod text;
+#[cfg(test)]
+mod text_tests;
 mod yaml;
 
 use std::{

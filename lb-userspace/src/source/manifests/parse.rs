@@ -10,7 +10,7 @@ use k8s_openapi::{
     api::{core::v1::Service, discovery::v1::EndpointSlice},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -20,7 +20,8 @@ use super::{
     kinds,
     limits::Limits,
     memo::{DocumentMemo, TextKey},
-    spans::{Cut, CutError, cut_reusing},
+    spans::{Cut, CutError, Middle, Placed, cut_reusing},
+    text::{Text, bytes_text, read_range},
     yaml::{self, DocumentText},
 };
 use crate::{
@@ -52,36 +53,33 @@ pub(super) fn parse_documents_reusing(
     limits: &Limits,
     previous: &DocumentMemo,
 ) -> (Snapshot, DocumentMemo) {
-    parse_bytes_reusing(source_name, text.as_bytes(), limits, previous)
+    parse_text_reusing(source_name, bytes_text(text.as_bytes()), limits, previous)
 }
 
-/// [`parse_documents_reusing`] of a file's bytes: only what is cut again
-/// (not found in `previous`' spans) is checked to be UTF-8.
-pub(super) fn parse_bytes_reusing(
+/// [`parse_documents_reusing`] of a text read by range (a file's): only
+/// what is cut again (not found in `previous`' spans) is read whole and
+/// checked to be UTF-8.
+pub(super) fn parse_text_reusing<T: Text + ?Sized>(
     source_name: &str,
-    text: &[u8],
+    text: &T,
     limits: &Limits,
     previous: &DocumentMemo,
 ) -> (Snapshot, DocumentMemo) {
-    let text = text.strip_prefix("\u{feff}".as_bytes()).unwrap_or(text);
     let mut set = Snapshot::default();
-    let Cut { documents, spans } = match cut_reusing(previous.spans(), text, limits.max_documents) {
+    let cut = match cut_reusing(previous.spans(), text, limits.max_documents) {
         Ok(cut) => cut,
         Err(err) => {
-            let (code, reason) = match err {
-                CutError::TooMany(TooManyDocuments { limit }) => (
-                    ProblemCode::TooManyDocuments,
-                    format!(
-                        "more than {limit} documents (--manifest-max-documents): split it into several files, or raise the limit"
-                    ),
-                ),
-                CutError::NotUtf8 => (ProblemCode::NotUtf8, "not UTF-8 text".to_owned()),
-            };
+            let (code, reason) = cut_problem(err);
             set.coded_problem(code, source_name, reason);
             set.attribute_to(source_name);
             return (set, DocumentMemo::default());
         }
     };
+    let Cut {
+        documents,
+        spans,
+        middle,
+    } = cut;
     let keys: Vec<TextKey> = documents.iter().map(|doc| doc.key).collect();
     let mut memo = DocumentMemo::with_spans(documents.len(), spans);
     let mut finder = previous.finder();
@@ -96,22 +94,58 @@ pub(super) fn parse_bytes_reusing(
         }
         let place = format!("{source_name} (document {})", doc.number);
         let mut read = Snapshot::default();
-        match std::str::from_utf8(&text[doc.start..doc.start + doc.key.len()]) {
+        match document_text(text, &middle, doc) {
             Ok(doc_text) => {
                 let doc_text = DocumentText {
-                    text: doc_text,
+                    text: &doc_text,
                     first_line: doc.first_line,
                 };
                 parse_document(&place, doc_text, limits, &mut read);
             }
-            // A span's hash matched other bytes: read the file afresh next time.
-            Err(_) => read.coded_problem(ProblemCode::NotUtf8, &place, "not UTF-8 text"),
+            Err(err) => {
+                let (code, reason) = cut_problem(err);
+                read.coded_problem(code, &place, reason);
+            }
         }
         memo.remember(keys[i], &read);
         set.extend(read);
     }
     set.attribute_to(source_name);
     (set, memo)
+}
+
+/// The text of a document to parse: one cut again is in the middle read;
+/// one found again whose last read had a problem is read again (so that
+/// its problem is reported at its place now).
+fn document_text<'m, T: Text + ?Sized>(
+    text: &T,
+    middle: &'m Middle,
+    doc: &Placed,
+) -> Result<Cow<'m, str>, CutError> {
+    if let Some(doc_text) = middle.text_of(doc) {
+        return Ok(Cow::Borrowed(doc_text));
+    }
+    let bytes = read_range(text, doc.start..doc.start + doc.key.len())?;
+    // A span's hash matched other bytes: not UTF-8 after all.
+    String::from_utf8(bytes)
+        .map(Cow::Owned)
+        .map_err(|_| CutError::NotUtf8)
+}
+
+fn cut_problem(err: CutError) -> (ProblemCode, String) {
+    match err {
+        CutError::TooMany(TooManyDocuments { limit }) => (
+            ProblemCode::TooManyDocuments,
+            format!(
+                "more than {limit} documents (--manifest-max-documents): split it into several files, or raise the limit"
+            ),
+        ),
+        CutError::NotUtf8 => (ProblemCode::NotUtf8, "not UTF-8 text".to_owned()),
+        CutError::Read(err) => (
+            ProblemCode::UnreadableFile,
+            format!("cannot read: {err}; lb reads it again at its next change"),
+        ),
+    }
 }
 
 /// Reads one document and files what it holds into `set`.

@@ -12,11 +12,15 @@
 //! at cuts of the new text, holds the same document (and the same chunks
 //! without one) as before. Spans are matched from the front, where they
 //! were, and from the back, shifted by the change in length; only what
-//! lies between is cut again.
+//! lies between is cut again, and only it is kept (the rest is read
+//! through a window: `text`).
+
+use std::io;
 
 use super::{
-    documents::{StretchStart, TooManyDocuments, marker_line_at, split_stretch},
+    documents::{StretchStart, TooManyDocuments, is_marker_line, split_stretch},
     memo::TextKey,
+    text::{Text, Toward, Window, read_range},
 };
 
 /// One stretch of the file between two cuts, as the last read cut it.
@@ -54,28 +58,53 @@ pub(super) struct Placed {
     pub was: Option<usize>,
 }
 
-/// The new text's documents and spans.
+/// The new text's documents and spans, and the stretch cut again.
 #[derive(Debug, Default)]
 pub(super) struct Cut {
     pub documents: Vec<Placed>,
     pub spans: Vec<Span>,
+    pub middle: Middle,
+}
+
+/// The stretch of the new text between the spans found again: the text
+/// of every document cut again.
+#[derive(Debug, Default)]
+pub(super) struct Middle {
+    /// Where it starts in the text.
+    pub at: usize,
+    pub text: String,
+}
+
+impl Middle {
+    /// The text of a document cut again (`was` none).
+    pub fn text_of(&self, document: &Placed) -> Option<&str> {
+        let start = document.start.checked_sub(self.at)?;
+        self.text.get(start..start + document.key.len())
+    }
 }
 
 /// Why a text cannot be cut.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub(super) enum CutError {
     TooMany(TooManyDocuments),
     NotUtf8,
+    Read(io::Error),
+}
+
+impl From<io::Error> for CutError {
+    fn from(err: io::Error) -> CutError {
+        CutError::Read(err)
+    }
 }
 
 /// Cuts `text` (after any byte order mark) into its documents, reusing the
 /// `previous` read's spans (none: the whole text is cut).
-pub(super) fn cut_reusing(
+pub(super) fn cut_reusing<T: Text + ?Sized>(
     previous: &[Span],
-    text: &[u8],
+    text: &T,
     max_documents: usize,
 ) -> Result<Cut, CutError> {
-    let ends = Ends::matching(previous, text);
+    let ends = Ends::matching(previous, &mut Window::new(text))?;
     let (front, back) = (
         &previous[..ends.front],
         &previous[previous.len() - ends.back..],
@@ -90,12 +119,13 @@ pub(super) fn cut_reusing(
         .checked_sub(front_docs + back_docs)
         .ok_or_else(too_many)?;
     let middle_at = ends.front_bytes;
-    let middle = std::str::from_utf8(&text[middle_at..text.len() - ends.back_bytes])
-        .map_err(|_| CutError::NotUtf8)?;
+    let middle = read_range(text, middle_at..text.len() - ends.back_bytes)?;
+    let middle = String::from_utf8(middle).map_err(|_| CutError::NotUtf8)?;
     let mut placer = Placer {
         cut: Cut {
             documents: Vec::with_capacity(front_docs + back_docs + 1),
             spans: Vec::with_capacity(previous.len() + 1),
+            middle: Middle::default(),
         },
         at: 0,
         line: 1,
@@ -106,12 +136,16 @@ pub(super) fn cut_reusing(
         placer.place_again(span);
     }
     placer
-        .place_middle(middle, allowed)
+        .place_middle(&middle, allowed)
         .map_err(|_| too_many())?;
     placer.was = documents_in(previous) - back_docs;
     for span in back {
         placer.place_again(span);
     }
+    placer.cut.middle = Middle {
+        at: middle_at,
+        text: middle,
+    };
     Ok(placer.cut)
 }
 
@@ -130,63 +164,80 @@ struct Ends {
 }
 
 impl Ends {
-    fn matching(previous: &[Span], text: &[u8]) -> Ends {
-        let (front, front_bytes) = Ends::front(previous, text);
-        let (back, back_bytes) = Ends::back(previous, front, text, front_bytes);
-        Ends {
+    fn matching(previous: &[Span], text: &mut Window<'_, impl Text + ?Sized>) -> io::Result<Ends> {
+        let (front, front_bytes) = Ends::front(previous, text)?;
+        let (back, back_bytes) = Ends::back(previous, front, text, front_bytes)?;
+        Ok(Ends {
             front,
             front_bytes,
             back,
             back_bytes,
-        }
+        })
     }
 
     /// Spans found where they were, each ending at a cut of the new text.
-    fn front(previous: &[Span], text: &[u8]) -> (usize, usize) {
+    fn front(
+        previous: &[Span],
+        text: &mut Window<'_, impl Text + ?Sized>,
+    ) -> io::Result<(usize, usize)> {
         let mut at = 0;
         for (matched, span) in previous.iter().enumerate() {
             let end = at + span.key.len();
+            // The span's bytes first: the window then moves ahead for the
+            // line after them, which the next span starts with.
             if end > text.len()
-                || !is_cut(text, end)
-                || TextKey::of_bytes(&text[at..end]) != span.key
+                || TextKey::of_bytes(text.get(at..end, Toward::End)?) != span.key
+                || !is_cut(text, end)?
             {
-                return (matched, at);
+                return Ok((matched, at));
             }
             at = end;
         }
-        (previous.len(), at)
+        Ok((previous.len(), at))
     }
 
     /// Spans after the `front` ones found at the end of the new text,
     /// moved by the change in length, each starting at a cut of the new
     /// text and none reaching before `floor` (what the front found).
-    fn back(previous: &[Span], front: usize, text: &[u8], floor: usize) -> (usize, usize) {
+    fn back(
+        previous: &[Span],
+        front: usize,
+        text: &mut Window<'_, impl Text + ?Sized>,
+        floor: usize,
+    ) -> io::Result<(usize, usize)> {
         let mut old_start: usize = previous.iter().map(|s| s.key.len()).sum();
         let mut start = text.len();
         for (matched, span) in previous[front..].iter().rev().enumerate() {
             let len = span.key.len();
             if start < floor + len {
-                return (matched, text.len() - start);
+                return Ok((matched, text.len() - start));
             }
             let (new, old) = (start - len, old_start - len);
-            // A span that started the file started at no marker line.
+            // A span that started the file started at no marker line;
+            // the others start a line (the byte before them, read with
+            // them so that the window moves once).
+            let before = if old == 0 { new } else { new.saturating_sub(1) };
+            let bytes = text.get(before..start, Toward::Start)?;
             let at_cut = if old == 0 {
                 new == 0
             } else {
-                new > 0 && text[new - 1] == b'\n'
+                new > 0 && bytes[0] == b'\n'
             };
-            if !at_cut || TextKey::of_bytes(&text[new..start]) != span.key {
-                return (matched, text.len() - start);
+            if !at_cut || TextKey::of_bytes(&bytes[new - before..]) != span.key {
+                return Ok((matched, text.len() - start));
             }
             (start, old_start) = (new, old);
         }
-        (previous.len() - front, text.len() - start)
+        Ok((previous.len() - front, text.len() - start))
     }
 }
 
 /// Whether the new text is cut at `at`: its end, or a marker line's start.
-fn is_cut(text: &[u8], at: usize) -> bool {
-    at == text.len() || (at > 0 && text[at - 1] == b'\n' && marker_line_at(text, at))
+fn is_cut(text: &mut Window<'_, impl Text + ?Sized>, at: usize) -> io::Result<bool> {
+    Ok(at == text.len()
+        || (at > 0
+            && text.byte(at - 1, Toward::End)? == b'\n'
+            && is_marker_line(text.line(at, Toward::End)?)))
 }
 
 /// Builds the new cut in the text's order.
