@@ -6,7 +6,7 @@ use std::{
 };
 
 use super::{
-    cache::FileKey, limits::Limits, memo::DocumentMemo, parse::parse_text_reusing, text::FileText,
+    cache::FileKey, limits::Limits, memo::DocumentMemo, stream::parse_text_reusing, text::FileText,
 };
 use crate::{model::ProblemCode, source::Snapshot};
 

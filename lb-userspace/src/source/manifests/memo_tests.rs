@@ -7,8 +7,8 @@ use super::{
     Limits, Loader, ManifestSet,
     documents::split_documents,
     memo::{DocumentMemo, TextKey},
-    parse::parse_documents_reusing,
     parse_documents,
+    stream::parse_documents_reusing,
 };
 
 fn service(name: &str, ip: &str) -> String {

@@ -2,10 +2,12 @@
 //! read by `lb agent --dry-run`.
 //!
 //! `dir` lists the files, `cache` remembers what each held (and its last
-//! good version), `file` reads one within its `limits`, `documents` cuts a
-//! file into YAML documents, `spans` cuts a file read again reusing its
-//! last read's cuts, `text` reads a file by range for it, `parse` finds the Services and EndpointSlices
-//! in them, `yaml` is the YAML reader itself.
+//! good version), `file` reads one within its `limits`, `text` reads it by
+//! range, `documents` cuts a text into YAML documents, `spans` cuts a file
+//! read again reusing its last read's cuts, `stream` reuses or parses each
+//! document, `memo` remembers what each
+//! gave, `parse` finds the Services and EndpointSlices in one, `yaml` is
+//! the YAML reader itself.
 mod cache;
 mod dir;
 mod documents;
@@ -26,6 +28,7 @@ mod robustness_tests;
 mod spans;
 #[cfg(test)]
 mod spans_tests;
+mod stream;
 #[cfg(test)]
 mod tests;
 mod text;
@@ -45,7 +48,8 @@ use std::{
 pub(crate) use dir::HeldFiles;
 pub use dir::{Loader, load_dir};
 pub use limits::Limits;
-pub use parse::{DEFAULT_NAMESPACE, parse_documents, parse_documents_with};
+pub use parse::DEFAULT_NAMESPACE;
+pub use stream::{parse_documents, parse_documents_with};
 
 use super::{
     Snapshot, Source, SourceError,

@@ -1,4 +1,4 @@
-//! Reading Services and EndpointSlices out of a YAML stream.
+//! Reading Services and EndpointSlices out of one YAML document.
 //!
 //! Users keep whole application manifests in the directory, so anything
 //! that is not a Service or an EndpointSlice is skipped quietly, and one
@@ -10,18 +10,14 @@ use k8s_openapi::{
     api::{core::v1::Service, discovery::v1::EndpointSlice},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use std::{borrow::Cow, sync::Arc};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    documents::TooManyDocuments,
     kinds,
     limits::Limits,
-    memo::{DocumentMemo, TextKey},
-    spans::{Cut, CutError, Middle, Placed, cut_reusing},
-    text::{Text, bytes_text, read_range},
     yaml::{self, DocumentText},
 };
 use crate::{
@@ -32,124 +28,13 @@ use crate::{
 /// The namespace Kubernetes assumes when a manifest names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
-/// Parses a YAML stream that may hold several documents. `source_name` names
-/// the stream in problems ("web.yaml (document 2)").
-pub fn parse_documents(source_name: &str, text: &str) -> Snapshot {
-    parse_documents_with(source_name, text, &Limits::default())
-}
-
-/// [`parse_documents`] within `limits`: a stream of too many documents is
-/// one problem of the stream, a document too deep one of that document.
-pub fn parse_documents_with(source_name: &str, text: &str, limits: &Limits) -> Snapshot {
-    parse_documents_reusing(source_name, text, limits, &DocumentMemo::default()).0
-}
-
-/// [`parse_documents_with`], reusing the objects of the documents whose
-/// text `previous` remembers (the file's last read); returns what it read
-/// and the memo of this read.
-pub(super) fn parse_documents_reusing(
-    source_name: &str,
-    text: &str,
-    limits: &Limits,
-    previous: &DocumentMemo,
-) -> (Snapshot, DocumentMemo) {
-    parse_text_reusing(source_name, bytes_text(text.as_bytes()), limits, previous)
-}
-
-/// [`parse_documents_reusing`] of a text read by range (a file's): only
-/// what is cut again (not found in `previous`' spans) is read whole and
-/// checked to be UTF-8.
-pub(super) fn parse_text_reusing<T: Text + ?Sized>(
-    source_name: &str,
-    text: &T,
-    limits: &Limits,
-    previous: &DocumentMemo,
-) -> (Snapshot, DocumentMemo) {
-    let mut set = Snapshot::default();
-    let cut = match cut_reusing(previous.spans(), text, limits.max_documents) {
-        Ok(cut) => cut,
-        Err(err) => {
-            let (code, reason) = cut_problem(err);
-            set.coded_problem(code, source_name, reason);
-            set.attribute_to(source_name);
-            return (set, DocumentMemo::default());
-        }
-    };
-    let Cut {
-        documents,
-        spans,
-        middle,
-    } = cut;
-    let keys: Vec<TextKey> = documents.iter().map(|doc| doc.key).collect();
-    let mut memo = DocumentMemo::with_spans(documents.len(), spans);
-    let mut finder = previous.finder();
-    for (i, doc) in documents.iter().enumerate() {
-        let objects = match doc.was {
-            Some(at) => previous.objects(at),
-            None => finder.find(i, &keys),
-        };
-        if let Some(objects) = objects {
-            memo.reuse(keys[i], objects, &mut set);
-            continue;
-        }
-        let place = format!("{source_name} (document {})", doc.number);
-        let mut read = Snapshot::default();
-        match document_text(text, &middle, doc) {
-            Ok(doc_text) => {
-                let doc_text = DocumentText {
-                    text: &doc_text,
-                    first_line: doc.first_line,
-                };
-                parse_document(&place, doc_text, limits, &mut read);
-            }
-            Err(err) => {
-                let (code, reason) = cut_problem(err);
-                read.coded_problem(code, &place, reason);
-            }
-        }
-        memo.remember(keys[i], &read);
-        set.extend(read);
-    }
-    set.attribute_to(source_name);
-    (set, memo)
-}
-
-/// The text of a document to parse: one cut again is in the middle read;
-/// one found again whose last read had a problem is read again (so that
-/// its problem is reported at its place now).
-fn document_text<'m, T: Text + ?Sized>(
-    text: &T,
-    middle: &'m Middle,
-    doc: &Placed,
-) -> Result<Cow<'m, str>, CutError> {
-    if let Some(doc_text) = middle.text_of(doc) {
-        return Ok(Cow::Borrowed(doc_text));
-    }
-    let bytes = read_range(text, doc.start..doc.start + doc.key.len())?;
-    // A span's hash matched other bytes: not UTF-8 after all.
-    String::from_utf8(bytes)
-        .map(Cow::Owned)
-        .map_err(|_| CutError::NotUtf8)
-}
-
-fn cut_problem(err: CutError) -> (ProblemCode, String) {
-    match err {
-        CutError::TooMany(TooManyDocuments { limit }) => (
-            ProblemCode::TooManyDocuments,
-            format!(
-                "more than {limit} documents (--manifest-max-documents): split it into several files, or raise the limit"
-            ),
-        ),
-        CutError::NotUtf8 => (ProblemCode::NotUtf8, "not UTF-8 text".to_owned()),
-        CutError::Read(err) => (
-            ProblemCode::UnreadableFile,
-            format!("cannot read: {err}; lb reads it again at its next change"),
-        ),
-    }
-}
-
 /// Reads one document and files what it holds into `set`.
-fn parse_document(place: &str, text: DocumentText<'_>, limits: &Limits, set: &mut Snapshot) {
+pub(super) fn parse_document(
+    place: &str,
+    text: DocumentText<'_>,
+    limits: &Limits,
+    set: &mut Snapshot,
+) {
     let value = match yaml::parse_value(text, limits.max_depth) {
         Ok(value) => value,
         Err(err) => {

@@ -298,3 +298,35 @@ fn sets_merge_in_order() {
     assert!(!merged.is_empty());
     assert!(ManifestSet::default().is_empty());
 }
+
+/// A file of many documents: its objects and problems come in the file's
+/// order, each problem at its own document and line.
+#[test]
+fn many_documents_keep_the_files_order() {
+    let docs: Vec<String> = (0..1_000)
+        .map(|i| match i % 97 {
+            // Broken YAML, on the document's third line.
+            3 => "apiVersion: v1\nkind: Service\nmetadata: [unclosed\n".to_owned(),
+            _ => format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: s{i}\nspec:\n  clusterIP: 10.96.0.10\n"),
+        })
+        .collect();
+    let text = docs.join("---\n");
+    let set = parse_documents("many.yaml", &text);
+    let expected: Vec<String> = (0..1_000)
+        .filter(|i| i % 97 != 3)
+        .map(|i| format!("default/s{i}"))
+        .collect();
+    assert_eq!(service_names(&set), expected);
+    let broken: Vec<usize> = (0..1_000).filter(|i| i % 97 == 3).collect();
+    let places: Vec<String> = (broken.iter())
+        .map(|i| format!("many.yaml (document {})", i + 1))
+        .collect();
+    assert_eq!(problem_objects(&set), places);
+    for (problem, &i) in set.problems.iter().zip(&broken) {
+        // A broken document's flow sequence opens on its third line.
+        let start: usize = docs[..i].iter().map(|d| d.len() + "---\n".len()).sum();
+        let line = text[..start].matches('\n').count() + 3;
+        let at = format!("at line {line}, column 11");
+        assert!(problem.reason.contains(&at), "{at}: {}", problem.reason);
+    }
+}
