@@ -225,7 +225,12 @@ pub const fn next_state(
     }
     match (state, dir) {
         (CT_UNREPLIED, Direction::Reply) => CT_REPLIED,
-        (CT_REPLIED, _) if now_s.wrapping_sub(created_s) >= UDP_STREAM_AFTER_S => CT_STREAM,
+        // Only a clock past the start counts an age: a CPU's cached second
+        // may be one behind the second another CPU created the flow at
+        // (the datapath's per-CPU clock cache, for at most one tick).
+        (CT_REPLIED, _) if now_s > created_s && now_s - created_s >= UDP_STREAM_AFTER_S => {
+            CT_STREAM
+        }
         _ => state,
     }
 }

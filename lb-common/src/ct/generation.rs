@@ -14,9 +14,10 @@
 //! again when the backend is gone or draining, so they always ask), and
 //! the same coarse second as the flow's last packet (a recheck at least
 //! once a second: an idle flow is rechecked by its next packet; and the
-//! agent bumps fewer than 2^16 times in any second, waiting out the rest
+//! agent bumps fewer than 2^15 times in any second, waiting out the rest
 //! of a second whose budget a bulk removal spent, so the 16 bits cannot
-//! wrap into a false match). The agent's bump follows its map
+//! wrap into a false match, even in a datapath second that a CPU's cached
+//! clock stretched a tick into the next). The agent's bump follows its map
 //! write, so the first packet that sees the new generation sees the change.
 //!
 //! Because frontend writes move it too, an assured flow's packet that may

@@ -86,6 +86,22 @@ fn udp_is_assured_only_after_a_reply_and_two_seconds() {
     assert!(is_assured(CT_STREAM));
 }
 
+/// A clock a second behind the flow's creation (the datapath's per-CPU
+/// cached second, for at most one tick) is no age: the flow is not taken
+/// for two seconds old.
+#[test]
+fn a_clock_behind_the_creation_makes_no_udp_stream() {
+    let u = PROTO_UDP;
+    assert_eq!(
+        next_state(u, CT_REPLIED, Direction::Original, 0, 100, 99),
+        CT_REPLIED
+    );
+    assert_eq!(
+        next_state(u, CT_REPLIED, Direction::Reply, 0, 100, 99),
+        CT_REPLIED
+    );
+}
+
 #[test]
 fn entries_expire_after_their_states_timeout_only() {
     assert!(!expired(CT_UNREPLIED, 1000, 1000 + TIMEOUT_UDP_S));

@@ -4,7 +4,8 @@
 //! the one place they are built; states, timeouts and transitions from
 //! `lb_common::ct`, shared with the agent's sweep.
 //!
-//! - `table`: the two tables (assured flows, new flows) and the clock;
+//! - `table`: the two tables (assured flows, new flows);
+//! - `clock`: their coarse second, cached per CPU for the jiffy;
 //! - `lifecycle`: a hit moves its flow's state, refreshes its last-seen
 //!   second when it changed, and promotes a flow that became assured;
 //! - `pair`: the two directions stay consistent (a missing partner is
@@ -20,6 +21,7 @@
 //! entry is created, moved or refreshed.
 
 mod assured;
+mod clock;
 mod generation;
 mod lifecycle;
 mod pair;

@@ -1,12 +1,10 @@
-//! The two tables and the clock. Assured flows (`CT4`) and new flows
+//! The two tables. Assured flows (`CT4`) and new flows
 //! (`CT4_NEW`) are separate LRU maps, so a flood of new flows evicts only
 //! other new flows, never an established connection's entries. A flow's
 //! two entries always live in the same table.
 
-use aya_ebpf::{
-    bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_coarse_ns, maps::LruHashMap,
-};
-use lb_common::{Ct4Key, Ct4Value, ct::seconds, reason::Reason};
+use aya_ebpf::{bindings::BPF_NOEXIST, maps::LruHashMap};
+use lb_common::{Ct4Key, Ct4Value, reason::Reason};
 
 use crate::maps::{CT4, CT4_NEW};
 
@@ -52,13 +50,7 @@ pub fn find_from(first: Table, key: &Ct4Key) -> Option<(Table, *mut Ct4Value)> {
     map(other).get_ptr_mut(key).map(|entry| (other, entry))
 }
 
-/// Seconds of `CLOCK_MONOTONIC`, at the tick's resolution (the coarse
-/// clock costs a memory read, not a clock read).
-#[inline(always)]
-pub fn now_s() -> u32 {
-    // SAFETY: a plain helper call.
-    seconds(unsafe { bpf_ktime_get_coarse_ns() })
-}
+pub use super::clock::now_s;
 
 /// Inserts into the table of new flows; a refusal (memory) is a counted drop.
 #[inline(always)]

@@ -159,3 +159,34 @@ fn a_packet_refreshes_its_own_entrys_second() {
     );
     assert!(of(false).last_seen_s <= aged, "the reply entry is not");
 }
+
+/// The datapath's second follows the coarse clock across a second's bound:
+/// each CPU caches the second it read for the jiffy it read it at
+/// (`lb-ebpf`'s `ct/clock.rs`), and a later jiffy reads the clock again.
+/// A cache that kept its first reading would leave the entry at the first
+/// packet's second.
+#[test]
+fn the_datapaths_second_moves_with_the_clock() {
+    let mut t = TestDatapath::load();
+    services(&mut t);
+    let before = monotonic_s();
+    t.run_xdp(&udp_frame(CLIENT, 50002, NODE, 30053, b"a", true));
+    let first = t.maps.connections().unwrap()[0].1.last_seen_s;
+    // The coarse clock may trail the fine one by a tick.
+    assert!(
+        first + 1 >= before && first <= monotonic_s(),
+        "created at the clock's second ({before}), not {first}"
+    );
+    // Bounded: the clock moves a second on within 1.2 s.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    t.run_xdp(&udp_frame(CLIENT, 50002, NODE, 30053, b"b", true));
+    let after = monotonic_s();
+    let conns = t.maps.connections().unwrap();
+    let original = conns.iter().find(|(k, _)| k.is_original()).unwrap().1;
+    assert!(original.last_seen_s > first, "refreshed to a later second");
+    assert!(
+        original.last_seen_s + 1 >= after && original.last_seen_s <= after,
+        "the clock's second ({after}), not {}",
+        original.last_seen_s
+    );
+}
