@@ -81,7 +81,7 @@ pub fn xdp_ipv4(
     data_end: usize,
     buff_len: impl FnOnce() -> usize,
 ) -> Result<XdpPacket, Reason> {
-    if let Some(pkt) = plain_xdp_ipv4(data, data_end) {
+    if let Some(pkt) = plain_ipv4(data, data_end, data_end - data) {
         return Ok(pkt);
     }
     let eth: *const EthHdr = ptr_at(data, data_end, 0).ok_or(Reason::PassMalformed)?;
@@ -153,15 +153,17 @@ pub fn xdp_ipv4(
 }
 
 /// The packet nearly all traffic is, parsed in a few instructions: IPv4
-/// without options and unfragmented, TCP or UDP, the whole datagram in the
-/// linear part. It is what [`xdp_ipv4`]'s general rules make of such a
+/// without options and unfragmented, TCP or UDP, its headers in the linear
+/// part (`data` to `data_end`) and the whole datagram within `frame_len`
+/// (XDP: the linear part too; an skb: its length). It is what
+/// [`xdp_ipv4`]'s and [`skb_ipv4`]'s general rules make of such a
 /// packet (`check_ipv4` passes it with a 20-byte header, nothing to
 /// remember for its fragments); anything else, valid or not, is `None` and
 /// takes those rules. The general path's checks each carry their own
 /// reason, which the compiler keeps in registers and spills across the
 /// whole parse; this one has no reason to give.
 #[inline(always)]
-fn plain_xdp_ipv4(data: usize, data_end: usize) -> Option<XdpPacket> {
+fn plain_ipv4(data: usize, data_end: usize, frame_len: usize) -> Option<XdpPacket> {
     const L4: usize = ETH_HLEN + IPV4_MIN_HLEN;
     let eth: *const EthHdr = ptr_at(data, data_end, 0)?;
     let ip: *mut Ipv4Hdr = ptr_at(data, data_end, ETH_HLEN)?;
@@ -177,7 +179,7 @@ fn plain_xdp_ipv4(data: usize, data_end: usize) -> Option<XdpPacket> {
         _ => return None,
     };
     let tot_len = u16::from_be(hdr.tot_len_be) as usize;
-    if tot_len < IPV4_MIN_HLEN + l4_len || ETH_HLEN + tot_len > data_end - data {
+    if tot_len < IPV4_MIN_HLEN + l4_len || ETH_HLEN + tot_len > frame_len {
         return None;
     }
     let ports: *mut Ports = ptr_at(data, data_end, L4)?;
@@ -213,9 +215,14 @@ pub struct SkbPacket {
     pub tcp_flags: u8,
 }
 
-/// Parses an skb with `bpf_skb_load_bytes` (works on non-linear skbs too).
+/// Parses an skb: the plain packet by direct reads of its linear part,
+/// anything else with `bpf_skb_load_bytes` (works on non-linear skbs too).
+/// Each load is a helper call, and the reply path made four.
 #[inline(always)]
 pub fn skb_ipv4(ctx: &TcContext) -> Result<SkbPacket, Reason> {
+    if let Some(pkt) = plain_ipv4(ctx.data(), ctx.data_end(), ctx.len() as usize) {
+        return Ok(plain_skb(&pkt));
+    }
     let ether_type: u16 = ctx.load(12).map_err(|_| Reason::PassMalformed)?;
     if ether_type != ETH_P_IP_BE {
         return Err(Reason::PassNotIpv4);
@@ -269,4 +276,23 @@ pub fn skb_ipv4(ctx: &TcContext) -> Result<SkbPacket, Reason> {
         flow: flow(&hdr, ports, proto),
         tcp_flags,
     })
+}
+
+/// The skb form of a plain packet ([`plain_ipv4`]: a 20-byte IPv4 header,
+/// TCP or UDP).
+#[inline(always)]
+fn plain_skb(pkt: &XdpPacket) -> SkbPacket {
+    const L4: usize = ETH_HLEN + IPV4_MIN_HLEN;
+    let csum_off = if pkt.proto == PROTO_TCP {
+        TCP_CSUM_OFF
+    } else {
+        UDP_CSUM_OFF
+    };
+    SkbPacket {
+        l4_off: L4,
+        l4: true,
+        csum_off: L4 + csum_off,
+        flow: pkt.flow(),
+        tcp_flags: pkt.tcp_flags,
+    }
 }

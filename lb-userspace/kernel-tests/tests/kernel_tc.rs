@@ -43,6 +43,29 @@ fn tcp_reply_gets_the_frontend_as_source() {
     );
 }
 
+/// A reply with IP options leaves the plain packet's direct reads
+/// (`parse::skb_ipv4`) for the general rules' loads, and is translated
+/// the same, its options untouched.
+#[test]
+fn a_reply_with_ip_options_is_translated_too() {
+    let mut t = TestDatapath::load();
+    services(&mut t);
+    t.run_xdp(&tcp_frame(CLIENT, 40001, NODE, 30080, true, b""));
+    // 8 bytes of options after the fixed header: ihl 7.
+    let plain = tcp_frame(POD, 8080, CLIENT, 40001, false, b"with options");
+    let reply = with_ip_options(&plain);
+    check_frame(&reply);
+
+    let (verdict, out) = t.run_tc(&reply);
+    assert_eq!(verdict, TCX_NEXT);
+    let p = check_frame(&out);
+    assert_eq!((p.src, p.sport), (NODE, 30080));
+    assert_eq!((p.dst, p.dport), (CLIENT, 40001));
+    assert_eq!(p.payload, b"with options");
+    assert_eq!(out[34..42], reply[34..42], "options untouched");
+    assert_eq!(t.stat(Reason::ReverseNat), 1);
+}
+
 #[test]
 fn udp_replies_are_translated_with_and_without_checksum() {
     let mut t = TestDatapath::load();

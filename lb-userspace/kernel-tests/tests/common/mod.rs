@@ -692,3 +692,32 @@ pub fn tcp_flow_hash(client: Ipv4Addr, sport: u16, node: Ipv4Addr, node_port: u1
         lb_common::PROTO_TCP,
     )
 }
+
+/// `frame` (Ethernet, a 20-byte IPv4 header) with 8 bytes of IP options
+/// (NOP NOP NOP NOP, end of list) after the fixed header: ihl 7, the
+/// transport header moved, total length and header checksum redone.
+#[allow(dead_code)]
+pub fn with_ip_options(frame: &[u8]) -> Vec<u8> {
+    let mut out = frame[..34].to_vec();
+    out.extend_from_slice(&[1, 1, 1, 1, 0, 0, 0, 0]);
+    out.extend_from_slice(&frame[34..]);
+    out[14] = 0x47;
+    let tot_len = u16::from_be_bytes([out[16], out[17]]) + 8;
+    out[16..18].copy_from_slice(&tot_len.to_be_bytes());
+    out[24..26].copy_from_slice(&[0, 0]);
+    let sum = ipv4_header_checksum(&out[14..14 + 28]);
+    out[24..26].copy_from_slice(&sum.to_be_bytes());
+    out
+}
+
+#[allow(dead_code)]
+pub fn ipv4_header_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
