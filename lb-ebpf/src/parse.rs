@@ -60,8 +60,9 @@ fn flow(ip: &Ipv4Hdr, ports: Ports, proto: u8) -> Flow4 {
     )
 }
 
+/// A `T` at `offset` from `data`, when it ends by `data_end`.
 #[inline(always)]
-fn ptr_at<T>(data: usize, data_end: usize, offset: usize) -> Option<*mut T> {
+pub fn ptr_at<T>(data: usize, data_end: usize, offset: usize) -> Option<*mut T> {
     let start = data + offset;
     if start + size_of::<T>() > data_end {
         return None;
