@@ -280,7 +280,10 @@ fn a_released_table_gives_its_memory_back() {
 
 /// A full sync of more Services than the old 256-table swap (each table
 /// now built just before it is written, all swapped in together, and the
-/// services, backends and frontends written in batch updates): every
+/// services, backends and frontends written in batch updates), and than
+/// one window of address space the tables are filled through holds (256
+/// tables of 1,021 slots, `mapped::FillWindow`; the window is reused for
+/// the rest once its tables are unmapped together): every
 /// Service's table is pinned and names exactly its own two backends, a
 /// SYN to each NodePort reaches one of them, and the maps read back plan
 /// nothing more.

@@ -99,12 +99,13 @@ impl KernelMaps {
         self.write_maglev_tables_built(&ids, &|i| tables[i].1.to_vec())
     }
 
-    /// A new inner map holding `slots` (and its size); not swapped in (nor
-    /// pinned) yet.
+    /// A new inner map holding `slots` (and its size), written through
+    /// `window`; not swapped in (nor pinned) yet.
     pub(super) fn fill_table(
         &self,
         table_id: u32,
         slots: &[u32],
+        window: &mut mapped::FillWindow,
     ) -> Result<Array<MapData, u32>, MapsError> {
         let size = u32::try_from(slots.len()).unwrap_or(0);
         if !valid_size(size) || !is_prime(size) {
@@ -116,12 +117,9 @@ impl KernelMaps {
         self.check_table(table_id)?;
         let inner = Array::<MapData, u32>::create(size + 1, BPF_F_INNER_MAP | BPF_F_MMAPABLE)
             .map_err(map_err(MAGLEV, "create a table"))?;
-        let mut values = Vec::with_capacity(slots.len() + 1);
-        values.push(size);
-        values.extend_from_slice(slots);
         debug_assert_eq!(TABLE_SIZE_INDEX, 0);
         let data = aya::maps::IterableMap::<u32, u32>::map(&inner);
-        mapped::write_u32s(data, &values).map_err(|err| {
+        window.write_u32s(data, &[&[size], slots]).map_err(|err| {
             MapsError::Invalid(format!("map {MAGLEV}: writing table {table_id}: {err}"))
         })?;
         Ok(inner)
