@@ -15,11 +15,12 @@
 //! 308 ms on one. So only one thread fills, the others build, and the
 //! tables it fills share a window of address space unmapped at once
 //! (`mapped::FillWindow`): unmapped one by one, each unmapping
-//! interrupted the building thread and a table's fill took 16 to 19 us,
-//! 3 us with the unmappings gathered. Building is then the longer half,
-//! so the filling thread also builds whenever nothing built is waiting:
-//! 10,003 tables in 303 to 320 ms in all, the apply of the full sync 437
-//! to 484 ms -> 384 to 405 ms (seven and six runs alternating).
+//! interrupted the building thread and a table's mapping, stores and
+//! unmapping took 16 to 20 us, 3 us with the unmappings gathered.
+//! Building is then the longer half, so the filling thread also builds
+//! whenever nothing built is waiting: 10,003 tables in 303 to 320 ms in
+//! all, the apply of the full sync 437 to 484 ms -> 384 to 405 ms (seven
+//! runs and six, alternating).
 
 use std::sync::{
     atomic::{AtomicUsize, Ordering},

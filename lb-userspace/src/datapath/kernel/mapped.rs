@@ -53,8 +53,9 @@ fn map_values_at(
 /// reserved once and unmapped at once. Each unmapping flushes the TLB of
 /// every CPU that runs a thread of the process (an IPI each, which on a
 /// VM exits to the host), so tables mapped and unmapped one by one while
-/// another thread runs cost that flush each: filling took 16 to 19 us a
-/// table where it takes 3 with the unmappings gathered. A table is mapped
+/// another thread runs cost that flush each: a table's mapping, stores
+/// and unmapping took 16 to 20 us where they take 3 with the unmappings
+/// gathered. A table is mapped
 /// over the next free stretch of the window (`MAP_FIXED`, never outside
 /// it); a full window is reserved again in one call, which unmaps every
 /// table in it together.
