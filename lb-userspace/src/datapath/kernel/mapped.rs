@@ -55,10 +55,9 @@ fn map_values_at(
 /// VM exits to the host), so tables mapped and unmapped one by one while
 /// another thread runs cost that flush each: a table's mapping, stores
 /// and unmapping took 16 to 20 us where they take 3 with the unmappings
-/// gathered. A table is mapped
-/// over the next free stretch of the window (`MAP_FIXED`, never outside
-/// it); a full window is reserved again in one call, which unmaps every
-/// table in it together.
+/// gathered. A table is mapped over the next free stretch of the window
+/// (`MAP_FIXED`, never outside it); a full window is reserved again in
+/// one call, which unmaps every table in it together.
 pub(super) struct FillWindow {
     base: std::ptr::NonNull<libc::c_void>,
     used: usize,
@@ -100,7 +99,7 @@ impl FillWindow {
         let count: usize = parts.iter().map(|part| part.len()).sum();
         let len = mapping_len(count);
         if len > WINDOW_BYTES {
-            // Never: the largest table is a quarter of the window
+            // Never: the largest table is about a quarter of the window
             // (`WINDOW_HOLDS_THE_LARGEST_TABLE`).
             return Err(std::io::Error::other(format!(
                 "{len} bytes do not fit the {WINDOW_BYTES}-byte window tables are filled through"
