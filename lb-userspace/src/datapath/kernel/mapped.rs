@@ -204,9 +204,7 @@ pub(super) fn rewrite_u32s(
     changes: impl FnOnce(&[u32]) -> Option<Vec<(usize, u32)>>,
 ) -> std::io::Result<bool> {
     use std::sync::atomic::{AtomicU32, Ordering};
-    // SAFETY: a plain query.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-    let len = (entries * ELEMENT_STRIDE).next_multiple_of(page).max(page);
+    let len = mapping_len(entries);
     let base = map_values(map, len)?.as_ptr().cast::<u8>();
     // SAFETY: every index below `entries` lies inside the mapping
     // (`index * 8 + 4 <= len`), 8-byte aligned (the mapping is
@@ -223,9 +221,6 @@ pub(super) fn rewrite_u32s(
             slot(index).store(value, Ordering::Release);
         }
     }
-    // SAFETY: the mapping made above, unmapped once.
-    if unsafe { libc::munmap(base.cast(), len) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    unmap(base.cast(), len)?;
     Ok(stored)
 }
