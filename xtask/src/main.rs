@@ -89,6 +89,7 @@ fn run(task: Task) -> Result<()> {
             Ok(())
         }
         Task::Test => {
+            check_free_disk()?;
             setup::setup()?;
             cargo(&["fmt", "--all", "--", "--check"])?;
             // deploy/ against the Kubernetes schemas, before the slow layers.
@@ -206,11 +207,57 @@ fn build(release: bool) -> Result<()> {
 
 /// Runs cargo for a task. The tasks' builds must embed the real datapath,
 /// never the empty stand-in a machine without bpf-linker gets.
+///
+/// On CI (`CI=true`) the build is incremental for nothing: a clean clone
+/// builds once. Its incremental state was 2.9 GB of the suite's disk.
 fn cargo(args: &[&str]) -> Result<()> {
     eprintln!("xtask: cargo {}", args.join(" "));
-    setup::run(
-        Command::new(env!("CARGO"))
-            .args(args)
-            .env("LB_REQUIRE_EBPF", "1"),
+    let mut command = Command::new(env!("CARGO"));
+    command.args(args).env("LB_REQUIRE_EBPF", "1");
+    let on_ci = std::env::var("CI").is_ok_and(|value| value == "true");
+    if on_ci && std::env::var_os("CARGO_INCREMENTAL").is_none() {
+        command.env("CARGO_INCREMENTAL", "0");
+    }
+    setup::run(&mut command)
+}
+
+/// What a clean `cargo xtask test` writes under target/, measured (debug
+/// and release builds, the bench's quick run), with some room.
+const SUITE_DISK_GIB: u64 = 8;
+
+/// Says how much disk target/ has before the builds start, and fails early
+/// and clearly when the suite cannot fit: a full disk otherwise shows up
+/// minutes later as a linker's bus error.
+fn check_free_disk() -> Result<()> {
+    let target = target_dir();
+    std::fs::create_dir_all(&target)?;
+    let free_gib = free_bytes(&target)? >> 30;
+    eprintln!(
+        "xtask: {free_gib} GiB free for {} (the suite writes about {SUITE_DISK_GIB} GiB)",
+        target.display()
+    );
+    if free_gib >= SUITE_DISK_GIB {
+        return Ok(());
+    }
+    // A target/ that holds the agent's build already (not only xtask's, which
+    // cargo built to get here) needs far less: say it, go on.
+    if target.join("debug/lb").exists() {
+        eprintln!("xtask: warning: little disk left; the builds may fail with a full disk");
+        return Ok(());
+    }
+    bail!(
+        "only {free_gib} GiB free for {}: the suite needs about {SUITE_DISK_GIB} GiB; free some disk (an old target/ with `cargo clean`) and run it again",
+        target.display()
     )
+}
+
+fn free_bytes(path: &std::path::Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: statvfs only writes the struct it is given.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
 }
